@@ -1,0 +1,1084 @@
+"""The stream engine: one `BufferedProtocol` bridge shared by TCP, local and TLS sockets.
+
+Theory of operation
+-------------------
+A `StreamSocket` is both the app's `ISocket` and the asyncio protocol of its transport,
+so an event from the transport reaches the app's callback with no hop in between.
+
+Receiving. The app's pending `Recv` buffers form a queue; the head is kept in plain
+attributes. While a `Recv` is pending and nothing is held, `get_buffer` hands the
+transport a view of the app's own buffer, so the kernel writes straight into it. When no
+`Recv` is pending, bytes go to a fixed hold area; once `HOLD_LIMIT` bytes are held the
+transport is paused, and it resumes when the app's `Recv` calls drain the hold. A peer
+flooding a socket that never reads therefore costs at most `HOLD_LIMIT` bytes here.
+
+Sending. `Send` writes at once (cached until connected). The transport's high-water mark
+is 0, so it calls `pause_writing` as soon as anything stays in its buffer and
+`resume_writing` once the buffer is empty again: a `Send` whose bytes all reached the
+kernel is complete on return; the others complete at `resume_writing`. This makes
+`SocketSendResult` exact and in order without per-send bookkeeping.
+
+Callbacks. From a transport event the app's callback runs directly. A result that
+completes inside the app's own call (a `Send` the kernel took, a `Recv` that held bytes
+can fill, `RecvCancel`, an early failure) is recorded as "due" on the socket: if the
+socket is inside one of its own events, the event runs it after the app's callback
+returns; otherwise the socket registers once with its loop's batch (`_Deferred`), which
+serves every due socket in one scheduled callback.
+
+The end. `_finish(reason)` is the one place a socket ends: it moves to CLOSED, cancels
+its task and timers, releases its buffers and transport, and delivers (or, inside an app
+call, schedules) the single `SocketShutdown`. A peer's EOF or a broken connection is only
+recorded while held bytes wait for the app's `Recv`; the end follows once they are
+delivered (a pending exact `Recv` first gets what there is, with a shorter length).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import errno
+import os
+import socket
+import ssl
+from collections import deque
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ._address import Address, AddressError, format_ip, parse_address
+from ._api import Buffer, ISocket, USocket
+from ._types import LogFlags, QosTrafficType, ShutdownReason, SocketModeError
+
+if TYPE_CHECKING:
+    from ._iomux import IIoMux
+    from ._log import IInstanceLog
+
+HOLD_LIMIT = 64 * 1024
+"""Bytes held for an app with no pending `Recv` before reading pauses."""
+
+LISTEN_BACKLOG = max(128, getattr(socket, "SOMAXCONN", 128))
+ACCEPT_BATCH = 64
+"""Connections accepted per readiness event."""
+ACCEPT_RETRY_DELAY = 0.2
+"""Seconds the listener rests after running out of descriptors or memory."""
+LINGER_TIMEOUT = 2.0
+"""Seconds `Shutdown` waits for the peer's close after sending its own."""
+
+_ACCEPT_RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+# Every socket the library made, until the app deletes it (the app need keep no reference).
+_LIVE: set[ISocket] = set()
+
+
+class State(enum.Enum):
+    """The life of a socket. Transitions are in `TRANSITIONS`."""
+
+    IDLE = "idle"
+    CONNECTING = "connecting"
+    ACCEPTING = "accepting"
+    CONNECTED = "connected"
+    BINDING = "binding"
+    BOUND = "bound"
+    LISTENING = "listening"
+    CLOSING = "closing"
+    CLOSED = "closed"
+    DELETED = "deleted"
+
+
+S = State
+TRANSITIONS: dict[State, frozenset[State]] = {
+    S.IDLE: frozenset({S.CONNECTING, S.BINDING, S.ACCEPTING, S.CLOSED, S.DELETED}),
+    S.CONNECTING: frozenset({S.CONNECTED, S.CLOSED, S.DELETED}),
+    S.ACCEPTING: frozenset({S.CONNECTED, S.CLOSED, S.DELETED}),
+    S.CONNECTED: frozenset({S.CLOSING, S.CLOSED, S.DELETED}),
+    S.BINDING: frozenset({S.BOUND, S.CLOSED, S.DELETED}),
+    S.BOUND: frozenset({S.LISTENING, S.CLOSED, S.DELETED}),
+    S.LISTENING: frozenset({S.CLOSED, S.DELETED}),
+    S.CLOSING: frozenset({S.CLOSED, S.DELETED}),
+    S.CLOSED: frozenset({S.DELETED}),
+    S.DELETED: frozenset(),
+}
+"""The legal moves. Anything else is the caller's mistake: `SocketModeError`."""
+
+_ENDED = (S.CLOSED, S.DELETED)
+
+
+def connect_reason(exc: BaseException) -> ShutdownReason:
+    """Translate a connect failure into the contract's reason."""
+    if isinstance(exc, ssl.SSLError | ssl.CertificateError):
+        return ShutdownReason.SOCKET_TLS_HANDSHAKE_FAILED
+    if isinstance(exc, ConnectionRefusedError) or getattr(exc, "errno", None) == errno.ECONNREFUSED:
+        return ShutdownReason.SOCKET_CONNECT_REJECTED
+    if isinstance(exc, OSError) and "Connect call failed" in str(exc) and "111" in str(exc):
+        return ShutdownReason.SOCKET_CONNECT_REJECTED
+    return ShutdownReason.SOCKET_CONNECT_FAILED
+
+
+def bind_reason(exc: OSError) -> ShutdownReason:
+    """Translate a bind failure into the contract's reason."""
+    if exc.errno == errno.EADDRINUSE:
+        return ShutdownReason.SOCKET_ADDR_IN_USE
+    return ShutdownReason.SOCKET_BIND_FAILED
+
+
+def _as_view(buf: Any, what: str) -> memoryview:
+    try:
+        mv = memoryview(buf)
+    except TypeError:
+        raise TypeError(
+            f"{what}: buf must be bytes, bytearray or memoryview, not {type(buf).__name__}"
+        ) from None
+    if mv.ndim != 1 or mv.format not in ("B", "b", "c"):
+        mv = mv.cast("B")
+    return mv
+
+
+class StreamSocket(ISocket, asyncio.BufferedProtocol):
+    """An `ISocket` over a stream transport; subclasses say how to open and bind."""
+
+    __slots__ = (
+        "__weakref__",
+        "_accept_decided",
+        "_accept_target",
+        "_blocked",
+        "_cache",
+        "_canceled",
+        "_due",
+        "_final_due",
+        "_hend",
+        "_hold",
+        "_hstart",
+        "_in_event",
+        "_in_listen_result",
+        "_into_user",
+        "_listen_wanted",
+        "_listener",
+        "_local",
+        "_log",
+        "_loop",
+        "_lsock",
+        "_mux",
+        "_paused",
+        "_peer_end",
+        "_qos",
+        "_rbuf",
+        "_retry_handle",
+        "_rhead",
+        "_rmv",
+        "_rpartial",
+        "_rpos",
+        "_rq",
+        "_rwant",
+        "_send_due",
+        "_server_name",
+        "_shutdown_wanted",
+        "_state",
+        "_task",
+        "_timer",
+        "_tr",
+        "_unreported",
+        "_use_ipv6",
+        "_user",
+    )
+
+    LOG_FLAG: ClassVar[int] = LogFlags.LOG_TCP
+    KIND: ClassVar[str] = "tcp"
+    KEEP_OPEN_ON_EOF: ClassVar[bool] = True
+
+    def __init__(
+        self, iomux: IIoMux, user: USocket | None, log: IInstanceLog, useIPv6: bool = False
+    ) -> None:
+        self._mux = iomux
+        self._loop = iomux.loop
+        self._user: Any = user
+        self._log = log
+        self._use_ipv6 = useIPv6
+        self._state = S.IDLE
+        self._tr: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._retry_handle: asyncio.TimerHandle | None = None
+        self._server_name: str | None = None
+        self._qos: QosTrafficType | None = None
+        self._local: tuple[str, int] = ("", 0)
+        # receive side
+        self._rq: deque[tuple[Any, memoryview, int, bool]] = deque()
+        self._rhead = False
+        self._rbuf: Any = None
+        self._rmv: memoryview = memoryview(b"")
+        self._rwant = 0
+        self._rpos = 0
+        self._rpartial = False
+        self._into_user = False
+        self._hold: bytearray | None = None
+        self._hstart = 0
+        self._hend = 0
+        self._paused = False
+        self._peer_end: ShutdownReason | None = None
+        self._canceled: list[Any] = []
+        # send side
+        self._cache: list[bytes] = []
+        self._blocked = False
+        self._unreported = 0
+        self._send_due = 0
+        self._shutdown_wanted = False
+        # callbacks
+        self._due = False
+        self._in_event = False
+        self._final_due: ShutdownReason | None = None
+        # server side
+        self._lsock: socket.socket | None = None
+        self._listen_wanted = False
+        self._in_listen_result = False
+        self._accept_decided = False
+        self._accept_target: StreamSocket | None = None
+        self._listener: StreamSocket | None = None
+        _LIVE.add(self)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._state.value} {self._local[0]}:{self._local[1]}>"
+
+    # ------------------------------------------------------------------ state machine
+
+    def _set_state(self, new: State) -> None:
+        old = self._state
+        if new not in TRANSITIONS[old]:
+            raise SocketModeError(self._illegal(old, new))
+        self._state = new
+        if self._log.LogFlagSet(self.LOG_FLAG):
+            self._log.Log(
+                self.LOG_FLAG, "%s %x: %s -> %s", self.KIND, id(self), old.value, new.value
+            )
+
+    @staticmethod
+    def _illegal(old: State, new: State) -> str:
+        if old is S.DELETED:
+            return "the socket was deleted; make a new one with the provider's CreateSocket"
+        if new is S.CONNECTING or new is S.BINDING:
+            return (
+                f"Connect/Bind on a socket that is {old.value}: each socket is either a client "
+                "(Connect once) or a server (Bind once); make a new socket for another"
+            )
+        if new is S.LISTENING:
+            return f"Listen on a socket that is {old.value}: call Bind first, then Listen once"
+        return f"a socket that is {old.value} cannot become {new.value}"
+
+    def _check_alive(self, call: str) -> None:
+        if self._state is S.DELETED:
+            raise SocketModeError(f"{call} after Delete(): the socket is gone; make a new one")
+
+    def _fail_log(self, what: str, detail: object) -> None:
+        self._log.Log(self.LOG_FLAG, "%s %x: %s: %s", self.KIND, id(self), what, detail)
+
+    # ------------------------------------------------------------------ deferral
+
+    def _mark_due(self) -> None:
+        if not self._due:
+            self._due = True
+            if not self._in_event:
+                self._mux._deferred.add(self)
+
+    def _run_due(self) -> None:
+        """Deliver what completed inside app calls (never itself inside one)."""
+        if not self._due or self._state is S.DELETED:
+            return
+        self._due = False
+        self._in_event = True
+        try:
+            if self._canceled:
+                bufs = self._canceled
+                self._canceled = []
+                for b in bufs:
+                    if self._state in _ENDED:
+                        break
+                    self._callback("SocketRecvCanceled", b)
+            if self._send_due and self._state is not S.DELETED:
+                self._deliver_send_results()
+            if self._hstart != self._hend and self._rhead and self._state not in _ENDED:
+                self._deliver_held()
+            if self._peer_end is not None and self._state not in _ENDED:
+                self._check_end()
+            if self._final_due is not None and self._state is S.CLOSED:
+                reason = self._final_due
+                self._final_due = None
+                self._deliver_final(reason)
+        finally:
+            self._in_event = False
+        if self._due and self._state is not S.DELETED:
+            self._mux._deferred.add(self)
+
+    def _callback(self, name: str, *args: Any) -> Any:
+        try:
+            return getattr(self._user, name)(self, *args)
+        except Exception as e:
+            self._loop.call_exception_handler(
+                {
+                    "message": f"exception in {type(self._user).__name__}.{name}",
+                    "exception": e,
+                    "socket": self,
+                }
+            )
+            return None
+
+    def _deliver_send_results(self) -> None:
+        while self._send_due:
+            if self._state is S.DELETED or (self._state is S.CLOSED and self._final_due is None):
+                self._send_due = 0
+                return
+            self._send_due -= 1
+            try:
+                self._user.SocketSendResult(self)
+            except Exception as e:
+                self._loop.call_exception_handler(
+                    {"message": "exception in SocketSendResult", "exception": e, "socket": self}
+                )
+
+    # ------------------------------------------------------------------ the end
+
+    def _finish(self, reason: ShutdownReason, direct: bool) -> None:
+        """The one place a socket ends. `direct`: we are in a transport/loop event."""
+        if self._state in _ENDED:
+            return
+        self._set_state(S.CLOSED)
+        if reason > ShutdownReason.SOCKET_SHUTDOWN_BY_PEER or self._log.LogFlagSet(self.LOG_FLAG):
+            self._log.Log(self.LOG_FLAG, "%s %x: shutdown %s", self.KIND, id(self), reason.name)
+        self._release()
+        if reason is ShutdownReason.SOCKET_SHUTDOWN_NORMAL:
+            self._send_due += self._unreported
+        self._unreported = 0
+        if direct:
+            self._deliver_final(reason)
+        else:
+            self._final_due = reason
+            self._mark_due()
+
+    def _deliver_final(self, reason: ShutdownReason) -> None:
+        in_event = self._in_event
+        self._in_event = True
+        self._final_due = reason  # lets the send results still due go out first
+        if self._send_due:
+            self._deliver_send_results()
+        self._final_due = None
+        self._in_event = in_event
+        if self._state is S.CLOSED:
+            self._callback("SocketShutdown", reason)
+        self._due = False
+
+    def _release(self) -> None:
+        """Cancel the task and timers, drop buffers, close the transport and listener."""
+        task, self._task = self._task, None
+        if task is not None and not task.done() and task is not _current_task(self._loop):
+            task.cancel()
+        for h in (self._timer, self._retry_handle):
+            if h is not None:
+                h.cancel()
+        self._timer = self._retry_handle = None
+        self._rq.clear()
+        self._rhead = False
+        self._rbuf = None
+        self._rmv = memoryview(b"")
+        self._hold = None
+        self._hstart = self._hend = 0
+        self._cache.clear()
+        tr, self._tr = self._tr, None
+        if tr is not None:
+            tr.close()
+        self._close_listener()
+
+    def _close_listener(self) -> None:
+        lsock, self._lsock = self._lsock, None
+        if lsock is not None:
+            if self._state is not S.BINDING:
+                try:
+                    self._loop.remove_reader(lsock.fileno())
+                except (ValueError, OSError):
+                    pass
+            self._listener_closed(lsock)
+            lsock.close()
+
+    def _listener_closed(self, lsock: socket.socket) -> None:
+        """Hook: the listening socket is about to close (local sockets unlink here)."""
+
+    # ------------------------------------------------------------------ ISocket: client
+
+    def Connect(self, address: str, serverName: str | None = None) -> None:
+        """Connect to `address`: `SocketConnectComplete`, or `SocketShutdown` with
+        `SOCKET_ADDRESS_INVALID`, `SOCKET_CONNECT_REJECTED` or `SOCKET_CONNECT_FAILED`
+        (TLS also `SOCKET_TLS_HANDSHAKE_FAILED`)."""
+        self._check_alive("Connect")
+        self._set_state(S.CONNECTING)
+        self._server_name = serverName
+        try:
+            target = self._parse_connect(address)
+        except AddressError as e:
+            self._fail_log("Connect: address invalid", e)
+            self._finish(ShutdownReason.SOCKET_ADDRESS_INVALID, direct=False)
+            return
+        self._task = self._loop.create_task(self._connect(target))
+
+    def _parse_connect(self, address: str) -> Any:
+        return parse_address(address, need_port=True)
+
+    async def _connect(self, target: Any) -> None:
+        try:
+            await self._open(target)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            if self._state is S.CONNECTING:
+                self._task = None
+                self._fail_log("Connect failed", repr(e))
+                self._finish(self._connect_reason(e), direct=True)
+        else:
+            self._task = None
+
+    def _connect_reason(self, exc: BaseException) -> ShutdownReason:
+        return connect_reason(exc)
+
+    async def _open(self, target: Address) -> None:
+        """Open the transport with `self` as its protocol (TCP here)."""
+        family = 0
+        if target.ip is None:
+            family = socket.AF_INET6 if self._use_ipv6 else socket.AF_INET
+        await self._loop.create_connection(lambda: self, target.host, target.port, family=family)
+
+    # ------------------------------------------------------------------ transport events
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        tr: Any = transport
+        if self._state is not S.CONNECTING and self._state is not S.ACCEPTING:
+            tr.abort()
+            return
+        self._tr = tr
+        tr.set_write_buffer_limits(high=0)
+        accepted = self._state is S.ACCEPTING
+        self._set_state(S.CONNECTED)
+        self._remember_local(tr)
+        if self._qos is not None:
+            self._apply_qos()
+        self._in_event = True
+        if self._transport_ready():
+            for data in self._cache:
+                self._write(data)
+            self._cache.clear()
+            self._callback("SocketAcceptComplete" if accepted else "SocketConnectComplete")
+        self._in_event = False
+        if self._shutdown_wanted and self._state is S.CONNECTED:
+            self._begin_close()
+        if self._due:
+            self._run_due()
+
+    def _transport_ready(self) -> bool:
+        """Hook before the app hears of the connection (TLS checks ALPN); False ends it."""
+        return True
+
+    def _remember_local(self, tr: Any) -> None:
+        try:
+            name = tr.get_extra_info("sockname")
+            self._local = (format_ip(name[0]), int(name[1]))
+        except (TypeError, IndexError):
+            pass
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self._rhead and self._hstart == self._hend:
+            self._into_user = True
+            if self._rpos == 0:
+                return self._rmv
+            return self._rmv[self._rpos :]
+        self._into_user = False
+        hold = self._hold
+        if hold is None:
+            hold = self._hold = bytearray(HOLD_LIMIT)
+        elif self._hend == len(hold):
+            if self._hstart:
+                n = self._hend - self._hstart
+                hold[:n] = hold[self._hstart : self._hend]
+                self._hstart, self._hend = 0, n
+            else:  # paused, but the transport still asks: keep it bounded
+                hold.extend(bytes(4096))
+        return memoryview(hold)[self._hend :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._into_user:
+            pos = self._rpos + nbytes
+            if self._rpartial or pos == self._rwant:
+                buf = self._rbuf
+                q = self._rq
+                if q:
+                    self._rbuf, self._rmv, self._rwant, self._rpartial = q.popleft()
+                else:
+                    self._rhead = False
+                    self._rbuf = None
+                self._rpos = 0
+                self._in_event = True
+                try:
+                    self._user.SocketRecvResult(self, buf, pos)
+                except Exception as e:
+                    self._loop.call_exception_handler(
+                        {"message": "exception in SocketRecvResult", "exception": e, "socket": self}
+                    )
+                self._in_event = False
+                if self._due:
+                    self._run_due()
+            else:
+                self._rpos = pos
+            return
+        if self._state is not S.CONNECTED:
+            self._hstart = self._hend = 0  # closing: what the peer still sends is dropped
+            return
+        self._hend += nbytes
+        if self._rhead:
+            self._in_event = True
+            self._deliver_held()
+            self._in_event = False
+            if self._due:
+                self._run_due()
+        elif self._hend - self._hstart >= HOLD_LIMIT and not self._paused and self._tr is not None:
+            self._paused = True
+            self._tr.pause_reading()
+
+    def _deliver_held(self) -> None:
+        """Move held bytes into pending Recvs (we are in an event or in `_run_due`)."""
+        hold = self._hold
+        while self._rhead and self._hstart < self._hend and hold is not None:
+            k = min(self._hend - self._hstart, self._rwant - self._rpos)
+            self._rmv[self._rpos : self._rpos + k] = memoryview(hold)[
+                self._hstart : self._hstart + k
+            ]
+            self._hstart += k
+            pos = self._rpos + k
+            if self._rpartial or pos == self._rwant:
+                buf = self._rbuf
+                if self._rq:
+                    self._rbuf, self._rmv, self._rwant, self._rpartial = self._rq.popleft()
+                else:
+                    self._rhead = False
+                    self._rbuf = None
+                self._rpos = 0
+                self._callback("SocketRecvResult", buf, pos)
+                if self._state is not S.CONNECTED:
+                    return
+                hold = self._hold
+            else:
+                self._rpos = pos
+        if self._hstart == self._hend:
+            self._hstart = self._hend = 0
+        if self._paused and self._hend - self._hstart < HOLD_LIMIT and self._tr is not None:
+            self._paused = False
+            self._tr.resume_reading()
+        if self._peer_end is not None:
+            self._check_end()
+
+    def eof_received(self) -> bool | None:
+        if self._state is S.CLOSING:
+            if self._tr is not None:
+                self._tr.close()
+            return None
+        if self._state is not S.CONNECTED:
+            return None
+        self._peer_end = ShutdownReason.SOCKET_SHUTDOWN_BY_PEER
+        self._check_end()
+        return True if self.KEEP_OPEN_ON_EOF else None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._tr = None
+        st = self._state
+        if st is S.CLOSING:
+            if exc is not None:
+                self._fail_log("lost while closing", repr(exc))
+            self._finish(ShutdownReason.SOCKET_SHUTDOWN_NORMAL, direct=True)
+            return
+        if st is not S.CONNECTED:
+            return
+        if self._peer_end is None:
+            if exc is None:
+                self._peer_end = ShutdownReason.SOCKET_SHUTDOWN_BY_PEER
+            else:
+                self._fail_log("connection lost", repr(exc))
+                self._peer_end = self._lost_reason(exc)
+        self._check_end()
+
+    def _lost_reason(self, exc: BaseException) -> ShutdownReason:
+        return ShutdownReason.SOCKET_LOST
+
+    def _check_end(self) -> None:
+        """The peer is gone: end once every held byte went to a Recv."""
+        if self._hstart != self._hend or self._state is not S.CONNECTED:
+            return
+        reason = self._peer_end
+        assert reason is not None
+        if self._rhead and self._rpos:
+            # a pending exact Recv that can no longer be filled gets what there is
+            buf, n = self._rbuf, self._rpos
+            self._rhead = False
+            self._rpos = 0
+            in_event = self._in_event
+            self._in_event = True
+            self._callback("SocketRecvResult", buf, n)
+            self._in_event = in_event
+            if self._state is not S.CONNECTED:
+                return
+        self._finish(reason, direct=True)
+
+    def pause_writing(self) -> None:
+        self._blocked = True
+
+    def resume_writing(self) -> None:
+        self._blocked = False
+        if self._unreported:
+            self._send_due += self._unreported
+            self._unreported = 0
+            if self._state is S.CONNECTED or self._state is S.CLOSING:
+                self._in_event = True
+                self._deliver_send_results()
+                self._in_event = False
+                if self._due:
+                    self._run_due()
+
+    # ------------------------------------------------------------------ ISocket: data
+
+    def Send(self, buf: Buffer, len: int | None = None) -> None:
+        """Send the first `len` bytes of `buf`; the caller may reuse `buf` on return.
+
+        Leads to one `SocketSendResult` once the bytes have left for the kernel (cached
+        until `SocketConnectComplete` if the socket is still connecting). Ignored after
+        `Shutdown`.
+        """
+        st = self._state
+        if type(buf) is bytes and (len is None or len == buf.__len__()):
+            data = buf
+        else:
+            mv = memoryview(buf)
+            if mv.ndim != 1 or mv.itemsize != 1:
+                mv = mv.cast("B")
+            if len is not None and (len < 0 or len > mv.nbytes):
+                raise ValueError(f"Send: len={len} but the buffer holds {mv.nbytes} bytes")
+            data = mv[:len].tobytes() if len is not None else mv.tobytes()
+        if st is S.CONNECTED and not self._shutdown_wanted:
+            tr = self._tr
+            tr.write(data)
+            if self._blocked:
+                self._unreported += 1
+            else:
+                self._send_due += 1
+                if not self._due:
+                    self._due = True
+                    if not self._in_event:
+                        self._mux._deferred.add(self)
+            return
+        if st is S.CONNECTING or st is S.ACCEPTING:
+            if not self._shutdown_wanted:
+                self._cache.append(data)
+            return
+        if st is S.CLOSING or st is S.CLOSED or (st is S.CONNECTED and self._shutdown_wanted):
+            return
+        self._check_alive("Send")
+        raise SocketModeError(
+            f"Send on a socket that is {st.value}: Send needs a socket on which Connect was "
+            "called, or one handed over by SocketAcceptComplete"
+        )
+
+    def _write(self, data: bytes) -> None:
+        self._tr.write(data)
+        if self._blocked:
+            self._unreported += 1
+        else:
+            self._send_due += 1
+            self._mark_due()
+
+    def Recv(
+        self, buf: bytearray | memoryview, len: int | None = None, recvPartial: bool = False
+    ) -> None:
+        """Receive into `buf`: `SocketRecvResult(socket, buf, n)` with exactly `len` bytes
+        (`n == len`), or with `recvPartial` 1..`len` bytes as soon as any are there.
+        Several Recv calls queue in order. Ignored once the socket is closing."""
+        st = self._state
+        if st is S.CLOSING or st is S.CLOSED:
+            return
+        if st is S.DELETED:
+            self._check_alive("Recv")
+        if st is S.BINDING or st is S.BOUND or st is S.LISTENING:
+            raise SocketModeError("Recv on a listening socket: receive on the accepted sockets")
+        mv = _as_view(buf, "Recv")
+        if mv.readonly:
+            raise ValueError(
+                "Recv: the buffer is read-only; pass a bytearray or a writable memoryview"
+            )
+        n = mv.nbytes if len is None else len
+        if n <= 0 or n > mv.nbytes:
+            raise ValueError(
+                f"Recv: len={len} must be between 1 and the buffer's size ({mv.nbytes})"
+            )
+        if n != mv.nbytes:
+            mv = mv[:n]
+        if self._rhead:
+            self._rq.append((buf, mv, n, recvPartial))
+            return
+        self._rhead = True
+        self._rbuf = buf
+        self._rmv = mv
+        self._rwant = n
+        self._rpos = 0
+        self._rpartial = recvPartial
+        if self._hstart != self._hend or self._peer_end is not None:
+            self._mark_due()
+
+    def RecvCancel(self) -> None:
+        """Cancel every pending `Recv`: `SocketRecvCanceled(socket, buf)` for each, later.
+        Bytes already placed into a cancelled buffer are kept for the next `Recv`."""
+        self._check_alive("RecvCancel")
+        if not self._rhead:
+            return
+        bufs = [self._rbuf]
+        if self._rpos:
+            kept = self._rmv[: self._rpos].tobytes()
+            held = bytes(self._hold[self._hstart : self._hend]) if self._hold is not None else b""
+            data = kept + held
+            self._hold = bytearray(max(HOLD_LIMIT, data.__len__()))
+            self._hold[: data.__len__()] = data
+            self._hstart, self._hend = 0, data.__len__()
+        bufs.extend(item[0] for item in self._rq)
+        self._rq.clear()
+        self._rhead = False
+        self._rbuf = None
+        self._rpos = 0
+        self._canceled.extend(bufs)
+        self._mark_due()
+
+    def SetUser(self, user: USocket) -> None:
+        """Send this socket's callbacks to `user` from now on."""
+        self._check_alive("SetUser")
+        self._user = user
+
+    def GetLocalAddress(self) -> tuple[str, int]:
+        """The local address and port ("" and 0 until Bind/Connect completed)."""
+        self._check_alive("GetLocalAddress")
+        return self._local
+
+    def SetQoS(self, traffic: QosTrafficType) -> None:
+        """Mark outgoing packets with the DSCP of `traffic` (IP_TOS / IPV6_TCLASS)."""
+        self._check_alive("SetQoS")
+        self._qos = QosTrafficType(traffic)
+        self._apply_qos()
+
+    def _raw_socket(self) -> socket.socket | None:
+        if self._lsock is not None:
+            return self._lsock
+        if self._tr is not None:
+            sock: socket.socket | None = self._tr.get_extra_info("socket")
+            return sock
+        return None
+
+    def _apply_qos(self) -> None:
+        sock = self._raw_socket()
+        if (
+            sock is None
+            or self._qos is None
+            or sock.family not in (socket.AF_INET, socket.AF_INET6)
+        ):
+            return
+        tos = int(self._qos) << 2
+        try:
+            if sock.family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, tos)
+                try:  # a dual-stack socket may carry IPv4 too
+                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
+                except OSError:
+                    pass
+            else:
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
+        except OSError as e:
+            self._fail_log("SetQoS failed", e)
+
+    # ------------------------------------------------------------------ ISocket: end
+
+    def Shutdown(self) -> None:
+        """Send what is cached, close, then `SocketShutdown(SOCKET_SHUTDOWN_NORMAL)`.
+
+        Our close is sent after the last byte; the peer's close is awaited for at most
+        `LINGER_TIMEOUT` seconds (what it still sends meanwhile is dropped).
+        """
+        st = self._state
+        self._check_alive("Shutdown")
+        if st is S.CONNECTED:
+            if self._peer_end is not None:
+                self._finish(self._peer_end, direct=False)
+            else:
+                self._begin_close()
+        elif st is S.CONNECTING or st is S.ACCEPTING:
+            self._shutdown_wanted = True
+        elif st in (S.IDLE, S.BINDING, S.BOUND, S.LISTENING):
+            self._finish(ShutdownReason.SOCKET_SHUTDOWN_NORMAL, direct=False)
+
+    def _begin_close(self) -> None:
+        self._set_state(S.CLOSING)
+        self._rq.clear()
+        self._rhead = False
+        self._rbuf = None
+        self._hstart = self._hend = 0
+        tr = self._tr
+        if tr is None:
+            self._finish(ShutdownReason.SOCKET_SHUTDOWN_NORMAL, direct=False)
+            return
+        if self._paused:
+            self._paused = False
+            tr.resume_reading()
+        if tr.can_write_eof():
+            tr.write_eof()
+            self._timer = self._loop.call_later(LINGER_TIMEOUT, self._linger_expired)
+        else:
+            tr.close()
+
+    def _linger_expired(self) -> None:
+        self._timer = None
+        if self._state is S.CLOSING and self._tr is not None:
+            self._fail_log("Shutdown", "the peer did not close in time; closing anyway")
+            self._tr.abort() if self._blocked else self._tr.close()
+
+    def Delete(self) -> None:
+        """Release the socket at once: it closes and makes no callback, ever again."""
+        self._check_alive("Delete")
+        self._set_state(S.DELETED)
+        self._release()
+        self._canceled.clear()
+        self._send_due = self._unreported = 0
+        self._user = None
+        _LIVE.discard(self)
+
+    # ------------------------------------------------------------------ server side
+
+    def Bind(
+        self, localAddr: str | None = None, localPort: int = 0, reuseAddr: bool = False
+    ) -> None:
+        """Bind to `localAddr:localPort` (None: all interfaces, port 0: any):
+        `SocketBindResult(socket, addr, port)` or `SocketShutdown` with
+        `SOCKET_ADDRESS_INVALID`, `SOCKET_OPEN_FAILED`, `SOCKET_ADDR_IN_USE` or
+        `SOCKET_BIND_FAILED`."""
+        self._check_alive("Bind")
+        self._set_state(S.BINDING)
+        if not 0 <= int(localPort) <= 65535:
+            self._fail_log("Bind: address invalid", f"port {localPort} out of range")
+            self._finish(ShutdownReason.SOCKET_ADDRESS_INVALID, direct=False)
+            return
+        self._task = self._loop.create_task(self._bind(localAddr, int(localPort), reuseAddr))
+
+    async def _bind(self, localAddr: str | None, localPort: int, reuseAddr: bool) -> None:
+        try:
+            family, sockaddr = await self._bind_target(localAddr, localPort)
+        except AddressError as e:
+            self._task = None
+            self._fail_log("Bind: address invalid", e)
+            self._finish(ShutdownReason.SOCKET_ADDRESS_INVALID, direct=True)
+            return
+        except OSError as e:
+            self._task = None
+            self._fail_log("Bind: cannot resolve", e)
+            self._finish(ShutdownReason.SOCKET_BIND_FAILED, direct=True)
+            return
+        self._task = None
+        if self._state is not S.BINDING:
+            return
+        try:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        except OSError as e:
+            self._fail_log("Bind: socket() failed", e)
+            self._finish(ShutdownReason.SOCKET_OPEN_FAILED, direct=True)
+            return
+        try:
+            sock.setblocking(False)
+            if reuseAddr:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._bind_socket(sock, sockaddr)
+        except OSError as e:
+            sock.close()
+            self._fail_log("Bind failed", e)
+            self._finish(bind_reason(e), direct=True)
+            return
+        self._lsock = sock
+        self._local = self._bound_name(sock)
+        self._set_state(S.BOUND)
+        if self._qos is not None:
+            self._apply_qos()
+        self._in_event = True
+        self._callback("SocketBindResult", self._local[0], self._local[1])
+        self._in_event = False
+        if self._listen_wanted and self._state is S.BOUND:
+            self._start_listen()
+        if self._due:
+            self._run_due()
+
+    async def _bind_target(self, localAddr: str | None, localPort: int) -> tuple[int, Any]:
+        if localAddr is None or localAddr == "":
+            if self._use_ipv6:
+                return socket.AF_INET6, ("::", localPort)
+            return socket.AF_INET, ("0.0.0.0", localPort)
+        addr = parse_address(localAddr, need_port=False, default_port=localPort)
+        if addr.ip is not None:
+            fam = socket.AF_INET6 if addr.ip.version == 6 else socket.AF_INET
+            return fam, (addr.host, addr.port)
+        fam = socket.AF_INET6 if self._use_ipv6 else socket.AF_INET
+        infos = await self._loop.getaddrinfo(
+            addr.host, addr.port, family=fam, type=socket.SOCK_STREAM
+        )
+        return infos[0][0], infos[0][4]
+
+    def _bind_socket(self, sock: socket.socket, sockaddr: Any) -> None:
+        sock.bind(sockaddr)
+
+    def _bound_name(self, sock: socket.socket) -> tuple[str, int]:
+        name = sock.getsockname()
+        return format_ip(name[0]), int(name[1])
+
+    def Listen(self) -> None:
+        """Accept connections on the bound address: `SocketListenResult` for each, or
+        `SocketShutdown(SOCKET_LISTEN_FAILED)`."""
+        self._check_alive("Listen")
+        if self._state is S.BINDING and not self._listen_wanted:
+            self._listen_wanted = True
+        elif self._state is S.BOUND:
+            self._start_listen()
+        else:
+            raise SocketModeError(self._illegal(self._state, S.LISTENING))
+
+    def _start_listen(self) -> None:
+        sock = self._lsock
+        assert sock is not None
+        try:
+            sock.listen(LISTEN_BACKLOG)
+            self._set_state(S.LISTENING)
+            self._loop.add_reader(sock.fileno(), self._on_accept_ready)
+        except OSError as e:
+            self._fail_log("Listen failed", e)
+            self._finish(ShutdownReason.SOCKET_LISTEN_FAILED, direct=False)
+            return
+        self._log.Log(self.LOG_FLAG, "%s %x: listening on %s:%d", self.KIND, id(self), *self._local)
+
+    def _resume_accepting(self) -> None:
+        self._retry_handle = None
+        if self._state is S.LISTENING and self._lsock is not None:
+            self._loop.add_reader(self._lsock.fileno(), self._on_accept_ready)
+
+    def _on_accept_ready(self) -> None:
+        lsock = self._lsock
+        for _ in range(ACCEPT_BATCH):
+            if lsock is None or self._state is not S.LISTENING:
+                return
+            try:
+                conn, addr = lsock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                self._fail_log("accept failed", e)
+                if e.errno in _ACCEPT_RESOURCE_ERRORS:
+                    self._loop.remove_reader(lsock.fileno())
+                    self._retry_handle = self._loop.call_later(
+                        ACCEPT_RETRY_DELAY, self._resume_accepting
+                    )
+                    return
+                continue
+            self._incoming(conn, addr)
+
+    def _remote_of(self, addr: Any) -> tuple[str, int]:
+        return format_ip(addr[0]), int(addr[1])
+
+    def _new_accepted(self) -> StreamSocket:
+        return type(self)(self._mux, None, self._log, self._use_ipv6)
+
+    def _incoming(self, conn: socket.socket, addr: Any) -> None:
+        conn.setblocking(False)
+        new = self._new_accepted()
+        new._state = S.ACCEPTING
+        new._listener = self
+        if self._qos is not None:
+            new._qos = self._qos
+        self._accept_target = new
+        self._accept_decided = False
+        self._in_listen_result = True
+        self._in_event = True
+        try:
+            self._callback("SocketListenResult", *self._remote_of(addr))
+        finally:
+            self._in_listen_result = False
+            self._in_event = False
+            self._accept_target = None
+        if new._user is None or new._state is not S.ACCEPTING:
+            if self._log.LogFlagSet(self.LOG_FLAG):
+                self._log.Log(
+                    self.LOG_FLAG, "%s %x: connection from %r denied", self.KIND, id(self), addr
+                )
+            conn.close()
+            new._state = S.DELETED
+            _LIVE.discard(new)
+        else:
+            new._task = self._loop.create_task(new._start_accepted(conn))
+        if self._due:
+            self._run_due()
+
+    async def _start_accepted(self, conn: socket.socket) -> None:
+        try:
+            await self._open_accepted(conn)
+        except asyncio.CancelledError:
+            conn.close()
+            raise
+        except Exception as e:
+            conn.close()
+            self._task = None
+            if self._state is S.ACCEPTING:
+                self._fail_log("accept failed", repr(e))
+                self._finish(self._accept_reason(e), direct=True)
+        else:
+            self._task = None
+
+    def _accept_reason(self, exc: BaseException) -> ShutdownReason:
+        return ShutdownReason.SOCKET_ACCEPT_FAILED
+
+    async def _open_accepted(self, conn: socket.socket) -> None:
+        await self._loop.connect_accepted_socket(lambda: self, conn)
+
+    def Accept(self, remoteUser: USocket | None) -> None:
+        """Only inside `SocketListenResult`: accept the connection with `remoteUser` (its
+        `SocketAcceptComplete` follows with the new socket), or deny it with None."""
+        self._check_alive("Accept")
+        if not self._in_listen_result or self._accept_target is None:
+            raise SocketModeError(
+                "Accept is only allowed inside SocketListenResult, on the listening socket "
+                "that reported the connection"
+            )
+        if self._accept_decided:
+            raise SocketModeError("Accept was already called for this connection")
+        self._accept_decided = True
+        if remoteUser is not None:
+            self._accept_target._user = remoteUser
+
+
+def _current_task(loop: asyncio.AbstractEventLoop) -> asyncio.Task[Any] | None:
+    try:
+        return asyncio.current_task(loop)
+    except RuntimeError:
+        return None
+
+
+def remove_stale_unix_socket(path: str) -> bool:
+    """Remove `path` if it is a Unix socket nobody listens on. True when it was removed.
+
+    Raises:
+        FileExistsError: something that is not a stale socket is at `path`.
+    """
+    import stat
+
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISSOCK(st.st_mode):
+        raise FileExistsError(errno.EEXIST, "not a socket; refusing to remove it", path)
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.setblocking(False)
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        os.unlink(path)
+        return True
+    except BlockingIOError:
+        pass  # a live listener with a full backlog
+    finally:
+        probe.close()
+    raise OSError(errno.EADDRINUSE, "a live socket is listening there", path)
