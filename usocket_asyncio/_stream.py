@@ -459,7 +459,7 @@ class StreamSocket(ISocket, asyncio.BufferedProtocol):
             for data in self._cache:
                 self._write(data)
             self._cache.clear()
-            self._callback("SocketAcceptComplete" if accepted else "SocketConnectComplete")
+            self._callback(self._ready_callback(accepted))
         self._in_event = False
         if self._shutdown_wanted and self._state is S.CONNECTED:
             self._begin_close()
@@ -469,6 +469,11 @@ class StreamSocket(ISocket, asyncio.BufferedProtocol):
     def _transport_ready(self) -> bool:
         """Hook before the app hears of the connection (TLS checks ALPN); False ends it."""
         return True
+
+    def _ready_callback(self, accepted: bool) -> str:
+        """Hook: the callback that tells the app the connection is up (a TLS upgrade
+        says `SocketUpgradeToTLSComplete`)."""
+        return "SocketAcceptComplete" if accepted else "SocketConnectComplete"
 
     def _remember_local(self, tr: Any) -> None:
         try:
@@ -832,6 +837,35 @@ class StreamSocket(ISocket, asyncio.BufferedProtocol):
         if self._state is S.CLOSING and self._tr is not None:
             self._fail_log("Shutdown", "the peer did not close in time; closing anyway")
             self._tr.abort() if self._blocked else self._tr.close()
+
+    def _hand_over(self) -> tuple[Any, bytes]:
+        """Give the connection away (`UpgradeToTLSSocket`): returns the transport, with
+        reading paused, and the bytes read but not yet delivered (those in a pending
+        Recv's buffer first, then the held ones). The socket becomes CLOSED without a
+        callback: its user hears nothing more, and its `Delete()` leaves the transport
+        alone. Bytes already written stay queued in the transport, ahead of what the
+        new owner writes.
+
+        Raises:
+            SocketModeError: the socket is not connected.
+        """
+        self._check_alive("UpgradeToTLSSocket")
+        if self._state is not S.CONNECTED or self._tr is None or self._peer_end is not None:
+            raise SocketModeError(
+                f"UpgradeToTLSSocket needs a connected socket; this one is {self._state.value}"
+            )
+        tr = self._tr
+        tr.pause_reading()
+        data = self._rmv[: self._rpos].tobytes() if self._rhead and self._rpos else b""
+        if self._hold is not None and self._hstart != self._hend:
+            data += bytes(self._hold[self._hstart : self._hend])
+        self._tr = None
+        self._set_state(S.CLOSED)
+        self._release()
+        self._canceled.clear()
+        self._send_due = self._unreported = 0
+        self._final_due = None
+        return tr, data
 
     def Delete(self) -> None:
         """Release the socket at once: it closes and makes no callback, ever again."""
