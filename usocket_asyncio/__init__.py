@@ -5,6 +5,7 @@ from ._iomux import IIoMux, ITimer, UTimer
 from ._local import CreateLocalSocketProvider
 from ._log import IInstanceLog
 from ._tcp import CreateTCPSocketProvider
+from ._tls import CreateTLSSocketProvider
 from ._types import (
     LOG_APP,
     LOG_DTLS,
@@ -61,6 +62,7 @@ __all__ = [
     "SOCKET_TLS_HANDSHAKE_FAILED",
     "CreateLocalSocketProvider",
     "CreateTCPSocketProvider",
+    "CreateTLSSocketProvider",
     "IInstanceLog",
     "IIoMux",
     "IPaddr",

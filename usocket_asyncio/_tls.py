@@ -1,0 +1,512 @@
+"""TLS sockets: the stream engine over asyncio's (or uvloop's) SSL transport.
+
+Theory of operation
+-------------------
+A `TLSSocket` is a `StreamSocket` whose transport is the loop's SSL transport, so the
+engine's zero-copy receive path is unchanged: the SSL protocol decrypts straight into
+the buffer that `get_buffer` hands out (the app's `Recv` buffer, or the hold area).
+
+Opening. A client connects a plain socket first (`sock_connect`), then runs the handshake
+with `create_connection(sock=..., ssl=...)`: a failure before the TCP connection exists
+is a connect failure (`SOCKET_CONNECT_REJECTED`/`_FAILED`), any failure after it is
+`SOCKET_TLS_HANDSHAKE_FAILED`. A server socket accepts with the engine's accept loop and
+runs the handshake with `connect_accepted_socket(ssl=...)`. Either way the engine's
+`connection_made` (and so `SocketConnectComplete`/`SocketAcceptComplete`) only comes
+after the handshake, and after the app accepted the ALPN protocol (`_transport_ready`).
+
+Upgrading (`UpgradeToTLSSocket`). The TCP socket hands over its transport (reading
+paused) and the bytes it had read but not delivered (`StreamSocket._hand_over`); it is
+then CLOSED without a callback, and is deleted with the TLS socket. Who owns the bytes
+in flight:
+- bytes the TCP socket still had queued for sending stay in the transport's buffer,
+  ahead of the handshake, so they leave first;
+- bytes the TCP socket had read but not delivered are the peer's first handshake bytes:
+  they are fed into the new SSL protocol (`_inject`) after `start_tls` installed it
+  and before it reads anything more from the transport (`start_tls` schedules its
+  `connection_made` and `resume_reading`; our feed is scheduled before either);
+- application bytes that arrive with the peer's last handshake flight are decrypted
+  before `start_tls` returns to us (asyncio reads them at once; uvloop one callback
+  later): until our `connection_made` they are staged (`_pre`), then moved into the
+  hold area ahead of anything newer. End-of-stream events in that window are replayed.
+Nothing is ever delivered as plaintext to the TCP socket's user, and nothing is dropped.
+
+The end. A `close_notify` from the peer is `SOCKET_SHUTDOWN_BY_PEER` (after the bytes
+before it are delivered). A TCP EOF without `close_notify` is truncation:
+`SOCKET_LOST`. (asyncio reports both as `eof_received`; we ask the SSL object whether
+`close_notify` arrived. uvloop reports truncation as `connection_lost(None)` alone.)
+A fatal alert after the handshake is `SOCKET_LOST`, except a certificate alert (a TLS 1.3
+server rejecting our client certificate), which is `SOCKET_TLS_HANDSHAKE_FAILED`. Our
+`Shutdown` flushes, sends `close_notify` and waits at most `SHUTDOWN_TIMEOUT` seconds
+for the peer's. A handshake that takes longer than `HANDSHAKE_TIMEOUT` seconds fails.
+Every TLS failure's OpenSSL reason is logged under `LOG_TLS`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+from typing import TYPE_CHECKING, Any
+
+from ._api import ISocket, ISocketContext, ISocketProvider, USocket
+from ._context import SocketContext, as_context
+from ._stream import HOLD_LIMIT, StreamSocket, connect_reason
+from ._stream import State as S
+from ._tcp import check_user
+from ._types import LogFlags, ShutdownReason, SocketModeError
+
+if TYPE_CHECKING:
+    from ._address import Address
+    from ._iomux import IIoMux
+    from ._log import IInstanceLog
+
+HANDSHAKE_TIMEOUT = 30.0
+"""Seconds a TLS handshake may take before it fails (read when each handshake starts)."""
+SHUTDOWN_TIMEOUT = 3.0
+"""Seconds `Shutdown` waits for the peer's `close_notify` after sending its own."""
+
+_HANDSHAKING = (S.CONNECTING, S.ACCEPTING)
+_TRUNCATED = "the peer closed TCP without close_notify (truncated)"
+
+
+def ssl_detail(exc: BaseException) -> str:
+    """The OpenSSL reason of a TLS failure, for the log."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"certificate verification failed: {exc.verify_message} ({exc.reason})"
+    if isinstance(exc, ssl.SSLError):
+        lib = f"{exc.library}: " if getattr(exc, "library", None) else ""
+        return f"{lib}{exc.reason or exc}"
+    if isinstance(exc, ssl.CertificateError):
+        return f"certificate error: {exc}"
+    return repr(exc) if not str(exc) else f"{type(exc).__name__}: {exc}"
+
+
+class TLSSocket(StreamSocket):
+    """A TLS socket (client, server, or upgraded from TCP)."""
+
+    __slots__ = (
+        "_ctx",
+        "_early",
+        "_early_ends",
+        "_pre",
+        "_raw_tr",
+        "_scratch",
+        "_tcp",
+        "_tcp_up",
+        "_upgrade",
+    )
+    LOG_FLAG = LogFlags.LOG_TLS
+    KIND = "tls"
+    KEEP_OPEN_ON_EOF = False  # an SSL transport closes after the peer's close_notify
+
+    def __init__(
+        self,
+        iomux: IIoMux,
+        user: USocket | None,
+        log: IInstanceLog,
+        useIPv6: bool,
+        ctx: SocketContext,
+    ) -> None:
+        super().__init__(iomux, user, log, useIPv6)
+        self._ctx = ctx
+        self._tcp: ISocket | None = None
+        self._raw_tr: Any = None
+        self._upgrade = False
+        self._tcp_up = False
+        self._pre = False
+        self._early = bytearray()
+        self._early_ends: list[tuple[str, Exception | None]] = []
+        self._scratch: bytearray | None = None
+
+    def _new_accepted(self) -> StreamSocket:
+        return TLSSocket(self._mux, None, self._log, self._use_ipv6, self._ctx)
+
+    # ------------------------------------------------------------------ opening
+
+    async def _open(self, target: Address) -> None:
+        family = 0
+        if target.ip is None:
+            family = socket.AF_INET6 if self._use_ipv6 else socket.AF_INET
+        infos = await self._loop.getaddrinfo(
+            target.host, target.port, family=family, type=socket.SOCK_STREAM
+        )
+        sock: socket.socket | None = None
+        err: OSError | None = None
+        for fam, typ, proto, _, addr in infos:
+            s = socket.socket(fam, typ, proto)
+            try:
+                s.setblocking(False)
+                await self._loop.sock_connect(s, addr)
+            except BaseException as e:
+                s.close()
+                if not isinstance(e, OSError):
+                    raise
+                err = e
+                continue
+            sock = s
+            break
+        if sock is None:
+            raise err if err is not None else OSError(f"{target.host}: no address")
+        self._tcp_up = True
+        hostname = self._server_name or target.host
+        # from here on the loop owns `sock` and closes it on failure
+        await self._loop.create_connection(
+            lambda: self,
+            sock=sock,
+            ssl=self._ctx.ssl_context(False),
+            server_hostname=hostname,
+            ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
+            ssl_shutdown_timeout=SHUTDOWN_TIMEOUT,
+        )
+
+    def _connect_reason(self, exc: BaseException) -> ShutdownReason:
+        if not self._tcp_up:
+            return connect_reason(exc)
+        self._fail_log("TLS handshake failed", ssl_detail(exc))
+        return ShutdownReason.SOCKET_TLS_HANDSHAKE_FAILED
+
+    async def _open_accepted(self, conn: socket.socket) -> None:
+        await self._loop.connect_accepted_socket(
+            lambda: self,
+            conn,
+            ssl=self._ctx.ssl_context(True),
+            ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
+            ssl_shutdown_timeout=SHUTDOWN_TIMEOUT,
+        )
+
+    def _accept_reason(self, exc: BaseException) -> ShutdownReason:
+        self._fail_log("TLS handshake failed", ssl_detail(exc))
+        return ShutdownReason.SOCKET_TLS_HANDSHAKE_FAILED
+
+    # ------------------------------------------------------------------ upgrade
+
+    def _begin_upgrade(self, tcp: StreamSocket, server_side: bool) -> None:
+        tr, pending = tcp._hand_over()
+        self._tcp = tcp
+        self._server_name = tcp._server_name
+        self._upgrade = True
+        self._pre = True
+        self._raw_tr = tr
+        self._set_state(S.ACCEPTING if server_side else S.CONNECTING)
+        self._log.Log(
+            self.LOG_FLAG,
+            "tls %x: upgrading tcp %x as %s, %d bytes already read",
+            id(self),
+            id(tcp),
+            "server" if server_side else "client",
+            len(pending),
+        )
+        self._task = self._loop.create_task(self._run_upgrade(tr, pending, server_side))
+
+    async def _run_upgrade(self, tr: Any, pending: bytes, server_side: bool) -> None:
+        try:
+            if tr.is_closing():
+                raise ConnectionResetError("the TCP connection closed before the handshake")
+            tr.set_write_buffer_limits()  # the TCP socket's were for exact send results
+            hostname = None
+            if not server_side:
+                hostname = self._server_name or _peer_ip(tr)
+            sslctx = self._ctx.ssl_context(server_side)
+            if pending:
+                # runs after start_tls installed its protocol, before that protocol's
+                # connection_made and resume_reading (both scheduled by start_tls)
+                self._loop.call_soon(self._inject, tr, pending)
+            ssl_tr = await self._loop.start_tls(
+                tr,
+                self,
+                sslctx,
+                server_side=server_side,
+                server_hostname=hostname,
+                ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
+                ssl_shutdown_timeout=SHUTDOWN_TIMEOUT,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            self._task = None
+            if self._state in _HANDSHAKING:
+                self._fail_log("TLS upgrade failed", ssl_detail(e))
+                self._finish(ShutdownReason.SOCKET_TLS_HANDSHAKE_FAILED, direct=True)
+            return
+        self._task = None
+        self._raw_tr = None
+        assert ssl_tr is not None
+        self.connection_made(ssl_tr)
+
+    def _inject(self, tr: Any, data: bytes) -> None:
+        """Feed bytes the TCP socket had read into the SSL protocol, ahead of the rest."""
+        if self._state not in _HANDSHAKING:
+            return
+        proto = tr.get_protocol()
+        if proto is self._tcp or proto is self or not hasattr(proto, "buffer_updated"):
+            self._fail_log("TLS upgrade", f"cannot hand {len(data)} read bytes to {proto!r}")
+            tr.abort()
+            return
+        view = memoryview(data)
+        while view:
+            buf = proto.get_buffer(len(view))
+            n = min(len(buf), len(view))
+            buf[:n] = view[:n]
+            proto.buffer_updated(n)
+            view = view[n:]
+
+    def _ready_callback(self, accepted: bool) -> str:
+        return "SocketUpgradeToTLSComplete" if self._upgrade else super()._ready_callback(accepted)
+
+    # ------------------------------------------------------------------ transport events
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._pre:
+            self._pre = False
+            early = self._early
+            self._early = bytearray()
+            self._scratch = None
+            if early:
+                n = len(early)
+                self._hold = bytearray(max(HOLD_LIMIT, n))
+                self._hold[:n] = early
+                self._hstart, self._hend = 0, n
+        super().connection_made(transport)
+        if self._state is not S.CONNECTED:
+            return
+        if self._hstart != self._hend:
+            if self._rhead:
+                self._mark_due()
+            elif self._hend - self._hstart >= HOLD_LIMIT and not self._paused:
+                self._paused = True
+                self._tr.pause_reading()
+        ends, self._early_ends = self._early_ends, []
+        for kind, exc in ends:
+            if self._state is not S.CONNECTED:
+                break
+            if kind == "eof":
+                self.eof_received()
+            else:
+                self.connection_lost(exc)
+
+    def _transport_ready(self) -> bool:
+        # The engine's high-water mark of 0 makes an SSL transport pause and resume
+        # inside one write; 1 pauses as soon as bytes wait in the SSL layer (the TCP
+        # transport below stopped taking them) and resumes once they all went on.
+        self._tr.set_write_buffer_limits(high=1, low=0)
+        sslobj = self._tr.get_extra_info("ssl_object")
+        proto = sslobj.selected_alpn_protocol() if sslobj is not None else None
+        if self._log.LogFlagSet(self.LOG_FLAG) and sslobj is not None:
+            self._log.Log(
+                self.LOG_FLAG,
+                "tls %x: handshake done: %s %s, ALPN %s",
+                id(self),
+                sslobj.version(),
+                (sslobj.cipher() or ("?",))[0],
+                proto or "none",
+            )
+        if not proto:
+            return True
+        ok = self._callback("SocketAcceptSelectedALPNProtocol", proto)
+        if self._state is not S.CONNECTED:
+            return False
+        if ok is not None and not ok:
+            self._fail_log("ALPN", f"the app refused {proto!r}")
+            self._finish(ShutdownReason.SOCKET_ALPN_SELECTION_FAILED, direct=True)
+            return False
+        return True
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self._pre:
+            if self._scratch is None:
+                self._scratch = bytearray(HOLD_LIMIT)
+            return memoryview(self._scratch)
+        return super().get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._pre:
+            assert self._scratch is not None
+            self._early += memoryview(self._scratch)[:nbytes]
+            return
+        super().buffer_updated(nbytes)
+
+    def eof_received(self) -> bool | None:
+        if self._pre:
+            self._early_ends.append(("eof", None))
+            return None
+        if self._state is S.CONNECTED and self._peer_end is None and not self._close_notify_seen():
+            self._fail_log("connection lost", _TRUNCATED)
+            self._peer_end = ShutdownReason.SOCKET_LOST
+            self._check_end()
+            return None
+        return super().eof_received()
+
+    def _close_notify_seen(self) -> bool:
+        """Did the peer's close_notify arrive? (asyncio calls `eof_received` for a bare
+        TCP EOF too.) Reads what the SSL object still holds into the socket first."""
+        sslobj = self._tr.get_extra_info("ssl_object") if self._tr is not None else None
+        if sslobj is None:
+            return True
+        try:
+            while True:
+                data = sslobj.read(HOLD_LIMIT)
+                if not data:
+                    return True
+                off = 0
+                while off < len(data):  # not lost: delivered like any other read
+                    if self._state is not S.CONNECTED:
+                        return False
+                    buf = self.get_buffer(len(data) - off)
+                    n = min(len(buf), len(data) - off)
+                    buf[:n] = data[off : off + n]
+                    self.buffer_updated(n)
+                    off += n
+        except ssl.SSLZeroReturnError:
+            return True
+        except ssl.SSLError:
+            return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._pre:
+            self._early_ends.append(("lost", exc))
+            return
+        if exc is None and self._state is S.CONNECTED and self._peer_end is None:
+            self._fail_log("connection lost", _TRUNCATED)
+            self._peer_end = ShutdownReason.SOCKET_LOST
+        super().connection_lost(exc)
+
+    def _lost_reason(self, exc: BaseException) -> ShutdownReason:
+        if isinstance(exc, ssl.SSLError):
+            reason = str(getattr(exc, "reason", "") or "")
+            self._fail_log("TLS error", ssl_detail(exc))
+            if "ALERT" in reason and "CERTIFICATE" in reason:
+                return ShutdownReason.SOCKET_TLS_HANDSHAKE_FAILED
+        return ShutdownReason.SOCKET_LOST
+
+    # ------------------------------------------------------------------ the end
+
+    def _release(self) -> None:
+        super()._release()
+        raw, self._raw_tr = self._raw_tr, None
+        if raw is not None:
+            raw.close()
+        self._pre = False
+        self._early = bytearray()
+        self._early_ends = []
+
+    def Delete(self) -> None:
+        """Release the socket at once (and the TCP socket it was upgraded from): it
+        closes and makes no callback, ever again."""
+        super().Delete()
+        tcp, self._tcp = self._tcp, None
+        if tcp is not None:
+            with contextlib.suppress(SocketModeError):
+                tcp.Delete()
+
+
+def _peer_ip(tr: Any) -> str | None:
+    peer = tr.get_extra_info("peername")
+    if isinstance(peer, tuple) and peer:
+        return str(peer[0])
+    return None
+
+
+class TLSSocketProvider(ISocketProvider):
+    """Makes TLS sockets (and DTLS ones, for contexts with `EnableDTLS`)."""
+
+    __slots__ = ("_tcp",)
+
+    def __init__(self, tcpSocketProvider: ISocketProvider | None) -> None:
+        if tcpSocketProvider is not None and not isinstance(tcpSocketProvider, ISocketProvider):
+            raise TypeError("CreateTLSSocketProvider takes the TCP socket provider (or None)")
+        self._tcp = tcpSocketProvider
+
+    def CreateSocketContext(self, log: IInstanceLog) -> ISocketContext:
+        """A new context: certificates, trust, ALPN, DTLS (see `ISocketContext`)."""
+        return SocketContext(log)
+
+    def CreateSocket(
+        self,
+        iomux: IIoMux,
+        user: USocket,
+        log: IInstanceLog,
+        useIPv6: bool = False,
+        socketContext: ISocketContext | None = None,
+    ) -> ISocket:
+        """A new TLS socket (DTLS with a context on which `EnableDTLS` was called).
+
+        As a client, `Connect(address, serverName)` leads to `SocketConnectComplete`
+        once the handshake succeeded (after `SocketAcceptSelectedALPNProtocol`, when a
+        protocol was negotiated), or to `SocketShutdown` with a connect reason or
+        `SOCKET_TLS_HANDSHAKE_FAILED`/`SOCKET_ALPN_SELECTION_FAILED`. As a server, each
+        accepted socket gets `SocketAcceptComplete` after its handshake, or
+        `SocketShutdown(SOCKET_TLS_HANDSHAKE_FAILED)`. Without a context a client
+        verifies against the system store and a server uses the default self-signed
+        certificate.
+        """
+        check_user(user)
+        ctx = as_context(socketContext, log)
+        if ctx.dtls_enabled:
+            try:
+                from ._dtls import create_dtls_socket  # type: ignore[import-not-found,unused-ignore]
+            except ImportError as e:
+                raise NotImplementedError(
+                    "DTLS sockets are not available yet (usocket_asyncio._dtls is missing)"
+                ) from e
+            sock: ISocket = create_dtls_socket(iomux, user, log, useIPv6, ctx)
+            return sock
+        return TLSSocket(iomux, user, log, useIPv6, ctx)
+
+    def UpgradeToTLSSocket(
+        self,
+        fromTCPSocket: ISocket,
+        iomux: IIoMux,
+        user: USocket,
+        log: IInstanceLog,
+        initServerSide: bool = False,
+        socketContext: ISocketContext | None = None,
+    ) -> ISocket:
+        """Run TLS over the connected `fromTCPSocket` (DTLS over a UDP socket).
+
+        The new socket owns the TCP socket from now on: the TCP socket's user gets no
+        further callback, and deleting the TLS socket deletes it. Bytes the TCP socket
+        still had to send go out before the handshake; bytes it had read but not yet
+        delivered are taken as the start of the peer's handshake. `initServerSide`
+        plays the server's part. Leads to `SocketAcceptSelectedALPNProtocol` (when a
+        protocol was negotiated), then `SocketUpgradeToTLSComplete` on the new socket,
+        or to `SocketShutdown(SOCKET_TLS_HANDSHAKE_FAILED)`.
+
+        Raises:
+            SocketModeError: `fromTCPSocket` is already TLS, or not connected.
+        """
+        if isinstance(fromTCPSocket, TLSSocket):
+            raise SocketModeError(
+                "UpgradeToTLSSocket on a TLS socket: it already speaks TLS; pass the TCP socket"
+            )
+        check_user(user)
+        ctx = as_context(socketContext, log)
+        if not isinstance(fromTCPSocket, StreamSocket):
+            try:
+                from ._dtls import upgrade_udp_socket  # type: ignore[import-not-found,unused-ignore]
+            except ImportError as e:
+                raise NotImplementedError(
+                    "DTLS upgrades are not available yet (usocket_asyncio._dtls is missing)"
+                ) from e
+            sock: ISocket = upgrade_udp_socket(fromTCPSocket, iomux, user, log, initServerSide, ctx)
+            return sock
+        tls = TLSSocket(iomux, user, log, fromTCPSocket._use_ipv6, ctx)
+        try:
+            tls._begin_upgrade(fromTCPSocket, bool(initServerSide))
+        except BaseException:
+            tls._state = S.DELETED
+            from ._stream import _LIVE
+
+            _LIVE.discard(tls)
+            raise
+        return tls
+
+
+def CreateTLSSocketProvider(tcpSocketProvider: ISocketProvider | None = None) -> ISocketProvider:
+    """The provider of TLS (and DTLS) sockets.
+
+    `tcpSocketProvider` is the SDK's TCP provider argument; None is fine (this
+    implementation opens its own connections), e.g. for a provider used only for
+    `UpgradeToTLSSocket`.
+    """
+    return TLSSocketProvider(tcpSocketProvider)
