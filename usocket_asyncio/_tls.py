@@ -257,6 +257,10 @@ class TLSSocket(StreamSocket):
     # ------------------------------------------------------------------ transport events
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # The opening task is about to return by itself. Forget it, so that ending the
+        # socket from a callback here (ALPN refused, Delete) does not cancel it: a
+        # cancelled accept closes its socket under the SSL transport's close_notify.
+        self._task = None
         if self._pre:
             self._pre = False
             early = self._early

@@ -1,0 +1,632 @@
+"""TLS between library sockets: data, ALPN, SNI, client certificates, every failure, upgrades.
+
+Each test runs on asyncio and uvloop (the `mux` fixture) and checks exactly one
+`SocketShutdown` per socket with the right reason, nothing after it, and nothing in the
+loop's exception handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import hashlib
+import logging
+import random
+import socket
+import ssl
+from typing import Any
+
+import pytest
+from conformance import Pump, call, sha
+from conftest import Mux, Recorder
+
+import usocket_asyncio._tls as tls_mod
+from usocket_asyncio import (
+    CreateTCPSocketProvider,
+    CreateTLSSocketProvider,
+    CreateUDPSocketProvider,
+    IInstanceLog,
+    ISocket,
+    ISocketProvider,
+    ShutdownReason,
+    SocketModeError,
+)
+from usocket_asyncio._context import SocketContext, default_server_cert
+
+R = ShutdownReason
+VERSIONS = {"tls12": ssl.TLSVersion.TLSv1_2, "tls13": ssl.TLSVersion.TLSv1_3}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def pem_of(ca: Any, *names: str, **kw: Any) -> bytes:
+    """Key + chain PEM of a certificate for `names` issued by `ca`."""
+    data: bytes = ca.issue_cert(*names, **kw).private_key_and_cert_chain_pem.bytes()
+    return data
+
+
+def make_ctx(
+    prov: ISocketProvider,
+    log: IInstanceLog,
+    *,
+    cert: bytes | None = None,
+    client_cert: bytes | None = None,
+    trust: bytes | None = None,
+    alpn: list[str] | None = None,
+    version: str | None = None,
+    verify: bool = True,
+) -> SocketContext:
+    """A context with the given settings (`version` pins the highest TLS version)."""
+    ctx = prov.CreateSocketContext(log)
+    assert isinstance(ctx, SocketContext)
+    if version is not None:
+        ctx.tls_max_version = VERSIONS[version]
+    if cert is not None:
+        ctx.SetServerCertificate(cert)
+    if client_cert is not None:
+        ctx.SetClientCertificate(client_cert)
+    if trust is not None:
+        ctx.SetTrustedCertificates(trust)
+    if alpn is not None:
+        ctx.SetALPNProcotols(alpn)
+    if not verify:
+        ctx.DisableCertificateVerification()
+    return ctx
+
+
+class Server:
+    """A listening library socket; each peer is accepted with a fresh Recorder."""
+
+    def __init__(
+        self, mux: Mux, log: IInstanceLog, prov: ISocketProvider, ctx: SocketContext | None
+    ) -> None:
+        self.lrec = Recorder("listener")
+        self.recs: list[Recorder] = []
+        self.socks: dict[int, ISocket] = {}
+        self.lrec.hooks["bind"] = lambda s, a, p: s.Listen()
+        self.lrec.hooks["listen"] = self._on_listen
+        self.listener = prov.CreateSocket(mux, self.lrec, log, False, ctx)
+        call(self.lrec, self.listener.Bind, "127.0.0.1", 0)
+        mux.run_until(lambda: self.lrec.events != [], what="bind")
+        assert self.lrec.names() == ["bind"], self.lrec.events
+        self.port = int(self.lrec.events[0][2])
+
+    def _on_listen(self, sock: ISocket, addr: str, port: int) -> None:
+        rec = Recorder(f"server{len(self.recs)}")
+        i = len(self.recs)
+        self.recs.append(rec)
+
+        def keep(s: ISocket, *_: Any) -> None:
+            self.socks[i] = s
+
+        rec.hooks["accept"] = keep
+        rec.hooks["alpn"] = keep
+        rec.hooks["shutdown"] = keep
+        sock.Accept(rec)
+
+    def close(self) -> None:
+        for s in [*self.socks.values(), self.listener]:
+            with contextlib.suppress(SocketModeError):
+                s.Delete()
+        for r in [*self.recs, self.lrec]:
+            assert not r.violations, r.violations
+
+
+def connect(
+    mux: Mux,
+    log: IInstanceLog,
+    prov: ISocketProvider,
+    ctx: SocketContext | None,
+    port: int,
+    server_name: str | None = "localhost",
+    rec: Recorder | None = None,
+) -> tuple[ISocket, Recorder]:
+    rec = rec or Recorder("client")
+    sock = prov.CreateSocket(mux, rec, log, False, ctx)
+    call(rec, sock.Connect, f"127.0.0.1:{port}", server_name)
+    return sock, rec
+
+
+def ended_once(rec: Recorder, *reasons: ShutdownReason) -> None:
+    """Exactly one SocketShutdown, with one of `reasons`, and it came last."""
+    assert rec.names().count("shutdown") == 1, rec.events
+    assert rec.names()[-1] == "shutdown", rec.events
+    assert rec.shutdown in reasons, (rec.shutdown, rec.events)
+    assert not rec.violations, rec.violations
+
+
+def delete(*socks: ISocket) -> None:
+    for s in socks:
+        with contextlib.suppress(SocketModeError):
+            s.Delete()
+
+
+def raw_eof(sock: ISocket) -> None:
+    """Half-close the TCP connection under a TLS socket: an EOF without close_notify."""
+    tr = sock._tr  # type: ignore[attr-defined]
+    fd = tr.get_extra_info("socket").fileno()
+    dup = socket.socket(fileno=__import__("os").dup(fd))
+    try:
+        dup.shutdown(socket.SHUT_WR)
+    finally:
+        dup.close()
+
+
+@pytest.fixture
+def prov() -> ISocketProvider:
+    return CreateTLSSocketProvider(CreateTCPSocketProvider())
+
+
+# --------------------------------------------------------------------------- success
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("version", list(VERSIONS))
+def test_megabytes_alpn_sni_client_certificate(
+    mux: Mux, log: IInstanceLog, ca: Any, prov: ISocketProvider, version: str
+) -> None:
+    """Both ways at once, hashed; the server picks ALPN by its own order; SNI picks the
+    certificate for the name asked; the server requires and gets a client certificate."""
+    ca_pem = ca.cert_pem.bytes()
+    sctx = make_ctx(
+        prov, log, cert=pem_of(ca, "localhost", "127.0.0.1"), trust=ca_pem,
+        alpn=["h2", "http/1.1"], version=version,
+    )  # fmt: skip
+    sctx.SetServerCertificate(pem_of(ca, "alt.example"), None, "alt.example")
+    cctx = make_ctx(
+        prov, log, client_cert=pem_of(ca, "client.example"), trust=ca_pem,
+        alpn=["http/1.1", "h2"], version=version,
+    )  # fmt: skip
+    srv = Server(mux, log, prov, sctx)
+    client, crec = connect(mux, log, prov, cctx, srv.port, "alt.example")
+    mux.run_until(lambda: "connect" in crec.names() and bool(srv.socks), what="handshake")
+    server, srec = srv.socks[0], srv.recs[0]
+    assert crec.events == [("alpn", "h2"), ("connect",)]
+    assert srec.events == [("alpn", "h2"), ("accept",)]
+    sslobj = client._tr.get_extra_info("ssl_object")  # type: ignore[attr-defined]
+    assert sslobj.version() == ("TLSv1.2" if version == "tls12" else "TLSv1.3")
+    peer = server._tr.get_extra_info("peercert")  # type: ignore[attr-defined]
+    assert ("DNS", "client.example") in peer["subjectAltName"], peer  # verified client cert
+    rng = random.Random(5)
+    a, b = rng.randbytes(2_000_000), rng.randbytes(2_500_000)
+    pa = Pump(client, crec, a, len(b), 11)
+    pb = Pump(server, srec, b, len(a), 12)
+    pa.start()
+    pb.start()
+    mux.run_until(lambda: pa.done() and pb.done(), timeout=40, what="bulk")
+    assert sha(crec.received) == sha(b) and sha(srec.received) == sha(a)
+    call(crec, client.Shutdown)
+    srec.hooks["recv"] = lambda *_: None
+    call(srec, server.Recv, bytearray(1))
+    mux.run_until(lambda: crec.shutdown is not None and srec.shutdown is not None)
+    ended_once(crec, R.SOCKET_SHUTDOWN_NORMAL)
+    ended_once(srec, R.SOCKET_SHUTDOWN_BY_PEER)
+    delete(client)
+    srv.close()
+
+
+@pytest.mark.timeout(30)
+def test_default_self_signed_certificate_and_fingerprint(
+    mux: Mux, log: IInstanceLog, prov: ISocketProvider
+) -> None:
+    """A server without a certificate uses the per-process self-signed one; a verifying
+    client rejects it, a client that opted out accepts it; the fingerprint matches."""
+    sctx = make_ctx(prov, log)
+    srv = Server(mux, log, prov, sctx)
+    # verifying against the system store: the self-signed certificate is refused
+    c1, r1 = connect(mux, log, prov, make_ctx(prov, log), srv.port)
+    mux.run_until(lambda: r1.shutdown is not None, what="refusal")
+    ended_once(r1, R.SOCKET_TLS_HANDSHAKE_FAILED)
+    assert "connect" not in r1.names()
+    # opting out of verification
+    c2, r2 = connect(mux, log, prov, make_ctx(prov, log, verify=False), srv.port, None)
+    mux.run_until(lambda: "connect" in r2.names(), what="connect")
+    der = c2._tr.get_extra_info("ssl_object").getpeercert(binary_form=True)  # type: ignore[attr-defined]
+    assert der == default_server_cert().leaf_der
+    assert sctx.GetCertificateFingerprint() == hashlib.sha256(der).digest()
+    assert make_ctx(prov, log).GetCertificateFingerprint() == sctx.GetCertificateFingerprint()
+    mux.run_until(lambda: len(srv.recs) == 2 and srv.recs[0].shutdown is not None)
+    ended_once(srv.recs[0], R.SOCKET_TLS_HANDSHAKE_FAILED)
+    delete(c1, c2)
+    srv.close()
+
+
+@pytest.mark.timeout(30)
+def test_a_new_certificate_applies_to_new_connections(
+    mux: Mux, log: IInstanceLog, ca: Any, prov: ISocketProvider
+) -> None:
+    """One context shared by a listener; after SetServerCertificate the next connection
+    gets the new certificate, the open one keeps working."""
+    sctx = make_ctx(prov, log, cert=pem_of(ca, "localhost", "127.0.0.1"))
+    srv = Server(mux, log, prov, sctx)
+    cctx = make_ctx(prov, log, trust=ca.cert_pem.bytes())
+    c1, r1 = connect(mux, log, prov, cctx, srv.port)
+    mux.run_until(lambda: "connect" in r1.names())
+    fp1 = sctx.GetCertificateFingerprint()
+    sctx.SetServerCertificate(pem_of(ca, "localhost", "127.0.0.1"))
+    assert sctx.GetCertificateFingerprint() != fp1
+    c2, r2 = connect(mux, log, prov, cctx, srv.port)
+    mux.run_until(lambda: "connect" in r2.names())
+    for c, fp in ((c1, fp1), (c2, sctx.GetCertificateFingerprint())):
+        der = c._tr.get_extra_info("ssl_object").getpeercert(binary_form=True)  # type: ignore[attr-defined]
+        assert hashlib.sha256(der).digest() == fp
+    mux.run_until(lambda: len(srv.socks) == 2)
+    call(srv.recs[0], srv.socks[0].Recv, bytearray(2))
+    call(r1, c1.Send, b"ok")
+    mux.run_until(lambda: srv.recs[0].received == b"ok")
+    delete(c1, c2)
+    srv.close()
+
+
+# --------------------------------------------------------------------------- failures
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("version", list(VERSIONS))
+@pytest.mark.parametrize("case", ["untrusted", "wrong_name", "expired"])
+def test_server_certificate_rejected(
+    mux: Mux,
+    log: IInstanceLog,
+    ca: Any,
+    prov: ISocketProvider,
+    caplog: pytest.LogCaptureFixture,
+    case: str,
+    version: str,
+) -> None:
+    """Client: SOCKET_TLS_HANDSHAKE_FAILED, no SocketConnectComplete, the OpenSSL reason
+    in the log; the accepted socket: SOCKET_TLS_HANDSHAKE_FAILED, no SocketAcceptComplete."""
+    import trustme
+
+    caplog.set_level(logging.INFO, logger="usocket_asyncio")
+    trust = ca.cert_pem.bytes()
+    cert = pem_of(ca, "localhost", "127.0.0.1")
+    name = "localhost"
+    if case == "untrusted":
+        trust = trustme.CA().cert_pem.bytes()
+    elif case == "wrong_name":
+        name = "other.example"
+    else:
+        past = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
+        cert = pem_of(
+            ca, "localhost", not_before=past - datetime.timedelta(days=30), not_after=past
+        )
+    srv = Server(mux, log, prov, make_ctx(prov, log, cert=cert, version=version))
+    client, crec = connect(mux, log, prov, make_ctx(prov, log, trust=trust), srv.port, name)
+    mux.run_until(
+        lambda: crec.shutdown is not None and bool(srv.recs) and srv.recs[0].shutdown is not None,
+        what="both ends",
+    )
+    ended_once(crec, R.SOCKET_TLS_HANDSHAKE_FAILED)
+    assert crec.names() == ["shutdown"]
+    ended_once(srv.recs[0], R.SOCKET_TLS_HANDSHAKE_FAILED)
+    assert srv.recs[0].names() == ["shutdown"]
+    expect = {
+        "untrusted": "unable to get local issuer certificate",
+        "wrong_name": "Hostname mismatch",
+        "expired": "certificate has expired",
+    }[case]
+    assert expect in caplog.text and "LOG_TLS" in caplog.text
+    delete(client)
+    srv.close()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("side", ["client", "server"])
+def test_alpn_refused(
+    mux: Mux, log: IInstanceLog, ca: Any, prov: ISocketProvider, side: str
+) -> None:
+    """SocketAcceptSelectedALPNProtocol returning False ends that socket with
+    SOCKET_ALPN_SELECTION_FAILED before it reports the connection; the peer ends once."""
+    sctx = make_ctx(prov, log, cert=pem_of(ca, "localhost"), alpn=["x-proto"])
+    srv = Server(mux, log, prov, sctx)
+    cctx = make_ctx(prov, log, trust=ca.cert_pem.bytes(), alpn=["x-proto"])
+    crec = Recorder("client")
+    if side == "client":
+        crec.hooks["alpn"] = lambda s, p: False
+    else:
+
+        def refusing(sock: ISocket, addr: str, port: int) -> None:
+            srv._on_listen(sock, addr, port)
+            srv.recs[-1].hooks["alpn"] = lambda s, p: False
+
+        srv.lrec.hooks["listen"] = refusing
+    client, _ = connect(mux, log, prov, cctx, srv.port, rec=crec)
+    mux.run_until(
+        lambda: crec.shutdown is not None and bool(srv.recs) and srv.recs[0].shutdown is not None,
+        what="both ends",
+    )
+    refuser, other = (crec, srv.recs[0]) if side == "client" else (srv.recs[0], crec)
+    assert refuser.events == [("alpn", "x-proto"), ("shutdown", R.SOCKET_ALPN_SELECTION_FAILED)]
+    ended_once(other, R.SOCKET_SHUTDOWN_BY_PEER, R.SOCKET_LOST, R.SOCKET_TLS_HANDSHAKE_FAILED)
+    delete(client)
+    srv.close()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("version", list(VERSIONS))
+def test_client_certificate_missing(
+    mux: Mux, log: IInstanceLog, ca: Any, prov: ISocketProvider, version: str
+) -> None:
+    """A server with a trust bundle requires a client certificate: without one, the
+    server's socket fails the handshake; the client ends once (TLS 1.3 clients finish
+    their side first, then see the connection cut)."""
+    ca_pem = ca.cert_pem.bytes()
+    sctx = make_ctx(prov, log, cert=pem_of(ca, "localhost"), trust=ca_pem, version=version)
+    srv = Server(mux, log, prov, sctx)
+    client, crec = connect(mux, log, prov, make_ctx(prov, log, trust=ca_pem), srv.port)
+    call(crec, client.Recv, bytearray(1))
+    mux.run_until(
+        lambda: crec.shutdown is not None and bool(srv.recs) and srv.recs[0].shutdown is not None,
+        what="both ends",
+    )
+    ended_once(srv.recs[0], R.SOCKET_TLS_HANDSHAKE_FAILED)
+    assert srv.recs[0].names() == ["shutdown"]
+    if version == "tls12":
+        ended_once(crec, R.SOCKET_TLS_HANDSHAKE_FAILED)
+        assert crec.names() == ["shutdown"]
+    else:
+        # asyncio and uvloop drop the server's alert (they abort the transport on a
+        # failed handshake), so a TLS 1.3 client only sees the connection cut
+        ended_once(crec, R.SOCKET_LOST, R.SOCKET_TLS_HANDSHAKE_FAILED)
+        assert crec.names() == ["connect", "recv", "shutdown"] or crec.names() == [
+            "connect",
+            "shutdown",
+        ]
+    # DisableCertificateVerification on the server: no client certificate asked for
+    sctx.DisableCertificateVerification()
+    c2, r2 = connect(mux, log, prov, make_ctx(prov, log, trust=ca_pem), srv.port)
+    mux.run_until(lambda: "connect" in r2.names() and len(srv.socks) == 2)
+    delete(client, c2)
+    srv.close()
+
+
+async def _raw_server(
+    mux: Mux, behaviour: str, transports: list[asyncio.BaseTransport]
+) -> tuple[asyncio.Server, int]:
+    class P(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            tr: Any = transport
+            transports.append(tr)
+            if behaviour == "close":
+                tr.close()
+            elif behaviour == "garbage":
+                tr.write(b"220 this is not TLS\r\n" * 10)
+
+    server = await mux.loop.create_server(P, "127.0.0.1", 0)
+    return server, int(server.sockets[0].getsockname()[1])
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("behaviour", ["close", "garbage", "silent"])
+def test_client_handshake_with_a_bad_server(
+    mux: Mux,
+    log: IInstanceLog,
+    prov: ISocketProvider,
+    monkeypatch: pytest.MonkeyPatch,
+    behaviour: str,
+) -> None:
+    """A server that closes mid-handshake, speaks no TLS, or never answers (handshake
+    timeout, lowered here): SOCKET_TLS_HANDSHAKE_FAILED once, nothing before it."""
+    monkeypatch.setattr(tls_mod, "HANDSHAKE_TIMEOUT", 0.3)
+    transports: list[asyncio.BaseTransport] = []
+    server, port = mux.loop.run_until_complete(_raw_server(mux, behaviour, transports))
+    client, crec = connect(mux, log, prov, make_ctx(prov, log, verify=False), port)
+    t0 = mux.loop.time()
+    mux.run_until(lambda: crec.shutdown is not None, what="failure")
+    ended_once(crec, R.SOCKET_TLS_HANDSHAKE_FAILED)
+    assert crec.names() == ["shutdown"]
+    if behaviour == "silent":
+        assert mux.loop.time() - t0 >= 0.25
+    delete(client)
+    for t in transports:
+        t.close()
+    server.close()
+    mux.loop.run_until_complete(server.wait_closed())
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("behaviour", ["close", "partial", "garbage", "silent"])
+def test_server_handshake_with_a_bad_client(
+    mux: Mux,
+    log: IInstanceLog,
+    prov: ISocketProvider,
+    monkeypatch: pytest.MonkeyPatch,
+    behaviour: str,
+) -> None:
+    """A raw TCP client that closes at once, closes mid-ClientHello, sends plaintext, or
+    sends nothing (handshake timeout): the accepted socket ends with
+    SOCKET_TLS_HANDSHAKE_FAILED and never reports SocketAcceptComplete."""
+    monkeypatch.setattr(tls_mod, "HANDSHAKE_TIMEOUT", 0.3)
+    srv = Server(mux, log, prov, None)
+    raw = socket.socket()
+    raw.setblocking(False)
+    mux.loop.run_until_complete(mux.loop.sock_connect(raw, ("127.0.0.1", srv.port)))
+    if behaviour == "partial":
+        mux.loop.run_until_complete(mux.loop.sock_sendall(raw, b"\x16\x03\x01\x02\x00\x01"))
+    elif behaviour == "garbage":
+        mux.loop.run_until_complete(mux.loop.sock_sendall(raw, b"GET / HTTP/1.0\r\n\r\n"))
+    if behaviour in ("close", "partial"):
+        raw.close()
+    mux.run_until(lambda: bool(srv.recs) and srv.recs[0].shutdown is not None, what="failure")
+    ended_once(srv.recs[0], R.SOCKET_TLS_HANDSHAKE_FAILED)
+    assert srv.recs[0].names() == ["shutdown"]
+    raw.close()
+    srv.close()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("version", list(VERSIONS))
+@pytest.mark.parametrize("truncating", ["client", "server"])
+def test_truncation_is_lost(
+    mux: Mux, log: IInstanceLog, ca: Any, prov: ISocketProvider, version: str, truncating: str
+) -> None:
+    """A TCP EOF without close_notify after the handshake: the bytes before it are
+    delivered, then SOCKET_LOST (a close_notify would have been BY_PEER)."""
+    srv = Server(mux, log, prov, make_ctx(prov, log, cert=pem_of(ca, "localhost"), version=version))
+    client, crec = connect(mux, log, prov, make_ctx(prov, log, trust=ca.cert_pem.bytes()), srv.port)
+    mux.run_until(lambda: "connect" in crec.names() and bool(srv.socks))
+    server, srec = srv.socks[0], srv.recs[0]
+    (cut, cutrec), (victim, vrec) = (
+        ((client, crec), (server, srec))
+        if truncating == "client"
+        else ((server, srec), (client, crec))
+    )
+    call(cutrec, cut.Send, b"last words")
+    mux.run_until(lambda: cutrec.sends_done == 1)
+    mux.run_for(0.05)
+    raw_eof(cut)
+    mux.run_for(0.1)
+    assert vrec.shutdown is None, "the end must wait for the held bytes to be read"
+    call(vrec, victim.Recv, bytearray(100))
+    mux.run_until(lambda: vrec.shutdown is not None, what="truncation")
+    assert vrec.events[-2:] == [("recv", 10), ("shutdown", R.SOCKET_LOST)]
+    assert vrec.received == b"last words"
+    ended_once(vrec, R.SOCKET_LOST)
+    delete(client)
+    srv.close()
+
+
+# --------------------------------------------------------------------------- upgrades
+
+
+def tcp_pair(mux: Mux, log: IInstanceLog) -> tuple[ISocket, Recorder, ISocket, Recorder, ISocket]:
+    """A connected TCP client and accepted server (and the listener)."""
+    tcp = CreateTCPSocketProvider()
+    lrec = Recorder("tcp-listener")
+    srec = Recorder("tcp-server")
+    got: list[ISocket] = []
+    lrec.hooks["bind"] = lambda s, a, p: s.Listen()
+    lrec.hooks["listen"] = lambda s, a, p: s.Accept(srec)
+    srec.hooks["accept"] = got.append
+    listener = tcp.CreateSocket(mux, lrec, log)
+    listener.Bind("127.0.0.1", 0)
+    mux.run_until(lambda: "bind" in lrec.names())
+    crec = Recorder("tcp-client")
+    client = tcp.CreateSocket(mux, crec, log)
+    client.Connect(f"127.0.0.1:{lrec.events[0][2]}")
+    mux.run_until(lambda: "connect" in crec.names() and bool(got))
+    return client, crec, got[0], srec, listener
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("version", list(VERSIONS))
+def test_upgrade_with_data_at_the_boundary(
+    mux: Mux, log: IInstanceLog, ca: Any, prov: ISocketProvider, version: str
+) -> None:
+    """The client pipelines "STARTTLS", its ClientHello and application data; the server
+    had all of it buffered before it upgraded; it sends application data right after its
+    handshake too. Nothing is lost, nothing reaches a TCP user as plaintext."""
+    tclient, tcrec, tserver, tsrec, listener = tcp_pair(mux, log)
+    sctx = make_ctx(prov, log, cert=pem_of(ca, "localhost", "127.0.0.1"), version=version)
+    cctx = make_ctx(prov, log, trust=ca.cert_pem.bytes(), alpn=["smtp"])
+    sctx.SetALPNProtocols(["smtp"])
+    rng = random.Random(9)
+    a, b = rng.randbytes(300_000), rng.randbytes(200_000)
+    # client: plaintext, then the upgrade at once, then data (cached until the handshake)
+    call(tcrec, tclient.Send, b"STARTTLS\r\n")
+    c = Recorder("tls-client")
+    tls_c = call(tcrec, prov.UpgradeToTLSSocket, tclient, mux, c, log, False, cctx)
+    call(c, tls_c.Send, a)
+    call(c, tls_c.Recv, bytearray(len(b)))
+    mux.run_for(0.1)  # the server's TCP socket holds "STARTTLS\r\n" + the ClientHello
+    n_tcp_events = len(tcrec.events)
+    s = Recorder("tls-server")
+    upgraded: list[ISocket] = []
+
+    def on_starttls(sock: ISocket, buf: Any, n: int) -> None:
+        assert bytes(buf[:n]) == b"STARTTLS\r\n"
+        new = prov.UpgradeToTLSSocket(sock, mux, s, log, True, sctx)
+        new.Send(b)
+        new.Recv(bytearray(len(a)))
+        upgraded.append(new)
+
+    tsrec.hooks["recv"] = on_starttls
+    call(tsrec, tserver.Recv, bytearray(10))
+    mux.run_until(lambda: len(c.received) == len(b) and len(s.received) == len(a), what="data")
+    assert sha(c.received) == sha(b) and sha(s.received) == sha(a)
+    assert c.names()[:2] == ["alpn", "upgraded"] and s.names()[:2] == ["alpn", "upgraded"]
+    assert c.events[0] == ("alpn", "smtp")
+    assert tsrec.names() == ["accept", "recv"] and len(tcrec.events) == n_tcp_events
+    assert "recv" not in tcrec.names()
+    tls_s = upgraded[0]
+    call(c, tls_c.Shutdown)
+    call(s, tls_s.Recv, bytearray(1))
+    mux.run_until(lambda: c.shutdown is not None and s.shutdown is not None)
+    ended_once(c, R.SOCKET_SHUTDOWN_NORMAL)
+    ended_once(s, R.SOCKET_SHUTDOWN_BY_PEER)
+    assert "shutdown" not in tcrec.names() and "shutdown" not in tsrec.names()
+    # deleting the TLS sockets deleted the TCP ones they own
+    tls_c.Delete()
+    tls_s.Delete()
+    for t in (tclient, tserver):
+        with pytest.raises(SocketModeError):
+            t.Delete()
+    listener.Delete()
+    for r in (c, s, tcrec, tsrec):
+        assert not r.violations, r.violations
+
+
+@pytest.mark.timeout(30)
+def test_upgrade_after_a_plaintext_reply(
+    mux: Mux, log: IInstanceLog, ca: Any, prov: ISocketProvider
+) -> None:
+    """SMTP order: the server sends "220" and upgrades in the same breath (the reply was
+    still queued); the client reads the reply, then upgrades. Server name check: the
+    client TCP socket connected to 127.0.0.1 without a name, so the IP is checked."""
+    tclient, tcrec, tserver, tsrec, listener = tcp_pair(mux, log)
+    sctx = make_ctx(prov, log, cert=pem_of(ca, "127.0.0.1"))
+    cctx = make_ctx(prov, log, trust=ca.cert_pem.bytes())
+    s = Recorder("tls-server")
+    c = Recorder("tls-client")
+    got: list[ISocket] = []
+    call(tsrec, tserver.Send, b"220 go ahead\r\n" * 1000)
+    got.append(call(tsrec, prov.UpgradeToTLSSocket, tserver, mux, s, log, True, sctx))
+    tcrec.hooks["recv"] = lambda sock, buf, n: got.append(
+        prov.UpgradeToTLSSocket(sock, mux, c, log, False, cctx)
+    )
+    call(tcrec, tclient.Recv, bytearray(14000))
+    mux.run_until(lambda: "upgraded" in c.names() and "upgraded" in s.names(), what="upgrade")
+    assert tcrec.received == b"220 go ahead\r\n" * 1000
+    call(c, got[1].Send, b"hello")
+    call(s, got[0].Recv, bytearray(5))
+    mux.run_until(lambda: s.received == b"hello")
+    delete(*got, listener)
+    for r in (c, s, tcrec, tsrec):
+        assert not r.violations, r.violations
+
+
+def test_upgrade_misuse(mux: Mux, log: IInstanceLog, ca: Any, prov: ISocketProvider) -> None:
+    """A TLS socket cannot be upgraded; neither can an unconnected TCP socket."""
+    tclient, _, tserver, _, listener = tcp_pair(mux, log)
+    cctx = make_ctx(prov, log, verify=False)
+    tls_c = prov.UpgradeToTLSSocket(tclient, mux, Recorder(), log, False, cctx)
+    with pytest.raises(SocketModeError):
+        prov.UpgradeToTLSSocket(tls_c, mux, Recorder(), log, False, cctx)
+    idle = CreateTCPSocketProvider().CreateSocket(mux, Recorder(), log)
+    with pytest.raises(SocketModeError):
+        prov.UpgradeToTLSSocket(idle, mux, Recorder(), log, False, cctx)
+    delete(tls_c, tserver, listener, idle)
+
+
+def test_dtls_hooks_without_the_dtls_module(
+    mux: Mux, log: IInstanceLog, prov: ISocketProvider
+) -> None:
+    """A DTLS context (or a UDP socket to upgrade) goes to _dtls; until it exists, a
+    clear NotImplementedError."""
+    try:
+        import usocket_asyncio._dtls  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("the DTLS module exists; its own tests cover this")
+    ctx = prov.CreateSocketContext(log)
+    ctx.EnableDTLS(True)
+    assert isinstance(ctx, SocketContext) and ctx.dtls_enabled and ctx.use_srtp
+    with pytest.raises(NotImplementedError, match="DTLS"):
+        prov.CreateSocket(mux, Recorder(), log, False, ctx)
+    udp = CreateUDPSocketProvider().CreateSocket(mux, Recorder(), log)
+    with pytest.raises(NotImplementedError, match="DTLS"):
+        prov.UpgradeToTLSSocket(udp, mux, Recorder(), log, False, ctx)
+    udp.Delete()
