@@ -97,16 +97,16 @@ def parse_cert_key(buf: object, length: int | None = None, what: str = "certific
         )
     if len(keys) > 1:
         raise ValueError(f"{what}: the buffer holds {len(keys)} private keys; pass exactly one")
+    try:
+        key = serialization.load_pem_private_key(keys[0], password=None)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{what}: malformed private key: {e}") from None
     certs_pem = [b for label, b in blocks if label == b"CERTIFICATE"]
     if not certs_pem:
         raise ValueError(
             f"{what}: the buffer holds a private key but no certificate; append the "
             "certificate chain (leaf first)"
         )
-    try:
-        key = serialization.load_pem_private_key(keys[0], password=None)
-    except (ValueError, TypeError) as e:
-        raise ValueError(f"{what}: malformed private key: {e}") from None
     try:
         certs = [x509.load_pem_x509_certificate(c) for c in certs_pem]
     except ValueError as e:
