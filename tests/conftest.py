@@ -19,11 +19,17 @@ from typing import Any
 
 import pytest
 
-from usocket_asyncio import IIoMux, IInstanceLog, ISocket, LogFlags, ShutdownReason, USocket
+from usocket_asyncio import IInstanceLog, IIoMux, ISocket, LogFlags, ShutdownReason, USocket
+from usocket_asyncio._stream import _LIVE
 
 LOOPS = ["asyncio", "uvloop"]
 ALL_LOG_FLAGS = int(
-    LogFlags.LOG_APP | LogFlags.LOG_TCP | LogFlags.LOG_TLS | LogFlags.LOG_LDS | LogFlags.LOG_UDP | LogFlags.LOG_DTLS
+    LogFlags.LOG_APP
+    | LogFlags.LOG_TCP
+    | LogFlags.LOG_TLS
+    | LogFlags.LOG_LDS
+    | LogFlags.LOG_UDP
+    | LogFlags.LOG_DTLS
 )
 
 
@@ -73,12 +79,16 @@ def mux(request: pytest.FixtureRequest) -> Iterator[Mux]:
         assert not m.errors, f"the loop's exception handler was called: {m.errors}"
     finally:
         loop = m.loop
+        # a failed test may leave sockets behind: delete them, or uvloop's close() waits on them
+        for sock in [s for s in _LIVE if getattr(s, "_loop", None) is loop]:
+            with contextlib.suppress(Exception):
+                sock.Delete()
         with contextlib.suppress(Exception):
             pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
             for t in pending:
                 t.cancel()
-            if pending:
-                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            if pending:  # bounded: a task that ignores its cancellation must not hang the run
+                loop.run_until_complete(asyncio.wait(pending, timeout=2.0))
             loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
 
@@ -146,12 +156,14 @@ class Recorder(USocket):
         self.sends_done += 1
         self._hook("send", socket)
 
-    def SocketRecvResult(self, socket: ISocket, buf: Any, len: int) -> None:  # noqa: A002
+    def SocketRecvResult(self, socket: ISocket, buf: Any, len: int) -> None:
         self._rec("recv", len)
         self.received += bytes(memoryview(buf)[:len])
         self._hook("recv", socket, buf, len)
 
-    def SocketRecvFromResult(self, socket: ISocket, buf: Any, len: int, srcAddr: Any, srcPort: int) -> None:  # noqa: A002
+    def SocketRecvFromResult(
+        self, socket: ISocket, buf: Any, len: int, srcAddr: Any, srcPort: int
+    ) -> None:
         self._rec("recvfrom", len, srcAddr, srcPort)
         self.received += bytes(memoryview(buf)[:len])
         self._hook("recvfrom", socket, buf, len, srcAddr, srcPort)

@@ -29,7 +29,14 @@ def test_shutdown_reasons_have_the_sdk_values() -> None:
 
 
 def test_log_flags_have_the_sdk_bits() -> None:
-    expected = {"LOG_APP": 0x1, "LOG_TLS": 0x400, "LOG_TCP": 0x800, "LOG_LDS": 0x1000, "LOG_UDP": 0x200000, "LOG_DTLS": 0x400000}
+    expected = {
+        "LOG_APP": 0x1,
+        "LOG_TLS": 0x400,
+        "LOG_TCP": 0x800,
+        "LOG_LDS": 0x1000,
+        "LOG_UDP": 0x200000,
+        "LOG_DTLS": 0x400000,
+    }
     for name, value in expected.items():
         assert int(getattr(u, name)) == value
         assert int(u.LogFlags[name]) == value

@@ -1,0 +1,554 @@
+"""One generic checker that every stream socket kind runs through.
+
+A kind is described by a `StreamKind`: how to make its provider and contexts, what to
+`Bind` and how to turn the `SocketBindResult` into a `Connect` address, and (optional)
+how to open a raw peer that can half-close or reset. TCP over IPv4 and IPv6 and local
+sockets plug in in tests/test_conformance.py; TLS plugs in the same way with its
+contexts (and no raw peer, since a raw TCP peer cannot speak TLS).
+
+Each `check_*` function runs one behaviour of API.md on a `Mux` (tests/conftest.py)
+and asserts what a user would check: bytes intact (hashed), callbacks in the right
+order, the right `ShutdownReason`, nothing after `SocketShutdown`, and no callback
+inside the call that caused it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import socket
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from conftest import Mux, Recorder
+
+from usocket_asyncio import (
+    IInstanceLog,
+    ISocket,
+    ISocketContext,
+    ISocketProvider,
+    ShutdownReason,
+    SocketModeError,
+)
+
+
+@dataclass
+class StreamKind:
+    """How to run the conformance checks on one kind of stream socket."""
+
+    name: str
+    provider: Callable[[], ISocketProvider]
+    bind_args: Callable[[str], tuple[str | None, int]]
+    """Given a short temp dir, the (localAddr, localPort) to Bind."""
+    connect_address: Callable[[str, int], str]
+    """From SocketBindResult's (addr, port), the string to Connect to."""
+    use_ipv6: bool = False
+    server_context: Callable[[ISocketProvider, IInstanceLog], ISocketContext | None] = (
+        lambda p, log: None
+    )
+    client_context: Callable[[ISocketProvider, IInstanceLog], ISocketContext | None] = (
+        lambda p, log: None
+    )
+    server_name: str | None = None
+    raw_connect: Callable[[str], tuple[int, Any]] | None = None
+    """Given the Connect string: (family, sockaddr) for a raw stdlib peer; None for TLS."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Pair:
+    """A connected pair of library sockets: the listener, the accepted and the client."""
+
+    listener: ISocket
+    lrec: Recorder
+    server: ISocket
+    srec: Recorder
+    client: ISocket
+    crec: Recorder
+    address: str
+
+
+def call(rec: Recorder, fn: Callable[..., Any], *args: Any) -> Any:
+    """Call into the library with `rec` marked as inside a call (callbacks then fail)."""
+    rec.in_call = True
+    try:
+        return fn(*args)
+    finally:
+        rec.in_call = False
+
+
+def listen(
+    mux: Mux,
+    log: IInstanceLog,
+    kind: StreamKind,
+    tmp: str,
+    srec_factory: Callable[[], Recorder] = Recorder,
+) -> tuple[ISocket, Recorder, list[tuple[ISocket, Recorder]], str]:
+    """A listening library socket that accepts every peer with a fresh Recorder.
+
+    Returns the listener, its recorder, the list the accepted (socket, recorder) pairs
+    are appended to (at SocketAcceptComplete), and the address to connect to.
+    """
+    prov = kind.provider()
+    ctx = kind.server_context(prov, log)
+    lrec = Recorder("listener")
+    accepted: list[tuple[ISocket, Recorder]] = []
+
+    def on_listen(sock: ISocket, addr: str, port: int) -> None:
+        rec = srec_factory()
+        rec.hooks.setdefault("accept", lambda s: accepted.append((s, rec)))
+        sock.Accept(rec)
+
+    lrec.hooks["bind"] = lambda sock, a, p: sock.Listen()
+    lrec.hooks["listen"] = on_listen
+    listener = prov.CreateSocket(mux, lrec, log, kind.use_ipv6, ctx)
+    addr, port = kind.bind_args(tmp)
+    call(lrec, listener.Bind, addr, port)
+    mux.run_until(lambda: "bind" in lrec.names() or lrec.shutdown is not None, what="bind")
+    assert lrec.names() == ["bind"], lrec.events
+    _, baddr, bport = lrec.events[0]
+    return listener, lrec, accepted, kind.connect_address(baddr, bport)
+
+
+def connect(
+    mux: Mux, log: IInstanceLog, kind: StreamKind, address: str, rec: Recorder | None = None
+) -> tuple[ISocket, Recorder]:
+    """A library client socket, Connect called (not yet waited for)."""
+    prov = kind.provider()
+    ctx = kind.client_context(prov, log)
+    crec = rec or Recorder("client")
+    sock = prov.CreateSocket(mux, crec, log, kind.use_ipv6, ctx)
+    call(crec, sock.Connect, address, kind.server_name)
+    return sock, crec
+
+
+def make_pair(mux: Mux, log: IInstanceLog, kind: StreamKind, tmp: str) -> Pair:
+    """Listener + connected client + accepted server socket."""
+    listener, lrec, accepted, address = listen(mux, log, kind, tmp)
+    client, crec = connect(mux, log, kind, address)
+    mux.run_until(lambda: bool(accepted) and "connect" in crec.names(), what="connect+accept")
+    server, srec = accepted[0]
+    return Pair(listener, lrec, server, srec, client, crec, address)
+
+
+def close_pair(mux: Mux, p: Pair) -> None:
+    """Delete all three sockets; check the recorders saw no contract violation."""
+    for sock, rec in ((p.client, p.crec), (p.server, p.srec), (p.listener, p.lrec)):
+        try:
+            sock.Delete()
+        except SocketModeError:
+            pass  # deleted by the test already
+        assert not rec.violations, rec.violations
+
+
+class Pump:
+    """Drives one side: sends `data` in seeded random chunks and receives into random
+    exact or partial Recvs, until `expect` bytes arrived."""
+
+    def __init__(self, sock: ISocket, rec: Recorder, data: bytes, expect: int, seed: int) -> None:
+        self.sock, self.rec, self.data, self.expect = sock, rec, data, expect
+        self.rng = random.Random(seed)
+        self.off = 0
+        self.sends = 0
+        rec.hooks["recv"] = self._on_recv
+        rec.hooks["send"] = self._on_send
+
+    def start(self) -> None:
+        self._post_recv()
+        self._send_some()
+
+    def _post_recv(self) -> None:
+        left = self.expect - len(self.rec.received)
+        if left <= 0:
+            return
+        n = min(left, self.rng.choice([1, 7, 512, 1500, 16384, 65536, 200000]))
+        partial = self.rng.random() < 0.5
+        buf = bytearray(n + self.rng.randrange(0, 3))
+        call(self.rec, self.sock.Recv, buf, n, partial)
+
+    def _on_recv(self, sock: ISocket, buf: Any, n: int) -> None:
+        self._post_recv()
+
+    def _send_some(self) -> None:
+        # keep at most a few sends in flight, like a careful SDK app
+        while self.off < len(self.data) and self.sends - self.rec.sends_done < 4:
+            n = self.rng.choice([1, 100, 1400, 8192, 65536, 300000])
+            chunk = self.data[self.off : self.off + n]
+            # reuse one mutable buffer for every send: the library must have copied it
+            buf = bytearray(chunk)
+            call(self.rec, self.sock.Send, buf, len(chunk))
+            buf[:] = b"\xee" * len(buf)
+            self.off += len(chunk)
+            self.sends += 1
+
+    def _on_send(self, sock: ISocket) -> None:
+        self._send_some()
+
+    def done(self) -> bool:
+        return (
+            len(self.rec.received) >= self.expect
+            and self.rec.sends_done == self.sends
+            and self.off == len(self.data)
+        )
+
+
+def sha(b: bytes | bytearray) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+# --------------------------------------------------------------------------- the checks
+
+
+def check_bulk_both_ways(
+    mux: Mux, log: IInstanceLog, kind: StreamKind, tmp: str, size: int = 3_000_000, seed: int = 1
+) -> None:
+    """Megabytes both ways at once, random chunking and Recv sizes: hashes match,
+    every Send got exactly one SendResult."""
+    p = make_pair(mux, log, kind, tmp)
+    rng = random.Random(seed)
+    a = rng.randbytes(size)
+    b = rng.randbytes(size + 12345)
+    pa = Pump(p.client, p.crec, a, len(b), seed + 1)
+    pb = Pump(p.server, p.srec, b, len(a), seed + 2)
+    pa.start()
+    pb.start()
+    mux.run_until(lambda: pa.done() and pb.done(), timeout=60, what="bulk transfer")
+    assert sha(p.crec.received) == sha(b)
+    assert sha(p.srec.received) == sha(a)
+    assert p.crec.sends_done == pa.sends and p.srec.sends_done == pb.sends
+    # a clean end: client shuts down, server sees BY_PEER, client NORMAL
+    call(p.crec, p.client.Shutdown)
+    p.srec.hooks["recv"] = lambda *a: None
+    call(p.srec, p.server.Recv, bytearray(10))
+    mux.run_until(
+        lambda: p.crec.shutdown is not None and p.srec.shutdown is not None, what="shutdown"
+    )
+    assert p.crec.shutdown is ShutdownReason.SOCKET_SHUTDOWN_NORMAL
+    assert p.srec.shutdown is ShutdownReason.SOCKET_SHUTDOWN_BY_PEER
+    assert p.crec.names()[-1] == "shutdown" and p.srec.names()[-1] == "shutdown"
+    close_pair(mux, p)
+
+
+def check_exact_and_partial(mux: Mux, log: IInstanceLog, kind: StreamKind, tmp: str) -> None:
+    """An exact Recv waits for all its bytes; a partial one completes with what is there;
+    queued Recvs complete in order."""
+    p = make_pair(mux, log, kind, tmp)
+    b1, b2, b3 = bytearray(10), bytearray(100), bytearray(5)
+    call(p.srec, p.server.Recv, b1, 10)  # exact
+    call(p.srec, p.server.Recv, b2, 100, True)  # partial
+    call(p.srec, p.server.Recv, b3, 5)  # exact
+    call(p.crec, p.client.Send, b"0123456")
+    mux.run_for(0.05)
+    assert "recv" not in p.srec.names(), "an exact Recv completed early"
+    call(p.crec, p.client.Send, b"789abc")
+    mux.run_until(lambda: p.srec.names().count("recv") >= 2, what="two recvs")
+    recvs = [e for e in p.srec.events if e[0] == "recv"]
+    assert recvs[0] == ("recv", 10)
+    assert bytes(b1) == b"0123456789"
+    assert recvs[1] == ("recv", 3) and bytes(b2[:3]) == b"abc"
+    call(p.crec, p.client.Send, b"VWXYZ")
+    mux.run_until(lambda: p.srec.names().count("recv") == 3, what="third recv")
+    assert bytes(b3) == b"VWXYZ"
+    assert p.srec.received == b"0123456789abcVWXYZ"
+    close_pair(mux, p)
+
+
+def check_recv_cancel(mux: Mux, log: IInstanceLog, kind: StreamKind, tmp: str) -> None:
+    """RecvCancel: one SocketRecvCanceled per pending buffer, in order, after the call;
+    bytes already in a cancelled buffer are not lost."""
+    p = make_pair(mux, log, kind, tmp)
+    b1, b2 = bytearray(8), bytearray(4)
+    call(p.srec, p.server.Recv, b1, 8)
+    call(p.srec, p.server.Recv, b2, 4)
+    call(p.crec, p.client.Send, b"abc")
+    mux.run_for(0.05)
+    call(p.srec, p.server.RecvCancel)
+    assert "canceled" not in p.srec.names()
+    mux.run_until(lambda: p.srec.names().count("canceled") == 2, what="cancel callbacks")
+    cancels = [e[1] for e in p.srec.events if e[0] == "canceled"]
+    assert cancels[0] is b1 and cancels[1] is b2
+    call(p.crec, p.client.Send, b"defgh")
+    b3 = bytearray(8)
+    call(p.srec, p.server.Recv, b3, 8)
+    mux.run_until(lambda: "recv" in p.srec.names(), what="recv after cancel")
+    assert bytes(b3) == b"abcdefgh"
+    close_pair(mux, p)
+
+
+def check_set_user(mux: Mux, log: IInstanceLog, kind: StreamKind, tmp: str) -> None:
+    """SetUser mid-stream: later callbacks go to the new user only."""
+    p = make_pair(mux, log, kind, tmp)
+    call(p.srec, p.server.Recv, bytearray(3), 3)
+    call(p.crec, p.client.Send, b"one")
+    mux.run_until(lambda: "recv" in p.srec.names())
+    other = Recorder("other")
+    call(p.srec, p.server.SetUser, other)
+    call(other, p.server.Recv, bytearray(3), 3)
+    call(p.crec, p.client.Send, b"two")
+    mux.run_until(lambda: "recv" in other.names())
+    assert other.received == b"two" and p.srec.received == b"one"
+    call(p.crec, p.client.Shutdown)
+    mux.run_until(lambda: other.shutdown is not None)
+    assert p.srec.shutdown is None and other.shutdown is ShutdownReason.SOCKET_SHUTDOWN_BY_PEER
+    close_pair(mux, p)
+
+
+def check_send_before_connect(mux: Mux, log: IInstanceLog, kind: StreamKind, tmp: str) -> None:
+    """Send right after Connect is cached and goes out after SocketConnectComplete;
+    SocketSendResult follows SocketConnectComplete."""
+    listener, _lrec, accepted, address = listen(mux, log, kind, tmp)
+    crec = Recorder("client")
+    prov = kind.provider()
+    sock = prov.CreateSocket(mux, crec, log, kind.use_ipv6, kind.client_context(prov, log))
+    call(crec, sock.Connect, address, kind.server_name)
+    buf = bytearray(b"hello before connect")
+    call(crec, sock.Send, buf)
+    buf[:] = b"X" * len(buf)  # reuse at once: the library must have taken a copy
+    call(crec, sock.Send, b"!")
+    mux.run_until(lambda: bool(accepted) and crec.sends_done == 2)
+    assert crec.names()[:3] == ["connect", "send", "send"]
+    server, srec = accepted[0]
+    call(srec, server.Recv, bytearray(21), 21)
+    mux.run_until(lambda: "recv" in srec.names())
+    assert srec.received == b"hello before connect!"
+    for s in (sock, server, listener):
+        s.Delete()
+    assert not crec.violations and not srec.violations
+
+
+def check_flush_on_shutdown(mux: Mux, log: IInstanceLog, kind: StreamKind, tmp: str) -> None:
+    """Shutdown right after a big Send: the peer gets every byte, then BY_PEER; we get
+    every SendResult, then SocketShutdown(NORMAL); Send after Shutdown is ignored."""
+    p = make_pair(mux, log, kind, tmp)
+    data = random.Random(7).randbytes(4_000_000)
+    call(p.crec, p.client.Send, data)
+    call(p.crec, p.client.Shutdown)
+    call(p.crec, p.client.Send, b"ignored")
+    Pump(p.server, p.srec, b"", len(data) + 100, 3).start()
+    mux.run_until(lambda: p.crec.shutdown is not None and p.srec.shutdown is not None, timeout=30)
+    assert sha(p.srec.received) == sha(data)
+    assert p.crec.names() == ["connect", "send", "shutdown"]
+    assert p.crec.shutdown is ShutdownReason.SOCKET_SHUTDOWN_NORMAL
+    assert p.srec.shutdown is ShutdownReason.SOCKET_SHUTDOWN_BY_PEER
+    close_pair(mux, p)
+
+
+async def _raw_peer(mux: Mux, kind: StreamKind, address: str) -> socket.socket:
+    assert kind.raw_connect is not None
+    family, sockaddr = kind.raw_connect(address)
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.setblocking(False)
+    await mux.loop.sock_connect(s, sockaddr)
+    return s
+
+
+def check_half_close_by_peer(mux: Mux, log: IInstanceLog, kind: StreamKind, tmp: str) -> None:
+    """A raw peer sends and half-closes: every byte reaches the app first (a pending exact
+    Recv gets what there is, shorter), then SOCKET_SHUTDOWN_BY_PEER; the app can still
+    send before it shuts down."""
+    listener, _lrec, accepted, address = listen(mux, log, kind, tmp)
+    raw = mux.loop.run_until_complete(_raw_peer(mux, kind, address))
+    mux.run_until(lambda: bool(accepted))
+    server, srec = accepted[0]
+    payload = random.Random(3).randbytes(200_000)
+    mux.loop.run_until_complete(mux.loop.sock_sendall(raw, payload + b"tail"))
+    raw.shutdown(socket.SHUT_WR)
+    mux.run_for(0.1)
+    # nothing was read yet: the bytes wait for Recv, and so does the shutdown
+    assert srec.shutdown is None
+    call(srec, server.Recv, bytearray(len(payload)), len(payload))
+    call(srec, server.Recv, bytearray(100), 100)  # exact, can only get 4
+    mux.run_until(lambda: srec.shutdown is not None)
+    assert srec.events[-3:] == [
+        ("recv", len(payload)),
+        ("recv", 4),
+        ("shutdown", ShutdownReason.SOCKET_SHUTDOWN_BY_PEER),
+    ]
+    assert sha(srec.received) == sha(payload + b"tail")
+    raw.close()
+    server.Delete()
+    listener.Delete()
+    assert not srec.violations
+
+
+def check_reset_by_peer(mux: Mux, log: IInstanceLog, kind: StreamKind, tmp: str) -> None:
+    """A peer that resets (SO_LINGER 0): bytes already read go to pending Recvs, then
+    SOCKET_LOST, exactly once."""
+    listener, _lrec, accepted, address = listen(mux, log, kind, tmp)
+    raw = mux.loop.run_until_complete(_raw_peer(mux, kind, address))
+    mux.run_until(lambda: bool(accepted))
+    server, srec = accepted[0]
+    got = bytearray(100)
+    call(srec, server.Recv, got, 100)
+    mux.loop.run_until_complete(mux.loop.sock_sendall(raw, b"partial data"))
+    mux.run_for(0.05)
+    # unread data in the raw peer's receive queue plus SO_LINGER 0 makes close() a reset
+    call(srec, server.Send, b"x" * 1000)
+    mux.run_for(0.05)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    raw.close()
+    mux.run_until(lambda: srec.shutdown is not None)
+    lost = srec.shutdown
+    expected: tuple[ShutdownReason, ...] = (ShutdownReason.SOCKET_LOST,)
+    if kind.extra.get("reset_may_look_like_close"):
+        expected += (ShutdownReason.SOCKET_SHUTDOWN_BY_PEER,)
+    assert lost in expected, lost
+    assert ("recv", 12) in srec.events and srec.received == b"partial data"
+    assert srec.names().count("shutdown") == 1 and srec.names()[-1] == "shutdown"
+    server.Delete()
+    listener.Delete()
+    assert not srec.violations
+
+
+def check_delete_inside_callbacks(mux: Mux, log: IInstanceLog, kind: StreamKind, tmp: str) -> None:
+    """Delete() inside each callback: no further callback, nothing in the exception handler."""
+    # inside SocketConnectComplete
+    _listener, lrec, accepted, address = listen(mux, log, kind, tmp)
+    rec = Recorder("c1")
+    rec.hooks["connect"] = lambda s: s.Delete()
+    connect(mux, log, kind, address, rec)
+    mux.run_until(lambda: "connect" in rec.names())
+    mux.run_for(0.05)
+    assert rec.names() == ["connect"]
+    # inside SocketRecvResult with more data and a SendResult due
+    rec2 = Recorder("c2")
+    s2, _ = connect(mux, log, kind, address, rec2)
+    mux.run_until(lambda: "connect" in rec2.names() and len(accepted) >= 2)
+    server, srec = accepted[-1]
+    call(rec2, s2.Send, b"a" * 10)
+    call(rec2, s2.Recv, bytearray(1), 1)
+    call(rec2, s2.Recv, bytearray(1), 1)
+
+    def on_recv(s: ISocket, buf: Any, n: int) -> None:
+        s.Send(b"due")
+        s.Delete()
+
+    rec2.hooks["recv"] = on_recv
+    call(srec, server.Send, b"xy")
+    mux.run_until(lambda: "recv" in rec2.names())
+    mux.run_for(0.05)
+    assert rec2.names().count("recv") == 1 and rec2.names()[-1] == "recv"
+    # inside SocketSendResult
+    rec3 = Recorder("c3")
+    s3, _ = connect(mux, log, kind, address, rec3)
+    mux.run_until(lambda: "connect" in rec3.names())
+    rec3.hooks["send"] = lambda s: s.Delete()
+    call(rec3, s3.Send, b"1")
+    call(rec3, s3.Send, b"2")
+    mux.run_until(lambda: "send" in rec3.names())
+    mux.run_for(0.05)
+    assert rec3.names() == ["connect", "send"]
+    # inside SocketShutdown (the usual SDK pattern), and inside SocketAcceptComplete
+    rec4 = Recorder("c4")
+    rec4.hooks["shutdown"] = lambda s, r: s.Delete()
+    s4, _ = connect(mux, log, kind, address, rec4)
+    mux.run_until(lambda: "connect" in rec4.names())
+    call(rec4, s4.Shutdown)
+    mux.run_until(lambda: rec4.shutdown is not None)
+    # inside SocketListenResult: deny by deleting nothing, accept then delete the listener
+    lrec.hooks["listen"] = lambda s, a, p: (s.Accept(None), s.Delete())
+    rec5 = Recorder("c5")
+    connect(mux, log, kind, address, rec5)
+    mux.run_until(lambda: rec5.shutdown is not None or "connect" in rec5.names(), timeout=10)
+    mux.run_for(0.1)
+    n_events = len(lrec.events)
+    mux.run_for(0.05)
+    assert len(lrec.events) == n_events
+    for r in (rec, rec2, rec3, rec4, lrec):
+        assert not r.violations, r.violations
+    for s, _ in accepted:
+        try:
+            s.Delete()
+        except SocketModeError:
+            pass
+
+
+def check_raising_callback(mux: Mux, log: IInstanceLog, kind: StreamKind, tmp: str) -> None:
+    """An exception in a callback goes to the loop's exception handler; the socket carries on."""
+    p = make_pair(mux, log, kind, tmp)
+    count = [0]
+
+    def boom(s: ISocket, buf: Any, n: int) -> None:
+        count[0] += 1
+        if count[0] == 1:
+            s.Recv(bytearray(4), 4)
+            raise RuntimeError("app bug")
+
+    p.srec.hooks["recv"] = boom
+    call(p.srec, p.server.Recv, bytearray(4), 4)
+    call(p.crec, p.client.Send, b"abcdefgh")
+    mux.run_until(lambda: count[0] == 2)
+    errs = mux.take_errors()
+    assert len(errs) == 1 and isinstance(errs[0]["exception"], RuntimeError)
+    assert p.srec.received == b"abcdefgh"
+    close_pair(mux, p)
+
+
+def check_wrong_mode(mux: Mux, log: IInstanceLog, kind: StreamKind, tmp: str) -> None:
+    """Wrong-mode calls raise SocketModeError at once and change nothing."""
+    p = make_pair(mux, log, kind, tmp)
+    calls: tuple[tuple[Callable[..., Any], tuple[Any, ...]], ...] = (
+        (p.client.Connect, (p.address,)),
+        (p.client.Bind, (None, 0)),
+        (p.client.Listen, ()),
+        (p.client.Accept, (None,)),
+    )
+    for fn, args in calls:
+        try:
+            fn(*args)
+        except SocketModeError:
+            pass
+        else:
+            raise AssertionError(f"{fn.__name__} did not raise")
+    try:
+        p.listener.Send(b"x")
+    except SocketModeError:
+        pass
+    else:
+        raise AssertionError("Send on a listener did not raise")
+    # the connection still works
+    call(p.srec, p.server.Recv, bytearray(2), 2)
+    call(p.crec, p.client.Send, b"ok")
+    mux.run_until(lambda: "recv" in p.srec.names())
+    p.client.Delete()
+    calls = (
+        (p.client.Send, (b"x",)),
+        (p.client.Recv, (bytearray(1),)),
+        (p.client.Shutdown, ()),
+        (p.client.Delete, ()),
+    )
+    for fn, args in calls:
+        try:
+            fn(*args)
+        except SocketModeError:
+            pass
+        else:
+            raise AssertionError(f"{fn.__name__} after Delete did not raise")
+    close_pair(mux, p)
+
+
+ALL_CHECKS = [
+    check_bulk_both_ways,
+    check_exact_and_partial,
+    check_recv_cancel,
+    check_set_user,
+    check_send_before_connect,
+    check_flush_on_shutdown,
+    check_delete_inside_callbacks,
+    check_raising_callback,
+    check_wrong_mode,
+]
+RAW_PEER_CHECKS = [check_half_close_by_peer, check_reset_by_peer]
+
+
+def run_check(
+    check: Callable[..., None], mux: Mux, log: IInstanceLog, kind: StreamKind, tmp: str
+) -> None:
+    """Run one check; raw-peer checks are skipped for kinds without a raw peer."""
+    if check in RAW_PEER_CHECKS and kind.raw_connect is None:
+        import pytest
+
+        pytest.skip(f"{kind.name} has no raw peer")
+    check(mux, log, kind, tmp)
