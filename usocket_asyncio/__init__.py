@@ -36,6 +36,7 @@ from ._types import (
     SocketModeError,
     shutdownreason_t,
 )
+from ._udp import CreateUDPSocketProvider
 
 __all__ = [
     "LOG_APP",
@@ -63,6 +64,7 @@ __all__ = [
     "CreateLocalSocketProvider",
     "CreateTCPSocketProvider",
     "CreateTLSSocketProvider",
+    "CreateUDPSocketProvider",
     "IInstanceLog",
     "IIoMux",
     "IPaddr",

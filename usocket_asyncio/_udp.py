@@ -1,0 +1,1090 @@
+"""UDP sockets: one datagram per `SendTo`/`Send`, one datagram per `Recv`.
+
+Theory of operation
+-------------------
+A `UDPSocket` is both the app's `ISocket` and the `DatagramProtocol` of its transport, so
+a datagram from the transport reaches the app's callback with no hop in between. The
+library makes the OS socket itself (so it can tell `SOCKET_OPEN_FAILED`,
+`SOCKET_ADDR_IN_USE`, `SOCKET_BIND_FAILED` and `SOCKET_CONNECT_FAILED` apart) and hands
+it to `loop.create_datagram_endpoint(sock=...)`, on asyncio and uvloop alike.
+
+Modes. The first of `Bind` or `Connect` fixes the mode (API.md item 2):
+
+- bound: `SendTo` sends to any peer; each `Recv` gives `SocketRecvFromResult` with the
+  source as an `ipaddress` object. `Send` raises `SocketModeError`.
+- connected: the peer is fixed; `Send` and `Recv` (`SocketRecvResult`) work datagram by
+  datagram; datagrams from other sources never arrive (the kernel filters them).
+  `SendTo` raises `SocketModeError`.
+
+`Connect` after `Bind` (or the other way round) raises `SocketModeError`, as for every
+socket kind: a connected UDP socket picks its own local port. `Listen` and `Accept`
+raise `SocketModeError`: UDP has no connections (DTLS sockets, from the TLS provider
+with a context on which `EnableDTLS` was called, do listen).
+
+Receiving. Pending `Recv` buffers form a queue. A datagram that finds one is copied
+into it straight away (a longer one is truncated to the buffer, and the truncation is
+logged). A datagram that finds none waits in a hold queue bounded by `HOLD_DATAGRAMS`
+datagrams and `HOLD_BYTES` bytes; datagram transports cannot pause reading, so beyond
+that the newest datagram is dropped, counted (`dropped`) and logged.
+
+Sending. Each `SendTo`/`Send` hands one datagram to the transport at once (cached while
+`Bind`/`Connect` is in progress). The transport's high-water mark is 0, so it calls
+`pause_writing` as soon as anything stays queued and `resume_writing` once the queue
+is empty: a datagram the kernel took is complete on return, the others complete at
+`resume_writing`. A send error (also an ICMP error reported by the kernel later) goes
+to `error_received`: it is logged and never ends the socket; the `SocketSendResult` of
+that datagram still follows, since the datagram has left the socket.
+
+Callbacks. As in the stream engine, a result that completes inside the app's own call
+(a send, a `Recv` that a held datagram can fill, `RecvCancel`, an early failure) is
+recorded as due and delivered from the loop's batch (`_Deferred`) or, inside a
+transport event, right after the app's callback returns.
+
+The end. `_finish(reason)` is the one place a socket ends. `Shutdown` closes the
+transport, which first sends what it still queues; `connection_lost` then gives the
+single `SocketShutdown(SOCKET_SHUTDOWN_NORMAL)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import socket
+from collections import deque
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ._address import Address, AddressError, format_ip, parse_address
+from ._api import Buffer, ISocket, ISocketContext, ISocketProvider, USocket
+from ._stream import _LIVE, State, _as_view, _current_task, bind_reason
+from ._tcp import check_user
+from ._types import IPaddr, LogFlags, QosTrafficType, ShutdownReason, SocketModeError
+
+if TYPE_CHECKING:
+    from ._iomux import IIoMux
+    from ._log import IInstanceLog
+
+HOLD_DATAGRAMS = 256
+"""Datagrams held for an app with no pending `Recv` before new ones are dropped."""
+HOLD_BYTES = 256 * 1024
+"""Bytes held for an app with no pending `Recv` before new datagrams are dropped."""
+DROP_LOG_EVERY = 1000
+"""While dropping, one log line per this many dropped datagrams (and the first)."""
+
+S = State
+UDP_TRANSITIONS: dict[State, frozenset[State]] = {
+    S.IDLE: frozenset({S.BINDING, S.CONNECTING, S.CLOSED, S.DELETED}),
+    S.BINDING: frozenset({S.BOUND, S.CLOSED, S.DELETED}),
+    S.BOUND: frozenset({S.CLOSING, S.CLOSED, S.DELETED}),
+    S.CONNECTING: frozenset({S.CONNECTED, S.CLOSED, S.DELETED}),
+    S.CONNECTED: frozenset({S.CLOSING, S.CLOSED, S.DELETED}),
+    S.CLOSING: frozenset({S.CLOSED, S.DELETED}),
+    S.CLOSED: frozenset({S.DELETED}),
+    S.DELETED: frozenset(),
+}
+"""The legal moves of a UDP socket (LISTENING and ACCEPTING are never used)."""
+
+_ENDED = (S.CLOSED, S.DELETED)
+_OPEN = (S.BOUND, S.CONNECTED)
+
+# Source addresses seen by bound sockets -> ipaddress objects (parsing is the costly
+# part of a datagram's way in; peers repeat). Bounded: cleared when full.
+_IP_CACHE: dict[str, IPaddr] = {}
+_IP_CACHE_MAX = 4096
+
+
+def ip_of(host: str) -> IPaddr:
+    """The `ipaddress` object of a source address string (IPv4-mapped shown as IPv4).
+
+    Raises:
+        ValueError: `host` is no IP address.
+    """
+    ip = _IP_CACHE.get(host)
+    if ip is None:
+        text = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        ip = ipaddress.ip_address(text)
+        if ip.version == 6:
+            mapped = ip.ipv4_mapped
+            if mapped is not None:
+                ip = mapped
+        if len(_IP_CACHE) >= _IP_CACHE_MAX:
+            _IP_CACHE.clear()
+        _IP_CACHE[host] = ip
+    return ip
+
+
+class OpenError(Exception):
+    """Opening a UDP socket failed: the contract's reason and what to log."""
+
+    def __init__(self, reason: ShutdownReason, what: str, detail: object) -> None:
+        super().__init__(f"{what}: {detail}")
+        self.reason = reason
+        self.what = what
+        self.detail = detail
+
+
+def bound_udp_socket(family: int, sockaddr: Any, reuseAddr: bool) -> socket.socket:
+    """A non-blocking UDP socket bound to `sockaddr` ("::" also takes IPv4).
+
+    Raises:
+        OpenError: with `SOCKET_OPEN_FAILED`, `SOCKET_ADDR_IN_USE` or `SOCKET_BIND_FAILED`.
+    """
+    try:
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+    except OSError as e:
+        raise OpenError(ShutdownReason.SOCKET_OPEN_FAILED, "Bind: socket() failed", e) from e
+    try:
+        sock.setblocking(False)
+        if reuseAddr:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6 and sockaddr[0] in ("::", "::0"):
+            try:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            except OSError:
+                pass
+        sock.bind(sockaddr)
+    except OSError as e:
+        sock.close()
+        raise OpenError(bind_reason(e), "Bind failed", e) from e
+    return sock
+
+
+def connected_udp_socket(infos: list[tuple[int, Any]]) -> socket.socket:
+    """A non-blocking UDP socket connected to the first of `infos` (family, sockaddr)
+    that works.
+
+    Raises:
+        OpenError: with `SOCKET_OPEN_FAILED` or `SOCKET_CONNECT_FAILED`.
+    """
+    last: OpenError | None = None
+    for family, sockaddr in infos:
+        try:
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+        except OSError as e:
+            last = OpenError(ShutdownReason.SOCKET_OPEN_FAILED, "Connect: socket() failed", e)
+            continue
+        try:
+            sock.setblocking(False)
+            sock.connect(sockaddr)
+        except OSError as e:
+            sock.close()
+            last = OpenError(ShutdownReason.SOCKET_CONNECT_FAILED, "Connect failed", e)
+            continue
+        return sock
+    if last is None:
+        last = OpenError(ShutdownReason.SOCKET_CONNECT_FAILED, "Connect", "no address to try")
+    raise last
+
+
+async def connect_infos(
+    loop: asyncio.AbstractEventLoop, target: Address, use_ipv6: bool
+) -> list[tuple[int, Any]]:
+    """The (family, sockaddr) candidates for a Connect target (names resolved).
+
+    Raises:
+        OpenError: with `SOCKET_CONNECT_FAILED` when a name does not resolve.
+    """
+    if target.ip is not None:
+        fam = socket.AF_INET6 if target.ip.version == 6 else socket.AF_INET
+        return [(fam, (target.host, target.port))]
+    fam = socket.AF_INET6 if use_ipv6 else socket.AF_INET
+    try:
+        infos = await loop.getaddrinfo(target.host, target.port, family=fam, type=socket.SOCK_DGRAM)
+    except OSError as e:
+        raise OpenError(ShutdownReason.SOCKET_CONNECT_FAILED, "Connect: cannot resolve", e) from e
+    return [(info[0], info[4]) for info in infos]
+
+
+async def bind_target(
+    loop: asyncio.AbstractEventLoop, localAddr: str | None, localPort: int, use_ipv6: bool
+) -> tuple[int, Any]:
+    """The (family, sockaddr) to bind: None is all interfaces ("::" with `use_ipv6`).
+
+    Raises:
+        OpenError: `SOCKET_ADDRESS_INVALID` for a string that is no address,
+            `SOCKET_BIND_FAILED` for a name that does not resolve.
+    """
+    if not 0 <= int(localPort) <= 65535:
+        raise OpenError(
+            ShutdownReason.SOCKET_ADDRESS_INVALID,
+            "Bind: address invalid",
+            f"port {localPort} out of range",
+        )
+    if localAddr is None or localAddr == "":
+        if use_ipv6:
+            return socket.AF_INET6, ("::", localPort)
+        return socket.AF_INET, ("0.0.0.0", localPort)
+    try:
+        addr = parse_address(localAddr, need_port=False, default_port=localPort)
+    except AddressError as e:
+        raise OpenError(ShutdownReason.SOCKET_ADDRESS_INVALID, "Bind: address invalid", e) from e
+    if addr.ip is not None:
+        fam = socket.AF_INET6 if addr.ip.version == 6 else socket.AF_INET
+        return fam, (addr.host, addr.port)
+    fam = socket.AF_INET6 if use_ipv6 else socket.AF_INET
+    try:
+        infos = await loop.getaddrinfo(addr.host, addr.port, family=fam, type=socket.SOCK_DGRAM)
+    except OSError as e:
+        raise OpenError(ShutdownReason.SOCKET_BIND_FAILED, "Bind: cannot resolve", e) from e
+    return infos[0][0], infos[0][4]
+
+
+def set_qos(sock: socket.socket, traffic: QosTrafficType) -> None:
+    """Mark outgoing packets of `sock` with the DSCP of `traffic` (IP_TOS / IPV6_TCLASS).
+
+    Raises:
+        OSError: the kernel refused.
+    """
+    tos = int(traffic) << 2
+    if sock.family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, tos)
+        try:  # a dual-stack socket carries IPv4 too
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
+        except OSError:
+            pass
+    else:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
+
+
+def copies_needed(transport: Any) -> bool:
+    """True when `transport.sendto` may keep a reference to the caller's buffer.
+
+    asyncio's datagram transport sends at once or copies what it queues; uvloop's queues
+    a reference to the buffer itself, so the caller's (mutable) buffer must be copied.
+    """
+    return not type(transport).__module__.startswith("asyncio")
+
+
+class UDPSocket(ISocket, asyncio.DatagramProtocol):
+    """A UDP socket: bound (`SendTo`, `SocketRecvFromResult`) or connected (`Send`,
+    `SocketRecvResult`). See the module docstring for the rules."""
+
+    __slots__ = (
+        "__weakref__",
+        "_blocked",
+        "_cache",
+        "_canceled",
+        "_copy",
+        "_drop_run",
+        "_dropped",
+        "_due",
+        "_family",
+        "_final_due",
+        "_held",
+        "_held_bytes",
+        "_in_event",
+        "_last_dst",
+        "_last_ip",
+        "_last_port",
+        "_local",
+        "_log",
+        "_loop",
+        "_mux",
+        "_qos",
+        "_reuse",
+        "_rq",
+        "_send_due",
+        "_shutdown_wanted",
+        "_sock",
+        "_state",
+        "_task",
+        "_tr",
+        "_unreported",
+        "_use_ipv6",
+        "_user",
+    )
+
+    LOG_FLAG: ClassVar[int] = LogFlags.LOG_UDP
+    KIND: ClassVar[str] = "udp"
+
+    def __init__(
+        self, iomux: IIoMux, user: USocket | None, log: IInstanceLog, useIPv6: bool = False
+    ) -> None:
+        self._mux = iomux
+        self._loop = iomux.loop
+        self._user: Any = user
+        self._log = log
+        self._use_ipv6 = useIPv6
+        self._state = S.IDLE
+        self._tr: Any = None
+        self._sock: socket.socket | None = None
+        self._family = 0
+        self._task: asyncio.Task[None] | None = None
+        self._qos: QosTrafficType | None = None
+        self._local: tuple[str, int] = ("", 0)
+        self._copy = True
+        self._reuse = False
+        # receive side
+        self._rq: deque[tuple[Any, memoryview]] = deque()
+        self._held: deque[tuple[bytes, Any]] = deque()
+        self._held_bytes = 0
+        self._dropped = 0
+        self._drop_run = 0
+        self._canceled: list[Any] = []
+        # send side
+        self._cache: list[tuple[bytes, Any]] = []
+        self._blocked = False
+        self._unreported = 0
+        self._send_due = 0
+        self._shutdown_wanted = False
+        self._last_ip: Any = None
+        self._last_port = -1
+        self._last_dst: Any = None
+        # callbacks
+        self._due = False
+        self._in_event = False
+        self._final_due: ShutdownReason | None = None
+        _LIVE.add(self)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._state.value} {self._local[0]}:{self._local[1]}>"
+
+    @property
+    def dropped(self) -> int:
+        """Beyond the SDK: datagrams dropped because no `Recv` was pending and the hold
+        queue was full."""
+        return self._dropped
+
+    # ------------------------------------------------------------------ state machine
+
+    def _set_state(self, new: State) -> None:
+        old = self._state
+        if new not in UDP_TRANSITIONS[old]:
+            raise SocketModeError(self._illegal(old, new))
+        self._state = new
+        if self._log.LogFlagSet(self.LOG_FLAG):
+            self._log.Log(
+                self.LOG_FLAG, "%s %x: %s -> %s", self.KIND, id(self), old.value, new.value
+            )
+
+    @staticmethod
+    def _illegal(old: State, new: State) -> str:
+        if old is S.DELETED:
+            return "the socket was deleted; make a new one with the provider's CreateSocket"
+        if new is S.CONNECTING and old in (S.BINDING, S.BOUND):
+            return (
+                "Connect on a bound UDP socket: the first of Bind or Connect fixes the mode. "
+                "A bound socket reaches any peer with SendTo and Recv (SocketRecvFromResult); "
+                "to fix the peer, make a new socket and Connect it (it picks its local port)"
+            )
+        if new is S.BINDING and old in (S.CONNECTING, S.CONNECTED):
+            return (
+                "Bind on a connected UDP socket: the first of Bind or Connect fixes the "
+                "mode; make a new socket and Bind it to receive from any peer"
+            )
+        if new is S.CONNECTING or new is S.BINDING:
+            return (
+                f"Connect/Bind on a UDP socket that is {old.value}: call Bind or Connect "
+                "once per socket; make a new socket for another"
+            )
+        return f"a UDP socket that is {old.value} cannot become {new.value}"
+
+    def _check_alive(self, call: str) -> None:
+        if self._state is S.DELETED:
+            raise SocketModeError(f"{call} after Delete(): the socket is gone; make a new one")
+
+    def _fail_log(self, what: str, detail: object) -> None:
+        self._log.Log(self.LOG_FLAG, "%s %x: %s: %s", self.KIND, id(self), what, detail)
+
+    # ------------------------------------------------------------------ deferral
+
+    def _mark_due(self) -> None:
+        if not self._due:
+            self._due = True
+            if not self._in_event:
+                self._mux._deferred.add(self)
+
+    def _run_due(self) -> None:
+        """Deliver what completed inside app calls (never itself inside one)."""
+        if not self._due or self._state is S.DELETED:
+            return
+        self._due = False
+        self._in_event = True
+        try:
+            if self._canceled:
+                bufs = self._canceled
+                self._canceled = []
+                for b in bufs:
+                    if self._state in _ENDED:
+                        break
+                    self._callback("SocketRecvCanceled", b)
+            if self._send_due and self._state is not S.DELETED:
+                self._deliver_send_results()
+            if self._held and self._rq and self._state in _OPEN:
+                self._deliver_held()
+            if self._final_due is not None and self._state is S.CLOSED:
+                reason = self._final_due
+                self._final_due = None
+                self._deliver_final(reason)
+        finally:
+            self._in_event = False
+        if self._due and self._state is not S.DELETED:
+            self._mux._deferred.add(self)
+
+    def _callback(self, name: str, *args: Any) -> Any:
+        try:
+            return getattr(self._user, name)(self, *args)
+        except Exception as e:
+            self._loop.call_exception_handler(
+                {
+                    "message": f"exception in {type(self._user).__name__}.{name}",
+                    "exception": e,
+                    "socket": self,
+                }
+            )
+            return None
+
+    def _deliver_send_results(self) -> None:
+        while self._send_due:
+            if self._state is S.DELETED or (self._state is S.CLOSED and self._final_due is None):
+                self._send_due = 0
+                return
+            self._send_due -= 1
+            try:
+                self._user.SocketSendResult(self)
+            except Exception as e:
+                self._loop.call_exception_handler(
+                    {"message": "exception in SocketSendResult", "exception": e, "socket": self}
+                )
+
+    # ------------------------------------------------------------------ the end
+
+    def _finish(self, reason: ShutdownReason, direct: bool) -> None:
+        """The one place a socket ends. `direct`: we are in a transport/loop event."""
+        if self._state in _ENDED:
+            return
+        self._set_state(S.CLOSED)
+        if reason > ShutdownReason.SOCKET_SHUTDOWN_BY_PEER or self._log.LogFlagSet(self.LOG_FLAG):
+            self._log.Log(self.LOG_FLAG, "%s %x: shutdown %s", self.KIND, id(self), reason.name)
+        self._release(abort=True)
+        if reason is ShutdownReason.SOCKET_SHUTDOWN_NORMAL:
+            self._send_due += self._unreported
+        self._unreported = 0
+        if direct:
+            self._deliver_final(reason)
+        else:
+            self._final_due = reason
+            self._mark_due()
+
+    def _deliver_final(self, reason: ShutdownReason) -> None:
+        in_event = self._in_event
+        self._in_event = True
+        self._final_due = reason  # lets the send results still due go out first
+        if self._send_due:
+            self._deliver_send_results()
+        self._final_due = None
+        self._in_event = in_event
+        if self._state is S.CLOSED:
+            self._callback("SocketShutdown", reason)
+        self._due = False
+
+    def _release(self, abort: bool) -> None:
+        """Cancel the task, drop buffers and queues, close the transport or socket."""
+        task, self._task = self._task, None
+        if task is not None and not task.done() and task is not _current_task(self._loop):
+            task.cancel()
+        self._rq.clear()
+        self._held.clear()
+        self._held_bytes = 0
+        self._cache.clear()
+        tr, self._tr = self._tr, None
+        sock, self._sock = self._sock, None
+        if tr is not None:
+            tr.abort() if abort else tr.close()
+        elif sock is not None and task is None:
+            sock.close()
+        # else: the task is handing `sock` to a transport; connection_made aborts it
+
+    # ------------------------------------------------------------------ opening
+
+    def Bind(
+        self, localAddr: str | None = None, localPort: int = 0, reuseAddr: bool = False
+    ) -> None:
+        """Bind to `localAddr:localPort` (None: all interfaces, "::" with `useIPv6`, which
+        takes IPv4 too; port 0: any) and receive from any peer.
+
+        Leads to `SocketBindResult(socket, addr, port)`, then, per `Recv`, one
+        `SocketRecvFromResult`; or to `SocketShutdown` with `SOCKET_ADDRESS_INVALID`,
+        `SOCKET_OPEN_FAILED`, `SOCKET_ADDR_IN_USE` or `SOCKET_BIND_FAILED`.
+
+        Raises:
+            SocketModeError: Bind or Connect was called before.
+        """
+        self._check_alive("Bind")
+        port = int(localPort)
+        self._set_state(S.BINDING)
+        self._task = self._loop.create_task(self._bind(localAddr, port, reuseAddr))
+
+    async def _bind(self, localAddr: str | None, localPort: int, reuseAddr: bool) -> None:
+        try:
+            family, sockaddr = await bind_target(self._loop, localAddr, localPort, self._use_ipv6)
+            if self._state is not S.BINDING:
+                return
+            sock = bound_udp_socket(family, sockaddr, reuseAddr)
+            self._reuse = reuseAddr
+        except OpenError as e:
+            self._task = None
+            self._fail_log(e.what, e.detail)
+            self._finish(e.reason, direct=True)
+            return
+        await self._attach(sock)
+
+    def Connect(self, address: str, serverName: str | None = None) -> None:
+        """Fix the peer to `address` ("ip:port", "[v6]:port" or "name:port").
+
+        Leads to `SocketConnectComplete` (no packet is exchanged: UDP has no handshake),
+        then, per `Recv`, one `SocketRecvResult`; or to `SocketShutdown` with
+        `SOCKET_ADDRESS_INVALID`, `SOCKET_OPEN_FAILED` or `SOCKET_CONNECT_FAILED`.
+        `Send` before `SocketConnectComplete` is cached. `serverName` is unused (DTLS).
+
+        Raises:
+            SocketModeError: Bind or Connect was called before.
+        """
+        self._check_alive("Connect")
+        self._set_state(S.CONNECTING)
+        try:
+            target = parse_address(address, need_port=True)
+        except AddressError as e:
+            self._fail_log("Connect: address invalid", e)
+            self._finish(ShutdownReason.SOCKET_ADDRESS_INVALID, direct=False)
+            return
+        self._task = self._loop.create_task(self._connect(target))
+
+    async def _connect(self, target: Address) -> None:
+        try:
+            infos = await connect_infos(self._loop, target, self._use_ipv6)
+            if self._state is not S.CONNECTING:
+                return
+            sock = connected_udp_socket(infos)
+        except OpenError as e:
+            self._task = None
+            self._fail_log(e.what, e.detail)
+            self._finish(e.reason, direct=True)
+            return
+        await self._attach(sock)
+
+    async def _attach(self, sock: socket.socket) -> None:
+        """Make `sock` the transport's; `connection_made` completes Bind/Connect."""
+        self._sock = sock
+        self._family = sock.family
+        try:
+            await self._loop.create_datagram_endpoint(lambda: self, sock=sock)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            self._task = None
+            if self._tr is None and self._sock is sock:
+                self._sock = None
+                sock.close()
+            if self._state is S.BINDING or self._state is S.CONNECTING:
+                self._fail_log("cannot open the transport", repr(e))
+                self._finish(ShutdownReason.SOCKET_OPEN_FAILED, direct=True)
+            return
+        self._task = None
+
+    # ------------------------------------------------------------------ transport events
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        tr: Any = transport
+        st = self._state
+        if st is not S.BINDING and st is not S.CONNECTING:
+            tr.abort()
+            return
+        self._tr = tr
+        self._copy = copies_needed(tr)
+        tr.set_write_buffer_limits(high=0)
+        bound = st is S.BINDING
+        self._set_state(S.BOUND if bound else S.CONNECTED)
+        sock = self._sock
+        if sock is not None:
+            try:
+                name = sock.getsockname()
+                self._local = (format_ip(name[0]), int(name[1]))
+            except OSError:
+                pass
+            if self._qos is not None:
+                self._apply_qos()
+            if bound and not self._reuse:
+                self._clear_reuse(tr)
+        self._in_event = True
+        cache, self._cache = self._cache, []
+        for data, dst in cache:
+            if bound:
+                self._flush_to(data, dst)
+            else:
+                self._put(data, None)
+        if bound:
+            self._callback("SocketBindResult", self._local[0], self._local[1])
+        else:
+            self._callback("SocketConnectComplete")
+        self._in_event = False
+        if self._shutdown_wanted and self._state in _OPEN:
+            self._begin_close()
+        if self._due:
+            self._run_due()
+
+    def _clear_reuse(self, tr: Any) -> None:
+        """libuv (uvloop) turns SO_REUSEADDR on for every UDP socket it opens; without
+        `reuseAddr` the port must stay ours alone, as on the default loop."""
+        sock = tr.get_extra_info("socket")
+        try:
+            if sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)
+        except (OSError, AttributeError) as e:
+            self._fail_log("cannot clear SO_REUSEADDR", e)
+
+    def _flush_to(self, data: bytes, dst: tuple[IPaddr, int]) -> None:
+        """Send a datagram cached while binding (its address checked against the family now)."""
+        try:
+            addr = self._dest(dst[0], dst[1])
+        except ValueError as e:
+            self._fail_log("SendTo dropped", e)
+            self._send_due += 1
+            self._mark_due()
+            return
+        self._put(data, addr)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        st = self._state
+        if st is not S.BOUND and st is not S.CONNECTED:
+            return
+        rq = self._rq
+        if not rq or self._held:
+            self._hold(data, addr)
+            if rq:
+                self._in_event = True
+                self._deliver_held()
+                self._in_event = False
+                if self._due:
+                    self._run_due()
+            return
+        buf, mv = rq.popleft()
+        n = data.__len__()
+        if n <= mv.nbytes:
+            mv[:n] = data
+        else:
+            n = self._truncate(mv, data)
+        self._in_event = True
+        try:
+            if st is S.CONNECTED:
+                self._user.SocketRecvResult(self, buf, n)
+            else:
+                self._user.SocketRecvFromResult(self, buf, n, ip_of(addr[0]), addr[1])
+        except Exception as e:
+            self._loop.call_exception_handler(
+                {"message": "exception in a receive callback", "exception": e, "socket": self}
+            )
+        self._in_event = False
+        if self._due:
+            self._run_due()
+
+    def _truncate(self, mv: memoryview, data: bytes) -> int:
+        n = mv.nbytes
+        mv[:] = memoryview(data)[:n]
+        self._log.Log(
+            self.LOG_FLAG,
+            "%s %x: datagram of %d bytes truncated to the Recv buffer's %d",
+            self.KIND,
+            id(self),
+            data.__len__(),
+            n,
+        )
+        return n
+
+    def _hold(self, data: bytes, addr: Any) -> None:
+        size = data.__len__()
+        if self._held.__len__() >= HOLD_DATAGRAMS or self._held_bytes + size > HOLD_BYTES:
+            self._dropped += 1
+            self._drop_run += 1
+            if self._drop_run % DROP_LOG_EVERY == 1 or DROP_LOG_EVERY == 1:
+                self._log.Log(
+                    self.LOG_FLAG,
+                    "%s %x: no Recv pending and %d datagrams (%d bytes) held: dropping "
+                    "(%d dropped so far)",
+                    self.KIND,
+                    id(self),
+                    self._held.__len__(),
+                    self._held_bytes,
+                    self._dropped,
+                )
+            return
+        self._held.append((data, addr))
+        self._held_bytes += size
+
+    def _deliver_held(self) -> None:
+        """Move held datagrams into pending Recvs (we are in an event or in `_run_due`)."""
+        held = self._held
+        rq = self._rq
+        while rq and held:
+            st = self._state
+            if st is not S.BOUND and st is not S.CONNECTED:
+                return
+            data, addr = held.popleft()
+            self._held_bytes -= data.__len__()
+            buf, mv = rq.popleft()
+            n = data.__len__()
+            if n <= mv.nbytes:
+                mv[:n] = data
+            else:
+                n = self._truncate(mv, data)
+            if st is S.CONNECTED:
+                self._callback("SocketRecvResult", buf, n)
+            else:
+                self._callback("SocketRecvFromResult", buf, n, ip_of(addr[0]), addr[1])
+        if not held and self._drop_run:
+            self._log.Log(
+                self.LOG_FLAG,
+                "%s %x: receive queue drained; %d datagrams were dropped meanwhile",
+                self.KIND,
+                id(self),
+                self._drop_run,
+            )
+            self._drop_run = 0
+
+    def error_received(self, exc: Exception) -> None:
+        """An ICMP error or a failed send: logged, never the end of the socket."""
+        if self._state is not S.DELETED:
+            self._fail_log("error (the socket carries on)", repr(exc))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._tr = None
+        self._sock = None
+        st = self._state
+        if st is S.CLOSING:
+            if exc is not None:
+                self._fail_log("lost while closing", repr(exc))
+            self._finish(ShutdownReason.SOCKET_SHUTDOWN_NORMAL, direct=True)
+        elif st is S.BOUND or st is S.CONNECTED:
+            self._fail_log("transport lost", repr(exc))
+            self._finish(ShutdownReason.SOCKET_LOST, direct=True)
+
+    def pause_writing(self) -> None:
+        self._blocked = True
+
+    def resume_writing(self) -> None:
+        self._blocked = False
+        if self._unreported:
+            self._send_due += self._unreported
+            self._unreported = 0
+            if self._state in _OPEN or self._state is S.CLOSING:
+                self._in_event = True
+                self._deliver_send_results()
+                self._in_event = False
+                if self._due:
+                    self._run_due()
+
+    # ------------------------------------------------------------------ ISocket: data
+
+    def _data(self, buf: Buffer, len: int | None, call: str, keep: bool) -> Any:
+        """The datagram to hand over: `buf` itself when that is safe, else a copy.
+        `keep`: it will be held (cached) after the call returns."""
+        if type(buf) is bytes and (len is None or len == buf.__len__()):
+            return buf
+        mv = memoryview(buf)
+        if mv.ndim != 1 or mv.itemsize != 1:
+            mv = mv.cast("B")
+        if len is not None:
+            if len < 0 or len > mv.nbytes:
+                raise ValueError(f"{call}: len={len} but the buffer holds {mv.nbytes} bytes")
+            if len != mv.nbytes:
+                mv = mv[:len]
+        if keep or self._copy:
+            return mv.tobytes()
+        return mv
+
+    def _put(self, data: Any, addr: Any) -> None:
+        """Hand one datagram to the transport; its `SocketSendResult` is counted."""
+        if data.__len__():
+            self._tr.sendto(data, addr)
+        else:
+            self._send_empty(addr)
+        if self._blocked:
+            self._unreported += 1
+        else:
+            self._send_due += 1
+            if not self._due:
+                self._due = True
+                if not self._in_event:
+                    self._mux._deferred.add(self)
+
+    def _send_empty(self, addr: Any) -> None:
+        # Both loops' transports drop empty datagrams silently; send it ourselves.
+        sock = self._sock
+        try:
+            if sock is None or self._tr.get_write_buffer_size():
+                raise BlockingIOError(errno.EAGAIN, "the transport is still sending")
+            if addr is None:
+                sock.send(b"")
+            else:
+                sock.sendto(b"", addr)
+        except OSError as e:
+            self._fail_log("empty datagram not sent", repr(e))
+
+    def SendTo(self, buf: Buffer, len: int | None, dstAddr: IPaddr | str, dstPort: int) -> None:
+        """Bound sockets: send the first `len` bytes of `buf` (all with None) as one
+        datagram to `dstAddr:dstPort`; the caller may reuse `buf` on return.
+
+        `dstAddr` is an `ipaddress` object or an IP literal string ("1.2.3.4", "::1",
+        "[::1]"); names are not resolved here (Connect resolves them). An IPv4
+        destination on an IPv6 socket is sent IPv4-mapped.
+
+        Leads to one `SocketSendResult` per call, in call order, once the datagram has left
+        for the kernel (cached until `SocketBindResult` while binding). A send the network
+        refuses is logged and still reported: it never ends the socket. Ignored after
+        `Shutdown`.
+
+        Raises:
+            ValueError: `dstAddr` is no IP address, `dstPort` is not 1..65535, `len` is
+                larger than the buffer, or an IPv6 destination on an IPv4 socket.
+            SocketModeError: the socket is connected (use `Send`), not bound yet (call
+                `Bind` first), or deleted.
+        """
+        st = self._state
+        if st is S.BOUND and not self._shutdown_wanted:
+            if dstPort == self._last_port and dstAddr == self._last_ip:
+                addr = self._last_dst
+            else:
+                addr = self._dest(dstAddr, dstPort)
+                self._last_ip = dstAddr
+                self._last_port = dstPort
+                self._last_dst = addr
+            self._put(self._data(buf, len, "SendTo", False), addr)
+            return
+        if st is S.BINDING:
+            if not self._shutdown_wanted:
+                dst = (self._parse_dst(dstAddr, dstPort), dstPort)
+                self._cache.append((self._data(buf, len, "SendTo", True), dst))
+            return
+        if st is S.CLOSING or st is S.CLOSED or st is S.BOUND:
+            return
+        self._check_alive("SendTo")
+        if st is S.IDLE:
+            raise SocketModeError(
+                "SendTo before Bind: call Bind first (Bind(None, 0) picks any port), then "
+                "SendTo; or Connect and use Send"
+            )
+        raise SocketModeError(
+            "SendTo on a connected UDP socket: use Send (Connect fixed the peer), or Bind a "
+            "new socket to send to any peer"
+        )
+
+    @staticmethod
+    def _parse_dst(dstAddr: IPaddr | str, dstPort: int) -> IPaddr:
+        if type(dstPort) is not int or not 1 <= dstPort <= 65535:
+            raise ValueError(f"SendTo: dstPort={dstPort!r} must be an int from 1 to 65535")
+        if isinstance(dstAddr, ipaddress.IPv4Address | ipaddress.IPv6Address):
+            return dstAddr
+        if isinstance(dstAddr, str):
+            try:
+                return ip_of(dstAddr.strip())
+            except ValueError:
+                pass
+        raise ValueError(
+            f"SendTo: dstAddr={dstAddr!r} is no IP address; pass an ipaddress object or a "
+            "literal like '192.0.2.1' or '2001:db8::1' (resolve names first, or Connect to "
+            "'name:port')"
+        )
+
+    def _dest(self, dstAddr: IPaddr | str, dstPort: int) -> tuple[str, int]:
+        """The sockaddr for `sendto` on this socket's family."""
+        ip = self._parse_dst(dstAddr, dstPort)
+        if self._family == socket.AF_INET6:
+            if ip.version == 4:
+                return ("::ffff:" + str(ip), dstPort)
+            return (str(ip), dstPort)
+        if ip.version == 6:
+            raise ValueError(
+                f"SendTo: {ip} is IPv6 but the socket is IPv4; create it with useIPv6=True "
+                "and Bind to '::' (or an IPv6 address)"
+            )
+        return (str(ip), dstPort)
+
+    def Send(self, buf: Buffer, len: int | None = None) -> None:
+        """Connected sockets: send the first `len` bytes of `buf` (all with None) as one
+        datagram to the peer; the caller may reuse `buf` on return.
+
+        Leads to one `SocketSendResult` per call, in call order, once the datagram has left
+        for the kernel (cached until `SocketConnectComplete`). An ICMP error the peer's
+        host sends back is logged and never ends the socket. Ignored after `Shutdown`.
+
+        Raises:
+            SocketModeError: the socket is bound (use `SendTo`), idle (call `Connect`
+                first), or deleted.
+        """
+        st = self._state
+        if st is S.CONNECTED and not self._shutdown_wanted:
+            self._put(self._data(buf, len, "Send", False), None)
+            return
+        if st is S.CONNECTING:
+            if not self._shutdown_wanted:
+                self._cache.append((self._data(buf, len, "Send", True), None))
+            return
+        if st is S.CLOSING or st is S.CLOSED or st is S.CONNECTED:
+            return
+        self._check_alive("Send")
+        if st is S.IDLE:
+            raise SocketModeError(
+                "Send before Connect: Connect('ip:port') fixes the peer first; or Bind and "
+                "use SendTo"
+            )
+        raise SocketModeError(
+            "Send on a bound UDP socket: use SendTo(buf, len, addr, port), or Connect a new "
+            "socket to fix the peer"
+        )
+
+    def Recv(
+        self, buf: bytearray | memoryview, len: int | None = None, recvPartial: bool = False
+    ) -> None:
+        """Receive one datagram into the first `len` bytes of `buf` (all with None).
+
+        Leads to `SocketRecvFromResult(socket, buf, n, srcAddr, srcPort)` on a bound
+        socket, `SocketRecvResult(socket, buf, n)` on a connected one, with `n` the
+        datagram's size; a longer datagram is truncated to `len` (and logged).
+        `recvPartial` makes no difference. Several Recv calls queue in order. Ignored
+        once the socket is shutting down.
+
+        Raises:
+            ValueError: `buf` is read-only or `len` is not 1..len(buf).
+        """
+        st = self._state
+        if st is S.CLOSING or st is S.CLOSED:
+            return
+        if st is S.DELETED:
+            self._check_alive("Recv")
+        mv = _as_view(buf, "Recv")
+        if mv.readonly:
+            raise ValueError(
+                "Recv: the buffer is read-only; pass a bytearray or a writable memoryview"
+            )
+        n = mv.nbytes if len is None else len
+        if n <= 0 or n > mv.nbytes:
+            raise ValueError(
+                f"Recv: len={len} must be between 1 and the buffer's size ({mv.nbytes})"
+            )
+        if n != mv.nbytes:
+            mv = mv[:n]
+        self._rq.append((buf, mv))
+        if self._held:
+            self._mark_due()
+
+    def RecvCancel(self) -> None:
+        """Cancel every pending `Recv`: one `SocketRecvCanceled(socket, buf)` each, in
+        order, later. Datagrams held meanwhile wait for the next `Recv`."""
+        self._check_alive("RecvCancel")
+        if not self._rq:
+            return
+        self._canceled.extend(item[0] for item in self._rq)
+        self._rq.clear()
+        self._mark_due()
+
+    # ------------------------------------------------------------------ ISocket: the rest
+
+    def Listen(self) -> None:
+        """Not for UDP.
+
+        Raises:
+            SocketModeError: always; UDP has no connections. Receive from any peer with
+                Bind + Recv, or make a DTLS socket (TLS provider, `EnableDTLS`) to Listen.
+        """
+        self._check_alive("Listen")
+        raise SocketModeError(
+            "Listen on a UDP socket: UDP has no connections; Bind and Recv "
+            "(SocketRecvFromResult) to serve any peer, or use a DTLS socket to Listen"
+        )
+
+    def Accept(self, remoteUser: USocket | None) -> None:
+        """Not for UDP.
+
+        Raises:
+            SocketModeError: always; UDP sockets never call `SocketListenResult`.
+        """
+        self._check_alive("Accept")
+        raise SocketModeError(
+            "Accept on a UDP socket: UDP has no connections to accept; only DTLS sockets "
+            "call SocketListenResult"
+        )
+
+    def SetUser(self, user: USocket) -> None:
+        """Send this socket's callbacks to `user` from now on."""
+        self._check_alive("SetUser")
+        self._user = user
+
+    def GetLocalAddress(self) -> tuple[str, int]:
+        """The local address and port ("" and 0 until Bind/Connect completed)."""
+        self._check_alive("GetLocalAddress")
+        return self._local
+
+    def SetQoS(self, traffic: QosTrafficType) -> None:
+        """Mark outgoing datagrams with the DSCP of `traffic` (IP_TOS / IPV6_TCLASS); set
+        before Bind/Connect, it applies once the socket is open."""
+        self._check_alive("SetQoS")
+        self._qos = QosTrafficType(traffic)
+        self._apply_qos()
+
+    def _apply_qos(self) -> None:
+        sock = self._sock
+        if sock is None or self._qos is None:
+            return
+        try:
+            set_qos(sock, self._qos)
+        except OSError as e:
+            self._fail_log("SetQoS failed", e)
+
+    def Shutdown(self) -> None:
+        """Send what is cached or queued, close, then `SocketShutdown(SOCKET_SHUTDOWN_NORMAL)`
+        (after the `SocketSendResult` of every datagram sent). Pending `Recv` buffers are
+        dropped without a callback; `Send`/`SendTo` after `Shutdown` are ignored."""
+        st = self._state
+        self._check_alive("Shutdown")
+        if st is S.BOUND or st is S.CONNECTED:
+            self._begin_close()
+        elif st is S.BINDING or st is S.CONNECTING:
+            self._shutdown_wanted = True
+        elif st is S.IDLE:
+            self._finish(ShutdownReason.SOCKET_SHUTDOWN_NORMAL, direct=False)
+
+    def _begin_close(self) -> None:
+        self._set_state(S.CLOSING)
+        self._rq.clear()
+        self._held.clear()
+        self._held_bytes = 0
+        tr = self._tr
+        if tr is None:
+            self._finish(ShutdownReason.SOCKET_SHUTDOWN_NORMAL, direct=False)
+            return
+        tr.close()  # sends what it queues first, then connection_lost
+
+    def Delete(self) -> None:
+        """Release the socket at once: it closes and makes no callback, ever again."""
+        self._check_alive("Delete")
+        self._set_state(S.DELETED)
+        self._release(abort=True)
+        self._canceled.clear()
+        self._send_due = self._unreported = 0
+        self._user = None
+        _LIVE.discard(self)
+
+
+class UDPSocketProvider(ISocketProvider):
+    """Makes UDP sockets."""
+
+    __slots__ = ()
+
+    def CreateSocket(
+        self,
+        iomux: IIoMux,
+        user: USocket,
+        log: IInstanceLog,
+        useIPv6: bool = False,
+        socketContext: ISocketContext | None = None,
+    ) -> ISocket:
+        """A new UDP socket; `useIPv6` picks IPv6 for names and for `Bind(None)` ("::",
+        which receives IPv4 too). `socketContext` is ignored: DTLS sockets come from the
+        TLS provider."""
+        check_user(user)
+        return UDPSocket(iomux, user, log, useIPv6)
+
+
+def CreateUDPSocketProvider() -> ISocketProvider:
+    """The provider of UDP sockets."""
+    return UDPSocketProvider()
