@@ -1174,6 +1174,7 @@ class DTLSSocket(ISocket):
         if type(mtu) is not int or not MIN_MTU <= mtu <= MAX_MTU:
             raise ValueError(f"SetMtu: mtu={mtu!r} must be an int from {MIN_MTU} to {MAX_MTU}")
         self._mtu = mtu
+        self._listen_conn = None  # a listener makes its next one with the new MTU
         if self._conn is not None:
             self._conn.set_ciphertext_mtu(mtu)
 
