@@ -535,6 +535,22 @@ def test_denied_peer_and_deadline(
     srv.close()
 
 
+def test_a_closed_port_is_connect_rejected(
+    mux: Mux, log: IInstanceLog, prov: ISocketProvider
+) -> None:
+    """Nobody serves the port: the kernel's port-unreachable ends the handshake with
+    SOCKET_CONNECT_REJECTED, every timer cancelled."""
+    from conftest import free_port
+
+    port = free_port(socket.AF_INET, socket.SOCK_DGRAM)
+    cli, crec = connect(mux, log, prov, dtls_ctx(prov, log, verify=False), port, None)
+    mux.run_until(lambda: crec.shutdown is not None, 5)
+    ended_once(crec, R.SOCKET_CONNECT_REJECTED)
+    c = dsock(cli)
+    assert c._rtx is None and c._deadline is None and c._ep is None
+    delete(cli)
+
+
 def test_mistakes_raise_at_once(mux: Mux, log: IInstanceLog, prov: ISocketProvider) -> None:
     """Callers' mistakes raise SocketModeError/ValueError with a sentence; Delete during
     a handshake silences the socket for good."""

@@ -340,7 +340,15 @@ class _Endpoint(asyncio.DatagramProtocol):
             lst._event(lst._on_new_peer_datagram, data, addr)
 
     def error_received(self, exc: Exception) -> None:
-        who = self.owner or self.listener
+        owner = self.owner
+        if (
+            owner is not None
+            and owner._state is S.CONNECTING
+            and isinstance(exc, ConnectionRefusedError)
+        ):
+            owner._event(owner._refused, exc)
+            return
+        who = owner or self.listener
         if who is not None:
             who._fail_log("error (the socket carries on)", repr(exc))
 
@@ -624,9 +632,9 @@ class DTLSSocket(ISocket):
             self._finish(ShutdownReason.SOCKET_ADDRESS_INVALID)
             return
         self._verify_name = serverName or target.host
-        self._task = self._loop.create_task(self._connect(target, serverName))
+        self._task = self._loop.create_task(self._connect(target))
 
-    async def _connect(self, target: Address, serverName: str | None) -> None:
+    async def _connect(self, target: Address) -> None:
         try:
             infos = await connect_infos(self._loop, target, self._use_ipv6)
             if self._state is not S.CONNECTING:
@@ -639,7 +647,13 @@ class DTLSSocket(ISocket):
         if not await self._attach(sock):
             return
         self._task = None
-        self._event(self._start_client, serverName)
+        self._event(self._start_client)
+
+    def _refused(self, exc: Exception) -> None:
+        """The peer's host refused the ClientHello (ICMP port unreachable): nobody serves
+        the port, a connect failure like TCP's."""
+        self._fail_log("Connect: refused during the handshake", repr(exc))
+        self._finish(ShutdownReason.SOCKET_CONNECT_REJECTED)
 
     def _open_failed(self, e: OpenError) -> None:
         self._fail_log(e.what, e.detail)
@@ -671,7 +685,7 @@ class DTLSSocket(ISocket):
         self._apply_qos()
         return True
 
-    def _start_client(self, serverName: str | None) -> None:
+    def _start_client(self) -> None:
         if self._state is not S.CONNECTING or self._ep is None:
             return
         self._ep.owner = self
@@ -681,7 +695,7 @@ class DTLSSocket(ISocket):
             self._hs_fail("cannot set up DTLS", _ssl_detail(e))
             return
         conn = self._new_conn(sslctx)
-        name = serverName or ""
+        name = self._verify_name or ""
         if name and not _is_ip(name):
             conn.set_tlsext_host_name(name.encode("idna"))
         conn.set_connect_state()
@@ -882,7 +896,12 @@ class DTLSSocket(ISocket):
             self._give(rec)
             return
         if len(self._held) >= HOLD_RECORDS:
-            self._fail_log("no Recv pending", f"{len(self._held)} records held: record dropped")
+            self._limit_drops += 1
+            if self._limit_drops % _LIMIT_LOG_EVERY == 1:
+                self._fail_log(
+                    "no Recv pending",
+                    f"{len(self._held)} records held: dropping ({self._limit_drops} so far)",
+                )
             return
         self._held.append(rec)
         self._pump_held()
