@@ -160,6 +160,33 @@ def test_data_both_ways_srtp_keys_and_close_notify(
     srv.close()
 
 
+def test_records_wait_for_recv_before_by_peer_and_truncation_is_logged(
+    mux: Mux, log: IInstanceLog, prov: ISocketProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Records that arrive with no Recv pending are held; the peer's close_notify ends
+    the socket only once they were all handed to Recv. A record longer than the Recv
+    buffer delivers its head, and the truncation is logged."""
+    srv, cli, crec = pair(mux, log, prov, dtls_ctx(prov, log), dtls_ctx(prov, log, verify=False))
+    peer = wait_connected(mux, srv, crec)
+    prec = srv.recs[0]
+    for i in range(3):
+        call(prec, peer.Send, bytes([65 + i]) * 100)
+    call(prec, peer.Shutdown)
+    mux.run_until(lambda: prec.shutdown is not None)
+    mux.run_for(0.1)
+    assert crec.names() == ["connect"]  # held, not ended
+    with caplog.at_level("INFO", logger="usocket_asyncio"):
+        for _ in range(3):
+            call(crec, cli.Recv, bytearray(10))
+        mux.run_until(lambda: crec.shutdown is not None)
+    assert crec.events[1:] == [("recv", 10)] * 3 + [("shutdown", R.SOCKET_SHUTDOWN_BY_PEER)]
+    assert crec.received == b"A" * 10 + b"B" * 10 + b"C" * 10
+    assert "record of 100 bytes truncated" in caplog.text
+    ended_once(crec, R.SOCKET_SHUTDOWN_BY_PEER)
+    delete(cli)
+    srv.close()
+
+
 def test_fingerprint_pinning_without_verification(
     mux: Mux, log: IInstanceLog, ca: Any, prov: ISocketProvider
 ) -> None:
@@ -522,6 +549,11 @@ def test_denied_peer_and_deadline(
     ended_once(crec, R.SOCKET_TLS_HANDSHAKE_FAILED)
     assert srv.lrec.names() == ["bind", "listen"] and srv.recs == []
     assert peers_of(srv.listener) == {}
+    srv.lrec.hooks["listen"] = lambda s, a, p: None  # no decision denies too
+    cli3, crec3 = connect(mux, log, prov, cctx, srv.port, None)
+    mux.run_until(lambda: crec3.shutdown is not None, 5)
+    ended_once(crec3, R.SOCKET_TLS_HANDSHAKE_FAILED)
+    assert srv.lrec.names() == ["bind", "listen", "listen"] and srv.recs == []
     monkeypatch.setattr(dtls_mod, "HANDSHAKE_TIMEOUT", 0.3)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as mute:
         mute.bind(("127.0.0.1", 0))
@@ -531,7 +563,7 @@ def test_denied_peer_and_deadline(
     ended_once(crec2, R.SOCKET_TLS_HANDSHAKE_FAILED)
     c = dsock(cli2)
     assert c._rtx is None and c._deadline is None and c._conn is None
-    delete(cli, cli2)
+    delete(cli, cli2, cli3)
     srv.close()
 
 
