@@ -447,7 +447,8 @@ def test_peer_caps(
     mux: Mux, log: IInstanceLog, prov: ISocketProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With one handshake slot, a second peer is dropped while the first stalls in its
-    handshake; once the slot is free the next one is served."""
+    handshake; once the slot is free the next one is served. With one peer slot, a
+    third is dropped while the second is established."""
     monkeypatch.setattr(dtls_mod, "MAX_HANDSHAKING_PEERS", 1)
     srv = Server(mux, log, prov, dtls_ctx(prov, log))
     raw = RawClient(srv.port)
@@ -464,7 +465,13 @@ def test_peer_caps(
         assert peers_of(srv.listener) == {}
         mux.run_until(lambda: "connect" in crec.names(), 10, "the second client's retransmit")
         assert len(peers_of(srv.listener)) == 1
-        delete(cli)
+        # one established peer and MAX_PEERS=1: the next one is dropped as well
+        monkeypatch.setattr(dtls_mod, "MAX_PEERS", 1)
+        cli3, crec3 = connect(mux, log, prov, dtls_ctx(prov, log, verify=False), srv.port, None)
+        mux.run_for(0.3)
+        assert crec3.events == [] and len(srv.recs) == 2
+        assert len(peers_of(srv.listener)) == 1
+        delete(cli, cli3)
     finally:
         raw.close()
     srv.close()
