@@ -623,3 +623,19 @@ def test_mistakes_raise_at_once(mux: Mux, log: IInstanceLog, prov: ISocketProvid
     mux.run_for(0.3)
     assert rec.events == []
     srv.close()
+
+
+def test_the_state_table() -> None:
+    """Every state has its row; the end states lead nowhere but DELETED; _set_state
+    refuses a move the table does not hold."""
+    from usocket_asyncio._stream import State
+
+    table = dtls_mod.DTLS_TRANSITIONS
+    assert set(table) == set(State) - {State.CLOSING}
+    assert table[State.DELETED] == frozenset()
+    assert table[State.CLOSED] == frozenset({State.DELETED})
+    assert all(State.DELETED in moves for s, moves in table.items() if s is not State.DELETED)
+    s = DTLSSocket.__new__(DTLSSocket)
+    s._state = State.LISTENING
+    with pytest.raises(SocketModeError, match="cannot become connected"):
+        s._set_state(State.CONNECTED)
