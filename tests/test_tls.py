@@ -25,7 +25,6 @@ import usocket_asyncio._tls as tls_mod
 from usocket_asyncio import (
     CreateTCPSocketProvider,
     CreateTLSSocketProvider,
-    CreateUDPSocketProvider,
     IInstanceLog,
     ISocket,
     ISocketProvider,
@@ -608,25 +607,3 @@ def test_upgrade_misuse(mux: Mux, log: IInstanceLog, ca: Any, prov: ISocketProvi
     with pytest.raises(SocketModeError):
         prov.UpgradeToTLSSocket(idle, mux, Recorder(), log, False, cctx)
     delete(tls_c, tserver, listener, idle)
-
-
-def test_dtls_hooks_without_the_dtls_module(
-    mux: Mux, log: IInstanceLog, prov: ISocketProvider
-) -> None:
-    """A DTLS context (or a UDP socket to upgrade) goes to _dtls; until it exists, a
-    clear NotImplementedError."""
-    try:
-        import usocket_asyncio._dtls  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("the DTLS module exists; its own tests cover this")
-    ctx = prov.CreateSocketContext(log)
-    ctx.EnableDTLS(True)
-    assert isinstance(ctx, SocketContext) and ctx.dtls_enabled and ctx.use_srtp
-    with pytest.raises(NotImplementedError, match="DTLS"):
-        prov.CreateSocket(mux, Recorder(), log, False, ctx)
-    udp = CreateUDPSocketProvider().CreateSocket(mux, Recorder(), log)
-    with pytest.raises(NotImplementedError, match="DTLS"):
-        prov.UpgradeToTLSSocket(udp, mux, Recorder(), log, False, ctx)
-    udp.Delete()

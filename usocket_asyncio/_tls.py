@@ -447,12 +447,8 @@ class TLSSocketProvider(ISocketProvider):
         check_user(user)
         ctx = as_context(socketContext, log)
         if ctx.dtls_enabled:
-            try:
-                from ._dtls import create_dtls_socket  # type: ignore[import-not-found,unused-ignore]
-            except ImportError as e:
-                raise NotImplementedError(
-                    "DTLS sockets are not available yet (usocket_asyncio._dtls is missing)"
-                ) from e
+            from ._dtls import create_dtls_socket
+
             sock: ISocket = create_dtls_socket(iomux, user, log, useIPv6, ctx)
             return sock
         return TLSSocket(iomux, user, log, useIPv6, ctx)
@@ -486,12 +482,8 @@ class TLSSocketProvider(ISocketProvider):
         check_user(user)
         ctx = as_context(socketContext, log)
         if not isinstance(fromTCPSocket, StreamSocket):
-            try:
-                from ._dtls import upgrade_udp_socket  # type: ignore[import-not-found,unused-ignore]
-            except ImportError as e:
-                raise NotImplementedError(
-                    "DTLS upgrades are not available yet (usocket_asyncio._dtls is missing)"
-                ) from e
+            from ._dtls import upgrade_udp_socket
+
             sock: ISocket = upgrade_udp_socket(fromTCPSocket, iomux, user, log, initServerSide, ctx)
             return sock
         tls = TLSSocket(iomux, user, log, fromTCPSocket._use_ipv6, ctx)
