@@ -195,8 +195,8 @@ def test_close_leaves_a_file_someone_else_put_there(
 
 def test_bind_replaces_a_stale_socket(mux: Mux, log: IInstanceLog, short_tmp: str) -> None:
     path = os.path.join(short_tmp, "stale")
-    with socket.socket(socket.AF_UNIX) as s:
-        s.bind(path)
+    with socket.socket(socket.AF_UNIX) as stale:
+        stale.bind(path)
     lsock, lrec, accepted = listener(mux, log, CreateLocalSocketProvider(), path)
     assert lrec.events == [("bind", path, 0)]
     assert stat.S_IMODE(os.lstat(path).st_mode) == 0o666  # our file now
