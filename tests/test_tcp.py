@@ -7,9 +7,13 @@ from __future__ import annotations
 import errno
 import gc
 import hashlib
+import os
 import random
 import select
+import shutil
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -31,6 +35,7 @@ from usocket_asyncio._stream import _LIVE, LISTEN_BACKLOG, StreamSocket
 from usocket_asyncio._tcp import TCPSocket
 
 R = ShutdownReason
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 needs_ipv6 = pytest.mark.skipif(not have_ipv6(), reason="no IPv6 loopback")
 
 
@@ -132,13 +137,63 @@ def test_connect_rejected_ipv6(mux: Mux) -> None:
         )
 
 
-def test_connect_failed_unresolvable_name(mux: Mux) -> None:
-    # RFC 6761: .invalid names never resolve (here glibc answers at once with EAI_NONAME)
+def test_connect_failed_unreachable(mux: Mux) -> None:
+    # TCP to a multicast address: connect() fails with ENETUNREACH before anything is sent
     log, lines = captured_log(LOG_TCP)
-    expect_end(
-        mux, tcp(mux, log), lambda s: s.Connect("no-such-host.invalid:80"), R.SOCKET_CONNECT_FAILED
+    expect_end(mux, tcp(mux, log), lambda s: s.Connect("224.0.0.1:80"), R.SOCKET_CONNECT_FAILED)
+    assert "Network is unreachable" in lines.text()
+
+
+NO_NETWORK_CHILD = """
+import sys
+from usocket_asyncio import *
+from usocket_asyncio._tcp import TCPSocket
+
+class U(USocket):
+    reason = None
+    def SocketShutdown(self, socket, reason):
+        self.reason = reason
+
+log = IInstanceLog(LOG_TCP)
+import logging
+logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
+mux = IIoMux.Create(uvloop=sys.argv[1] == "uvloop")
+for call in ("Connect", "Bind"):
+    u = U()
+    s = CreateTCPSocketProvider().CreateSocket(mux, u, log)
+    if call == "Connect":
+        s.Connect("no-such-host.invalid:80")
+    else:
+        s.Bind("no-such-host.invalid", 0)
+    for _ in range(500):
+        if u.reason is not None:
+            break
+        mux.loop.run_until_complete(__import__("asyncio").sleep(0.01))
+    print("RESULT", call, u.reason.name if u.reason is not None else None)
+    s.Delete()
+mux.Close()
+"""
+
+
+def test_unresolvable_name_connect_failed_and_bind_failed(mux: Mux) -> None:
+    """A name that does not resolve: Connect gives SOCKET_CONNECT_FAILED, Bind
+    SOCKET_BIND_FAILED. glibc here sends even `.invalid` names to the configured DNS
+    server, so the lookup runs in a child process in a network namespace of its own
+    (`unshare -n`), where it fails without anything leaving the machine."""
+    unshare = shutil.which("unshare")
+    if unshare is None or subprocess.run([unshare, "-n", "true"], capture_output=True).returncode:
+        pytest.skip("needs unshare -n (a private network namespace) to resolve nothing")
+    r = subprocess.run(
+        [unshare, "-n", sys.executable, "-c", NO_NETWORK_CHILD, mux.kind],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
-    assert "gaierror" in lines.text()
+    assert r.returncode == 0, r.stderr
+    assert "RESULT Connect SOCKET_CONNECT_FAILED" in r.stdout, r.stdout + r.stderr
+    assert "RESULT Bind SOCKET_BIND_FAILED" in r.stdout, r.stdout + r.stderr
+    assert "gaierror" in r.stdout and "cannot resolve" in r.stdout
 
 
 def test_addr_in_use(mux: Mux) -> None:
@@ -161,12 +216,6 @@ def test_bind_failed_for_an_address_not_on_this_host(mux: Mux) -> None:
     log, lines = captured_log(LOG_TCP)
     expect_end(mux, tcp(mux, log), lambda s: s.Bind("192.0.2.1", 0), R.SOCKET_BIND_FAILED)
     assert "Cannot assign requested address" in lines.text()
-
-
-def test_bind_failed_for_an_unresolvable_name(mux: Mux) -> None:
-    log, lines = captured_log(LOG_TCP)
-    expect_end(mux, tcp(mux, log), lambda s: s.Bind("nothing.invalid", 0), R.SOCKET_BIND_FAILED)
-    assert "cannot resolve" in lines.text()
 
 
 class _NoSocketModule:
@@ -591,3 +640,48 @@ def test_calls_after_run_returned_take_effect_when_it_runs_again(
     mux.run_until(lambda: bool(rec.events))
     assert rec.names() == ["bind"]
     sock.Delete()
+
+
+def test_reuse_addr_binds_over_time_wait(mux: Mux, log: IInstanceLog) -> None:
+    """A port whose last connection the server closed first sits in TIME_WAIT: a plain
+    Bind gets SOCKET_ADDR_IN_USE, a Bind with reuseAddr gets the port. (Linux lets a
+    socket bind over TIME_WAIT only when the old socket had SO_REUSEADDR too: the
+    server restarting on its own port.)"""
+    with socket.socket() as srv:
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+        port = srv.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+            conn, _ = srv.accept()
+            conn.close()  # the server side closes first: its end goes to TIME_WAIT
+            c.settimeout(5)
+            assert c.recv(1) == b""
+    expect_end(mux, tcp(mux, log), lambda s: s.Bind("127.0.0.1", port), R.SOCKET_ADDR_IN_USE)
+    rec = Recorder()
+    sock = tcp(mux, log)(rec)
+    sock.Bind("127.0.0.1", port, reuseAddr=True)
+    mux.run_until(lambda: bool(rec.events))
+    assert rec.events == [("bind", "127.0.0.1", port)]
+    sock.Listen()
+    with socket.create_connection(("127.0.0.1", port), timeout=5):
+        mux.run_until(lambda: "listen" in rec.names())
+    sock.Delete()
+
+
+@needs_ipv6
+def test_ipv6_bind_none_accepts_ipv4_peers(mux: Mux, log: IInstanceLog) -> None:
+    """Bind(None) with useIPv6 is dual-stack; an IPv4 peer is reported as IPv4."""
+    lsock, lrec, accepted = listener(mux, log, CreateTCPSocketProvider(), None, use_ipv6=True)
+    assert lrec.events[0][1] == "::"
+    port = bound_port(lrec)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as p4:
+        mux.run_until(lambda: len(accepted) == 1)
+        assert lrec.events[-1] == ("listen", "127.0.0.1", p4.getsockname()[1])
+        assert accepted[0][0].GetLocalAddress() == ("127.0.0.1", port)
+    with socket.create_connection(("::1", port), timeout=5) as p6:
+        mux.run_until(lambda: len(accepted) == 2)
+        assert lrec.events[-1] == ("listen", "::1", p6.getsockname()[1])
+    for s, _ in accepted:
+        s.Delete()
+    lsock.Delete()
