@@ -65,7 +65,8 @@ class LocalSocket(StreamSocket):
         await self._loop.create_unix_connection(lambda: self, target)
 
     def _connect_reason(self, exc: BaseException) -> ShutdownReason:
-        if isinstance(exc, ConnectionRefusedError):
+        # No socket file is the local form of a closed port: nobody takes the connection.
+        if isinstance(exc, ConnectionRefusedError | FileNotFoundError):
             return ShutdownReason.SOCKET_CONNECT_REJECTED
         return ShutdownReason.SOCKET_CONNECT_FAILED
 

@@ -1018,6 +1018,13 @@ class StreamSocket(ISocket, asyncio.BufferedProtocol):
 
     def _incoming(self, conn: socket.socket, addr: Any) -> None:
         conn.setblocking(False)
+        if conn.family == socket.AF_INET or conn.family == socket.AF_INET6:
+            # asyncio sets TCP_NODELAY only on sockets whose proto is IPPROTO_TCP, and an
+            # accepted socket has proto 0: without this, small writes wait for delayed ACKs.
+            try:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
         new = self._new_accepted()
         new._state = S.ACCEPTING
         new._listener = self

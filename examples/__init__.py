@@ -1,0 +1,1 @@
+"""The SDK's socket examples, ported: an echo server, an echo client, and a demo."""

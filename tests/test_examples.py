@@ -1,0 +1,200 @@
+"""The ported SDK examples: the echo server driven by plain stdlib clients, the echo
+client against it, and the demo as a user runs it."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from conftest import Mux
+
+from examples.echo_client import EchoClient
+from examples.echo_server import EchoServer
+from usocket_asyncio import IInstanceLog, ShutdownReason
+from usocket_asyncio._stream import _LIVE
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def in_thread(mux: Mux, fn: Callable[[], Any], timeout: float = 10.0) -> Any:
+    """Run blocking `fn` in a thread while the loop runs; return its result."""
+    out: dict[str, Any] = {}
+
+    def body() -> None:
+        try:
+            out["value"] = fn()
+        except BaseException as e:
+            out["error"] = e
+
+    t = threading.Thread(target=body, daemon=True)
+    t.start()
+    mux.run_until(lambda: not t.is_alive(), timeout=timeout, what="the stdlib client")
+    t.join(1.0)
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+def read_lines(s: socket.socket, n: int) -> list[bytes]:
+    """Read `n` newline-terminated lines (bounded by the socket's timeout)."""
+    data = b""
+    while data.count(b"\n") < n:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data.split(b"\n")[:n]
+
+
+def start_server(mux: Mux, log: IInstanceLog, **kw: Any) -> EchoServer:
+    ports: list[int] = []
+    server = EchoServer(mux, log, 0, deny=["127.0.0.2"], on_ready=ports.append, **kw)
+    mux.run_until(lambda: bool(ports) or server.reason is not None, what="listening")
+    assert ports and server.port == ports[0], server.reason
+    return server
+
+
+def test_server_greets_and_echoes_a_stdlib_client(mux: Mux, log: IInstanceLog) -> None:
+    server = start_server(mux, log)  # Bind(None, 0): all interfaces, as the example does
+    lines = [f"line {i} ".encode() * (i + 1) for i in range(50)] + [b"x" * 20000]
+
+    def peer() -> list[bytes]:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            greeting = read_lines(s, 1)
+            s.sendall(b"".join(line + b"\n" for line in lines))
+            echoed = read_lines(s, len(lines))
+            s.shutdown(socket.SHUT_WR)
+            rest = s.recv(10)
+            return greeting + echoed + [rest]
+
+    got = in_thread(mux, peer)
+    assert got[0] == b"hello 127.0.0.1"
+    assert (
+        hashlib.sha256(b"\n".join(got[1:-1])).digest() == hashlib.sha256(b"\n".join(lines)).digest()
+    )
+    assert got[-1] == b""  # the server closes after the client did
+    mux.run_until(lambda: not server.connections, what="the connection deleting itself")
+    assert server.denied == 0
+    server.Close()
+    mux.run_until(lambda: server.reason is not None)
+    assert server.reason is ShutdownReason.SOCKET_SHUTDOWN_NORMAL
+
+
+def test_server_denies_the_configured_address(mux: Mux, log: IInstanceLog) -> None:
+    server = start_server(mux, log)
+
+    def denied_peer() -> bytes:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.settimeout(5)
+            s.bind(("127.0.0.2", 0))
+            s.connect(("127.0.0.1", server.port))
+            try:
+                return s.recv(100)
+            except ConnectionResetError:
+                return b""
+
+    assert in_thread(mux, denied_peer) == b""  # closed without a greeting
+    assert server.denied == 1 and not server.connections
+
+    def accepted_peer() -> bytes:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            return read_lines(s, 1)[0]
+
+    # the listener carries on after denying
+    assert in_thread(mux, accepted_peer) == b"hello 127.0.0.1"
+    mux.run_until(lambda: not server.connections, what="the connection deleting itself")
+    server.Close()
+    mux.run_until(lambda: server.reason is not None)
+
+
+def test_echo_client_against_the_server(mux: Mux, log: IInstanceLog) -> None:
+    server = start_server(mux, log, bind="127.0.0.1")
+    done: list[EchoClient] = []
+    lines = ["alpha", "beta", "gamma " * 1000]
+    EchoClient(mux, log, f"127.0.0.1:{server.port}", lines, on_done=done.append)
+    mux.run_until(lambda: bool(done), what="the client")
+    assert done[0].ok, (done[0].reason, done[0].received[:2])
+    assert done[0].received[0] == "hello 127.0.0.1"
+    mux.run_until(lambda: not server.connections)
+    server.Close()
+    mux.run_until(lambda: server.reason is not None)
+    assert not [s for s in _LIVE if getattr(s, "_loop", None) is mux.loop]
+
+
+def test_echo_client_reports_a_refused_connection(mux: Mux, log: IInstanceLog) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, not listening: connecting is refused
+        done: list[EchoClient] = []
+        EchoClient(mux, log, f"127.0.0.1:{port}", ["x"], on_done=done.append)
+        mux.run_until(lambda: bool(done))
+    assert not done[0].ok and done[0].reason is ShutdownReason.SOCKET_CONNECT_REJECTED
+
+
+@pytest.mark.parametrize("flag", [[], ["--uvloop"]], ids=["asyncio", "uvloop"])
+def test_demo_runs_and_exits_0(flag: list[str]) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "examples.demo", *flag],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "3/3 clients echoed correctly" in r.stdout
+
+
+def test_server_and_client_processes() -> None:
+    """`python -m examples.echo_server --port N` and `python -m examples.echo_client`."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "examples.echo_server", "--port", str(port), "--bind", "127.0.0.1"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        for _ in range(200):  # until it listens: at most 200 tries, 20 ms apart
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except ConnectionRefusedError:
+                time.sleep(0.02)
+        r = subprocess.run(
+            [sys.executable, "-m", "examples.echo_client", f"127.0.0.1:{port}", "one", "two"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "got 'two'" in r.stderr
+    finally:
+        server.send_signal(signal.SIGINT)
+        out, _ = server.communicate(timeout=10)
+    assert server.returncode == 0, out
+    assert "echo: 127.0.0.1 gone (SOCKET_SHUTDOWN_BY_PEER), 2 lines" in out
+
+
+@pytest.mark.parametrize("module", ["echo_server", "echo_client", "demo"])
+def test_examples_have_help(module: str) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", f"examples.{module}", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 0 and "--uvloop" in r.stdout, r.stderr
