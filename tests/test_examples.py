@@ -57,6 +57,7 @@ def read_lines(s: socket.socket, n: int) -> list[bytes]:
 
 def start_server(mux: Mux, log: IInstanceLog, **kw: Any) -> EchoServer:
     ports: list[int] = []
+    kw.setdefault("bind", "127.0.0.1")  # the tests stay on loopback
     server = EchoServer(mux, log, 0, deny=["127.0.0.2"], on_ready=ports.append, **kw)
     mux.run_until(lambda: bool(ports) or server.reason is not None, what="listening")
     assert ports and server.port == ports[0], server.reason
@@ -64,7 +65,7 @@ def start_server(mux: Mux, log: IInstanceLog, **kw: Any) -> EchoServer:
 
 
 def test_server_greets_and_echoes_a_stdlib_client(mux: Mux, log: IInstanceLog) -> None:
-    server = start_server(mux, log)  # Bind(None, 0): all interfaces, as the example does
+    server = start_server(mux, log)
     lines = [f"line {i} ".encode() * (i + 1) for i in range(50)] + [b"x" * 20000]
 
     def peer() -> list[bytes]:
