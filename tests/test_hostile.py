@@ -353,3 +353,19 @@ def test_oversized_and_zero_length_datagrams(
     ended_once(rec, R.SOCKET_SHUTDOWN_NORMAL)
     peer.close()
     sock.Delete()
+
+
+@pytest.mark.parametrize("call_name", ["Connect", "Bind"])
+def test_unencodable_local_path_is_address_invalid(
+    mux: Mux, log: IInstanceLog, call_name: str
+) -> None:
+    """A path with a lone surrogate cannot be encoded for the file system: the socket
+    ends with SOCKET_ADDRESS_INVALID; the call itself does not raise."""
+    from usocket_asyncio import CreateLocalSocketProvider
+
+    rec = Recorder("local")
+    sock = CreateLocalSocketProvider().CreateSocket(mux, rec, log)
+    call(rec, getattr(sock, call_name), "/tmp/\ud800")
+    mux.run_until(lambda: rec.shutdown is not None)
+    ended_once(rec, R.SOCKET_ADDRESS_INVALID)
+    sock.Delete()
