@@ -16,7 +16,14 @@ from typing import Any
 import pytest
 from conformance import Pump, StreamKind, call, close_pair, connect, listen, sha
 from conftest import Mux, Recorder, have_ipv6
-from faults import DatagramFaults, DatagramRelay, StreamFaults, StreamRelay
+from faults import (
+    DatagramFaults,
+    DatagramRelay,
+    StreamFaults,
+    StreamRelay,
+    drop_first,
+    dtls_content_type,
+)
 from test_conformance import KINDS as PLAIN_KINDS
 from test_tls_conformance import tls_kind
 
@@ -334,5 +341,38 @@ def test_udp_drop_and_reorder(mux: Mux, log: IInstanceLog, ipv6: bool) -> None:
     ended_once(crec, R.SOCKET_SHUTDOWN_NORMAL)
     ended_once(srec, R.SOCKET_SHUTDOWN_NORMAL)
     relay.close()
+    client.Delete()
+    server.Delete()
+
+
+def test_udp_rule_drops_by_content(mux: Mux, log: IInstanceLog) -> None:
+    """A rule decides by content (as a DTLS test drops a handshake flight): the first two
+    datagrams that look like DTLS handshake records are lost, everything else arrives,
+    in order, once."""
+    prov = CreateUDPSocketProvider()
+    srec = Recorder("server")
+    server = prov.CreateSocket(mux, srec, log)
+    call(srec, server.Bind, "127.0.0.1", 0)
+    mux.run_until(lambda: "bind" in srec.names())
+    for _ in range(8):
+        call(srec, server.Recv, bytearray(100))
+    relay = DatagramRelay(
+        mux.loop,
+        f"127.0.0.1:{srec.events[0][2]}",
+        up=DatagramFaults(rule=drop_first(2, lambda d: dtls_content_type(d) == 22)),
+    )
+    _OPEN_RELAYS.append(relay)
+    crec = Recorder("client")
+    client = prov.CreateSocket(mux, crec, log)
+    call(crec, client.Connect, relay.address)
+    hello = b"\x16\xfe\xfd" + bytes(10)  # a DTLS 1.2 handshake record header
+    sent = [hello + b"1", b"plain1", hello + b"2", hello + b"3", b"plain2"]
+    for d in sent:
+        call(crec, client.Send, d)
+    mux.run_until(lambda: srec.names().count("recvfrom") == 3, what="three datagrams")
+    mux.run_for(0.05)
+    got = [e[1] for e in srec.events if e[0] == "recvfrom"]
+    assert got == [6, 14, 6] and srec.received == b"plain1" + hello + b"3" + b"plain2"
+    assert relay.ways["up"].dropped == [0, 2]
     client.Delete()
     server.Delete()

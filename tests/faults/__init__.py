@@ -7,6 +7,20 @@ reorders chosen datagrams. Both run on the test's event loop and are shut down w
 `close()`. See `relay.py`.
 """
 
-from .relay import DatagramFaults, DatagramRelay, StreamFaults, StreamRelay
+from .relay import (
+    DatagramFaults,
+    DatagramRelay,
+    StreamFaults,
+    StreamRelay,
+    drop_first,
+    dtls_content_type,
+)
 
-__all__ = ["DatagramFaults", "DatagramRelay", "StreamFaults", "StreamRelay"]
+__all__ = [
+    "DatagramFaults",
+    "DatagramRelay",
+    "StreamFaults",
+    "StreamRelay",
+    "drop_first",
+    "dtls_content_type",
+]

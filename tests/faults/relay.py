@@ -21,8 +21,11 @@ socket per client sends them to the target (and the answers back). Each way has 
 `DatagramFaults`: the datagrams with the chosen indices (0-based, counted per way over
 all clients) are dropped or held; a held datagram goes out right after the next one
 forwarded that way (a swap), or at `flush()`. `rule(index, data)` can decide instead
-("pass", "drop" or "hold"), e.g. by looking at a DTLS record's content type. DTLS runs
-through it unchanged: point the DTLS client at `relay.address` instead of the server.
+("pass", "drop" or "hold"), e.g. by looking at a DTLS record's content type
+(`dtls_content_type`, `drop_first`). DTLS runs through it unchanged: point the DTLS
+client at `relay.address` instead of the server, e.g. to lose the first ClientHello:
+`DatagramRelay(loop, server, up=DatagramFaults(rule=drop_first(1, lambda d:
+dtls_content_type(d) == 22)))`.
 
 Both relays are bounded (every wait has a timeout, every queue a size) and `close()`
 ends every task and socket they made.
@@ -334,6 +337,28 @@ class DatagramWay:
     dropped: list[int] = field(default_factory=list)
     held: list[tuple[int, bytes, Any]] = field(default_factory=list)
     send_errors: int = 0
+
+
+def dtls_content_type(data: bytes) -> int | None:
+    """The content type of the first DTLS record in a datagram (22 handshake, 23
+    application data, 21 alert, 20 change cipher spec), or None if it is no DTLS record.
+    For rules such as "drop the first handshake flight"."""
+    if len(data) >= 13 and data[1] == 0xFE and data[0] in (20, 21, 22, 23, 24):
+        return data[0]
+    return None
+
+
+def drop_first(n: int, match: Callable[[bytes], bool]) -> Rule:
+    """A rule that drops the first `n` datagrams `match` accepts and passes the rest."""
+    left = [n]
+
+    def rule(index: int, data: bytes) -> str:
+        if left[0] > 0 and match(data):
+            left[0] -= 1
+            return "drop"
+        return "pass"
+
+    return rule
 
 
 MAX_HELD = 64
