@@ -28,6 +28,7 @@ from test_conformance import KINDS as PLAIN_KINDS
 from test_tls_conformance import tls_kind
 
 from usocket_asyncio import (
+    CreateTLSSocketProvider,
     CreateUDPSocketProvider,
     IInstanceLog,
     ISocket,
@@ -376,3 +377,61 @@ def test_udp_rule_drops_by_content(mux: Mux, log: IInstanceLog) -> None:
     assert relay.ways["up"].dropped == [0, 2]
     client.Delete()
     server.Delete()
+
+
+@pytest.mark.parametrize("version", ["tls12", "tls13"])
+def test_tls_upgrade_through_split_segments(
+    mux: Mux, log: IInstanceLog, ca: Any, version: str, short_tmp: str
+) -> None:
+    """STARTTLS through the relay, every byte its own segment both ways: the client
+    upgrades right after its plaintext line, the server once it has read that line (the
+    ClientHello trickles in byte by byte around the hand-over). Both upgrades complete,
+    the application data arrives intact both ways, and no TCP user sees a byte of TLS."""
+    from test_tls import make_ctx, pem_of
+
+    kind = PLAIN_KINDS["tcp4"]
+    r = Relayed(
+        mux,
+        log,
+        kind,
+        short_tmp,
+        up=StreamFaults(split=True),
+        down=StreamFaults(split=True, delay=0.0005),
+    )
+    prov = CreateTLSSocketProvider(None)
+    sctx = make_ctx(prov, log, cert=pem_of(ca, "localhost", "127.0.0.1"), version=version)
+    cctx = make_ctx(prov, log, trust=ca.cert_pem.bytes())
+    rng = random.Random(61)
+    a, b = rng.randbytes(20_000), rng.randbytes(30_000)
+    call(r.crec, r.client.Send, b"STARTTLS\r\n")
+    c = Recorder("tls-client")
+    tls_c = call(r.crec, prov.UpgradeToTLSSocket, r.client, mux, c, log, False, cctx)
+    s = Recorder("tls-server")
+    got: list[ISocket] = []
+
+    def on_line(sock: ISocket, buf: Any, n: int) -> None:
+        assert bytes(buf[:n]) == b"STARTTLS\r\n"
+        got.append(prov.UpgradeToTLSSocket(sock, mux, s, log, True, sctx))
+
+    r.srec.hooks["recv"] = on_line
+    call(r.srec, r.server.Recv, bytearray(10))
+    mux.run_until(lambda: "upgraded" in c.names() and "upgraded" in s.names(), timeout=30)
+    pc = Pump(tls_c, c, a, len(b), 62)
+    ps = Pump(got[0], s, b, len(a), 63)
+    pc.start()
+    ps.start()
+    mux.run_until(lambda: pc.done() and ps.done(), timeout=40, what="data")
+    assert sha(c.received) == sha(b) and sha(s.received) == sha(a)
+    assert r.srec.received == b"STARTTLS\r\n" and not r.crec.received
+    assert r.relay.stats["up"].writes == r.relay.stats["up"].forwarded
+    call(c, tls_c.Shutdown)
+    call(s, got[0].Recv, bytearray(1))
+    mux.run_until(lambda: c.shutdown is not None and s.shutdown is not None, timeout=20)
+    ended_once(c, R.SOCKET_SHUTDOWN_NORMAL)
+    ended_once(s, R.SOCKET_SHUTDOWN_BY_PEER)
+    tls_c.Delete()
+    got[0].Delete()
+    r.listener.Delete()
+    r.relay.close()
+    for rec in (c, s, r.crec, r.srec):
+        assert not rec.violations, rec.violations
