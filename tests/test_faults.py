@@ -435,3 +435,41 @@ def test_tls_upgrade_through_split_segments(
     r.relay.close()
     for rec in (c, s, r.crec, r.srec):
         assert not rec.violations, rec.violations
+
+
+@pytest.mark.parametrize("fault", ["reset", "half_close"])
+@pytest.mark.parametrize("name", ["tls12", "tls13"])
+def test_tls_fault_during_the_handshake(
+    mux: Mux, log: IInstanceLog, ca: Any, name: str, fault: str, short_tmp: str
+) -> None:
+    """The relay cuts the client's ClientHello after 100 bytes (a reset, or a FIN): the
+    client ends with SOCKET_TLS_HANDSHAKE_FAILED (its TCP connection did open), the
+    accepted socket with SOCKET_TLS_HANDSHAKE_FAILED, never SocketAcceptComplete; each
+    once, and the listener goes on serving."""
+    kind = stream_kind(name, ca)
+    recs: list[Recorder] = []
+
+    def factory() -> Recorder:
+        recs.append(Recorder(f"accepted{len(recs)}"))
+        return recs[-1]
+
+    listener, _lrec, accepted, address = listen(mux, log, kind, short_tmp, factory)
+    up = StreamFaults(reset_at=100) if fault == "reset" else StreamFaults(half_close_at=100)
+    relay = StreamRelay(mux.loop, address, os.path.join(short_tmp, "relay"), up)
+    _OPEN_RELAYS.append(relay)
+    client, crec = connect(mux, log, kind, relay.address)
+    mux.run_until(
+        lambda: crec.shutdown is not None and bool(recs) and recs[0].shutdown is not None,
+        timeout=20,
+        what="both ends",
+    )
+    ended_once(crec, R.SOCKET_TLS_HANDSHAKE_FAILED)
+    ended_once(recs[0], R.SOCKET_TLS_HANDSHAKE_FAILED)
+    assert crec.names() == ["shutdown"] and recs[0].names() == ["shutdown"]
+    assert not accepted
+    client.Delete()
+    # the listener still serves, directly
+    c2, c2rec = connect(mux, log, kind, address)
+    mux.run_until(lambda: "connect" in c2rec.names() and bool(accepted), what="good client")
+    for s in (c2, accepted[0][0], listener):
+        s.Delete()
