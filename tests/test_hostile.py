@@ -1111,3 +1111,74 @@ def test_random_call_sequences(mux: Mux) -> None:
         ),
     )
     print(f"\n[stateful] {mux.kind}: {STATS}")
+
+
+# --------------------------------------------------------------------------- flood
+
+
+def _rss() -> int:
+    """Resident set size of this process in bytes (Linux)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.parametrize("name", ["tcp4", "local", "tls13"])
+def test_flood_at_a_socket_that_never_reads(
+    mux: Mux, log: IInstanceLog, ca: Any, name: str, short_tmp: str
+) -> None:
+    """A peer sends 24 MB as fast as SocketSendResult lets it at a socket with no Recv:
+    the sender is held back (its SendResults stop), and the receiving process grows by
+    less than 2 MB of traced memory (the library holds at most HOLD_LIMIT per socket;
+    the rest waits in kernel buffers). Once the app reads, every byte arrives intact."""
+    import tracemalloc
+
+    from test_conformance import KINDS
+
+    from usocket_asyncio._stream import HOLD_LIMIT
+
+    kind = tls_kind(ca, name) if name.startswith("tls") else KINDS[name]
+    listener, _lrec, accepted, address = listen(mux, log, kind, short_tmp)
+    client, crec = connect(mux, log, kind, address)
+    mux.run_until(lambda: bool(accepted) and "connect" in crec.names())
+    server, srec = accepted[0]
+    data = random.Random(95).randbytes(24_000_000)
+    chunk = 65536
+    off = [0]
+
+    def more(s: ISocket) -> None:
+        if off[0] < len(data):
+            s.Send(data[off[0] : off[0] + chunk])
+            off[0] += chunk
+
+    crec.hooks["send"] = more
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        rss0 = _rss()
+        call(crec, client.Send, data[:chunk])
+        off[0] = chunk
+        # run until the sender is stuck: no SendResult for 0.2 s (bounded: 100 rounds)
+        last = -1
+        for _ in range(100):
+            if crec.sends_done == last:
+                break
+            last = crec.sends_done
+            mux.run_for(0.2)
+        grown = tracemalloc.get_traced_memory()[0] - base
+        rss = _rss() - rss0
+    finally:
+        tracemalloc.stop()
+    stopped = off[0]
+    assert stopped < len(data), "the whole flood went out to a socket that never reads"
+    assert grown < 2_000_000, f"the process grew by {grown} bytes"
+    held = server._hend - server._hstart  # type: ignore[attr-defined]
+    assert held <= HOLD_LIMIT + 65536, held
+    Pump(server, srec, b"", len(data), 96).start()
+    mux.run_until(lambda: len(srec.received) == len(data), timeout=40, what="the flood")
+    assert sha(srec.received) == sha(data)
+    print(
+        f"\n[flood] {mux.kind}/{name}: sender stopped at {stopped} bytes, traced memory "
+        f"{grown:+d} bytes, RSS {rss:+d} bytes"
+    )
+    for s in (client, server, listener):
+        s.Delete()
