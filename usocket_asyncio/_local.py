@@ -36,9 +36,13 @@ def check_path(path: object) -> str:
         text = os.fsdecode(text)
     if "\0" in text:
         raise AddressError(f"{text!r}: a path must not contain NUL bytes")
-    if len(os.fsencode(text)) > MAX_PATH_BYTES:
+    try:
+        size = len(os.fsencode(text))
+    except UnicodeEncodeError:
+        raise AddressError(f"{text!r}: the file system encoding cannot encode this path") from None
+    if size > MAX_PATH_BYTES:
         raise AddressError(
-            f"{text!r}: {len(os.fsencode(text))} bytes is over the kernel's limit of "
+            f"{text!r}: {size} bytes is over the kernel's limit of "
             f"{MAX_PATH_BYTES} for a socket path; use a shorter path"
         )
     return text
