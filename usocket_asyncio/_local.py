@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from ._address import AddressError
 from ._api import ISocket, ISocketContext, ISocketProvider, USocket
+from ._base import check_user
 from ._stream import StreamSocket, remove_stale_unix_socket
-from ._tcp import check_user
 from ._types import LogFlags, ShutdownReason
 
 if TYPE_CHECKING:

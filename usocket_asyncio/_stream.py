@@ -35,7 +35,6 @@ delivered (a pending exact `Recv` first gets what there is, with a shorter lengt
 from __future__ import annotations
 
 import asyncio
-import enum
 import errno
 import os
 import socket
@@ -44,8 +43,13 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._address import Address, AddressError, format_ip, parse_address
-from ._api import Buffer, ISocket, USocket
-from ._types import LogFlags, QosTrafficType, ShutdownReason, SocketModeError
+from ._api import Buffer, USocket
+from ._base import _ENDED, SocketBase
+from ._base import _LIVE as _LIVE  # the names other modules knew from here
+from ._base import State as State
+from ._base import _as_view as _as_view
+from ._base import _current_task as _current_task
+from ._types import LogFlags, ShutdownReason, SocketModeError
 
 if TYPE_CHECKING:
     from ._iomux import IIoMux
@@ -64,25 +68,6 @@ LINGER_TIMEOUT = 2.0
 
 _ACCEPT_RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
-# Every socket the library made, until the app deletes it (the app need keep no reference).
-_LIVE: set[ISocket] = set()
-
-
-class State(enum.Enum):
-    """The life of a socket. Transitions are in `TRANSITIONS`."""
-
-    IDLE = "idle"
-    CONNECTING = "connecting"
-    ACCEPTING = "accepting"
-    CONNECTED = "connected"
-    BINDING = "binding"
-    BOUND = "bound"
-    LISTENING = "listening"
-    CLOSING = "closing"
-    CLOSED = "closed"
-    DELETED = "deleted"
-
-
 S = State
 TRANSITIONS: dict[State, frozenset[State]] = {
     S.IDLE: frozenset({S.CONNECTING, S.BINDING, S.ACCEPTING, S.CLOSED, S.DELETED}),
@@ -97,8 +82,6 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     S.DELETED: frozenset(),
 }
 """The legal moves. Anything else is the caller's mistake: `SocketModeError`."""
-
-_ENDED = (S.CLOSED, S.DELETED)
 
 
 def connect_reason(exc: BaseException) -> ShutdownReason:
@@ -119,46 +102,26 @@ def bind_reason(exc: OSError) -> ShutdownReason:
     return ShutdownReason.SOCKET_BIND_FAILED
 
 
-def _as_view(buf: Any, what: str) -> memoryview:
-    try:
-        mv = memoryview(buf)
-    except TypeError:
-        raise TypeError(
-            f"{what}: buf must be bytes, bytearray or memoryview, not {type(buf).__name__}"
-        ) from None
-    if mv.ndim != 1 or mv.format not in ("B", "b", "c"):
-        mv = mv.cast("B")
-    return mv
-
-
-class StreamSocket(ISocket, asyncio.BufferedProtocol):
+class StreamSocket(SocketBase, asyncio.BufferedProtocol):
     """An `ISocket` over a stream transport; subclasses say how to open and bind."""
 
     __slots__ = (
-        "__weakref__",
         "_accept_decided",
         "_accept_target",
         "_blocked",
         "_cache",
         "_canceled",
-        "_due",
         "_final_due",
         "_hend",
         "_hold",
         "_hstart",
-        "_in_event",
         "_in_listen_result",
         "_into_user",
         "_listen_wanted",
         "_listener",
-        "_local",
-        "_log",
-        "_loop",
         "_lsock",
-        "_mux",
         "_paused",
         "_peer_end",
-        "_qos",
         "_rbuf",
         "_retry_handle",
         "_rhead",
@@ -170,15 +133,12 @@ class StreamSocket(ISocket, asyncio.BufferedProtocol):
         "_send_due",
         "_server_name",
         "_shutdown_wanted",
-        "_state",
-        "_task",
         "_timer",
         "_tr",
         "_unreported",
-        "_use_ipv6",
-        "_user",
     )
 
+    TRANSITIONS: ClassVar[dict[State, frozenset[State]]] = TRANSITIONS
     LOG_FLAG: ClassVar[int] = LogFlags.LOG_TCP
     KIND: ClassVar[str] = "tcp"
     KEEP_OPEN_ON_EOF: ClassVar[bool] = True
@@ -186,19 +146,11 @@ class StreamSocket(ISocket, asyncio.BufferedProtocol):
     def __init__(
         self, iomux: IIoMux, user: USocket | None, log: IInstanceLog, useIPv6: bool = False
     ) -> None:
-        self._mux = iomux
-        self._loop = iomux.loop
-        self._user: Any = user
-        self._log = log
-        self._use_ipv6 = useIPv6
-        self._state = S.IDLE
+        super().__init__(iomux, user, log, useIPv6)
         self._tr: Any = None
-        self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._retry_handle: asyncio.TimerHandle | None = None
         self._server_name: str | None = None
-        self._qos: QosTrafficType | None = None
-        self._local: tuple[str, int] = ("", 0)
         # receive side
         self._rq: deque[tuple[Any, memoryview, int, bool]] = deque()
         self._rhead = False
@@ -221,8 +173,6 @@ class StreamSocket(ISocket, asyncio.BufferedProtocol):
         self._send_due = 0
         self._shutdown_wanted = False
         # callbacks
-        self._due = False
-        self._in_event = False
         self._final_due: ShutdownReason | None = None
         # server side
         self._lsock: socket.socket | None = None
@@ -238,16 +188,6 @@ class StreamSocket(ISocket, asyncio.BufferedProtocol):
 
     # ------------------------------------------------------------------ state machine
 
-    def _set_state(self, new: State) -> None:
-        old = self._state
-        if new not in TRANSITIONS[old]:
-            raise SocketModeError(self._illegal(old, new))
-        self._state = new
-        if self._log.LogFlagSet(self.LOG_FLAG):
-            self._log.Log(
-                self.LOG_FLAG, "%s %x: %s -> %s", self.KIND, id(self), old.value, new.value
-            )
-
     @staticmethod
     def _illegal(old: State, new: State) -> str:
         if old is S.DELETED:
@@ -259,14 +199,7 @@ class StreamSocket(ISocket, asyncio.BufferedProtocol):
             )
         if new is S.LISTENING:
             return f"Listen on a socket that is {old.value}: call Bind first, then Listen once"
-        return f"a socket that is {old.value} cannot become {new.value}"
-
-    def _check_alive(self, call: str) -> None:
-        if self._state is S.DELETED:
-            raise SocketModeError(f"{call} after Delete(): the socket is gone; make a new one")
-
-    def _fail_log(self, what: str, detail: object) -> None:
-        self._log.Log(self.LOG_FLAG, "%s %x: %s: %s", self.KIND, id(self), what, detail)
+        return SocketBase._illegal(old, new)
 
     # ------------------------------------------------------------------ deferral
 
@@ -304,19 +237,6 @@ class StreamSocket(ISocket, asyncio.BufferedProtocol):
             self._in_event = False
         if self._due and self._state is not S.DELETED:
             self._mux._deferred.add(self)
-
-    def _callback(self, name: str, *args: Any) -> Any:
-        try:
-            return getattr(self._user, name)(self, *args)
-        except Exception as e:
-            self._loop.call_exception_handler(
-                {
-                    "message": f"exception in {type(self._user).__name__}.{name}",
-                    "exception": e,
-                    "socket": self,
-                }
-            )
-            return None
 
     def _deliver_send_results(self) -> None:
         while self._send_due:
@@ -364,9 +284,7 @@ class StreamSocket(ISocket, asyncio.BufferedProtocol):
 
     def _release(self) -> None:
         """Cancel the task and timers, drop buffers, close the transport and listener."""
-        task, self._task = self._task, None
-        if task is not None and not task.done() and task is not _current_task(self._loop):
-            task.cancel()
+        self._cancel_task()
         for h in (self._timer, self._retry_handle):
             if h is not None:
                 h.cancel()
@@ -748,22 +666,6 @@ class StreamSocket(ISocket, asyncio.BufferedProtocol):
         self._canceled.extend(bufs)
         self._mark_due()
 
-    def SetUser(self, user: USocket) -> None:
-        """Send this socket's callbacks to `user` from now on."""
-        self._check_alive("SetUser")
-        self._user = user
-
-    def GetLocalAddress(self) -> tuple[str, int]:
-        """The local address and port ("" and 0 until Bind/Connect completed)."""
-        self._check_alive("GetLocalAddress")
-        return self._local
-
-    def SetQoS(self, traffic: QosTrafficType) -> None:
-        """Mark outgoing packets with the DSCP of `traffic` (IP_TOS / IPV6_TCLASS)."""
-        self._check_alive("SetQoS")
-        self._qos = QosTrafficType(traffic)
-        self._apply_qos()
-
     def _raw_socket(self) -> socket.socket | None:
         if self._lsock is not None:
             return self._lsock
@@ -1081,13 +983,6 @@ class StreamSocket(ISocket, asyncio.BufferedProtocol):
         self._accept_decided = True
         if remoteUser is not None:
             self._accept_target._user = remoteUser
-
-
-def _current_task(loop: asyncio.AbstractEventLoop) -> asyncio.Task[Any] | None:
-    try:
-        return asyncio.current_task(loop)
-    except RuntimeError:
-        return None
 
 
 def remove_stale_unix_socket(path: str) -> bool:

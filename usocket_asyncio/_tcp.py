@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ._api import ISocket, ISocketContext, ISocketProvider, USocket
+from ._base import check_user
 from ._stream import StreamSocket
 from ._types import LogFlags
 
@@ -19,14 +20,6 @@ class TCPSocket(StreamSocket):
     __slots__ = ()
     LOG_FLAG = LogFlags.LOG_TCP
     KIND = "tcp"
-
-
-def check_user(user: object) -> None:
-    """A socket needs a user to call back: raise at once when there is none."""
-    if user is None or not callable(getattr(user, "SocketShutdown", None)):
-        raise TypeError(
-            "CreateSocket needs a USocket (a subclass implementing SocketShutdown) as user"
-        )
 
 
 class TCPSocketProvider(ISocketProvider):

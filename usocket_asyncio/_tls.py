@@ -50,10 +50,10 @@ import ssl
 from typing import TYPE_CHECKING, Any
 
 from ._api import ISocket, ISocketContext, ISocketProvider, USocket
+from ._base import _LIVE, check_user
+from ._base import State as S
 from ._context import SocketContext, as_context
 from ._stream import HOLD_LIMIT, StreamSocket, connect_reason
-from ._stream import State as S
-from ._tcp import check_user
 from ._types import LogFlags, ShutdownReason, SocketModeError
 
 if TYPE_CHECKING:
@@ -491,8 +491,6 @@ class TLSSocketProvider(ISocketProvider):
             tls._begin_upgrade(fromTCPSocket, bool(initServerSide))
         except BaseException:
             tls._state = S.DELETED
-            from ._stream import _LIVE
-
             _LIVE.discard(tls)
             raise
         return tls

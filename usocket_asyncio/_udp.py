@@ -56,8 +56,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._address import Address, AddressError, format_ip, parse_address
 from ._api import Buffer, ISocket, ISocketContext, ISocketProvider, USocket
-from ._stream import _LIVE, State, _as_view, _current_task, bind_reason
-from ._tcp import check_user
+from ._base import _ENDED, _LIVE, SocketBase, State, _as_view, check_user
+from ._stream import bind_reason
 from ._types import IPaddr, LogFlags, QosTrafficType, ShutdownReason, SocketModeError
 
 if TYPE_CHECKING:
@@ -84,7 +84,6 @@ UDP_TRANSITIONS: dict[State, frozenset[State]] = {
 }
 """The legal moves of a UDP socket (LISTENING and ACCEPTING are never used)."""
 
-_ENDED = (S.CLOSED, S.DELETED)
 _OPEN = (S.BOUND, S.CONNECTED)
 
 # Source addresses seen by bound sockets -> ipaddress objects (parsing is the costly
@@ -255,63 +254,44 @@ def copies_needed(transport: Any) -> bool:
     return not type(transport).__module__.startswith("asyncio")
 
 
-class UDPSocket(ISocket, asyncio.DatagramProtocol):
+class UDPSocket(SocketBase, asyncio.DatagramProtocol):
     """A UDP socket: bound (`SendTo`, `SocketRecvFromResult`) or connected (`Send`,
     `SocketRecvResult`). See the module docstring for the rules."""
 
     __slots__ = (
-        "__weakref__",
         "_blocked",
         "_cache",
         "_canceled",
         "_copy",
         "_drop_run",
         "_dropped",
-        "_due",
         "_family",
         "_final_due",
         "_held",
         "_held_bytes",
-        "_in_event",
         "_last_dst",
         "_last_ip",
         "_last_port",
-        "_local",
-        "_log",
-        "_loop",
-        "_mux",
-        "_qos",
         "_reuse",
         "_rq",
         "_send_due",
         "_shutdown_wanted",
         "_sock",
-        "_state",
-        "_task",
         "_tr",
         "_unreported",
-        "_use_ipv6",
-        "_user",
     )
 
+    TRANSITIONS: ClassVar[dict[State, frozenset[State]]] = UDP_TRANSITIONS
     LOG_FLAG: ClassVar[int] = LogFlags.LOG_UDP
     KIND: ClassVar[str] = "udp"
 
     def __init__(
         self, iomux: IIoMux, user: USocket | None, log: IInstanceLog, useIPv6: bool = False
     ) -> None:
-        self._mux = iomux
-        self._loop = iomux.loop
-        self._user: Any = user
-        self._log = log
-        self._use_ipv6 = useIPv6
-        self._state = S.IDLE
+        super().__init__(iomux, user, log, useIPv6)
         self._tr: Any = None
         self._sock: socket.socket | None = None
         self._family = 0
-        self._task: asyncio.Task[None] | None = None
-        self._qos: QosTrafficType | None = None
-        self._local: tuple[str, int] = ("", 0)
         self._copy = True
         self._reuse = False
         # receive side
@@ -331,8 +311,6 @@ class UDPSocket(ISocket, asyncio.DatagramProtocol):
         self._last_port = -1
         self._last_dst: Any = None
         # callbacks
-        self._due = False
-        self._in_event = False
         self._final_due: ShutdownReason | None = None
         _LIVE.add(self)
 
@@ -346,16 +324,6 @@ class UDPSocket(ISocket, asyncio.DatagramProtocol):
         return self._dropped
 
     # ------------------------------------------------------------------ state machine
-
-    def _set_state(self, new: State) -> None:
-        old = self._state
-        if new not in UDP_TRANSITIONS[old]:
-            raise SocketModeError(self._illegal(old, new))
-        self._state = new
-        if self._log.LogFlagSet(self.LOG_FLAG):
-            self._log.Log(
-                self.LOG_FLAG, "%s %x: %s -> %s", self.KIND, id(self), old.value, new.value
-            )
 
     @staticmethod
     def _illegal(old: State, new: State) -> str:
@@ -378,13 +346,6 @@ class UDPSocket(ISocket, asyncio.DatagramProtocol):
                 "once per socket; make a new socket for another"
             )
         return f"a UDP socket that is {old.value} cannot become {new.value}"
-
-    def _check_alive(self, call: str) -> None:
-        if self._state is S.DELETED:
-            raise SocketModeError(f"{call} after Delete(): the socket is gone; make a new one")
-
-    def _fail_log(self, what: str, detail: object) -> None:
-        self._log.Log(self.LOG_FLAG, "%s %x: %s: %s", self.KIND, id(self), what, detail)
 
     # ------------------------------------------------------------------ deferral
 
@@ -420,19 +381,6 @@ class UDPSocket(ISocket, asyncio.DatagramProtocol):
             self._in_event = False
         if self._due and self._state is not S.DELETED:
             self._mux._deferred.add(self)
-
-    def _callback(self, name: str, *args: Any) -> Any:
-        try:
-            return getattr(self._user, name)(self, *args)
-        except Exception as e:
-            self._loop.call_exception_handler(
-                {
-                    "message": f"exception in {type(self._user).__name__}.{name}",
-                    "exception": e,
-                    "socket": self,
-                }
-            )
-            return None
 
     def _deliver_send_results(self) -> None:
         while self._send_due:
@@ -480,9 +428,7 @@ class UDPSocket(ISocket, asyncio.DatagramProtocol):
 
     def _release(self, abort: bool) -> None:
         """Cancel the task, drop buffers and queues, close the transport or socket."""
-        task, self._task = self._task, None
-        if task is not None and not task.done() and task is not _current_task(self._loop):
-            task.cancel()
+        task = self._cancel_task()
         self._rq.clear()
         self._held.clear()
         self._held_bytes = 0
@@ -1003,23 +949,6 @@ class UDPSocket(ISocket, asyncio.DatagramProtocol):
             "Accept on a UDP socket: UDP has no connections to accept; only DTLS sockets "
             "call SocketListenResult"
         )
-
-    def SetUser(self, user: USocket) -> None:
-        """Send this socket's callbacks to `user` from now on."""
-        self._check_alive("SetUser")
-        self._user = user
-
-    def GetLocalAddress(self) -> tuple[str, int]:
-        """The local address and port ("" and 0 until Bind/Connect completed)."""
-        self._check_alive("GetLocalAddress")
-        return self._local
-
-    def SetQoS(self, traffic: QosTrafficType) -> None:
-        """Mark outgoing datagrams with the DSCP of `traffic` (IP_TOS / IPV6_TCLASS); set
-        before Bind/Connect, it applies once the socket is open."""
-        self._check_alive("SetQoS")
-        self._qos = QosTrafficType(traffic)
-        self._apply_qos()
 
     def _apply_qos(self) -> None:
         sock = self._sock
