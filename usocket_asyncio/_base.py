@@ -1,5 +1,5 @@
 """What every socket kind shares: the states, the state machine's helpers, the callback
-wrapper and the calls that only read or set a field.
+wrapper, the deferral and the end.
 
 Theory of operation
 -------------------
@@ -7,11 +7,16 @@ Theory of operation
 `DTLSSocket`. A kind says what differs with class attributes: `TRANSITIONS` (its table
 of legal moves), `LOG_FLAG` and `KIND` (the prefix of its log lines), and with small
 hooks (`_illegal` words a wrong move for the kind, `_apply_qos` marks its OS socket).
-Only slow paths live here; each kind keeps its per-event methods (receive, send) to
-itself, so no event pays for an extra call.
 
-Every socket the library made stays in `_LIVE` until the app deletes it, so the app
-need keep no reference.
+`DeferringSocket` adds what stream and UDP sockets share beyond that: results that
+complete inside the app's own call are recorded as due and delivered by `_run_due`
+(from the loop's batch, or right after the current event), and `_finish` is the one
+place such a socket ends. Their kind adds what its held data owes (`_run_due_held`)
+and what it releases (`_release`). DTLS queues its callbacks instead and keeps its own.
+
+Only slow paths live here; each kind keeps its per-event methods (receive, send) to
+itself, so no event pays for an extra call. Every socket the library made stays in
+`_LIVE` until the app deletes it, so the app need keep no reference.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._api import ISocket, USocket
-from ._types import QosTrafficType, SocketModeError
+from ._types import QosTrafficType, ShutdownReason, SocketModeError
 
 if TYPE_CHECKING:
     from ._iomux import IIoMux
@@ -190,3 +195,123 @@ class SocketBase(ISocket):
     def _apply_qos(self) -> None:
         """Hook: set `self._qos` on the OS socket, if there is one yet."""
         raise NotImplementedError
+
+
+class DeferringSocket(SocketBase):
+    """`SocketBase` plus the deferral and the end of the sockets whose send results are
+    counted (stream and UDP; DTLS queues its callbacks instead).
+
+    A result that completes inside the app's own call is recorded as due (`_mark_due`):
+    results of `RecvCancel` (`_canceled`), counted sends (`_send_due`; sends still in the
+    transport are `_unreported`), held data a new `Recv` can take (the kind's
+    `_run_due_held` hook) and the final `SocketShutdown` (`_final_due`). `_run_due`
+    delivers them in that order, from the loop's batch or right after an event.
+    """
+
+    __slots__ = ("_canceled", "_final_due", "_send_due", "_unreported")
+
+    def __init__(
+        self, iomux: IIoMux, user: USocket | None, log: IInstanceLog, useIPv6: bool
+    ) -> None:
+        super().__init__(iomux, user, log, useIPv6)
+        self._canceled: list[Any] = []
+        self._unreported = 0
+        self._send_due = 0
+        self._final_due: ShutdownReason | None = None
+
+    # ------------------------------------------------------------------ deferral
+
+    def _mark_due(self) -> None:
+        if not self._due:
+            self._due = True
+            if not self._in_event:
+                self._mux._deferred.add(self)
+
+    def _run_due(self) -> None:
+        """Deliver what completed inside app calls (never itself inside one)."""
+        st = self._state  # a local: each callback below may change the state
+        if not self._due or st is S.DELETED:
+            return
+        self._due = False
+        self._in_event = True
+        try:
+            if self._canceled:
+                bufs = self._canceled
+                self._canceled = []
+                for b in bufs:
+                    if self._state in _ENDED:
+                        break
+                    self._callback("SocketRecvCanceled", b)
+            if self._send_due and self._state is not S.DELETED:
+                self._deliver_send_results()
+            self._run_due_held()
+            if self._final_due is not None and self._state is S.CLOSED:
+                reason = self._final_due
+                self._final_due = None
+                self._deliver_final(reason)
+        finally:
+            self._in_event = False
+        if self._due and self._state is not S.DELETED:
+            self._mux._deferred.add(self)
+
+    def _run_due_held(self) -> None:
+        """Hook, inside `_run_due`: hand held data to the pending Recvs that can take it
+        now (and whatever follows from that, such as the end after a peer's close)."""
+
+    def _deliver_send_results(self) -> None:
+        while self._send_due:
+            if self._state is S.DELETED or (self._state is S.CLOSED and self._final_due is None):
+                self._send_due = 0
+                return
+            self._send_due -= 1
+            try:
+                self._user.SocketSendResult(self)
+            except Exception as e:
+                self._loop.call_exception_handler(
+                    {"message": "exception in SocketSendResult", "exception": e, "socket": self}
+                )
+
+    # ------------------------------------------------------------------ the end
+
+    def _finish(self, reason: ShutdownReason, direct: bool) -> None:
+        """The one place a socket ends. `direct`: we are in a transport/loop event."""
+        if self._state in _ENDED:
+            return
+        self._set_state(S.CLOSED)
+        if reason > ShutdownReason.SOCKET_SHUTDOWN_BY_PEER or self._log.LogFlagSet(self.LOG_FLAG):
+            self._log.Log(self.LOG_FLAG, "%s %x: shutdown %s", self.KIND, id(self), reason.name)
+        self._release()
+        if reason is ShutdownReason.SOCKET_SHUTDOWN_NORMAL:
+            self._send_due += self._unreported
+        self._unreported = 0
+        if direct:
+            self._deliver_final(reason)
+        else:
+            self._final_due = reason
+            self._mark_due()
+
+    def _deliver_final(self, reason: ShutdownReason) -> None:
+        in_event = self._in_event
+        self._in_event = True
+        self._final_due = reason  # lets the send results still due go out first
+        if self._send_due:
+            self._deliver_send_results()
+        self._final_due = None
+        self._in_event = in_event
+        if self._state is S.CLOSED:
+            self._callback("SocketShutdown", reason)
+        self._due = False
+
+    def _release(self) -> None:
+        """Hook: cancel the task and timers, drop buffers, close the transport."""
+        raise NotImplementedError
+
+    def Delete(self) -> None:
+        """Release the socket at once: it closes and makes no callback, ever again."""
+        self._check_alive("Delete")
+        self._set_state(S.DELETED)
+        self._release()
+        self._canceled.clear()
+        self._send_due = self._unreported = 0
+        self._user = None
+        _LIVE.discard(self)

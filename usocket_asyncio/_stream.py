@@ -23,7 +23,9 @@ completes inside the app's own call (a `Send` the kernel took, a `Recv` that hel
 can fill, `RecvCancel`, an early failure) is recorded as "due" on the socket: if the
 socket is inside one of its own events, the event runs it after the app's callback
 returns; otherwise the socket registers once with its loop's batch (`_Deferred`), which
-serves every due socket in one scheduled callback.
+serves every due socket in one scheduled callback. This machinery and `_finish` are
+`_base.DeferringSocket`'s, shared with UDP; the stream engine adds what its held bytes
+owe (`_run_due_held`) and what it releases (`_release`).
 
 The end. `_finish(reason)` is the one place a socket ends: it moves to CLOSED, cancels
 its task and timers, releases its buffers and transport, and delivers (or, inside an app
@@ -44,7 +46,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._address import Address, AddressError, format_ip, parse_address
 from ._api import Buffer, USocket
-from ._base import _ENDED, SocketBase
+from ._base import _ENDED, DeferringSocket
 from ._base import _LIVE as _LIVE  # the names other modules knew from here
 from ._base import State as State
 from ._base import _as_view as _as_view
@@ -102,7 +104,7 @@ def bind_reason(exc: OSError) -> ShutdownReason:
     return ShutdownReason.SOCKET_BIND_FAILED
 
 
-class StreamSocket(SocketBase, asyncio.BufferedProtocol):
+class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
     """An `ISocket` over a stream transport; subclasses say how to open and bind."""
 
     __slots__ = (
@@ -110,8 +112,6 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         "_accept_target",
         "_blocked",
         "_cache",
-        "_canceled",
-        "_final_due",
         "_hend",
         "_hold",
         "_hstart",
@@ -130,12 +130,10 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         "_rpos",
         "_rq",
         "_rwant",
-        "_send_due",
         "_server_name",
         "_shutdown_wanted",
         "_timer",
         "_tr",
-        "_unreported",
     )
 
     TRANSITIONS: ClassVar[dict[State, frozenset[State]]] = TRANSITIONS
@@ -165,15 +163,10 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         self._hend = 0
         self._paused = False
         self._peer_end: ShutdownReason | None = None
-        self._canceled: list[Any] = []
         # send side
         self._cache: list[bytes] = []
         self._blocked = False
-        self._unreported = 0
-        self._send_due = 0
         self._shutdown_wanted = False
-        # callbacks
-        self._final_due: ShutdownReason | None = None
         # server side
         self._lsock: socket.socket | None = None
         self._listen_wanted = False
@@ -199,88 +192,15 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
             )
         if new is S.LISTENING:
             return f"Listen on a socket that is {old.value}: call Bind first, then Listen once"
-        return SocketBase._illegal(old, new)
+        return DeferringSocket._illegal(old, new)
 
-    # ------------------------------------------------------------------ deferral
+    # ------------------------------------------------------------------ deferral, the end
 
-    def _mark_due(self) -> None:
-        if not self._due:
-            self._due = True
-            if not self._in_event:
-                self._mux._deferred.add(self)
-
-    def _run_due(self) -> None:
-        """Deliver what completed inside app calls (never itself inside one)."""
-        if not self._due or self._state is S.DELETED:
-            return
-        self._due = False
-        self._in_event = True
-        try:
-            if self._canceled:
-                bufs = self._canceled
-                self._canceled = []
-                for b in bufs:
-                    if self._state in _ENDED:
-                        break
-                    self._callback("SocketRecvCanceled", b)
-            if self._send_due and self._state is not S.DELETED:
-                self._deliver_send_results()
-            if self._hstart != self._hend and self._rhead and self._state not in _ENDED:
-                self._deliver_held()
-            if self._peer_end is not None and self._state not in _ENDED:
-                self._check_end()
-            if self._final_due is not None and self._state is S.CLOSED:
-                reason = self._final_due
-                self._final_due = None
-                self._deliver_final(reason)
-        finally:
-            self._in_event = False
-        if self._due and self._state is not S.DELETED:
-            self._mux._deferred.add(self)
-
-    def _deliver_send_results(self) -> None:
-        while self._send_due:
-            if self._state is S.DELETED or (self._state is S.CLOSED and self._final_due is None):
-                self._send_due = 0
-                return
-            self._send_due -= 1
-            try:
-                self._user.SocketSendResult(self)
-            except Exception as e:
-                self._loop.call_exception_handler(
-                    {"message": "exception in SocketSendResult", "exception": e, "socket": self}
-                )
-
-    # ------------------------------------------------------------------ the end
-
-    def _finish(self, reason: ShutdownReason, direct: bool) -> None:
-        """The one place a socket ends. `direct`: we are in a transport/loop event."""
-        if self._state in _ENDED:
-            return
-        self._set_state(S.CLOSED)
-        if reason > ShutdownReason.SOCKET_SHUTDOWN_BY_PEER or self._log.LogFlagSet(self.LOG_FLAG):
-            self._log.Log(self.LOG_FLAG, "%s %x: shutdown %s", self.KIND, id(self), reason.name)
-        self._release()
-        if reason is ShutdownReason.SOCKET_SHUTDOWN_NORMAL:
-            self._send_due += self._unreported
-        self._unreported = 0
-        if direct:
-            self._deliver_final(reason)
-        else:
-            self._final_due = reason
-            self._mark_due()
-
-    def _deliver_final(self, reason: ShutdownReason) -> None:
-        in_event = self._in_event
-        self._in_event = True
-        self._final_due = reason  # lets the send results still due go out first
-        if self._send_due:
-            self._deliver_send_results()
-        self._final_due = None
-        self._in_event = in_event
-        if self._state is S.CLOSED:
-            self._callback("SocketShutdown", reason)
-        self._due = False
+    def _run_due_held(self) -> None:
+        if self._hstart != self._hend and self._rhead and self._state not in _ENDED:
+            self._deliver_held()
+        if self._peer_end is not None and self._state not in _ENDED:
+            self._check_end()
 
     def _release(self) -> None:
         """Cancel the task and timers, drop buffers, close the transport and listener."""
@@ -768,16 +688,6 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         self._send_due = self._unreported = 0
         self._final_due = None
         return tr, data
-
-    def Delete(self) -> None:
-        """Release the socket at once: it closes and makes no callback, ever again."""
-        self._check_alive("Delete")
-        self._set_state(S.DELETED)
-        self._release()
-        self._canceled.clear()
-        self._send_due = self._unreported = 0
-        self._user = None
-        _LIVE.discard(self)
 
     # ------------------------------------------------------------------ server side
 

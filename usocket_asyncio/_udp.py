@@ -38,7 +38,8 @@ that datagram still follows, since the datagram has left the socket.
 Callbacks. As in the stream engine, a result that completes inside the app's own call
 (a send, a `Recv` that a held datagram can fill, `RecvCancel`, an early failure) is
 recorded as due and delivered from the loop's batch (`_Deferred`) or, inside a
-transport event, right after the app's callback returns.
+transport event, right after the app's callback returns (the same code:
+`_base.DeferringSocket`).
 
 The end. `_finish(reason)` is the one place a socket ends. `Shutdown` closes the
 transport, which first sends what it still queues; `connection_lost` then gives the
@@ -56,7 +57,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._address import Address, AddressError, format_ip, parse_address
 from ._api import Buffer, ISocket, ISocketContext, ISocketProvider, USocket
-from ._base import _ENDED, _LIVE, SocketBase, State, _as_view, check_user
+from ._base import _LIVE, DeferringSocket, State, _as_view, check_user
 from ._stream import bind_reason
 from ._types import IPaddr, LogFlags, QosTrafficType, ShutdownReason, SocketModeError
 
@@ -254,19 +255,17 @@ def copies_needed(transport: Any) -> bool:
     return not type(transport).__module__.startswith("asyncio")
 
 
-class UDPSocket(SocketBase, asyncio.DatagramProtocol):
+class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
     """A UDP socket: bound (`SendTo`, `SocketRecvFromResult`) or connected (`Send`,
     `SocketRecvResult`). See the module docstring for the rules."""
 
     __slots__ = (
         "_blocked",
         "_cache",
-        "_canceled",
         "_copy",
         "_drop_run",
         "_dropped",
         "_family",
-        "_final_due",
         "_held",
         "_held_bytes",
         "_last_dst",
@@ -274,11 +273,9 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
         "_last_port",
         "_reuse",
         "_rq",
-        "_send_due",
         "_shutdown_wanted",
         "_sock",
         "_tr",
-        "_unreported",
     )
 
     TRANSITIONS: ClassVar[dict[State, frozenset[State]]] = UDP_TRANSITIONS
@@ -300,18 +297,13 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
         self._held_bytes = 0
         self._dropped = 0
         self._drop_run = 0
-        self._canceled: list[Any] = []
         # send side
         self._cache: list[tuple[bytes, Any]] = []
         self._blocked = False
-        self._unreported = 0
-        self._send_due = 0
         self._shutdown_wanted = False
         self._last_ip: Any = None
         self._last_port = -1
         self._last_dst: Any = None
-        # callbacks
-        self._final_due: ShutdownReason | None = None
         _LIVE.add(self)
 
     def __repr__(self) -> str:
@@ -347,87 +339,15 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
             )
         return f"a UDP socket that is {old.value} cannot become {new.value}"
 
-    # ------------------------------------------------------------------ deferral
+    # ------------------------------------------------------------------ deferral, the end
 
-    def _mark_due(self) -> None:
-        if not self._due:
-            self._due = True
-            if not self._in_event:
-                self._mux._deferred.add(self)
+    def _run_due_held(self) -> None:
+        if self._held and self._rq and self._state in _OPEN:
+            self._deliver_held()
 
-    def _run_due(self) -> None:
-        """Deliver what completed inside app calls (never itself inside one)."""
-        if not self._due or self._state is S.DELETED:
-            return
-        self._due = False
-        self._in_event = True
-        try:
-            if self._canceled:
-                bufs = self._canceled
-                self._canceled = []
-                for b in bufs:
-                    if self._state in _ENDED:
-                        break
-                    self._callback("SocketRecvCanceled", b)
-            if self._send_due and self._state is not S.DELETED:
-                self._deliver_send_results()
-            if self._held and self._rq and self._state in _OPEN:
-                self._deliver_held()
-            if self._final_due is not None and self._state is S.CLOSED:
-                reason = self._final_due
-                self._final_due = None
-                self._deliver_final(reason)
-        finally:
-            self._in_event = False
-        if self._due and self._state is not S.DELETED:
-            self._mux._deferred.add(self)
-
-    def _deliver_send_results(self) -> None:
-        while self._send_due:
-            if self._state is S.DELETED or (self._state is S.CLOSED and self._final_due is None):
-                self._send_due = 0
-                return
-            self._send_due -= 1
-            try:
-                self._user.SocketSendResult(self)
-            except Exception as e:
-                self._loop.call_exception_handler(
-                    {"message": "exception in SocketSendResult", "exception": e, "socket": self}
-                )
-
-    # ------------------------------------------------------------------ the end
-
-    def _finish(self, reason: ShutdownReason, direct: bool) -> None:
-        """The one place a socket ends. `direct`: we are in a transport/loop event."""
-        if self._state in _ENDED:
-            return
-        self._set_state(S.CLOSED)
-        if reason > ShutdownReason.SOCKET_SHUTDOWN_BY_PEER or self._log.LogFlagSet(self.LOG_FLAG):
-            self._log.Log(self.LOG_FLAG, "%s %x: shutdown %s", self.KIND, id(self), reason.name)
-        self._release(abort=True)
-        if reason is ShutdownReason.SOCKET_SHUTDOWN_NORMAL:
-            self._send_due += self._unreported
-        self._unreported = 0
-        if direct:
-            self._deliver_final(reason)
-        else:
-            self._final_due = reason
-            self._mark_due()
-
-    def _deliver_final(self, reason: ShutdownReason) -> None:
-        in_event = self._in_event
-        self._in_event = True
-        self._final_due = reason  # lets the send results still due go out first
-        if self._send_due:
-            self._deliver_send_results()
-        self._final_due = None
-        self._in_event = in_event
-        if self._state is S.CLOSED:
-            self._callback("SocketShutdown", reason)
-        self._due = False
-
-    def _release(self, abort: bool) -> None:
-        """Cancel the task, drop buffers and queues, close the transport or socket."""
+    def _release(self) -> None:
+        """Cancel the task, drop buffers and queues, abort the transport or close the
+        socket."""
         task = self._cancel_task()
         self._rq.clear()
         self._held.clear()
@@ -436,7 +356,7 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
         tr, self._tr = self._tr, None
         sock, self._sock = self._sock, None
         if tr is not None:
-            tr.abort() if abort else tr.close()
+            tr.abort()
         elif sock is not None and task is None:
             sock.close()
         # else: the task is handing `sock` to a transport; connection_made aborts it
@@ -982,16 +902,6 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
             self._finish(ShutdownReason.SOCKET_SHUTDOWN_NORMAL, direct=False)
             return
         tr.close()  # sends what it queues first, then connection_lost
-
-    def Delete(self) -> None:
-        """Release the socket at once: it closes and makes no callback, ever again."""
-        self._check_alive("Delete")
-        self._set_state(S.DELETED)
-        self._release(abort=True)
-        self._canceled.clear()
-        self._send_due = self._unreported = 0
-        self._user = None
-        _LIVE.discard(self)
 
 
 class UDPSocketProvider(ISocketProvider):
