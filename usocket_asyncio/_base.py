@@ -26,7 +26,7 @@ import enum
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ._api import ISocket, USocket
+from ._api import ISocket, ISocketContext, ISocketProvider, USocket
 from ._types import QosTrafficType, ShutdownReason, SocketModeError
 
 if TYPE_CHECKING:
@@ -81,6 +81,43 @@ def check_user(user: object) -> None:
         raise TypeError(
             "CreateSocket needs a USocket (a subclass implementing SocketShutdown) as user"
         )
+
+
+class SocketProviderBase(ISocketProvider):
+    """A provider: `CreateSocket` checks the arguments every kind checks, then makes a
+    `SOCKET` (or, where the kind needs more, its `_new_socket` makes the socket)."""
+
+    __slots__ = ()
+
+    SOCKET: ClassVar[type[SocketBase]]
+
+    def CreateSocket(
+        self,
+        iomux: IIoMux,
+        user: USocket,
+        log: IInstanceLog,
+        useIPv6: bool = False,
+        socketContext: ISocketContext | None = None,
+    ) -> ISocket:
+        """A new socket of this provider's kind; choose its mode with `Connect` or `Bind`.
+        What `useIPv6` and `socketContext` mean for the kind: see the provider's class.
+
+        Raises:
+            TypeError: `user` is no `USocket`.
+        """
+        check_user(user)
+        return self._new_socket(iomux, user, log, useIPv6, socketContext)
+
+    def _new_socket(
+        self,
+        iomux: IIoMux,
+        user: USocket,
+        log: IInstanceLog,
+        useIPv6: bool,
+        socketContext: ISocketContext | None,
+    ) -> ISocket:
+        """Hook: the new socket (the arguments are checked)."""
+        return self.SOCKET(iomux, user, log, useIPv6)
 
 
 class SocketBase(ISocket):

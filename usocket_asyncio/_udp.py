@@ -56,8 +56,8 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._address import Address, AddressError, format_ip, parse_address
-from ._api import Buffer, ISocket, ISocketContext, ISocketProvider, USocket
-from ._base import _LIVE, DeferringSocket, State, _as_view, check_user
+from ._api import Buffer, ISocketProvider, USocket
+from ._base import _LIVE, DeferringSocket, SocketProviderBase, State, _as_view
 from ._stream import bind_reason
 from ._types import IPaddr, LogFlags, QosTrafficType, ShutdownReason, SocketModeError
 
@@ -904,24 +904,13 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
         tr.close()  # sends what it queues first, then connection_lost
 
 
-class UDPSocketProvider(ISocketProvider):
-    """Makes UDP sockets."""
+class UDPSocketProvider(SocketProviderBase):
+    """Makes UDP sockets: `useIPv6` picks IPv6 for names and for `Bind(None)` ("::",
+    which receives IPv4 too). `socketContext` is ignored: DTLS sockets come from the
+    TLS provider."""
 
     __slots__ = ()
-
-    def CreateSocket(
-        self,
-        iomux: IIoMux,
-        user: USocket,
-        log: IInstanceLog,
-        useIPv6: bool = False,
-        socketContext: ISocketContext | None = None,
-    ) -> ISocket:
-        """A new UDP socket; `useIPv6` picks IPv6 for names and for `Bind(None)` ("::",
-        which receives IPv4 too). `socketContext` is ignored: DTLS sockets come from the
-        TLS provider."""
-        check_user(user)
-        return UDPSocket(iomux, user, log, useIPv6)
+    SOCKET = UDPSocket
 
 
 def CreateUDPSocketProvider() -> ISocketProvider:
