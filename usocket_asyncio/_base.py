@@ -157,6 +157,15 @@ class SocketBase(ISocket):
         self._due = False
         self._in_event = False
 
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._state.value} {self._local[0]}:{self._local[1]}>"
+
+    def _abandon(self) -> None:
+        """Forget a socket the app never got (a denied connection, a failed upgrade):
+        DELETED at once, with no callback and no log line."""
+        self._state = S.DELETED
+        _LIVE.discard(self)
+
     # ------------------------------------------------------------------ state machine
 
     def _set_state(self, new: State) -> None:

@@ -1374,7 +1374,6 @@ def upgrade_udp_socket(
     try:
         sock._begin_upgrade(udp, bool(server_side))
     except BaseException:
-        sock._state = S.DELETED
-        _LIVE.discard(sock)
+        sock._abandon()
         raise
     return sock

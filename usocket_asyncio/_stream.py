@@ -176,9 +176,6 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
         self._listener: StreamSocket | None = None
         _LIVE.add(self)
 
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self._state.value} {self._local[0]}:{self._local[1]}>"
-
     # ------------------------------------------------------------------ state machine
 
     @staticmethod
@@ -851,8 +848,7 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
                     self.LOG_FLAG, "%s %x: connection from %r denied", self.KIND, id(self), addr
                 )
             conn.close()
-            new._state = S.DELETED
-            _LIVE.discard(new)
+            new._abandon()
         else:
             new._task = self._loop.create_task(new._start_accepted(conn))
         if self._due:

@@ -50,7 +50,7 @@ import ssl
 from typing import TYPE_CHECKING, Any
 
 from ._api import ISocket, ISocketContext, ISocketProvider, USocket
-from ._base import _LIVE, SocketProviderBase, check_user
+from ._base import SocketProviderBase, check_user
 from ._base import State as S
 from ._context import SocketContext, as_context
 from ._stream import HOLD_LIMIT, StreamSocket, connect_reason
@@ -489,8 +489,7 @@ class TLSSocketProvider(SocketProviderBase):
         try:
             tls._begin_upgrade(fromTCPSocket, bool(initServerSide))
         except BaseException:
-            tls._state = S.DELETED
-            _LIVE.discard(tls)
+            tls._abandon()
             raise
         return tls
 

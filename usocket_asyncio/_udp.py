@@ -306,9 +306,6 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
         self._last_dst: Any = None
         _LIVE.add(self)
 
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self._state.value} {self._local[0]}:{self._local[1]}>"
-
     @property
     def dropped(self) -> int:
         """Beyond the SDK: datagrams dropped because no `Recv` was pending and the hold
