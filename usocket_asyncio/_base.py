@@ -6,7 +6,8 @@ Theory of operation
 `SocketBase` is the root of `StreamSocket` (TCP, local, TLS), `UDPSocket` and
 `DTLSSocket`. A kind says what differs with class attributes: `TRANSITIONS` (its table
 of legal moves), `LOG_FLAG` and `KIND` (the prefix of its log lines), and with small
-hooks (`_illegal` words a wrong move for the kind, `_apply_qos` marks its OS socket).
+hooks (`_illegal` words a wrong move for the kind, `_qos_socket` names the OS socket
+`SetQoS` marks).
 
 `DeferringSocket` adds what stream and UDP sockets share beyond that: results that
 complete inside the app's own call are recorded as due and delivered by `_run_due`
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import socket
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -73,6 +75,23 @@ def _current_task(loop: asyncio.AbstractEventLoop) -> asyncio.Task[Any] | None:
         return asyncio.current_task(loop)
     except RuntimeError:
         return None
+
+
+def set_qos(sock: socket.socket, traffic: QosTrafficType) -> None:
+    """Mark outgoing packets of `sock` with the DSCP of `traffic` (IP_TOS / IPV6_TCLASS).
+
+    Raises:
+        OSError: the kernel refused.
+    """
+    tos = int(traffic) << 2
+    if sock.family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, tos)
+        try:  # a dual-stack socket carries IPv4 too
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
+        except OSError:
+            pass
+    else:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
 
 
 def check_user(user: object) -> None:
@@ -239,7 +258,16 @@ class SocketBase(ISocket):
         self._apply_qos()
 
     def _apply_qos(self) -> None:
-        """Hook: set `self._qos` on the OS socket, if there is one yet."""
+        sock = self._qos_socket()
+        if sock is None or self._qos is None:
+            return
+        try:
+            set_qos(sock, self._qos)
+        except OSError as e:
+            self._fail_log("SetQoS failed", e)
+
+    def _qos_socket(self) -> socket.socket | None:
+        """Hook: the OS socket `SetQoS` marks (None while there is none)."""
         raise NotImplementedError
 
 

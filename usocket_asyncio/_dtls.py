@@ -79,7 +79,6 @@ from ._udp import (
     connect_infos,
     connected_udp_socket,
     copies_needed,
-    set_qos,
 )
 
 if TYPE_CHECKING:
@@ -1242,14 +1241,9 @@ class DTLSSocket(SocketBase):
 
     # ------------------------------------------------------------------ the rest
 
-    def _apply_qos(self) -> None:
+    def _qos_socket(self) -> socket.socket | None:
         ep = self._ep
-        if ep is None or ep.qos_sock is None or self._qos is None:
-            return
-        try:
-            set_qos(ep.qos_sock, self._qos)
-        except OSError as e:
-            self._fail_log("SetQoS failed", e)
+        return None if ep is None else ep.qos_sock
 
     def GetSrtpProfile(self) -> str | None:
         """The SRTP profile agreed by the handshake ("SRTP_AES128_CM_SHA1_80" or

@@ -591,26 +591,11 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
             return sock
         return None
 
-    def _apply_qos(self) -> None:
+    def _qos_socket(self) -> socket.socket | None:
         sock = self._raw_socket()
-        if (
-            sock is None
-            or self._qos is None
-            or sock.family not in (socket.AF_INET, socket.AF_INET6)
-        ):
-            return
-        tos = int(self._qos) << 2
-        try:
-            if sock.family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, tos)
-                try:  # a dual-stack socket may carry IPv4 too
-                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
-                except OSError:
-                    pass
-            else:
-                sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
-        except OSError as e:
-            self._fail_log("SetQoS failed", e)
+        if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return None  # a local socket has no DSCP
+        return sock
 
     # ------------------------------------------------------------------ ISocket: end
 

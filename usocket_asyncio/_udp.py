@@ -59,7 +59,7 @@ from ._address import Address, AddressError, format_ip, parse_address
 from ._api import Buffer, ISocketProvider, USocket
 from ._base import _LIVE, DeferringSocket, SocketProviderBase, State, _as_view
 from ._stream import bind_reason
-from ._types import IPaddr, LogFlags, QosTrafficType, ShutdownReason, SocketModeError
+from ._types import IPaddr, LogFlags, ShutdownReason, SocketModeError
 
 if TYPE_CHECKING:
     from ._iomux import IIoMux
@@ -227,23 +227,6 @@ async def bind_target(
     except OSError as e:
         raise OpenError(ShutdownReason.SOCKET_BIND_FAILED, "Bind: cannot resolve", e) from e
     return infos[0][0], infos[0][4]
-
-
-def set_qos(sock: socket.socket, traffic: QosTrafficType) -> None:
-    """Mark outgoing packets of `sock` with the DSCP of `traffic` (IP_TOS / IPV6_TCLASS).
-
-    Raises:
-        OSError: the kernel refused.
-    """
-    tos = int(traffic) << 2
-    if sock.family == socket.AF_INET6:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, tos)
-        try:  # a dual-stack socket carries IPv4 too
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
-        except OSError:
-            pass
-    else:
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
 
 
 def copies_needed(transport: Any) -> bool:
@@ -867,14 +850,8 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
             "call SocketListenResult"
         )
 
-    def _apply_qos(self) -> None:
-        sock = self._sock
-        if sock is None or self._qos is None:
-            return
-        try:
-            set_qos(sock, self._qos)
-        except OSError as e:
-            self._fail_log("SetQoS failed", e)
+    def _qos_socket(self) -> socket.socket | None:
+        return self._sock
 
     def Shutdown(self) -> None:
         """Send what is cached or queued, close, then `SocketShutdown(SOCKET_SHUTDOWN_NORMAL)`
