@@ -68,9 +68,9 @@ from OpenSSL import SSL, crypto
 
 from ._address import Address, AddressError, format_ip, parse_address
 from ._api import Buffer, ISocket, USocket
+from ._base import _ENDED, _LIVE, SocketBase, State, _as_view
 from ._context import SocketContext
-from ._stream import _LIVE, State, _as_view, _current_task
-from ._types import IPaddr, LogFlags, QosTrafficType, ShutdownReason, SocketModeError
+from ._types import IPaddr, LogFlags, ShutdownReason, SocketModeError
 from ._udp import (
     OpenError,
     UDPSocket,
@@ -79,7 +79,6 @@ from ._udp import (
     connect_infos,
     connected_udp_socket,
     copies_needed,
-    set_qos,
 )
 
 if TYPE_CHECKING:
@@ -142,7 +141,6 @@ DTLS_TRANSITIONS: dict[State, frozenset[State]] = {
 """The legal moves of a DTLS socket (a DTLS `Shutdown` completes at once: no CLOSING)."""
 
 _HANDSHAKING = (S.CONNECTING, S.ACCEPTING)
-_ENDED = (S.CLOSED, S.DELETED)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -382,12 +380,11 @@ class _Endpoint(asyncio.DatagramProtocol):
 # --------------------------------------------------------------------------- the socket
 
 
-class DTLSSocket(ISocket):
+class DTLSSocket(SocketBase):
     """A DTLS socket: client (`Connect`), listening server (`Bind`, `Listen`), a peer
     accepted by a listener, or a connected UDP socket upgraded. See the module docstring."""
 
     __slots__ = (
-        "__weakref__",
         "_accept_decided",
         "_accept_user",
         "_cache",
@@ -395,64 +392,47 @@ class DTLSSocket(ISocket):
         "_cookie_peer",
         "_ctx",
         "_deadline",
-        "_due",
         "_ep",
         "_final",
         "_held",
-        "_in_event",
         "_in_listen_result",
         "_kind",
         "_limit_drops",
         "_listen_conn",
         "_listen_wanted",
-        "_local",
-        "_log",
-        "_loop",
         "_mtu",
-        "_mux",
         "_peer",
         "_peer_end",
         "_peer_fp",
         "_pending",
-        "_qos",
         "_rq",
         "_rtx",
         "_server_ctx",
         "_shutdown_wanted",
         "_srtp_keys",
         "_srtp_profile",
-        "_state",
-        "_task",
         "_udp",
-        "_use_ipv6",
-        "_user",
         "_verify_error",
         "_verify_name",
     )
 
+    TRANSITIONS: ClassVar[dict[State, frozenset[State]]] = DTLS_TRANSITIONS
     LOG_FLAG: ClassVar[int] = LogFlags.LOG_DTLS
+    KIND: ClassVar[str] = "dtls"
 
     def __init__(
         self, iomux: IIoMux, user: USocket | None, log: IInstanceLog, useIPv6: bool,
         ctx: SocketContext,
     ) -> None:  # fmt: skip
-        self._mux = iomux
-        self._loop = iomux.loop
-        self._user: Any = user
-        self._log = log
-        self._use_ipv6 = useIPv6
+        super().__init__(iomux, user, log, useIPv6)
         self._ctx = ctx
-        self._state = S.IDLE
         self._kind = "client"
         self._ep: _Endpoint | None = None
         self._peer: Any = None  # source address, for a listener's peer
         self._conn: SSL.Connection | None = None
-        self._task: asyncio.Task[None] | None = None
         self._rtx: asyncio.TimerHandle | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self._mtu = DEFAULT_MTU
-        self._local: tuple[str, int] = ("", 0)
-        self._qos: QosTrafficType | None = None
         self._udp: UDPSocket | None = None
         self._verify_name: str | None = None
         self._verify_error: str | None = None
@@ -475,8 +455,6 @@ class DTLSSocket(ISocket):
         self._limit_drops = 0
         # callbacks
         self._pending: deque[tuple[str, tuple[Any, ...]]] = deque()
-        self._due = False
-        self._in_event = False
         self._final = False
         _LIVE.add(self)
 
@@ -484,14 +462,6 @@ class DTLSSocket(ISocket):
         return f"<DTLSSocket {self._kind} {self._state.value} {self._local[0]}:{self._local[1]}>"
 
     # ------------------------------------------------------------------ state, log
-
-    def _set_state(self, new: State) -> None:
-        old = self._state
-        if new not in DTLS_TRANSITIONS[old]:
-            raise SocketModeError(self._illegal(old, new))
-        self._state = new
-        if self._log.LogFlagSet(self.LOG_FLAG):
-            self._log.Log(self.LOG_FLAG, "dtls %x: %s -> %s", id(self), old.value, new.value)
 
     @staticmethod
     def _illegal(old: State, new: State) -> str:
@@ -505,13 +475,6 @@ class DTLSSocket(ISocket):
         if new is S.LISTENING:
             return f"Listen on a DTLS socket that is {old.value}: call Bind first, then Listen"
         return f"a DTLS socket that is {old.value} cannot become {new.value}"
-
-    def _check_alive(self, call: str) -> None:
-        if self._state is S.DELETED:
-            raise SocketModeError(f"{call} after Delete(): the socket is gone; make a new one")
-
-    def _fail_log(self, what: str, detail: object) -> None:
-        self._log.Log(self.LOG_FLAG, "dtls %x: %s: %s", id(self), what, detail)
 
     # ------------------------------------------------------------------ callbacks
 
@@ -553,19 +516,6 @@ class DTLSSocket(ISocket):
                 self._final = True
             self._callback(name, *args)
 
-    def _callback(self, name: str, *args: Any) -> Any:
-        try:
-            return getattr(self._user, name)(self, *args)
-        except Exception as e:
-            self._loop.call_exception_handler(
-                {
-                    "message": f"exception in {type(self._user).__name__}.{name}",
-                    "exception": e,
-                    "socket": self,
-                }
-            )
-            return None
-
     # ------------------------------------------------------------------ the end
 
     def _finish(self, reason: ShutdownReason) -> None:
@@ -574,7 +524,7 @@ class DTLSSocket(ISocket):
         if self._state in _ENDED:
             return
         self._set_state(S.CLOSED)
-        self._log.Log(self.LOG_FLAG, "dtls %x: shutdown %s", id(self), reason.name)
+        self._log.Log(self.LOG_FLAG, "%s %x: shutdown %s", self.KIND, id(self), reason.name)
         self._release()
         self._emit("SocketShutdown", reason)
 
@@ -583,9 +533,7 @@ class DTLSSocket(ISocket):
             if h is not None:
                 h.cancel()
         self._rtx = self._deadline = None
-        task, self._task = self._task, None
-        if task is not None and not task.done() and task is not _current_task(self._loop):
-            task.cancel()
+        self._cancel_task()
         self._conn = None
         self._listen_conn = None
         self._rq.clear()
@@ -1293,31 +1241,9 @@ class DTLSSocket(ISocket):
 
     # ------------------------------------------------------------------ the rest
 
-    def SetUser(self, user: USocket) -> None:
-        """Send this socket's callbacks to `user` from now on."""
-        self._check_alive("SetUser")
-        self._user = user
-
-    def GetLocalAddress(self) -> tuple[str, int]:
-        """The local address and port of the UDP endpoint ("" and 0 until open)."""
-        self._check_alive("GetLocalAddress")
-        return self._local
-
-    def SetQoS(self, traffic: QosTrafficType) -> None:
-        """Mark outgoing datagrams with the DSCP of `traffic` (for a listener's peers:
-        the shared endpoint's)."""
-        self._check_alive("SetQoS")
-        self._qos = QosTrafficType(traffic)
-        self._apply_qos()
-
-    def _apply_qos(self) -> None:
+    def _qos_socket(self) -> socket.socket | None:
         ep = self._ep
-        if ep is None or ep.qos_sock is None or self._qos is None:
-            return
-        try:
-            set_qos(ep.qos_sock, self._qos)
-        except OSError as e:
-            self._fail_log("SetQoS failed", e)
+        return None if ep is None else ep.qos_sock
 
     def GetSrtpProfile(self) -> str | None:
         """The SRTP profile agreed by the handshake ("SRTP_AES128_CM_SHA1_80" or
@@ -1442,7 +1368,6 @@ def upgrade_udp_socket(
     try:
         sock._begin_upgrade(udp, bool(server_side))
     except BaseException:
-        sock._state = S.DELETED
-        _LIVE.discard(sock)
+        sock._abandon()
         raise
     return sock

@@ -14,9 +14,9 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 from ._address import AddressError
-from ._api import ISocket, ISocketContext, ISocketProvider, USocket
+from ._api import ISocketProvider, USocket
+from ._base import SocketProviderBase
 from ._stream import StreamSocket, remove_stale_unix_socket
-from ._tcp import check_user
 from ._types import LogFlags, ShutdownReason
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ class LocalSocket(StreamSocket):
     def __init__(
         self, iomux: IIoMux, user: USocket | None, log: IInstanceLog, useIPv6: bool = False
     ) -> None:
-        super().__init__(iomux, user, log, useIPv6)
+        super().__init__(iomux, user, log, False)  # `useIPv6` is ignored: a path has no family
         self._path = ""
         self._inode: tuple[int, int] | None = None
 
@@ -112,22 +112,12 @@ class LocalSocket(StreamSocket):
         self._inode = None
 
 
-class LocalSocketProvider(ISocketProvider):
-    """Makes local (Unix domain stream) sockets."""
+class LocalSocketProvider(SocketProviderBase):
+    """Makes local (Unix domain stream) sockets: `Connect(path)` or `Bind(path)`;
+    `useIPv6` and `socketContext` are ignored."""
 
     __slots__ = ()
-
-    def CreateSocket(
-        self,
-        iomux: IIoMux,
-        user: USocket,
-        log: IInstanceLog,
-        useIPv6: bool = False,
-        socketContext: ISocketContext | None = None,
-    ) -> ISocket:
-        """A new local socket: `Connect(path)` or `Bind(path)`; `useIPv6` is ignored."""
-        check_user(user)
-        return LocalSocket(iomux, user, log)
+    SOCKET = LocalSocket
 
 
 def CreateLocalSocketProvider() -> ISocketProvider:

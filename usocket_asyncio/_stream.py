@@ -23,7 +23,9 @@ completes inside the app's own call (a `Send` the kernel took, a `Recv` that hel
 can fill, `RecvCancel`, an early failure) is recorded as "due" on the socket: if the
 socket is inside one of its own events, the event runs it after the app's callback
 returns; otherwise the socket registers once with its loop's batch (`_Deferred`), which
-serves every due socket in one scheduled callback.
+serves every due socket in one scheduled callback. This machinery and `_finish` are
+`_base.DeferringSocket`'s, shared with UDP; the stream engine adds what its held bytes
+owe (`_run_due_held`) and what it releases (`_release`).
 
 The end. `_finish(reason)` is the one place a socket ends: it moves to CLOSED, cancels
 its task and timers, releases its buffers and transport, and delivers (or, inside an app
@@ -35,7 +37,6 @@ delivered (a pending exact `Recv` first gets what there is, with a shorter lengt
 from __future__ import annotations
 
 import asyncio
-import enum
 import errno
 import os
 import socket
@@ -44,8 +45,13 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._address import Address, AddressError, format_ip, parse_address
-from ._api import Buffer, ISocket, USocket
-from ._types import LogFlags, QosTrafficType, ShutdownReason, SocketModeError
+from ._api import Buffer, USocket
+from ._base import _ENDED, DeferringSocket
+from ._base import _LIVE as _LIVE  # the names other modules knew from here
+from ._base import State as State
+from ._base import _as_view as _as_view
+from ._base import _current_task as _current_task
+from ._types import LogFlags, ShutdownReason, SocketModeError
 
 if TYPE_CHECKING:
     from ._iomux import IIoMux
@@ -64,25 +70,6 @@ LINGER_TIMEOUT = 2.0
 
 _ACCEPT_RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
-# Every socket the library made, until the app deletes it (the app need keep no reference).
-_LIVE: set[ISocket] = set()
-
-
-class State(enum.Enum):
-    """The life of a socket. Transitions are in `TRANSITIONS`."""
-
-    IDLE = "idle"
-    CONNECTING = "connecting"
-    ACCEPTING = "accepting"
-    CONNECTED = "connected"
-    BINDING = "binding"
-    BOUND = "bound"
-    LISTENING = "listening"
-    CLOSING = "closing"
-    CLOSED = "closed"
-    DELETED = "deleted"
-
-
 S = State
 TRANSITIONS: dict[State, frozenset[State]] = {
     S.IDLE: frozenset({S.CONNECTING, S.BINDING, S.ACCEPTING, S.CLOSED, S.DELETED}),
@@ -97,8 +84,6 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     S.DELETED: frozenset(),
 }
 """The legal moves. Anything else is the caller's mistake: `SocketModeError`."""
-
-_ENDED = (S.CLOSED, S.DELETED)
 
 
 def connect_reason(exc: BaseException) -> ShutdownReason:
@@ -119,46 +104,24 @@ def bind_reason(exc: OSError) -> ShutdownReason:
     return ShutdownReason.SOCKET_BIND_FAILED
 
 
-def _as_view(buf: Any, what: str) -> memoryview:
-    try:
-        mv = memoryview(buf)
-    except TypeError:
-        raise TypeError(
-            f"{what}: buf must be bytes, bytearray or memoryview, not {type(buf).__name__}"
-        ) from None
-    if mv.ndim != 1 or mv.format not in ("B", "b", "c"):
-        mv = mv.cast("B")
-    return mv
-
-
-class StreamSocket(ISocket, asyncio.BufferedProtocol):
+class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
     """An `ISocket` over a stream transport; subclasses say how to open and bind."""
 
     __slots__ = (
-        "__weakref__",
         "_accept_decided",
         "_accept_target",
         "_blocked",
         "_cache",
-        "_canceled",
-        "_due",
-        "_final_due",
         "_hend",
         "_hold",
         "_hstart",
-        "_in_event",
         "_in_listen_result",
         "_into_user",
         "_listen_wanted",
         "_listener",
-        "_local",
-        "_log",
-        "_loop",
         "_lsock",
-        "_mux",
         "_paused",
         "_peer_end",
-        "_qos",
         "_rbuf",
         "_retry_handle",
         "_rhead",
@@ -167,18 +130,13 @@ class StreamSocket(ISocket, asyncio.BufferedProtocol):
         "_rpos",
         "_rq",
         "_rwant",
-        "_send_due",
         "_server_name",
         "_shutdown_wanted",
-        "_state",
-        "_task",
         "_timer",
         "_tr",
-        "_unreported",
-        "_use_ipv6",
-        "_user",
     )
 
+    TRANSITIONS: ClassVar[dict[State, frozenset[State]]] = TRANSITIONS
     LOG_FLAG: ClassVar[int] = LogFlags.LOG_TCP
     KIND: ClassVar[str] = "tcp"
     KEEP_OPEN_ON_EOF: ClassVar[bool] = True
@@ -186,19 +144,11 @@ class StreamSocket(ISocket, asyncio.BufferedProtocol):
     def __init__(
         self, iomux: IIoMux, user: USocket | None, log: IInstanceLog, useIPv6: bool = False
     ) -> None:
-        self._mux = iomux
-        self._loop = iomux.loop
-        self._user: Any = user
-        self._log = log
-        self._use_ipv6 = useIPv6
-        self._state = S.IDLE
+        super().__init__(iomux, user, log, useIPv6)
         self._tr: Any = None
-        self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._retry_handle: asyncio.TimerHandle | None = None
         self._server_name: str | None = None
-        self._qos: QosTrafficType | None = None
-        self._local: tuple[str, int] = ("", 0)
         # receive side
         self._rq: deque[tuple[Any, memoryview, int, bool]] = deque()
         self._rhead = False
@@ -213,17 +163,10 @@ class StreamSocket(ISocket, asyncio.BufferedProtocol):
         self._hend = 0
         self._paused = False
         self._peer_end: ShutdownReason | None = None
-        self._canceled: list[Any] = []
         # send side
         self._cache: list[bytes] = []
         self._blocked = False
-        self._unreported = 0
-        self._send_due = 0
         self._shutdown_wanted = False
-        # callbacks
-        self._due = False
-        self._in_event = False
-        self._final_due: ShutdownReason | None = None
         # server side
         self._lsock: socket.socket | None = None
         self._listen_wanted = False
@@ -233,20 +176,7 @@ class StreamSocket(ISocket, asyncio.BufferedProtocol):
         self._listener: StreamSocket | None = None
         _LIVE.add(self)
 
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self._state.value} {self._local[0]}:{self._local[1]}>"
-
     # ------------------------------------------------------------------ state machine
-
-    def _set_state(self, new: State) -> None:
-        old = self._state
-        if new not in TRANSITIONS[old]:
-            raise SocketModeError(self._illegal(old, new))
-        self._state = new
-        if self._log.LogFlagSet(self.LOG_FLAG):
-            self._log.Log(
-                self.LOG_FLAG, "%s %x: %s -> %s", self.KIND, id(self), old.value, new.value
-            )
 
     @staticmethod
     def _illegal(old: State, new: State) -> str:
@@ -259,114 +189,19 @@ class StreamSocket(ISocket, asyncio.BufferedProtocol):
             )
         if new is S.LISTENING:
             return f"Listen on a socket that is {old.value}: call Bind first, then Listen once"
-        return f"a socket that is {old.value} cannot become {new.value}"
+        return DeferringSocket._illegal(old, new)
 
-    def _check_alive(self, call: str) -> None:
-        if self._state is S.DELETED:
-            raise SocketModeError(f"{call} after Delete(): the socket is gone; make a new one")
+    # ------------------------------------------------------------------ deferral, the end
 
-    def _fail_log(self, what: str, detail: object) -> None:
-        self._log.Log(self.LOG_FLAG, "%s %x: %s: %s", self.KIND, id(self), what, detail)
-
-    # ------------------------------------------------------------------ deferral
-
-    def _mark_due(self) -> None:
-        if not self._due:
-            self._due = True
-            if not self._in_event:
-                self._mux._deferred.add(self)
-
-    def _run_due(self) -> None:
-        """Deliver what completed inside app calls (never itself inside one)."""
-        if not self._due or self._state is S.DELETED:
-            return
-        self._due = False
-        self._in_event = True
-        try:
-            if self._canceled:
-                bufs = self._canceled
-                self._canceled = []
-                for b in bufs:
-                    if self._state in _ENDED:
-                        break
-                    self._callback("SocketRecvCanceled", b)
-            if self._send_due and self._state is not S.DELETED:
-                self._deliver_send_results()
-            if self._hstart != self._hend and self._rhead and self._state not in _ENDED:
-                self._deliver_held()
-            if self._peer_end is not None and self._state not in _ENDED:
-                self._check_end()
-            if self._final_due is not None and self._state is S.CLOSED:
-                reason = self._final_due
-                self._final_due = None
-                self._deliver_final(reason)
-        finally:
-            self._in_event = False
-        if self._due and self._state is not S.DELETED:
-            self._mux._deferred.add(self)
-
-    def _callback(self, name: str, *args: Any) -> Any:
-        try:
-            return getattr(self._user, name)(self, *args)
-        except Exception as e:
-            self._loop.call_exception_handler(
-                {
-                    "message": f"exception in {type(self._user).__name__}.{name}",
-                    "exception": e,
-                    "socket": self,
-                }
-            )
-            return None
-
-    def _deliver_send_results(self) -> None:
-        while self._send_due:
-            if self._state is S.DELETED or (self._state is S.CLOSED and self._final_due is None):
-                self._send_due = 0
-                return
-            self._send_due -= 1
-            try:
-                self._user.SocketSendResult(self)
-            except Exception as e:
-                self._loop.call_exception_handler(
-                    {"message": "exception in SocketSendResult", "exception": e, "socket": self}
-                )
-
-    # ------------------------------------------------------------------ the end
-
-    def _finish(self, reason: ShutdownReason, direct: bool) -> None:
-        """The one place a socket ends. `direct`: we are in a transport/loop event."""
-        if self._state in _ENDED:
-            return
-        self._set_state(S.CLOSED)
-        if reason > ShutdownReason.SOCKET_SHUTDOWN_BY_PEER or self._log.LogFlagSet(self.LOG_FLAG):
-            self._log.Log(self.LOG_FLAG, "%s %x: shutdown %s", self.KIND, id(self), reason.name)
-        self._release()
-        if reason is ShutdownReason.SOCKET_SHUTDOWN_NORMAL:
-            self._send_due += self._unreported
-        self._unreported = 0
-        if direct:
-            self._deliver_final(reason)
-        else:
-            self._final_due = reason
-            self._mark_due()
-
-    def _deliver_final(self, reason: ShutdownReason) -> None:
-        in_event = self._in_event
-        self._in_event = True
-        self._final_due = reason  # lets the send results still due go out first
-        if self._send_due:
-            self._deliver_send_results()
-        self._final_due = None
-        self._in_event = in_event
-        if self._state is S.CLOSED:
-            self._callback("SocketShutdown", reason)
-        self._due = False
+    def _run_due_held(self) -> None:
+        if self._hstart != self._hend and self._rhead and self._state not in _ENDED:
+            self._deliver_held()
+        if self._peer_end is not None and self._state not in _ENDED:
+            self._check_end()
 
     def _release(self) -> None:
         """Cancel the task and timers, drop buffers, close the transport and listener."""
-        task, self._task = self._task, None
-        if task is not None and not task.done() and task is not _current_task(self._loop):
-            task.cancel()
+        self._cancel_task()
         for h in (self._timer, self._retry_handle):
             if h is not None:
                 h.cancel()
@@ -748,22 +583,6 @@ class StreamSocket(ISocket, asyncio.BufferedProtocol):
         self._canceled.extend(bufs)
         self._mark_due()
 
-    def SetUser(self, user: USocket) -> None:
-        """Send this socket's callbacks to `user` from now on."""
-        self._check_alive("SetUser")
-        self._user = user
-
-    def GetLocalAddress(self) -> tuple[str, int]:
-        """The local address and port ("" and 0 until Bind/Connect completed)."""
-        self._check_alive("GetLocalAddress")
-        return self._local
-
-    def SetQoS(self, traffic: QosTrafficType) -> None:
-        """Mark outgoing packets with the DSCP of `traffic` (IP_TOS / IPV6_TCLASS)."""
-        self._check_alive("SetQoS")
-        self._qos = QosTrafficType(traffic)
-        self._apply_qos()
-
     def _raw_socket(self) -> socket.socket | None:
         if self._lsock is not None:
             return self._lsock
@@ -772,26 +591,11 @@ class StreamSocket(ISocket, asyncio.BufferedProtocol):
             return sock
         return None
 
-    def _apply_qos(self) -> None:
+    def _qos_socket(self) -> socket.socket | None:
         sock = self._raw_socket()
-        if (
-            sock is None
-            or self._qos is None
-            or sock.family not in (socket.AF_INET, socket.AF_INET6)
-        ):
-            return
-        tos = int(self._qos) << 2
-        try:
-            if sock.family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, tos)
-                try:  # a dual-stack socket may carry IPv4 too
-                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
-                except OSError:
-                    pass
-            else:
-                sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
-        except OSError as e:
-            self._fail_log("SetQoS failed", e)
+        if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return None  # a local socket has no DSCP
+        return sock
 
     # ------------------------------------------------------------------ ISocket: end
 
@@ -866,16 +670,6 @@ class StreamSocket(ISocket, asyncio.BufferedProtocol):
         self._send_due = self._unreported = 0
         self._final_due = None
         return tr, data
-
-    def Delete(self) -> None:
-        """Release the socket at once: it closes and makes no callback, ever again."""
-        self._check_alive("Delete")
-        self._set_state(S.DELETED)
-        self._release()
-        self._canceled.clear()
-        self._send_due = self._unreported = 0
-        self._user = None
-        _LIVE.discard(self)
 
     # ------------------------------------------------------------------ server side
 
@@ -1046,8 +840,7 @@ class StreamSocket(ISocket, asyncio.BufferedProtocol):
                     self.LOG_FLAG, "%s %x: connection from %r denied", self.KIND, id(self), addr
                 )
             conn.close()
-            new._state = S.DELETED
-            _LIVE.discard(new)
+            new._abandon()
         else:
             new._task = self._loop.create_task(new._start_accepted(conn))
         if self._due:
@@ -1088,13 +881,6 @@ class StreamSocket(ISocket, asyncio.BufferedProtocol):
         self._accept_decided = True
         if remoteUser is not None:
             self._accept_target._user = remoteUser
-
-
-def _current_task(loop: asyncio.AbstractEventLoop) -> asyncio.Task[Any] | None:
-    try:
-        return asyncio.current_task(loop)
-    except RuntimeError:
-        return None
 
 
 def remove_stale_unix_socket(path: str) -> bool:

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from ._api import ISocket, ISocketContext, ISocketProvider, USocket
+from ._api import ISocketProvider
+from ._base import SocketProviderBase
 from ._stream import StreamSocket
 from ._types import LogFlags
-
-if TYPE_CHECKING:
-    from ._iomux import IIoMux
-    from ._log import IInstanceLog
 
 
 class TCPSocket(StreamSocket):
@@ -21,30 +16,12 @@ class TCPSocket(StreamSocket):
     KIND = "tcp"
 
 
-def check_user(user: object) -> None:
-    """A socket needs a user to call back: raise at once when there is none."""
-    if user is None or not callable(getattr(user, "SocketShutdown", None)):
-        raise TypeError(
-            "CreateSocket needs a USocket (a subclass implementing SocketShutdown) as user"
-        )
-
-
-class TCPSocketProvider(ISocketProvider):
-    """Makes TCP sockets."""
+class TCPSocketProvider(SocketProviderBase):
+    """Makes TCP sockets: `useIPv6` picks IPv6 for names and for `Bind(None)`;
+    `socketContext` is ignored."""
 
     __slots__ = ()
-
-    def CreateSocket(
-        self,
-        iomux: IIoMux,
-        user: USocket,
-        log: IInstanceLog,
-        useIPv6: bool = False,
-        socketContext: ISocketContext | None = None,
-    ) -> ISocket:
-        """A new TCP socket; `useIPv6` picks IPv6 for names and for `Bind(None)`."""
-        check_user(user)
-        return TCPSocket(iomux, user, log, useIPv6)
+    SOCKET = TCPSocket
 
 
 def CreateTCPSocketProvider() -> ISocketProvider:

@@ -50,10 +50,10 @@ import ssl
 from typing import TYPE_CHECKING, Any
 
 from ._api import ISocket, ISocketContext, ISocketProvider, USocket
+from ._base import SocketProviderBase, check_user
+from ._base import State as S
 from ._context import SocketContext, as_context
 from ._stream import HOLD_LIMIT, StreamSocket, connect_reason
-from ._stream import State as S
-from ._tcp import check_user
 from ._types import LogFlags, ShutdownReason, SocketModeError
 
 if TYPE_CHECKING:
@@ -411,8 +411,19 @@ def _peer_ip(tr: Any) -> str | None:
     return None
 
 
-class TLSSocketProvider(ISocketProvider):
-    """Makes TLS sockets (and DTLS ones, for contexts with `EnableDTLS`)."""
+class TLSSocketProvider(SocketProviderBase):
+    """Makes TLS sockets (and DTLS ones, for contexts with `EnableDTLS`).
+
+    `CreateSocket` makes a TLS socket (DTLS with a context on which `EnableDTLS` was
+    called); `useIPv6` picks IPv6 for names and for `Bind(None)`. As a client,
+    `Connect(address, serverName)` leads to `SocketConnectComplete` once the handshake
+    succeeded (after `SocketAcceptSelectedALPNProtocol`, when a protocol was
+    negotiated), or to `SocketShutdown` with a connect reason or
+    `SOCKET_TLS_HANDSHAKE_FAILED`/`SOCKET_ALPN_SELECTION_FAILED`. As a server, each
+    accepted socket gets `SocketAcceptComplete` after its handshake, or
+    `SocketShutdown(SOCKET_TLS_HANDSHAKE_FAILED)`. Without a context a client verifies
+    against the system store and a server uses the default self-signed certificate.
+    """
 
     __slots__ = ("_tcp",)
 
@@ -425,26 +436,14 @@ class TLSSocketProvider(ISocketProvider):
         """A new context: certificates, trust, ALPN, DTLS (see `ISocketContext`)."""
         return SocketContext(log)
 
-    def CreateSocket(
+    def _new_socket(
         self,
         iomux: IIoMux,
         user: USocket,
         log: IInstanceLog,
-        useIPv6: bool = False,
-        socketContext: ISocketContext | None = None,
+        useIPv6: bool,
+        socketContext: ISocketContext | None,
     ) -> ISocket:
-        """A new TLS socket (DTLS with a context on which `EnableDTLS` was called).
-
-        As a client, `Connect(address, serverName)` leads to `SocketConnectComplete`
-        once the handshake succeeded (after `SocketAcceptSelectedALPNProtocol`, when a
-        protocol was negotiated), or to `SocketShutdown` with a connect reason or
-        `SOCKET_TLS_HANDSHAKE_FAILED`/`SOCKET_ALPN_SELECTION_FAILED`. As a server, each
-        accepted socket gets `SocketAcceptComplete` after its handshake, or
-        `SocketShutdown(SOCKET_TLS_HANDSHAKE_FAILED)`. Without a context a client
-        verifies against the system store and a server uses the default self-signed
-        certificate.
-        """
-        check_user(user)
         ctx = as_context(socketContext, log)
         if ctx.dtls_enabled:
             from ._dtls import create_dtls_socket
@@ -490,10 +489,7 @@ class TLSSocketProvider(ISocketProvider):
         try:
             tls._begin_upgrade(fromTCPSocket, bool(initServerSide))
         except BaseException:
-            tls._state = S.DELETED
-            from ._stream import _LIVE
-
-            _LIVE.discard(tls)
+            tls._abandon()
             raise
         return tls
 

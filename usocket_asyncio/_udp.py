@@ -38,7 +38,8 @@ that datagram still follows, since the datagram has left the socket.
 Callbacks. As in the stream engine, a result that completes inside the app's own call
 (a send, a `Recv` that a held datagram can fill, `RecvCancel`, an early failure) is
 recorded as due and delivered from the loop's batch (`_Deferred`) or, inside a
-transport event, right after the app's callback returns.
+transport event, right after the app's callback returns (the same code:
+`_base.DeferringSocket`).
 
 The end. `_finish(reason)` is the one place a socket ends. `Shutdown` closes the
 transport, which first sends what it still queues; `connection_lost` then gives the
@@ -55,10 +56,10 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._address import Address, AddressError, format_ip, parse_address
-from ._api import Buffer, ISocket, ISocketContext, ISocketProvider, USocket
-from ._stream import _LIVE, State, _as_view, _current_task, bind_reason
-from ._tcp import check_user
-from ._types import IPaddr, LogFlags, QosTrafficType, ShutdownReason, SocketModeError
+from ._api import Buffer, ISocketProvider, USocket
+from ._base import _LIVE, DeferringSocket, SocketProviderBase, State, _as_view
+from ._stream import bind_reason
+from ._types import IPaddr, LogFlags, ShutdownReason, SocketModeError
 
 if TYPE_CHECKING:
     from ._iomux import IIoMux
@@ -84,7 +85,6 @@ UDP_TRANSITIONS: dict[State, frozenset[State]] = {
 }
 """The legal moves of a UDP socket (LISTENING and ACCEPTING are never used)."""
 
-_ENDED = (S.CLOSED, S.DELETED)
 _OPEN = (S.BOUND, S.CONNECTED)
 
 # Source addresses seen by bound sockets -> ipaddress objects (parsing is the costly
@@ -229,23 +229,6 @@ async def bind_target(
     return infos[0][0], infos[0][4]
 
 
-def set_qos(sock: socket.socket, traffic: QosTrafficType) -> None:
-    """Mark outgoing packets of `sock` with the DSCP of `traffic` (IP_TOS / IPV6_TCLASS).
-
-    Raises:
-        OSError: the kernel refused.
-    """
-    tos = int(traffic) << 2
-    if sock.family == socket.AF_INET6:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, tos)
-        try:  # a dual-stack socket carries IPv4 too
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
-        except OSError:
-            pass
-    else:
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
-
-
 def copies_needed(transport: Any) -> bool:
     """True when `transport.sendto` may keep a reference to the caller's buffer.
 
@@ -255,63 +238,40 @@ def copies_needed(transport: Any) -> bool:
     return not type(transport).__module__.startswith("asyncio")
 
 
-class UDPSocket(ISocket, asyncio.DatagramProtocol):
+class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
     """A UDP socket: bound (`SendTo`, `SocketRecvFromResult`) or connected (`Send`,
     `SocketRecvResult`). See the module docstring for the rules."""
 
     __slots__ = (
-        "__weakref__",
         "_blocked",
         "_cache",
-        "_canceled",
         "_copy",
         "_drop_run",
         "_dropped",
-        "_due",
         "_family",
-        "_final_due",
         "_held",
         "_held_bytes",
-        "_in_event",
         "_last_dst",
         "_last_ip",
         "_last_port",
-        "_local",
-        "_log",
-        "_loop",
-        "_mux",
-        "_qos",
         "_reuse",
         "_rq",
-        "_send_due",
         "_shutdown_wanted",
         "_sock",
-        "_state",
-        "_task",
         "_tr",
-        "_unreported",
-        "_use_ipv6",
-        "_user",
     )
 
+    TRANSITIONS: ClassVar[dict[State, frozenset[State]]] = UDP_TRANSITIONS
     LOG_FLAG: ClassVar[int] = LogFlags.LOG_UDP
     KIND: ClassVar[str] = "udp"
 
     def __init__(
         self, iomux: IIoMux, user: USocket | None, log: IInstanceLog, useIPv6: bool = False
     ) -> None:
-        self._mux = iomux
-        self._loop = iomux.loop
-        self._user: Any = user
-        self._log = log
-        self._use_ipv6 = useIPv6
-        self._state = S.IDLE
+        super().__init__(iomux, user, log, useIPv6)
         self._tr: Any = None
         self._sock: socket.socket | None = None
         self._family = 0
-        self._task: asyncio.Task[None] | None = None
-        self._qos: QosTrafficType | None = None
-        self._local: tuple[str, int] = ("", 0)
         self._copy = True
         self._reuse = False
         # receive side
@@ -320,24 +280,14 @@ class UDPSocket(ISocket, asyncio.DatagramProtocol):
         self._held_bytes = 0
         self._dropped = 0
         self._drop_run = 0
-        self._canceled: list[Any] = []
         # send side
         self._cache: list[tuple[bytes, Any]] = []
         self._blocked = False
-        self._unreported = 0
-        self._send_due = 0
         self._shutdown_wanted = False
         self._last_ip: Any = None
         self._last_port = -1
         self._last_dst: Any = None
-        # callbacks
-        self._due = False
-        self._in_event = False
-        self._final_due: ShutdownReason | None = None
         _LIVE.add(self)
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self._state.value} {self._local[0]}:{self._local[1]}>"
 
     @property
     def dropped(self) -> int:
@@ -346,16 +296,6 @@ class UDPSocket(ISocket, asyncio.DatagramProtocol):
         return self._dropped
 
     # ------------------------------------------------------------------ state machine
-
-    def _set_state(self, new: State) -> None:
-        old = self._state
-        if new not in UDP_TRANSITIONS[old]:
-            raise SocketModeError(self._illegal(old, new))
-        self._state = new
-        if self._log.LogFlagSet(self.LOG_FLAG):
-            self._log.Log(
-                self.LOG_FLAG, "%s %x: %s -> %s", self.KIND, id(self), old.value, new.value
-            )
 
     @staticmethod
     def _illegal(old: State, new: State) -> str:
@@ -379,110 +319,16 @@ class UDPSocket(ISocket, asyncio.DatagramProtocol):
             )
         return f"a UDP socket that is {old.value} cannot become {new.value}"
 
-    def _check_alive(self, call: str) -> None:
-        if self._state is S.DELETED:
-            raise SocketModeError(f"{call} after Delete(): the socket is gone; make a new one")
+    # ------------------------------------------------------------------ deferral, the end
 
-    def _fail_log(self, what: str, detail: object) -> None:
-        self._log.Log(self.LOG_FLAG, "%s %x: %s: %s", self.KIND, id(self), what, detail)
+    def _run_due_held(self) -> None:
+        if self._held and self._rq and self._state in _OPEN:
+            self._deliver_held()
 
-    # ------------------------------------------------------------------ deferral
-
-    def _mark_due(self) -> None:
-        if not self._due:
-            self._due = True
-            if not self._in_event:
-                self._mux._deferred.add(self)
-
-    def _run_due(self) -> None:
-        """Deliver what completed inside app calls (never itself inside one)."""
-        if not self._due or self._state is S.DELETED:
-            return
-        self._due = False
-        self._in_event = True
-        try:
-            if self._canceled:
-                bufs = self._canceled
-                self._canceled = []
-                for b in bufs:
-                    if self._state in _ENDED:
-                        break
-                    self._callback("SocketRecvCanceled", b)
-            if self._send_due and self._state is not S.DELETED:
-                self._deliver_send_results()
-            if self._held and self._rq and self._state in _OPEN:
-                self._deliver_held()
-            if self._final_due is not None and self._state is S.CLOSED:
-                reason = self._final_due
-                self._final_due = None
-                self._deliver_final(reason)
-        finally:
-            self._in_event = False
-        if self._due and self._state is not S.DELETED:
-            self._mux._deferred.add(self)
-
-    def _callback(self, name: str, *args: Any) -> Any:
-        try:
-            return getattr(self._user, name)(self, *args)
-        except Exception as e:
-            self._loop.call_exception_handler(
-                {
-                    "message": f"exception in {type(self._user).__name__}.{name}",
-                    "exception": e,
-                    "socket": self,
-                }
-            )
-            return None
-
-    def _deliver_send_results(self) -> None:
-        while self._send_due:
-            if self._state is S.DELETED or (self._state is S.CLOSED and self._final_due is None):
-                self._send_due = 0
-                return
-            self._send_due -= 1
-            try:
-                self._user.SocketSendResult(self)
-            except Exception as e:
-                self._loop.call_exception_handler(
-                    {"message": "exception in SocketSendResult", "exception": e, "socket": self}
-                )
-
-    # ------------------------------------------------------------------ the end
-
-    def _finish(self, reason: ShutdownReason, direct: bool) -> None:
-        """The one place a socket ends. `direct`: we are in a transport/loop event."""
-        if self._state in _ENDED:
-            return
-        self._set_state(S.CLOSED)
-        if reason > ShutdownReason.SOCKET_SHUTDOWN_BY_PEER or self._log.LogFlagSet(self.LOG_FLAG):
-            self._log.Log(self.LOG_FLAG, "%s %x: shutdown %s", self.KIND, id(self), reason.name)
-        self._release(abort=True)
-        if reason is ShutdownReason.SOCKET_SHUTDOWN_NORMAL:
-            self._send_due += self._unreported
-        self._unreported = 0
-        if direct:
-            self._deliver_final(reason)
-        else:
-            self._final_due = reason
-            self._mark_due()
-
-    def _deliver_final(self, reason: ShutdownReason) -> None:
-        in_event = self._in_event
-        self._in_event = True
-        self._final_due = reason  # lets the send results still due go out first
-        if self._send_due:
-            self._deliver_send_results()
-        self._final_due = None
-        self._in_event = in_event
-        if self._state is S.CLOSED:
-            self._callback("SocketShutdown", reason)
-        self._due = False
-
-    def _release(self, abort: bool) -> None:
-        """Cancel the task, drop buffers and queues, close the transport or socket."""
-        task, self._task = self._task, None
-        if task is not None and not task.done() and task is not _current_task(self._loop):
-            task.cancel()
+    def _release(self) -> None:
+        """Cancel the task, drop buffers and queues, abort the transport or close the
+        socket."""
+        task = self._cancel_task()
         self._rq.clear()
         self._held.clear()
         self._held_bytes = 0
@@ -490,7 +336,7 @@ class UDPSocket(ISocket, asyncio.DatagramProtocol):
         tr, self._tr = self._tr, None
         sock, self._sock = self._sock, None
         if tr is not None:
-            tr.abort() if abort else tr.close()
+            tr.abort()
         elif sock is not None and task is None:
             sock.close()
         # else: the task is handing `sock` to a transport; connection_made aborts it
@@ -1004,31 +850,8 @@ class UDPSocket(ISocket, asyncio.DatagramProtocol):
             "call SocketListenResult"
         )
 
-    def SetUser(self, user: USocket) -> None:
-        """Send this socket's callbacks to `user` from now on."""
-        self._check_alive("SetUser")
-        self._user = user
-
-    def GetLocalAddress(self) -> tuple[str, int]:
-        """The local address and port ("" and 0 until Bind/Connect completed)."""
-        self._check_alive("GetLocalAddress")
-        return self._local
-
-    def SetQoS(self, traffic: QosTrafficType) -> None:
-        """Mark outgoing datagrams with the DSCP of `traffic` (IP_TOS / IPV6_TCLASS); set
-        before Bind/Connect, it applies once the socket is open."""
-        self._check_alive("SetQoS")
-        self._qos = QosTrafficType(traffic)
-        self._apply_qos()
-
-    def _apply_qos(self) -> None:
-        sock = self._sock
-        if sock is None or self._qos is None:
-            return
-        try:
-            set_qos(sock, self._qos)
-        except OSError as e:
-            self._fail_log("SetQoS failed", e)
+    def _qos_socket(self) -> socket.socket | None:
+        return self._sock
 
     def Shutdown(self) -> None:
         """Send what is cached or queued, close, then `SocketShutdown(SOCKET_SHUTDOWN_NORMAL)`
@@ -1054,35 +877,14 @@ class UDPSocket(ISocket, asyncio.DatagramProtocol):
             return
         tr.close()  # sends what it queues first, then connection_lost
 
-    def Delete(self) -> None:
-        """Release the socket at once: it closes and makes no callback, ever again."""
-        self._check_alive("Delete")
-        self._set_state(S.DELETED)
-        self._release(abort=True)
-        self._canceled.clear()
-        self._send_due = self._unreported = 0
-        self._user = None
-        _LIVE.discard(self)
 
-
-class UDPSocketProvider(ISocketProvider):
-    """Makes UDP sockets."""
+class UDPSocketProvider(SocketProviderBase):
+    """Makes UDP sockets: `useIPv6` picks IPv6 for names and for `Bind(None)` ("::",
+    which receives IPv4 too). `socketContext` is ignored: DTLS sockets come from the
+    TLS provider."""
 
     __slots__ = ()
-
-    def CreateSocket(
-        self,
-        iomux: IIoMux,
-        user: USocket,
-        log: IInstanceLog,
-        useIPv6: bool = False,
-        socketContext: ISocketContext | None = None,
-    ) -> ISocket:
-        """A new UDP socket; `useIPv6` picks IPv6 for names and for `Bind(None)` ("::",
-        which receives IPv4 too). `socketContext` is ignored: DTLS sockets come from the
-        TLS provider."""
-        check_user(user)
-        return UDPSocket(iomux, user, log, useIPv6)
+    SOCKET = UDPSocket
 
 
 def CreateUDPSocketProvider() -> ISocketProvider:

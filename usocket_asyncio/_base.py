@@ -1,0 +1,391 @@
+"""What every socket kind shares: the states, the state machine's helpers, the callback
+wrapper, the deferral and the end.
+
+Theory of operation
+-------------------
+`SocketBase` is the root of `StreamSocket` (TCP, local, TLS), `UDPSocket` and
+`DTLSSocket`. A kind says what differs with class attributes: `TRANSITIONS` (its table
+of legal moves), `LOG_FLAG` and `KIND` (the prefix of its log lines), and with small
+hooks (`_illegal` words a wrong move for the kind, `_qos_socket` names the OS socket
+`SetQoS` marks).
+
+`DeferringSocket` adds what stream and UDP sockets share beyond that: results that
+complete inside the app's own call are recorded as due and delivered by `_run_due`
+(from the loop's batch, or right after the current event), and `_finish` is the one
+place such a socket ends. Their kind adds what its held data owes (`_run_due_held`)
+and what it releases (`_release`). DTLS queues its callbacks instead and keeps its own.
+
+Only slow paths live here; each kind keeps its per-event methods (receive, send) to
+itself, so no event pays for an extra call. Every socket the library made stays in
+`_LIVE` until the app deletes it, so the app need keep no reference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import socket
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ._api import ISocket, ISocketContext, ISocketProvider, USocket
+from ._types import QosTrafficType, ShutdownReason, SocketModeError
+
+if TYPE_CHECKING:
+    from ._iomux import IIoMux
+    from ._log import IInstanceLog
+
+# Every socket the library made, until the app deletes it (the app need keep no reference).
+_LIVE: set[ISocket] = set()
+
+
+class State(enum.Enum):
+    """The life of a socket. Each kind's legal moves are in its `TRANSITIONS`."""
+
+    IDLE = "idle"
+    CONNECTING = "connecting"
+    ACCEPTING = "accepting"
+    CONNECTED = "connected"
+    BINDING = "binding"
+    BOUND = "bound"
+    LISTENING = "listening"
+    CLOSING = "closing"
+    CLOSED = "closed"
+    DELETED = "deleted"
+
+
+S = State
+_ENDED = (S.CLOSED, S.DELETED)
+
+
+def _as_view(buf: Any, what: str) -> memoryview:
+    try:
+        mv = memoryview(buf)
+    except TypeError:
+        raise TypeError(
+            f"{what}: buf must be bytes, bytearray or memoryview, not {type(buf).__name__}"
+        ) from None
+    if mv.ndim != 1 or mv.format not in ("B", "b", "c"):
+        mv = mv.cast("B")
+    return mv
+
+
+def _current_task(loop: asyncio.AbstractEventLoop) -> asyncio.Task[Any] | None:
+    try:
+        return asyncio.current_task(loop)
+    except RuntimeError:
+        return None
+
+
+def set_qos(sock: socket.socket, traffic: QosTrafficType) -> None:
+    """Mark outgoing packets of `sock` with the DSCP of `traffic` (IP_TOS / IPV6_TCLASS).
+
+    Raises:
+        OSError: the kernel refused.
+    """
+    tos = int(traffic) << 2
+    if sock.family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, tos)
+        try:  # a dual-stack socket carries IPv4 too
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
+        except OSError:
+            pass
+    else:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
+
+
+def check_user(user: object) -> None:
+    """A socket needs a user to call back: raise at once when there is none."""
+    if user is None or not callable(getattr(user, "SocketShutdown", None)):
+        raise TypeError(
+            "CreateSocket needs a USocket (a subclass implementing SocketShutdown) as user"
+        )
+
+
+class SocketProviderBase(ISocketProvider):
+    """A provider: `CreateSocket` checks the arguments every kind checks, then makes a
+    `SOCKET` (or, where the kind needs more, its `_new_socket` makes the socket)."""
+
+    __slots__ = ()
+
+    SOCKET: ClassVar[type[SocketBase]]
+
+    def CreateSocket(
+        self,
+        iomux: IIoMux,
+        user: USocket,
+        log: IInstanceLog,
+        useIPv6: bool = False,
+        socketContext: ISocketContext | None = None,
+    ) -> ISocket:
+        """A new socket of this provider's kind; choose its mode with `Connect` or `Bind`.
+        What `useIPv6` and `socketContext` mean for the kind: see the provider's class.
+
+        Raises:
+            TypeError: `user` is no `USocket`.
+        """
+        check_user(user)
+        return self._new_socket(iomux, user, log, useIPv6, socketContext)
+
+    def _new_socket(
+        self,
+        iomux: IIoMux,
+        user: USocket,
+        log: IInstanceLog,
+        useIPv6: bool,
+        socketContext: ISocketContext | None,
+    ) -> ISocket:
+        """Hook: the new socket (the arguments are checked)."""
+        return self.SOCKET(iomux, user, log, useIPv6)
+
+
+class SocketBase(ISocket):
+    """The fields and slow-path helpers every socket kind shares."""
+
+    __slots__ = (
+        "__weakref__",
+        "_due",
+        "_in_event",
+        "_local",
+        "_log",
+        "_loop",
+        "_mux",
+        "_qos",
+        "_state",
+        "_task",
+        "_use_ipv6",
+        "_user",
+    )
+
+    TRANSITIONS: ClassVar[Mapping[State, frozenset[State]]]
+    LOG_FLAG: ClassVar[int]
+    KIND: ClassVar[str]
+
+    def __init__(
+        self, iomux: IIoMux, user: USocket | None, log: IInstanceLog, useIPv6: bool
+    ) -> None:
+        self._mux = iomux
+        self._loop = iomux.loop
+        self._user: Any = user
+        self._log = log
+        self._use_ipv6 = useIPv6
+        self._state = S.IDLE
+        self._task: asyncio.Task[None] | None = None
+        self._qos: QosTrafficType | None = None
+        self._local: tuple[str, int] = ("", 0)
+        self._due = False
+        self._in_event = False
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._state.value} {self._local[0]}:{self._local[1]}>"
+
+    def _abandon(self) -> None:
+        """Forget a socket the app never got (a denied connection, a failed upgrade):
+        DELETED at once, with no callback and no log line."""
+        self._state = S.DELETED
+        _LIVE.discard(self)
+
+    # ------------------------------------------------------------------ state machine
+
+    def _set_state(self, new: State) -> None:
+        old = self._state
+        if new not in self.TRANSITIONS[old]:
+            raise SocketModeError(self._illegal(old, new))
+        self._state = new
+        if self._log.LogFlagSet(self.LOG_FLAG):
+            self._log.Log(
+                self.LOG_FLAG, "%s %x: %s -> %s", self.KIND, id(self), old.value, new.value
+            )
+
+    @staticmethod
+    def _illegal(old: State, new: State) -> str:
+        """Hook: the sentence for a move the table forbids (what to do instead)."""
+        if old is S.DELETED:
+            return "the socket was deleted; make a new one with the provider's CreateSocket"
+        return f"a socket that is {old.value} cannot become {new.value}"
+
+    def _check_alive(self, call: str) -> None:
+        if self._state is S.DELETED:
+            raise SocketModeError(f"{call} after Delete(): the socket is gone; make a new one")
+
+    def _fail_log(self, what: str, detail: object) -> None:
+        self._log.Log(self.LOG_FLAG, "%s %x: %s: %s", self.KIND, id(self), what, detail)
+
+    # ------------------------------------------------------------------ callbacks
+
+    def _callback(self, name: str, *args: Any) -> Any:
+        try:
+            return getattr(self._user, name)(self, *args)
+        except Exception as e:
+            self._loop.call_exception_handler(
+                {
+                    "message": f"exception in {type(self._user).__name__}.{name}",
+                    "exception": e,
+                    "socket": self,
+                }
+            )
+            return None
+
+    # ------------------------------------------------------------------ the end
+
+    def _cancel_task(self) -> asyncio.Task[None] | None:
+        """Cancel the socket's task (unless it is the one running this) and forget it;
+        returns it (None when there was none)."""
+        task, self._task = self._task, None
+        if task is not None and not task.done() and task is not _current_task(self._loop):
+            task.cancel()
+        return task
+
+    # ------------------------------------------------------------------ ISocket: the rest
+
+    def SetUser(self, user: USocket) -> None:
+        """Send this socket's callbacks to `user` from now on."""
+        self._check_alive("SetUser")
+        self._user = user
+
+    def GetLocalAddress(self) -> tuple[str, int]:
+        """The local address and port ("" and 0 until Bind/Connect completed; for a
+        DTLS listener's peers, the shared UDP endpoint's)."""
+        self._check_alive("GetLocalAddress")
+        return self._local
+
+    def SetQoS(self, traffic: QosTrafficType) -> None:
+        """Mark outgoing packets with the DSCP of `traffic` (IP_TOS / IPV6_TCLASS); set
+        before Bind/Connect, it applies once the socket is open (for a DTLS listener's
+        peers: the shared endpoint's)."""
+        self._check_alive("SetQoS")
+        self._qos = QosTrafficType(traffic)
+        self._apply_qos()
+
+    def _apply_qos(self) -> None:
+        sock = self._qos_socket()
+        if sock is None or self._qos is None:
+            return
+        try:
+            set_qos(sock, self._qos)
+        except OSError as e:
+            self._fail_log("SetQoS failed", e)
+
+    def _qos_socket(self) -> socket.socket | None:
+        """Hook: the OS socket `SetQoS` marks (None while there is none)."""
+        raise NotImplementedError
+
+
+class DeferringSocket(SocketBase):
+    """`SocketBase` plus the deferral and the end of the sockets whose send results are
+    counted (stream and UDP; DTLS queues its callbacks instead).
+
+    A result that completes inside the app's own call is recorded as due (`_mark_due`):
+    results of `RecvCancel` (`_canceled`), counted sends (`_send_due`; sends still in the
+    transport are `_unreported`), held data a new `Recv` can take (the kind's
+    `_run_due_held` hook) and the final `SocketShutdown` (`_final_due`). `_run_due`
+    delivers them in that order, from the loop's batch or right after an event.
+    """
+
+    __slots__ = ("_canceled", "_final_due", "_send_due", "_unreported")
+
+    def __init__(
+        self, iomux: IIoMux, user: USocket | None, log: IInstanceLog, useIPv6: bool
+    ) -> None:
+        super().__init__(iomux, user, log, useIPv6)
+        self._canceled: list[Any] = []
+        self._unreported = 0
+        self._send_due = 0
+        self._final_due: ShutdownReason | None = None
+
+    # ------------------------------------------------------------------ deferral
+
+    def _mark_due(self) -> None:
+        if not self._due:
+            self._due = True
+            if not self._in_event:
+                self._mux._deferred.add(self)
+
+    def _run_due(self) -> None:
+        """Deliver what completed inside app calls (never itself inside one)."""
+        st = self._state  # a local: each callback below may change the state
+        if not self._due or st is S.DELETED:
+            return
+        self._due = False
+        self._in_event = True
+        try:
+            if self._canceled:
+                bufs = self._canceled
+                self._canceled = []
+                for b in bufs:
+                    if self._state in _ENDED:
+                        break
+                    self._callback("SocketRecvCanceled", b)
+            if self._send_due and self._state is not S.DELETED:
+                self._deliver_send_results()
+            self._run_due_held()
+            if self._final_due is not None and self._state is S.CLOSED:
+                reason = self._final_due
+                self._final_due = None
+                self._deliver_final(reason)
+        finally:
+            self._in_event = False
+        if self._due and self._state is not S.DELETED:
+            self._mux._deferred.add(self)
+
+    def _run_due_held(self) -> None:
+        """Hook, inside `_run_due`: hand held data to the pending Recvs that can take it
+        now (and whatever follows from that, such as the end after a peer's close)."""
+
+    def _deliver_send_results(self) -> None:
+        while self._send_due:
+            if self._state is S.DELETED or (self._state is S.CLOSED and self._final_due is None):
+                self._send_due = 0
+                return
+            self._send_due -= 1
+            try:
+                self._user.SocketSendResult(self)
+            except Exception as e:
+                self._loop.call_exception_handler(
+                    {"message": "exception in SocketSendResult", "exception": e, "socket": self}
+                )
+
+    # ------------------------------------------------------------------ the end
+
+    def _finish(self, reason: ShutdownReason, direct: bool) -> None:
+        """The one place a socket ends. `direct`: we are in a transport/loop event."""
+        if self._state in _ENDED:
+            return
+        self._set_state(S.CLOSED)
+        if reason > ShutdownReason.SOCKET_SHUTDOWN_BY_PEER or self._log.LogFlagSet(self.LOG_FLAG):
+            self._log.Log(self.LOG_FLAG, "%s %x: shutdown %s", self.KIND, id(self), reason.name)
+        self._release()
+        if reason is ShutdownReason.SOCKET_SHUTDOWN_NORMAL:
+            self._send_due += self._unreported
+        self._unreported = 0
+        if direct:
+            self._deliver_final(reason)
+        else:
+            self._final_due = reason
+            self._mark_due()
+
+    def _deliver_final(self, reason: ShutdownReason) -> None:
+        in_event = self._in_event
+        self._in_event = True
+        self._final_due = reason  # lets the send results still due go out first
+        if self._send_due:
+            self._deliver_send_results()
+        self._final_due = None
+        self._in_event = in_event
+        if self._state is S.CLOSED:
+            self._callback("SocketShutdown", reason)
+        self._due = False
+
+    def _release(self) -> None:
+        """Hook: cancel the task and timers, drop buffers, close the transport."""
+        raise NotImplementedError
+
+    def Delete(self) -> None:
+        """Release the socket at once: it closes and makes no callback, ever again."""
+        self._check_alive("Delete")
+        self._set_state(S.DELETED)
+        self._release()
+        self._canceled.clear()
+        self._send_due = self._unreported = 0
+        self._user = None
+        _LIVE.discard(self)
