@@ -17,7 +17,7 @@ import pytest
 from conformance import call
 from conftest import Mux, Recorder
 from dtls_helpers import dtls_ctx
-from test_tls import Server, connect, delete, ended_once, pem_of
+from test_tls import Server, connect, delete, ended_once, make_ctx, pem_of
 from test_tls_interop import files, output, peer
 
 from usocket_asyncio import (
@@ -131,6 +131,7 @@ def test_alpn_by_the_servers_order_on_both_sides(
     srv.close()
 
 
+@pytest.mark.parametrize("kind", ["dtls", "tls"])
 @pytest.mark.parametrize(
     ("server", "client"),
     [(["a-proto"], ["b-proto"]), (["a-proto"], None), (None, ["b-proto"])],
@@ -139,25 +140,38 @@ def test_alpn_by_the_servers_order_on_both_sides(
 def test_no_common_alpn_protocol_connects_without_one(
     mux: Mux,
     log: IInstanceLog,
+    ca: Any,
     prov: ISocketProvider,
     server: list[str] | None,
     client: list[str] | None,
+    kind: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """As the TLS sockets do: without a protocol both lists share, the handshake
-    completes without ALPN and neither side's SocketAcceptSelectedALPNProtocol runs;
-    a server with a list logs what the client offered."""
+    """DTLS as TLS (checked side by side): without a protocol both lists share, the
+    handshake completes without ALPN and neither side's SocketAcceptSelectedALPNProtocol
+    runs; a DTLS server with a list logs what the client offered."""
     caplog.set_level("DEBUG")
-    sctx = dtls_ctx(prov, log, False, alpn=server)
-    cctx = dtls_ctx(prov, log, False, alpn=client, verify=False)
+    cert = pem_of(ca, "localhost")
+    if kind == "dtls":
+        sctx = dtls_ctx(prov, log, False, alpn=server, cert=cert)
+        cctx = dtls_ctx(prov, log, False, alpn=client, trust=ca.cert_pem.bytes())
+    else:
+        sctx = make_ctx(prov, log, alpn=server, cert=cert)
+        cctx = make_ctx(prov, log, alpn=client, trust=ca.cert_pem.bytes())
     srv = Server(mux, log, prov, sctx)
-    cli, crec = connect(mux, log, prov, cctx, srv.port, None)
+    cli, crec = connect(mux, log, prov, cctx, srv.port, "localhost")
     prec = handshake(mux, srv, crec)
     assert crec.events == [("connect",)], crec.events
     assert prec.events == [("accept",)], prec.events
-    if server and client:
-        assert "no common protocol: the client offered [b'b-proto']" in caplog.text
-    exchange(mux, cli, crec, srv.socks[0], prec)
+    if kind == "dtls":
+        if server and client:
+            assert "no common protocol: the client offered [b'b-proto']" in caplog.text
+        exchange(mux, cli, crec, srv.socks[0], prec)
+    else:
+        call(crec, cli.Shutdown)
+        mux.run_until(lambda: crec.shutdown is not None and prec.shutdown is not None)
+        ended_once(crec, R.SOCKET_SHUTDOWN_NORMAL)
+        ended_once(prec, R.SOCKET_SHUTDOWN_BY_PEER)
     delete(cli)
     srv.close()
 

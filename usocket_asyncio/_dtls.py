@@ -351,6 +351,7 @@ def _build_dtls_context(ctx: SocketContext, server: bool, pem: bytes | None) -> 
         c.set_tlsext_use_srtp(SRTP_PROFILES)
     alpn = [p.encode() for p in ctx.alpn]
     if alpn and server:
+        # the stub wants pyOpenSSL's private NO_OVERLAPPING_PROTOCOLS type
         c.set_alpn_select_callback(_alpn_picker(alpn))  # type: ignore[arg-type]
     elif alpn:
         c.set_alpn_protos(alpn)
