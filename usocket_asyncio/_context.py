@@ -11,8 +11,8 @@ through its `/proc/self/fd/N` path; where memfd or /proc is missing (not Linux),
 read through `/dev/fd/N` does the same. Neither has a name in any filesystem.
 
 The DTLS socket (`_dtls.py`) reads the same description through the package-internal
-attributes `dtls_enabled`, `use_srtp`, `verify`, `alpn`, `trusted_pem` and
-`cert_pem_for(server)`, and builds its own (pyOpenSSL) context from them.
+attributes `dtls_enabled`, `use_srtp`, `verify`, `alpn`, `trusted_pem`, `server_names`
+and `cert_pem_for(server, hostName)`, and builds its own (pyOpenSSL) contexts from them.
 """
 
 from __future__ import annotations
@@ -223,7 +223,8 @@ class SocketContext(ISocketContext):
     """Certificates, trust and ALPN for TLS (and DTLS) sockets. See API.md.
 
     Package-internal, for the TLS and DTLS sockets: `ssl_context(server)`,
-    `cert_pem_for(server)`, `trusted_pem`, `verify`, `alpn`, `dtls_enabled`, `use_srtp`,
+    `cert_pem_for(server, hostName)`, `server_names`, `trusted_pem`, `verify`, `alpn`,
+    `dtls_enabled`, `use_srtp`,
     `tls_max_version` (tests pin TLS 1.2 with it), `log`.
     """
 
@@ -361,12 +362,19 @@ class SocketContext(ISocketContext):
         """The CA bundle of `SetTrustedCertificates`, else None (the system store)."""
         return self._trusted
 
-    def cert_pem_for(self, server: bool) -> bytes | None:
-        """Key + chain PEM a socket presents: for servers the one set (else the default
-        self-signed one), for clients the one set (else None)."""
+    def cert_pem_for(self, server: bool, hostName: str | None = None) -> bytes | None:
+        """Key + chain PEM a socket presents: for servers the one set for `hostName`
+        (else the one set without a name, else the default self-signed one), for
+        clients the one set (else None)."""
         if server:
-            return (self._server.get(None) or default_server_cert()).pem
+            ck = self._server.get(hostName.lower()) if hostName else None
+            return (ck or self._server.get(None) or default_server_cert()).pem
         return self._client.pem if self._client is not None else None
+
+    @property
+    def server_names(self) -> list[str]:
+        """The host names (lower case) a server certificate was set for, to pick by SNI."""
+        return [h for h in self._server if h]
 
     def ssl_context(self, server: bool) -> ssl.SSLContext:
         """The `ssl.SSLContext` for new server or client connections (cached)."""

@@ -37,6 +37,19 @@ app called `Accept(user)` inside it, a peer socket continues the handshake
 handshake and established peers are capped (`MAX_HANDSHAKING_PEERS`, `MAX_PEERS`);
 ClientHellos beyond the caps are dropped and logged.
 
+ALPN and SNI. A client offers the context's `SetALPNProtocols` list and sends its
+`serverName` (not an IP literal) by SNI. A server picks the first of its own list the
+client offered (its order of preference; no common protocol: no ALPN, as the TLS
+sockets) and, by the client's SNI, the certificate set for that `hostName` (a
+servername callback switches the connection to a context built for it; an unknown name
+or none keeps the default certificate). Once a side's handshake is done it offers the
+negotiated protocol to `SocketAcceptSelectedALPNProtocol`, before its
+`SocketConnectComplete`/`SocketAcceptComplete`; False sends close_notify and ends it
+with `SOCKET_ALPN_SELECTION_FAILED`. The peer completes its handshake all the same
+(a refusing server sent its Finished just before): its own ALPN callback and
+Connect/AcceptComplete come first, then `SOCKET_SHUTDOWN_BY_PEER`. (Should a refusing
+server's last flight be lost, the client's handshake runs into its deadline instead.)
+
 Timers. OpenSSL's retransmission timer (`DTLSv1_get_timeout`/`DTLSv1_handle_timeout`)
 is one `call_later` handle, re-armed after each step; a handshake also has a deadline
 (`HANDSHAKE_TIMEOUT`). Both handles are stored and cancelled on every way out.
@@ -45,7 +58,8 @@ What ends a connection (`_finish` is the one place): our `Shutdown` (close_notif
 `SOCKET_SHUTDOWN_NORMAL`), the peer's close_notify (`SOCKET_SHUTDOWN_BY_PEER`, after
 the records before it were handed to `Recv`), a failed handshake, a failed
 verification, no agreed SRTP profile or the deadline (`SOCKET_TLS_HANDSHAKE_FAILED`),
-a fatal alert or record error after the handshake or a lost transport (`SOCKET_LOST`).
+the app refusing the ALPN protocol (`SOCKET_ALPN_SELECTION_FAILED`), a fatal alert or
+record error after the handshake or a lost transport (`SOCKET_LOST`).
 Every detail is logged under `LOG_DTLS`.
 """
 
@@ -269,8 +283,63 @@ def _cookie_verify(conn: SSL.Connection, cookie: bytes) -> bool:
     )
 
 
+def _alpn_picker(
+    ours: list[bytes],
+) -> Callable[[SSL.Connection, list[bytes]], bytes | object]:
+    """The server's ALPN choice: the first of its own protocols the client offered
+    (the server's order of preference); without one, no protocol (as the TLS sockets:
+    the handshake goes on without ALPN)."""
+
+    def pick(conn: SSL.Connection, offered: list[bytes]) -> bytes | object:
+        for p in ours:
+            if p in offered:
+                return p
+        sock = conn.get_app_data()
+        if isinstance(sock, DTLSSocket):
+            sock._fail_log("ALPN", f"no common protocol: the client offered {offered!r}")
+        return SSL.NO_OVERLAPPING_PROTOCOLS
+
+    return pick
+
+
+def _sni_picker(by_name: dict[str, SSL.Context]) -> Callable[[SSL.Connection], None]:
+    """Switch a server connection to the context of the certificate set for the name
+    the client asked for by SNI (an unknown name or none keeps the default one)."""
+
+    def pick(conn: SSL.Connection) -> None:
+        raw = conn.get_servername()
+        name = raw.decode("ascii", "replace").lower() if raw else None
+        other = by_name.get(name) if name else None
+        if other is not None:
+            conn.set_context(other)
+        sock = conn.get_app_data()
+        if isinstance(sock, DTLSSocket) and sock._log.LogFlagSet(sock.LOG_FLAG):
+            sock._log.Log(
+                sock.LOG_FLAG,
+                "dtls %x: SNI %r: %s certificate",
+                id(sock),
+                name,
+                "its" if other is not None else "the default",
+            )
+
+    return pick
+
+
 def build_dtls_context(ctx: SocketContext, server: bool) -> SSL.Context:
-    """A pyOpenSSL DTLS 1.2 context from the socket context's description."""
+    """A pyOpenSSL DTLS 1.2 context from the socket context's description; a server's
+    picks the certificate by SNI among those set with a `hostName`."""
+    c = _build_dtls_context(ctx, server, ctx.cert_pem_for(server))
+    if server:
+        by_name = {
+            name: _build_dtls_context(ctx, True, ctx.cert_pem_for(True, name))
+            for name in ctx.server_names
+        }
+        if by_name:
+            c.set_tlsext_servername_callback(_sni_picker(by_name))
+    return c
+
+
+def _build_dtls_context(ctx: SocketContext, server: bool, pem: bytes | None) -> SSL.Context:
     c = SSL.Context(SSL.DTLS_METHOD)
     c.set_min_proto_version(DTLS1_2_VERSION)
     c.set_max_proto_version(DTLS1_2_VERSION)
@@ -278,7 +347,12 @@ def build_dtls_context(ctx: SocketContext, server: bool) -> SSL.Context:
     c.set_options(SSL.OP_NO_QUERY_MTU | SSL.OP_NO_TICKET | SSL.OP_NO_RENEGOTIATION)
     if ctx.use_srtp:
         c.set_tlsext_use_srtp(SRTP_PROFILES)
-    pem = ctx.cert_pem_for(server)
+    alpn = [p.encode() for p in ctx.alpn]
+    if alpn and server:
+        # the stub wants pyOpenSSL's private NO_OVERLAPPING_PROTOCOLS type
+        c.set_alpn_select_callback(_alpn_picker(alpn))  # type: ignore[arg-type]
+    elif alpn:
+        c.set_alpn_protos(alpn)
     if pem is not None:
         _load_cert_key(c, pem)
     trusted = ctx.trusted_pem
@@ -395,6 +469,7 @@ class DTLSSocket(SocketBase):
         "_ep",
         "_final",
         "_held",
+        "_in_alpn",
         "_in_listen_result",
         "_kind",
         "_limit_drops",
@@ -453,6 +528,7 @@ class DTLSSocket(SocketBase):
         self._accept_decided = False
         self._accept_user: USocket | None = None
         self._limit_drops = 0
+        self._in_alpn = False
         # callbacks
         self._pending: deque[tuple[str, tuple[Any, ...]]] = deque()
         self._final = False
@@ -723,15 +799,20 @@ class DTLSSocket(SocketBase):
         if peer is not None:
             der = peer.public_bytes(serialization.Encoding.DER)
             self._peer_fp = hashlib.sha256(der).digest()
+        alpn = conn.get_alpn_proto_negotiated()
+        proto = alpn.decode("utf-8", "replace") if alpn else None
         self._log.Log(
             self.LOG_FLAG,
-            "dtls %x: handshake done: %s %s, SRTP %s, cleartext MTU %d",
+            "dtls %x: handshake done: %s %s, SRTP %s, ALPN %s, cleartext MTU %d",
             id(self),
             conn.get_protocol_version_name(),
             conn.get_cipher_name(),
             self._srtp_profile or "none",
+            proto or "none",
             self.GetCleartextMtu(),
         )
+        if proto is not None and not self._alpn_accepted(conn, proto):
+            return
         accepted = self._state is S.ACCEPTING
         self._set_state(S.CONNECTED)
         if self._udp is not None:
@@ -747,6 +828,33 @@ class DTLSSocket(SocketBase):
             self._close_now()
             return
         self._read_records()
+
+    def _alpn_accepted(self, conn: SSL.Connection, proto: str) -> bool:
+        """Offer the negotiated protocol to `SocketAcceptSelectedALPNProtocol` (after
+        the callbacks queued before it). False from the app sends close_notify (the
+        peer, whose handshake is done, ends with `SOCKET_SHUTDOWN_BY_PEER`) and ends
+        this socket with `SOCKET_ALPN_SELECTION_FAILED`. A `Shutdown` inside the
+        callback does the same with `SOCKET_SHUTDOWN_NORMAL`; after a `Delete` inside
+        it, nothing more happens. Returns whether the handshake may complete."""
+        st = self._state
+        self._drain()
+        self._in_alpn = True
+        try:
+            ok = self._callback("SocketAcceptSelectedALPNProtocol", proto)
+        finally:
+            self._in_alpn = False
+        if self._state is not st:
+            return False  # deleted inside the callback
+        if self._shutdown_wanted:
+            reason = ShutdownReason.SOCKET_SHUTDOWN_NORMAL
+        elif ok is not None and not ok:
+            self._fail_log("ALPN", f"the app refused {proto!r}")
+            reason = ShutdownReason.SOCKET_ALPN_SELECTION_FAILED
+        else:
+            return True
+        self._send_close(conn)
+        self._finish(reason)
+        return False
 
     def _send_close(self, conn: SSL.Connection) -> None:
         try:
@@ -1275,7 +1383,8 @@ class DTLSSocket(SocketBase):
             self._finish(ShutdownReason.SOCKET_SHUTDOWN_NORMAL)
         elif st in _HANDSHAKING:
             self._shutdown_wanted = True
-            self._finish(ShutdownReason.SOCKET_SHUTDOWN_NORMAL)
+            if not self._in_alpn:  # else the handshake is done: close_notify after the callback
+                self._finish(ShutdownReason.SOCKET_SHUTDOWN_NORMAL)
         elif st is S.CONNECTED:
             self._close_now()
         elif st in (S.IDLE, S.BOUND, S.LISTENING):
