@@ -16,15 +16,19 @@ the test can damage, replay and reorder its records at will.
 
 from __future__ import annotations
 
+import gc
 import random
 import socket
+import tracemalloc
+from functools import partial
 
 import pytest
 from conformance import call
 from conftest import Mux, Recorder
-from dtls_helpers import dtls_ctx, peers_of
+from dtls_helpers import RawClient, dtls_ctx, peers_of
 from faults import DatagramRelay
 from OpenSSL import SSL
+from test_dtls import wait_connected
 from test_tls import Server, connect, delete, ended_once
 
 from usocket_asyncio import (
@@ -43,11 +47,11 @@ FLOOD_SOURCES = 256
 """Source ports of the ClientHello flood."""
 FLOOD_ROUNDS = 4
 """ClientHellos per source after the warm-up one."""
-FLOOD_MEMORY_BOUND = 48 * 1024
-"""Traced growth allowed over the flood: under 48 bytes per ClientHello (1024 of them)
-and under 192 bytes per source. Any per-source state (a dict entry with its address
-tuple, a `DTLSSocket`, an `SSL.Connection` wrapper: several hundred bytes each) would
-cost well over that for 256 sources; what is left is allocator noise of the loop."""
+FLOOD_MEMORY_BOUND = 16 * 1024
+"""Traced growth allowed over the flood: 16 bytes per ClientHello (1024 of them), 64
+per source. Any state kept per source would cost more than that for 256 sources: a
+dict entry with its address tuple and host string is about 150 bytes, a `DTLSSocket`
+or an `SSL.Connection` wrapper several hundred. Measured: under 1 KiB on both loops."""
 
 
 @pytest.fixture
@@ -221,5 +225,149 @@ def test_zero_length_and_oversized_datagrams(
     finally:
         relay.close()
     print(f"\n[dtls hostile] {mux.kind}: {3 * len(bad)} zero-length/oversized datagrams sent")
+    raw.close()
+    srv.close()
+
+
+# --------------------------------------------------------------------------- flood
+
+
+def test_client_hello_flood_keeps_no_state(
+    mux: Mux, log: IInstanceLog, prov: ISocketProvider
+) -> None:
+    """ClientHellos without a cookie from FLOOD_SOURCES source ports, FLOOD_ROUNDS each
+    after a warm-up one: the app hears nothing, the peer table stays empty, traced
+    memory grows by less than FLOOD_MEMORY_BOUND, and a real client connects after."""
+    srv = Server(mux, log, prov, dtls_ctx(prov, log))
+    hello = RawClient(srv.port)
+    first = hello.client_hello()
+    hello.close()
+    assert first[0] == 22 and first[13] == 1  # a ClientHello, no cookie yet
+    sources = []
+    try:
+        for _ in range(FLOOD_SOURCES):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind(("127.0.0.1", 0))
+            s.setblocking(False)
+            sources.append(s)
+        dst = ("127.0.0.1", srv.port)
+
+        def round_() -> None:
+            # in batches (so that the server's receive buffer never overflows), each
+            # until every source of the batch got its HelloVerifyRequest
+            for at in range(0, len(sources), 32):
+                batch = sources[at : at + 32]
+                for s in batch:
+                    s.sendto(first, dst)
+                mux.run_until(partial(_all_answered, set(batch)), what="HelloVerifyRequests")
+
+        round_()  # warm-up: the listener's spare connection, the loop's buffers
+        gc.collect()
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            for _ in range(FLOOD_ROUNDS):
+                round_()
+                assert peers_of(srv.listener) == {}
+            gc.collect()
+            grown = tracemalloc.get_traced_memory()[0] - base
+        finally:
+            tracemalloc.stop()
+    finally:
+        for s in sources:
+            s.close()
+    assert srv.lrec.names() == ["bind"]
+    assert peers_of(srv.listener) == {}
+    assert grown < FLOOD_MEMORY_BOUND, f"traced memory grew by {grown} bytes"
+    cli, crec = connect(mux, log, prov, dtls_ctx(prov, log, verify=False), srv.port, None)
+    wait_connected(mux, srv, crec)
+    print(
+        f"\n[dtls flood] {mux.kind}: {FLOOD_SOURCES * (FLOOD_ROUNDS + 1)} ClientHellos from "
+        f"{FLOOD_SOURCES} ports, traced memory {grown:+d} bytes"
+    )
+    delete(cli)
+    srv.close()
+
+
+def _all_answered(waiting: set[socket.socket]) -> bool:
+    """Drops from `waiting` the sockets that got their answer; True once none is left."""
+    waiting.difference_update([s for s in waiting if _answered(s)])
+    return not waiting
+
+
+def _answered(s: socket.socket) -> bool:
+    """True once `s` got a HelloVerifyRequest (drains what it got)."""
+    got = False
+    while True:
+        try:
+            r = s.recv(65536)
+        except BlockingIOError:
+            return got
+        assert r[0] == 22 and r[13] == 3, r[:16]
+        got = True
+
+
+# --------------------------------------------------------------------------- records
+
+
+def test_forged_damaged_and_replayed_records_are_dropped(
+    mux: Mux, log: IInstanceLog, prov: ISocketProvider
+) -> None:
+    """After the handshake: a record with a damaged tag, one with a forged header and
+    random body, a replay of a record already delivered, and a record from a future
+    epoch are dropped without ending the connection; the genuine records around them
+    arrive, each once, in order."""
+    rng = random.Random(73)
+    srv, raw, peer, prec = _server_and_raw(mux, log, prov)
+    for _ in range(8):
+        call(prec, peer.Recv, bytearray(65536))
+    good = [rng.randbytes(rng.randint(1, 1000)) for _ in range(4)]
+    recs = [raw.record(g) for g in good]
+    damaged = bytearray(recs[1])
+    damaged[-1] ^= 0x01  # the last byte of the AEAD tag
+    body_flip = bytearray(recs[1])
+    body_flip[30] ^= 0x80  # a ciphertext byte
+    forged = recs[2][:13] + rng.randbytes(len(recs[2]) - 13)
+    future = bytearray(recs[3])
+    future[3:5] = (2).to_bytes(2, "big")  # epoch 2 does not exist yet
+    for d in (recs[0], bytes(damaged), bytes(body_flip), recs[1], recs[0], forged):
+        raw.send(d)
+    raw.send(bytes(future))
+    raw.send(recs[2])
+    raw.send(recs[2] + recs[3])  # a replay and a new record in one datagram
+    mux.run_until(lambda: prec.names().count("recv") >= 4, what="the genuine records")
+    mux.run_for(0.05)
+    assert _records(prec) == good
+    assert prec.shutdown is None and not prec.violations
+    # the connection is intact: a clean close
+    raw.send(raw.close_notify())
+    mux.run_until(lambda: prec.shutdown is not None)
+    ended_once(prec, R.SOCKET_SHUTDOWN_BY_PEER)
+    raw.close()
+    srv.close()
+
+
+def test_records_after_close_notify_are_not_delivered(
+    mux: Mux, log: IInstanceLog, prov: ISocketProvider
+) -> None:
+    """Genuine records the client encrypted before its close_notify but sends after it
+    (in the same datagram, and later): the records before close_notify are delivered,
+    then SOCKET_SHUTDOWN_BY_PEER once, and nothing else, although Recv calls were
+    still pending."""
+    srv, raw, peer, prec = _server_and_raw(mux, log, prov)
+    for _ in range(8):
+        call(prec, peer.Recv, bytearray(65536))
+    before = raw.record(b"before close_notify")
+    late = [raw.record(f"late {i}".encode()) for i in range(3)]
+    bye = raw.close_notify()
+    raw.send(before)
+    raw.send(bye + late[0])
+    mux.run_until(lambda: prec.shutdown is not None, what="the end")
+    raw.send(late[1])
+    raw.send(late[2])
+    mux.run_for(0.05)
+    assert _records(prec) == [b"before close_notify"]
+    ended_once(prec, R.SOCKET_SHUTDOWN_BY_PEER)
+    assert peers_of(srv.listener) == {}
     raw.close()
     srv.close()
