@@ -180,7 +180,7 @@ def test_zero_length_and_oversized_datagrams(
     at the listener from a stranger, at the established peer from its client's own
     address, and at the library client from the server's address: none is delivered,
     none ends a connection or reaches the loop's exception handler; the listener keeps
-    no state; records sent afterwards arrive both ways."""
+    no state and answers nothing; records sent afterwards arrive both ways."""
     rng = random.Random(71)
     bad = hostile_datagrams(rng)
     srv, raw, peer, prec = _server_and_raw(mux, log, prov)
@@ -189,6 +189,10 @@ def test_zero_length_and_oversized_datagrams(
     with big_sender() as stranger:
         for d in bad:
             stranger.sendto(d, ("127.0.0.1", srv.port))
+        mux.run_for(0.05)
+        stranger.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            stranger.recv(65536)  # no answer to junk: nothing to amplify
     for d in bad:
         raw.send(d)
     raw.send(raw.record(b"after the junk"))
