@@ -918,8 +918,8 @@ class DTLSSocket(SocketBase):
     def _on_datagram(self, data: bytes) -> None:
         conn = self._conn
         st = self._state
-        if conn is None or st in _ENDED:
-            return
+        if conn is None or st in _ENDED or not data:
+            return  # a zero-length datagram holds no record (and BIO_write refuses it)
         conn.bio_write(data)
         if st in _HANDSHAKING:
             self._step()
