@@ -1,0 +1,373 @@
+"""Gaps the contract audit found (tests/CONTRACT.md): one test per item and socket kind
+that no other file checked. Every socket test runs on asyncio and uvloop (`mux`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import logging
+import random
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from conftest import Mux, Recorder, free_port
+from dtls_helpers import dtls_ctx
+from test_tls import Server, connect, delete, ended_once, make_ctx
+
+import usocket_asyncio as u
+from usocket_asyncio import (
+    CreateLocalSocketProvider,
+    CreateTCPSocketProvider,
+    CreateTLSSocketProvider,
+    CreateUDPSocketProvider,
+    IInstanceLog,
+    IIoMux,
+    ISocket,
+    ISocketContext,
+    ISocketProvider,
+    ITimer,
+    ShutdownReason,
+    SocketModeError,
+    USocket,
+    UTimer,
+)
+
+R = ShutdownReason
+
+
+def inside(rec: Recorder, fn: Callable[..., Any], *args: Any) -> Any:
+    """Call into the library from inside a callback, with `rec` marked as inside the call:
+    a callback of `rec` that the call runs synchronously is then a violation."""
+    was, rec.in_call = rec.in_call, True
+    try:
+        return fn(*args)
+    finally:
+        rec.in_call = was
+
+
+def call(rec: Recorder, fn: Callable[..., Any], *args: Any) -> Any:
+    return inside(rec, fn, *args)
+
+
+@pytest.fixture
+def prov() -> ISocketProvider:
+    return CreateTLSSocketProvider(CreateTCPSocketProvider())
+
+
+def udp_bound(mux: Mux, log: IInstanceLog, rec: Recorder) -> tuple[ISocket, int]:
+    sock = CreateUDPSocketProvider().CreateSocket(mux, rec, log)
+    call(rec, sock.Bind, "127.0.0.1", 0)
+    mux.run_until(lambda: bool(rec.events), what="bind")
+    assert rec.names() == ["bind"], rec.events
+    return sock, int(rec.events[0][2])
+
+
+def dtls_pair(
+    mux: Mux, log: IInstanceLog, prov: ISocketProvider, crec: Recorder | None = None
+) -> tuple[Server, ISocket, Recorder]:
+    srv = Server(mux, log, prov, dtls_ctx(prov, log))
+    cli, crec = connect(mux, log, prov, dtls_ctx(prov, log, verify=False), srv.port, None, crec)
+    return srv, cli, crec
+
+
+def wait_pair(mux: Mux, srv: Server, crec: Recorder) -> tuple[ISocket, Recorder]:
+    mux.run_until(
+        lambda: crec.shutdown is not None or ("connect" in crec.names() and 0 in srv.socks),
+        what="the handshake",
+    )
+    assert "connect" in crec.names(), crec.events
+    return srv.socks[0], srv.recs[0]
+
+
+# --------------------------------------------------------------------------- item 1
+
+
+def test_udp_calls_inside_callbacks_call_back_later(mux: Mux, log: IInstanceLog) -> None:
+    """SendTo, Send, Recv and Shutdown made inside UDP callbacks never run a callback
+    inside themselves; an echo through a connected socket keeps its order."""
+    arec, brec = Recorder("a"), Recorder("b")
+    a, aport = udp_bound(mux, log, arec)
+    b = CreateUDPSocketProvider().CreateSocket(mux, brec, log)
+    n = 20
+    payloads = [bytes([i]) * (i + 1) for i in range(n)]
+
+    def b_connected(s: ISocket) -> None:
+        for p in payloads:
+            inside(brec, s.Send, p)
+        for _ in range(n):
+            inside(brec, s.Recv, bytearray(64))
+
+    def a_got(s: ISocket, buf: Any, n_: int, addr: Any, port: int) -> None:
+        inside(arec, s.SendTo, bytes(memoryview(buf)[:n_]), None, addr, port)
+        inside(arec, s.Recv, bytearray(64))
+
+    def b_got(s: ISocket, buf: Any, n_: int) -> None:
+        if len(brec.received) == sum(map(len, payloads)):
+            inside(brec, s.Shutdown)
+
+    brec.hooks["connect"] = b_connected
+    brec.hooks["recv"] = b_got
+    arec.hooks["recvfrom"] = a_got
+    call(arec, a.Recv, bytearray(64))
+    call(brec, b.Connect, f"127.0.0.1:{aport}")
+    mux.run_until(lambda: brec.shutdown is not None, what="the echo")
+    assert bytes(brec.received) == b"".join(payloads)
+    assert arec.sends_done == n and brec.sends_done == n
+    ended_once(brec, R.SOCKET_SHUTDOWN_NORMAL)
+    assert not arec.violations, arec.violations
+    delete(a, b)
+
+
+def test_dtls_calls_inside_callbacks_call_back_later(
+    mux: Mux, log: IInstanceLog, prov: ISocketProvider
+) -> None:
+    """Send, Recv, RecvCancel and Shutdown made inside DTLS callbacks (connect, accept,
+    recv, send) never run a callback inside themselves."""
+    n = 12
+    payloads = [bytes([65 + i]) * (10 + i) for i in range(n)]
+    crec = Recorder("client")
+
+    def c_connected(s: ISocket) -> None:
+        for p in payloads:
+            inside(crec, s.Send, p)
+        for _ in range(n):
+            inside(crec, s.Recv, bytearray(100))
+
+    def c_got(s: ISocket, buf: Any, k: int) -> None:
+        if len(crec.received) == sum(map(len, payloads)):
+            inside(crec, s.Recv, bytearray(10))
+            inside(crec, s.RecvCancel)
+            inside(crec, s.Shutdown)
+
+    crec.hooks["connect"] = c_connected
+    crec.hooks["recv"] = c_got
+    srv = Server(mux, log, prov, dtls_ctx(prov, log))
+    orig = srv._on_listen
+
+    def on_listen(sock: ISocket, addr: str, port: int) -> None:
+        orig(sock, addr, port)
+        rec = srv.recs[-1]
+        keep = rec.hooks["accept"]
+
+        def accepted(s: ISocket) -> None:
+            keep(s)
+            inside(rec, s.Recv, bytearray(100))
+
+        def echo(s: ISocket, buf: Any, k: int) -> None:
+            inside(rec, s.Send, bytes(memoryview(buf)[:k]))
+            inside(rec, s.Recv, bytearray(100))
+
+        rec.hooks["accept"] = accepted
+        rec.hooks["recv"] = echo
+
+    srv.lrec.hooks["listen"] = on_listen
+    cli, _ = connect(mux, log, prov, dtls_ctx(prov, log, verify=False), srv.port, None, crec)
+    mux.run_until(lambda: crec.shutdown is not None, what="the echo")
+    assert bytes(crec.received) == b"".join(payloads)
+    assert [e[1] for e in crec.events if e[0] == "recv"] == [len(p) for p in payloads]
+    assert crec.sends_done == n and crec.names().count("canceled") == 1
+    ended_once(crec, R.SOCKET_SHUTDOWN_NORMAL)
+    mux.run_until(lambda: srv.recs[0].shutdown is not None)
+    ended_once(srv.recs[0], R.SOCKET_SHUTDOWN_BY_PEER)
+    assert srv.recs[0].sends_done == n
+    delete(cli)
+    srv.close()
+
+
+# --------------------------------------------------------------------------- item 3
+
+
+def test_dtls_send_before_connect_complete_is_cached_in_order(
+    mux: Mux, log: IInstanceLog, prov: ISocketProvider
+) -> None:
+    """Send right after Connect (the handshake still running) is cached and sent after
+    SocketConnectComplete; the caller's buffer is free at once; one SocketSendResult per
+    Send, all after the connect, in Send order."""
+    srv = Server(mux, log, prov, dtls_ctx(prov, log))
+    crec = Recorder("client")
+    cli = prov.CreateSocket(mux, crec, log, False, dtls_ctx(prov, log, verify=False))
+    call(crec, cli.Connect, f"127.0.0.1:{srv.port}")
+    rng = random.Random(3)
+    sent = [rng.randbytes(rng.randint(1, 900)) for _ in range(10)]
+    buf = bytearray(1000)
+    for p in sent:
+        buf[: len(p)] = p
+        call(crec, cli.Send, buf, len(p))
+        buf[:] = bytes(1000)  # reused at once
+    assert crec.events == []
+    peer, prec = wait_pair(mux, srv, crec)
+    for _ in sent:
+        call(prec, peer.Recv, bytearray(1000))
+    mux.run_until(lambda: prec.names().count("recv") == len(sent) and crec.sends_done == 10)
+    assert crec.names() == ["connect"] + ["send"] * 10
+    assert [e[1] for e in prec.events if e[0] == "recv"] == [len(p) for p in sent]
+    assert hashlib.sha256(prec.received).digest() == hashlib.sha256(b"".join(sent)).digest()
+    delete(cli)
+    srv.close()
+
+
+# --------------------------------------------------------------------------- item 6
+
+
+@pytest.mark.parametrize("where", ["bind", "send", "recvfrom", "canceled", "shutdown"])
+def test_udp_delete_inside_each_callback(mux: Mux, log: IInstanceLog, where: str) -> None:
+    """Delete inside any UDP callback: nothing after it, not even what was already due."""
+    rec = Recorder("udp")
+    sock = CreateUDPSocketProvider().CreateSocket(mux, rec, log)
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    try:
+        seen: list[str] = []
+
+        def deleter(s: ISocket, *args: Any) -> None:
+            seen.append(where)
+            s.Delete()
+            with pytest.raises(SocketModeError):
+                s.Recv(bytearray(4))
+
+        rec.hooks[where] = deleter
+        dst = peer.getsockname()
+        if where != "bind":
+            rec.hooks["bind"] = lambda s, a, p: None
+        call(rec, sock.Bind, "127.0.0.1", 0)
+        if where == "bind":
+            call(rec, sock.SendTo, b"x", None, "127.0.0.1", dst[1])
+        mux.run_until(lambda: bool(rec.events))
+        port = sock.GetLocalAddress()[1] if where != "bind" else 0
+        if where in ("send", "recvfrom", "canceled"):
+            for i in range(3):
+                call(rec, sock.SendTo, b"s%d" % i, None, "127.0.0.1", dst[1])
+                peer.sendto(b"r%d" % i, ("127.0.0.1", port))
+            for _ in range(3):
+                call(rec, sock.Recv, bytearray(4))
+            if where == "canceled":
+                call(rec, sock.RecvCancel)
+        elif where == "shutdown":
+            call(rec, sock.Recv, bytearray(4))
+            call(rec, sock.Shutdown)
+        mux.run_until(lambda: bool(seen), what=where)
+        mux.run_for(0.05)
+        assert seen == [where]
+        assert rec.names()[-1] == where, rec.events
+        assert rec.names().count(where) == 1, rec.events
+        assert not rec.violations, rec.violations
+    finally:
+        peer.close()
+
+
+@pytest.mark.parametrize("where", ["connect", "send", "recv", "canceled", "shutdown"])
+def test_dtls_delete_inside_each_client_callback(
+    mux: Mux, log: IInstanceLog, prov: ISocketProvider, where: str
+) -> None:
+    """Delete inside any DTLS client callback: nothing after it, not even what was due."""
+    crec = Recorder("client")
+    seen: list[str] = []
+
+    def deleter(s: ISocket, *args: Any) -> None:
+        seen.append(where)
+        s.Delete()
+
+    srv, cli, crec = dtls_pair(mux, log, prov, crec)
+    peer, prec = wait_pair(mux, srv, crec)
+    crec.hooks[where] = deleter
+    if where == "connect":
+        # a second client that deletes itself in SocketConnectComplete
+        rec2 = Recorder("client2")
+        rec2.hooks["connect"] = deleter
+        c2, _ = connect(mux, log, prov, dtls_ctx(prov, log, verify=False), srv.port, None, rec2)
+        call(rec2, c2.Send, b"cached")
+        mux.run_until(lambda: bool(seen))
+        mux.run_for(0.1)
+        assert rec2.names() == ["connect"] and not rec2.violations
+    else:
+        for i in range(3):
+            call(crec, cli.Send, b"c%d" % i)
+            call(prec, peer.Send, b"p%d" % i)
+        for _ in range(3):
+            call(crec, cli.Recv, bytearray(8))
+        if where == "canceled":
+            call(crec, cli.RecvCancel)
+        elif where == "shutdown":
+            call(crec, cli.Shutdown)
+        mux.run_until(lambda: bool(seen), what=where)
+        mux.run_for(0.1)
+        assert crec.names()[-1] == where and crec.names().count(where) == 1, crec.events
+        assert not crec.violations, crec.violations
+    assert seen == [where]
+    srv.close()
+
+
+@pytest.mark.parametrize("where", ["listen", "accept"])
+def test_dtls_delete_inside_server_callbacks(
+    mux: Mux, log: IInstanceLog, prov: ISocketProvider, where: str
+) -> None:
+    """Delete of the listener inside SocketListenResult, or of the new peer socket inside
+    SocketAcceptComplete: nothing after it on that socket; the client ends."""
+    srv = Server(mux, log, prov, dtls_ctx(prov, log))
+    seen: list[str] = []
+    orig = srv._on_listen
+
+    def on_listen(sock: ISocket, addr: str, port: int) -> None:
+        if where == "listen":
+            seen.append(where)
+            sock.Delete()
+            return
+        orig(sock, addr, port)
+
+        def accepted(s: ISocket) -> None:
+            seen.append(where)
+            s.Delete()
+
+        srv.recs[-1].hooks["accept"] = accepted
+
+    srv.lrec.hooks["listen"] = on_listen
+    cli, crec = connect(mux, log, prov, dtls_ctx(prov, log, verify=False), srv.port, None)
+    mux.run_until(lambda: bool(seen), what=where)
+    mux.run_for(0.2)
+    assert seen == [where]
+    if where == "listen":
+        assert srv.lrec.names() == ["bind", "listen"]
+    else:
+        assert srv.recs[0].names() == ["accept"]
+        assert srv.lrec.names() == ["bind", "listen"]
+    assert not srv.lrec.violations and all(not r.violations for r in srv.recs)
+    delete(cli)
+    srv.socks.clear()
+    srv.close()
+
+
+# --------------------------------------------------------------------------- item 7
+
+
+def test_dtls_raising_callback_goes_to_the_loop(
+    mux: Mux, log: IInstanceLog, prov: ISocketProvider
+) -> None:
+    """An exception in a DTLS callback reaches the loop's exception handler; the socket
+    carries on delivering and sending."""
+    srv, cli, crec = dtls_pair(mux, log, prov)
+    peer, prec = wait_pair(mux, srv, crec)
+
+    def boom(*args: Any) -> None:
+        raise RuntimeError("app bug")
+
+    crec.hooks["recv"] = boom
+    crec.hooks["send"] = boom
+    for i in range(3):
+        call(crec, cli.Recv, bytearray(8))
+        call(prec, peer.Send, b"m%d" % i)
+    call(crec, cli.Send, b"x")
+    mux.run_until(lambda: len(mux.errors) == 4, what="4 errors")
+    errs = mux.take_errors()
+    assert all(isinstance(e["exception"], RuntimeError) for e in errs)
+    assert crec.received == b"m0m1m2" and crec.shutdown is None
+    call(prec, peer.Recv, bytearray(8))
+    mux.run_until(lambda: prec.received == b"x")
+    call(crec, cli.Shutdown)
+    mux.run_until(lambda: crec.shutdown is not None and prec.shutdown is not None)
+    ended_once(crec, R.SOCKET_SHUTDOWN_NORMAL)
+    ended_once(prec, R.SOCKET_SHUTDOWN_BY_PEER)
+    delete(cli)
+    srv.close()
