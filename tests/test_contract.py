@@ -5,34 +5,25 @@ that no other file checked. Every socket test runs on asyncio and uvloop (`mux`)
 from __future__ import annotations
 
 import hashlib
-import inspect
-import logging
 import random
 import socket
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import Mux, Recorder, free_port
+from conftest import Mux, Recorder
 from dtls_helpers import dtls_ctx
-from test_tls import Server, connect, delete, ended_once, make_ctx
+from test_tls import Server, connect, delete, ended_once
 
-import usocket_asyncio as u
 from usocket_asyncio import (
-    CreateLocalSocketProvider,
     CreateTCPSocketProvider,
     CreateTLSSocketProvider,
     CreateUDPSocketProvider,
     IInstanceLog,
-    IIoMux,
     ISocket,
-    ISocketContext,
     ISocketProvider,
-    ITimer,
     ShutdownReason,
     SocketModeError,
-    USocket,
-    UTimer,
 )
 
 R = ShutdownReason
@@ -324,7 +315,7 @@ def test_dtls_delete_inside_server_callbacks(
         srv.recs[-1].hooks["accept"] = accepted
 
     srv.lrec.hooks["listen"] = on_listen
-    cli, crec = connect(mux, log, prov, dtls_ctx(prov, log, verify=False), srv.port, None)
+    cli, _crec = connect(mux, log, prov, dtls_ctx(prov, log, verify=False), srv.port, None)
     mux.run_until(lambda: bool(seen), what=where)
     mux.run_for(0.2)
     assert seen == [where]
