@@ -4,6 +4,7 @@ that no other file checked. Every socket test runs on asyncio and uvloop (`mux`)
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import random
 import socket
@@ -11,11 +12,14 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import Mux, Recorder
+from conftest import Mux, Recorder, free_port
 from dtls_helpers import dtls_ctx
-from test_tls import Server, connect, delete, ended_once
+from tcp_helpers import captured_log
+from test_tls import Server, connect, delete, ended_once, make_ctx, pem_of
 
 from usocket_asyncio import (
+    LOG_DTLS,
+    LOG_TLS,
     CreateTCPSocketProvider,
     CreateTLSSocketProvider,
     CreateUDPSocketProvider,
@@ -360,5 +364,130 @@ def test_dtls_raising_callback_goes_to_the_loop(
     mux.run_until(lambda: crec.shutdown is not None and prec.shutdown is not None)
     ended_once(crec, R.SOCKET_SHUTDOWN_NORMAL)
     ended_once(prec, R.SOCKET_SHUTDOWN_BY_PEER)
+    delete(cli)
+    srv.close()
+
+
+# --------------------------------------------------------------------------- item 8
+
+
+def secure_sock(
+    mux: Mux, kind: str, flags: int = int(LOG_TLS | LOG_DTLS)
+) -> tuple[ISocket, Recorder, Any]:
+    """A TLS or DTLS socket with a log whose lines are kept."""
+    log, lines = captured_log(flags)
+    prov = CreateTLSSocketProvider(None)
+    ctx = prov.CreateSocketContext(log)
+    if kind == "dtls":
+        ctx.EnableDTLS(False)
+    rec = Recorder(kind)
+    return prov.CreateSocket(mux, rec, log, False, ctx), rec, lines
+
+
+def ends_with(mux: Mux, rec: Recorder, reason: ShutdownReason) -> None:
+    mux.run_until(lambda: rec.shutdown is not None, what=str(reason))
+    assert rec.events == [("shutdown", reason)], rec.events
+    assert not rec.violations, rec.violations
+
+
+@pytest.mark.parametrize("kind", ["tls", "dtls"])
+@pytest.mark.parametrize("address", ["127.0.0.1", "127.0.0.1:99999", "[::1", "bad name:5", ""])
+def test_secure_connect_address_invalid(mux: Mux, kind: str, address: str) -> None:
+    sock, rec, lines = secure_sock(mux, kind)
+    call(rec, sock.Connect, address)
+    ends_with(mux, rec, R.SOCKET_ADDRESS_INVALID)
+    assert lines.text(), "the reason's detail is logged"
+    sock.Delete()
+
+
+@pytest.mark.parametrize("kind", ["tls", "dtls"])
+@pytest.mark.parametrize(("addr", "port"), [("999.1.1.1", 0), ("127.0.0.1", 70000), ("[::1", 0)])
+def test_secure_bind_address_invalid(mux: Mux, kind: str, addr: str, port: int) -> None:
+    sock, rec, lines = secure_sock(mux, kind)
+    call(rec, sock.Bind, addr, port)
+    ends_with(mux, rec, R.SOCKET_ADDRESS_INVALID)
+    assert lines.text(), "the reason's detail is logged"
+    sock.Delete()
+
+
+@pytest.mark.parametrize("kind", ["tls", "dtls"])
+def test_secure_bind_addr_in_use_and_bind_failed(mux: Mux, kind: str) -> None:
+    """A port someone holds: SOCKET_ADDR_IN_USE; an address on no interface (TEST-NET-1,
+    nothing is sent): SOCKET_BIND_FAILED; both with the errno's text logged."""
+    stype = socket.SOCK_DGRAM if kind == "dtls" else socket.SOCK_STREAM
+    with socket.socket(socket.AF_INET, stype) as holder:
+        holder.bind(("127.0.0.1", 0))
+        if stype == socket.SOCK_STREAM:
+            holder.listen(1)
+        sock, rec, lines = secure_sock(mux, kind)
+        call(rec, sock.Bind, "127.0.0.1", holder.getsockname()[1])
+        ends_with(mux, rec, R.SOCKET_ADDR_IN_USE)
+        assert "Address already in use" in lines.text()
+        sock.Delete()
+    sock, rec, lines = secure_sock(mux, kind)
+    call(rec, sock.Bind, "192.0.2.1", 0)
+    ends_with(mux, rec, R.SOCKET_BIND_FAILED)
+    assert "Cannot assign requested address" in lines.text()
+    sock.Delete()
+
+
+def test_tls_connect_rejected_by_a_closed_port(mux: Mux) -> None:
+    sock, rec, lines = secure_sock(mux, "tls")
+    call(rec, sock.Connect, f"127.0.0.1:{free_port()}")
+    ends_with(mux, rec, R.SOCKET_CONNECT_REJECTED)
+    assert "refused" in lines.text().lower()
+    sock.Delete()
+
+
+@pytest.mark.parametrize("kind", ["tls", "dtls"])
+def test_secure_open_failed(mux: Mux, kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """socket() itself fails (EMFILE): SOCKET_OPEN_FAILED with the errno logged."""
+    import usocket_asyncio._stream as stream
+    import usocket_asyncio._udp as udp
+
+    class NoSocket:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(socket, name)
+
+        @staticmethod
+        def socket(*args: Any, **kw: Any) -> socket.socket:
+            raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(udp if kind == "dtls" else stream, "socket", NoSocket())
+    sock, rec, lines = secure_sock(mux, kind)
+    call(rec, sock.Bind, "127.0.0.1", 0)
+    ends_with(mux, rec, R.SOCKET_OPEN_FAILED)
+    assert "Too many open files" in lines.text()
+    sock.Delete()
+
+
+# --------------------------------------------------------------------------- item 5
+
+
+def test_tls_bytes_before_close_notify_reach_recv_then_by_peer(
+    mux: Mux, log: IInstanceLog, ca: Any, prov: ISocketProvider
+) -> None:
+    """The peer sends more than the hold limit and shuts down while no Recv is pending:
+    the end waits for the bytes; an exact Recv that can no longer be filled gets what
+    there is, shorter; then SOCKET_SHUTDOWN_BY_PEER."""
+    srv = Server(mux, log, prov, make_ctx(prov, log, cert=pem_of(ca, "localhost")))
+    cli, crec = connect(mux, log, prov, make_ctx(prov, log, trust=ca.cert_pem.bytes()), srv.port)
+    mux.run_until(lambda: "connect" in crec.names() and bool(srv.socks))
+    peer, prec = srv.socks[0], srv.recs[0]
+    payload = random.Random(9).randbytes(100_000)
+    call(prec, peer.Send, payload + b"tail")
+    call(prec, peer.Shutdown)
+    mux.run_for(0.2)  # within the peer's bounded wait for our close_notify
+    assert crec.names() == ["connect"]  # held, not ended
+    call(crec, cli.Recv, bytearray(len(payload)))
+    call(crec, cli.Recv, bytearray(100))
+    mux.run_until(lambda: crec.shutdown is not None and prec.shutdown is not None)
+    ended_once(prec, R.SOCKET_SHUTDOWN_NORMAL)
+    assert crec.events[1:] == [
+        ("recv", len(payload)),
+        ("recv", 4),
+        ("shutdown", R.SOCKET_SHUTDOWN_BY_PEER),
+    ]
+    assert hashlib.sha256(crec.received).digest() == hashlib.sha256(payload + b"tail").digest()
     delete(cli)
     srv.close()
