@@ -5,30 +5,41 @@ that no other file checked. Every socket test runs on asyncio and uvloop (`mux`)
 from __future__ import annotations
 
 import errno
+import gc
 import hashlib
+import os
 import random
 import socket
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import Mux, Recorder, free_port
+from conftest import ALL_LOG_FLAGS, Mux, Recorder, free_port
 from dtls_helpers import dtls_ctx
 from tcp_helpers import captured_log
 from test_tls import Server, connect, delete, ended_once, make_ctx, pem_of
 
 from usocket_asyncio import (
     LOG_DTLS,
+    LOG_LDS,
+    LOG_TCP,
     LOG_TLS,
+    LOG_UDP,
+    QOS_AUDIO_VIDEO,
+    QOS_VOICE,
+    CreateLocalSocketProvider,
     CreateTCPSocketProvider,
     CreateTLSSocketProvider,
     CreateUDPSocketProvider,
     IInstanceLog,
     ISocket,
+    ISocketContext,
     ISocketProvider,
+    LogFlags,
     ShutdownReason,
     SocketModeError,
 )
+from usocket_asyncio._stream import _LIVE
 
 R = ShutdownReason
 
@@ -491,3 +502,204 @@ def test_tls_bytes_before_close_notify_reach_recv_then_by_peer(
     assert hashlib.sha256(crec.received).digest() == hashlib.sha256(payload + b"tail").digest()
     delete(cli)
     srv.close()
+
+
+# --------------------------------------------------------------------------- kinds
+
+
+class Kind:
+    """How to make a listening and a connecting socket of one kind."""
+
+    def __init__(self, name: str, tmp: str, ca: Any) -> None:
+        self.name = name
+        self.tmp = tmp
+        self.ca = ca
+        self.flag = {
+            "tcp": LOG_TCP,
+            "local": LOG_LDS,
+            "tls": LOG_TLS,
+            "dtls": LOG_DTLS,
+            "udp": LOG_UDP,
+        }[name]
+
+    def provider(self) -> ISocketProvider:
+        if self.name in ("tls", "dtls"):
+            return CreateTLSSocketProvider(CreateTCPSocketProvider())
+        if self.name == "local":
+            return CreateLocalSocketProvider()
+        if self.name == "udp":
+            return CreateUDPSocketProvider()
+        return CreateTCPSocketProvider()
+
+    def contexts(
+        self, prov: ISocketProvider, log: IInstanceLog
+    ) -> tuple[ISocketContext | None, ISocketContext | None]:
+        if self.name not in ("tls", "dtls"):
+            return None, None
+        sctx = make_ctx(prov, log, cert=pem_of(self.ca, "localhost", "127.0.0.1"))
+        cctx = make_ctx(prov, log, trust=self.ca.cert_pem.bytes())
+        if self.name == "dtls":
+            sctx.EnableDTLS(False)
+            cctx.EnableDTLS(False)
+        return sctx, cctx
+
+    def bind_args(self) -> tuple[str, int]:
+        return (os.path.join(self.tmp, "s"), 0) if self.name == "local" else ("127.0.0.1", 0)
+
+    def address(self, port: int) -> str:
+        return os.path.join(self.tmp, "s") if self.name == "local" else f"127.0.0.1:{port}"
+
+
+STREAMISH = ["tcp", "local", "tls", "dtls"]
+
+
+@pytest.mark.parametrize("name", STREAMISH)
+def test_nothing_kept_calls_before_run_provider_and_context_deleted(
+    mux: Mux, log: IInstanceLog, ca: Any, short_tmp: str, name: str
+) -> None:
+    """Item 0 and provider.Delete() / ISocketContext.Delete(): the app keeps no reference
+    to any socket, makes every call before the loop runs, and deletes the provider and
+    the contexts at once; the sockets live on and the exchange completes."""
+    kind = Kind(name, short_tmp, ca)
+    prov = kind.provider()
+    sctx, cctx = kind.contexts(prov, log)
+    port = (
+        0
+        if name == "local"
+        else free_port(socket.AF_INET, socket.SOCK_DGRAM if name == "dtls" else socket.SOCK_STREAM)
+    )
+    lrec, srec, crec = Recorder("listener"), Recorder("server"), Recorder("client")
+    lrec.hooks["listen"] = lambda s, a, p: s.Accept(srec)
+    srec.hooks["accept"] = lambda s: s.Recv(bytearray(11))
+    srec.hooks["recv"] = lambda s, b, n: s.Send(b"pong")
+    lsock = prov.CreateSocket(mux, lrec, log, False, sctx)
+    lsock.Bind(kind.bind_args()[0], port)
+    lsock.Listen()  # while still binding: listens once bound
+    csock = prov.CreateSocket(mux, crec, log, False, cctx)
+    csock.Connect(kind.address(port), "localhost" if name in ("tls", "dtls") else None)
+    csock.Send(b"before loop")
+    csock.Recv(bytearray(4))
+    crec.hooks["recv"] = lambda s, b, n: s.Shutdown()
+    prov.Delete()
+    for ctx in (sctx, cctx):
+        if ctx is not None:
+            ctx.Delete()
+    del lsock, csock, prov, sctx, cctx
+    gc.collect()
+    assert lrec.events == [] and crec.events == []
+    mux.run_until(lambda: crec.shutdown is not None and srec.shutdown is not None)
+    gc.collect()
+    assert lrec.names() == ["bind", "listen"]
+    assert crec.names() == ["connect", "send", "recv", "shutdown"], crec.events
+    assert crec.received == b"pong" and srec.received == b"before loop"
+    ended_once(crec, R.SOCKET_SHUTDOWN_NORMAL)
+    ended_once(srec, R.SOCKET_SHUTDOWN_BY_PEER)
+    live = [s for s in _LIVE if getattr(s, "_loop", None) is mux.loop]
+    assert len(live) == 3, live
+    delete(*live)
+    mux.run_for(0.05)
+    assert not lrec.violations
+
+
+def test_deleted_context_makes_no_more_sockets(
+    mux: Mux, log: IInstanceLog, prov: ISocketProvider
+) -> None:
+    """ISocketContext.Delete(): using the context afterwards is a caller's mistake."""
+    ctx = prov.CreateSocketContext(log)
+    ctx.Delete()
+    with pytest.raises(SocketModeError, match="deleted"):
+        prov.CreateSocket(mux, Recorder(), log, False, ctx)
+    with pytest.raises(SocketModeError, match="deleted"):
+        ctx.SetALPNProtocols(["h2"])
+
+
+@pytest.mark.parametrize("name", ["tls", "dtls"])
+def test_secure_bind_none_local_address_qos_and_connect_by_name(
+    mux: Mux, log: IInstanceLog, ca: Any, short_tmp: str, name: str
+) -> None:
+    """Bind(None) reports "0.0.0.0"; GetLocalAddress agrees; SetQoS before Bind applies
+    to the listener's socket; a client connects by name ("localhost:port") and marks its
+    packets after SetQoS."""
+    kind = Kind(name, short_tmp, ca)
+    prov = kind.provider()
+    sctx, cctx = kind.contexts(prov, log)
+    srv_rec = Recorder("listener")
+    srv_rec.hooks["bind"] = lambda s, a, p: s.Listen()
+    srv_rec.hooks["listen"] = lambda s, a, p: s.Accept(Recorder("server"))
+    lsock = prov.CreateSocket(mux, srv_rec, log, False, sctx)
+    lsock.SetQoS(QOS_VOICE)
+    call(srv_rec, lsock.Bind, None, 0)
+    mux.run_until(lambda: bool(srv_rec.events))
+    assert srv_rec.events[0][:2] == ("bind", "0.0.0.0"), srv_rec.events
+    port = int(srv_rec.events[0][2])
+    assert lsock.GetLocalAddress() == ("0.0.0.0", port)
+    assert tos(lsock) == 46 << 2
+    crec = Recorder("client")
+    csock = prov.CreateSocket(mux, crec, log, False, cctx)
+    call(crec, csock.Connect, f"localhost:{port}", "localhost")
+    mux.run_until(lambda: crec.shutdown is not None or "connect" in crec.names())
+    assert crec.names() == ["connect"], crec.events
+    host, cport = csock.GetLocalAddress()
+    assert host in ("127.0.0.1", "::1") and cport > 0
+    csock.SetQoS(QOS_AUDIO_VIDEO)
+    assert tos(csock) == 34 << 2
+    delete(csock, lsock)
+
+
+def tos(sock: ISocket) -> int:
+    """The DSCP bits of the kernel socket under a TLS or DTLS socket."""
+    s: Any = sock
+    ep = getattr(s, "_ep", None)
+    raw = ep.qos_sock if ep is not None else (s._lsock or s._tr.get_extra_info("socket"))
+    if raw.family == socket.AF_INET6:
+        return int(raw.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS))
+    return int(raw.getsockopt(socket.IPPROTO_IP, socket.IP_TOS))
+
+
+@pytest.mark.parametrize("name", STREAMISH)
+def test_sendto_is_ignored_on_connected_sockets(
+    mux: Mux, log: IInstanceLog, ca: Any, short_tmp: str, name: str
+) -> None:
+    """SendTo is UDP only and ignored elsewhere: no exception, no callback, no byte."""
+    kind = Kind(name, short_tmp, ca)
+    prov = kind.provider()
+    sctx, cctx = kind.contexts(prov, log)
+    lrec, srec, crec = Recorder("listener"), Recorder("server"), Recorder("client")
+    lrec.hooks["bind"] = lambda s, a, p: s.Listen()
+    lrec.hooks["listen"] = lambda s, a, p: s.Accept(srec)
+    srec.hooks["accept"] = lambda s: s.Recv(bytearray(64), None, True)
+    lsock = prov.CreateSocket(mux, lrec, log, False, sctx)
+    call(lrec, lsock.Bind, *kind.bind_args())
+    mux.run_until(lambda: bool(lrec.events))
+    csock = prov.CreateSocket(mux, crec, log, False, cctx)
+    call(crec, csock.Connect, kind.address(int(lrec.events[0][2])), "localhost")
+    mux.run_until(lambda: "connect" in crec.names() and "accept" in srec.names())
+    call(crec, csock.SendTo, b"not sent", None, "127.0.0.1", 9)
+    call(crec, csock.Send, b"sent")
+    mux.run_until(lambda: srec.received != b"" and crec.sends_done == 1)
+    mux.run_for(0.05)
+    assert srec.received == b"sent" and crec.names() == ["connect", "send"]
+    delete(csock, lsock, *[s for s in _LIVE if getattr(s, "_user", None) is srec])
+
+
+@pytest.mark.parametrize("name", ["tls", "dtls"])
+def test_secure_sockets_log_under_their_flag(mux: Mux, ca: Any, short_tmp: str, name: str) -> None:
+    """TLS logs under LOG_TLS only and DTLS under LOG_DTLS only; a failure's detail too."""
+    kind = Kind(name, short_tmp, ca)
+
+    def run(flags: int) -> list[str]:
+        log, lines = captured_log(flags)
+        prov = kind.provider()
+        _, cctx = kind.contexts(prov, IInstanceLog())  # the socket's lines only
+        rec = Recorder()
+        sock = prov.CreateSocket(mux, rec, log, False, cctx)
+        sock.Connect(f"127.0.0.1:{free_port(socket.AF_INET, socket.SOCK_DGRAM)}")
+        mux.run_until(lambda: rec.shutdown is not None)
+        assert rec.shutdown is R.SOCKET_CONNECT_REJECTED
+        sock.Delete()
+        return list(lines.lines)
+
+    assert run(ALL_LOG_FLAGS & ~kind.flag) == []
+    on = run(kind.flag)
+    assert on and all(line.startswith(LogFlags(kind.flag).name or "") for line in on), on
+    assert any("refused" in line.lower() for line in on), on
