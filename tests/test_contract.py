@@ -10,6 +10,7 @@ import hashlib
 import os
 import random
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ from dtls_helpers import dtls_ctx
 from tcp_helpers import captured_log
 from test_tls import Server, connect, delete, ended_once, make_ctx, pem_of
 
+import usocket_asyncio._dtls as dtls_mod
 from usocket_asyncio import (
     LOG_DTLS,
     LOG_LDS,
@@ -39,7 +41,7 @@ from usocket_asyncio import (
     ShutdownReason,
     SocketModeError,
 )
-from usocket_asyncio._stream import _LIVE
+from usocket_asyncio._stream import _LIVE, HOLD_LIMIT
 
 R = ShutdownReason
 
@@ -703,3 +705,90 @@ def test_secure_sockets_log_under_their_flag(mux: Mux, ca: Any, short_tmp: str, 
     on = run(kind.flag)
     assert on and all(line.startswith(LogFlags(kind.flag).name or "") for line in on), on
     assert any("refused" in line.lower() for line in on), on
+
+
+# --------------------------------------------------------------------------- item 4: bounded
+
+
+def test_tls_without_recv_holds_a_bounded_amount(
+    mux: Mux, log: IInstanceLog, ca: Any, prov: ISocketProvider
+) -> None:
+    """A library TLS client sends 256 KiB after each SocketSendResult to a TLS socket
+    that has no Recv pending: the receiver holds at most its hold limit, the sender's
+    results stop coming (the kernel buffers are full) well before 64 MiB; then every
+    byte is read, intact."""
+    log.SetLogFlags(0)
+    srv = Server(mux, log, prov, make_ctx(prov, log, cert=pem_of(ca, "localhost")))
+    cli, crec = connect(mux, log, prov, make_ctx(prov, log, trust=ca.cert_pem.bytes()), srv.port)
+    mux.run_until(lambda: "connect" in crec.names() and bool(srv.socks))
+    peer, prec = srv.socks[0], srv.recs[0]
+    chunk = random.Random(4).randbytes(256 * 1024)
+    limit = 64 * 1024 * 1024
+    sent = [0]
+    last = [time.monotonic()]
+
+    def more(s: ISocket) -> None:
+        last[0] = time.monotonic()
+        if sent[0] < limit:
+            inside(crec, s.Send, chunk)
+            sent[0] += len(chunk)
+
+    crec.hooks["send"] = more
+    more(cli)
+    mux.run_until(lambda: time.monotonic() - last[0] > 0.5 or sent[0] >= limit, 30)
+    assert sent[0] < limit, "the sender was never held back"
+    held = peer._hend - peer._hstart  # type: ignore[attr-defined]
+    assert held <= HOLD_LIMIT + 64 * 1024, held  # the limit plus one TLS read
+    assert prec.names() == ["accept"]
+    total = sent[0]
+    crec.hooks.pop("send")
+    h = hashlib.sha256()
+    got = [0]
+    buf = bytearray(1 << 20)
+
+    def on_recv(s: ISocket, b: Any, n: int) -> None:
+        h.update(memoryview(b)[:n])
+        got[0] += n
+        if got[0] < total:
+            inside(prec, s.Recv, buf, None, True)
+
+    prec.hooks["recv"] = on_recv
+    prec.received = bytearray()
+    call(prec, peer.Recv, buf, None, True)
+    mux.run_until(lambda: got[0] >= total, 30, "draining")
+    want = hashlib.sha256()
+    for _ in range(total // len(chunk)):
+        want.update(chunk)
+    assert got[0] == total and h.digest() == want.digest()
+    delete(cli)
+    srv.close()
+
+
+def test_dtls_without_recv_holds_a_bounded_number_of_records(
+    mux: Mux, log: IInstanceLog, prov: ISocketProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Records that arrive with no Recv pending are held up to HOLD_RECORDS; the rest are
+    dropped and the drop logged; the held ones are delivered in order afterwards."""
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr(dtls_mod, "HOLD_RECORDS", 16)
+    try:
+        srv, cli, crec = dtls_pair(mux, log, prov)
+        peer, prec = wait_pair(mux, srv, crec)
+        with caplog.at_level("INFO", logger="usocket_asyncio"):
+            for i in range(48):
+                call(crec, cli.Send, i.to_bytes(2, "big") * 20)
+            mux.run_until(lambda: crec.sends_done == 48)
+            mux.run_for(0.1)
+        assert "records held: dropping" in caplog.text
+        assert prec.names() == ["accept"]
+        for _ in range(17):
+            call(prec, peer.Recv, bytearray(64))
+        mux.run_until(lambda: prec.names().count("recv") == 16)
+        mux.run_for(0.05)
+        assert prec.received == b"".join(i.to_bytes(2, "big") * 20 for i in range(16))
+        call(crec, cli.Send, b"fresh")
+        mux.run_until(lambda: prec.received.endswith(b"fresh"))
+        delete(cli)
+        srv.close()
+    finally:
+        monkey.undo()
