@@ -1208,7 +1208,9 @@ class DTLSSocket(SocketBase):
         ep.qos_sock = tr.get_extra_info("socket")
         tr.set_protocol(ep)
         self._ep = ep
-        if isinstance(peer, tuple) and peer:
+        if udp._server_name:
+            self._verify_name = udp._server_name
+        elif isinstance(peer, tuple) and peer:
             self._verify_name = format_ip(str(peer[0]))
         self._log.Log(
             self.LOG_FLAG,
@@ -1223,6 +1225,9 @@ class DTLSSocket(SocketBase):
         if server_side:
             conn.set_accept_state()
         else:
+            name = self._verify_name or ""
+            if name and not _is_ip(name):
+                conn.set_tlsext_host_name(name.encode("idna"))
             conn.set_connect_state()
         self._begin_handshake(conn)
         for d in held:
