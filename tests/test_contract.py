@@ -792,3 +792,115 @@ def test_dtls_without_recv_holds_a_bounded_number_of_records(
         srv.close()
     finally:
         monkey.undo()
+
+
+# --------------------------------------------------------------------------- item 11
+
+
+@pytest.mark.parametrize("name", ["tls", "dtls"])
+@pytest.mark.parametrize("cert_for", ["alt.example", "other.example", "sni"])
+def test_upgrade_checks_the_name_given_to_connect(
+    mux: Mux, log: IInstanceLog, ca: Any, prov: ISocketProvider, name: str, cert_for: str
+) -> None:
+    """The client's plain socket connected with serverName "alt.example": its upgrade
+    checks the server's certificate against that name (not the IP literal); a
+    certificate for another name fails with SOCKET_TLS_HANDSHAKE_FAILED; the name is
+    sent by SNI ("sni": the server's default certificate is for another name, the
+    one for "alt.example" is chosen by SNI)."""
+    plain = CreateUDPSocketProvider() if name == "dtls" else CreateTCPSocketProvider()
+    sctx = make_ctx(prov, log, cert=pem_of(ca, "other.example" if cert_for == "sni" else cert_for))
+    if cert_for == "sni":
+        sctx.SetServerCertificate(pem_of(ca, "alt.example"), None, "alt.example")
+    cctx = make_ctx(prov, log, trust=ca.cert_pem.bytes())
+    if name == "dtls":
+        sctx.EnableDTLS(False)
+        cctx.EnableDTLS(False)
+    srv = Server(mux, log, prov if name == "dtls" else plain, sctx if name == "dtls" else None)
+    if name == "tls":  # a plain TCP server that upgrades each accepted connection
+        tls_srec = Recorder("tls-server")
+
+        def upgrade(s: ISocket) -> None:
+            srv.socks[99] = prov.UpgradeToTLSSocket(s, mux, tls_srec, log, True, sctx)
+
+        orig = srv._on_listen
+
+        def on_listen(sock: ISocket, addr: str, port: int) -> None:
+            orig(sock, addr, port)
+            srv.recs[-1].hooks["accept"] = upgrade
+
+        srv.lrec.hooks["listen"] = on_listen
+    urec = Recorder("plain-client")
+    usock = plain.CreateSocket(mux, urec, log)
+    call(urec, usock.Connect, f"127.0.0.1:{srv.port}", "alt.example")
+    mux.run_until(lambda: "connect" in urec.names())
+    crec = Recorder("client")
+    csock = call(urec, prov.UpgradeToTLSSocket, usock, mux, crec, log, False, cctx)
+    mux.run_until(lambda: bool(crec.events), what="the client's handshake")
+    if cert_for != "other.example":
+        assert crec.names() == ["upgraded"], crec.events
+    else:
+        ended_once(crec, R.SOCKET_TLS_HANDSHAKE_FAILED)
+        assert crec.names() == ["shutdown"]
+    assert urec.names() == ["connect"] and not urec.violations
+    delete(csock, *srv.socks.values())
+    srv.socks.clear()
+    srv.close()
+
+
+@pytest.mark.parametrize("name", ["tls", "dtls"])
+def test_upgrade_inside_connect_and_accept_complete(
+    mux: Mux, log: IInstanceLog, ca: Any, prov: ISocketProvider, name: str
+) -> None:
+    """UpgradeToTLSSocket straight from SocketConnectComplete (and, for TLS, from the
+    server's SocketAcceptComplete): the handshake completes on both sides, data flows,
+    and the plain sockets' users hear nothing more."""
+    plain = CreateUDPSocketProvider() if name == "dtls" else CreateTCPSocketProvider()
+    sctx = make_ctx(prov, log, cert=pem_of(ca, "localhost", "127.0.0.1"))
+    cctx = make_ctx(prov, log, trust=ca.cert_pem.bytes())
+    if name == "dtls":
+        sctx.EnableDTLS(False)
+        cctx.EnableDTLS(False)
+    srec = Recorder("tls-server")
+    srv = Server(mux, log, prov if name == "dtls" else plain, sctx if name == "dtls" else None)
+    if name == "tls":
+        orig = srv._on_listen
+
+        def on_listen(sock: ISocket, addr: str, port: int) -> None:
+            orig(sock, addr, port)
+            prec = srv.recs[-1]
+            prec.hooks["accept"] = lambda s: srv.socks.__setitem__(
+                0, inside(prec, prov.UpgradeToTLSSocket, s, mux, srec, log, True, sctx)
+            )
+
+        srv.lrec.hooks["listen"] = on_listen
+    crec = Recorder("client")
+    urec = Recorder("plain-client")
+    got: list[ISocket] = []
+    urec.hooks["connect"] = lambda s: got.append(
+        inside(urec, prov.UpgradeToTLSSocket, s, mux, crec, log, False, cctx)
+    )
+    usock = plain.CreateSocket(mux, urec, log)
+    call(urec, usock.Connect, f"127.0.0.1:{srv.port}")
+    server_up = "upgraded" if name == "tls" else "accept"
+    peer_rec = srec if name == "tls" else None
+    mux.run_until(
+        lambda: (
+            crec.shutdown is not None
+            or ("upgraded" in crec.names() and 0 in srv.socks and bool(srv.recs))
+        ),
+        what="both handshakes",
+    )
+    peer_rec = peer_rec or srv.recs[0]
+    mux.run_until(lambda: server_up in peer_rec.names() or peer_rec.shutdown is not None)
+    assert crec.names() == ["upgraded"], crec.events
+    assert peer_rec.names() == [server_up], peer_rec.events
+    peer = srv.socks[0]
+    call(peer_rec, peer.Recv, bytearray(5))
+    call(crec, got[0].Send, b"hello")
+    mux.run_until(lambda: peer_rec.received == b"hello")
+    assert urec.names() == ["connect"] and not urec.violations
+    if name == "tls":
+        assert srv.recs[0].names() == ["accept"]
+    delete(got[0], peer)
+    srv.socks.clear()
+    srv.close()
