@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import gc
 import hashlib
+import inspect
 import os
 import random
 import socket
@@ -20,6 +21,7 @@ from dtls_helpers import dtls_ctx
 from tcp_helpers import captured_log
 from test_tls import Server, connect, delete, ended_once, make_ctx, pem_of
 
+import usocket_asyncio as u
 import usocket_asyncio._dtls as dtls_mod
 from usocket_asyncio import (
     LOG_DTLS,
@@ -903,4 +905,194 @@ def test_upgrade_inside_connect_and_accept_complete(
         assert srv.recs[0].names() == ["accept"]
     delete(got[0], peer)
     srv.socks.clear()
+    srv.close()
+
+
+# --------------------------------------------------------------------------- signatures
+
+API_SIGNATURES: dict[str, dict[str, str]] = {
+    "ISocketProvider": {
+        "CreateSocketContext": "(self, log)",
+        "CreateSocket": "(self, iomux, user, log, useIPv6=False, socketContext=None)",
+        "UpgradeToTLSSocket": (
+            "(self, fromTCPSocket, iomux, user, log, initServerSide=False, socketContext=None)"
+        ),
+        "Delete": "(self)",
+    },
+    "ISocketContext": {
+        "SetServerCertificate": "(self, cert, certLen=None, hostName=None)",
+        "SetClientCertificate": "(self, cert, certLen=None, hostName=None)",
+        "DisableClientCertificate": "(self)",
+        "GetCertificateFingerprint": "(self)",
+        "SetALPNProtocols": "(self, alpnList)",
+        "SetALPNProcotols": "(self, alpnList)",
+        "EnableDTLS": "(self, useSrtp)",
+        "SetTrustedCertificates": "(self, pem)",
+        "DisableCertificateVerification": "(self)",
+        "Delete": "(self)",
+    },
+    "ISocket": {
+        "Connect": "(self, address, serverName=None)",
+        "Bind": "(self, localAddr=None, localPort=0, reuseAddr=False)",
+        "Listen": "(self)",
+        "Accept": "(self, remoteUser)",
+        "Shutdown": "(self)",
+        "Send": "(self, buf, len=None)",
+        "SendTo": "(self, buf, len, dstAddr, dstPort)",
+        "Recv": "(self, buf, len=None, recvPartial=False)",
+        "RecvCancel": "(self)",
+        "SetUser": "(self, user)",
+        "GetLocalAddress": "(self)",
+        "SetQoS": "(self, traffic)",
+        "Delete": "(self)",
+        "GetSrtpProfile": "(self)",
+        "GetSrtpKeys": "(self)",
+    },
+    "USocket": {
+        "SocketConnectComplete": "(self, socket)",
+        "SocketBindResult": "(self, socket, localAddr, localPort)",
+        "SocketListenResult": "(self, socket, remoteAddr, remotePort)",
+        "SocketAcceptComplete": "(self, socket)",
+        "SocketShutdown": "(self, socket, reason)",
+        "SocketSendResult": "(self, socket)",
+        "SocketRecvResult": "(self, socket, buf, len)",
+        "SocketRecvFromResult": "(self, socket, buf, len, srcAddr, srcPort)",
+        "SocketRecvCanceled": "(self, socket, buf)",
+        "SocketUpgradeToTLSComplete": "(self, socket)",
+        "SocketAcceptSelectedALPNProtocol": "(self, socket, protocol)",
+    },
+    "IIoMux": {
+        "Create": "(*, uvloop=False)",
+        "FromLoop": "(loop=None)",
+        "Run": "(self)",
+        "Terminate": "(self)",
+    },
+    "ITimer": {
+        "__init__": "(self, iomux, user)",
+        "Start": "(self, ms)",
+        "Cancel": "(self)",
+        "IsRunning": "(self)",
+    },
+    "UTimer": {"TimerOnTimeout": "(self, timer)"},
+    "IInstanceLog": {
+        "__init__": "(self, logFlags=0, logger=None)",
+        "Log": "(self, flag, fmt, *args)",
+        "HexDump": "(self, flag, buf, len=None)",
+        "LogFlagSet": "(self, flag)",
+        "SetLogFlags": "(self, flags)",
+    },
+}
+FACTORIES = {
+    "CreateTCPSocketProvider": "()",
+    "CreateTLSSocketProvider": "(tcpSocketProvider=None)",
+    "CreateUDPSocketProvider": "()",
+    "CreateLocalSocketProvider": "()",
+}
+
+
+def plain_signature(fn: Any) -> str:
+    """A signature as API.md writes it: names, defaults and markers, no annotations."""
+    sig = inspect.signature(fn)
+    return str(sig.replace(
+        parameters=[p.replace(annotation=p.empty) for p in sig.parameters.values()],
+        return_annotation=sig.empty,
+    ))  # fmt: skip
+
+
+def test_the_public_signatures_are_api_md() -> None:
+    """Every name API.md lists, with its parameter names and defaults (apps pass them by
+    keyword: useIPv6=, socketContext=, recvPartial=, len=)."""
+    got = {
+        cls: {name: plain_signature(getattr(getattr(u, cls), name)) for name in methods}
+        for cls, methods in API_SIGNATURES.items()
+    }
+    assert got == API_SIGNATURES
+    assert {name: plain_signature(getattr(u, name)) for name in FACTORIES} == FACTORIES
+    assert u.shutdownreason_t is u.ShutdownReason
+    assert isinstance(u.IIoMux.loop, property)
+
+
+@pytest.mark.parametrize("name", ["tcp", "local", "tls", "dtls", "udp"])
+def test_each_kinds_classes_keep_the_signatures(
+    mux: Mux, log: IInstanceLog, ca: Any, short_tmp: str, name: str
+) -> None:
+    """The concrete provider, socket and context classes of each kind keep the
+    parameter names and defaults of the documented ones."""
+    kind = Kind(name, short_tmp, ca)
+    prov = kind.provider()
+    _, ctx = kind.contexts(prov, log)
+    sock = prov.CreateSocket(mux, Recorder(), log, False, ctx)
+    pairs: list[tuple[Any, str]] = [(prov, "ISocketProvider"), (sock, "ISocket")]
+    if ctx is not None:
+        pairs.append((ctx, "ISocketContext"))
+    for obj, api in pairs:
+        for meth, want in API_SIGNATURES[api].items():
+            assert plain_signature(getattr(type(obj), meth)) == want, (type(obj), meth)
+    sock.Delete()
+
+
+# --------------------------------------------------------------------------- ALPN callbacks
+
+
+@pytest.mark.parametrize("name", ["tls", "dtls"])
+@pytest.mark.parametrize("action", ["delete", "raise"])
+def test_alpn_callback_deletes_or_raises(
+    mux: Mux, log: IInstanceLog, ca: Any, short_tmp: str, name: str, action: str
+) -> None:
+    """Delete inside SocketAcceptSelectedALPNProtocol: nothing after it on that socket.
+    An exception in it goes to the loop's exception handler, and the connection goes on
+    as if it had returned True (the default)."""
+    kind = Kind(name, short_tmp, ca)
+    prov = kind.provider()
+    sctx, cctx = kind.contexts(prov, log)
+    assert sctx is not None and cctx is not None
+    sctx.SetALPNProtocols(["b", "a"])
+    cctx.SetALPNProtocols(["a", "b"])
+    srv = Server(mux, log, prov, sctx)  # type: ignore[arg-type]
+    crec = Recorder("client")
+
+    def on_alpn(s: ISocket, protocol: str) -> bool:
+        if action == "delete":
+            s.Delete()
+            return False
+        raise RuntimeError("app bug")
+
+    crec.hooks["alpn"] = on_alpn
+    cli, _ = connect(mux, log, prov, cctx, srv.port, "localhost", crec)  # type: ignore[arg-type]
+    if action == "delete":
+        mux.run_until(lambda: bool(crec.events))
+        mux.run_for(0.2)
+        assert crec.events == [("alpn", "b")] and not crec.violations
+    else:
+        mux.run_until(lambda: crec.shutdown is not None or "connect" in crec.names())
+        assert crec.names() == ["alpn", "connect"], crec.events
+        errs = mux.take_errors()
+        assert len(errs) == 1 and isinstance(errs[0]["exception"], RuntimeError)
+        mux.run_until(lambda: 0 in srv.socks)
+        peer, prec = srv.socks[0], srv.recs[0]
+        call(prec, peer.Recv, bytearray(4))
+        call(crec, cli.Send, b"data")
+        mux.run_until(lambda: prec.received == b"data")
+        delete(cli)
+    srv.close()
+
+
+@pytest.mark.parametrize("partial", [False, True])
+def test_dtls_recv_partial_makes_no_difference(
+    mux: Mux, log: IInstanceLog, prov: ISocketProvider, partial: bool
+) -> None:
+    """One record per Recv whatever recvPartial says: a shorter record completes a Recv
+    with its own length, a longer one delivers the first `len` bytes."""
+    srv, cli, crec = dtls_pair(mux, log, prov)
+    peer, prec = wait_pair(mux, srv, crec)
+    bufs = [bytearray(64) for _ in range(3)]
+    for b in bufs:
+        call(crec, cli.Recv, b, 10, partial)
+    for msg in (b"abc", b"0123456789ABCDEF", b"xy"):
+        call(prec, peer.Send, msg)
+    mux.run_until(lambda: crec.names().count("recv") == 3)
+    assert [e[1] for e in crec.events if e[0] == "recv"] == [3, 10, 2]
+    assert crec.received == b"abc0123456789xy"
+    assert bytes(bufs[1][10:12]) == b"\0\0"  # nothing written past len
+    delete(cli)
     srv.close()
