@@ -628,6 +628,12 @@ class DTLSSocket(SocketBase):
     def _lost(self, exc: BaseException | None) -> None:
         if self._state in _HANDSHAKING:
             self._hs_fail("transport lost during the handshake", repr(exc))
+        elif self._state is S.CONNECTED:
+            # records already read still go to Recv first, as on a stream socket
+            self._fail_log("transport lost", repr(exc))
+            if self._peer_end is None:
+                self._peer_end = ShutdownReason.SOCKET_LOST
+            self._check_end()
         elif self._state not in _ENDED:
             self._fail_log("transport lost", repr(exc))
             self._finish(ShutdownReason.SOCKET_LOST)
