@@ -1096,3 +1096,31 @@ def test_dtls_recv_partial_makes_no_difference(
     assert bytes(bufs[1][10:12]) == b"\0\0"  # nothing written past len
     delete(cli)
     srv.close()
+
+
+# --------------------------------------------------------------------------- item 5: DTLS lost
+
+
+def test_dtls_records_already_read_reach_recv_before_lost(
+    mux: Mux, log: IInstanceLog, prov: ISocketProvider
+) -> None:
+    """The UDP transport under a connected DTLS socket is lost (closed under it, as a
+    fatal socket error would) while records are held: the held records still go to
+    the Recvs posted afterwards, an exact one included, then SOCKET_LOST, once."""
+    srv, cli, crec = dtls_pair(mux, log, prov)
+    peer, prec = wait_pair(mux, srv, crec)
+    for i in range(3):
+        call(prec, peer.Send, bytes([65 + i]) * 50)
+    mux.run_until(lambda: len(cli._held) == 3)  # type: ignore[attr-defined]
+    cli._ep.tr.abort()  # type: ignore[attr-defined]
+    mux.run_for(0.05)
+    assert crec.names() == ["connect"]  # held, not ended
+    for _ in range(4):
+        call(crec, cli.Recv, bytearray(50))
+    mux.run_until(lambda: crec.shutdown is not None)
+    assert crec.events[1:] == [("recv", 50)] * 3 + [("shutdown", R.SOCKET_LOST)]
+    assert crec.received == b"A" * 50 + b"B" * 50 + b"C" * 50
+    mux.run_for(0.05)
+    ended_once(crec, R.SOCKET_LOST)
+    delete(cli)
+    srv.close()
