@@ -10,7 +10,10 @@ import hashlib
 import inspect
 import os
 import random
+import shutil
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -1124,3 +1127,67 @@ def test_dtls_records_already_read_reach_recv_before_lost(
     ended_once(crec, R.SOCKET_LOST)
     delete(cli)
     srv.close()
+
+
+# --------------------------------------------------------------------------- item 8: no network
+
+NO_NETWORK_CHILD = """
+import asyncio, logging, sys
+from usocket_asyncio import *
+
+class U(USocket):
+    reason = None
+    def SocketShutdown(self, socket, reason):
+        self.reason = reason
+
+logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
+kind, loop = sys.argv[1], sys.argv[2]
+log = IInstanceLog(LOG_TLS | LOG_DTLS | LOG_UDP)
+mux = IIoMux.Create(uvloop=loop == "uvloop")
+for call in ("Connect", "Bind", "Unreachable"):
+    u = U()
+    if kind == "udp":
+        s = CreateUDPSocketProvider().CreateSocket(mux, u, log)
+    else:
+        prov = CreateTLSSocketProvider(None)
+        ctx = prov.CreateSocketContext(log)
+        if kind == "dtls":
+            ctx.EnableDTLS(False)
+        s = prov.CreateSocket(mux, u, log, False, ctx)
+    if call == "Connect":
+        s.Connect("no-such-host.invalid:80")
+    elif call == "Bind":
+        s.Bind("no-such-host.invalid", 0)
+    else:  # the namespace's loopback is down: connect() fails with ENETUNREACH
+        s.Connect("127.0.0.1:80")
+    for _ in range(500):
+        if u.reason is not None:
+            break
+        mux.loop.run_until_complete(asyncio.sleep(0.01))
+    print("RESULT", call, u.reason.name if u.reason is not None else None)
+    s.Delete()
+mux.Close()
+"""
+
+
+@pytest.mark.parametrize("name", ["tls", "dtls", "udp"])
+def test_unresolvable_and_unreachable(mux: Mux, name: str) -> None:
+    """In a network namespace of its own (nothing leaves the machine): an unresolvable
+    name is SOCKET_CONNECT_FAILED for Connect and SOCKET_BIND_FAILED for Bind; an
+    unreachable network is SOCKET_CONNECT_FAILED (for UDP too: connect() itself fails),
+    with the errno logged."""
+    unshare = shutil.which("unshare")
+    if unshare is None or subprocess.run([unshare, "-n", "true"], capture_output=True).returncode:
+        pytest.skip("needs unshare -n (a private network namespace) to resolve nothing")
+    r = subprocess.run(
+        [unshare, "-n", sys.executable, "-c", NO_NETWORK_CHILD, name, mux.kind],
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "RESULT Connect SOCKET_CONNECT_FAILED" in r.stdout, r.stdout + r.stderr
+    assert "RESULT Bind SOCKET_BIND_FAILED" in r.stdout, r.stdout + r.stderr
+    assert "RESULT Unreachable SOCKET_CONNECT_FAILED" in r.stdout, r.stdout + r.stderr
+    assert "Network is unreachable" in r.stdout
