@@ -1191,3 +1191,48 @@ def test_unresolvable_and_unreachable(mux: Mux, name: str) -> None:
     assert "RESULT Bind SOCKET_BIND_FAILED" in r.stdout, r.stdout + r.stderr
     assert "RESULT Unreachable SOCKET_CONNECT_FAILED" in r.stdout, r.stdout + r.stderr
     assert "Network is unreachable" in r.stdout
+
+
+# --------------------------------------------------------------------------- item 2
+
+
+@pytest.mark.parametrize("name", ["tcp", "local", "tls", "dtls", "udp"])
+def test_second_bind_or_connect_raises_and_accept_returns_none(
+    mux: Mux, log: IInstanceLog, ca: Any, short_tmp: str, name: str
+) -> None:
+    """Bind or Connect a second time, or the other mode's call, raises SocketModeError
+    at once with a sentence and changes nothing; Accept returns None. The UDP provider
+    deleted at once leaves its sockets working."""
+    kind = Kind(name, short_tmp, ca)
+    prov = kind.provider()
+    sctx, cctx = kind.contexts(prov, log)
+    lrec, crec = Recorder("listener"), Recorder("client")
+    accepted: list[Any] = []
+    if name != "udp":
+        lrec.hooks["bind"] = lambda s, a, p: s.Listen()
+        lrec.hooks["listen"] = lambda s, a, p: accepted.append(s.Accept(Recorder("server")))
+    lsock = prov.CreateSocket(mux, lrec, log, False, sctx)
+    call(lrec, lsock.Bind, *kind.bind_args())
+    mux.run_until(lambda: bool(lrec.events))
+    port = int(lrec.events[0][2])
+    csock = prov.CreateSocket(mux, crec, log, False, cctx)
+    call(crec, csock.Connect, kind.address(port), "localhost")
+    prov.Delete()
+    for fn, args in (
+        (lsock.Bind, kind.bind_args()),
+        (lsock.Connect, (kind.address(port),)),
+        (csock.Connect, (kind.address(port),)),
+        (csock.Bind, kind.bind_args()),
+    ):
+        with pytest.raises(SocketModeError) as e:
+            fn(*args)
+        assert str(e.value).strip().count(" ") >= 3, e.value  # a sentence, not a code
+    if name == "udp":
+        call(lrec, lsock.Recv, bytearray(8))
+        call(crec, csock.Send, b"still")
+        mux.run_until(lambda: lrec.received == b"still")
+    else:
+        mux.run_until(lambda: "connect" in crec.names() and bool(accepted))
+        assert accepted == [None]
+    assert lrec.shutdown is None and crec.shutdown is None
+    delete(csock, lsock, *[s for s in _LIVE if getattr(s, "_loop", None) is mux.loop])
