@@ -12,8 +12,10 @@ import os
 import random
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +28,7 @@ from test_tls import Server, connect, delete, ended_once, make_ctx, pem_of
 
 import usocket_asyncio as u
 import usocket_asyncio._dtls as dtls_mod
+import usocket_asyncio._tls as tls_mod
 from usocket_asyncio import (
     LOG_DTLS,
     LOG_LDS,
@@ -1236,3 +1239,46 @@ def test_second_bind_or_connect_raises_and_accept_returns_none(
         assert accepted == [None]
     assert lrec.shutdown is None and crec.shutdown is None
     delete(csock, lsock, *[s for s in _LIVE if getattr(s, "_loop", None) is mux.loop])
+
+
+# --------------------------------------------------------------------------- item 5: TLS close
+
+
+def test_tls_shutdown_waits_a_bounded_time_for_close_notify(
+    mux: Mux, ca: Any, prov: ISocketProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Our Shutdown sends close_notify; a peer that never answers it (a stdlib TLS server
+    that stops reading after its handshake) does not keep the socket open: after the
+    bounded wait it ends with SOCKET_SHUTDOWN_NORMAL, once, and the wait is logged."""
+    monkeypatch.setattr(tls_mod, "SHUTDOWN_TIMEOUT", 0.5)
+    log, lines = captured_log(LOG_TLS)
+    sctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(sctx)
+    release = threading.Event()
+    with socket.socket() as lsock:
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(1)
+        lsock.settimeout(10)
+
+        def serve() -> None:
+            conn, _ = lsock.accept()
+            conn.settimeout(10)
+            with sctx.wrap_socket(conn, server_side=True):
+                release.wait(10)  # never reads: our close_notify stays unanswered
+
+        t = threading.Thread(target=serve, daemon=True)
+        t.start()
+        try:
+            cctx = make_ctx(prov, log, trust=ca.cert_pem.bytes())
+            cli, crec = connect(mux, log, prov, cctx, lsock.getsockname()[1])
+            mux.run_until(lambda: bool(crec.events), what="the handshake")
+            assert crec.names() == ["connect"], crec.events
+            call(crec, cli.Shutdown)
+            mux.run_until(lambda: crec.shutdown is not None, 10, "the bounded close")
+            assert t.is_alive() and not release.is_set()  # the peer never answered
+            ended_once(crec, R.SOCKET_SHUTDOWN_NORMAL)
+            assert "timed out" in lines.text(), lines.text()
+            delete(cli)
+        finally:
+            release.set()
+            t.join(10)
