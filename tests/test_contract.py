@@ -1282,3 +1282,75 @@ def test_tls_shutdown_waits_a_bounded_time_for_close_notify(
         finally:
             release.set()
             t.join(10)
+
+
+# --------------------------------------------------------------------------- item 0: after Run
+
+
+@pytest.mark.parametrize("name", ["local", "tls", "dtls", "udp"])
+def test_calls_after_run_returned_take_effect_when_it_runs_again(
+    mux: Mux, log: IInstanceLog, ca: Any, short_tmp: str, name: str
+) -> None:
+    """A connection made while Run() was running; Run() returns (Terminate); Send, Recv
+    and Shutdown made then take effect when the loop runs again."""
+    kind = Kind(name, short_tmp, ca)
+    prov = kind.provider()
+    sctx, cctx = kind.contexts(prov, log)
+    lrec, srec, crec = Recorder("listener"), Recorder("server"), Recorder("client")
+    got: list[ISocket] = []
+    if name == "udp":
+        lrec.hooks["recvfrom"] = lambda s, b, n, a, p: s.SendTo(b"pong", None, a, p)
+    else:
+        lrec.hooks["bind"] = lambda s, a, p: s.Listen()
+        lrec.hooks["listen"] = lambda s, a, p: s.Accept(srec)
+        srec.hooks["accept"] = got.append
+        srec.hooks["recv"] = lambda s, b, n: s.Send(b"pong")
+    lsock = prov.CreateSocket(mux, lrec, log, False, sctx)
+    call(lrec, lsock.Bind, *kind.bind_args())
+    mux.run_until(lambda: bool(lrec.events))
+    csock = prov.CreateSocket(mux, crec, log, False, cctx)
+    crec.hooks["connect"] = lambda s: mux.Terminate()
+    call(crec, csock.Connect, kind.address(int(lrec.events[0][2])), "localhost")
+    mux.Run()  # returns once the client is connected
+    assert crec.names() == ["connect"]
+    if name == "udp":
+        call(lrec, lsock.Recv, bytearray(8))
+    else:
+        mux.run_until(lambda: bool(got))
+        call(srec, got[0].Recv, bytearray(4))
+    crec.hooks["recv"] = lambda s, b, n: mux.Terminate()
+    call(crec, csock.Send, b"ping")
+    call(crec, csock.Recv, bytearray(4))
+    assert crec.names() == ["connect"]
+    mux.Run()
+    assert crec.names() == ["connect", "send", "recv"] and crec.received == b"pong"
+    call(crec, csock.Shutdown)
+    assert crec.shutdown is None
+    mux.run_until(lambda: crec.shutdown is not None)
+    ended_once(crec, R.SOCKET_SHUTDOWN_NORMAL)
+    delete(csock, lsock, *got)
+
+
+def test_dtls_set_user_moves_later_callbacks(
+    mux: Mux, log: IInstanceLog, prov: ISocketProvider
+) -> None:
+    """SetUser on a connected DTLS socket: later callbacks go to the new user only."""
+    srv, cli, crec = dtls_pair(mux, log, prov)
+    peer, prec = wait_pair(mux, srv, crec)
+    call(crec, cli.Recv, bytearray(8))
+    call(prec, peer.Send, b"one")
+    mux.run_until(lambda: crec.received == b"one")
+    other = Recorder("other")
+    cli.SetUser(other)
+    call(other, cli.Recv, bytearray(8))
+    call(prec, peer.Send, b"two")
+    call(other, cli.Send, b"back")
+    call(prec, peer.Recv, bytearray(8))
+    call(prec, peer.Shutdown)
+    mux.run_until(lambda: other.shutdown is not None)
+    assert crec.names() == ["connect", "recv"]
+    assert sorted(other.names()[:2]) == ["recv", "send"] and other.received == b"two"
+    assert prec.received == b"back"
+    ended_once(other, R.SOCKET_SHUTDOWN_BY_PEER)
+    delete(cli)
+    srv.close()
