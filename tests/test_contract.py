@@ -1354,3 +1354,21 @@ def test_dtls_set_user_moves_later_callbacks(
     ended_once(other, R.SOCKET_SHUTDOWN_BY_PEER)
     delete(cli)
     srv.close()
+
+
+def test_udp_bind_none_reports_all_interfaces(mux: Mux, log: IInstanceLog) -> None:
+    """UDP Bind(None) binds every IPv4 interface and reports "0.0.0.0"; a datagram sent
+    to 127.0.0.1 arrives."""
+    rec = Recorder("udp")
+    sock = CreateUDPSocketProvider().CreateSocket(mux, rec, log)
+    call(rec, sock.Bind, None, 0)
+    mux.run_until(lambda: bool(rec.events))
+    assert rec.events[0][:2] == ("bind", "0.0.0.0"), rec.events
+    port = int(rec.events[0][2])
+    assert sock.GetLocalAddress() == ("0.0.0.0", port)
+    call(rec, sock.Recv, bytearray(8))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        peer.sendto(b"hi", ("127.0.0.1", port))
+        mux.run_until(lambda: rec.received == b"hi")
+    assert rec.events[1][0] == "recvfrom" and str(rec.events[1][2]) == "127.0.0.1"
+    sock.Delete()
