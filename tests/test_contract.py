@@ -1372,3 +1372,86 @@ def test_udp_bind_none_reports_all_interfaces(mux: Mux, log: IInstanceLog) -> No
         mux.run_until(lambda: rec.received == b"hi")
     assert rec.events[1][0] == "recvfrom" and str(rec.events[1][2]) == "127.0.0.1"
     sock.Delete()
+
+
+# --------------------------------------------------------------------------- item 6: streams
+
+
+@pytest.mark.parametrize("name", ["tcp", "local", "tls"])
+@pytest.mark.parametrize("where", ["bind", "accept", "canceled"])
+def test_stream_delete_inside_bind_accept_and_canceled(
+    mux: Mux, log: IInstanceLog, ca: Any, short_tmp: str, name: str, where: str
+) -> None:
+    """Delete inside SocketBindResult, SocketAcceptComplete or SocketRecvCanceled (the
+    callbacks the generic checker does not cover): nothing after it on that socket."""
+    kind = Kind(name, short_tmp, ca)
+    prov = kind.provider()
+    sctx, cctx = kind.contexts(prov, log)
+    lrec, srec, crec = Recorder("listener"), Recorder("server"), Recorder("client")
+    seen: list[str] = []
+
+    def deleter(s: ISocket, *args: Any) -> None:
+        seen.append(where)
+        s.Delete()
+
+    lrec.hooks["bind"] = deleter if where == "bind" else (lambda s, a, p: s.Listen())
+    lrec.hooks["listen"] = lambda s, a, p: s.Accept(srec)
+    if where == "accept":
+        srec.hooks["accept"] = deleter
+    lsock = prov.CreateSocket(mux, lrec, log, False, sctx)
+    call(lrec, lsock.Bind, *kind.bind_args())
+    mux.run_until(lambda: bool(lrec.events))
+    if where == "bind":
+        mux.run_for(0.05)
+        assert lrec.names() == ["bind"] and seen == ["bind"]
+        return
+    csock = prov.CreateSocket(mux, crec, log, False, cctx)
+    call(crec, csock.Connect, kind.address(int(lrec.events[0][2])), "localhost")
+    mux.run_until(lambda: "connect" in crec.names() or crec.shutdown is not None)
+    if where == "accept":
+        mux.run_until(lambda: bool(seen))
+        call(crec, csock.Send, b"to nobody")
+        mux.run_until(lambda: crec.shutdown is not None, what="the client's end")
+        assert srec.names() == ["accept"]
+    else:
+        crec.hooks["canceled"] = deleter
+        for _ in range(3):
+            call(crec, csock.Recv, bytearray(8))
+        call(crec, csock.RecvCancel)
+        mux.run_until(lambda: bool(seen))
+        mux.run_for(0.05)
+        assert crec.names() == ["connect", "canceled"], crec.events
+    assert seen == [where] and not crec.violations and not srec.violations
+    delete(lsock)
+
+
+def test_tls_delete_inside_upgrade_complete(
+    mux: Mux, log: IInstanceLog, ca: Any, prov: ISocketProvider
+) -> None:
+    """Delete inside SocketUpgradeToTLSComplete: nothing after it; the peer ends."""
+    tcp = CreateTCPSocketProvider()
+    sctx = make_ctx(prov, log, cert=pem_of(ca, "127.0.0.1"))
+    cctx = make_ctx(prov, log, trust=ca.cert_pem.bytes())
+    lrec, trec, srec = Recorder("listener"), Recorder("tcp-server"), Recorder("tls-server")
+    got: list[ISocket] = []
+    lrec.hooks["bind"] = lambda s, a, p: s.Listen()
+    lrec.hooks["listen"] = lambda s, a, p: s.Accept(trec)
+    trec.hooks["accept"] = lambda s: got.append(
+        prov.UpgradeToTLSSocket(s, mux, srec, log, True, sctx)
+    )
+    srec.hooks["upgraded"] = lambda s: s.Recv(bytearray(4))
+    lsock = tcp.CreateSocket(mux, lrec, log)
+    call(lrec, lsock.Bind, "127.0.0.1", 0)
+    mux.run_until(lambda: bool(lrec.events))
+    urec, crec = Recorder("tcp-client"), Recorder("tls-client")
+    crec.hooks["upgraded"] = lambda s: (s.Send(b"late"), s.Delete())
+    urec.hooks["connect"] = lambda s: got.append(
+        prov.UpgradeToTLSSocket(s, mux, crec, log, False, cctx)
+    )
+    usock = tcp.CreateSocket(mux, urec, log)
+    call(urec, usock.Connect, f"127.0.0.1:{lrec.events[0][2]}")
+    mux.run_until(lambda: srec.shutdown is not None, what="the server's end")
+    mux.run_for(0.05)
+    assert crec.names() == ["upgraded"] and not crec.violations
+    assert srec.names()[0] == "upgraded" and srec.names().count("shutdown") == 1
+    delete(lsock, *got)
