@@ -439,4 +439,6 @@ def as_context(ctx: ISocketContext | None, log: IInstanceLog) -> SocketContext:
         return SocketContext(log)
     if not isinstance(ctx, SocketContext):
         raise TypeError("socketContext must come from the TLS provider's CreateSocketContext")
+    if ctx._deleted:
+        raise SocketModeError("the socket context was deleted; make a new one")
     return ctx

@@ -628,6 +628,12 @@ class DTLSSocket(SocketBase):
     def _lost(self, exc: BaseException | None) -> None:
         if self._state in _HANDSHAKING:
             self._hs_fail("transport lost during the handshake", repr(exc))
+        elif self._state is S.CONNECTED:
+            # records already read still go to Recv first, as on a stream socket
+            self._fail_log("transport lost", repr(exc))
+            if self._peer_end is None:
+                self._peer_end = ShutdownReason.SOCKET_LOST
+            self._check_end()
         elif self._state not in _ENDED:
             self._fail_log("transport lost", repr(exc))
             self._finish(ShutdownReason.SOCKET_LOST)
@@ -1208,7 +1214,9 @@ class DTLSSocket(SocketBase):
         ep.qos_sock = tr.get_extra_info("socket")
         tr.set_protocol(ep)
         self._ep = ep
-        if isinstance(peer, tuple) and peer:
+        if udp._server_name:
+            self._verify_name = udp._server_name
+        elif isinstance(peer, tuple) and peer:
             self._verify_name = format_ip(str(peer[0]))
         self._log.Log(
             self.LOG_FLAG,
@@ -1223,6 +1231,9 @@ class DTLSSocket(SocketBase):
         if server_side:
             conn.set_accept_state()
         else:
+            name = self._verify_name or ""
+            if name and not _is_ip(name):
+                conn.set_tlsext_host_name(name.encode("idna"))
             conn.set_connect_state()
         self._begin_handshake(conn)
         for d in held:

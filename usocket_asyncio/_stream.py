@@ -664,6 +664,10 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
         if self._hold is not None and self._hstart != self._hend:
             data += bytes(self._hold[self._hstart : self._hend])
         self._tr = None
+        # inside SocketConnectComplete/SocketAcceptComplete the opening task still awaits
+        # its transport: cancelling it (in _release) would make asyncio close the
+        # transport the new owner takes over, so let it finish on its own
+        self._task = None
         self._set_state(S.CLOSED)
         self._release()
         self._canceled.clear()

@@ -256,6 +256,7 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
         "_last_port",
         "_reuse",
         "_rq",
+        "_server_name",
         "_shutdown_wanted",
         "_sock",
         "_tr",
@@ -274,6 +275,7 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
         self._family = 0
         self._copy = True
         self._reuse = False
+        self._server_name: str | None = None  # kept for a DTLS upgrade's name check
         # receive side
         self._rq: deque[tuple[Any, memoryview]] = deque()
         self._held: deque[tuple[bytes, Any]] = deque()
@@ -381,13 +383,15 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
         Leads to `SocketConnectComplete` (no packet is exchanged: UDP has no handshake),
         then, per `Recv`, one `SocketRecvResult`; or to `SocketShutdown` with
         `SOCKET_ADDRESS_INVALID`, `SOCKET_OPEN_FAILED` or `SOCKET_CONNECT_FAILED`.
-        `Send` before `SocketConnectComplete` is cached. `serverName` is unused (DTLS).
+        `Send` before `SocketConnectComplete` is cached. `serverName` is kept for
+        `UpgradeToTLSSocket` (DTLS checks the server's certificate against it).
 
         Raises:
             SocketModeError: Bind or Connect was called before.
         """
         self._check_alive("Connect")
         self._set_state(S.CONNECTING)
+        self._server_name = serverName
         try:
             target = parse_address(address, need_port=True)
         except AddressError as e:
