@@ -1455,3 +1455,25 @@ def test_tls_delete_inside_upgrade_complete(
     assert crec.names() == ["upgraded"] and not crec.violations
     assert srec.names()[0] == "upgraded" and srec.names().count("shutdown") == 1
     delete(lsock, *got)
+
+
+@pytest.mark.parametrize(
+    "make", [CreateTCPSocketProvider, CreateUDPSocketProvider, CreateLocalSocketProvider]
+)
+def test_tls_only_calls_on_other_providers_raise(
+    mux: Mux, log: IInstanceLog, make: Callable[[], ISocketProvider]
+) -> None:
+    """CreateSocketContext and UpgradeToTLSSocket belong to the TLS provider: elsewhere
+    they are a caller's mistake (SocketModeError naming the right provider), and the
+    socket passed in is left as it was."""
+    prov = make()
+    with pytest.raises(SocketModeError, match="CreateTLSSocketProvider"):
+        prov.CreateSocketContext(log)
+    rec = Recorder()
+    sock = CreateTCPSocketProvider().CreateSocket(mux, rec, log)
+    with pytest.raises(SocketModeError, match="CreateTLSSocketProvider"):
+        prov.UpgradeToTLSSocket(sock, mux, Recorder(), log)
+    sock.Connect(f"127.0.0.1:{free_port()}")
+    mux.run_until(lambda: rec.shutdown is not None)
+    assert rec.events == [("shutdown", ShutdownReason.SOCKET_CONNECT_REJECTED)]
+    sock.Delete()

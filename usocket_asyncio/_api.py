@@ -10,7 +10,7 @@ import abc
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from ._types import IPaddr, QosTrafficType, ShutdownReason
+from ._types import IPaddr, QosTrafficType, ShutdownReason, SocketModeError
 
 if TYPE_CHECKING:
     from ._iomux import IIoMux
@@ -204,7 +204,10 @@ class ISocketProvider(abc.ABC):
 
     def CreateSocketContext(self, log: IInstanceLog) -> ISocketContext:
         """A context for TLS/DTLS sockets (TLS provider only)."""
-        raise NotImplementedError("only the TLS provider makes socket contexts")
+        raise SocketModeError(
+            "CreateSocketContext: only the TLS provider makes socket contexts; call it on "
+            "CreateTLSSocketProvider(...)"
+        )
 
     def UpgradeToTLSSocket(
         self,
@@ -216,7 +219,10 @@ class ISocketProvider(abc.ABC):
         socketContext: ISocketContext | None = None,
     ) -> ISocket:
         """TLS provider only: TLS over a connected TCP (or UDP, for DTLS) socket."""
-        raise NotImplementedError("only the TLS provider upgrades sockets")
+        raise SocketModeError(
+            "UpgradeToTLSSocket: only the TLS provider upgrades sockets; call it on "
+            "CreateTLSSocketProvider(...)"
+        )
 
     def Delete(self) -> None:
         """Release the provider; the sockets it made live on."""
