@@ -83,7 +83,23 @@ class State(enum.Enum):
     DELETED = "deleted"
 
 
-S = State
+class S:
+    """The states as plain class attributes. Looking one up here is a dict hit; an Enum
+    class attribute costs a descriptor call, about ten times as long, and the hot path
+    compares states several times per request."""
+
+    IDLE = State.IDLE
+    CONNECTING = State.CONNECTING
+    ACCEPTING = State.ACCEPTING
+    CONNECTED = State.CONNECTED
+    BINDING = State.BINDING
+    BOUND = State.BOUND
+    LISTENING = State.LISTENING
+    CLOSING = State.CLOSING
+    CLOSED = State.CLOSED
+    DELETED = State.DELETED
+
+
 TRANSITIONS: dict[State, frozenset[State]] = {
     S.IDLE: frozenset({S.CONNECTING, S.BINDING, S.ACCEPTING, S.CLOSED, S.DELETED}),
     S.CONNECTING: frozenset({S.CONNECTED, S.CLOSED, S.DELETED}),
@@ -215,7 +231,7 @@ class StreamSocket(ISocket, asyncio.BufferedProtocol):
         self._peer_end: ShutdownReason | None = None
         self._canceled: list[Any] = []
         # send side
-        self._cache: list[bytes] = []
+        self._cache: list[bytes | bytearray] = []
         self._blocked = False
         self._unreported = 0
         self._send_due = 0
@@ -283,6 +299,18 @@ class StreamSocket(ISocket, asyncio.BufferedProtocol):
         self._due = False
         self._in_event = True
         try:
+            n = self._send_due
+            if n == 1 and self._state is S.CONNECTED and not self._canceled:
+                # the common case: one Send made in the app's callback went out at once
+                self._send_due = 0
+                try:
+                    self._user.SocketSendResult(self)
+                except Exception as e:
+                    self._loop.call_exception_handler(
+                        {"message": "exception in SocketSendResult", "exception": e, "socket": self}
+                    )
+                if not self._due:
+                    return
             if self._canceled:
                 bufs = self._canceled
                 self._canceled = []
@@ -648,8 +676,16 @@ class StreamSocket(ISocket, asyncio.BufferedProtocol):
         `Shutdown`.
         """
         st = self._state
+        data: bytes | bytearray
         if type(buf) is bytes and (len is None or len == buf.__len__()):
             data = buf
+        elif type(buf) is bytearray:  # one copy, the cheapest way
+            if len is None:
+                data = bytes(buf)
+            elif 0 <= len <= buf.__len__():
+                data = buf[:len]
+            else:
+                raise ValueError(f"Send: len={len} but the buffer holds {buf.__len__()} bytes")
         else:
             mv = memoryview(buf)
             if mv.ndim != 1 or mv.itemsize != 1:
@@ -681,7 +717,7 @@ class StreamSocket(ISocket, asyncio.BufferedProtocol):
             "called, or one handed over by SocketAcceptComplete"
         )
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes | bytearray) -> None:
         self._tr.write(data)
         if self._blocked:
             self._unreported += 1
@@ -696,23 +732,50 @@ class StreamSocket(ISocket, asyncio.BufferedProtocol):
         (`n == len`), or with `recvPartial` 1..`len` bytes as soon as any are there.
         Several Recv calls queue in order. Ignored once the socket is closing."""
         st = self._state
+        if st is S.CONNECTED and type(buf) is bytearray and not self._rhead:
+            # the common case, kept short: the only Recv, into a bytearray
+            size = buf.__len__()
+            if len is None or len == size:
+                mv = memoryview(buf)
+                n = size
+            elif 0 < len < size:
+                mv = memoryview(buf)[:len]
+                n = len
+            else:
+                raise ValueError(
+                    f"Recv: len={len} must be between 1 and the buffer's size ({size})"
+                )
+            if not n:
+                raise ValueError("Recv: the buffer is empty; pass one of at least one byte")
+            self._rhead = True
+            self._rbuf = buf
+            self._rmv = mv
+            self._rwant = n
+            self._rpos = 0
+            self._rpartial = recvPartial
+            if self._hstart != self._hend or self._peer_end is not None:
+                self._mark_due()
+            return
         if st is S.CLOSING or st is S.CLOSED:
             return
         if st is S.DELETED:
             self._check_alive("Recv")
         if st is S.BINDING or st is S.BOUND or st is S.LISTENING:
             raise SocketModeError("Recv on a listening socket: receive on the accepted sockets")
-        mv = _as_view(buf, "Recv")
-        if mv.readonly:
-            raise ValueError(
-                "Recv: the buffer is read-only; pass a bytearray or a writable memoryview"
-            )
-        n = mv.nbytes if len is None else len
-        if n <= 0 or n > mv.nbytes:
-            raise ValueError(
-                f"Recv: len={len} must be between 1 and the buffer's size ({mv.nbytes})"
-            )
-        if n != mv.nbytes:
+        if type(buf) is bytearray:  # writable bytes: the view needs no checks
+            mv = memoryview(buf)
+            size = buf.__len__()
+        else:
+            mv = _as_view(buf, "Recv")
+            if mv.readonly:
+                raise ValueError(
+                    "Recv: the buffer is read-only; pass a bytearray or a writable memoryview"
+                )
+            size = mv.nbytes
+        n = size if len is None else len
+        if n <= 0 or n > size:
+            raise ValueError(f"Recv: len={len} must be between 1 and the buffer's size ({size})")
+        if n != size:
             mv = mv[:n]
         if self._rhead:
             self._rq.append((buf, mv, n, recvPartial))

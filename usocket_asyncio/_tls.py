@@ -51,8 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._api import ISocket, ISocketContext, ISocketProvider, USocket
 from ._context import SocketContext, as_context
-from ._stream import HOLD_LIMIT, StreamSocket, connect_reason
-from ._stream import State as S
+from ._stream import HOLD_LIMIT, S, StreamSocket, connect_reason
 from ._tcp import check_user
 from ._types import LogFlags, ShutdownReason, SocketModeError
 

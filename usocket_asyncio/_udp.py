@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._address import Address, AddressError, format_ip, parse_address
 from ._api import Buffer, ISocket, ISocketContext, ISocketProvider, USocket
-from ._stream import _LIVE, State, _as_view, _current_task, bind_reason
+from ._stream import _LIVE, S, State, _as_view, _current_task, bind_reason
 from ._tcp import check_user
 from ._types import IPaddr, LogFlags, QosTrafficType, ShutdownReason, SocketModeError
 
@@ -71,7 +71,6 @@ HOLD_BYTES = 256 * 1024
 DROP_LOG_EVERY = 1000
 """While dropping, one log line per this many dropped datagrams (and the first)."""
 
-S = State
 UDP_TRANSITIONS: dict[State, frozenset[State]] = {
     S.IDLE: frozenset({S.BINDING, S.CONNECTING, S.CLOSED, S.DELETED}),
     S.BINDING: frozenset({S.BOUND, S.CLOSED, S.DELETED}),
