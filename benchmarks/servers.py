@@ -12,7 +12,8 @@ line with the CPU time, wall time and memory of the window) and ``QUIT``.
 Implementations (``--impl``):
 
 - ``lib``: the library, written as an SDK app writes it: ``Recv(buf, recvPartial=True)``;
-  in ``SocketRecvResult`` send what came; in ``SocketSendResult`` receive again.
+  in ``SocketRecvResult`` send what came and receive again (unless `MAX_IN_FLIGHT` sends
+  still wait for their ``SocketSendResult``: then it receives again in that callback).
 - ``protocol``: `asyncio.Protocol` (``data_received`` -> ``write``), reading paused
   while the transport's write buffer is full. UDP: `asyncio.DatagramProtocol`.
 - ``buffered``: `asyncio.BufferedProtocol` into one buffer, the same flow control.
@@ -36,7 +37,10 @@ from collections.abc import Callable
 from typing import Any
 
 MIB = 1 << 20
-RECV_SIZE = 64 * 1024
+RECV_SIZE = 256 * 1024
+"""Bytes per read: asyncio's and uvloop's own read size."""
+MAX_IN_FLIGHT = 4
+"""Sends the library echo app lets wait for their result before it stops receiving."""
 SLOW_CHUNK = 64 * 1024
 SLOW_TICK = 0.001
 ACK = b"K"
@@ -121,19 +125,32 @@ def lib_server(
         raise SystemExit(f"unknown kind {kind}")
 
     class Echo(u.USocket):
-        __slots__ = ("buf",)
+        """Receive, send what came, receive again; stop receiving while `MAX_IN_FLIGHT`
+        sends wait for their `SocketSendResult` (a peer that does not read)."""
+
+        __slots__ = ("buf", "in_flight", "waiting")
 
         def __init__(self) -> None:
             self.buf = bytearray(RECV_SIZE)
+            self.in_flight = 0
+            self.waiting = False
 
         def SocketAcceptComplete(self, socket: Any) -> None:
             socket.Recv(self.buf, None, True)
 
         def SocketRecvResult(self, socket: Any, buf: Any, len: int) -> None:
-            socket.Send(buf, len)
+            socket.Send(buf, len)  # Send copies: buf may be reused at once
+            self.in_flight += 1
+            if self.in_flight < MAX_IN_FLIGHT:
+                socket.Recv(buf, None, True)
+            else:
+                self.waiting = True
 
         def SocketSendResult(self, socket: Any) -> None:
-            socket.Recv(self.buf, None, True)
+            self.in_flight -= 1
+            if self.waiting:
+                self.waiting = False
+                socket.Recv(self.buf, None, True)
 
         def SocketShutdown(self, socket: Any, reason: Any) -> None:
             socket.Delete()
