@@ -1081,6 +1081,13 @@ class StreamSocket(ISocket, asyncio.BufferedProtocol):
 
     def _incoming(self, conn: socket.socket, addr: Any) -> None:
         conn.setblocking(False)
+        if conn.family == socket.AF_INET or conn.family == socket.AF_INET6:
+            # asyncio only disables Nagle on sockets whose proto says TCP, and accepted
+            # ones say 0: without this, a reply written in pieces waits for an ACK
+            try:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
         new = self._new_accepted()
         new._state = S.ACCEPTING
         new._listener = self
