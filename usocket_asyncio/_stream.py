@@ -193,6 +193,8 @@ class StreamSocket(ISocket, asyncio.BufferedProtocol):
         "_unreported",
         "_use_ipv6",
         "_user",
+        "_vbuf",
+        "_vmv",
     )
 
     LOG_FLAG: ClassVar[int] = LogFlags.LOG_TCP
@@ -220,6 +222,8 @@ class StreamSocket(ISocket, asyncio.BufferedProtocol):
         self._rhead = False
         self._rbuf: Any = None
         self._rmv: memoryview = memoryview(b"")
+        self._vbuf: Any = None  # the last whole bytearray given to Recv, and its view
+        self._vmv: memoryview = self._rmv
         self._rwant = 0
         self._rpos = 0
         self._rpartial = False
@@ -309,8 +313,6 @@ class StreamSocket(ISocket, asyncio.BufferedProtocol):
                     self._loop.call_exception_handler(
                         {"message": "exception in SocketSendResult", "exception": e, "socket": self}
                     )
-                if not self._due:
-                    return
             if self._canceled:
                 bufs = self._canceled
                 self._canceled = []
@@ -402,7 +404,8 @@ class StreamSocket(ISocket, asyncio.BufferedProtocol):
         self._rq.clear()
         self._rhead = False
         self._rbuf = None
-        self._rmv = memoryview(b"")
+        self._rmv = self._vmv = memoryview(b"")
+        self._vbuf = None
         self._hold = None
         self._hstart = self._hend = 0
         self._cache.clear()
@@ -734,10 +737,24 @@ class StreamSocket(ISocket, asyncio.BufferedProtocol):
         st = self._state
         if st is S.CONNECTED and type(buf) is bytearray and not self._rhead:
             # the common case, kept short: the only Recv, into a bytearray
+            if buf is self._vbuf and len is None:  # the same buffer again: same view
+                mv = self._vmv
+                n = mv.__len__()
+                self._rhead = True
+                self._rbuf = buf
+                self._rmv = mv
+                self._rwant = n
+                self._rpos = 0
+                self._rpartial = recvPartial
+                if self._hstart != self._hend or self._peer_end is not None:
+                    self._mark_due()
+                return
             size = buf.__len__()
             if len is None or len == size:
                 mv = memoryview(buf)
                 n = size
+                self._vbuf = buf
+                self._vmv = mv
             elif 0 < len < size:
                 mv = memoryview(buf)[:len]
                 n = len

@@ -285,6 +285,9 @@ class UDPSocket(ISocket, asyncio.DatagramProtocol):
         "_send_due",
         "_shutdown_wanted",
         "_sock",
+        "_src",
+        "_src_ip",
+        "_src_port",
         "_state",
         "_task",
         "_tr",
@@ -329,6 +332,10 @@ class UDPSocket(ISocket, asyncio.DatagramProtocol):
         self._last_ip: Any = None
         self._last_port = -1
         self._last_dst: Any = None
+        # the source of the last datagram delivered: a reply to it needs no parsing
+        self._src: Any = None
+        self._src_ip: Any = None
+        self._src_port = -1
         # callbacks
         self._due = False
         self._in_event = False
@@ -400,6 +407,15 @@ class UDPSocket(ISocket, asyncio.DatagramProtocol):
         self._due = False
         self._in_event = True
         try:
+            if self._send_due == 1 and not self._canceled and self._state in _OPEN:
+                # the common case: one send made in the app's callback went out at once
+                self._send_due = 0
+                try:
+                    self._user.SocketSendResult(self)
+                except Exception as e:
+                    self._loop.call_exception_handler(
+                        {"message": "exception in SocketSendResult", "exception": e, "socket": self}
+                    )
             if self._canceled:
                 bufs = self._canceled
                 self._canceled = []
@@ -668,7 +684,11 @@ class UDPSocket(ISocket, asyncio.DatagramProtocol):
             if st is S.CONNECTED:
                 self._user.SocketRecvResult(self, buf, n)
             else:
-                self._user.SocketRecvFromResult(self, buf, n, ip_of(addr[0]), addr[1])
+                ip = ip_of(addr[0])
+                self._src = addr
+                self._src_ip = ip
+                self._src_port = port = addr[1]
+                self._user.SocketRecvFromResult(self, buf, n, ip, port)
         except Exception as e:
             self._loop.call_exception_handler(
                 {"message": "exception in a receive callback", "exception": e, "socket": self}
@@ -729,7 +749,11 @@ class UDPSocket(ISocket, asyncio.DatagramProtocol):
             if st is S.CONNECTED:
                 self._callback("SocketRecvResult", buf, n)
             else:
-                self._callback("SocketRecvFromResult", buf, n, ip_of(addr[0]), addr[1])
+                ip = ip_of(addr[0])
+                self._src = addr
+                self._src_ip = ip
+                self._src_port = addr[1]
+                self._callback("SocketRecvFromResult", buf, n, ip, addr[1])
         if not held and self._drop_run:
             self._log.Log(
                 self.LOG_FLAG,
@@ -779,6 +803,12 @@ class UDPSocket(ISocket, asyncio.DatagramProtocol):
         `keep`: it will be held (cached) after the call returns."""
         if type(buf) is bytes and (len is None or len == buf.__len__()):
             return buf
+        if type(buf) is bytearray:  # a copy is as cheap as a view here, and always safe
+            if len is None:
+                return bytes(buf)
+            if 0 <= len <= buf.__len__():
+                return buf[:len]
+            raise ValueError(f"{call}: len={len} but the buffer holds {buf.__len__()} bytes")
         mv = memoryview(buf)
         if mv.ndim != 1 or mv.itemsize != 1:
             mv = mv.cast("B")
@@ -840,7 +870,9 @@ class UDPSocket(ISocket, asyncio.DatagramProtocol):
         """
         st = self._state
         if st is S.BOUND and not self._shutdown_wanted:
-            if dstPort == self._last_port and dstAddr == self._last_ip:
+            if dstAddr is self._src_ip and dstPort == self._src_port:
+                addr = self._src  # a reply: the sender's own address, as the kernel gave it
+            elif dstPort == self._last_port and dstAddr == self._last_ip:
                 addr = self._last_dst
             else:
                 addr = self._dest(dstAddr, dstPort)
@@ -946,6 +978,21 @@ class UDPSocket(ISocket, asyncio.DatagramProtocol):
             ValueError: `buf` is read-only or `len` is not 1..len(buf).
         """
         st = self._state
+        if type(buf) is bytearray and (st is S.BOUND or st is S.CONNECTED):
+            # the common case, kept short: an open socket, a bytearray
+            size = buf.__len__()
+            if (len is None or len == size) and size:
+                mv = memoryview(buf)
+            elif len is not None and 0 < len < size:
+                mv = memoryview(buf)[:len]
+            else:
+                raise ValueError(
+                    f"Recv: len={len} must be between 1 and the buffer's size ({size})"
+                )
+            self._rq.append((buf, mv))
+            if self._held:
+                self._mark_due()
+            return
         if st is S.CLOSING or st is S.CLOSED:
             return
         if st is S.DELETED:
