@@ -197,7 +197,7 @@ class Client:
             for _ in range(conns):
                 _, pr = await self.connect(job, lambda: PingPong(msg, counter))
                 protos.append(pr)
-        await asyncio.sleep(WARMUP)
+        await asyncio.sleep(float(job.get("warmup", WARMUP)))
         await self.go()
         c0, t0 = counter[0], time.perf_counter()
         await asyncio.sleep(float(job["duration"]))

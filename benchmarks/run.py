@@ -167,6 +167,40 @@ def measure(client: Child, server: Child, job: dict[str, Any], timeout: float) -
     return result
 
 
+def attempt(
+    servers: dict[str, tuple[Child, dict[str, Any]]],
+    impl: str,
+    client: Child,
+    timeout: float,
+    failures: list[dict[str, Any]],
+    console: Any,
+    spec: tuple[str, str, str, str, str, int | None],
+    args: argparse.Namespace,
+) -> dict[str, Any] | None:
+    """`measure`, tried twice; a server that died is restarted. None when both failed
+    (the failure is recorded and the run goes on)."""
+    for _ in range(2):
+        server, addrs = servers[impl]
+        if server.proc.poll() is not None:
+            server.close()
+            _, kind, loop, cert, tmp, scpu = spec
+            servers[impl] = start_server(kind, impl, loop, cert, tmp, scpu, False)
+            server, addrs = servers[impl]
+        job = job_for(spec[0], spec[1], addrs, args)
+        try:
+            return measure(client, server, job, timeout)
+        except ChildError as e:
+            failures.append({"job": job, "impl": impl, "error": str(e)})
+            console.print(f"[yellow]{impl} {job['kind']} {job['op']}: {e}; trying again[/]")
+            if server.proc.poll() is None:  # resync: drop the server's half-done window
+                try:
+                    server.send("STOP")
+                    server.recv(5)
+                except ChildError:
+                    pass
+    return None
+
+
 def metrics(rec: dict[str, Any]) -> None:
     """Add throughput and CPU cost per unit (request, or MB for bulk) to a record."""
     secs = max(rec["seconds"], 1e-9)
@@ -190,6 +224,8 @@ def job_for(
     if job["op"] == "pingpong":
         job["addr"] = addrs["echo"]
         job["duration"] = args.duration
+        if args.quick:
+            job["warmup"] = 0.1
     else:
         job["addr"] = addrs["sink" if job["op"] == "bulk" else "echo"]
         if args.quick:
@@ -452,6 +488,7 @@ def main(argv: list[str] | None = None) -> int:
         steps += len(args.loops) * len(SLOW_IMPLS)
     records: list[dict[str, Any]] = []
     memory: list[dict[str, Any]] = []
+    failures: list[dict[str, Any]] = []
     machine = {
         "cpus": os.cpu_count(),
         "server_cpu": scpu,
@@ -489,9 +526,19 @@ def main(argv: list[str] | None = None) -> int:
                                     progress.update(
                                         task, description=f"{kind} {loop} {wl} {impl} r{rnd + 1}"
                                     )
-                                    server, addrs = servers[impl]
-                                    job = job_for(wl, kind, addrs, args)
-                                    rec = measure(client, server, job, timeout)
+                                    rec = attempt(
+                                        servers,
+                                        impl,
+                                        client,
+                                        timeout,
+                                        failures,
+                                        console,
+                                        (wl, kind, loop, cert, tmp, scpu),
+                                        args,
+                                    )
+                                    progress.advance(task)
+                                    if rec is None:
+                                        continue
                                     rec.update(
                                         {
                                             "kind": kind,
@@ -503,7 +550,6 @@ def main(argv: list[str] | None = None) -> int:
                                     )
                                     metrics(rec)
                                     records.append(rec)
-                                    progress.advance(task)
                     finally:
                         for child, _ in servers.values():
                             child.close()
@@ -523,6 +569,7 @@ def main(argv: list[str] | None = None) -> int:
         "records": records,
         "summary": summary,
         "memory": memory,
+        "failures": failures,
     }
     out.write_text(json.dumps(doc, indent=1))
     console.print(f"every round: {out}")

@@ -456,8 +456,8 @@ class Control:
         self.stop = stop
         self.sample = sample
         self.pending = b""
-        self.t0 = 0.0
-        self.ru0: Any = None
+        self.t0 = time.perf_counter()
+        self.ru0: Any = resource.getrusage(resource.RUSAGE_SELF)
         self.rss0 = 0
         self.rss_peak = 0
         self.sampler: asyncio.TimerHandle | None = None
