@@ -405,11 +405,15 @@ async def stream_sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     writer.close()
 
 
+_KEEP: list[Any] = []
+
+
 async def raw_servers(args: argparse.Namespace, loop: asyncio.AbstractEventLoop) -> dict[str, Any]:
     """Start raw asyncio servers of `args.impl`; returns their addresses."""
     kind, impl = args.kind, args.impl
     if kind == "udp":
         tr, _ = await loop.create_datagram_endpoint(DgramEcho, local_addr=("127.0.0.1", 0))
+        _KEEP.append(tr)
         return {"echo": list(tr.get_extra_info("sockname")[:2])}
     sslctx = None
     if kind == "tls":
@@ -442,6 +446,7 @@ async def raw_servers(args: argparse.Namespace, loop: asyncio.AbstractEventLoop)
         else:
             server = await loop.create_server(factories[name], "127.0.0.1", 0, ssl=sslctx)
         addrs[name] = path if kind == "local" else ["127.0.0.1", server.sockets[0].getsockname()[1]]
+        _KEEP.append(server)  # uvloop closes a server object that is garbage-collected
     return addrs
 
 
