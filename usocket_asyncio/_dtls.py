@@ -82,7 +82,7 @@ from OpenSSL import SSL, crypto
 
 from ._address import Address, AddressError, format_ip, parse_address
 from ._api import Buffer, ISocket, USocket
-from ._base import _ENDED, _LIVE, SocketBase, State, _as_view
+from ._base import _ENDED, _LIVE, S, SocketBase, State, _as_view
 from ._context import SocketContext
 from ._types import IPaddr, LogFlags, ShutdownReason, SocketModeError
 from ._udp import (
@@ -140,7 +140,6 @@ _RECV_MAX = 16384 + 256
 _HEADER = 13
 _LIMIT_LOG_EVERY = 1000
 
-S = State
 DTLS_TRANSITIONS: dict[State, frozenset[State]] = {
     S.IDLE: frozenset({S.CONNECTING, S.ACCEPTING, S.BINDING, S.CLOSED, S.DELETED}),
     S.CONNECTING: frozenset({S.CONNECTED, S.CLOSED, S.DELETED}),

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._address import Address, AddressError, format_ip, parse_address
 from ._api import Buffer, USocket
-from ._base import _ENDED, DeferringSocket
+from ._base import _ENDED, DeferringSocket, S
 from ._base import _LIVE as _LIVE  # the names other modules knew from here
 from ._base import State as State
 from ._base import _as_view as _as_view
@@ -70,7 +70,6 @@ LINGER_TIMEOUT = 2.0
 
 _ACCEPT_RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
-S = State
 TRANSITIONS: dict[State, frozenset[State]] = {
     S.IDLE: frozenset({S.CONNECTING, S.BINDING, S.ACCEPTING, S.CLOSED, S.DELETED}),
     S.CONNECTING: frozenset({S.CONNECTED, S.CLOSED, S.DELETED}),
@@ -134,6 +133,8 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
         "_shutdown_wanted",
         "_timer",
         "_tr",
+        "_vbuf",
+        "_vmv",
     )
 
     TRANSITIONS: ClassVar[dict[State, frozenset[State]]] = TRANSITIONS
@@ -154,6 +155,8 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
         self._rhead = False
         self._rbuf: Any = None
         self._rmv: memoryview = memoryview(b"")
+        self._vbuf: Any = None  # the last whole bytearray given to Recv, and its view
+        self._vmv: memoryview = self._rmv
         self._rwant = 0
         self._rpos = 0
         self._rpartial = False
@@ -164,7 +167,7 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
         self._paused = False
         self._peer_end: ShutdownReason | None = None
         # send side
-        self._cache: list[bytes] = []
+        self._cache: list[bytes | bytearray] = []
         self._blocked = False
         self._shutdown_wanted = False
         # server side
@@ -209,7 +212,8 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
         self._rq.clear()
         self._rhead = False
         self._rbuf = None
-        self._rmv = memoryview(b"")
+        self._rmv = self._vmv = memoryview(b"")
+        self._vbuf = None
         self._hold = None
         self._hstart = self._hend = 0
         self._cache.clear()
@@ -483,8 +487,16 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
         `Shutdown`.
         """
         st = self._state
+        data: bytes | bytearray
         if type(buf) is bytes and (len is None or len == buf.__len__()):
             data = buf
+        elif type(buf) is bytearray:  # one copy, the cheapest way
+            if len is None:
+                data = bytes(buf)
+            elif 0 <= len <= buf.__len__():
+                data = buf[:len]
+            else:
+                raise ValueError(f"Send: len={len} but the buffer holds {buf.__len__()} bytes")
         else:
             mv = memoryview(buf)
             if mv.ndim != 1 or mv.itemsize != 1:
@@ -516,7 +528,7 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
             "called, or one handed over by SocketAcceptComplete"
         )
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes | bytearray) -> None:
         self._tr.write(data)
         if self._blocked:
             self._unreported += 1
@@ -531,23 +543,64 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
         (`n == len`), or with `recvPartial` 1..`len` bytes as soon as any are there.
         Several Recv calls queue in order. Ignored once the socket is closing."""
         st = self._state
+        if st is S.CONNECTED and type(buf) is bytearray and not self._rhead:
+            # the common case, kept short: the only Recv, into a bytearray
+            if buf is self._vbuf and len is None:  # the same buffer again: same view
+                mv = self._vmv
+                n = mv.__len__()
+                self._rhead = True
+                self._rbuf = buf
+                self._rmv = mv
+                self._rwant = n
+                self._rpos = 0
+                self._rpartial = recvPartial
+                if self._hstart != self._hend or self._peer_end is not None:
+                    self._mark_due()
+                return
+            size = buf.__len__()
+            if len is None or len == size:
+                mv = memoryview(buf)
+                n = size
+                self._vbuf = buf
+                self._vmv = mv
+            elif 0 < len < size:
+                mv = memoryview(buf)[:len]
+                n = len
+            else:
+                raise ValueError(
+                    f"Recv: len={len} must be between 1 and the buffer's size ({size})"
+                )
+            if not n:
+                raise ValueError("Recv: the buffer is empty; pass one of at least one byte")
+            self._rhead = True
+            self._rbuf = buf
+            self._rmv = mv
+            self._rwant = n
+            self._rpos = 0
+            self._rpartial = recvPartial
+            if self._hstart != self._hend or self._peer_end is not None:
+                self._mark_due()
+            return
         if st is S.CLOSING or st is S.CLOSED:
             return
         if st is S.DELETED:
             self._check_alive("Recv")
         if st is S.BINDING or st is S.BOUND or st is S.LISTENING:
             raise SocketModeError("Recv on a listening socket: receive on the accepted sockets")
-        mv = _as_view(buf, "Recv")
-        if mv.readonly:
-            raise ValueError(
-                "Recv: the buffer is read-only; pass a bytearray or a writable memoryview"
-            )
-        n = mv.nbytes if len is None else len
-        if n <= 0 or n > mv.nbytes:
-            raise ValueError(
-                f"Recv: len={len} must be between 1 and the buffer's size ({mv.nbytes})"
-            )
-        if n != mv.nbytes:
+        if type(buf) is bytearray:  # writable bytes: the view needs no checks
+            mv = memoryview(buf)
+            size = buf.__len__()
+        else:
+            mv = _as_view(buf, "Recv")
+            if mv.readonly:
+                raise ValueError(
+                    "Recv: the buffer is read-only; pass a bytearray or a writable memoryview"
+                )
+            size = mv.nbytes
+        n = size if len is None else len
+        if n <= 0 or n > size:
+            raise ValueError(f"Recv: len={len} must be between 1 and the buffer's size ({size})")
+        if n != size:
             mv = mv[:n]
         if self._rhead:
             self._rq.append((buf, mv, n, recvPartial))

@@ -50,8 +50,7 @@ import ssl
 from typing import TYPE_CHECKING, Any
 
 from ._api import ISocket, ISocketContext, ISocketProvider, USocket
-from ._base import SocketProviderBase, check_user
-from ._base import State as S
+from ._base import S, SocketProviderBase, check_user
 from ._context import SocketContext, as_context
 from ._stream import HOLD_LIMIT, StreamSocket, connect_reason
 from ._types import LogFlags, ShutdownReason, SocketModeError

@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._address import Address, AddressError, format_ip, parse_address
 from ._api import Buffer, ISocketProvider, USocket
-from ._base import _LIVE, DeferringSocket, SocketProviderBase, State, _as_view
+from ._base import _LIVE, DeferringSocket, S, SocketProviderBase, State, _as_view
 from ._stream import bind_reason
 from ._types import IPaddr, LogFlags, ShutdownReason, SocketModeError
 
@@ -72,7 +72,6 @@ HOLD_BYTES = 256 * 1024
 DROP_LOG_EVERY = 1000
 """While dropping, one log line per this many dropped datagrams (and the first)."""
 
-S = State
 UDP_TRANSITIONS: dict[State, frozenset[State]] = {
     S.IDLE: frozenset({S.BINDING, S.CONNECTING, S.CLOSED, S.DELETED}),
     S.BINDING: frozenset({S.BOUND, S.CLOSED, S.DELETED}),
@@ -259,6 +258,9 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
         "_server_name",
         "_shutdown_wanted",
         "_sock",
+        "_src",
+        "_src_ip",
+        "_src_port",
         "_tr",
     )
 
@@ -289,6 +291,10 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
         self._last_ip: Any = None
         self._last_port = -1
         self._last_dst: Any = None
+        # the source of the last datagram delivered: a reply to it needs no parsing
+        self._src: Any = None
+        self._src_ip: Any = None
+        self._src_port = -1
         _LIVE.add(self)
 
     @property
@@ -519,7 +525,11 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
             if st is S.CONNECTED:
                 self._user.SocketRecvResult(self, buf, n)
             else:
-                self._user.SocketRecvFromResult(self, buf, n, ip_of(addr[0]), addr[1])
+                ip = ip_of(addr[0])
+                self._src = addr
+                self._src_ip = ip
+                self._src_port = port = addr[1]
+                self._user.SocketRecvFromResult(self, buf, n, ip, port)
         except Exception as e:
             self._loop.call_exception_handler(
                 {"message": "exception in a receive callback", "exception": e, "socket": self}
@@ -580,7 +590,11 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
             if st is S.CONNECTED:
                 self._callback("SocketRecvResult", buf, n)
             else:
-                self._callback("SocketRecvFromResult", buf, n, ip_of(addr[0]), addr[1])
+                ip = ip_of(addr[0])
+                self._src = addr
+                self._src_ip = ip
+                self._src_port = addr[1]
+                self._callback("SocketRecvFromResult", buf, n, ip, addr[1])
         if not held and self._drop_run:
             self._log.Log(
                 self.LOG_FLAG,
@@ -630,6 +644,12 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
         `keep`: it will be held (cached) after the call returns."""
         if type(buf) is bytes and (len is None or len == buf.__len__()):
             return buf
+        if type(buf) is bytearray:  # a copy is as cheap as a view here, and always safe
+            if len is None:
+                return bytes(buf)
+            if 0 <= len <= buf.__len__():
+                return buf[:len]
+            raise ValueError(f"{call}: len={len} but the buffer holds {buf.__len__()} bytes")
         mv = memoryview(buf)
         if mv.ndim != 1 or mv.itemsize != 1:
             mv = mv.cast("B")
@@ -691,7 +711,9 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
         """
         st = self._state
         if st is S.BOUND and not self._shutdown_wanted:
-            if dstPort == self._last_port and dstAddr == self._last_ip:
+            if dstAddr is self._src_ip and dstPort == self._src_port:
+                addr = self._src  # a reply: the sender's own address, as the kernel gave it
+            elif dstPort == self._last_port and dstAddr == self._last_ip:
                 addr = self._last_dst
             else:
                 addr = self._dest(dstAddr, dstPort)
@@ -797,6 +819,21 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
             ValueError: `buf` is read-only or `len` is not 1..len(buf).
         """
         st = self._state
+        if type(buf) is bytearray and (st is S.BOUND or st is S.CONNECTED):
+            # the common case, kept short: an open socket, a bytearray
+            size = buf.__len__()
+            if (len is None or len == size) and size:
+                mv = memoryview(buf)
+            elif len is not None and 0 < len < size:
+                mv = memoryview(buf)[:len]
+            else:
+                raise ValueError(
+                    f"Recv: len={len} must be between 1 and the buffer's size ({size})"
+                )
+            self._rq.append((buf, mv))
+            if self._held:
+                self._mark_due()
+            return
         if st is S.CLOSING or st is S.CLOSED:
             return
         if st is S.DELETED:

@@ -1,0 +1,1 @@
+"""Benchmarks: the library's servers against raw asyncio servers (``python -m benchmarks``)."""

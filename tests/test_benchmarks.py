@@ -1,0 +1,67 @@
+"""Smoke test of the benchmark runner: one tiny round of TCP on each loop, in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_one_tiny_round_on_both_loops(tmp_path: Path) -> None:
+    out = tmp_path / "run.json"
+    summary = tmp_path / "summary.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--quick",
+            "--kinds",
+            "tcp",
+            "--loops",
+            "asyncio,uvloop",
+            "--rounds",
+            "1",
+            "--workloads",
+            "pp1k-10,bulk",
+            "--impls",
+            "lib,protocol,streams",
+            "--duration",
+            "0.1",
+            "--no-memory",
+            "--no-chart",
+            "--json",
+            str(out),
+            "--summary",
+            str(summary),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=50,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
+    doc = json.loads(out.read_text())
+    assert set(doc) >= {"machine", "args", "records", "summary", "memory"}
+    records = doc["records"]
+    # 2 loops x 2 workloads x 3 implementations x 1 round
+    assert len(records) == 12
+    seen = {(r["loop"], r["workload"], r["impl"]) for r in records}
+    assert len(seen) == 12
+    for r in records:
+        assert r["kind"] == "tcp" and r["round"] == 0
+        assert r["seconds"] > 0 and r["cpu"] >= 0 and r["throughput"] > 0
+        assert r["bytes"] > 0
+        if r["workload"] == "pp1k-10":
+            assert r["requests"] > 0 and r["req_s"] > 0
+        else:
+            assert r["bytes"] == 64 * 1024 * 1024  # the whole quick transfer arrived
+    rows = {(s["loop"], s["workload"]): s for s in doc["summary"]}
+    assert set(rows) == {(lp, w) for lp in ("asyncio", "uvloop") for w in ("pp1k-10", "bulk")}
+    for s in rows.values():
+        assert s["ratio_protocol"] > 0 and s["cpu_ratio_protocol"] > 0 and s["ratio_streams"] > 0
+    small = json.loads(summary.read_text())
+    assert small["summary"] == doc["summary"]
