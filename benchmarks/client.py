@@ -229,7 +229,10 @@ class Client:
         moved = pr.received if echo else pr.received * MIB
         result = {"requests": 0, "seconds": t1 - t0, "bytes": min(moved, total)}
         say("RESULT " + json.dumps(result))
-        pr.tr.abort()
+        if done.done():
+            pr.tr.close()  # everything arrived: a clean close
+        else:
+            pr.tr.abort()  # the time cap struck: do not wait for the rest
         return result
 
     async def run(self) -> None:
