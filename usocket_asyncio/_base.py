@@ -26,10 +26,18 @@ import asyncio
 import enum
 import socket
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from ._api import ISocket, ISocketContext, ISocketProvider, USocket
 from ._types import QosTrafficType, ShutdownReason, SocketModeError
+
+try:
+    from mypy_extensions import mypyc_attr
+except ImportError:  # plain Python without mypy installed: the decorator does nothing
+
+    def mypyc_attr(*args: object, **kwargs: object) -> Any:  # type: ignore[misc]
+        return lambda cls: cls
+
 
 if TYPE_CHECKING:
     from ._iomux import IIoMux
@@ -59,16 +67,16 @@ class S:
     dict hit, while an Enum class attribute costs a descriptor call, about ten times as
     long, and a request compares states several times."""
 
-    IDLE = State.IDLE
-    CONNECTING = State.CONNECTING
-    ACCEPTING = State.ACCEPTING
-    CONNECTED = State.CONNECTED
-    BINDING = State.BINDING
-    BOUND = State.BOUND
-    LISTENING = State.LISTENING
-    CLOSING = State.CLOSING
-    CLOSED = State.CLOSED
-    DELETED = State.DELETED
+    IDLE: Final = State.IDLE
+    CONNECTING: Final = State.CONNECTING
+    ACCEPTING: Final = State.ACCEPTING
+    CONNECTED: Final = State.CONNECTED
+    BINDING: Final = State.BINDING
+    BOUND: Final = State.BOUND
+    LISTENING: Final = State.LISTENING
+    CLOSING: Final = State.CLOSING
+    CLOSED: Final = State.CLOSED
+    DELETED: Final = State.DELETED
 
 
 _ENDED = (S.CLOSED, S.DELETED)
@@ -155,6 +163,7 @@ class SocketProviderBase(ISocketProvider):
         return self.SOCKET(iomux, user, log, useIPv6)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # DTLS sockets stay Python
 class SocketBase(ISocket):
     """The fields and slow-path helpers every socket kind shares."""
 

@@ -1147,7 +1147,8 @@ class DTLSSocket(SocketBase):
             self._callback("SocketListenResult", host, int(addr[1]))
         finally:
             self._in_listen_result = False
-        user, self._accept_user = self._accept_user, None
+        user: USocket | None = self._accept_user
+        self._accept_user = None
         ep = self._ep
         if user is None or ep is None or self._state is S.DELETED:
             self._log.Log(self.LOG_FLAG, "dtls %x: peer %s:%d denied", id(self), host, addr[1])

@@ -44,7 +44,7 @@ import ssl
 from collections import deque
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ._address import Address, AddressError, format_ip, parse_address
+from ._address import AddressError, format_ip, parse_address
 from ._api import Buffer, USocket
 from ._base import _ENDED, DeferringSocket, S
 from ._base import _LIVE as _LIVE  # the names other modules knew from here
@@ -272,7 +272,7 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
     def _connect_reason(self, exc: BaseException) -> ShutdownReason:
         return connect_reason(exc)
 
-    async def _open(self, target: Address) -> None:
+    async def _open(self, target: Any) -> None:
         """Open the transport with `self` as its protocol (TCP here)."""
         family = 0
         if target.ip is None:

@@ -690,7 +690,9 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
         except OSError as e:
             self._fail_log("empty datagram not sent", repr(e))
 
-    def SendTo(self, buf: Buffer, len: int | None, dstAddr: IPaddr | str, dstPort: int) -> None:
+    def SendTo(self, buf: Buffer, len: int | None, dstAddr: Any, dstPort: Any) -> None:
+        # dstAddr, dstPort: Any, so that the compiled build, too, reports a wrong type
+        # with the ValueError below instead of its own TypeError
         """Bound sockets: send the first `len` bytes of `buf` (all with None) as one
         datagram to `dstAddr:dstPort`; the caller may reuse `buf` on return.
 
@@ -741,7 +743,7 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
         )
 
     @staticmethod
-    def _parse_dst(dstAddr: IPaddr | str, dstPort: int) -> IPaddr:
+    def _parse_dst(dstAddr: Any, dstPort: Any) -> IPaddr:
         if type(dstPort) is not int or not 1 <= dstPort <= 65535:
             raise ValueError(f"SendTo: dstPort={dstPort!r} must be an int from 1 to 65535")
         if isinstance(dstAddr, ipaddress.IPv4Address | ipaddress.IPv6Address):
@@ -757,7 +759,7 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
             "'name:port')"
         )
 
-    def _dest(self, dstAddr: IPaddr | str, dstPort: int) -> tuple[str, int]:
+    def _dest(self, dstAddr: Any, dstPort: Any) -> tuple[str, int]:
         """The sockaddr for `sendto` on this socket's family."""
         ip = self._parse_dst(dstAddr, dstPort)
         if self._family == socket.AF_INET6:
