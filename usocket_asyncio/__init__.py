@@ -1,5 +1,6 @@
 """usocket_asyncio: the innovaphone App Platform SDK socket interface on asyncio."""
 
+from . import _stream
 from ._api import ISocket, ISocketContext, ISocketProvider, USocket
 from ._iomux import IIoMux, ITimer, UTimer
 from ._local import CreateLocalSocketProvider
@@ -38,7 +39,11 @@ from ._types import (
 )
 from ._udp import CreateUDPSocketProvider
 
+COMPILED: bool = not _stream.__file__.endswith(".py")
+"""True when the socket engine runs compiled (built with USOCKET_ASYNCIO_COMPILE=1)."""
+
 __all__ = [
+    "COMPILED",
     "LOG_APP",
     "LOG_DTLS",
     "LOG_LDS",
