@@ -19,10 +19,30 @@ from typing import Any
 
 import pytest
 
+import usocket_asyncio
 from usocket_asyncio import IInstanceLog, IIoMux, ISocket, LogFlags, ShutdownReason, USocket
 from usocket_asyncio._stream import _LIVE
 
 LOOPS = ["asyncio", "uvloop"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """With USOCKET_ASYNCIO_EXPECT_COMPILED=1 (the compiled run of .ci/run), refuse to
+    test the pure-Python package by mistake."""
+    if os.environ.get("USOCKET_ASYNCIO_EXPECT_COMPILED") == "1" and not usocket_asyncio.COMPILED:
+        raise pytest.UsageError(
+            f"expected the compiled build, but {usocket_asyncio.__file__} is pure Python"
+        )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if usocket_asyncio.COMPILED:
+        skip = pytest.mark.skip(reason="patches module internals; the compiled build fixes them")
+        for item in items:
+            if "pure_only" in item.keywords:
+                item.add_marker(skip)
+
+
 ALL_LOG_FLAGS = int(
     LogFlags.LOG_APP
     | LogFlags.LOG_TCP

@@ -460,6 +460,7 @@ def test_tls_connect_rejected_by_a_closed_port(mux: Mux) -> None:
     sock.Delete()
 
 
+@pytest.mark.pure_only
 @pytest.mark.parametrize("kind", ["tls", "dtls"])
 def test_secure_open_failed(mux: Mux, kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """socket() itself fails (EMFILE): SOCKET_OPEN_FAILED with the errno logged."""
@@ -999,8 +1000,13 @@ FACTORIES = {
 def plain_signature(fn: Any) -> str:
     """A signature as API.md writes it: names, defaults and markers, no annotations."""
     sig = inspect.signature(fn)
+    # the compiled build's methods take `self` positionally only: `(self, /, ...)`
     return str(sig.replace(
-        parameters=[p.replace(annotation=p.empty) for p in sig.parameters.values()],
+        parameters=[
+            p.replace(annotation=p.empty, kind=p.POSITIONAL_OR_KEYWORD)
+            if p.name == "self" else p.replace(annotation=p.empty)
+            for p in sig.parameters.values()
+        ],
         return_annotation=sig.empty,
     ))  # fmt: skip
 

@@ -227,6 +227,7 @@ class _NoSocketModule:
         raise OSError(errno.EMFILE, "Too many open files")
 
 
+@pytest.mark.pure_only
 def test_open_failed(mux: Mux, monkeypatch: pytest.MonkeyPatch) -> None:
     import usocket_asyncio._stream as stream
 
@@ -260,6 +261,7 @@ def test_listen_failed(mux: Mux) -> None:
     sock.Delete()
 
 
+@pytest.mark.pure_only
 def test_accept_failed(mux: Mux, monkeypatch: pytest.MonkeyPatch) -> None:
     """The accepted connection cannot be set up: its user hears SOCKET_ACCEPT_FAILED
     (and nothing else); the listener carries on."""

@@ -670,6 +670,7 @@ def test_reuse_addr_binds_twice(mux: Mux, log: IInstanceLog) -> None:
         finish(s, r)
 
 
+@pytest.mark.pure_only
 def test_bind_failed_and_open_failed(
     mux: Mux, log: IInstanceLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
