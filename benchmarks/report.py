@@ -16,21 +16,28 @@ def ratio(row: dict[str, Any], key: str) -> str:
 
 
 def markdown(doc: dict[str, Any]) -> str:
-    lines = [
-        "| kind | loop | workload | library | raw Protocol | x Protocol | CPU/unit x Protocol "
-        "| x Buffered | x Streams |",
-        "|---|---|---|--:|--:|--:|--:|--:|--:|",
-    ]
+    compiled = any("compiled_ratio_protocol" in row for row in doc["summary"])
+    head = "| kind | loop | workload | library | raw Protocol | x Protocol | CPU/unit x Protocol "
+    rule = "|---|---|---|--:|--:|--:|--:|"
+    if compiled:
+        head += "| compiled x Protocol | compiled CPU/unit x Protocol "
+        rule += "--:|--:|"
+    lines = [head + "| x Buffered | x Streams |", rule + "--:|--:|"]
     for row in doc["summary"]:
         lib = row.get("lib", {}).get("throughput")
         ref = row.get("protocol", {}).get("throughput")
         unit = row["unit"]
-        lines.append(
+        cells = (
             f"| {row['kind']} | {row['loop']} | {row['workload']} "
             f"| {lib:,.0f} {unit} | {ref:,.0f} | {ratio(row, 'ratio_protocol')} "
-            f"| {ratio(row, 'cpu_ratio_protocol')} | {ratio(row, 'ratio_buffered')} "
-            f"| {ratio(row, 'ratio_streams')} |"
+            f"| {ratio(row, 'cpu_ratio_protocol')} "
         )
+        if compiled:
+            cells += (
+                f"| {ratio(row, 'compiled_ratio_protocol')} "
+                f"| {ratio(row, 'compiled_cpu_ratio_protocol')} "
+            )
+        lines.append(cells + f"| {ratio(row, 'ratio_buffered')} | {ratio(row, 'ratio_streams')} |")
     if doc.get("memory"):
         lines += [
             "",

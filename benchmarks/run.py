@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .servers import MIB, SLOW_IMPLS, STREAM_IMPLS, UDP_IMPLS
+from .servers import LIB_IMPLS, MIB, SLOW_IMPLS, STREAM_IMPLS, UDP_IMPLS
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -51,6 +51,9 @@ QUICK_TOTALS = {"bulk": 64 * MIB, "echo": 32 * MIB}
 MEMORY_TOTAL = 512 * MIB
 QUICK_MEMORY_TOTAL = 64 * MIB
 
+# The directory of the compiled build (benchmarks/compiled.py), once `main` made it.
+COMPILED_DIR: Path | None = None
+
 
 class ChildError(RuntimeError):
     """A server or client process misbehaved."""
@@ -59,13 +62,13 @@ class ChildError(RuntimeError):
 class Child:
     """A child process spoken to in lines over its stdin and stdout."""
 
-    def __init__(self, argv: list[str], name: str) -> None:
+    def __init__(self, argv: list[str], name: str, cwd: Path = ROOT) -> None:
         self.name = name
         self.proc = subprocess.Popen(
             argv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            cwd=ROOT,
+            cwd=cwd,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
         assert self.proc.stdout is not None
@@ -144,7 +147,12 @@ def start_server(
         argv += ["--cpu", str(cpu)]
     if sample:
         argv.append("--sample-rss")
-    child = Child(argv, f"server {kind}/{impl}/{loop}")
+    cwd = ROOT
+    if impl == "compiled":  # `python -m` there imports the compiled package first
+        if COMPILED_DIR is None:
+            raise ChildError("the compiled build was not made")
+        cwd = COMPILED_DIR
+    child = Child(argv, f"server {kind}/{impl}/{loop}", cwd)
     addrs = json.loads(child.expect("READY", 30))
     return child, addrs
 
@@ -253,25 +261,28 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "throughput": statistics.median(vals),
                 "cpu_us_per_unit": statistics.median(cpu),
             }
-        for ref in impls:
-            if ref == "lib":
-                continue
-            tp = [
-                r["lib"]["throughput"] / r[ref]["throughput"]
-                for r in rounds.values()
-                if "lib" in r and ref in r and r[ref]["throughput"] > 0
-            ]
-            cpu = [
-                r["lib"]["cpu_us_per_unit"] / r[ref]["cpu_us_per_unit"]
-                for r in rounds.values()
-                if "lib" in r and ref in r and r[ref]["cpu_us_per_unit"] > 0
-            ]
-            if tp:
-                row[f"ratio_{ref}"] = statistics.median(tp)
-                row[f"ratio_{ref}_min"] = min(tp)
-                row[f"ratio_{ref}_max"] = max(tp)
-            if cpu:
-                row[f"cpu_ratio_{ref}"] = statistics.median(cpu)
+        # "lib" ratios are ratio_<ref>; the compiled build's are compiled_ratio_<ref>
+        for lib in LIB_IMPLS:
+            prefix = "" if lib == "lib" else f"{lib}_"
+            for ref in impls:
+                if ref in LIB_IMPLS:
+                    continue
+                tp = [
+                    r[lib]["throughput"] / r[ref]["throughput"]
+                    for r in rounds.values()
+                    if lib in r and ref in r and r[ref]["throughput"] > 0
+                ]
+                cpu = [
+                    r[lib]["cpu_us_per_unit"] / r[ref]["cpu_us_per_unit"]
+                    for r in rounds.values()
+                    if lib in r and ref in r and r[ref]["cpu_us_per_unit"] > 0
+                ]
+                if tp:
+                    row[f"{prefix}ratio_{ref}"] = statistics.median(tp)
+                    row[f"{prefix}ratio_{ref}_min"] = min(tp)
+                    row[f"{prefix}ratio_{ref}_max"] = max(tp)
+                if cpu:
+                    row[f"{prefix}cpu_ratio_{ref}"] = statistics.median(cpu)
         out.append(row)
     return out
 
@@ -314,17 +325,12 @@ def print_table(console: Any, summary: list[dict[str, Any]], memory: list[dict[s
     from rich.table import Table
 
     t = Table(title="library vs raw asyncio (median of paired per-round ratios)")
-    for col in (
-        "kind",
-        "loop",
-        "workload",
-        "lib",
-        "protocol",
-        "x protocol",
-        "cpu/unit x",
-        "x buffered",
-        "x streams",
-    ):
+    compiled = any("compiled_ratio_protocol" in row for row in summary)
+    cols = ["kind", "loop", "workload", "lib", "protocol", "x protocol", "cpu/unit x"]
+    if compiled:
+        cols += ["compiled x protocol", "compiled cpu/unit x"]
+    cols += ["x buffered", "x streams"]
+    for col in cols:
         t.add_column(col, justify="right" if col not in ("kind", "loop", "workload") else "left")
     for row in summary:
         lib = row.get("lib", {}).get("throughput")
@@ -337,7 +343,7 @@ def print_table(console: Any, summary: list[dict[str, Any]], memory: list[dict[s
             v = row.get(key)
             return "-" if v is None else f"{v:.2f}"
 
-        t.add_row(
+        cells = [
             row["kind"],
             row["loop"],
             row["workload"],
@@ -345,9 +351,11 @@ def print_table(console: Any, summary: list[dict[str, Any]], memory: list[dict[s
             fmt(ref),
             rat("ratio_protocol"),
             rat("cpu_ratio_protocol"),
-            rat("ratio_buffered"),
-            rat("ratio_streams"),
-        )
+        ]
+        if compiled:
+            cells += [rat("compiled_ratio_protocol"), rat("compiled_cpu_ratio_protocol")]
+        cells += [rat("ratio_buffered"), rat("ratio_streams")]
+        t.add_row(*cells)
     console.print(t)
     if memory:
         m = Table(title="memory: peak RSS growth while a client floods a slowly draining server")
@@ -376,13 +384,17 @@ def chart(summary: list[dict[str, Any]], path: Path, title: str) -> None:
         key=lambda kw: (KINDS.index(kw[0]), list(WORKLOADS).index(kw[1])),
     )
     loops = [lp for lp in LOOPS if any(r["loop"] == lp for r in summary)]
-    fig, axes = plt.subplots(2, 1, figsize=(max(8, 0.75 * len(labels) + 2), 8), sharex=True)
-    width = 0.8 / max(1, len(loops))
+    compiled = any("compiled_ratio_protocol" in r for r in summary)
+    builds = ["lib", "compiled"] if compiled else ["lib"]
+    series = [(lp, b) for lp in loops for b in builds]
+    fig, axes = plt.subplots(2, 1, figsize=(max(8, 0.9 * len(labels) + 2), 8), sharex=True)
+    width = 0.8 / max(1, len(series))
     for ax, key, target, ylabel in (
         (axes[0], "ratio_protocol", 0.9, "throughput: library / raw Protocol"),
         (axes[1], "cpu_ratio_protocol", 1.1, "server CPU per unit: library / raw Protocol"),
     ):
-        for i, lp in enumerate(loops):
+        for i, (lp, build) in enumerate(series):
+            prefix = "" if build == "lib" else f"{build}_"
             vals = []
             for kind, wl in labels:
                 row = next(
@@ -393,9 +405,9 @@ def chart(summary: list[dict[str, Any]], path: Path, title: str) -> None:
                     ),
                     None,
                 )
-                vals.append(row.get(key, 0.0) if row else 0.0)
-            xs = [j + (i - (len(loops) - 1) / 2) * width for j in range(len(labels))]
-            bars = ax.bar(xs, vals, width, label=lp)
+                vals.append(row.get(prefix + key, 0.0) if row else 0.0)
+            xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(labels))]
+            bars = ax.bar(xs, vals, width, label=lp if build == "lib" else f"{lp}, {build}")
             ax.bar_label(bars, fmt="%.2f", fontsize=7)
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.axhline(target, color="red", linestyle="--", linewidth=0.8, label=f"target {target}")
@@ -459,7 +471,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if "lib" not in args.impls or REFERENCE not in args.impls:
             p.error("--impls must include lib and protocol (the ratios pair them)")
     elif args.quick:
-        args.impls = ["lib", "protocol", "streams"]
+        args.impls = ["lib", "compiled", "protocol", "streams"]
     else:
         args.impls = list(STREAM_IMPLS)
     return args
@@ -473,6 +485,16 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     if not console.is_terminal:
         console = Console(width=160)
+    if "compiled" in args.impls:
+        global COMPILED_DIR
+        from .compiled import BuildError, build
+
+        console.print("building the compiled engine (mypyc; reused while the code is unchanged)")
+        try:
+            COMPILED_DIR = build()
+        except BuildError as e:
+            console.print(f"[yellow]no compiled server in this run: {e}[/]")
+            args.impls = [i for i in args.impls if i != "compiled"]
     scpu, ccpu = cpus()
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
     plan: list[tuple[str, str, list[str], list[str]]] = []

@@ -45,8 +45,10 @@ SLOW_CHUNK = 64 * 1024
 SLOW_TICK = 0.001
 ACK = b"K"
 
-STREAM_IMPLS = ("lib", "protocol", "buffered", "streams")
-UDP_IMPLS = ("lib", "protocol")
+STREAM_IMPLS = ("lib", "compiled", "protocol", "buffered", "streams")
+UDP_IMPLS = ("lib", "compiled", "protocol")
+LIB_IMPLS = ("lib", "compiled")
+"""The library's servers: pure Python, and the optional compiled build (setup.py)."""
 SLOW_IMPLS = ("lib-slow", "protocol-slow", "protocol-slow-pause")
 
 
@@ -542,7 +544,13 @@ def main(argv: list[str] | None = None) -> int:
     def ready(addrs: dict[str, Any]) -> None:
         reply("READY " + json.dumps(addrs))
 
-    if args.impl in ("lib", "lib-slow"):
+    if args.impl == "compiled":
+        import usocket_asyncio
+
+        if not usocket_asyncio.COMPILED:
+            reply(f"ERROR not the compiled build: {usocket_asyncio.__file__}")
+            return 1
+    if args.impl in ("lib", "lib-slow", "compiled"):
         mux = lib_server(args, args.loop, ready)
         loop = mux.loop
         Control(loop, mux.Terminate, args.sample_rss)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,3 +68,49 @@ def test_one_tiny_round_on_both_loops(tmp_path: Path) -> None:
         assert s["ratio_protocol"] > 0 and s["cpu_ratio_protocol"] > 0 and s["ratio_streams"] > 0
     small = json.loads(summary.read_text())
     assert small["summary"] == doc["summary"]
+
+
+@pytest.mark.timeout(400)
+@pytest.mark.skipif(
+    shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler for mypyc"
+)
+def test_compiled_server_in_a_tiny_round(tmp_path: Path) -> None:
+    """The compiled build is made (or reused) and its server runs beside the pure one; the
+    run would drop it with a warning if it were not really compiled."""
+    out = tmp_path / "run.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--quick",
+            "--kinds",
+            "tcp,udp",
+            "--loops",
+            "uvloop",
+            "--rounds",
+            "1",
+            "--workloads",
+            "pp1k-10,udp1k-1",
+            "--impls",
+            "lib,compiled,protocol",
+            "--duration",
+            "0.1",
+            "--no-memory",
+            "--no-chart",
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=380,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
+    assert b"no compiled server" not in proc.stdout, proc.stdout.decode(errors="replace")
+    doc = json.loads(out.read_text())
+    assert not doc["failures"], doc["failures"]
+    seen = {(r["kind"], r["impl"]) for r in doc["records"]}
+    assert seen == {(k, i) for k in ("tcp", "udp") for i in ("lib", "compiled", "protocol")}
+    for row in doc["summary"]:
+        assert row["compiled_ratio_protocol"] > 0 and row["compiled_cpu_ratio_protocol"] > 0
