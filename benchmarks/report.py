@@ -52,12 +52,60 @@ def markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+PAIRS = [
+    ("1 KiB x1 / x10", ("pp1k-1", "pp1k-10")),
+    ("64 KiB x1 / x10", ("pp64k-1", "pp64k-10")),
+    ("bulk 1 GiB / echo 512 MiB", ("bulk", "echo")),
+    ("1 KiB x1 / x10", ("udp1k-1", "udp1k-10")),
+]
+
+
+def compact(doc: dict[str, Any]) -> str:
+    """The README's table: per kind and pair of workloads, "throughput/CPU" ratios
+    against raw `Protocol` for each loop and build, and the ratio against Streams."""
+    rows = {(r["kind"], r["loop"], r["workload"]): r for r in doc["summary"]}
+    kinds = [k for k in ("tcp", "tls", "local", "udp") if any(r[0] == k for r in rows)]
+    compiled = any("compiled_ratio_protocol" in r for r in doc["summary"])
+    builds = [("", ""), ("compiled_", ", compiled")] if compiled else [("", "")]
+    loops = ("asyncio", "uvloop")
+    head = "| kind, workload |" + "".join(f" {lp}{name} |" for lp in loops for _, name in builds)
+    lines = [
+        head + " x Streams req/s (asyncio / uvloop) |",
+        "|---|" + "--:|" * (len(loops) * len(builds) + 1),
+    ]
+    for kind in kinds:
+        for label, (a, b) in PAIRS:
+            if (kind, "asyncio", a) not in rows and (kind, "uvloop", a) not in rows:
+                continue
+            cells = []
+            for lp in loops:
+                for prefix, _ in builds:
+                    pair = []
+                    for wl in (a, b):
+                        row = rows.get((kind, lp, wl), {})
+                        pair.append(
+                            f"{ratio(row, prefix + 'ratio_protocol')}/"
+                            f"{ratio(row, prefix + 'cpu_ratio_protocol')}"
+                        )
+                    cells.append(", ".join(pair))
+            streams = [
+                ", ".join(ratio(rows.get((kind, lp, wl), {}), "ratio_streams") for wl in (a, b))
+                for lp in loops
+            ]
+            streams_cell = "-" if kind == "udp" else " / ".join(streams)
+            lines.append(f"| {kind} {label} | " + " | ".join(cells) + f" | {streams_cell} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    form = markdown
+    if args and args[0] == "--compact":
+        form, args = compact, args[1:]
     if len(args) != 1:
-        print("usage: python -m benchmarks.report RUN_OR_SUMMARY.json", file=sys.stderr)
+        print("usage: python -m benchmarks.report [--compact] RUN_OR_SUMMARY.json", file=sys.stderr)
         return 2
-    print(markdown(json.loads(Path(args[0]).read_text())))
+    print(form(json.loads(Path(args[0]).read_text())))
     return 0
 
 
