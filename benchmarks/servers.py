@@ -254,7 +254,7 @@ def lib_server(
     for name in services:
         lst = provider.CreateSocket(mux, Listener(name), log, False, ctx)
         if kind == "local":
-            lst.Bind(os.path.join(args.dir, f"lib-{name}.sock"))
+            lst.Bind(os.path.join(args.dir, f"{args.impl}-{name}.sock"))
         else:
             lst.Bind("127.0.0.1", 0)
         lst.Listen()
