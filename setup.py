@@ -1,7 +1,8 @@
 """The build: pure Python by default; with USOCKET_ASYNCIO_COMPILE=1, the socket engine
 is also compiled to C extension modules by mypyc (they load in place of the .py files).
 
-    pip install mypy && USOCKET_ASYNCIO_COMPILE=1 pip install --no-build-isolation .
+    pip install mypy wheel pyOpenSSL cryptography
+    USOCKET_ASYNCIO_COMPILE=1 pip install --no-build-isolation .
 
 Everything else (names, behaviour, the tests) is the same in both builds; check which one
 is running with `usocket_asyncio.COMPILED`.
@@ -34,7 +35,8 @@ if os.environ.get("USOCKET_ASYNCIO_COMPILE") == "1":
     except ImportError as e:
         raise SystemExit(
             "USOCKET_ASYNCIO_COMPILE=1 needs mypy (which brings mypyc) in the build "
-            "environment: pip install mypy, then build with --no-build-isolation"
+            "environment: pip install mypy wheel pyOpenSSL cryptography, then build with "
+            "--no-build-isolation"
         ) from e
     ext_modules = mypycify(COMPILED_MODULES, opt_level="3")
 
