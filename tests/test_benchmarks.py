@@ -13,40 +13,24 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def tiny_run(out: Path, timeout: float, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """`python -m benchmarks` for one short round, its JSON written to `out`."""
+    argv = [sys.executable, "-m", "benchmarks", "--quick", "--rounds", "1", "--duration", "0.1"]
+    argv += [*args, "--no-memory", "--no-chart", "--json", str(out)]
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, timeout=timeout, check=False)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
+    return proc
+
+
 def test_one_tiny_round_on_both_loops(tmp_path: Path) -> None:
     out = tmp_path / "run.json"
     summary = tmp_path / "summary.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks",
-            "--quick",
-            "--kinds",
-            "tcp",
-            "--loops",
-            "asyncio,uvloop",
-            "--rounds",
-            "1",
-            "--workloads",
-            "pp1k-10,bulk",
-            "--impls",
-            "lib,protocol,streams",
-            "--duration",
-            "0.1",
-            "--no-memory",
-            "--no-chart",
-            "--json",
-            str(out),
-            "--summary",
-            str(summary),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        timeout=50,
-        check=False,
+    tiny_run(
+        out,
+        50,
+        *("--kinds", "tcp", "--loops", "asyncio,uvloop", "--workloads", "pp1k-10,bulk"),
+        *("--impls", "lib,protocol,streams", "--summary", str(summary)),
     )
-    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
     doc = json.loads(out.read_text())
     assert set(doc) >= {"machine", "args", "records", "summary", "memory"}
     records = doc["records"]
@@ -78,35 +62,12 @@ def test_compiled_server_in_a_tiny_round(tmp_path: Path) -> None:
     """The compiled build is made (or reused) and its server runs beside the pure one; the
     run would drop it with a warning if it were not really compiled."""
     out = tmp_path / "run.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks",
-            "--quick",
-            "--kinds",
-            "tcp,udp",
-            "--loops",
-            "uvloop",
-            "--rounds",
-            "1",
-            "--workloads",
-            "pp1k-10,udp1k-1",
-            "--impls",
-            "lib,compiled,protocol",
-            "--duration",
-            "0.1",
-            "--no-memory",
-            "--no-chart",
-            "--json",
-            str(out),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        timeout=380,
-        check=False,
+    proc = tiny_run(
+        out,
+        380,
+        *("--kinds", "tcp,udp", "--loops", "uvloop", "--workloads", "pp1k-10,udp1k-1"),
+        *("--impls", "lib,compiled,protocol"),
     )
-    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
     assert b"no compiled server" not in proc.stdout, proc.stdout.decode(errors="replace")
     doc = json.loads(out.read_text())
     assert not doc["failures"], doc["failures"]
