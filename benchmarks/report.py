@@ -15,8 +15,19 @@ def ratio(row: dict[str, Any], key: str) -> str:
     return "-" if v is None else f"{v:.2f}"
 
 
+def ratio_key(build: str, key: str) -> str:
+    """A summary key for one library build: `ratio_protocol` is the pure build's,
+    `compiled_ratio_protocol` the compiled build's."""
+    return key if build == "lib" else f"{build}_{key}"
+
+
+def has_compiled(summary: list[dict[str, Any]]) -> bool:
+    """Did the run measure the compiled build?"""
+    return any(ratio_key("compiled", "ratio_protocol") in row for row in summary)
+
+
 def markdown(doc: dict[str, Any]) -> str:
-    compiled = any("compiled_ratio_protocol" in row for row in doc["summary"])
+    compiled = has_compiled(doc["summary"])
     head = "| kind | loop | workload | library | raw Protocol | x Protocol | CPU/unit x Protocol "
     rule = "|---|---|---|--:|--:|--:|--:|"
     if compiled:
@@ -65,8 +76,9 @@ def compact(doc: dict[str, Any]) -> str:
     against raw `Protocol` for each loop and build, and the ratio against Streams."""
     rows = {(r["kind"], r["loop"], r["workload"]): r for r in doc["summary"]}
     kinds = [k for k in ("tcp", "tls", "local", "udp") if any(r[0] == k for r in rows)]
-    compiled = any("compiled_ratio_protocol" in r for r in doc["summary"])
-    builds = [("", ""), ("compiled_", ", compiled")] if compiled else [("", "")]
+    builds = [("lib", "")]
+    if has_compiled(doc["summary"]):
+        builds.append(("compiled", ", compiled"))
     loops = ("asyncio", "uvloop")
     head = "| kind, workload |" + "".join(f" {lp}{name} |" for lp in loops for _, name in builds)
     lines = [
@@ -79,13 +91,13 @@ def compact(doc: dict[str, Any]) -> str:
                 continue
             cells = []
             for lp in loops:
-                for prefix, _ in builds:
+                for build, _ in builds:
                     pair = []
                     for wl in (a, b):
                         row = rows.get((kind, lp, wl), {})
                         pair.append(
-                            f"{ratio(row, prefix + 'ratio_protocol')}/"
-                            f"{ratio(row, prefix + 'cpu_ratio_protocol')}"
+                            f"{ratio(row, ratio_key(build, 'ratio_protocol'))}/"
+                            f"{ratio(row, ratio_key(build, 'cpu_ratio_protocol'))}"
                         )
                     cells.append(", ".join(pair))
             streams = [

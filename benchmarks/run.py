@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .report import has_compiled, ratio_key
 from .servers import LIB_IMPLS, MIB, SLOW_IMPLS, STREAM_IMPLS, UDP_IMPLS
 
 HERE = Path(__file__).resolve().parent
@@ -261,9 +262,7 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "throughput": statistics.median(vals),
                 "cpu_us_per_unit": statistics.median(cpu),
             }
-        # "lib" ratios are ratio_<ref>; the compiled build's are compiled_ratio_<ref>
         for lib in LIB_IMPLS:
-            prefix = "" if lib == "lib" else f"{lib}_"
             for ref in impls:
                 if ref in LIB_IMPLS:
                     continue
@@ -278,11 +277,11 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     if lib in r and ref in r and r[ref]["cpu_us_per_unit"] > 0
                 ]
                 if tp:
-                    row[f"{prefix}ratio_{ref}"] = statistics.median(tp)
-                    row[f"{prefix}ratio_{ref}_min"] = min(tp)
-                    row[f"{prefix}ratio_{ref}_max"] = max(tp)
+                    row[ratio_key(lib, f"ratio_{ref}")] = statistics.median(tp)
+                    row[ratio_key(lib, f"ratio_{ref}_min")] = min(tp)
+                    row[ratio_key(lib, f"ratio_{ref}_max")] = max(tp)
                 if cpu:
-                    row[f"{prefix}cpu_ratio_{ref}"] = statistics.median(cpu)
+                    row[ratio_key(lib, f"cpu_ratio_{ref}")] = statistics.median(cpu)
         out.append(row)
     return out
 
@@ -325,7 +324,7 @@ def print_table(console: Any, summary: list[dict[str, Any]], memory: list[dict[s
     from rich.table import Table
 
     t = Table(title="library vs raw asyncio (median of paired per-round ratios)")
-    compiled = any("compiled_ratio_protocol" in row for row in summary)
+    compiled = has_compiled(summary)
     cols = ["kind", "loop", "workload", "lib", "protocol", "x protocol", "cpu/unit x"]
     if compiled:
         cols += ["compiled x protocol", "compiled cpu/unit x"]
@@ -384,8 +383,7 @@ def chart(summary: list[dict[str, Any]], path: Path, title: str) -> None:
         key=lambda kw: (KINDS.index(kw[0]), list(WORKLOADS).index(kw[1])),
     )
     loops = [lp for lp in LOOPS if any(r["loop"] == lp for r in summary)]
-    compiled = any("compiled_ratio_protocol" in r for r in summary)
-    builds = ["lib", "compiled"] if compiled else ["lib"]
+    builds = ["lib", "compiled"] if has_compiled(summary) else ["lib"]
     series = [(lp, b) for lp in loops for b in builds]
     fig, axes = plt.subplots(2, 1, figsize=(max(8, 0.9 * len(labels) + 2), 8), sharex=True)
     width = 0.8 / max(1, len(series))
@@ -394,7 +392,6 @@ def chart(summary: list[dict[str, Any]], path: Path, title: str) -> None:
         (axes[1], "cpu_ratio_protocol", 1.1, "server CPU per unit: library / raw Protocol"),
     ):
         for i, (lp, build) in enumerate(series):
-            prefix = "" if build == "lib" else f"{build}_"
             vals = []
             for kind, wl in labels:
                 row = next(
@@ -405,7 +402,7 @@ def chart(summary: list[dict[str, Any]], path: Path, title: str) -> None:
                     ),
                     None,
                 )
-                vals.append(row.get(prefix + key, 0.0) if row else 0.0)
+                vals.append(row.get(ratio_key(build, key), 0.0) if row else 0.0)
             xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(labels))]
             bars = ax.bar(xs, vals, width, label=lp if build == "lib" else f"{lp}, {build}")
             ax.bar_label(bars, fmt="%.2f", fontsize=7)
