@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import socket
+from asyncio import _get_running_loop
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
@@ -118,6 +119,26 @@ def set_qos(sock: socket.socket, traffic: QosTrafficType) -> None:
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
 
 
+def off_loop(loop: asyncio.AbstractEventLoop, call: str) -> None:
+    """The caller is not on the thread running `loop` (`_get_running_loop()` said so):
+    raise `SocketModeError` if `loop` runs in another thread. (While no loop runs, calls
+    are fine from anywhere: they take effect when it runs.)"""
+    if loop.is_running():
+        raise SocketModeError(
+            f"{call} from a thread other than the one running the loop: the library is "
+            "single-threaded; hand the call to the loop with "
+            f"loop.call_soon_threadsafe(...) (only IIoMux.Terminate() may be called from "
+            "any thread)"
+        )
+
+
+def check_loop_thread(loop: asyncio.AbstractEventLoop, call: str) -> None:
+    """Raise `SocketModeError` when called from a thread other than the one running
+    `loop` (the check every public call makes; a socket's own is `_check_thread`)."""
+    if _get_running_loop() is not loop:
+        off_loop(loop, call)
+
+
 def check_user(user: object) -> None:
     """A socket needs a user to call back: raise at once when there is none."""
     if user is None or not callable(getattr(user, "SocketShutdown", None)):
@@ -148,6 +169,7 @@ class SocketProviderBase(ISocketProvider):
         Raises:
             TypeError: `user` is no `USocket`.
         """
+        check_loop_thread(iomux.loop, "CreateSocket")
         check_user(user)
         return self._new_socket(iomux, user, log, useIPv6, socketContext)
 
@@ -229,7 +251,16 @@ class SocketBase(ISocket):
             return "the socket was deleted; make a new one with the provider's CreateSocket"
         return f"a socket that is {old.value} cannot become {new.value}"
 
+    def _check_thread(self, call: str) -> None:
+        """Raise `SocketModeError` when `call` comes from a thread other than the one
+        running the socket's loop. Every public call makes this check (hot paths inline
+        its first line: `_get_running_loop()` is a C call that reads the thread state)."""
+        if _get_running_loop() is not self._loop:
+            off_loop(self._loop, call)
+
     def _check_alive(self, call: str) -> None:
+        if _get_running_loop() is not self._loop:
+            off_loop(self._loop, call)
         if self._state is S.DELETED:
             raise SocketModeError(f"{call} after Delete(): the socket is gone; make a new one")
 
@@ -264,8 +295,18 @@ class SocketBase(ISocket):
     # ------------------------------------------------------------------ ISocket: the rest
 
     def SetUser(self, user: USocket) -> None:
-        """Send this socket's callbacks to `user` from now on."""
+        """Send this socket's callbacks to `user` from now on.
+
+        Raises:
+            TypeError: `user` is None (or no `USocket`): a socket always has a user; to
+                hear nothing more, `Delete()` the socket instead.
+        """
         self._check_alive("SetUser")
+        if user is None or not callable(getattr(user, "SocketShutdown", None)):
+            raise TypeError(
+                "SetUser needs a USocket (a subclass implementing SocketShutdown); to stop "
+                "the callbacks, Delete() the socket instead"
+            )
         self._user = user
 
     def GetLocalAddress(self) -> tuple[str, int]:
@@ -302,9 +343,10 @@ class DeferringSocket(SocketBase):
 
     A result that completes inside the app's own call is recorded as due (`_mark_due`):
     results of `RecvCancel` (`_canceled`), counted sends (`_send_due`; sends still in the
-    transport are `_unreported`), held data a new `Recv` can take (the kind's
-    `_run_due_held` hook) and the final `SocketShutdown` (`_final_due`). `_run_due`
-    delivers them in that order, from the loop's batch or right after an event.
+    transport are `_unreported`, and get no result if the socket ends first), held data a
+    new `Recv` can take (the kind's `_run_due_held` hook) and the final `SocketShutdown`
+    (`_final_due`). `_run_due` delivers them in that order, from the loop's batch or right
+    after an event.
     """
 
     __slots__ = ("_canceled", "_final_due", "_send_due", "_unreported")
@@ -389,9 +431,7 @@ class DeferringSocket(SocketBase):
         if reason > ShutdownReason.SOCKET_SHUTDOWN_BY_PEER or self._log.LogFlagSet(self.LOG_FLAG):
             self._log.Log(self.LOG_FLAG, "%s %x: shutdown %s", self.KIND, id(self), reason.name)
         self._release()
-        if reason is ShutdownReason.SOCKET_SHUTDOWN_NORMAL:
-            self._send_due += self._unreported
-        self._unreported = 0
+        self._unreported = 0  # sends still in the transport never reached the kernel
         if direct:
             self._deliver_final(reason)
         else:

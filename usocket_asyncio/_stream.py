@@ -41,12 +41,13 @@ import errno
 import os
 import socket
 import ssl
+from asyncio import _get_running_loop
 from collections import deque
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._address import AddressError, format_ip, parse_address
 from ._api import Buffer, USocket
-from ._base import _ENDED, DeferringSocket, S
+from ._base import _ENDED, DeferringSocket, S, off_loop
 from ._base import _LIVE as _LIVE  # the names other modules knew from here
 from ._base import State as State
 from ._base import _as_view as _as_view
@@ -66,7 +67,12 @@ ACCEPT_BATCH = 64
 ACCEPT_RETRY_DELAY = 0.2
 """Seconds the listener rests after running out of descriptors or memory."""
 LINGER_TIMEOUT = 2.0
-"""Seconds `Shutdown` waits for the peer's close after sending its own."""
+"""Seconds `Shutdown` waits for the peer's close after its last byte and its own close
+went to the kernel."""
+STALL_TIMEOUT = 10.0
+"""Seconds `Shutdown` keeps sending to a peer that takes nothing; then the socket gives up
+on the bytes still unsent and ends with `SOCKET_LOST`. (Each socket reads it when it is
+made, into `_stall_limit`.)"""
 
 _ACCEPT_RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
@@ -111,6 +117,9 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
         "_accept_target",
         "_blocked",
         "_cache",
+        "_drain_left",
+        "_drain_mark",
+        "_draining",
         "_hend",
         "_hold",
         "_hstart",
@@ -131,10 +140,9 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
         "_rwant",
         "_server_name",
         "_shutdown_wanted",
+        "_stall_limit",
         "_timer",
         "_tr",
-        "_vbuf",
-        "_vmv",
     )
 
     TRANSITIONS: ClassVar[dict[State, frozenset[State]]] = TRANSITIONS
@@ -154,9 +162,9 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
         self._rq: deque[tuple[Any, memoryview, int, bool]] = deque()
         self._rhead = False
         self._rbuf: Any = None
-        self._rmv: memoryview = memoryview(b"")
-        self._vbuf: Any = None  # the last whole bytearray given to Recv, and its view
-        self._vmv: memoryview = self._rmv
+        # what the transport reads into: the head Recv's bytearray itself when it takes
+        # the whole buffer (no view: nothing stays exported), else a view of it
+        self._rmv: Any = None
         self._rwant = 0
         self._rpos = 0
         self._rpartial = False
@@ -170,6 +178,10 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
         self._cache: list[bytes | bytearray] = []
         self._blocked = False
         self._shutdown_wanted = False
+        self._draining = False
+        self._drain_left = 0
+        self._drain_mark = 0.0
+        self._stall_limit = STALL_TIMEOUT
         # server side
         self._lsock: socket.socket | None = None
         self._listen_wanted = False
@@ -211,9 +223,8 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
         self._timer = self._retry_handle = None
         self._rq.clear()
         self._rhead = False
-        self._rbuf = None
-        self._rmv = self._vmv = memoryview(b"")
-        self._vbuf = None
+        self._rbuf = self._rmv = None
+        self._draining = False
         self._hold = None
         self._hstart = self._hend = 0
         self._cache.clear()
@@ -321,12 +332,12 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
         except (TypeError, IndexError):
             pass
 
-    def get_buffer(self, sizehint: int) -> memoryview:
+    def get_buffer(self, sizehint: int) -> Any:
         if self._rhead and self._hstart == self._hend:
             self._into_user = True
             if self._rpos == 0:
                 return self._rmv
-            return self._rmv[self._rpos :]
+            return memoryview(self._rmv)[self._rpos :]
         self._into_user = False
         hold = self._hold
         if hold is None:
@@ -350,7 +361,7 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
                     self._rbuf, self._rmv, self._rwant, self._rpartial = q.popleft()
                 else:
                     self._rhead = False
-                    self._rbuf = None
+                    self._rbuf = self._rmv = None
                 self._rpos = 0
                 self._in_event = True
                 try:
@@ -395,7 +406,7 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
                     self._rbuf, self._rmv, self._rwant, self._rpartial = self._rq.popleft()
                 else:
                     self._rhead = False
-                    self._rbuf = None
+                    self._rbuf = self._rmv = None
                 self._rpos = 0
                 self._callback("SocketRecvResult", buf, pos)
                 if self._state is not S.CONNECTED:
@@ -413,6 +424,9 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
 
     def eof_received(self) -> bool | None:
         if self._state is S.CLOSING:
+            if self._draining:  # the peer may still read what we send: carry on
+                self._peer_end = ShutdownReason.SOCKET_SHUTDOWN_BY_PEER
+                return True if self.KEEP_OPEN_ON_EOF else None
             if self._tr is not None:
                 self._tr.close()
             return None
@@ -426,6 +440,13 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
         self._tr = None
         st = self._state
         if st is S.CLOSING:
+            if self._blocked or self._unreported or self._draining:
+                self._fail_log(
+                    "lost while closing",
+                    f"{exc!r}; the bytes of {self._unreported} Send(s) never left",
+                )
+                self._finish(ShutdownReason.SOCKET_LOST, direct=True)
+                return
             if exc is not None:
                 self._fail_log("lost while closing", repr(exc))
             self._finish(ShutdownReason.SOCKET_SHUTDOWN_NORMAL, direct=True)
@@ -453,6 +474,7 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
             # a pending exact Recv that can no longer be filled gets what there is
             buf, n = self._rbuf, self._rpos
             self._rhead = False
+            self._rbuf = self._rmv = None
             self._rpos = 0
             in_event = self._in_event
             self._in_event = True
@@ -476,6 +498,16 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
                 self._in_event = False
                 if self._due:
                     self._run_due()
+        if self._draining and self._state is S.CLOSING and self._tr is not None:
+            self._draining = False  # the last byte left: now our close
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._close_output()
+
+    def _all_sent(self) -> None:
+        """Every byte written reached the kernel (a TLS socket's writer says so)."""
+        StreamSocket.resume_writing(self)
 
     # ------------------------------------------------------------------ ISocket: data
 
@@ -487,6 +519,8 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
         `Shutdown`.
         """
         st = self._state
+        if _get_running_loop() is not self._loop:
+            off_loop(self._loop, "Send")
         data: bytes | bytearray
         if type(buf) is bytes and (len is None or len == buf.__len__()):
             data = buf
@@ -543,26 +577,16 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
         (`n == len`), or with `recvPartial` 1..`len` bytes as soon as any are there.
         Several Recv calls queue in order. Ignored once the socket is closing."""
         st = self._state
+        if _get_running_loop() is not self._loop:
+            off_loop(self._loop, "Recv")
+        mv: Any
         if st is S.CONNECTED and type(buf) is bytearray and not self._rhead:
-            # the common case, kept short: the only Recv, into a bytearray
-            if buf is self._vbuf and len is None:  # the same buffer again: same view
-                mv = self._vmv
-                n = mv.__len__()
-                self._rhead = True
-                self._rbuf = buf
-                self._rmv = mv
-                self._rwant = n
-                self._rpos = 0
-                self._rpartial = recvPartial
-                if self._hstart != self._hend or self._peer_end is not None:
-                    self._mark_due()
-                return
+            # the common case, kept short: the only Recv, into a bytearray, which the
+            # transport reads into directly (no view of it is kept after the result)
             size = buf.__len__()
             if len is None or len == size:
-                mv = memoryview(buf)
+                mv = buf
                 n = size
-                self._vbuf = buf
-                self._vmv = mv
             elif 0 < len < size:
                 mv = memoryview(buf)[:len]
                 n = len
@@ -588,20 +612,16 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
         if st is S.BINDING or st is S.BOUND or st is S.LISTENING:
             raise SocketModeError("Recv on a listening socket: receive on the accepted sockets")
         if type(buf) is bytearray:  # writable bytes: the view needs no checks
-            mv = memoryview(buf)
+            mv = buf
             size = buf.__len__()
         else:
-            mv = _as_view(buf, "Recv")
-            if mv.readonly:
-                raise ValueError(
-                    "Recv: the buffer is read-only; pass a bytearray or a writable memoryview"
-                )
+            mv = _recv_view(buf)
             size = mv.nbytes
         n = size if len is None else len
         if n <= 0 or n > size:
             raise ValueError(f"Recv: len={len} must be between 1 and the buffer's size ({size})")
         if n != size:
-            mv = mv[:n]
+            mv = memoryview(mv)[:n]
         if self._rhead:
             self._rq.append((buf, mv, n, recvPartial))
             return
@@ -622,7 +642,7 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
             return
         bufs = [self._rbuf]
         if self._rpos:
-            kept = self._rmv[: self._rpos].tobytes()
+            kept = bytes(self._rmv[: self._rpos])
             held = bytes(self._hold[self._hstart : self._hend]) if self._hold is not None else b""
             data = kept + held
             self._hold = bytearray(max(HOLD_LIMIT, data.__len__()))
@@ -631,7 +651,7 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
         bufs.extend(item[0] for item in self._rq)
         self._rq.clear()
         self._rhead = False
-        self._rbuf = None
+        self._rbuf = self._rmv = None
         self._rpos = 0
         self._canceled.extend(bufs)
         self._mark_due()
@@ -655,8 +675,12 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
     def Shutdown(self) -> None:
         """Send what is cached, close, then `SocketShutdown(SOCKET_SHUTDOWN_NORMAL)`.
 
-        Our close is sent after the last byte; the peer's close is awaited for at most
-        `LINGER_TIMEOUT` seconds (what it still sends meanwhile is dropped).
+        Every byte of every `Send` goes out first, for as long as the peer takes some: a
+        peer that takes nothing for `STALL_TIMEOUT` seconds is given up on, and the
+        socket ends with `SOCKET_LOST` (no `SocketSendResult` for the bytes that never
+        left). Our close follows the last byte; then the peer's is awaited for at most
+        `LINGER_TIMEOUT` seconds (TLS: its `close_notify`, `SHUTDOWN_TIMEOUT`). What the
+        peer still sends meanwhile is dropped.
         """
         st = self._state
         self._check_alive("Shutdown")
@@ -674,7 +698,7 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
         self._set_state(S.CLOSING)
         self._rq.clear()
         self._rhead = False
-        self._rbuf = None
+        self._rbuf = self._rmv = None
         self._hstart = self._hend = 0
         tr = self._tr
         if tr is None:
@@ -683,11 +707,51 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
         if self._paused:
             self._paused = False
             tr.resume_reading()
-        if tr.can_write_eof():
+        if self._blocked:
+            # bytes still wait to leave: they go first, for as long as the peer takes some
+            # (`resume_writing` then closes); `_drain_check` watches the progress
+            self._draining = True
+            self._drain_left = int(tr.get_write_buffer_size())
+            self._drain_mark = self._loop.time()
+            self._timer = self._loop.call_later(self._drain_poll(), self._drain_check)
+        else:
+            self._close_output()
+
+    def _close_output(self) -> None:
+        """Every byte left: send our close, then wait a bounded time for the peer's."""
+        tr = self._tr
+        if tr.can_write_eof() and self._peer_end is None:
             tr.write_eof()
             self._timer = self._loop.call_later(LINGER_TIMEOUT, self._linger_expired)
-        else:
+        else:  # TLS (its transport sends close_notify and waits), or the peer closed first
             tr.close()
+
+    def _drain_poll(self) -> float:
+        return min(1.0, self._stall_limit / 4)
+
+    def _drain_check(self) -> None:
+        """While `Shutdown` drains: give up once the peer took nothing for `_stall_limit`."""
+        self._timer = None
+        tr = self._tr
+        if not self._draining or self._state is not S.CLOSING or tr is None:
+            return
+        left = int(tr.get_write_buffer_size())
+        now = self._loop.time()
+        if left < self._drain_left:
+            self._drain_left = left
+            self._drain_mark = now
+        elif now - self._drain_mark >= self._stall_limit:
+            self._draining = False
+            self._fail_log(
+                "Shutdown",
+                f"the peer took nothing for {self._stall_limit:g} s; giving up on {left} "
+                f"unsent bytes (the bytes of {self._unreported} Send(s))",
+            )
+            self._tr = None
+            tr.abort()
+            self._finish(ShutdownReason.SOCKET_LOST, direct=True)
+            return
+        self._timer = self._loop.call_later(self._drain_poll(), self._drain_check)
 
     def _linger_expired(self) -> None:
         self._timer = None
@@ -713,7 +777,7 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
             )
         tr = self._tr
         tr.pause_reading()
-        data = self._rmv[: self._rpos].tobytes() if self._rhead and self._rpos else b""
+        data = bytes(self._rmv[: self._rpos]) if self._rhead and self._rpos else b""
         if self._hold is not None and self._hstart != self._hend:
             data += bytes(self._hold[self._hstart : self._hend])
         self._tr = None
@@ -966,3 +1030,30 @@ def remove_stale_unix_socket(path: str) -> bool:
     finally:
         probe.close()
     raise OSError(errno.EADDRINUSE, "a live socket is listening there", path)
+
+
+def _recv_view(buf: Any) -> memoryview:
+    """A writable, contiguous byte view of a `Recv` buffer, or the error saying what to pass.
+
+    Raises:
+        TypeError: `buf` is no buffer.
+        ValueError: `buf` is read-only, or not contiguous (a strided view: the kernel
+            writes one contiguous run of bytes).
+    """
+    try:
+        mv = memoryview(buf)
+    except TypeError:
+        raise TypeError(
+            f"Recv: buf must be a bytearray or a writable memoryview, not {type(buf).__name__}"
+        ) from None
+    if mv.readonly:
+        raise ValueError("Recv: the buffer is read-only; pass a bytearray or a writable memoryview")
+    if not mv.c_contiguous:
+        raise ValueError(
+            "Recv: the buffer is not contiguous (a strided view such as memoryview(b)[::2]); "
+            "pass a bytearray or a contiguous memoryview, and copy from it where the bytes "
+            "must go"
+        )
+    if mv.ndim != 1 or mv.format not in ("B", "b", "c"):
+        mv = mv.cast("B")
+    return mv

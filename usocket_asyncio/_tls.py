@@ -6,13 +6,24 @@ A `TLSSocket` is a `StreamSocket` whose transport is the loop's SSL transport, s
 engine's zero-copy receive path is unchanged: the SSL protocol decrypts straight into
 the buffer that `get_buffer` hands out (the app's `Recv` buffer, or the hold area).
 
-Opening. A client connects a plain socket first (`sock_connect`), then runs the handshake
-with `create_connection(sock=..., ssl=...)`: a failure before the TCP connection exists
-is a connect failure (`SOCKET_CONNECT_REJECTED`/`_FAILED`), any failure after it is
-`SOCKET_TLS_HANDSHAKE_FAILED`. A server socket accepts with the engine's accept loop and
-runs the handshake with `connect_accepted_socket(ssl=...)`. Either way the engine's
-`connection_made` (and so `SocketConnectComplete`/`SocketAcceptComplete`) only comes
-after the handshake, and after the app accepted the ALPN protocol (`_transport_ready`).
+Opening. A client connects a plain socket first (`sock_connect`), a server socket
+accepts with the engine's accept loop; either way the TCP transport is opened with
+reading paused (`_Opening`) and the handshake runs with `start_tls`, as for an upgrade
+(below): a failure before the TCP connection exists is a connect failure
+(`SOCKET_CONNECT_REJECTED`/`_FAILED`), any failure after it is
+`SOCKET_TLS_HANDSHAKE_FAILED`. The engine's `connection_made` (and so
+`SocketConnectComplete`/`SocketAcceptComplete`) only comes after the handshake, and
+after the app accepted the ALPN protocol (`_transport_ready`).
+
+Sending. The SSL layer of asyncio and uvloop encrypts whatever it is given at once and
+hands it all to the TCP transport below, which reports "empty" to the SSL layer, not to
+us: alone, it would buffer a 64 MiB `Send` twice and report it sent at once. So the
+engine's transport is a `_TLSWriter`: it hands the SSL transport `FEED_CHUNK` bytes at a
+time, only while the TCP transport below is empty, and it learns when that transport
+empties from `_RawWatch`, which stands between the TCP transport and the SSL protocol
+(passing every event on). A `Send` is complete once its last record left the TCP
+transport for the kernel: the writer keeps the engine's `_blocked` set until then,
+exactly as a TCP transport with high-water 0 does.
 
 Upgrading (`UpgradeToTLSSocket`). The TCP socket hands over its transport (reading
 paused) and the bytes it had read but not delivered (`StreamSocket._hand_over`); it is
@@ -47,6 +58,7 @@ import asyncio
 import contextlib
 import socket
 import ssl
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from ._api import ISocket, ISocketContext, ISocketProvider, USocket
@@ -64,6 +76,9 @@ HANDSHAKE_TIMEOUT = 30.0
 """Seconds a TLS handshake may take before it fails (read when each handshake starts)."""
 SHUTDOWN_TIMEOUT = 3.0
 """Seconds `Shutdown` waits for the peer's `close_notify` after sending its own."""
+FEED_CHUNK = 256 * 1024
+"""Plaintext bytes handed to the SSL layer at a time, once the TCP transport below is
+empty: the most a TLS socket holds encrypted beyond the app's own `Send` data."""
 
 _HANDSHAKING = (S.CONNECTING, S.ACCEPTING)
 _TRUNCATED = "the peer closed TCP without close_notify (truncated)"
@@ -150,14 +165,9 @@ class TLSSocket(StreamSocket):
         self._tcp_up = True
         hostname = self._server_name or target.host
         # from here on the loop owns `sock` and closes it on failure
-        await self._loop.create_connection(
-            lambda: self,
-            sock=sock,
-            ssl=self._ctx.ssl_context(False),
-            server_hostname=hostname,
-            ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
-            ssl_shutdown_timeout=SHUTDOWN_TIMEOUT,
-        )
+        opening = _Opening()
+        tr, _ = await self._loop.create_connection(lambda: opening, sock=sock)
+        await self._handshake(tr, opening, False, hostname)
 
     def _connect_reason(self, exc: BaseException) -> ShutdownReason:
         if not self._tcp_up:
@@ -166,13 +176,34 @@ class TLSSocket(StreamSocket):
         return ShutdownReason.SOCKET_TLS_HANDSHAKE_FAILED
 
     async def _open_accepted(self, conn: socket.socket) -> None:
-        await self._loop.connect_accepted_socket(
-            lambda: self,
-            conn,
-            ssl=self._ctx.ssl_context(True),
+        opening = _Opening()
+        tr, _ = await self._loop.connect_accepted_socket(lambda: opening, conn)
+        await self._handshake(tr, opening, True, None)
+
+    async def _handshake(
+        self, tr: Any, opening: _Opening, server_side: bool, hostname: str | None
+    ) -> None:
+        """Run the handshake over the fresh TCP transport `tr` (reading paused)."""
+        self._raw_tr = tr  # closed by `_release` if the socket ends meanwhile
+        self._pre = True
+        if opening.ended is not None or tr.is_closing():
+            raise ConnectionResetError("the TCP connection closed before the handshake")
+        if opening.data:
+            self._loop.call_soon(self._inject, tr, bytes(opening.data))
+        ssl_tr = await self._loop.start_tls(
+            tr,
+            self,
+            self._ctx.ssl_context(server_side),
+            server_side=server_side,
+            server_hostname=hostname,
             ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
             ssl_shutdown_timeout=SHUTDOWN_TIMEOUT,
         )
+        assert ssl_tr is not None
+        self._task = None
+        self._raw_tr = None
+        writer: Any = _TLSWriter(self, ssl_tr, tr)  # the transport, as the engine sees it
+        self.connection_made(writer)
 
     def _accept_reason(self, exc: BaseException) -> ShutdownReason:
         self._fail_log("TLS handshake failed", ssl_detail(exc))
@@ -231,7 +262,8 @@ class TLSSocket(StreamSocket):
         self._task = None
         self._raw_tr = None
         assert ssl_tr is not None
-        self.connection_made(ssl_tr)
+        writer: Any = _TLSWriter(self, ssl_tr, tr)  # the transport, as the engine sees it
+        self.connection_made(writer)
 
     def _inject(self, tr: Any, data: bytes) -> None:
         """Feed bytes the TCP socket had read into the SSL protocol, ahead of the rest."""
@@ -289,10 +321,6 @@ class TLSSocket(StreamSocket):
                 self.connection_lost(exc)
 
     def _transport_ready(self) -> bool:
-        # The engine's high-water mark of 0 makes an SSL transport pause and resume
-        # inside one write; 1 pauses as soon as bytes wait in the SSL layer (the TCP
-        # transport below stopped taking them) and resumes once they all went on.
-        self._tr.set_write_buffer_limits(high=1, low=0)
         sslobj = self._tr.get_extra_info("ssl_object")
         proto = sslobj.selected_alpn_protocol() if sslobj is not None else None
         if self._log.LogFlagSet(self.LOG_FLAG) and sslobj is not None:
@@ -315,12 +343,23 @@ class TLSSocket(StreamSocket):
             return False
         return True
 
-    def get_buffer(self, sizehint: int) -> memoryview:
+    def get_buffer(self, sizehint: int) -> Any:
         if self._pre:
             if self._scratch is None:
                 self._scratch = bytearray(HOLD_LIMIT)
             return memoryview(self._scratch)
-        return super().get_buffer(sizehint)
+        buf = super().get_buffer(sizehint)
+        # asyncio's SSL layer slices what it gets to fill it in pieces: a view, not a copy
+        return buf if type(buf) is memoryview else memoryview(buf)
+
+    def pause_writing(self) -> None:
+        """The SSL transport's own buffer filled: the writer already knows."""
+
+    def resume_writing(self) -> None:
+        """The SSL transport's own buffer emptied: let the writer go on."""
+        w = self._tr
+        if w is not None:
+            w.pump()
 
     def buffer_updated(self, nbytes: int) -> None:
         if self._pre:
@@ -401,6 +440,171 @@ class TLSSocket(StreamSocket):
         if tcp is not None:
             with contextlib.suppress(SocketModeError):
                 tcp.Delete()
+
+
+class _Opening(asyncio.Protocol):
+    """The TCP transport's protocol until `start_tls` replaces it: reading paused at
+    once; whatever still arrives is kept for the SSL protocol."""
+
+    __slots__ = ("data", "ended")
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.ended: Exception | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        tr: Any = transport
+        tr.pause_reading()
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+
+    def eof_received(self) -> bool | None:
+        self.ended = ConnectionResetError("the peer closed before the handshake")
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.ended = exc or ConnectionResetError("the connection closed before the handshake")
+
+
+class _RawWatch(asyncio.BufferedProtocol):
+    """The TCP transport's protocol once the handshake is done: every event goes on to
+    the SSL protocol; an emptied write buffer also tells the writer."""
+
+    __slots__ = ("_proto", "_writer")
+
+    def __init__(self, proto: Any, writer: _TLSWriter) -> None:
+        self._proto = proto
+        self._writer = writer
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._proto.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._proto.connection_lost(exc)
+
+    def get_buffer(self, sizehint: int) -> Any:
+        return self._proto.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._proto.buffer_updated(nbytes)
+
+    def eof_received(self) -> bool | None:
+        result: bool | None = self._proto.eof_received()
+        return result
+
+    def pause_writing(self) -> None:
+        self._proto.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._proto.resume_writing()
+        self._writer.pump()
+
+
+class _TLSWriter:
+    """The transport a TLS socket's engine writes to (see "Sending" above): the SSL
+    transport, fed `FEED_CHUNK` bytes at a time while the TCP transport below is empty.
+
+    The engine's `_blocked` is set while any byte written has not reached the kernel
+    (queued here, in the SSL layer, or in the TCP transport), and `pump` clears it (with
+    the engine's `_all_sent`) once everything has.
+    """
+
+    __slots__ = ("_pumping", "_q", "_qbytes", "_raw", "_sock", "_ssl")
+
+    def __init__(self, sock: TLSSocket, ssl_tr: Any, raw: Any) -> None:
+        self._sock = sock
+        self._ssl = ssl_tr
+        self._raw = raw
+        self._q: deque[memoryview] = deque()
+        self._qbytes = 0
+        self._pumping = False
+        # 1: the SSL transport pauses as soon as it holds a byte, resumes when empty
+        ssl_tr.set_write_buffer_limits(high=1, low=0)
+        # 0: the TCP transport tells (through _RawWatch) when it is empty
+        raw.set_protocol(_RawWatch(raw.get_protocol(), self))
+        raw.set_write_buffer_limits(high=0)
+
+    def write(self, data: bytes | bytearray) -> None:
+        if not self._q and data.__len__() <= FEED_CHUNK and not self._raw.get_write_buffer_size():
+            self._ssl.write(data)
+            if self._raw.get_write_buffer_size() or self._ssl.get_write_buffer_size():
+                self._sock._blocked = True
+            return
+        self._q.append(memoryview(data))
+        self._qbytes += data.__len__()
+        self._sock._blocked = True
+        self.pump()
+
+    def pump(self) -> None:
+        """Feed the SSL transport while the TCP transport below is empty; once every
+        byte has gone to the kernel, tell the engine."""
+        if self._pumping:
+            return
+        raw, ssl_tr, q = self._raw, self._ssl, self._q
+        self._pumping = True
+        try:
+            while True:
+                if raw.get_write_buffer_size() or ssl_tr.get_write_buffer_size():
+                    return
+                if not q:
+                    break
+                if ssl_tr.is_closing():  # the SSL layer would drop it: it stays unsent
+                    return
+                head = q[0]
+                if head.__len__() <= FEED_CHUNK:
+                    q.popleft()
+                    chunk = head
+                else:
+                    chunk = head[:FEED_CHUNK]
+                    q[0] = head[FEED_CHUNK:]
+                self._qbytes -= chunk.__len__()
+                ssl_tr.write(chunk)
+        finally:
+            self._pumping = False
+        sock = self._sock
+        if sock._blocked and sock._tr is self:
+            sock._all_sent()
+
+    # the rest of the transport interface the engine uses
+
+    def get_write_buffer_size(self) -> int:
+        return int(
+            self._qbytes + self._raw.get_write_buffer_size() + self._ssl.get_write_buffer_size()
+        )
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        """The engine's limits are the writer's own (see `__init__`)."""
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._ssl.get_extra_info(name, default)
+
+    def pause_reading(self) -> None:
+        self._ssl.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._ssl.resume_reading()
+
+    def is_closing(self) -> bool:
+        return bool(self._ssl.is_closing())
+
+    def can_write_eof(self) -> bool:
+        return False
+
+    def write_eof(self) -> None:
+        raise NotImplementedError("TLS closes with close_notify: close()")
+
+    def close(self) -> None:
+        """Send `close_notify` after what the SSL layer holds; what is queued here is
+        dropped (the engine closes only after everything left, or when it gives up)."""
+        self._q.clear()
+        self._qbytes = 0
+        self._ssl.close()
+
+    def abort(self) -> None:
+        self._q.clear()
+        self._qbytes = 0
+        self._ssl.abort()
 
 
 def _peer_ip(tr: Any) -> str | None:
