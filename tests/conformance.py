@@ -335,6 +335,69 @@ def check_flush_on_shutdown(mux: Mux, log: IInstanceLog, kind: StreamKind, tmp: 
     close_pair(mux, p)
 
 
+def check_shutdown_slow_reader(mux: Mux, log: IInstanceLog, kind: StreamKind, tmp: str) -> None:
+    """Shutdown with megabytes queued to a slow reader: every byte arrives (hash equal),
+    then BY_PEER; the sender gets its SendResult and NORMAL only after all left, however
+    long the peer takes (here longer than any fixed linger would allow)."""
+    p = make_pair(mux, log, kind, tmp)
+    data = random.Random(17).randbytes(12 * 1024 * 1024)
+    call(p.crec, p.client.Send, data)
+    call(p.crec, p.client.Shutdown)
+    buf = bytearray(48 * 1024)
+
+    def again(s: ISocket) -> None:
+        if p.srec.shutdown is None:
+            s.Recv(buf, None, True)
+
+    def slowly(s: ISocket, b: Any, n: int) -> None:  # about 3 MiB/s
+        mux.loop.call_later(0.015, again, s)
+
+    p.srec.hooks["recv"] = slowly
+    call(p.srec, p.server.Recv, buf, None, True)
+    mux.run_until(
+        lambda: p.crec.shutdown is not None and p.srec.shutdown is not None,
+        timeout=40,
+        what="the slow reader's last byte and both ends",
+    )
+    assert sha(p.srec.received) == sha(data), f"{len(p.srec.received)} of {len(data)} bytes"
+    assert p.crec.names() == ["connect", "send", "shutdown"], p.crec.names()
+    assert p.crec.shutdown is ShutdownReason.SOCKET_SHUTDOWN_NORMAL
+    assert p.srec.shutdown is ShutdownReason.SOCKET_SHUTDOWN_BY_PEER
+    close_pair(mux, p)
+
+
+def set_stall_limit(sock: ISocket, seconds: float) -> None:
+    """Shorten how long `Shutdown` waits for a peer that takes nothing (per socket)."""
+    try:
+        sock._stall_limit = seconds  # type: ignore[attr-defined]
+    except AttributeError:  # a build without it: the checks then show what it does
+        pass
+
+
+def check_shutdown_stalled_reader(mux: Mux, log: IInstanceLog, kind: StreamKind, tmp: str) -> None:
+    """Shutdown while the peer reads nothing at all: after the stall limit the socket
+    gives up with SOCKET_LOST, and no SendResult comes for the bytes that never left."""
+    p = make_pair(mux, log, kind, tmp)
+    set_stall_limit(p.client, 0.4)
+    call(p.crec, p.client.Send, b"first")
+    mux.run_until(lambda: p.crec.sends_done == 1, what="the first send")
+    data = random.Random(19).randbytes(24 * 1024 * 1024)  # more than the kernel buffers hold
+    call(p.crec, p.client.Send, data)
+    call(p.crec, p.client.Shutdown)
+    mux.run_until(lambda: p.crec.shutdown is not None, timeout=20, what="giving up")
+    mux.run_for(0.05)
+    assert p.crec.names() == ["connect", "send", "shutdown"], p.crec.names()
+    assert p.crec.shutdown is ShutdownReason.SOCKET_LOST
+    # the peer, reading now, gets a prefix of the stream and never all of it
+    call(p.srec, p.server.Recv, bytearray(1 << 20), None, True)
+    p.srec.hooks["recv"] = lambda s, b, n: s.Recv(bytearray(1 << 20), None, True)
+    mux.run_until(lambda: p.srec.shutdown is not None, timeout=20, what="the peer's end")
+    got = bytes(p.srec.received)
+    assert got.startswith(b"first") and len(got) < 5 + len(data)
+    assert got[5:] == data[: len(got) - 5]
+    close_pair(mux, p)
+
+
 async def _raw_peer(mux: Mux, kind: StreamKind, address: str) -> socket.socket:
     assert kind.raw_connect is not None
     family, sockaddr = kind.raw_connect(address)
@@ -536,6 +599,8 @@ ALL_CHECKS = [
     check_set_user,
     check_send_before_connect,
     check_flush_on_shutdown,
+    check_shutdown_slow_reader,
+    check_shutdown_stalled_reader,
     check_delete_inside_callbacks,
     check_raising_callback,
     check_wrong_mode,

@@ -253,8 +253,11 @@ class SocketBase(ISocket):
 
     def _check_thread(self, call: str) -> None:
         """Raise `SocketModeError` when `call` comes from a thread other than the one
-        running the socket's loop. Every public call makes this check (hot paths inline
-        its first line: `_get_running_loop()` is a C call that reads the thread state)."""
+        running the socket's loop. Every public call makes this check. The per-request
+        calls (Send, Recv) skip it inside the socket's own event (`_in_event`: only the
+        loop's thread sets it), since `_get_running_loop()` costs a `getpid()` system
+        call each time; a call from another thread that races with the socket's own
+        callback may therefore slip through."""
         if _get_running_loop() is not self._loop:
             off_loop(self._loop, call)
 

@@ -11,6 +11,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from ._base import check_loop_thread
+
 
 class _Deferred:
     """Callback results that completed inside a user's own call.
@@ -146,17 +148,20 @@ class ITimer:
 
     def Start(self, ms: int) -> None:
         """(Re)start: `TimerOnTimeout` follows after `ms` milliseconds."""
+        check_loop_thread(self._iomux.loop, "ITimer.Start")
         self.Cancel()
         self._handle = self._iomux.loop.call_later(max(0, ms) / 1000.0, self._fire)
 
     def Cancel(self) -> None:
         """Stop the timer; no `TimerOnTimeout` follows."""
+        check_loop_thread(self._iomux.loop, "ITimer.Cancel")
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
 
     def IsRunning(self) -> bool:
         """True between `Start` and the timeout (or `Cancel`)."""
+        check_loop_thread(self._iomux.loop, "ITimer.IsRunning")
         return self._handle is not None
 
     def _fire(self) -> None:

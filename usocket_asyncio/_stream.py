@@ -7,7 +7,9 @@ so an event from the transport reaches the app's callback with no hop in between
 
 Receiving. The app's pending `Recv` buffers form a queue; the head is kept in plain
 attributes. While a `Recv` is pending and nothing is held, `get_buffer` hands the
-transport a view of the app's own buffer, so the kernel writes straight into it. When no
+transport the app's own buffer (the bytearray itself, or a view of the part to fill), so
+the kernel writes straight into it; once its result is delivered the socket drops every
+reference, so the app may resize the buffer. When no
 `Recv` is pending, bytes go to a fixed hold area; once `HOLD_LIMIT` bytes are held the
 transport is paused, and it resumes when the app's `Recv` calls drain the hold. A peer
 flooding a socket that never reads therefore costs at most `HOLD_LIMIT` bytes here.
@@ -16,7 +18,8 @@ Sending. `Send` writes at once (cached until connected). The transport's high-wa
 is 0, so it calls `pause_writing` as soon as anything stays in its buffer and
 `resume_writing` once the buffer is empty again: a `Send` whose bytes all reached the
 kernel is complete on return; the others complete at `resume_writing`. This makes
-`SocketSendResult` exact and in order without per-send bookkeeping.
+`SocketSendResult` exact and in order without per-send bookkeeping. (A TLS socket's
+transport is a writer that keeps the same promise for the records, see `_tls.py`.)
 
 Callbacks. From a transport event the app's callback runs directly. A result that
 completes inside the app's own call (a `Send` the kernel took, a `Recv` that held bytes
@@ -32,6 +35,14 @@ its task and timers, releases its buffers and transport, and delivers (or, insid
 call, schedules) the single `SocketShutdown`. A peer's EOF or a broken connection is only
 recorded while held bytes wait for the app's `Recv`; the end follows once they are
 delivered (a pending exact `Recv` first gets what there is, with a shorter length).
+Sends still in the transport when a socket ends get no `SocketSendResult`.
+
+Shutdown. CLOSING first sends every byte still in the transport (`_draining`), for as
+long as the peer takes some: `_drain_check` looks at the transport's buffer every
+quarter of `_stall_limit` and gives up (`SOCKET_LOST`, the transport aborted) only when
+it has not shrunk for `_stall_limit` seconds. Once it is empty (`resume_writing`), our
+close goes out (`_close_output`: FIN, or TLS `close_notify`) and the bounded wait for the
+peer's begins. A connection lost while bytes were still to go is `SOCKET_LOST`.
 """
 
 from __future__ import annotations
@@ -519,8 +530,8 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
         `Shutdown`.
         """
         st = self._state
-        if _get_running_loop() is not self._loop:
-            off_loop(self._loop, "Send")
+        if not self._in_event and _get_running_loop() is not self._loop:
+            off_loop(self._loop, "Send")  # (inside its own event a socket is on its loop)
         data: bytes | bytearray
         if type(buf) is bytes and (len is None or len == buf.__len__()):
             data = buf
@@ -575,10 +586,20 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
     ) -> None:
         """Receive into `buf`: `SocketRecvResult(socket, buf, n)` with exactly `len` bytes
         (`n == len`), or with `recvPartial` 1..`len` bytes as soon as any are there.
-        Several Recv calls queue in order. Ignored once the socket is closing."""
+        Several Recv calls queue in order. Ignored once the socket is closing. Once the
+        result (or `SocketRecvCanceled`) has run, the socket keeps no view of `buf`: it
+        may be resized.
+
+        Raises:
+            ValueError: `len` is not 1..len(buf), or `buf` is read-only or not contiguous
+                (a strided view such as `memoryview(b)[::2]`: pass a bytearray or a
+                contiguous view, and copy from it).
+            SocketModeError: a listening socket, a deleted one, or a call from a thread
+                other than the loop's.
+        """
         st = self._state
-        if _get_running_loop() is not self._loop:
-            off_loop(self._loop, "Recv")
+        if not self._in_event and _get_running_loop() is not self._loop:
+            off_loop(self._loop, "Recv")  # (inside its own event a socket is on its loop)
         mv: Any
         if st is S.CONNECTED and type(buf) is bytearray and not self._rhead:
             # the common case, kept short: the only Recv, into a bytearray, which the
@@ -1004,11 +1025,51 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
             self._accept_target._user = remoteUser
 
 
+_ACCEPTCON = 0x10000
+"""The flag /proc/net/unix shows for a listening socket."""
+
+
+def unix_path_live(path: str, table: str = "/proc/net/unix") -> bool | None:
+    """Is a live socket bound at `path`: a listening stream socket, or a datagram one?
+    Read from the kernel's table, without connecting (a probe would show a listener a
+    connection that never was). None when the table cannot be read (not Linux).
+
+    A socket bound with a relative path is listed under that path: one that names the
+    tail of `path` counts as live (it may be the same file).
+    """
+    try:
+        with open(table, "rb") as f:
+            lines = f.read().splitlines()[1:]
+    except OSError:
+        return None
+    given = os.fsencode(path)
+    full = os.fsencode(os.path.abspath(path))
+    for line in lines:
+        parts = line.split(None, 7)
+        if len(parts) < 8:
+            continue
+        name = parts[7]
+        relative_tail = not name.startswith((b"/", b"@")) and full.endswith(b"/" + name)
+        if name != given and name != full and not relative_tail:
+            continue
+        try:
+            flags, kind = int(parts[3], 16), int(parts[4], 16)
+        except ValueError:
+            continue
+        if kind != socket.SOCK_STREAM or flags & _ACCEPTCON:
+            return True
+    return False
+
+
 def remove_stale_unix_socket(path: str) -> bool:
     """Remove `path` if it is a Unix socket nobody listens on. True when it was removed.
 
+    Whether someone listens is read from /proc/net/unix; only where that table is
+    missing does a nonblocking connect probe the path.
+
     Raises:
         FileExistsError: something that is not a stale socket is at `path`.
+        OSError: EADDRINUSE, a live socket is bound there.
     """
     import stat
 
@@ -1018,6 +1079,12 @@ def remove_stale_unix_socket(path: str) -> bool:
         return False
     if not stat.S_ISSOCK(st.st_mode):
         raise FileExistsError(errno.EEXIST, "not a socket; refusing to remove it", path)
+    live = unix_path_live(path)
+    if live is False:
+        os.unlink(path)
+        return True
+    if live:
+        raise OSError(errno.EADDRINUSE, "a live socket is listening there", path)
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.setblocking(False)
