@@ -340,7 +340,7 @@ def check_shutdown_slow_reader(mux: Mux, log: IInstanceLog, kind: StreamKind, tm
     then BY_PEER; the sender gets its SendResult and NORMAL only after all left, however
     long the peer takes (here longer than any fixed linger would allow)."""
     p = make_pair(mux, log, kind, tmp)
-    data = random.Random(17).randbytes(12 * 1024 * 1024)
+    data = random.Random(17).randbytes(20 * 1024 * 1024)
     call(p.crec, p.client.Send, data)
     call(p.crec, p.client.Shutdown)
     buf = bytearray(48 * 1024)
