@@ -434,22 +434,34 @@ class DtlsConfig:
             self.ssl_ctx.set_tlsext_servername_callback(_sni_picker(by_name))
 
     @classmethod
-    def from_context(cls, ctx: SocketContext, server: bool) -> DtlsConfig:
-        """The config a socket context describes for one side."""
+    def from_context(
+        cls,
+        ctx: SocketContext,
+        server: bool,
+        *,
+        use_srtp: bool | None = None,
+        mutual: bool = True,
+        own_cert_both_sides: bool = False,
+    ) -> DtlsConfig:
+        """The config a socket context describes for one side. `use_srtp`: instead of
+        the context's; `own_cert_both_sides`: a client presents the server certificate
+        too (the engine's rule: one certificate, one fingerprint in the SDP)."""
         sni: dict[str, bytes] = {}
         if server:
             for name in ctx.server_names:
                 pem = ctx.cert_pem_for(True, name)
                 if pem is not None:
                     sni[name] = pem
+        cert = ctx.cert_pem_for(server or own_cert_both_sides)
         return cls(
             server,
-            ctx.cert_pem_for(server),
-            use_srtp=ctx.use_srtp,
+            cert,
+            use_srtp=ctx.use_srtp if use_srtp is None else use_srtp,
             alpn=ctx.alpn,
             verify=ctx.verify,
             trusted_pem=ctx.trusted_pem,
             sni_pems=sni,
+            mutual=mutual,
         )
 
 
