@@ -2,6 +2,13 @@
 
 from . import _stream
 from ._api import ISocket, ISocketContext, ISocketProvider, USocket
+from ._idtls import (
+    DTLS_OPTION_NO_COOKIE,
+    DTLS_OPTION_NO_MUTUAL,
+    DTLS_OPTION_USE_SRTP,
+    IDtls,
+    UDtls,
+)
 from ._iomux import IIoMux, ITimer, UTimer
 from ._local import CreateLocalSocketProvider
 from ._log import IInstanceLog
@@ -44,6 +51,9 @@ COMPILED: bool = not _stream.__file__.endswith(".py")
 
 __all__ = [
     "COMPILED",
+    "DTLS_OPTION_NO_COOKIE",
+    "DTLS_OPTION_NO_MUTUAL",
+    "DTLS_OPTION_USE_SRTP",
     "LOG_APP",
     "LOG_DTLS",
     "LOG_LDS",
@@ -70,6 +80,7 @@ __all__ = [
     "CreateTCPSocketProvider",
     "CreateTLSSocketProvider",
     "CreateUDPSocketProvider",
+    "IDtls",
     "IInstanceLog",
     "IIoMux",
     "IPaddr",
@@ -81,6 +92,7 @@ __all__ = [
     "QosTrafficType",
     "ShutdownReason",
     "SocketModeError",
+    "UDtls",
     "USocket",
     "UTimer",
     "shutdownreason_t",

@@ -383,7 +383,7 @@ class _Endpoint(asyncio.DatagramProtocol):
     """One UDP transport: one connected DTLS socket (`owner`), or a listener and the
     peers it accepted (`listener`, `peers` by source address)."""
 
-    __slots__ = ("copy", "listener", "owner", "peers", "qos_sock", "tr")
+    __slots__ = ("copy", "listener", "offering", "owner", "peers", "qos_sock", "tr")
 
     def __init__(self) -> None:
         self.tr: Any = None
@@ -392,6 +392,7 @@ class _Endpoint(asyncio.DatagramProtocol):
         self.peers: dict[Any, DTLSSocket] = {}
         self.copy = True
         self.qos_sock: socket.socket | None = None
+        self.offering = 0  # SocketListenResult callbacks running (a peer may be accepted)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.tr = transport
@@ -444,7 +445,10 @@ class _Endpoint(asyncio.DatagramProtocol):
             self.listener = None
         if who._peer is not None and self.peers.get(who._peer) is who:
             del self.peers[who._peer]
-        if self.owner is None and self.listener is None and not self.peers:
+        self.close_if_unused()
+
+    def close_if_unused(self) -> None:
+        if self.owner is None and self.listener is None and not self.peers and not self.offering:
             tr, self.tr = self.tr, None
             if tr is not None:
                 tr.close()
@@ -980,6 +984,7 @@ class DTLSSocket(SocketBase):
             )
             n = mv.nbytes
         mv[:n] = rec[:n]
+        mv.release()  # the buffer is the app's again once its result runs
         self._emit("SocketRecvResult", buf, n)
 
     def _pump_held(self) -> None:
@@ -1140,6 +1145,9 @@ class DTLSSocket(SocketBase):
         if host.startswith("::ffff:") and "." in host:
             host = host[7:]
         self._drain()  # callbacks queued before this one go first
+        ep = self._ep
+        if ep is not None:
+            ep.offering += 1  # a Shutdown/Delete inside the callback keeps it for the peer
         self._in_listen_result = True
         self._accept_decided = False
         self._accept_user = None
@@ -1147,13 +1155,16 @@ class DTLSSocket(SocketBase):
             self._callback("SocketListenResult", host, int(addr[1]))
         finally:
             self._in_listen_result = False
+            if ep is not None:
+                ep.offering -= 1
         user: USocket | None = self._accept_user
         self._accept_user = None
-        ep = self._ep
-        if user is None or ep is None or self._state is S.DELETED:
+        if ep is None or ep.tr is None:
+            return
+        if user is None:
             self._log.Log(self.LOG_FLAG, "dtls %x: peer %s:%d denied", id(self), host, addr[1])
-            if ep is not None:
-                ep.send(_alert_record(seq + 1), addr)
+            ep.send(_alert_record(seq + 1), addr)
+            ep.close_if_unused()
             return
         peer = DTLSSocket(self._mux, user, self._log, self._use_ipv6, self._ctx)
         peer._kind = "peer"
@@ -1342,6 +1353,11 @@ class DTLSSocket(SocketBase):
             raise ValueError(
                 "Recv: the buffer is read-only; pass a bytearray or a writable memoryview"
             )
+        if not mv.contiguous:
+            raise ValueError(
+                "Recv: the buffer is not contiguous (a strided memoryview); pass a "
+                "contiguous bytearray or memoryview"
+            )
         n = mv.nbytes if len is None else len
         if n <= 0 or n > mv.nbytes:
             raise ValueError(
@@ -1356,7 +1372,9 @@ class DTLSSocket(SocketBase):
         """Cancel every pending `Recv`: one `SocketRecvCanceled(socket, buf)` each, later."""
         self._check_alive("RecvCancel")
         while self._rq:
-            self._emit("SocketRecvCanceled", self._rq.popleft()[0])
+            buf, mv = self._rq.popleft()
+            mv.release()
+            self._emit("SocketRecvCanceled", buf)
 
     # ------------------------------------------------------------------ the rest
 
@@ -1411,6 +1429,9 @@ class DTLSSocket(SocketBase):
         """Release the socket at once (and the UDP socket it was upgraded from): it makes
         no callback, ever again. A listener's accepted peers carry on."""
         self._check_alive("Delete")
+        conn = self._conn
+        if self._state is S.CONNECTED and conn is not None and self._peer_end is None:
+            self._send_close(conn)  # best effort: the peer learns it is gone
         self._set_state(S.DELETED)
         self._release()
         self._pending.clear()

@@ -520,6 +520,7 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
             mv[:n] = data
         else:
             n = self._truncate(mv, data)
+        mv.release()  # the buffer is the app's again: it may resize it in the callback
         self._in_event = True
         try:
             if st is S.CONNECTED:
@@ -587,6 +588,7 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
                 mv[:n] = data
             else:
                 n = self._truncate(mv, data)
+            mv.release()
             if st is S.CONNECTED:
                 self._callback("SocketRecvResult", buf, n)
             else:
@@ -845,6 +847,11 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
             raise ValueError(
                 "Recv: the buffer is read-only; pass a bytearray or a writable memoryview"
             )
+        if not mv.contiguous:
+            raise ValueError(
+                "Recv: the buffer is not contiguous (a strided memoryview); pass a "
+                "contiguous bytearray or memoryview"
+            )
         n = mv.nbytes if len is None else len
         if n <= 0 or n > mv.nbytes:
             raise ValueError(
@@ -862,7 +869,9 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
         self._check_alive("RecvCancel")
         if not self._rq:
             return
-        self._canceled.extend(item[0] for item in self._rq)
+        for buf, mv in self._rq:
+            mv.release()
+            self._canceled.append(buf)
         self._rq.clear()
         self._mark_due()
 
