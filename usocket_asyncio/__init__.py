@@ -5,6 +5,7 @@ from ._api import ISocket, ISocketContext, ISocketProvider, USocket
 from ._iomux import IIoMux, ITimer, UTimer
 from ._local import CreateLocalSocketProvider
 from ._log import IInstanceLog
+from ._srtp import ISrtpSession, SrtpKeys
 from ._tcp import CreateTCPSocketProvider
 from ._tls import CreateTLSSocketProvider
 from ._types import (
@@ -76,11 +77,13 @@ __all__ = [
     "ISocket",
     "ISocketContext",
     "ISocketProvider",
+    "ISrtpSession",
     "ITimer",
     "LogFlags",
     "QosTrafficType",
     "ShutdownReason",
     "SocketModeError",
+    "SrtpKeys",
     "USocket",
     "UTimer",
     "shutdownreason_t",
