@@ -2,6 +2,7 @@
 
 from . import _stream
 from ._api import ISocket, ISocketContext, ISocketProvider, USocket
+from ._dns import IDns, UDns
 from ._iomux import IIoMux, ITimer, UTimer
 from ._local import CreateLocalSocketProvider
 from ._log import IInstanceLog
@@ -71,6 +72,7 @@ __all__ = [
     "CreateTCPSocketProvider",
     "CreateTLSSocketProvider",
     "CreateUDPSocketProvider",
+    "IDns",
     "IInstanceLog",
     "IIoMux",
     "IPaddr",
@@ -84,6 +86,7 @@ __all__ = [
     "ShutdownReason",
     "SocketModeError",
     "SrtpKeys",
+    "UDns",
     "USocket",
     "UTimer",
     "shutdownreason_t",
