@@ -3,6 +3,13 @@
 from . import _stream
 from ._api import ISocket, ISocketContext, ISocketProvider, USocket
 from ._dns import IDns, UDns
+from ._idtls import (
+    DTLS_OPTION_NO_COOKIE,
+    DTLS_OPTION_NO_MUTUAL,
+    DTLS_OPTION_USE_SRTP,
+    IDtls,
+    UDtls,
+)
 from ._iomux import IIoMux, ITimer, UTimer
 from ._local import CreateLocalSocketProvider
 from ._log import IInstanceLog
@@ -46,6 +53,9 @@ COMPILED: bool = not _stream.__file__.endswith(".py")
 
 __all__ = [
     "COMPILED",
+    "DTLS_OPTION_NO_COOKIE",
+    "DTLS_OPTION_NO_MUTUAL",
+    "DTLS_OPTION_USE_SRTP",
     "LOG_APP",
     "LOG_DTLS",
     "LOG_LDS",
@@ -73,6 +83,7 @@ __all__ = [
     "CreateTLSSocketProvider",
     "CreateUDPSocketProvider",
     "IDns",
+    "IDtls",
     "IInstanceLog",
     "IIoMux",
     "IPaddr",
@@ -87,6 +98,7 @@ __all__ = [
     "SocketModeError",
     "SrtpKeys",
     "UDns",
+    "UDtls",
     "USocket",
     "UTimer",
     "shutdownreason_t",

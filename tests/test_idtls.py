@@ -1,0 +1,491 @@
+"""`IDtls` / `UDtls`: the engine with no loop, then over library UDP sockets (the app
+demuxes with `DtlsRecv`) between two engines and against openssl and GnuTLS peers,
+in both roles, with the keying material compared to what the tool exports.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from conftest import Mux, free_port
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from test_tls_interop import files, output, peer, wait_for_output
+
+from usocket_asyncio import (
+    DTLS_OPTION_NO_COOKIE,
+    DTLS_OPTION_NO_MUTUAL,
+    DTLS_OPTION_USE_SRTP,
+    CreateUDPSocketProvider,
+    IDtls,
+    IInstanceLog,
+    IPaddr,
+    ISocket,
+    ITimer,
+    ShutdownReason,
+    SocketModeError,
+    UDtls,
+    USocket,
+    UTimer,
+)
+from usocket_asyncio._context import default_server_cert
+
+R = ShutdownReason
+SRTP = DTLS_OPTION_USE_SRTP
+OWN_FP = hashlib.sha256(default_server_cert().leaf_der).digest()
+STUN = bytes([0, 1, 0, 0]) + bytes.fromhex("2112a442") + bytes(12)
+RTP = bytes([0x80, 0x00, 0x00, 0x01]) + bytes(8) + b"rtp payload"
+__all__ = ["files"]  # the fixture, re-exported for pytest
+
+
+# --------------------------------------------------------------------------- no loop
+
+
+class Side(UDtls):
+    """Records every callback; its `DtlsSend`s go to `wire` and its timer is a value."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.calls: list[tuple[Any, ...]] = []
+        self.wire: list[bytes] = []
+        self.timer: int | None = None
+        self.keys: tuple[bytes, str] | None = None
+        self.data: list[bytes] = []
+        self.fp: bytes | None = None
+        self.stops = 0
+
+    def DtlsInitialized(self, ctx: Any, fingerprint: bytes) -> None:
+        self.fp = fingerprint
+
+    def DtlsConnected(self, ctx: Any) -> None:
+        assert ctx == self.name
+        self.calls.append(("connected",))
+
+    def DtlsTimerStart(self, ctx: Any, to: int) -> None:
+        assert to >= 0
+        self.timer = to
+
+    def DtlsTimerStop(self, ctx: Any) -> None:
+        self.stops += 1
+        self.timer = None
+
+    def DtlsConnectionClosed(self, ctx: Any, error: int) -> None:
+        self.calls.append(("closed", error))
+
+    def DtlsSend(self, ctx: Any, buf: bytes, len: int) -> None:
+        assert len == buf.__len__() <= 1200
+        self.wire.append(bytes(buf))
+
+    def DtlsRecvApplicationData(self, ctx: Any, buf: bytes, len: int) -> None:
+        self.data.append(bytes(buf[:len]))
+
+    def DtlsSrtpKeys(self, ctx: Any, keys: bytes, profile: str) -> None:
+        self.keys = (keys, profile)
+        self.calls.append(("keys", profile))
+
+
+def shuttle(a: tuple[Side, IDtls], b: tuple[Side, IDtls], rounds: int = 50) -> None:
+    """Carry datagrams between two engines until neither sends; fire due timers."""
+    for _ in range(rounds):
+        moved = False
+        for (src, _), (_, dst) in ((a, b), (b, a)):
+            wire, src.wire = src.wire, []
+            for d in wire:
+                moved = True
+                assert dst.DtlsRecv(d, None, "127.0.0.1", 5000)
+        if not moved:
+            for side, eng in (a, b):
+                if side.timer is not None:
+                    side.timer = None
+                    eng.DtlsTimeout()
+                    moved = True
+            if not moved:
+                return
+
+
+def engines(
+    coptions: int = SRTP, soptions: int = SRTP, **kw: Any
+) -> tuple[tuple[Side, IDtls], tuple[Side, IDtls]]:
+    log = IInstanceLog(0)
+    cs, ss = Side("c"), Side("s")
+    c, s = IDtls.Create(cs, "c", log), IDtls.Create(ss, "s", log)
+    s.DtlsConnect(True, soptions, "127.0.0.1", None, kw.get("spin", OWN_FP))
+    c.DtlsConnect(
+        False, coptions, "127.0.0.1", None, kw.get("cpin", OWN_FP), kw.get("paused", False)
+    )
+    return (cs, c), (ss, s)
+
+
+def test_engines_back_to_back_without_a_loop() -> None:
+    (cs, c), (ss, s) = engines()
+    c.DtlsInitialize()
+    assert cs.fp == OWN_FP
+    shuttle((cs, c), (ss, s))
+    assert cs.calls[-2:] == [("keys", "SRTP_AEAD_AES_128_GCM"), ("connected",)]
+    assert ss.calls[-2:] == [("keys", "SRTP_AEAD_AES_128_GCM"), ("connected",)]
+    assert cs.keys == ss.keys and cs.keys is not None and len(cs.keys[0]) == 56
+    c.DtlsSendApplicationData(b"hello", None)
+    s.DtlsSendApplicationData(bytearray(b"world!!"), 5)
+    shuttle((cs, c), (ss, s))
+    assert ss.data == [b"hello"] and cs.data == [b"world"]
+    c.DtlsClose()
+    assert cs.calls[-1] == ("closed", 0)
+    shuttle((cs, c), (ss, s))
+    assert ss.calls[-1] == ("closed", 0)
+    n = len(ss.calls)
+    s.DtlsClose()  # already closed: nothing more
+    assert len(ss.calls) == n
+
+
+def test_dtls_recv_leaves_other_datagrams_to_the_app() -> None:
+    """RFC 7983: STUN, RTP, RTCP, TURN channel data and empty datagrams are not DTLS."""
+    (_, c), _ = engines()
+    assert not c.DtlsRecv(STUN, None, "127.0.0.1", 1)
+    assert not c.DtlsRecv(RTP, None, "127.0.0.1", 1)
+    assert not c.DtlsRecv(bytes([0x81, 200]) + bytes(6), None, "127.0.0.1", 1)  # RTCP SR
+    assert not c.DtlsRecv(bytes([0x40, 0, 0, 4]) + bytes(4), None, "127.0.0.1", 1)  # TURN
+    assert not c.DtlsRecv(b"", None, "127.0.0.1", 1)
+    assert not c.DtlsRecv(bytearray(b"\x16\x00"), 0, "127.0.0.1", 1)
+    assert c.DtlsRecv(bytes([23, 0xFE, 0xFD]) + bytes(20), None, "127.0.0.1", 1)
+
+
+def test_paused_sends_nothing_until_unpaused() -> None:
+    (cs, c), (ss, s) = engines(paused=True)
+    assert cs.wire == [] and cs.timer is None
+    c.DtlsUnpause()
+    assert len(cs.wire) == 1 and cs.timer is not None
+    shuttle((cs, c), (ss, s))
+    assert ("connected",) in cs.calls and ("connected",) in ss.calls
+
+
+def test_abort_connect_stops_the_timer_and_says_nothing_more() -> None:
+    (cs, c), (ss, s) = engines()
+    assert cs.timer is not None
+    c.DtlsAbortConnect()
+    assert cs.calls == [] and cs.stops == 1 and cs.timer is None
+    wire, cs.wire = cs.wire, []
+    for d in wire:
+        s.DtlsRecv(d, None, "127.0.0.1", 5000)
+    for d in ss.wire:
+        c.DtlsRecv(d, None, "127.0.0.1", 5000)
+    assert cs.calls == [] and cs.stops == 1 and cs.wire == []
+
+
+def test_lost_flights_are_resent_on_the_apps_timer() -> None:
+    """The server's first answers are lost: the client's timer (asked for in ms) brings
+    them back, and no other clock is read."""
+    (cs, c), (ss, s) = engines(soptions=SRTP | DTLS_OPTION_NO_COOKIE)
+    assert cs.timer is not None and 900 <= cs.timer <= 1100
+    for _ in range(2):
+        for d in cs.wire:
+            s.DtlsRecv(d, None, "127.0.0.1", 5000)
+        cs.wire.clear()
+        ss.wire.clear()  # lost
+        c.DtlsTimeout()
+        assert cs.wire  # the flight again
+    shuttle((cs, c), (ss, s))
+    assert ("connected",) in cs.calls and ("connected",) in ss.calls
+    assert cs.keys == ss.keys and cs.keys is not None
+
+
+def test_wrong_fingerprint_closes_with_the_handshake_reason() -> None:
+    (cs, c), (ss, s) = engines(cpin=bytes(32))
+    shuttle((cs, c), (ss, s))
+    assert cs.calls[-1] == ("closed", int(R.SOCKET_TLS_HANDSHAKE_FAILED))
+    assert ss.calls[-1] == ("closed", int(R.SOCKET_TLS_HANDSHAKE_FAILED))
+    assert cs.timer is None and ss.timer is None
+
+
+def test_no_common_srtp_profile() -> None:
+    (cs, c), (ss, s) = engines(soptions=0)
+    shuttle((cs, c), (ss, s))
+    assert cs.calls[-1] == ("closed", int(R.SOCKET_TLS_HANDSHAKE_FAILED))
+    assert ss.calls == [("connected",), ("closed", 0)]
+
+
+def test_no_mutual_server_gets_no_client_certificate() -> None:
+    (cs, c), (ss, s) = engines(soptions=SRTP | DTLS_OPTION_NO_MUTUAL, spin=None)
+    shuttle((cs, c), (ss, s))
+    assert ("connected",) in cs.calls and ("connected",) in ss.calls
+
+
+def test_caller_mistakes_raise() -> None:
+    (_, c), _ = engines()
+    with pytest.raises(SocketModeError, match="DtlsConnected"):
+        c.DtlsSendApplicationData(b"early")
+    with pytest.raises(SocketModeError, match="new IDtls"):
+        c.DtlsConnect(False, 0, "127.0.0.1", None, None)
+    with pytest.raises(ValueError, match="32-byte"):
+        IDtls.Create(Side("x"), "x", IInstanceLog(0)).DtlsConnect(
+            False, 0, "127.0.0.1", None, b"short"
+        )
+    with pytest.raises(TypeError):
+        IDtls.Create(object(), None, IInstanceLog(0))  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- over UDP
+
+
+class Endpoint(USocket, UDtls, UTimer):
+    """A media endpoint as an app writes one: one UDP socket, an IDtls, an ITimer; the
+    socket's datagrams go to `DtlsRecv` first and, when it says no, to the app."""
+
+    def __init__(
+        self,
+        mux: Mux,
+        log: IInstanceLog,
+        server: bool,
+        options: int = SRTP,
+        fingerprint: bytes | None = OWN_FP,
+        peer_port: int | None = None,
+    ) -> None:
+        self.mux = mux
+        self.server = server
+        self.options = options
+        self.fingerprint = fingerprint
+        self.udp = CreateUDPSocketProvider().CreateSocket(mux, self, log)
+        self.timer = ITimer(mux, self)
+        self.dtls = IDtls.Create(self, "media", log)
+        self.peer: tuple[IPaddr | str, int] | None = None
+        if peer_port is not None:
+            self.peer = ("127.0.0.1", peer_port)
+        self.port = 0
+        self.connected = False
+        self.keys: tuple[bytes, str] | None = None
+        self.received: list[bytes] = []
+        self.other: list[bytes] = []
+        self.closed: int | None = None
+        self.shutdown: ShutdownReason | None = None
+        self.udp.Bind("127.0.0.1", 0)
+
+    def connect(self) -> None:
+        assert self.peer is not None
+        self.dtls.DtlsConnect(self.server, self.options, str(self.peer[0]), None, self.fingerprint)
+
+    # USocket
+    def SocketBindResult(self, socket: ISocket, localAddr: str, localPort: int) -> None:
+        self.port = localPort
+        socket.Recv(bytearray(2048))
+
+    def SocketRecvFromResult(
+        self, socket: ISocket, buf: Any, len: int, srcAddr: IPaddr, srcPort: int
+    ) -> None:
+        if self.peer is None:
+            self.peer = (srcAddr, srcPort)
+            self.connect()
+        if not self.dtls.DtlsRecv(buf, len, srcAddr, srcPort):
+            self.other.append(bytes(buf[:len]))
+        socket.Recv(buf)
+
+    def SocketShutdown(self, socket: ISocket, reason: ShutdownReason) -> None:
+        self.shutdown = reason
+
+    # UTimer
+    def TimerOnTimeout(self, timer: ITimer) -> None:
+        self.dtls.DtlsTimeout()
+
+    # UDtls
+    def DtlsSend(self, ctx: Any, buf: bytes, len: int) -> None:
+        assert self.peer is not None
+        self.udp.SendTo(buf, len, self.peer[0], self.peer[1])
+
+    def DtlsTimerStart(self, ctx: Any, to: int) -> None:
+        self.timer.Start(to)
+
+    def DtlsTimerStop(self, ctx: Any) -> None:
+        self.timer.Cancel()
+
+    def DtlsConnected(self, ctx: Any) -> None:
+        self.connected = True
+
+    def DtlsSrtpKeys(self, ctx: Any, keys: bytes, profile: str) -> None:
+        self.keys = (keys, profile)
+
+    def DtlsRecvApplicationData(self, ctx: Any, buf: bytes, len: int) -> None:
+        self.received.append(bytes(buf[:len]))
+
+    def DtlsConnectionClosed(self, ctx: Any, error: int) -> None:
+        self.closed = error
+        self.timer.Cancel()
+
+    def close(self) -> None:
+        self.timer.Cancel()
+        self.udp.Delete()
+
+
+def test_two_endpoints_share_the_port_with_stun_and_rtp(mux: Mux, log: IInstanceLog) -> None:
+    """Two library endpoints, one UDP port each: the handshake, records both ways, and
+    STUN/RTP datagrams interleaved on the same port reach the app untouched."""
+    srv = Endpoint(mux, log, True)
+    mux.run_until(lambda: srv.port != 0)
+    cli = Endpoint(mux, log, False, peer_port=srv.port)
+    mux.run_until(lambda: cli.port != 0)
+    cli.udp.SendTo(STUN, None, "127.0.0.1", srv.port)
+    cli.connect()
+    cli.udp.SendTo(RTP, None, "127.0.0.1", srv.port)
+    mux.run_until(lambda: cli.connected and srv.connected, 10, "the handshake")
+    assert cli.keys == srv.keys and cli.keys is not None
+    assert cli.keys[1] == "SRTP_AEAD_AES_128_GCM"
+    srv.udp.SendTo(RTP, None, "127.0.0.1", cli.port)
+    cli.dtls.DtlsSendApplicationData(b"from the client")
+    srv.dtls.DtlsSendApplicationData(b"from the server")
+    mux.run_until(lambda: bool(cli.received and srv.received and cli.other))
+    assert srv.received == [b"from the client"] and cli.received == [b"from the server"]
+    assert srv.other == [STUN, RTP] and cli.other == [RTP]
+    cli.dtls.DtlsClose()
+    mux.run_until(lambda: srv.closed is not None)
+    assert cli.closed == 0 and srv.closed == 0
+    cli.close()
+    srv.close()
+
+
+# --------------------------------------------------------------------------- real peers
+
+EXPORT = ["-keymatexport", "EXTRACTOR-dtls_srtp", "-keymatexportlen", "60"]
+GNUTLS_EXPORT = ["--keymatexport=EXTRACTOR-dtls_srtp", "--keymatexportsize=60"]
+needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
+needs_gnutls = pytest.mark.skipif(
+    shutil.which("gnutls-cli") is None or shutil.which("gnutls-serv") is None,
+    reason="needs gnutls-bin",
+)
+
+
+def keying_material(text: str) -> bytes:
+    m = re.search(r"[Kk]ey(?:ing)? material: ([0-9A-Fa-f]+)", text)
+    assert m is not None, text
+    return bytes.fromhex(m.group(1))
+
+
+def fingerprint_of(pem_path: str) -> bytes:
+    with open(pem_path, "rb") as f:
+        cert = x509.load_pem_x509_certificates(f.read())[0]
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).digest()
+
+
+@contextmanager
+def udp_server(args: list[str], ready: str) -> Iterator[subprocess_t]:
+    with peer(args) as proc:
+        deadline = time.monotonic() + 10
+        while ready not in output(proc) and time.monotonic() < deadline:
+            assert proc.poll() is None, output(proc)
+            time.sleep(0.02)
+        yield proc
+
+
+subprocess_t = Any
+
+
+def client_against(mux: Mux, log: IInstanceLog, port: int, fp: bytes) -> Endpoint:
+    cli = Endpoint(mux, log, False, fingerprint=fp, peer_port=port)
+    mux.run_until(lambda: cli.port != 0)
+    cli.connect()
+    mux.run_until(lambda: cli.connected or cli.closed is not None, 15, "the handshake")
+    assert cli.connected, cli.closed
+    return cli
+
+
+@pytest.mark.interop
+@pytest.mark.timeout(40)
+@needs_openssl
+def test_engine_client_against_openssl_s_server(
+    mux: Mux, log: IInstanceLog, files: dict[str, str]
+) -> None:
+    port = free_port(socket.AF_INET, socket.SOCK_DGRAM)
+    args = ["openssl", "s_server", "-dtls1_2", "-accept", f"127.0.0.1:{port}"]
+    args += ["-cert", files["server"], "-use_srtp", "SRTP_AES128_CM_SHA1_80", *EXPORT]
+    args += ["-naccept", "1"]
+    with udp_server(args, "ACCEPT") as proc:
+        cli = client_against(mux, log, port, fingerprint_of(files["server"]))
+        wait_for_output(mux, proc, "Keying material:")
+        assert cli.keys is not None
+        assert cli.keys == (keying_material(output(proc)), "SRTP_AES128_CM_SHA1_80")
+        cli.dtls.DtlsSendApplicationData(b"hello from the engine\n")
+        wait_for_output(mux, proc, "hello from the engine")
+        assert proc.stdin is not None
+        proc.stdin.write(b"hello from s_server\n")
+        proc.stdin.flush()
+        mux.run_until(lambda: bool(cli.received), 10, "s_server's line")
+        assert cli.received == [b"hello from s_server\n"]
+        cli.dtls.DtlsClose()
+        assert cli.closed == 0
+        mux.run_until(lambda: proc.poll() is not None, 10, "s_server to see close_notify")
+        cli.close()
+
+
+@pytest.mark.interop
+@pytest.mark.timeout(40)
+@needs_openssl
+def test_openssl_s_client_against_engine_server(
+    mux: Mux, log: IInstanceLog, files: dict[str, str]
+) -> None:
+    srv = Endpoint(mux, log, True, fingerprint=None)
+    mux.run_until(lambda: srv.port != 0)
+    args = ["openssl", "s_client", "-dtls1_2", "-connect", f"127.0.0.1:{srv.port}"]
+    args += ["-use_srtp", "SRTP_AES128_CM_SHA1_80", *EXPORT, "-mtu", "1200", "-ign_eof"]
+    args += ["-cert", files["client"]]
+    with peer(args, b"hello from s_client\n") as proc:
+        mux.run_until(lambda: bool(srv.received), 20, "s_client's line")
+        assert srv.received == [b"hello from s_client\n"]
+        wait_for_output(mux, proc, "Keying material:")
+        assert srv.keys == (keying_material(output(proc)), "SRTP_AES128_CM_SHA1_80")
+        srv.dtls.DtlsSendApplicationData(b"hello from the engine\n")
+        wait_for_output(mux, proc, "hello from the engine")
+        srv.dtls.DtlsClose()
+        mux.run_until(lambda: proc.poll() is not None, 10, "s_client to see close_notify")
+    assert srv.closed == 0
+    srv.close()
+
+
+@pytest.mark.interop
+@pytest.mark.timeout(40)
+@needs_gnutls
+def test_engine_client_against_gnutls_serv(
+    mux: Mux, log: IInstanceLog, files: dict[str, str]
+) -> None:
+    """gnutls-serv (echo) agrees the profile and echoes a record; it prints no keying
+    material, so the keys are compared against GnuTLS in the other role only."""
+    port = free_port(socket.AF_INET, socket.SOCK_DGRAM)
+    args = ["gnutls-serv", "--udp", "-p", str(port), "--echo"]
+    args += ["--x509certfile", files["server"], "--x509keyfile", files["server"]]
+    args += ["--srtp-profiles", "SRTP_AES128_CM_HMAC_SHA1_80"]
+    with udp_server(args, "listening") as proc:
+        cli = client_against(mux, log, port, fingerprint_of(files["server"]))
+        assert cli.keys is not None and cli.keys[1] == "SRTP_AES128_CM_SHA1_80"
+        cli.dtls.DtlsSendApplicationData(b"echo me\n")
+        mux.run_until(lambda: bool(cli.received), 10, "the echo")
+        assert cli.received == [b"echo me\n"]
+        assert "DTLS profile set to SRTP_AES128_CM_HMAC_SHA1_80" in output(proc)
+        cli.dtls.DtlsClose()
+        cli.close()
+
+
+@pytest.mark.interop
+@pytest.mark.timeout(40)
+@needs_gnutls
+def test_gnutls_cli_against_engine_server(
+    mux: Mux, log: IInstanceLog, files: dict[str, str]
+) -> None:
+    srv = Endpoint(mux, log, True, fingerprint=fingerprint_of(files["client"]))
+    mux.run_until(lambda: srv.port != 0)
+    args = ["gnutls-cli", "--udp", "--insecure", "-p", str(srv.port), "127.0.0.1"]
+    args += ["--x509certfile", files["client"], "--x509keyfile", files["client"]]
+    args += ["--srtp-profiles", "SRTP_AES128_CM_HMAC_SHA1_80", *GNUTLS_EXPORT]
+    with peer(args, b"hello from gnutls-cli\n") as proc:
+        mux.run_until(lambda: bool(srv.received), 20, "gnutls-cli's line")
+        assert srv.received == [b"hello from gnutls-cli\n"]
+        assert srv.keys is not None
+        assert srv.keys == (keying_material(output(proc)), "SRTP_AES128_CM_SHA1_80")
+        srv.dtls.DtlsSendApplicationData(b"hello from the engine\n")
+        wait_for_output(mux, proc, "hello from the engine")
+        srv.dtls.DtlsClose()
+        mux.run_until(lambda: proc.poll() is not None, 10, "gnutls-cli to see close_notify")
+    assert srv.closed == 0
+    srv.close()

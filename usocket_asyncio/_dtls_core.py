@@ -1,0 +1,1153 @@
+"""The DTLS 1.2 engine, sans-IO: datagrams in, datagrams out, timers asked for, events out.
+
+Theory of operation
+-------------------
+A `DtlsConnection` is one DTLS association (client or server) on a pyOpenSSL
+`SSL.Connection` over memory BIOs. It owns no socket, no loop and no clock: every call
+that may depend on time takes `now` (seconds, on whatever clock the caller keeps: the
+loop's, or a simulated one in the tests), and the engine tells the caller when it next
+wants to be woken (`get_timer`, an absolute time on that clock, or None). It is driven
+the way a QUIC connection is in a sans-IO stack:
+
+    conn.start(now)                      # a client sends its ClientHello
+    conn.receive_datagram(data, now)     # each datagram from the peer
+    conn.handle_timer(now)               # once `now >= conn.get_timer()`
+    for d in conn.datagrams_to_send(): send d to the peer
+    while (ev := conn.next_event()) is not None: handle ev
+
+Who owns each datagram.
+- Incoming: the caller hands over one datagram per `receive_datagram`; the engine
+  writes it into the read BIO and runs OpenSSL on it before it returns, so OpenSSL sees
+  one datagram as one packet and a malformed one is dropped whole. Nothing is kept but
+  a digest of handshake datagrams (to notice a peer's retransmission, below).
+- Outgoing: what OpenSSL wrote is split into records (13-byte headers) and packed into
+  datagrams of at most the path MTU (OpenSSL is told the same MTU, so no record is
+  larger); they wait in the engine until the caller takes them with
+  `datagrams_to_send`. Each `send_data` is one record; one larger than the cleartext
+  MTU raises `ValueError`.
+- The last handshake flight is also kept, for retransmission.
+
+Retransmission. OpenSSL's own DTLS timer reads the wall clock, which a sans-IO engine
+cannot drive, so the engine keeps the flight schedule itself (RFC 6347 §4.2.4: 1 s,
+doubling up to 60 s, on the caller's clock). When the timer runs out, OpenSSL is asked
+first (`DTLSv1_handle_timeout`: when its own timer has also run out it re-encodes the
+flight, with fresh record numbers); else the engine resends the kept datagrams as they
+were, which the peer accepts for every record it did not get (a record it did get is a
+replay it drops). A datagram that repeats one of the peer's flight that led to our last
+flight means the peer did not get ours: the engine resends it at once, also after its
+own handshake is done (the server's last flight has no timer of its own). The handshake
+as a whole has a deadline (`handshake_timeout`, from `start` or, for a server, the
+first datagram).
+
+Reordering. OpenSSL buffers handshake messages that come early, but drops a
+ChangeCipherSpec that comes before the messages it follows; only a re-encoded resend
+would bring it back. The engine therefore notes the peer's epoch-0 record numbers and
+handshake fragments, and holds a ChangeCipherSpec (with the rest of its datagram) until
+every message and record before it came: a flight that arrives out of order costs no
+resend.
+
+Server side. With `cookie=True` a server answers a ClientHello without a valid cookie
+statelessly with a HelloVerifyRequest (`DTLSv1_listen`); the cookie is HMAC-SHA256
+over the peer's address and a `COOKIE_WINDOW` counter of `now` under a per-process
+secret, valid in its window and the next. `CookieListener` does the same for a
+listening socket, before any per-peer state exists, within the peer caps
+(`MAX_PEERS`, `MAX_HANDSHAKING_PEERS`).
+
+Verification. A `fingerprint` (SHA-256 of the DER of the peer's certificate, the SDP's
+a=fingerprint) pins the peer: it must present exactly that certificate, and no chain or
+name is checked (the WebRTC rule). Without one, the config's verification applies
+(chain against the trust store, name against `verify_name`).
+
+What ends a connection (one `ConnectionFailed` or `CloseNotify` event, then nothing):
+the peer's close_notify (`CloseNotify`; the engine answers with its own); a failed
+handshake, a failed verification or pin, no agreed SRTP profile, or the deadline
+(`ConnectionFailed(SOCKET_TLS_HANDSHAKE_FAILED)`); a fatal alert or record error after
+the handshake (`ConnectionFailed(SOCKET_LOST)`). The caller's `close` (close_notify
+sent) and `abort` (nothing sent) end it without an event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import secrets
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Final
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from OpenSSL import SSL, crypto
+
+from ._types import IPaddr, LogFlags, ShutdownReason
+
+if TYPE_CHECKING:
+    from ._context import SocketContext
+    from ._log import IInstanceLog
+
+DEFAULT_MTU = 1200
+"""Path MTU (bytes of UDP payload) of new DTLS connections."""
+MIN_MTU = 256
+"""The smallest path MTU accepted."""
+MAX_MTU = 65507
+"""The largest path MTU accepted (the largest IPv4 UDP payload)."""
+RECORD_OVERHEAD = 37
+"""Bytes a record adds to its cleartext: 13 header + 8 explicit nonce + 16 tag (AES-GCM,
+the largest of the AEAD suites negotiated)."""
+HANDSHAKE_TIMEOUT = 30.0
+"""Seconds a DTLS handshake may take before it fails."""
+MAX_HANDSHAKING_PEERS = 64
+"""Peers of one listening socket that may be in handshake at once; more are dropped."""
+MAX_PEERS = 1024
+"""Peers (in handshake or established) of one listening socket; more are dropped."""
+CIPHERS = b"ECDHE+AESGCM:ECDHE+CHACHA20"
+"""The DTLS 1.2 cipher suites: AEAD only, forward secret."""
+SRTP_PROFILES = b"SRTP_AEAD_AES_128_GCM:SRTP_AES128_CM_SHA1_80"
+"""The SRTP protection profiles offered with SRTP, most preferred first."""
+SRTP_LABEL = b"EXTRACTOR-dtls_srtp"
+"""The RFC 5764 exporter label of the SRTP keying material."""
+SRTP_KEY_LENGTHS = {
+    "SRTP_AES128_CM_SHA1_80": 2 * (16 + 14),
+    "SRTP_AES128_CM_SHA1_32": 2 * (16 + 14),
+    "SRTP_AEAD_AES_128_GCM": 2 * (16 + 12),
+    "SRTP_AEAD_AES_256_GCM": 2 * (32 + 12),
+}
+"""Keying material per profile: client key, server key, client salt, server salt."""
+COOKIE_WINDOW = 60.0
+"""Seconds per cookie generation; a cookie from this or the previous one is valid."""
+RTO_INITIAL = 1.0
+"""Seconds before a flight is first resent (RFC 6347 §4.2.4.1)."""
+RTO_MAX = 60.0
+"""The longest wait between two resends of a flight."""
+DTLS1_2_VERSION = 0xFEFD
+"""The protocol version spoken (OpenSSL's DTLS1_2_VERSION)."""
+
+_COOKIE_SECRET = secrets.token_bytes(32)
+_RECV_MAX = 16384 + 256
+_HEADER = 13
+_SEEN_MAX = 64
+
+# connection states
+LISTEN: Final = 0  # server: waiting for a ClientHello with a valid cookie
+HANDSHAKE: Final = 1
+ESTABLISHED: Final = 2
+ENDED: Final = 3
+
+
+# --------------------------------------------------------------------------- events
+
+
+class DtlsEvent:
+    """Something the caller learns from `next_event`."""
+
+    __slots__ = ()
+
+
+class HandshakeCompleted(DtlsEvent):
+    """The handshake is done: what it agreed."""
+
+    __slots__ = ("alpn", "cipher", "peer_fingerprint", "srtp_keys", "srtp_profile", "version")
+
+    def __init__(
+        self,
+        alpn: str | None,
+        srtp_profile: str | None,
+        srtp_keys: bytes | None,
+        peer_fingerprint: bytes | None,
+        version: str,
+        cipher: str,
+    ) -> None:
+        self.alpn = alpn
+        self.srtp_profile = srtp_profile
+        self.srtp_keys = srtp_keys
+        self.peer_fingerprint = peer_fingerprint
+        self.version = version
+        self.cipher = cipher
+
+
+class ApplicationData(DtlsEvent):
+    """One record's cleartext."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+class CloseNotify(DtlsEvent):
+    """The peer closed the connection with close_notify (ours was sent in reply)."""
+
+    __slots__ = ()
+
+
+class ConnectionFailed(DtlsEvent):
+    """The connection ended on an error: the contract's reason and OpenSSL's detail."""
+
+    __slots__ = ("detail", "reason")
+
+    def __init__(self, reason: ShutdownReason, detail: str) -> None:
+        self.reason = reason
+        self.detail = detail
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+def is_dtls(first_byte: int) -> bool:
+    """RFC 7983: a datagram whose first byte is 20..63 is DTLS (0..3 is STUN, 64..79
+    TURN channels, 128..191 RTP/RTCP)."""
+    return 20 <= first_byte <= 63
+
+
+def split_records(data: bytes) -> Iterator[bytes]:
+    """The DTLS records in `data` (a drained write BIO); a truncated tail is yielded whole."""
+    off = 0
+    n = len(data)
+    while off < n:
+        if n - off < _HEADER:
+            yield data[off:]
+            return
+        end = off + _HEADER + int.from_bytes(data[off + 11 : off + 13], "big")
+        yield data[off:end]
+        off = end
+
+
+def pack_records(data: bytes, mtu: int) -> list[bytes]:
+    """Pack the DTLS records in `data` into datagrams of at most `mtu` bytes each
+    (records are never split; a record larger than `mtu` travels alone)."""
+    out: list[bytes] = []
+    cur = bytearray()
+    for rec in split_records(data):
+        if cur and len(cur) + len(rec) > mtu:
+            out.append(bytes(cur))
+            cur = bytearray()
+        cur += rec
+    if cur:
+        out.append(bytes(cur))
+    return out
+
+
+def cookie_for(addr: Any, window: int) -> bytes:
+    """The stateless cookie of a peer address in a cookie window."""
+    msg = f"{addr[0]}|{addr[1]}|{window}".encode()
+    return hmac.new(_COOKIE_SECRET, msg, hashlib.sha256).digest()
+
+
+def cookie_window(now: float) -> int:
+    """The cookie generation of the caller's time `now`."""
+    return int(now // COOKIE_WINDOW)
+
+
+def ssl_detail(exc: BaseException) -> str:
+    """The OpenSSL reasons of a pyOpenSSL error, for the log."""
+    if isinstance(exc, SSL.Error) and exc.args and isinstance(exc.args[0], list):
+        parts = [str(t[2]) for t in exc.args[0] if isinstance(t, tuple) and len(t) == 3]
+        if parts:
+            return "; ".join(parts)
+    return f"{type(exc).__name__}: {exc}" if str(exc) else repr(exc)
+
+
+def alert_record(seq: int) -> bytes:
+    """A plaintext (epoch 0) fatal handshake_failure alert."""
+    return (
+        bytes([21, 0xFE, 0xFD, 0, 0])
+        + (seq & 0xFFFFFFFFFFFF).to_bytes(6, "big")
+        + bytes([0, 2, 2, 40])
+    )
+
+
+def is_client_hello(data: bytes) -> bool:
+    """Is `data` an epoch-0 handshake record holding a ClientHello (the only datagram
+    from an unknown source worth OpenSSL's time)?"""
+    return len(data) >= _HEADER + 12 and data[0] == 22 and data[3:5] == b"\0\0" and data[13] == 1
+
+
+def is_ip(name: str) -> bool:
+    """Is `name` an IP literal (brackets allowed)?"""
+    try:
+        ipaddress.ip_address(name.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def name_matches(cert: x509.Certificate, name: str) -> bool:
+    """Does `cert` carry `name` (a DNS name, or an IP literal) in its subjectAltName
+    (or, without one, its common name)?"""
+    try:
+        ip: IPaddr | None = ipaddress.ip_address(name.strip("[]"))
+    except ValueError:
+        ip = None
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        san = None
+    if ip is not None:
+        return san is not None and ip in san.get_values_for_type(x509.IPAddress)
+    want = name.rstrip(".").lower()
+    if san is not None:
+        names = san.get_values_for_type(x509.DNSName)
+    else:
+        names = [
+            str(a.value) for a in cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+        ]
+    for pattern in names:
+        p = pattern.rstrip(".").lower()
+        if p == want:
+            return True
+        if p.startswith("*.") and "." in want:
+            head, _, rest = want.partition(".")
+            if head and rest == p[2:]:
+                return True
+    return False
+
+
+def cert_fingerprint(cert: crypto.X509 | x509.Certificate) -> bytes:
+    """SHA-256 of a certificate's DER."""
+    c = cert.to_cryptography() if isinstance(cert, crypto.X509) else cert
+    return hashlib.sha256(c.public_bytes(serialization.Encoding.DER)).digest()
+
+
+def verify_message(err: int) -> str:
+    """OpenSSL's text for an X509 verification error code."""
+    from OpenSSL._util import ffi, lib
+
+    try:
+        return str(ffi.string(lib.X509_verify_cert_error_string(err)).decode())
+    except Exception:  # pragma: no cover - the binding lacks the function
+        return f"X509 error {err}"
+
+
+def _load_cert_key(sslctx: SSL.Context, pem: bytes) -> None:
+    """Key and chain (PEM, as `SocketContext.cert_pem_for`) into a pyOpenSSL context."""
+    certs = x509.load_pem_x509_certificates(pem)
+    key = serialization.load_pem_private_key(pem, password=None)
+    sslctx.use_certificate(certs[0])
+    for c in certs[1:]:
+        sslctx.add_extra_chain_cert(c)
+    sslctx.use_privatekey(key)  # type: ignore[arg-type]
+    sslctx.check_privatekey()
+
+
+# --------------------------------------------------------------------------- OpenSSL callbacks
+
+
+def _core_of(conn: SSL.Connection) -> DtlsConnection | None:
+    core = conn.get_app_data()
+    return core if isinstance(core, DtlsConnection) else None
+
+
+def _verify_cb(conn: SSL.Connection, cert: crypto.X509, err: int, depth: int, ok: int) -> bool:
+    core = _core_of(conn)
+    if core is None:
+        return bool(ok)
+    return core._verify(cert, err, depth, bool(ok))
+
+
+def _cookie_generate(conn: SSL.Connection) -> bytes:
+    core = _core_of(conn)
+    if core is None or core._peer is None:
+        return b"\0" * 32
+    return cookie_for(core._peer, cookie_window(core._now))
+
+
+def _cookie_verify(conn: SSL.Connection, cookie: bytes) -> bool:
+    core = _core_of(conn)
+    if core is None or core._peer is None:
+        return False
+    w = cookie_window(core._now)
+    return hmac.compare_digest(cookie, cookie_for(core._peer, w)) or hmac.compare_digest(
+        cookie, cookie_for(core._peer, w - 1)
+    )
+
+
+def _alpn_picker(
+    ours: list[bytes],
+) -> Callable[[SSL.Connection, list[bytes]], bytes | object]:
+    """The server's ALPN choice: the first of its own protocols the client offered
+    (the server's order of preference); without one, no protocol (the handshake goes on
+    without ALPN, as on the TLS sockets)."""
+
+    def pick(conn: SSL.Connection, offered: list[bytes]) -> bytes | object:
+        for p in ours:
+            if p in offered:
+                return p
+        core = _core_of(conn)
+        if core is not None:
+            core._logf("ALPN: no common protocol: the client offered %r", offered)
+        return SSL.NO_OVERLAPPING_PROTOCOLS
+
+    return pick
+
+
+def _sni_picker(by_name: dict[str, SSL.Context]) -> Callable[[SSL.Connection], None]:
+    """Switch a server connection to the context of the certificate set for the name
+    the client asked for by SNI (an unknown name or none keeps the default one)."""
+
+    def pick(conn: SSL.Connection) -> None:
+        raw = conn.get_servername()
+        name = raw.decode("ascii", "replace").lower() if raw else None
+        other = by_name.get(name) if name else None
+        if other is not None:
+            conn.set_context(other)
+        core = _core_of(conn)
+        if core is not None:
+            core._logf(
+                "SNI %r: %s certificate", name, "its" if other is not None else "the default"
+            )
+
+    return pick
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+class DtlsConfig:
+    """What every connection of one side shares: the pyOpenSSL context (certificates,
+    trust, SRTP, ALPN, SNI) and the verification rule."""
+
+    __slots__ = ("chain_check", "server", "ssl_ctx", "use_srtp")
+
+    def __init__(
+        self,
+        server: bool,
+        cert_pem: bytes | None,
+        *,
+        use_srtp: bool = False,
+        alpn: list[str] | None = None,
+        verify: bool = True,
+        trusted_pem: bytes | None = None,
+        sni_pems: dict[str, bytes] | None = None,
+        mutual: bool = True,
+    ) -> None:
+        """Raises:
+        SSL.Error, ValueError: a certificate or key OpenSSL refuses."""
+        self.server = server
+        self.use_srtp = use_srtp
+        # whether verification checks a chain (server: a client certificate is required)
+        self.chain_check = verify and (trusted_pem is not None or not server)
+        args = (server, use_srtp, alpn or [], verify, trusted_pem, mutual)
+        self.ssl_ctx = _build(cert_pem, *args)
+        if server and sni_pems:
+            by_name = {name: _build(pem, *args) for name, pem in sni_pems.items()}
+            self.ssl_ctx.set_tlsext_servername_callback(_sni_picker(by_name))
+
+    @classmethod
+    def from_context(
+        cls,
+        ctx: SocketContext,
+        server: bool,
+        *,
+        use_srtp: bool | None = None,
+        mutual: bool = True,
+        own_cert_both_sides: bool = False,
+    ) -> DtlsConfig:
+        """The config a socket context describes for one side. `use_srtp`: instead of
+        the context's; `own_cert_both_sides`: a client presents the server certificate
+        too (the engine's rule: one certificate, one fingerprint in the SDP)."""
+        sni: dict[str, bytes] = {}
+        if server:
+            for name in ctx.server_names:
+                pem = ctx.cert_pem_for(True, name)
+                if pem is not None:
+                    sni[name] = pem
+        cert = ctx.cert_pem_for(server or own_cert_both_sides)
+        return cls(
+            server,
+            cert,
+            use_srtp=ctx.use_srtp if use_srtp is None else use_srtp,
+            alpn=ctx.alpn,
+            verify=ctx.verify,
+            trusted_pem=ctx.trusted_pem,
+            sni_pems=sni,
+            mutual=mutual,
+        )
+
+
+def _build(
+    pem: bytes | None,
+    server: bool,
+    use_srtp: bool,
+    alpn_names: list[str],
+    verify: bool,
+    trusted: bytes | None,
+    mutual: bool,
+) -> SSL.Context:
+    c = SSL.Context(SSL.DTLS_METHOD)
+    c.set_min_proto_version(DTLS1_2_VERSION)
+    c.set_max_proto_version(DTLS1_2_VERSION)
+    c.set_cipher_list(CIPHERS)
+    c.set_options(SSL.OP_NO_QUERY_MTU | SSL.OP_NO_TICKET | SSL.OP_NO_RENEGOTIATION)
+    if use_srtp:
+        c.set_tlsext_use_srtp(SRTP_PROFILES)
+    alpn = [p.encode() for p in alpn_names]
+    if alpn and server:
+        # the stub wants pyOpenSSL's private NO_OVERLAPPING_PROTOCOLS type
+        c.set_alpn_select_callback(_alpn_picker(alpn))  # type: ignore[arg-type]
+    elif alpn:
+        c.set_alpn_protos(alpn)
+    if pem is not None:
+        _load_cert_key(c, pem)
+    if trusted is not None:
+        store = c.get_cert_store()
+        assert store is not None
+        for cert in x509.load_pem_x509_certificates(trusted):
+            store.add_cert(crypto.X509.from_cryptography(cert))
+    if server:
+        c.set_cookie_generate_callback(_cookie_generate)
+        c.set_cookie_verify_callback(_cookie_verify)
+        if not mutual:
+            c.set_verify(SSL.VERIFY_NONE)
+        else:
+            mode = SSL.VERIFY_PEER  # ask for a client certificate (its fingerprint, for pinning)
+            if verify and trusted is not None:
+                mode |= SSL.VERIFY_FAIL_IF_NO_PEER_CERT
+            c.set_verify(mode, _verify_cb)
+    elif verify:
+        if trusted is None:
+            c.set_default_verify_paths()
+        c.set_verify(SSL.VERIFY_PEER, _verify_cb)
+    else:
+        c.set_verify(SSL.VERIFY_NONE)
+    return c
+
+
+# --------------------------------------------------------------------------- the connection
+
+
+class DtlsConnection:
+    """One DTLS association, sans-IO. See the module docstring."""
+
+    __slots__ = (
+        "_conn",
+        "_deadline",
+        "_events",
+        "_flight",
+        "_flight_seqs",
+        "_held_tail",
+        "_log",
+        "_msgs",
+        "_mtu",
+        "_now",
+        "_out",
+        "_peer",
+        "_peer_flight",
+        "_pin",
+        "_rto",
+        "_rtx_at",
+        "_rx_seqs",
+        "_rx_since_flight",
+        "_tag",
+        "_timeout",
+        "_verify_error",
+        "_verify_name",
+        "alpn",
+        "config",
+        "cookie",
+        "peer_fingerprint",
+        "server",
+        "srtp_keys",
+        "srtp_profile",
+        "state",
+    )
+
+    def __init__(
+        self,
+        config: DtlsConfig,
+        *,
+        peer: Any = None,
+        cookie: bool = True,
+        server_name: str | None = None,
+        verify_name: str | None = None,
+        fingerprint: bytes | None = None,
+        mtu: int = DEFAULT_MTU,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        log: IInstanceLog | None = None,
+        tag: str = "dtls",
+    ) -> None:
+        """`peer`: the peer's address (a tuple whose first two items are host and port),
+        for the cookie. `cookie`: a server runs the cookie exchange first.
+        `server_name`: a client sends it by SNI (not an IP literal). `verify_name`: a
+        client checks the server's certificate against it (when the config verifies).
+        `fingerprint`: pin the peer's certificate (32 bytes of SHA-256)."""
+        if fingerprint is not None and len(fingerprint) != 32:
+            raise ValueError(
+                f"fingerprint: {len(fingerprint)} bytes; pass the 32-byte SHA-256 of the "
+                "peer's certificate (the SDP's a=fingerprint, decoded from hex)"
+            )
+        if type(mtu) is not int or not MIN_MTU <= mtu <= MAX_MTU:
+            raise ValueError(f"mtu={mtu!r} must be an int from {MIN_MTU} to {MAX_MTU}")
+        self.config = config
+        self.server = config.server
+        self.cookie = cookie and config.server
+        self._peer = peer
+        self._verify_name = verify_name
+        self._pin = fingerprint
+        self._mtu = mtu
+        self._timeout = handshake_timeout
+        self._log = log
+        self._tag = tag
+        self._now = 0.0
+        self._out: list[bytes] = []
+        self._events: deque[DtlsEvent] = deque()
+        self._deadline: float | None = None
+        self._rtx_at: float | None = None
+        self._rto = RTO_INITIAL
+        self._flight: list[bytes] = []
+        self._rx_since_flight: list[bytes] = []
+        self._peer_flight: deque[bytes] = deque(maxlen=_SEEN_MAX)
+        self._verify_error: str | None = None
+        # reordering: epoch-0 record numbers and handshake messages seen from the peer
+        self._rx_seqs: set[int] = set()
+        self._flight_seqs: set[int] = set()
+        self._msgs: dict[int, list[tuple[int, int]]] = {}  # message_seq -> [(len, 0)] + frags
+        self._held_tail: tuple[int, bytes] | None = None
+        self.alpn: str | None = None
+        self.srtp_profile: str | None = None
+        self.srtp_keys: bytes | None = None
+        self.peer_fingerprint: bytes | None = None
+        self._conn: SSL.Connection | None = self._make_ssl(server_name)
+        self.state: int = LISTEN if self.cookie else HANDSHAKE
+
+    def _make_ssl(self, server_name: str | None) -> SSL.Connection:
+        config = self.config
+        conn = SSL.Connection(config.ssl_ctx, None)
+        conn.set_app_data(self)
+        conn.set_ciphertext_mtu(self._mtu)
+        if self._pin is not None and _asks_cert(config):
+            mode = SSL.VERIFY_PEER
+            if config.server:
+                mode |= SSL.VERIFY_FAIL_IF_NO_PEER_CERT
+            conn.set_verify(mode, _verify_cb)
+        if config.server:
+            conn.set_accept_state()
+        else:
+            if server_name and not is_ip(server_name):
+                conn.set_tlsext_host_name(server_name.encode("idna"))
+            conn.set_connect_state()
+        return conn
+
+    def __repr__(self) -> str:
+        return f"<DtlsConnection {'server' if self.server else 'client'} state {self.state}>"
+
+    # ------------------------------------------------------------------ the caller's side
+
+    @property
+    def ended(self) -> bool:
+        """No more datagrams or events will come (after the last event was taken)."""
+        return self.state == ENDED
+
+    @property
+    def established(self) -> bool:
+        """The handshake is done and the connection has not ended."""
+        return self.state == ESTABLISHED
+
+    @property
+    def mtu(self) -> int:
+        """The path MTU (bytes of UDP payload)."""
+        return self._mtu
+
+    @property
+    def cleartext_mtu(self) -> int:
+        """The largest `send_data` for the path MTU."""
+        return self._mtu - RECORD_OVERHEAD
+
+    def set_mtu(self, mtu: int) -> None:
+        """Change the path MTU.
+
+        Raises:
+            ValueError: `mtu` is not `MIN_MTU`..`MAX_MTU`.
+        """
+        if type(mtu) is not int or not MIN_MTU <= mtu <= MAX_MTU:
+            raise ValueError(f"mtu={mtu!r} must be an int from {MIN_MTU} to {MAX_MTU}")
+        self._mtu = mtu
+        if self._conn is not None:
+            self._conn.set_ciphertext_mtu(mtu)
+
+    def start(self, now: float) -> None:
+        """Begin: a client sends its first flight; a server waits for the ClientHello."""
+        self._now = now
+        if self.server or self.state != HANDSHAKE:
+            return
+        self._deadline = now + self._timeout
+        self._step()
+
+    def datagrams_to_send(self) -> list[bytes]:
+        """The datagrams to send to the peer now, in order (each at most the MTU)."""
+        out, self._out = self._out, []
+        return out
+
+    def next_event(self) -> DtlsEvent | None:
+        """The next event, or None."""
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        """When `handle_timer` is due (the caller's clock), or None."""
+        if self.state != HANDSHAKE:
+            return None
+        t = self._deadline
+        r = self._rtx_at
+        if r is not None and (t is None or r < t):
+            return r
+        return t
+
+    def handle_timer(self, now: float) -> None:
+        """The timer of `get_timer` ran out: resend the flight, or fail at the deadline."""
+        self._now = now
+        if self.state != HANDSHAKE:
+            return
+        if self._deadline is not None and now >= self._deadline:
+            self._fail_handshake("handshake", f"no result after {self._timeout:g}s")
+            return
+        if self._rtx_at is None or now < self._rtx_at:
+            return
+        self._rto = min(self._rto * 2, RTO_MAX)
+        conn = self._conn
+        assert conn is not None
+        try:
+            fresh = conn.DTLSv1_handle_timeout()
+        except SSL.Error as e:
+            self._drain_bio()
+            self._fail_handshake("handshake failed after retransmissions", ssl_detail(e))
+            return
+        new = self._drain_bio() if fresh else []
+        if new:
+            self._logf("retransmitting the flight (re-encoded by OpenSSL)")
+            self._flight = new
+        else:
+            self._logf("retransmitting the flight (%d datagrams as sent)", len(self._flight))
+            self._out.extend(self._flight)
+        self._rearm()
+
+    def receive_datagram(self, data: bytes, now: float, peer: Any = None) -> None:
+        """One datagram from the peer (`peer`: its address, for a server's cookie, when
+        it is not the one given at creation)."""
+        self._now = now
+        if peer is not None:
+            self._peer = peer
+        st = self.state
+        conn = self._conn
+        if st == ENDED or conn is None or not data:
+            return  # a zero-length datagram holds no record (and BIO_write refuses it)
+        if data[0] in (20, 22) and st != LISTEN:
+            digest = hashlib.blake2b(data, digest_size=16).digest()
+            if digest in self._peer_flight:
+                if self._flight and (st == HANDSHAKE or self.server):
+                    self._logf("the peer resent its flight: resending ours")
+                    self._out.extend(self._flight)
+                return
+            if st == HANDSHAKE:
+                self._rx_since_flight.append(digest)
+        if st == LISTEN:
+            self._listen(data)
+            return
+        if st == HANDSHAKE:
+            data = self._hold_early_ccs(data)
+            if data:
+                conn.bio_write(data)
+                self._step()
+            held = self._held_tail
+            if held is not None and self.state == HANDSHAKE and self._ccs_ready(held[0]):
+                self._held_tail = None
+                self._logf("the flight before the held ChangeCipherSpec is complete: feeding it")
+                if self._conn is not None:
+                    self._conn.bio_write(held[1])
+                    self._step()
+            return
+        conn.bio_write(data)
+        self._read_records()
+
+    # ------------------------------------------------------------------ reordering
+
+    def _note_records(self, data: bytes) -> int:
+        """Note the epoch-0 records and handshake fragments of `data`; returns the offset
+        of its first epoch-0 ChangeCipherSpec record (-1: none)."""
+        off = 0
+        n = len(data)
+        ccs = -1
+        while off + _HEADER <= n:
+            ctype = data[off]
+            epoch = int.from_bytes(data[off + 3 : off + 5], "big")
+            seq = int.from_bytes(data[off + 5 : off + 11], "big")
+            end = off + _HEADER + int.from_bytes(data[off + 11 : off + 13], "big")
+            if epoch == 0:
+                if ctype == 20 and ccs < 0:
+                    ccs = off
+                if ccs < 0:
+                    self._rx_seqs.add(seq)
+                    self._flight_seqs.add(seq)
+                if ctype == 22 and ccs < 0:
+                    self._note_fragments(data[off + _HEADER : end])
+            off = end
+        return ccs
+
+    def _note_fragments(self, body: bytes) -> None:
+        off = 0
+        while off + 12 <= len(body):
+            length = int.from_bytes(body[off + 1 : off + 4], "big")
+            mseq = int.from_bytes(body[off + 4 : off + 6], "big")
+            foff = int.from_bytes(body[off + 6 : off + 9], "big")
+            flen = int.from_bytes(body[off + 9 : off + 12], "big")
+            frags = self._msgs.setdefault(mseq, [(length, 0)])
+            if len(frags) <= 64:
+                frags.append((foff, flen))
+            off += 12 + flen
+
+    def _ccs_ready(self, ccs_seq: int) -> bool:
+        """May the peer's ChangeCipherSpec (record number `ccs_seq`) go to OpenSSL? Only
+        once every handshake message before it is complete and every record of the
+        flight before it came: OpenSSL drops a ChangeCipherSpec that comes early, and
+        only a re-encoded resend of the peer's flight would bring it back."""
+        msgs = self._msgs
+        if msgs:
+            for mseq in range(min(msgs), max(msgs) + 1):
+                frags = msgs.get(mseq)
+                if frags is None:
+                    return False
+                length = frags[0][0]
+                covered = 0
+                for foff, flen in sorted(frags[1:]):
+                    if foff > covered:
+                        return False
+                    covered = max(covered, foff + flen)
+                if covered < length:
+                    return False
+        low = min(self._flight_seqs, default=ccs_seq)
+        return all(q in self._rx_seqs for q in range(low, ccs_seq))
+
+    def _hold_early_ccs(self, data: bytes) -> bytes:
+        """`data` less an early ChangeCipherSpec and what follows it, which wait in
+        `_held_tail` until the records before them came."""
+        ccs = self._note_records(data)
+        if ccs < 0:
+            return data
+        seq = int.from_bytes(data[ccs + 5 : ccs + 11], "big")
+        if self._ccs_ready(seq):
+            return data
+        if self._held_tail is None:
+            self._logf("ChangeCipherSpec before the rest of the flight: held")
+            self._held_tail = (seq, data[ccs:])
+        return data[:ccs]
+
+    def send_data(self, data: bytes) -> None:
+        """Send `data` as one record.
+
+        Raises:
+            ValueError: the record would be larger than the cleartext MTU, or is empty.
+            RuntimeError: the handshake is not done, or the connection has ended.
+        """
+        n = len(data)
+        if n > self.cleartext_mtu:
+            raise ValueError(
+                f"{n} bytes do not fit one DTLS record: the cleartext MTU is "
+                f"{self.cleartext_mtu} bytes (path MTU {self._mtu}); split the data, or "
+                "raise the MTU"
+            )
+        if n == 0:
+            raise ValueError("empty buffer; a DTLS record carries at least one byte")
+        conn = self._conn
+        if self.state != ESTABLISHED or conn is None:
+            raise RuntimeError("send_data before the handshake is done, or after the end")
+        try:
+            conn.send(data)
+        except SSL.Error as e:
+            self._drain_bio()
+            self._fail(ShutdownReason.SOCKET_LOST, f"send failed: {ssl_detail(e)}")
+            return
+        self._drain_bio()
+
+    def close(self) -> None:
+        """End the connection: close_notify when the handshake is done (nothing during
+        it). No event follows."""
+        conn = self._conn
+        if self.state == ESTABLISHED and conn is not None:
+            self._send_close(conn)
+        self._end()
+
+    def abort(self) -> None:
+        """End the connection at once: nothing more is sent, no event follows."""
+        self._out.clear()
+        self._end()
+
+    # ------------------------------------------------------------------ server: cookies
+
+    def accept_verified(self, now: float) -> None:
+        """A connection whose ClientHello passed the cookie exchange (`CookieListener`):
+        go on with the handshake."""
+        self._now = now
+        self.state = HANDSHAKE
+        self._deadline = now + self._timeout
+        self._step()
+
+    def _listen(self, data: bytes) -> None:
+        """The cookie exchange: True once a ClientHello with a valid cookie came."""
+        if self.listen_step(data):
+            self.accept_verified(self._now)
+
+    def listen_step(self, data: bytes) -> bool:
+        """Run `DTLSv1_listen` on one datagram: a ClientHello without a valid cookie gets
+        a HelloVerifyRequest (in `datagrams_to_send`). True once one with a valid cookie
+        came (the connection then waits for `accept_verified`)."""
+        conn = self._conn
+        if conn is None or not is_client_hello(data):
+            return False
+        try:
+            conn.bio_write(data)
+            conn.DTLSv1_listen()
+        except SSL.WantReadError:
+            self._drain_bio()
+            return False
+        except SSL.Error as e:
+            self._drain_bio()
+            self._logf("bad ClientHello from %s: %s", self._peer, ssl_detail(e))
+            self._conn = self._make_ssl(None)  # its state is unknown: start afresh
+            return False
+        self._rx_since_flight.append(hashlib.blake2b(data, digest_size=16).digest())
+        self._note_records(data)
+        return True
+
+    # ------------------------------------------------------------------ the handshake
+
+    def _step(self) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        if self._deadline is None:
+            self._deadline = self._now + self._timeout
+        try:
+            conn.do_handshake()
+        except SSL.WantReadError:
+            self._new_flight()
+            return
+        except SSL.Error as e:
+            self._drain_bio()  # the alert, if OpenSSL made one
+            self._fail_handshake("handshake failed", ssl_detail(e))
+            return
+        self._new_flight()
+        self._handshake_done(conn)
+
+    def _new_flight(self) -> None:
+        """What OpenSSL wrote in answer to a datagram: the flight to keep and resend."""
+        out = self._drain_bio()
+        if not out:
+            return
+        self._flight = out
+        self._flight_seqs = set()
+        self._peer_flight.extend(self._rx_since_flight)
+        self._rx_since_flight = []
+        self._rto = RTO_INITIAL
+        self._rearm()
+
+    def _rearm(self) -> None:
+        """The next resend: when OpenSSL's own timer runs out (a little after, so that
+        it re-encodes the flight), else on the engine's backoff."""
+        conn = self._conn
+        t = conn.DTLSv1_get_timeout() if conn is not None else None
+        self._rtx_at = self._now + (self._rto if t is None else max(t, 0.0) + 0.002)
+
+    def _verify(self, cert: crypto.X509, err: int, depth: int, ok: bool) -> bool:
+        pin = self._pin
+        if pin is not None:
+            if depth == 0:
+                fp = cert_fingerprint(cert)
+                if not hmac.compare_digest(fp, pin):
+                    self._verify_error = (
+                        f"the peer's certificate (SHA-256 {fp.hex()}) is not the one pinned "
+                        f"by its fingerprint ({pin.hex()})"
+                    )
+                    return False
+            return True
+        if self.server and not self.config.chain_check:
+            return True  # asked only for the fingerprint
+        if not ok:
+            self._verify_error = (
+                f"certificate verification failed at depth {depth}: "
+                f"{verify_message(err)} (X509 error {err})"
+            )
+            return False
+        name = self._verify_name
+        if (
+            depth == 0
+            and not self.server
+            and name
+            and not name_matches(cert.to_cryptography(), name)
+        ):
+            self._verify_error = f"the certificate does not match the name {name!r}"
+            return False
+        return True
+
+    def _handshake_done(self, conn: SSL.Connection) -> None:
+        self._rtx_at = None
+        self._deadline = None
+        peer = conn.get_peer_certificate(as_cryptography=True)
+        if peer is not None:
+            self.peer_fingerprint = cert_fingerprint(peer)
+        if self._pin is not None and self.peer_fingerprint is None and _asks_cert(self.config):
+            self._send_close(conn)
+            self._fail_handshake("fingerprint", "the peer presented no certificate to pin")
+            return
+        if self.config.use_srtp:
+            profile = conn.get_selected_srtp_profile().decode("ascii", "replace")
+            length = SRTP_KEY_LENGTHS.get(profile)
+            if not profile or length is None:
+                self._send_close(conn)
+                self._fail_handshake("SRTP", f"no SRTP profile agreed (offered {SRTP_PROFILES!r})")
+                return
+            self.srtp_profile = profile
+            self.srtp_keys = conn.export_keying_material(SRTP_LABEL, length)
+        raw = conn.get_alpn_proto_negotiated()
+        self.alpn = raw.decode("utf-8", "replace") if raw else None
+        self.state = ESTABLISHED
+        version = conn.get_protocol_version_name()
+        cipher = conn.get_cipher_name() or ""
+        self._logf(
+            "handshake done: %s %s, SRTP %s, ALPN %s, cleartext MTU %d",
+            version,
+            cipher,
+            self.srtp_profile or "none",
+            self.alpn or "none",
+            self.cleartext_mtu,
+        )
+        self._events.append(
+            HandshakeCompleted(
+                self.alpn, self.srtp_profile, self.srtp_keys, self.peer_fingerprint, version, cipher
+            )
+        )
+        self._read_records()
+
+    # ------------------------------------------------------------------ records
+
+    def _read_records(self) -> None:
+        conn = self._conn
+        while conn is not None and self.state == ESTABLISHED:
+            try:
+                rec = conn.recv(_RECV_MAX)
+            except SSL.WantReadError:
+                break
+            except SSL.ZeroReturnError:
+                self._logf("close_notify from the peer")
+                self._send_close(conn)
+                self._events.append(CloseNotify())
+                self._end()
+                return
+            except SSL.Error as e:
+                self._drain_bio()
+                self._fail(ShutdownReason.SOCKET_LOST, f"DTLS error: {ssl_detail(e)}")
+                return
+            self._events.append(ApplicationData(rec))
+        self._drain_bio()
+
+    # ------------------------------------------------------------------ output, the end
+
+    def _drain_bio(self) -> list[bytes]:
+        """Move what OpenSSL wrote into the outgoing datagrams; returns them."""
+        conn = self._conn
+        if conn is None:
+            return []
+        out = b""
+        while True:
+            try:
+                out += conn.bio_read(65536)
+            except SSL.WantReadError:
+                break
+        if not out:
+            return []
+        dgrams = pack_records(out, self._mtu)
+        self._out.extend(dgrams)
+        return dgrams
+
+    def _send_close(self, conn: SSL.Connection) -> None:
+        try:
+            conn.shutdown()
+        except SSL.Error:
+            pass
+        self._drain_bio()
+
+    def _fail_handshake(self, what: str, detail: str) -> None:
+        if self._verify_error:
+            detail = f"{detail} ({self._verify_error})"
+        self._fail(ShutdownReason.SOCKET_TLS_HANDSHAKE_FAILED, f"{what}: {detail}")
+
+    def _fail(self, reason: ShutdownReason, detail: str) -> None:
+        if self.state == ENDED:
+            return
+        self._logf("failed (%s): %s", reason.name, detail)
+        self._events.append(ConnectionFailed(reason, detail))
+        self._end()
+
+    def _end(self) -> None:
+        self.state = ENDED
+        self._conn = None
+        self._rtx_at = self._deadline = None
+        self._flight = []
+        self._peer_flight.clear()
+        self._rx_since_flight = []
+        self._held_tail = None
+        self._msgs = {}
+
+    def _logf(self, fmt: str, *args: object) -> None:
+        log = self._log
+        if log is not None and log.LogFlagSet(LogFlags.LOG_DTLS):
+            log.Log(LogFlags.LOG_DTLS, "%s %x: " + fmt, self._tag, id(self), *args)
+
+
+def _asks_cert(config: DtlsConfig) -> bool:
+    """Does this side get the peer's certificate (a server asks unless not mutual)?"""
+    if not config.server:
+        return True
+    return config.ssl_ctx.get_verify_mode() != SSL.VERIFY_NONE
+
+
+# --------------------------------------------------------------------------- listening
+
+
+class CookieListener:
+    """The stateless front of a listening server: a ClientHello from an unknown source
+    without a valid cookie gets a HelloVerifyRequest and leaves nothing behind; one with
+    a valid cookie becomes a `DtlsConnection` waiting for `accept_verified` (or, denied,
+    for `alert_record`)."""
+
+    __slots__ = ("_spare", "config", "drops", "log", "mtu", "tag")
+
+    def __init__(
+        self, config: DtlsConfig, mtu: int = DEFAULT_MTU, log: IInstanceLog | None = None,
+        tag: str = "dtls",
+    ) -> None:  # fmt: skip
+        self.config = config
+        self.mtu = mtu
+        self.log = log
+        self.tag = tag
+        self.drops = 0
+        self._spare: DtlsConnection | None = None
+
+    def receive(
+        self, data: bytes, addr: Any, now: float, peers: int = 0, handshaking: int = 0
+    ) -> tuple[list[bytes], DtlsConnection | None, str | None]:
+        """One datagram from `addr`, which has no connection yet, while the listener has
+        `peers` connections of which `handshaking` are in handshake.
+
+        Returns (datagrams to send to `addr`, the new connection or None, why the
+        datagram was dropped or None)."""
+        if not is_client_hello(data):
+            return [], None, None
+        if peers >= MAX_PEERS:
+            self.drops += 1
+            return [], None, f"MAX_PEERS={MAX_PEERS} reached"
+        if handshaking >= MAX_HANDSHAKING_PEERS:
+            self.drops += 1
+            return [], None, f"MAX_HANDSHAKING_PEERS={MAX_HANDSHAKING_PEERS} reached"
+        spare = self._spare
+        if spare is None or spare.mtu != self.mtu:
+            spare = DtlsConnection(
+                self.config, cookie=True, mtu=self.mtu, log=self.log, tag=self.tag
+            )
+            self._spare = spare
+        spare._now = now
+        spare._peer = addr
+        ok = spare.listen_step(data)
+        out = spare.datagrams_to_send()
+        if not ok:
+            return out, None, None
+        self._spare = None
+        return out, spare, None
