@@ -2,6 +2,7 @@
 
 from . import _stream
 from ._api import ISocket, ISocketContext, ISocketProvider, USocket
+from ._dns import IDns, UDns
 from ._idtls import (
     DTLS_OPTION_NO_COOKIE,
     DTLS_OPTION_NO_MUTUAL,
@@ -12,6 +13,7 @@ from ._idtls import (
 from ._iomux import IIoMux, ITimer, UTimer
 from ._local import CreateLocalSocketProvider
 from ._log import IInstanceLog
+from ._srtp import ISrtpSession, SrtpKeys
 from ._tcp import CreateTCPSocketProvider
 from ._tls import CreateTLSSocketProvider
 from ._types import (
@@ -80,6 +82,7 @@ __all__ = [
     "CreateTCPSocketProvider",
     "CreateTLSSocketProvider",
     "CreateUDPSocketProvider",
+    "IDns",
     "IDtls",
     "IInstanceLog",
     "IIoMux",
@@ -87,11 +90,14 @@ __all__ = [
     "ISocket",
     "ISocketContext",
     "ISocketProvider",
+    "ISrtpSession",
     "ITimer",
     "LogFlags",
     "QosTrafficType",
     "ShutdownReason",
     "SocketModeError",
+    "SrtpKeys",
+    "UDns",
     "UDtls",
     "USocket",
     "UTimer",
