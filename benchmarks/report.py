@@ -36,7 +36,9 @@ WORKLOAD_NAMES = {
 HEADLINE = ("tcp", "uvloop", "pp1k-10", "usocket-plain")
 """The headline's cell: TCP, 1 KiB x 10 connections on uvloop, the plain-style app."""
 LEGACY = {"lib": "usocket-window", "compiled": "compiled-window"}
-"""Summaries written before the app styles were named: their library server was this one."""
+"""Summaries written before the app styles were named: their library server was this one
+(UDP's: `LEGACY_UDP`). They have a median per cell and no spread ("noisy" is None)."""
+LEGACY_UDP = {"lib": "usocket-plain", "compiled": "compiled-plain"}
 
 
 def ratio(row: dict[str, Any], lib: str, ref: str = REFERENCE, what: str = "throughput") -> Any:
@@ -60,17 +62,18 @@ def load(doc: dict[str, Any]) -> dict[str, Any]:
         if "ratios" not in row:
             row = dict(row)
             ratios: dict[str, Any] = {}
-            for build, lib in LEGACY.items():
+            legacy = LEGACY_UDP if row["kind"] == "udp" else LEGACY
+            for build, lib in legacy.items():
                 pre = "" if build == "lib" else f"{build}_"
                 for ref in ("protocol", "buffered", "streams"):
                     for what, key in (("throughput", "ratio_"), ("cpu", "cpu_ratio_")):
                         v = row.get(f"{pre}{key}{ref}")
                         if v is not None:
-                            s = {"median": v, "n": row.get("rounds", 0), "noisy": False}
+                            s = {"median": v, "n": row.get("rounds", 0), "noisy": None}
                             ratios.setdefault(lib, {}).setdefault(ref, {})[what] = s
             row["ratios"] = ratios
             row["impls"] = {
-                LEGACY.get(k, k): row[k] for k in ("lib", "compiled", REFERENCE) if k in row
+                legacy.get(k, k): row[k] for k in ("lib", "compiled", REFERENCE) if k in row
             }
             row["windows"] = row.get("rounds", 0)
         rows.append(row)
@@ -105,6 +108,8 @@ def verdict(summary: list[dict[str, Any]]) -> str:
     bad = [(row, lib) for row, lib in all_cells if noisy(row, lib)]
     if not all_cells:
         return "no paired cells: nothing measured against raw Protocol"
+    if all((ratio(row, lib) or {}).get("noisy") is None for row, lib in all_cells):
+        return "no spread recorded (a summary from before the paired windows): noise unknown"
     if not bad:
         return (
             f"steady: in every one of the {len(all_cells)} cells the spread (IQR) of the "
@@ -139,9 +144,14 @@ def headline(summary: list[dict[str, Any]]) -> str | None:
                 f"The {build} ({style} style) costs {percent_more(cpu)} server CPU per "
                 f"request than raw asyncio Protocol on {row['loop']} "
                 f"({row['kind']}, {WORKLOAD_NAMES[row['workload']]} connections), and serves "
-                f"{fmt({**tp, 'noisy': False})} of its requests/s; median ± half the IQR of "
-                f"{cpu['n']} paired "
-                "windows" + (", too spread to trust" if noisy(row, name) else "") + "."
+                f"{fmt({**tp, 'noisy': False})} of its requests/s; "
+                + (
+                    f"median ± half the IQR of {cpu['n']} paired windows"
+                    if "iqr" in cpu
+                    else f"median of {cpu['n']} paired rounds, no spread recorded"
+                )
+                + (", too spread to trust" if noisy(row, name) else "")
+                + "."
             )
     return None
 
@@ -255,7 +265,7 @@ def chart(summary: list[dict[str, Any]], path: Path, title: str) -> None:
     names = [f"{r['kind']} {WORKLOAD_NAMES[r['workload']]}, {r['loop']}, {lib}" for r, lib in bars]
     colours = {"asyncio": "#4c72b0", "uvloop": "#dd8452"}
     height = 0.22 * len(bars) + 1.6
-    fig, axes = plt.subplots(1, 2, figsize=(13, height), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(13, height), sharey=True, layout="constrained")
     ys = list(range(len(bars)))[::-1]
     for ax, what, target, xlabel in (
         (axes[0], "throughput", 0.9, "throughput: library / raw Protocol (higher is better)"),
@@ -272,8 +282,16 @@ def chart(summary: list[dict[str, Any]], path: Path, title: str) -> None:
             hatch = "//" if lib.startswith("compiled") else None
             ax.barh(y, med, 0.7, color=colour, hatch=hatch, edgecolor="white", linewidth=0)
             ax.errorbar(med, y, xerr=[[med - lo], [hi - med]], fmt="none", ecolor="black", lw=0.8)
-            text = f"{med:.2f} ±{(hi - lo) / 2:.2f}" + (" ~" if s.get("noisy") else "")
-            ax.text(hi + 0.02, y, text, va="center", fontsize=7)
+            text = f"{med:.2f}" + (f" ±{(hi - lo) / 2:.2f}" if "iqr" in s else "")
+            text += " ~" if s.get("noisy") else ""
+            ax.text(
+                hi + 0.02,
+                y,
+                text,
+                va="center",
+                fontsize=7,
+                bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.3, "alpha": 0.85},
+            )
             top = max(top, hi)
         ax.set_xlim(0, max(1.3, top + 0.35))
         ax.axvline(1.0, color="black", linewidth=0.8)
@@ -287,9 +305,8 @@ def chart(summary: list[dict[str, Any]], path: Path, title: str) -> None:
 
     handles = [Patch(color=c, label=lp) for lp, c in colours.items()]
     handles.append(Patch(facecolor="grey", hatch="//", edgecolor="white", label="compiled"))
-    axes[1].legend(handles=handles, fontsize=7, loc="lower right")
+    fig.legend(handles=handles, fontsize=7, loc="outside lower center", ncols=3)
     fig.suptitle(title + "\nbars: median; whiskers: interquartile range; ~: noisy", fontsize=9)
-    fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 

@@ -75,4 +75,6 @@ def percent_more(s: dict[str, Any]) -> str:
     """A ratio's median as "27 % more" / "5 % less", and its ± half-IQR in points."""
     pct = (s["median"] - 1) * 100
     word = "more" if pct >= 0 else "less"
-    return f"{abs(pct):.0f} % {word} (±{s.get('iqr', 0) / 2 * 100:.0f})"
+    if "iqr" not in s:  # a summary from before the spread was recorded
+        return f"{abs(pct):.0f} % {word}"
+    return f"{abs(pct):.0f} % {word} (±{s['iqr'] / 2 * 100:.0f})"
