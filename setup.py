@@ -1,9 +1,11 @@
 """The build: pure Python by default; with USOCKET_ASYNCIO_COMPILE=1, the socket engine
 is also compiled to C extension modules by mypyc (they load in place of the .py files).
 
-    pip install mypy wheel pyOpenSSL cryptography
-    USOCKET_ASYNCIO_COMPILE=1 pip install --no-build-isolation .
+    USOCKET_ASYNCIO_COMPILE=1 pip install .
 
+needs only a C compiler: pip's isolated build first asks this file what the build needs
+(setuptools hands `setup_requires` on as build requirements), installs mypy (which brings
+mypyc) and the dependencies mypyc type-checks against, then runs it again to compile.
 Everything else (names, behaviour, the tests) is the same in both builds; check which one
 is running with `usocket_asyncio.COMPILED`.
 """
@@ -27,17 +29,20 @@ COMPILED_MODULES = [
     "usocket_asyncio/_tls.py",
     "usocket_asyncio/_udp.py",
 ]
+COMPILE_NEEDS = ["mypy>=1.8", "pyOpenSSL>=23.2", "cryptography>=41"]
+"""What the compiled build needs: mypyc, and the packages it type-checks the engine against
+(the runtime dependencies of pyproject.toml)."""
 
 ext_modules = []
+setup_requires: list[str] = []
 if os.environ.get("USOCKET_ASYNCIO_COMPILE") == "1":
     try:
         from mypyc.build import mypycify
-    except ImportError as e:
-        raise SystemExit(
-            "USOCKET_ASYNCIO_COMPILE=1 needs mypy (which brings mypyc) in the build "
-            "environment: pip install mypy wheel pyOpenSSL cryptography, then build with "
-            "--no-build-isolation"
-        ) from e
-    ext_modules = mypycify(COMPILED_MODULES, opt_level="3")
+    except ImportError:
+        # pip's first pass (or a build without mypy at hand): ask for what is missing;
+        # setuptools makes it a build requirement, pip installs it and comes back.
+        setup_requires = COMPILE_NEEDS
+    else:
+        ext_modules = mypycify(COMPILED_MODULES, opt_level="3")
 
-setup(ext_modules=ext_modules)
+setup(ext_modules=ext_modules, setup_requires=setup_requires)

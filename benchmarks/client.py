@@ -9,6 +9,9 @@ Jobs:
 
 - ``pingpong``: each of ``conns`` connections sends ``size`` bytes and waits for them to
   come back, again and again, for ``duration`` seconds (UDP: datagrams, resent when lost).
+  With ``"keep": true`` the connections stay open (idle) after the window and the next
+  ping-pong job to the same address and shape reuses them, so that many short windows
+  measure the server, not connection setup; ``{"op": "close"}`` closes them all.
 - ``bulk``: one connection pushes ``total`` bytes to the sink and waits for its acks
   (one per MiB): one-way throughput.
 - ``echo``: one connection pushes ``total`` bytes to the echo service and reads them all
@@ -41,22 +44,30 @@ class PingPong(asyncio.Protocol):
         self.got = 0
         self.counter = counter
         self.running = True
+        self.waiting = False  # a message is out and not all of it back yet
+        self.lost = False
         self.tr: Any = None
 
     def connection_made(self, transport: Any) -> None:
         self.tr = transport
-        transport.write(self.msg)
+        self.send()
+
+    def send(self) -> None:
+        self.waiting = True
+        self.tr.write(self.msg)
 
     def data_received(self, data: bytes) -> None:
         self.got += len(data)
         if self.got >= self.size:
             self.got -= self.size
+            self.waiting = False
             self.counter[0] += 1
             if self.running:
-                self.tr.write(self.msg)
+                self.send()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.running = False
+        self.lost = True
 
 
 class Pusher(asyncio.Protocol):
@@ -141,6 +152,7 @@ class Client:
         self.sslctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         self.sslctx.check_hostname = False
         self.sslctx.verify_mode = ssl.CERT_NONE
+        self.kept: dict[str, tuple[list[int], list[Any]]] = {}
         loop.add_reader(0, self.readable)
 
     def readable(self) -> None:
@@ -194,9 +206,27 @@ class Client:
 
             resend = self.loop.call_later(UDP_RESEND, check)
         else:
-            for _ in range(conns):
-                _, pr = await self.connect(job, lambda: PingPong(msg, counter))
-                protos.append(pr)
+            key = json.dumps([job["kind"], job["addr"], size, conns])
+            keep = bool(job.get("keep"))
+            if keep and key in self.kept:
+                counter, protos = self.kept[key]
+                if any(p.lost for p in protos):
+                    await self.close_kept(key)
+            if keep and key in self.kept:
+                for _ in range(200):  # the last window's replies: at most one per connection
+                    if not any(p.waiting for p in protos):
+                        break
+                    await asyncio.sleep(0.005)
+                for p in protos:
+                    p.running = True
+                    if not p.waiting:
+                        p.send()
+            else:
+                for _ in range(conns):
+                    _, pr = await self.connect(job, lambda: PingPong(msg, counter))
+                    protos.append(pr)
+                if keep:
+                    self.kept[key] = (counter, protos)
         await asyncio.sleep(float(job.get("warmup", WARMUP)))
         await self.go()
         c0, t0 = counter[0], time.perf_counter()
@@ -208,10 +238,21 @@ class Client:
             resend.cancel()
         result = {"requests": c1 - c0, "seconds": t1 - t0, "bytes": (c1 - c0) * size * 2}
         say("RESULT " + json.dumps(result))
-        for p in protos:
-            if p.tr is not None:
-                p.tr.close()
+        if job["kind"] == "udp" or not job.get("keep"):
+            for p in protos:
+                if p.tr is not None:
+                    p.tr.close()
         return result
+
+    async def close_kept(self, key: str | None = None) -> None:
+        """Close the kept connections (of one job shape, or all)."""
+        for k in [key] if key is not None else list(self.kept):
+            _, protos = self.kept.pop(k)
+            for p in protos:
+                p.running = False
+                if p.tr is not None:
+                    p.tr.close()
+        await asyncio.sleep(0)
 
     async def bulk(self, job: dict[str, Any], echo: bool) -> dict[str, Any]:
         total = int(job["total"])
@@ -245,13 +286,18 @@ class Client:
             try:
                 if op == "pingpong":
                     await self.pingpong(job)
+                elif op == "close":
+                    await self.close_kept()
+                    say("CLOSED")
+                    continue
                 elif op in ("bulk", "echo"):
                     await self.bulk(job, op == "echo")
                 else:
                     raise SystemExit(f"unknown op {op}")
             except OSError as e:
                 say("RESULT " + json.dumps({"error": repr(e)}))
-            await asyncio.sleep(0.05)
+            if not job.get("keep"):
+                await asyncio.sleep(0.05)
 
 
 def say(line: str) -> None:

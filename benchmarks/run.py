@@ -1,11 +1,15 @@
-"""The benchmark run: library servers against raw asyncio servers, paired and interleaved.
+"""The benchmark run: library servers against raw asyncio servers, in many paired windows.
 
 For each socket kind and loop, one server process per implementation is started (pinned
 to one CPU), and one load-client process (pinned to another CPU) drives them in turn:
-every round measures each workload on each implementation back to back (the order
-alternates between rounds), so each library figure has a raw `asyncio.Protocol` partner
-measured moments apart on the same loop. The figures that count are the per-round
-ratios against that partner, and their median over the rounds.
+each short window measures a workload on every implementation back to back (in an order
+shuffled from window to window, with a fixed seed), so each library figure has a raw
+`asyncio.Protocol` partner measured moments apart on the same loop. The figures that
+count are the per-window ratios against that partner: their median, and their spread
+(the interquartile range); a cell whose spread is wider than 10 % of its median is
+marked noisy. Then, where valgrind is installed, a short callgrind run counts the
+servers' instructions per request (benchmarks/callgrind.py), a figure that does not
+depend on how busy the machine is.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import datetime
 import json
 import os
 import platform
+import random
 import select
 import statistics
 import subprocess
@@ -24,8 +29,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .report import has_compiled, ratio_key
-from .servers import LIB_IMPLS, MIB, SLOW_IMPLS, STREAM_IMPLS, UDP_IMPLS
+from . import report
+from .servers import LIB_IMPLS, MIB, RAW_IMPLS, SLOW_IMPLS, STREAM_IMPLS, lib_build, lib_style
+from .stats import paired, spread
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -47,7 +53,16 @@ WORKLOADS: dict[str, dict[str, Any]] = {
 }
 STREAM_WORKLOADS = ("pp1k-1", "pp1k-10", "pp64k-1", "pp64k-10", "bulk", "echo")
 UDP_WORKLOADS = ("udp1k-1", "udp1k-10")
-QUICK_WORKLOADS = ("pp1k-10", "pp64k-10", "bulk", "echo", "udp1k-10")
+QUICK_KINDS = ("tcp", "local")
+QUICK_WORKLOADS = ("pp1k-10", "udp1k-10")
+QUICK_IMPLS = (
+    "usocket-plain",
+    "usocket-flow",
+    "compiled-plain",
+    "compiled-flow",
+    "protocol",
+    "streams",
+)
 QUICK_TOTALS = {"bulk": 64 * MIB, "echo": 32 * MIB}
 MEMORY_TOTAL = 512 * MIB
 QUICK_MEMORY_TOTAL = 64 * MIB
@@ -139,6 +154,20 @@ def make_cert(directory: str) -> str:
     return path
 
 
+def runs_on(impl: str, kind: str, workload: str) -> bool:
+    """Does server `impl` take part in `workload` on `kind`? The library's echo app
+    styles (benchmarks/servers.py): plain and flow for TCP and local ping-pong, plain for
+    UDP, and the windowed one for TLS and for bulk and echo (as in earlier runs)."""
+    if lib_build(impl) is None:
+        return impl == REFERENCE if kind == "udp" else impl in RAW_IMPLS
+    style = lib_style(impl)
+    if kind == "udp":
+        return style == "plain"
+    if kind == "tls" or WORKLOADS[workload]["op"] != "pingpong":
+        return style == "window"
+    return style in ("plain", "flow")
+
+
 def start_server(
     kind: str, impl: str, loop: str, cert: str, directory: str, cpu: int | None, sample: bool
 ) -> tuple[Child, dict[str, Any]]:
@@ -149,7 +178,7 @@ def start_server(
     if sample:
         argv.append("--sample-rss")
     cwd = ROOT
-    if impl == "compiled":  # `python -m` there imports the compiled package first
+    if lib_build(impl) == "compiled":  # `python -m` there imports the compiled package first
         if COMPILED_DIR is None:
             raise ChildError("the compiled build was not made")
         cwd = COMPILED_DIR
@@ -233,8 +262,8 @@ def job_for(
     if job["op"] == "pingpong":
         job["addr"] = addrs["echo"]
         job["duration"] = args.duration
-        if args.quick:
-            job["warmup"] = 0.1
+        job["keep"] = True  # the next window reuses the connections, warm
+        job["warmup"] = 0.05
     else:
         job["addr"] = addrs["sink" if job["op"] == "bulk" else "echo"]
         if args.quick:
@@ -244,46 +273,41 @@ def job_for(
 
 
 def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Median paired ratios per (kind, loop, workload)."""
+    """Per (kind, loop, workload): each server's median figures, and the spread
+    (median, IQR, noisy) of every library server's per-window ratios against every raw
+    server measured in the same windows."""
     groups: dict[tuple[str, str, str], dict[int, dict[str, dict[str, Any]]]] = {}
     for rec in records:
         key = (rec["kind"], rec["loop"], rec["workload"])
-        groups.setdefault(key, {}).setdefault(rec["round"], {})[rec["impl"]] = rec
+        groups.setdefault(key, {}).setdefault(rec["window"], {})[rec["impl"]] = rec
     out = []
-    for (kind, loop, wl), rounds in groups.items():
-        row: dict[str, Any] = {"kind": kind, "loop": loop, "workload": wl, "rounds": len(rounds)}
-        unit = "req/s" if WORKLOADS[wl]["op"] == "pingpong" else "MB/s"
-        row["unit"] = unit
-        impls = sorted({i for r in rounds.values() for i in r})
-        for impl in impls:
-            vals = [r[impl]["throughput"] for r in rounds.values() if impl in r]
-            cpu = [r[impl]["cpu_us_per_unit"] for r in rounds.values() if impl in r]
-            row[impl] = {
-                "throughput": statistics.median(vals),
-                "cpu_us_per_unit": statistics.median(cpu),
+    for (kind, loop, wl), by_window in groups.items():
+        windows = list(by_window.values())
+        row: dict[str, Any] = {"kind": kind, "loop": loop, "workload": wl}
+        row["unit"] = "req/s" if WORKLOADS[wl]["op"] == "pingpong" else "MB/s"
+        row["windows"] = len(windows)
+        impls = sorted({i for w in windows for i in w})
+        row["impls"] = {
+            impl: {
+                key: statistics.median([w[impl][key] for w in windows if impl in w])
+                for key in ("throughput", "cpu_us_per_unit")
             }
-        for lib in LIB_IMPLS:
-            for ref in impls:
-                if ref in LIB_IMPLS:
-                    continue
-                tp = [
-                    r[lib]["throughput"] / r[ref]["throughput"]
-                    for r in rounds.values()
-                    if lib in r and ref in r and r[ref]["throughput"] > 0
-                ]
-                cpu = [
-                    r[lib]["cpu_us_per_unit"] / r[ref]["cpu_us_per_unit"]
-                    for r in rounds.values()
-                    if lib in r and ref in r and r[ref]["cpu_us_per_unit"] > 0
-                ]
-                if tp:
-                    row[ratio_key(lib, f"ratio_{ref}")] = statistics.median(tp)
-                    row[ratio_key(lib, f"ratio_{ref}_min")] = min(tp)
-                    row[ratio_key(lib, f"ratio_{ref}_max")] = max(tp)
-                if cpu:
-                    row[ratio_key(lib, f"cpu_ratio_{ref}")] = statistics.median(cpu)
+            for impl in impls
+        }
+        ratios: dict[str, Any] = {}
+        for lib in (i for i in impls if i in LIB_IMPLS):
+            for ref in (i for i in impls if i not in LIB_IMPLS):
+                pair = {}
+                for what, field in (("throughput", "throughput"), ("cpu", "cpu_us_per_unit")):
+                    vals = paired(windows, lib, ref, field)
+                    if vals:
+                        pair[what] = spread(vals)
+                if pair:
+                    ratios.setdefault(lib, {})[ref] = pair
+        row["ratios"] = ratios
         out.append(row)
-    return out
+    rows: list[dict[str, Any]] = report.load({"summary": out})["summary"]
+    return rows
 
 
 def run_memory(
@@ -322,39 +346,36 @@ def run_memory(
 
 def print_table(console: Any, summary: list[dict[str, Any]], memory: list[dict[str, Any]]) -> None:
     from rich.table import Table
+    from rich.text import Text
 
-    t = Table(title="library vs raw asyncio (median of paired per-round ratios)")
-    compiled = has_compiled(summary)
-    cols = ["kind", "loop", "workload", "lib", "protocol", "x protocol", "cpu/unit x"]
-    if compiled:
-        cols += ["compiled x protocol", "compiled cpu/unit x"]
-    cols += ["x buffered", "x streams"]
+    from .stats import fmt
+
+    t = Table(
+        title="library ÷ raw asyncio: median ± half the interquartile range of the paired "
+        "windows (~: noisy)"
+    )
+    cols = ["kind", "loop", "workload", "server", "library", "protocol"]
+    cols += ["x protocol", "cpu/unit x protocol", "x buffered", "x streams", "windows"]
     for col in cols:
-        t.add_column(col, justify="right" if col not in ("kind", "loop", "workload") else "left")
-    for row in summary:
-        lib = row.get("lib", {}).get("throughput")
-        ref = row.get(REFERENCE, {}).get("throughput")
-
-        def fmt(v: float | None, unit: str = "") -> str:
-            return "-" if v is None else f"{v:,.0f}{unit}"
-
-        def rat(key: str, row: dict[str, Any] = row) -> str:
-            v = row.get(key)
-            return "-" if v is None else f"{v:.2f}"
-
-        cells = [
+        left = col in ("kind", "loop", "workload", "server")
+        t.add_column(col, justify="left" if left else "right")
+    for row, lib in report.cells(summary):
+        ours = row["impls"].get(lib, {}).get("throughput")
+        ref = row["impls"].get(REFERENCE, {}).get("throughput")
+        tp, cpu = report.ratio(row, lib), report.ratio(row, lib, what="cpu")
+        t.add_row(
             row["kind"],
             row["loop"],
             row["workload"],
-            fmt(lib, " " + row["unit"]),
-            fmt(ref),
-            rat("ratio_protocol"),
-            rat("cpu_ratio_protocol"),
-        ]
-        if compiled:
-            cells += [rat("compiled_ratio_protocol"), rat("compiled_cpu_ratio_protocol")]
-        cells += [rat("ratio_buffered"), rat("ratio_streams")]
-        t.add_row(*cells)
+            lib,
+            "-" if ours is None else f"{ours:,.0f} {row['unit']}",
+            "-" if ref is None else f"{ref:,.0f}",
+            Text(fmt(tp), style="yellow" if tp and tp["noisy"] else ""),
+            Text(fmt(cpu), style="yellow" if cpu and cpu["noisy"] else ""),
+            fmt(report.ratio(row, lib, "buffered")),
+            fmt(report.ratio(row, lib, "streams")),
+            str(row["windows"]),
+        )
     console.print(t)
     if memory:
         m = Table(title="memory: peak RSS growth while a client floods a slowly draining server")
@@ -371,77 +392,93 @@ def print_table(console: Any, summary: list[dict[str, Any]], memory: list[dict[s
         console.print(m)
 
 
-def chart(summary: list[dict[str, Any]], path: Path, title: str) -> None:
-    """Bar charts of the throughput and CPU-per-unit ratios against raw `Protocol`."""
-    import matplotlib
+def run_callgrind(args: argparse.Namespace, console: Any) -> list[dict[str, Any]]:
+    """Instructions per request of the raw and the library servers (benchmarks/callgrind.py),
+    on TCP with every loop of the run; [] (and a line saying why) where it cannot run."""
+    from . import callgrind
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = sorted(
-        {(r["kind"], r["workload"]) for r in summary},
-        key=lambda kw: (KINDS.index(kw[0]), list(WORKLOADS).index(kw[1])),
+    if not callgrind.available():
+        console.print("no instruction counts: valgrind is not installed (apt-get install valgrind)")
+        return []
+    impls = [REFERENCE] + [
+        i for i in args.impls if lib_build(i) is not None and lib_style(i) in ("plain", "flow")
+    ]
+    if len(impls) == 1:
+        return []
+    console.print(
+        f"callgrind: {args.callgrind_requests} requests on each of {', '.join(impls)} "
+        f"(tcp; {', '.join(args.loops)})"
     )
-    loops = [lp for lp in LOOPS if any(r["loop"] == lp for r in summary)]
-    builds = ["lib", "compiled"] if has_compiled(summary) else ["lib"]
-    series = [(lp, b) for lp in loops for b in builds]
-    fig, axes = plt.subplots(2, 1, figsize=(max(8, 0.9 * len(labels) + 2), 8), sharex=True)
-    width = 0.8 / max(1, len(series))
-    for ax, key, target, ylabel in (
-        (axes[0], "ratio_protocol", 0.9, "throughput: library / raw Protocol"),
-        (axes[1], "cpu_ratio_protocol", 1.1, "server CPU per unit: library / raw Protocol"),
-    ):
-        for i, (lp, build) in enumerate(series):
-            vals = []
-            for kind, wl in labels:
-                row = next(
-                    (
-                        r
-                        for r in summary
-                        if r["kind"] == kind and r["workload"] == wl and r["loop"] == lp
-                    ),
-                    None,
-                )
-                vals.append(row.get(ratio_key(build, key), 0.0) if row else 0.0)
-            xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(labels))]
-            bars = ax.bar(xs, vals, width, label=lp if build == "lib" else f"{lp}, {build}")
-            ax.bar_label(bars, fmt="%.2f", fontsize=7)
-        ax.axhline(1.0, color="black", linewidth=0.8)
-        ax.axhline(target, color="red", linestyle="--", linewidth=0.8, label=f"target {target}")
-        ax.set_ylabel(ylabel)
-        ax.legend(fontsize=8)
-    axes[1].set_xticks(range(len(labels)))
-    axes[1].set_xticklabels([f"{k}\n{w}" for k, w in labels], fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        results = callgrind.run(
+            ["tcp"],
+            args.loops,
+            impls,
+            args.callgrind_requests,
+            compiled_dir=COMPILED_DIR,
+            say=lambda line: console.print(line, highlight=False),
+        )
+    except RuntimeError as e:
+        console.print(f"[yellow]no instruction counts: {e}[/]")
+        return []
+    console.print(callgrind.table(results), highlight=False)
+    console.print(callgrind.USER_SPACE_NOTE)
+    return results
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    p.add_argument("--quick", action="store_true", help="a pass of about a minute")
-    p.add_argument("--kinds", default=",".join(KINDS), help="comma-separated: tcp,tls,local,udp")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="tcp and local 1 KiB x 10, many short windows, and the instruction counts "
+        "(about 3 minutes)",
+    )
+    p.add_argument("--kinds", default=None, help="comma-separated: tcp,tls,local,udp")
     p.add_argument("--loops", default=",".join(LOOPS), help="comma-separated: asyncio,uvloop")
-    p.add_argument("--rounds", type=int, default=None, help="rounds (default 5, quick 2)")
+    p.add_argument(
+        "--windows",
+        "--rounds",
+        dest="windows",
+        type=int,
+        default=None,
+        help="paired windows per cell (default 10, quick 15)",
+    )
+    p.add_argument("--seed", type=int, default=13, help="seed of the window order shuffle")
     p.add_argument(
         "--workloads", default=None, help="comma-separated subset of: " + ",".join(WORKLOADS)
     )
     p.add_argument(
         "--impls", default=None, help="comma-separated subset of: " + ",".join(STREAM_IMPLS)
     )
-    p.add_argument("--duration", type=float, default=None, help="seconds per ping-pong window")
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="seconds per ping-pong window (1.0, quick 0.25)",
+    )
     p.add_argument("--max-time", type=float, default=8.0, help="cap on a bulk transfer, seconds")
     p.add_argument("--memory", dest="memory", action="store_true", default=True)
     p.add_argument(
         "--no-memory", dest="memory", action="store_false", help="skip the memory benchmark"
     )
     p.add_argument("--memory-max-time", type=float, default=30.0)
-    p.add_argument("--json", type=Path, default=None, help="where to write the JSON of every round")
+    p.add_argument(
+        "--no-callgrind",
+        dest="callgrind",
+        action="store_false",
+        help="skip the instruction counts (valgrind)",
+    )
+    p.add_argument("--callgrind-requests", type=int, default=2000, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--json", type=Path, default=None, help="where to write the JSON of every window"
+    )
     p.add_argument("--summary", type=Path, default=None, help="also write the summary JSON here")
     p.add_argument("--chart", type=Path, default=None, help="where to write the PNG chart")
     p.add_argument("--no-chart", action="store_true")
     args = p.parse_args(argv)
+    if args.kinds is None:
+        args.kinds = ",".join(QUICK_KINDS if args.quick else KINDS)
     args.kinds = [k for k in args.kinds.split(",") if k]
     args.loops = [lp for lp in args.loops.split(",") if lp]
     for k in args.kinds:
@@ -450,10 +487,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for lp in args.loops:
         if lp not in LOOPS:
             p.error(f"unknown loop {lp!r}; pick from {', '.join(LOOPS)}")
-    if args.rounds is None:
-        args.rounds = 2 if args.quick else 5
+    if args.windows is None:
+        args.windows = 15 if args.quick else 10
+    if args.windows < 1:
+        p.error("--windows must be at least 1")
     if args.duration is None:
-        args.duration = 0.25 if args.quick else 1.5
+        args.duration = 0.25 if args.quick else 1.0
     if args.workloads is not None:
         args.workloads = [w for w in args.workloads.split(",") if w]
         for w in args.workloads:
@@ -465,10 +504,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.workloads = list(WORKLOADS)
     if args.impls is not None:
         args.impls = [i for i in args.impls.split(",") if i]
-        if "lib" not in args.impls or REFERENCE not in args.impls:
-            p.error("--impls must include lib and protocol (the ratios pair them)")
+        for i in args.impls:
+            if i not in STREAM_IMPLS:
+                p.error(f"unknown server {i!r}; pick from {', '.join(STREAM_IMPLS)}")
+        if REFERENCE not in args.impls or not any(i in LIB_IMPLS for i in args.impls):
+            p.error("--impls must include protocol and a library server (the ratios pair them)")
     elif args.quick:
-        args.impls = ["lib", "compiled", "protocol", "streams"]
+        args.impls = list(QUICK_IMPLS)
     else:
         args.impls = list(STREAM_IMPLS)
     return args
@@ -482,7 +524,8 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     if not console.is_terminal:
         console = Console(width=160)
-    if "compiled" in args.impls:
+    t_start = time.monotonic()
+    if any(lib_build(i) == "compiled" for i in args.impls):
         global COMPILED_DIR
         from .compiled import BuildError, build
 
@@ -491,18 +534,24 @@ def main(argv: list[str] | None = None) -> int:
             COMPILED_DIR = build()
         except BuildError as e:
             console.print(f"[yellow]no compiled server in this run: {e}[/]")
-            args.impls = [i for i in args.impls if i != "compiled"]
+            args.impls = [i for i in args.impls if lib_build(i) != "compiled"]
     scpu, ccpu = cpus()
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
-    plan: list[tuple[str, str, list[str], list[str]]] = []
+    rng = random.Random(args.seed)
+    # (kind, loop, [(workload, servers in it)], servers to start)
+    plan: list[tuple[str, str, list[tuple[str, list[str]]], list[str]]] = []
     for kind in args.kinds:
-        wls = [
-            w for w in args.workloads if w in (UDP_WORKLOADS if kind == "udp" else STREAM_WORKLOADS)
-        ]
-        impls = [i for i in args.impls if i in (UDP_IMPLS if kind == "udp" else STREAM_IMPLS)]
-        if wls:
-            plan += [(kind, loop, wls, impls) for loop in args.loops]
-    steps = sum(len(w) * len(i) * args.rounds for _, _, w, i in plan)
+        cells = []
+        for wl in args.workloads:
+            if wl not in (UDP_WORKLOADS if kind == "udp" else STREAM_WORKLOADS):
+                continue
+            impls = [i for i in args.impls if runs_on(i, kind, wl)]
+            if REFERENCE in impls and any(i in LIB_IMPLS for i in impls):
+                cells.append((wl, impls))
+        needed = [i for i in args.impls if any(i in c for _, c in cells)]
+        if cells:
+            plan += [(kind, loop, cells, needed) for loop in args.loops]
+    steps = sum(len(c) * (args.windows + 1) for _, _, cells, _ in plan for _, c in cells)
     if args.memory:
         steps += len(args.loops) * len(SLOW_IMPLS)
     records: list[dict[str, Any]] = []
@@ -525,7 +574,7 @@ def main(argv: list[str] | None = None) -> int:
         timeout = max(args.duration, args.max_time) + 30
         try:
             with Progress(
-                TextColumn("{task.description:<40}"),
+                TextColumn("{task.description:<44}"),
                 BarColumn(),
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
@@ -533,10 +582,10 @@ def main(argv: list[str] | None = None) -> int:
                 transient=False,
             ) as progress:
                 task = progress.add_task("starting", total=steps)
-                for kind, loop, wls, impls in plan:
+                for kind, loop, cells, needed in plan:
                     servers: dict[str, tuple[Child, dict[str, Any]]] = {}
                     try:
-                        for impl in impls:
+                        for impl in needed:
                             try:
                                 servers[impl] = start_server(
                                     kind, impl, loop, cert, tmp, scpu, False
@@ -544,36 +593,33 @@ def main(argv: list[str] | None = None) -> int:
                             except ChildError as e:  # recorded; the run goes on without it
                                 failures.append({"kind": kind, "impl": impl, "error": str(e)})
                                 console.print(f"[yellow]{kind} {loop} {impl}: {e}; skipped[/]")
-                        impls = [i for i in impls if i in servers]
-                        if "lib" not in servers or REFERENCE not in servers:
-                            progress.advance(task, len(wls) * args.rounds * len(impls))
-                            continue
-                        # one unrecorded window per server first: a fresh raw asyncio
-                        # server runs its first second or so at a third of its speed
-                        pp = [w for w in wls if WORKLOADS[w]["op"] == "pingpong"]
-                        for impl in impls if pp and not args.quick else []:
-                            progress.update(task, description=f"{kind} {loop} warm-up {impl}")
-                            spec = (pp[0], kind, loop, cert, tmp, scpu)
-                            attempt(servers, impl, client, timeout, [], console, spec, args)
-                        for rnd in range(args.rounds):
-                            for wl in wls:
-                                order = impls if rnd % 2 == 0 else impls[::-1]
+                        for wl, cell in cells:
+                            cell = [i for i in cell if i in servers]
+                            if REFERENCE not in cell or not any(i in LIB_IMPLS for i in cell):
+                                progress.advance(task, len(cell) * (args.windows + 1))
+                                continue
+                            spec = (wl, kind, loop, cert, tmp, scpu)
+                            # window -1 is not recorded: a fresh server (or connection)
+                            # runs its first moments slower
+                            for w in range(-1, args.windows):
+                                order = list(cell)
+                                rng.shuffle(order)
                                 for impl in order:
                                     progress.update(
-                                        task, description=f"{kind} {loop} {wl} {impl} r{rnd + 1}"
+                                        task, description=f"{kind} {loop} {wl} {impl} w{w + 1}"
                                     )
                                     rec = attempt(
                                         servers,
                                         impl,
                                         client,
                                         timeout,
-                                        failures,
+                                        failures if w >= 0 else [],
                                         console,
-                                        (wl, kind, loop, cert, tmp, scpu),
+                                        spec,
                                         args,
                                     )
                                     progress.advance(task)
-                                    if rec is None:
+                                    if rec is None or w < 0:
                                         continue
                                     rec.update(
                                         {
@@ -581,11 +627,14 @@ def main(argv: list[str] | None = None) -> int:
                                             "loop": loop,
                                             "workload": wl,
                                             "impl": impl,
-                                            "round": rnd,
+                                            "window": w,
                                         }
                                     )
                                     metrics(rec)
                                     records.append(rec)
+                            if WORKLOADS[wl]["op"] == "pingpong" and kind != "udp":
+                                client.send(json.dumps({"op": "close"}))
+                                client.expect("CLOSED", 30)
                     finally:
                         for child, _ in servers.values():
                             child.close()
@@ -596,6 +645,7 @@ def main(argv: list[str] | None = None) -> int:
     machine["loadavg_end"] = os.getloadavg()
     summary = summarize(records)
     print_table(console, summary, memory)
+    cg = run_callgrind(args, console) if args.callgrind else []
     RESULTS.mkdir(exist_ok=True)
     out = args.json or RESULTS / f"run-{stamp}.json"
     doc = {
@@ -605,12 +655,13 @@ def main(argv: list[str] | None = None) -> int:
         "records": records,
         "summary": summary,
         "memory": memory,
+        "callgrind": cg,
         "failures": failures,
     }
     out.write_text(json.dumps(doc, indent=1))
-    console.print(f"every round: {out}")
+    console.print(f"every window: {out}")
     if args.summary is not None:
-        small = {k: doc[k] for k in ("when", "machine", "args", "summary")}
+        small = {k: doc[k] for k in ("when", "machine", "args", "summary", "callgrind")}
         small["memory"] = [
             {k: m[k] for k in ("loop", "impl", "pushed", "bytes", "rss_growth")} for m in memory
         ]
@@ -619,9 +670,30 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_chart and summary:
         png = args.chart or RESULTS / f"ratios-{stamp}.png"
         title = (
-            f"usocket_asyncio vs raw asyncio Protocol, median of {args.rounds} paired rounds "
+            f"usocket_asyncio ÷ raw asyncio Protocol, {args.windows} paired windows per cell "
             f"({os.cpu_count()} CPUs, shared)"
         )
-        chart(summary, png, title)
+        report.chart(summary, png, title)
         console.print(f"chart: {png}")
+    console.print(f"({time.monotonic() - t_start:.0f} s)")
+    line = report.headline(summary)
+    if line:
+        console.print(line, highlight=False)
+    if cg:
+        console.print(callgrind_line(cg), highlight=False)
+    console.print(report.verdict(summary), highlight=False)
     return 0
+
+
+def callgrind_line(results: list[dict[str, Any]]) -> str:
+    """One line: the library's instructions per request against raw `Protocol`'s."""
+    ref = {r["loop"]: r["ir_per_request"] for r in results if r["impl"] == REFERENCE}
+    parts = [
+        f"{r['impl']} {r['ir_per_request'] / ref[r['loop']]:.2f}x on {r['loop']}"
+        for r in results
+        if r["impl"] != REFERENCE and r["loop"] in ref
+    ]
+    return (
+        "instructions per request (callgrind, user space only, deterministic) ÷ raw Protocol: "
+        + ", ".join(parts)
+    )

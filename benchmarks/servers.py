@@ -9,18 +9,31 @@ The process prints one line ``READY {json}`` with its addresses, then obeys line
 stdin: ``START`` (begin a measuring window: answers ``OK``), ``STOP`` (answers one JSON
 line with the CPU time, wall time and memory of the window) and ``QUIT``.
 
-Implementations (``--impl``):
+Implementations (``--impl``): the library's are ``BUILD-STYLE``, the build ``usocket``
+(pure Python) or ``compiled`` (the optional mypyc build, setup.py), the style that of the
+echo app, each written as an SDK app writes it with ``Recv(buf, recvPartial=True)``:
 
-- ``lib``: the library, written as an SDK app writes it: ``Recv(buf, recvPartial=True)``;
-  in ``SocketRecvResult`` send what came and receive again (unless `MAX_IN_FLIGHT` sends
-  still wait for their ``SocketSendResult``: then it receives again in that callback).
+- ``plain``: no ``SocketSendResult``; ``SocketRecvResult`` sends what came and receives
+  again (Recv -> Send -> Recv). UDP's echo is always this one.
+- ``flow``: the SDK's flow control: ``SocketRecvResult`` sends what came, and the next
+  ``Recv`` is issued from ``SocketSendResult`` (one send in flight).
+- ``window``: ``SocketRecvResult`` sends and receives again at once unless `MAX_IN_FLIGHT`
+  sends still wait for their ``SocketSendResult``; then it receives again in that callback.
+  TLS, bulk and echo use this one (their figures stay comparable with earlier runs).
+
+The raw asyncio ones:
+
 - ``protocol``: `asyncio.Protocol` (``data_received`` -> ``write``), reading paused
   while the transport's write buffer is full. UDP: `asyncio.DatagramProtocol`.
 - ``buffered``: `asyncio.BufferedProtocol` into one buffer, the same flow control.
 - ``streams``: `asyncio.start_server` with ``read``/``write``/``drain``.
-- ``lib-slow``, ``protocol-slow``, ``protocol-slow-pause``: sinks whose app takes at most
-  `SLOW_CHUNK` bytes per `SLOW_TICK` (the memory benchmark). ``protocol-slow`` queues
+- ``usocket-slow``, ``protocol-slow``, ``protocol-slow-pause``: sinks whose app takes at
+  most `SLOW_CHUNK` bytes per `SLOW_TICK` (the memory benchmark). ``protocol-slow`` queues
   whatever arrives; ``protocol-slow-pause`` pauses reading while `SLOW_CHUNK` is queued.
+
+``--mark`` calls ``os.getppid()`` (a libc function nothing else here calls) on ``START``
+and ``STOP``: under ``valgrind --tool=callgrind --dump-before=getppid`` the second dump
+holds exactly the instructions of the window (benchmarks/callgrind.py).
 """
 
 from __future__ import annotations
@@ -45,11 +58,26 @@ SLOW_CHUNK = 64 * 1024
 SLOW_TICK = 0.001
 ACK = b"K"
 
-STREAM_IMPLS = ("lib", "compiled", "protocol", "buffered", "streams")
-UDP_IMPLS = ("lib", "compiled", "protocol")
-LIB_IMPLS = ("lib", "compiled")
-"""The library's servers: pure Python, and the optional compiled build (setup.py)."""
-SLOW_IMPLS = ("lib-slow", "protocol-slow", "protocol-slow-pause")
+BUILDS = ("usocket", "compiled")
+"""The library's builds: pure Python, and the optional compiled build (setup.py)."""
+STYLES = ("plain", "flow", "window")
+LIB_IMPLS = tuple(f"{b}-{s}" for b in BUILDS for s in STYLES)
+RAW_IMPLS = ("protocol", "buffered", "streams")
+STREAM_IMPLS = (*LIB_IMPLS, *RAW_IMPLS)
+UDP_IMPLS = ("usocket-plain", "compiled-plain", "protocol")
+SLOW_IMPLS = ("usocket-slow", "protocol-slow", "protocol-slow-pause")
+
+
+def lib_build(impl: str) -> str | None:
+    """The library build of a server implementation ("usocket", "compiled"), or None for
+    a raw asyncio one."""
+    build, _, style = impl.partition("-")
+    return build if build in BUILDS and style in (*STYLES, "slow") else None
+
+
+def lib_style(impl: str) -> str:
+    """The echo app's style of a library implementation: "plain", "flow" or "window"."""
+    return impl.partition("-")[2]
 
 
 def new_loop(kind: str) -> asyncio.AbstractEventLoop:
@@ -70,6 +98,21 @@ def pin(cpu: int | None) -> None:
         os.sched_setaffinity(0, {cpu})
     except OSError:
         pass
+
+
+def settle_malloc() -> None:
+    """Allocate and free one large block, as any server that has run a while has done.
+
+    glibc serves a block above its mmap threshold (128 KiB at first) by a fresh `mmap`,
+    and raises the threshold the first time such a block is freed. Until then each of
+    asyncio's 256 KiB read buffers (`sock.recv(max_size)`, shrunk to what came) is a new
+    mapping: about 20 µs of page faults per read in a raw asyncio server (the library
+    reads into one buffer and does not pay it), for as long as the process happens not to
+    free a large block, so whichever server met one first decided a ratio. Doing it at
+    start puts every server in the same, long-running state.
+    """
+    block = bytearray(4 * MIB)
+    del block
 
 
 def rss_bytes() -> int:
@@ -126,7 +169,46 @@ def lib_server(
     else:
         raise SystemExit(f"unknown kind {kind}")
 
-    class Echo(u.USocket):
+    class PlainEcho(u.USocket):
+        """Receive, send what came, receive again; no `SocketSendResult`."""
+
+        __slots__ = ("buf",)
+
+        def __init__(self) -> None:
+            self.buf = bytearray(RECV_SIZE)
+
+        def SocketAcceptComplete(self, socket: Any) -> None:
+            socket.Recv(self.buf, None, True)
+
+        def SocketRecvResult(self, socket: Any, buf: Any, len: int) -> None:
+            socket.Send(buf, len)  # Send copies: buf may be reused at once
+            socket.Recv(buf, None, True)
+
+        def SocketShutdown(self, socket: Any, reason: Any) -> None:
+            socket.Delete()
+
+    class FlowEcho(u.USocket):
+        """Receive, send what came; receive again when the send's `SocketSendResult`
+        comes (the SDK's flow control: one send in flight)."""
+
+        __slots__ = ("buf",)
+
+        def __init__(self) -> None:
+            self.buf = bytearray(RECV_SIZE)
+
+        def SocketAcceptComplete(self, socket: Any) -> None:
+            socket.Recv(self.buf, None, True)
+
+        def SocketRecvResult(self, socket: Any, buf: Any, len: int) -> None:
+            socket.Send(buf, len)
+
+        def SocketSendResult(self, socket: Any) -> None:
+            socket.Recv(self.buf, None, True)
+
+        def SocketShutdown(self, socket: Any, reason: Any) -> None:
+            socket.Delete()
+
+    class WindowEcho(u.USocket):
         """Receive, send what came, receive again; stop receiving while `MAX_IN_FLIGHT`
         sends wait for their `SocketSendResult` (a peer that does not read)."""
 
@@ -227,7 +309,8 @@ def lib_server(
             socket.Delete()
 
     addrs: dict[str, Any] = {}
-    services = {"echo": Echo, "sink": SlowSink if args.impl == "lib-slow" else SinkUser}
+    echo = {"plain": PlainEcho, "flow": FlowEcho}.get(lib_style(args.impl), WindowEcho)
+    services = {"echo": echo, "sink": SlowSink if args.impl == "usocket-slow" else SinkUser}
 
     class Listener(u.USocket):
         __slots__ = ("name",)
@@ -458,10 +541,17 @@ async def raw_servers(args: argparse.Namespace, loop: asyncio.AbstractEventLoop)
 class Control:
     """Obeys START/STOP/QUIT on stdin; measures the window between START and STOP."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, stop: Callable[[], None], sample: bool):
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        stop: Callable[[], None],
+        sample: bool,
+        mark: bool = False,
+    ) -> None:
         self.loop = loop
         self.stop = stop
         self.sample = sample
+        self.mark = mark
         self.pending = b""
         self.t0 = time.perf_counter()
         self.ru0: Any = resource.getrusage(resource.RUSAGE_SELF)
@@ -482,6 +572,8 @@ class Control:
 
     def command(self, cmd: str) -> None:
         if cmd == "START":
+            if self.mark:
+                os.getppid()  # callgrind dumps what came before the window
             self.rss0 = self.rss_peak = rss_bytes()
             self.ru0 = resource.getrusage(resource.RUSAGE_SELF)
             self.t0 = time.perf_counter()
@@ -489,6 +581,8 @@ class Control:
                 self.sampler = self.loop.call_later(0.005, self.sample_rss)
             reply("OK")
         elif cmd == "STOP":
+            if self.mark:
+                os.getppid()  # callgrind dumps the window
             t1 = time.perf_counter()
             ru1 = resource.getrusage(resource.RUSAGE_SELF)
             if self.sampler is not None:
@@ -538,29 +632,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dir", default="/tmp", help="directory for local socket files")
     p.add_argument("--cpu", type=int, default=None)
     p.add_argument("--sample-rss", action="store_true")
+    p.add_argument("--mark", action="store_true", help="call getppid() on START and STOP")
     args = p.parse_args(argv)
     pin(args.cpu)
+    settle_malloc()
 
     def ready(addrs: dict[str, Any]) -> None:
         reply("READY " + json.dumps(addrs))
 
-    if args.impl == "compiled":
+    if lib_build(args.impl) == "compiled":
         import usocket_asyncio
 
         if not usocket_asyncio.COMPILED:
             reply(f"ERROR not the compiled build: {usocket_asyncio.__file__}")
             return 1
-    if args.impl in ("lib", "lib-slow", "compiled"):
+    if lib_build(args.impl) is not None:
         mux = lib_server(args, args.loop, ready)
         loop = mux.loop
-        Control(loop, mux.Terminate, args.sample_rss)
+        Control(loop, mux.Terminate, args.sample_rss, args.mark)
         mux.Run()
         mux.Close()
         return 0
     loop = new_loop(args.loop)
     asyncio.set_event_loop(loop)
     ready(loop.run_until_complete(raw_servers(args, loop)))
-    Control(loop, loop.stop, args.sample_rss)
+    Control(loop, loop.stop, args.sample_rss, args.mark)
     loop.run_forever()
     loop.close()
     return 0

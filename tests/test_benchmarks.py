@@ -1,4 +1,5 @@
-"""Smoke test of the benchmark runner: one tiny round of TCP on each loop, in a subprocess."""
+"""Smoke tests of the benchmark runner (tiny runs in subprocesses) and unit tests of its
+statistics and report. No figure is asserted: speed is for the benchmarks to measure."""
 
 from __future__ import annotations
 
@@ -10,55 +11,199 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import report
+from benchmarks.run import runs_on
+from benchmarks.stats import fmt, paired, percent_more, spread
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def tiny_run(out: Path, timeout: float, *args: str) -> subprocess.CompletedProcess[bytes]:
-    """`python -m benchmarks` for one short round, its JSON written to `out`."""
-    argv = [sys.executable, "-m", "benchmarks", "--quick", "--rounds", "1", "--duration", "0.1"]
-    argv += [*args, "--no-memory", "--no-chart", "--json", str(out)]
-    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, timeout=timeout, check=False)
-    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
+def tiny_run(out: Path, timeout: float, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m benchmarks` for two short windows, its JSON written to `out`."""
+    argv = [sys.executable, "-m", "benchmarks", "--quick", "--windows", "2", "--duration", "0.1"]
+    argv += [*args, "--no-memory", "--no-chart", "--no-callgrind", "--json", str(out)]
+    proc = subprocess.run(
+        argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
 
-def test_one_tiny_round_on_both_loops(tmp_path: Path) -> None:
+def test_both_app_styles_in_a_tiny_run_on_both_loops(tmp_path: Path) -> None:
     out = tmp_path / "run.json"
     summary = tmp_path / "summary.json"
-    tiny_run(
+    impls = "usocket-plain,usocket-flow,usocket-window,protocol,streams"
+    proc = tiny_run(
         out,
-        50,
+        80,
         *("--kinds", "tcp", "--loops", "asyncio,uvloop", "--workloads", "pp1k-10,bulk"),
-        *("--impls", "lib,protocol,streams", "--summary", str(summary)),
+        *("--impls", impls, "--summary", str(summary)),
     )
     doc = json.loads(out.read_text())
-    assert set(doc) >= {"machine", "args", "records", "summary", "memory"}
-    records = doc["records"]
-    # 2 loops x 2 workloads x 3 implementations x 1 round
-    assert len(records) == 12
-    seen = {(r["loop"], r["workload"], r["impl"]) for r in records}
-    assert len(seen) == 12
-    for r in records:
-        assert r["kind"] == "tcp" and r["round"] == 0
-        assert r["seconds"] > 0 and r["cpu"] >= 0 and r["throughput"] > 0
-        assert r["bytes"] > 0
+    assert set(doc) >= {"machine", "args", "records", "summary", "memory", "callgrind"}
+    seen = [(r["loop"], r["workload"], r["impl"], r["window"]) for r in doc["records"]]
+    # ping-pong: both app styles and the raw servers; bulk: the windowed app and the raw ones
+    want = {
+        (lp, wl, impl, w)
+        for lp in ("asyncio", "uvloop")
+        for w in (0, 1)
+        for wl, cell in (
+            ("pp1k-10", ("usocket-plain", "usocket-flow", "protocol", "streams")),
+            ("bulk", ("usocket-window", "protocol", "streams")),
+        )
+        for impl in cell
+    }
+    assert sorted(seen) == sorted(want)
+    for r in doc["records"]:
+        assert r["kind"] == "tcp" and r["seconds"] > 0 and r["cpu"] >= 0 and r["bytes"] > 0
         if r["workload"] == "pp1k-10":
             assert r["requests"] > 0 and r["req_s"] > 0
         else:
             assert r["bytes"] == 64 * 1024 * 1024  # the whole quick transfer arrived
     rows = {(s["loop"], s["workload"]): s for s in doc["summary"]}
     assert set(rows) == {(lp, w) for lp in ("asyncio", "uvloop") for w in ("pp1k-10", "bulk")}
-    for s in rows.values():
-        assert s["ratio_protocol"] > 0 and s["cpu_ratio_protocol"] > 0 and s["ratio_streams"] > 0
-    small = json.loads(summary.read_text())
-    assert small["summary"] == doc["summary"]
+    for (_, wl), row in rows.items():
+        libs = {"usocket-plain", "usocket-flow"} if wl == "pp1k-10" else {"usocket-window"}
+        assert set(row["ratios"]) == libs and row["windows"] == 2
+        for lib in libs:
+            for ref in ("protocol", "streams"):
+                for what in ("throughput", "cpu"):
+                    s = row["ratios"][lib][ref][what]
+                    assert s["n"] == 2 and s["q1"] <= s["median"] <= s["q3"]
+                    assert s["noisy"]  # two windows cannot tell the spread
+    assert json.loads(summary.read_text())["summary"] == doc["summary"]
+    # the headline sentence and the noise verdict close the output
+    assert "The library (plain style) costs" in proc.stdout
+    assert "on uvloop (tcp, 1 KiB x10 connections)" in proc.stdout
+    assert "noisy: 6 of 6 cells" in proc.stdout.replace("\n", " ")
+    # the report reads the run back, and draws the chart
+    png = tmp_path / "ratios.png"
+    for extra in ([], ["--compact", "--chart", str(png)]):
+        rep = subprocess.run(
+            [sys.executable, "-m", "benchmarks.report", *extra, str(out)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert rep.returncode == 0, rep.stderr[-3000:]
+        assert "noisy: 6 of 6 cells" in rep.stdout
+    assert "| tcp 1 KiB x10 | flow |" in rep.stdout and "| tcp bulk | window |" in rep.stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_spread_of_fixed_numbers() -> None:
+    s = spread([5.0, 1.0, 4.0, 2.0, 3.0])
+    assert (s["median"], s["q1"], s["q3"], s["iqr"], s["n"]) == (3.0, 2.0, 4.0, 2.0, 5)
+    assert s["rel"] == pytest.approx(2 / 3) and s["noisy"]
+    tight = spread([1.00, 1.02, 0.98, 1.01, 0.99, 1.03, 0.97])
+    assert tight["median"] == 1.0 and tight["iqr"] == pytest.approx(0.03)
+    assert not tight["noisy"]
+    assert spread([1.0, 1.0, 1.0, 1.0])["noisy"]  # too few windows, however tight
+    assert spread([2.0])["q1"] == spread([2.0])["q3"] == 2.0
+    # even count: the median between the middle two; quartiles inclusive
+    even = spread([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    assert (even["median"], even["q1"], even["q3"]) == (3.5, 2.25, 4.75)
+    with pytest.raises(ValueError):
+        spread([])
+
+
+def test_paired_ratios_and_their_text() -> None:
+    windows = [
+        {"lib": {"x": 8.0}, "ref": {"x": 10.0}},
+        {"lib": {"x": 9.0}, "ref": {"x": 0.0}},  # no ratio against nothing
+        {"lib": {"x": 6.0}},  # the raw server's window failed
+        {"lib": {"x": 12.0}, "ref": {"x": 10.0}},
+    ]
+    assert paired(windows, "lib", "ref", "x") == [0.8, 1.2]
+    assert fmt(spread([0.86, 0.88, 0.9, 0.92, 0.94])) == "0.90 ±0.02"
+    assert fmt(spread([0.5, 1.0, 1.5, 2.0, 2.5])) == "1.50 ±0.50~"
+    assert fmt(None) == "-"
+    assert percent_more(spread([1.25, 1.27, 1.29, 1.31, 1.33])) == "29 % more (±2)"
+    assert percent_more({"median": 0.9}) == "10 % less"  # an older summary: no spread
+
+
+def test_which_servers_run_which_workload() -> None:
+    assert runs_on("usocket-plain", "tcp", "pp1k-10") and runs_on(
+        "compiled-flow", "local", "pp1k-1"
+    )
+    assert not runs_on("usocket-window", "tcp", "pp1k-10")
+    assert runs_on("usocket-window", "tcp", "echo") and not runs_on("usocket-flow", "tcp", "echo")
+    assert runs_on("usocket-window", "tls", "pp1k-10") and not runs_on(
+        "usocket-plain", "tls", "bulk"
+    )
+    assert runs_on("usocket-plain", "udp", "udp1k-10") and not runs_on(
+        "usocket-flow", "udp", "udp1k-1"
+    )
+    assert runs_on("protocol", "udp", "udp1k-1") and not runs_on("streams", "udp", "udp1k-1")
+    assert runs_on("buffered", "local", "bulk")
+
+
+def test_a_summary_from_before_the_styles_still_reads() -> None:
+    legacy = {
+        "summary": [
+            {
+                "kind": "tcp",
+                "loop": "uvloop",
+                "workload": "pp1k-10",
+                "rounds": 5,
+                "unit": "req/s",
+                "lib": {"throughput": 100.0, "cpu_us_per_unit": 8.0},
+                "protocol": {"throughput": 125.0, "cpu_us_per_unit": 6.0},
+                "ratio_protocol": 0.8,
+                "cpu_ratio_protocol": 1.33,
+                "compiled_ratio_protocol": 0.86,
+            }
+        ]
+    }
+    doc = report.load(legacy)
+    row = doc["summary"][0]
+    assert report.ratio(row, "usocket-window")["median"] == 0.8
+    assert report.ratio(row, "usocket-window", what="cpu")["median"] == 1.33
+    assert report.ratio(row, "compiled-window")["median"] == 0.86
+    assert "| tcp 1 KiB x10 | window | - | - | 0.80 / 1.33 | 0.86 / - |" in report.compact(legacy)
+
+
+def test_report_help_is_argparse() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.report", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0 and proc.stderr == ""
+    assert proc.stdout.startswith("usage: python -m benchmarks.report")
+    assert "--compact" in proc.stdout and "--chart" in proc.stdout
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_callgrind_counts_instructions_per_request(tmp_path: Path) -> None:
+    out = tmp_path / "cg.json"
+    argv = [sys.executable, "-m", "benchmarks.callgrind", "--kind", "tcp", "--loop", "asyncio"]
+    argv += ["--impls", "protocol,usocket-plain", "--requests", "300", "--json", str(out)]
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=170, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "user-space instructions only" in proc.stdout
+    results = json.loads(out.read_text())
+    assert [(r["kind"], r["loop"], r["impl"]) for r in results] == [
+        ("tcp", "asyncio", "protocol"),
+        ("tcp", "asyncio", "usocket-plain"),
+    ]
+    for r in results:
+        assert r["requests"] == 300 and r["ir_window"] > r["ir_empty"] > 0
+        assert r["ir_per_request"] == (r["ir_window"] - r["ir_empty"]) / 300
+    assert "usocket-plain" in report.callgrind_markdown(results)
 
 
 @pytest.mark.timeout(400)
 @pytest.mark.skipif(
     shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler for mypyc"
 )
-def test_compiled_server_in_a_tiny_round(tmp_path: Path) -> None:
+def test_compiled_server_in_a_tiny_run(tmp_path: Path) -> None:
     """The compiled build is made (or reused) and its server runs beside the pure one; the
     run would drop it with a warning if it were not really compiled."""
     out = tmp_path / "run.json"
@@ -66,12 +211,14 @@ def test_compiled_server_in_a_tiny_round(tmp_path: Path) -> None:
         out,
         380,
         *("--kinds", "tcp,udp", "--loops", "uvloop", "--workloads", "pp1k-10,udp1k-1"),
-        *("--impls", "lib,compiled,protocol"),
+        *("--impls", "usocket-plain,compiled-plain,protocol"),
     )
-    assert b"no compiled server" not in proc.stdout, proc.stdout.decode(errors="replace")
+    assert "no compiled server" not in proc.stdout, proc.stdout
     doc = json.loads(out.read_text())
     assert not doc["failures"], doc["failures"]
     seen = {(r["kind"], r["impl"]) for r in doc["records"]}
-    assert seen == {(k, i) for k in ("tcp", "udp") for i in ("lib", "compiled", "protocol")}
+    impls = ("usocket-plain", "compiled-plain", "protocol")
+    assert seen == {(k, i) for k in ("tcp", "udp") for i in impls}
     for row in doc["summary"]:
-        assert row["compiled_ratio_protocol"] > 0 and row["compiled_cpu_ratio_protocol"] > 0
+        assert row["ratios"]["compiled-plain"]["protocol"]["throughput"]["median"] > 0
+        assert row["ratios"]["compiled-plain"]["protocol"]["cpu"]["median"] > 0
