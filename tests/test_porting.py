@@ -304,6 +304,38 @@ def test_close_ends_open_sockets_quietly(
     assert not unraisable, unraisable
 
 
+@pytest.mark.parametrize("kind", LOOPS)
+def test_close_on_a_from_loop_mux_ends_its_sockets_and_keeps_the_loop(
+    kind: str, log: IInstanceLog, unraisable: list[Any]
+) -> None:
+    """In an asyncio app, Close deletes the mux's sockets; the app's loop runs on."""
+    errors: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
+        mux = IIoMux.FromLoop()
+        rec = Recorder()
+        lsock = CreateTCPSocketProvider().CreateSocket(mux, rec, log)
+        lsock.Bind("127.0.0.1", 0)
+        usock = CreateUDPSocketProvider().CreateSocket(mux, Recorder(), log)
+        usock.Bind("127.0.0.1", 0)
+        while not rec.events:
+            await asyncio.sleep(0.002)
+        mux.Close()
+        assert not loop.is_closed()
+        assert not [s for s in _LIVE if getattr(s, "_mux", None) is mux]
+        await asyncio.sleep(0.01)  # the closes run
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with asyncio.Runner(loop_factory=loop_factory(kind)) as runner:
+            runner.run(main())
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+    assert not errors and not unraisable
+
+
 # --------------------------------------------------------------------------- IInstanceLog
 
 

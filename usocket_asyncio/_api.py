@@ -340,7 +340,7 @@ class ISocket(abc.ABC):
         Raises:
             SocketModeError: the socket is a listening socket, not yet connected or bound,
                 or deleted.
-            ValueError: `len` is larger than `buf`, or `buf` is not writable.
+            ValueError: `len` is not between 1 and the size of `buf`.
         """
 
     @abc.abstractmethod
