@@ -1469,12 +1469,10 @@ def test_tls_delete_inside_upgrade_complete(
 def test_tls_only_calls_on_other_providers_raise(
     mux: Mux, log: IInstanceLog, make: Callable[[], ISocketProvider]
 ) -> None:
-    """CreateSocketContext and UpgradeToTLSSocket belong to the TLS provider: elsewhere
-    they are a caller's mistake (SocketModeError naming the right provider), and the
-    socket passed in is left as it was."""
+    """UpgradeToTLSSocket belongs to the TLS provider: elsewhere it is a caller's mistake
+    (SocketModeError naming the right provider), and the socket passed in is left as it
+    was."""
     prov = make()
-    with pytest.raises(SocketModeError, match="CreateTLSSocketProvider"):
-        prov.CreateSocketContext(log)
     rec = Recorder()
     sock = CreateTCPSocketProvider().CreateSocket(mux, rec, log)
     with pytest.raises(SocketModeError, match="CreateTLSSocketProvider"):

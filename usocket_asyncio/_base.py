@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from ._api import ISocket, ISocketContext, ISocketProvider, USocket
-from ._types import QosTrafficType, ShutdownReason, SocketModeError
+from ._types import QOS_DSCP, QosTrafficType, ShutdownReason, SocketModeError
 
 try:
     from mypy_extensions import mypyc_attr
@@ -103,12 +103,13 @@ def _current_task(loop: asyncio.AbstractEventLoop) -> asyncio.Task[Any] | None:
 
 
 def set_qos(sock: socket.socket, traffic: QosTrafficType) -> None:
-    """Mark outgoing packets of `sock` with the DSCP of `traffic` (IP_TOS / IPV6_TCLASS).
+    """Mark outgoing packets of `sock` with the DSCP of `traffic` (IP_TOS / IPV6_TCLASS =
+    DSCP << 2): 0 for QOS_BEST_EFFORT, AF41 (34) for QOS_AUDIO_VIDEO, EF (46) for QOS_VOICE.
 
     Raises:
         OSError: the kernel refused.
     """
-    tos = int(traffic) << 2
+    tos = QOS_DSCP[traffic] << 2
     if sock.family == socket.AF_INET6:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, tos)
         try:  # a dual-stack socket carries IPv4 too
@@ -172,6 +173,13 @@ class SocketProviderBase(ISocketProvider):
         check_loop_thread(iomux.loop, "CreateSocket")
         check_user(user)
         return self._new_socket(iomux, user, log, useIPv6, socketContext)
+
+    def CreateSocketContext(self, log: IInstanceLog) -> ISocketContext:
+        """A new context, on every provider as in the SDK; only TLS and DTLS sockets use
+        it, the other kinds ignore one passed to `CreateSocket`."""
+        from ._context import SocketContext
+
+        return SocketContext(log)
 
     def _new_socket(
         self,
@@ -323,7 +331,13 @@ class SocketBase(ISocket):
         before Bind/Connect, it applies once the socket is open (for a DTLS listener's
         peers: the shared endpoint's)."""
         self._check_alive("SetQoS")
-        self._qos = QosTrafficType(traffic)
+        try:
+            self._qos = QosTrafficType(traffic)
+        except ValueError:
+            raise ValueError(
+                f"SetQoS({traffic!r}): pass a QosTrafficType, the SDK's values "
+                "QOS_BEST_EFFORT=0, QOS_AUDIO_VIDEO=1 or QOS_VOICE=2 (the DSCP is the library's)"
+            ) from None
         self._apply_qos()
 
     def _apply_qos(self) -> None:

@@ -17,8 +17,9 @@ from typing import Any
 
 from ._iomux import IIoMux, call_user
 from ._log import IInstanceLog
+from ._types import LogFlags
 
-_LOG_DNS = 0x8  # equals LogFlags.LOG_DNS (the SDK's debug.h value)
+_LOG_DNS = LogFlags.LOG_DNS
 
 _AddrInfo = list[tuple[Any, ...]]
 

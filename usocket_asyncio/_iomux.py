@@ -46,22 +46,45 @@ class _Deferred:
 
 
 class IIoMux:
-    """The event loop the sockets run on.
+    """The event loop the sockets run on (the SDK's `IIoMux`).
 
-    Create one with `IIoMux.Create()` (a new loop, optionally uvloop) or wrap the loop of
-    an asyncio application with `IIoMux.FromLoop()`.
+    Two ways to get one:
+
+    - `IIoMux.Create()` makes a new loop (uvloop with `uvloop=True`); the app calls
+      `Run()`, which returns once something calls `Terminate()`, then `Close()`.
+    - `IIoMux.FromLoop()` wraps the loop of an asyncio application. The app keeps running
+      its loop (`asyncio.run(main())`); `Terminate()` never stops that loop, it marks the
+      mux terminated, and `await iomux.Terminated()` waits for that.
+
+    Args:
+        loop: the asyncio loop to run on.
+        owns_loop: whether the mux made the loop (then `Close()` closes it).
     """
 
-    __slots__ = ("_deferred", "_loop", "_owns_loop")
+    __slots__ = ("_deferred", "_in_run", "_loop", "_owns_loop", "_terminated", "_waiters")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, owns_loop: bool = False) -> None:
         self._loop = loop
         self._owns_loop = owns_loop
         self._deferred = _Deferred(loop)
+        self._in_run = False
+        self._terminated = False
+        self._waiters: list[asyncio.Future[None]] = []
 
     @staticmethod
     def Create(*, uvloop: bool = False) -> IIoMux:
-        """A new event loop; `uvloop=True` runs on uvloop (needs the `[uvloop]` extra)."""
+        """A mux on a new event loop, run by `Run()`.
+
+        Args:
+            uvloop: run on uvloop (needs the `[uvloop]` extra).
+
+        Returns:
+            The new mux; `Close()` it when done.
+
+        Raises:
+            ImportError: `uvloop=True` and uvloop is not installed (the message names the
+                extra to install).
+        """
         if uvloop:
             try:
                 import uvloop as _uvloop
@@ -77,7 +100,20 @@ class IIoMux:
 
     @staticmethod
     def FromLoop(loop: asyncio.AbstractEventLoop | None = None) -> IIoMux:
-        """Wrap an existing loop, or the running one when `loop` is None."""
+        """A mux on an existing loop, for asyncio applications.
+
+        `Terminate()` on it never stops the loop: it marks the mux terminated, which
+        `await iomux.Terminated()` waits for. `Close()` never closes the loop.
+
+        Args:
+            loop: the loop; None for the running one.
+
+        Returns:
+            The mux.
+
+        Raises:
+            RuntimeError: `loop` is None and no loop is running.
+        """
         if loop is None:
             try:
                 loop = asyncio.get_running_loop()
@@ -94,24 +130,97 @@ class IIoMux:
         return self._loop
 
     def Run(self) -> None:
-        """Run the loop until `Terminate()`."""
+        """Run the loop until `Terminate()` is called.
+
+        Raises:
+            RuntimeError: the loop is already running (an asyncio app: `await
+                iomux.Terminated()` instead).
+        """
         if self._loop.is_running():
-            raise RuntimeError("IIoMux.Run(): the loop is already running; await your app instead")
-        self._loop.run_forever()
+            raise RuntimeError(
+                "IIoMux.Run(): the loop is already running (an asyncio app); "
+                "await iomux.Terminated() instead"
+            )
+        self._in_run = True
+        try:
+            self._loop.run_forever()
+        finally:
+            self._in_run = False
 
     def Terminate(self) -> None:
-        """Stop the loop; `Run()` returns after the current iteration. Any thread may call it."""
-        if self._loop.is_closed():
+        """End the mux: `Run()` returns after the current loop iteration, and every
+        `await iomux.Terminated()` completes.
+
+        On a `FromLoop()` mux whose loop the app runs itself, the loop goes on running.
+        Any thread may call it (the only call of the library that may come from another
+        thread).
+        """
+        loop = self._loop
+        if loop.is_closed():
             return
-        if self._loop.is_running() and threading.current_thread() is not _loop_thread(self._loop):
-            self._loop.call_soon_threadsafe(self._loop.stop)
+        if loop.is_running() and threading.current_thread() is not _loop_thread(loop):
+            loop.call_soon_threadsafe(self._terminate)
         else:
+            self._terminate()
+
+    def _terminate(self) -> None:
+        self._terminated = True
+        waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+        if self._in_run or (self._owns_loop and not self._loop.is_closed()):
             self._loop.stop()
 
+    async def Terminated(self) -> None:
+        """Beyond the SDK: wait until `Terminate()` is called (at once if it was).
+
+        For asyncio apps on a `FromLoop()` mux: `await iomux.Terminated()` where an SDK app
+        calls `iomux->Run()`. Await it on the mux's loop.
+        """
+        if self._terminated:
+            return
+        fut: asyncio.Future[None] = self._loop.create_future()
+        self._waiters.append(fut)
+        await fut
+
     def Close(self) -> None:
-        """Close a loop made by `Create()` (beyond the SDK: frees its resources)."""
-        if self._owns_loop and not self._loop.is_closed():
-            self._loop.close()
+        """Beyond the SDK: end the mux's sockets, and close a loop made by `Create()`.
+
+        Every socket still open on the mux is deleted first (no callback follows, as for
+        `ISocket.Delete()`), quietly: no `ResourceWarning` for an unclosed transport, no
+        pending task left behind. A loop made by `Create()` then finishes its closes and
+        its remaining tasks (cancelled) and is closed; a `FromLoop()` loop is never closed.
+        Calling it twice is harmless.
+        """
+        if self._loop.is_closed():
+            return
+        self._delete_sockets()
+        if not self._owns_loop or self._loop.is_running():
+            return
+        loop = self._loop
+        try:
+            loop.run_until_complete(asyncio.sleep(0))  # the transports' closes run
+            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for t in pending:
+                t.cancel()
+            if pending:  # bounded: a task that ignores its cancellation cannot hang Close
+                loop.run_until_complete(asyncio.wait(pending, timeout=2.0))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(asyncio.sleep(0))
+        finally:
+            loop.close()
+
+    def _delete_sockets(self) -> None:
+        from ._base import _LIVE
+        from ._types import SocketModeError
+
+        for sock in [s for s in _LIVE if getattr(s, "_mux", None) is self]:
+            if sock in _LIVE:  # deleting one may delete others (a DTLS listener's peers)
+                try:
+                    sock.Delete()
+                except SocketModeError:
+                    pass
 
 
 def _loop_thread(loop: asyncio.AbstractEventLoop) -> threading.Thread | None:
