@@ -26,6 +26,7 @@ COMPILED_MODULES = [
     "usocket_asyncio/_local.py",
     "usocket_asyncio/_tls.py",
     "usocket_asyncio/_udp.py",
+    "usocket_asyncio/_datagram.py",
 ]
 
 ext_modules = []
