@@ -28,6 +28,7 @@ COMPILED_MODULES = [
     "usocket_asyncio/_local.py",
     "usocket_asyncio/_tls.py",
     "usocket_asyncio/_udp.py",
+    "usocket_asyncio/_datagram.py",
 ]
 COMPILE_NEEDS = ["mypy>=1.8", "pyOpenSSL>=23.2", "cryptography>=41"]
 """What the compiled build needs: mypyc, and the packages it type-checks the engine against

@@ -32,16 +32,6 @@ def peers_of(listener: ISocket) -> dict[Any, DTLSSocket]:
     return ep.peers if ep is not None else {}
 
 
-def flight_key(direction: str, data: bytes) -> tuple[Any, ...] | None:
-    """What a handshake datagram starts: (direction, content type, epoch, message type);
-    None for anything that is not handshake or ChangeCipherSpec."""
-    if len(data) < 14 or data[0] not in (20, 22):
-        return None
-    epoch = int.from_bytes(data[3:5], "big")
-    msg = data[13] if data[0] == 22 and epoch == 0 else None
-    return (direction, data[0], epoch, msg)
-
-
 class _Side(asyncio.DatagramProtocol):
     def __init__(self, relay: Relay, direction: str) -> None:
         self.relay = relay

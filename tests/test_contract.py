@@ -1113,6 +1113,71 @@ def test_dtls_recv_partial_makes_no_difference(
 # --------------------------------------------------------------------------- item 5: DTLS lost
 
 
+def from_another_thread(mux: Mux, calls: dict[str, Callable[[], object]]) -> dict[str, str]:
+    """Run each of `calls` on another thread while the loop runs: what each said."""
+    said: dict[str, str] = {}
+    done = threading.Event()
+
+    def worker() -> None:
+        try:
+            for name, fn in calls.items():
+                try:
+                    fn()
+                    said[name] = "accepted"
+                except SocketModeError as e:
+                    said[name] = str(e)
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=worker)
+    mux.loop.call_soon(thread.start)
+    mux.run_until(done.is_set, what="the other thread")
+    thread.join()
+    return said
+
+
+def test_udp_and_dtls_calls_from_another_thread_raise(
+    mux: Mux, log: IInstanceLog, prov: ISocketProvider
+) -> None:
+    """Send, SendTo and Recv of UDP sockets (their fast paths too) and the DTLS socket's
+    calls, made from a thread other than the loop's while it runs, raise SocketModeError
+    and change nothing: the sockets work afterwards from the loop's thread."""
+    arec, brec = Recorder("a"), Recorder("b")
+    a, aport = udp_bound(mux, log, arec)
+    b = CreateUDPSocketProvider().CreateSocket(mux, brec, log)
+    call(brec, b.Connect, f"127.0.0.1:{aport}")
+    mux.run_until(lambda: "connect" in brec.names(), what="connect")
+    srv, cli, crec = dtls_pair(mux, log, prov)
+    peer, prec = wait_pair(mux, srv, crec)
+    calls: dict[str, Callable[[], object]] = {
+        "udp SendTo": lambda: a.SendTo(b"x", None, "127.0.0.1", aport),
+        "udp Recv": lambda: a.Recv(bytearray(8)),
+        "udp Send": lambda: b.Send(b"x"),
+        "udp Recv connected": lambda: b.Recv(bytearray(8)),
+        "dtls Send": lambda: cli.Send(b"x"),
+        "dtls Recv": lambda: cli.Recv(bytearray(8)),
+        "dtls RecvCancel": cli.RecvCancel,
+        "dtls Shutdown": cli.Shutdown,
+        "dtls listener Shutdown": srv.listener.Shutdown,
+    }
+    said = from_another_thread(mux, calls)
+    for name in calls:
+        assert "call_soon_threadsafe" in said.get(name, ""), (name, said.get(name))
+    mux.run_for(0.05)
+    assert arec.names() == ["bind"] and brec.names() == ["connect"]
+    assert crec.names() == ["connect"] and prec.names() == ["accept"]
+    call(arec, a.Recv, bytearray(8))
+    call(brec, b.Send, b"udp ok")
+    call(prec, peer.Recv, bytearray(16))
+    call(crec, cli.Send, b"dtls ok")
+    mux.run_until(lambda: "recvfrom" in arec.names() and "recv" in prec.names())
+    assert arec.received == b"udp ok" and prec.received == b"dtls ok"
+    for s in (a, b):
+        s.Delete()
+    delete(cli)
+    srv.close()
+
+
 def test_dtls_records_already_read_reach_recv_before_lost(
     mux: Mux, log: IInstanceLog, prov: ISocketProvider
 ) -> None:
@@ -1123,7 +1188,7 @@ def test_dtls_records_already_read_reach_recv_before_lost(
     peer, prec = wait_pair(mux, srv, crec)
     for i in range(3):
         call(prec, peer.Send, bytes([65 + i]) * 50)
-    mux.run_until(lambda: len(cli._held) == 3)  # type: ignore[attr-defined]
+    mux.run_until(lambda: len(cli._q.held) == 3)  # type: ignore[attr-defined]
     cli._ep.tr.abort()  # type: ignore[attr-defined]
     mux.run_for(0.05)
     assert crec.names() == ["connect"]  # held, not ended

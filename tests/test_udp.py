@@ -325,7 +325,7 @@ def test_truncation_of_a_held_datagram(
 ) -> None:
     sock, rec, port = bound(mux, log)
     peer4.sendto(b"held and long", ("127.0.0.1", port))
-    mux.run_until(lambda: len(sock._held) == 1, what="held datagram")
+    mux.run_until(lambda: len(sock._q.held) == 1, what="held datagram")
     buf = bytearray(4)
     with caplog.at_level(logging.INFO, logger="usocket_asyncio"):
         call(rec, sock.Recv, buf, None, True)  # recvPartial makes no difference
@@ -342,7 +342,7 @@ def test_recvs_queue_in_order_and_held_datagrams_wait(
     # datagrams first: they wait, and each later Recv completes after the call
     for i in range(5):
         peer4.sendto(b"held-%d" % i, ("127.0.0.1", port))
-    mux.run_until(lambda: len(sock._held) == 5, what="5 held")
+    mux.run_until(lambda: len(sock._q.held) == 5, what="5 held")
     got: list[bytes] = []
     rec.hooks["recvfrom"] = lambda s, b, n, a, p: got.append(bytes(b[:n]))
     bufs = [bytearray(10) for _ in range(8)]
@@ -374,7 +374,7 @@ def test_recv_inside_the_callback(mux: Mux, log: IInstanceLog, peer4: socket.soc
     rec.hooks["recvfrom"] = again
     for i in range(50):
         peer4.sendto(b"%d" % i, ("127.0.0.1", port))
-    mux.run_until(lambda: len(sock._held) >= 10, what="some held")
+    mux.run_until(lambda: len(sock._q.held) >= 10, what="some held")
     call(rec, sock.Recv, buf)
     mux.run_until(lambda: len(got) == 50, what="50 datagrams")
     assert got == [b"%d" % i for i in range(50)]
@@ -394,7 +394,7 @@ def test_recv_cancel(mux: Mux, log: IInstanceLog, peer4: socket.socket) -> None:
     assert all(e[1] is b for e, b in zip(rec.events[1:], bufs, strict=True))
     # a datagram arriving after the cancel waits for the next Recv
     peer4.sendto(b"later", ("127.0.0.1", port))
-    mux.run_until(lambda: len(sock._held) == 1)
+    mux.run_until(lambda: len(sock._q.held) == 1)
     nb = bytearray(8)
     call(rec, sock.Recv, nb)
     mux.run_until(lambda: bool(recv_results(rec)))
@@ -413,12 +413,12 @@ def test_flood_without_recv_stays_bounded(
             for i in range(start, start + batch):
                 peer4.sendto(i.to_bytes(4, "big") * 16, dst)
             mux.run_until(
-                lambda s=start: len(sock._held) + sock.dropped == s + batch,  # type: ignore[misc]
+                lambda s=start: len(sock._q.held) + sock.dropped == s + batch,  # type: ignore[misc]
                 what="the batch to arrive",
             )
-            assert len(sock._held) <= HOLD_DATAGRAMS
-            assert sock._held_bytes <= HOLD_BYTES
-    assert len(sock._held) == HOLD_DATAGRAMS
+            assert len(sock._q.held) <= HOLD_DATAGRAMS
+            assert sock._q.held_bytes <= HOLD_BYTES
+    assert len(sock._q.held) == HOLD_DATAGRAMS
     assert sock.dropped == total - HOLD_DATAGRAMS
     drop_lines = [r for r in caplog.records if "dropping" in r.getMessage()]
     assert 1 <= len(drop_lines) <= total // _udp.DROP_LOG_EVERY + 1
@@ -433,7 +433,7 @@ def test_flood_without_recv_stays_bounded(
     assert got == list(range(HOLD_DATAGRAMS))
     peer4.sendto(b"\x00\x00\xff\xff", dst)
     mux.run_until(lambda: len(got) == HOLD_DATAGRAMS + 1)
-    assert got[-1] == 0xFFFF and sock._held_bytes == 0
+    assert got[-1] == 0xFFFF and sock._q.held_bytes == 0
     finish(sock, rec)
 
 
@@ -445,9 +445,9 @@ def test_flood_of_large_datagrams_is_bounded_by_bytes(
     for start in range(0, 200, 5):  # small batches: the kernel's buffer drops nothing
         for _ in range(5):
             peer4.sendto(bytes(size), ("127.0.0.1", port))
-        mux.run_until(lambda s=start: len(sock._held) + sock.dropped == s + 5)  # type: ignore[misc]
-    assert len(sock._held) == HOLD_BYTES // size
-    assert sock._held_bytes <= HOLD_BYTES
+        mux.run_until(lambda s=start: len(sock._q.held) + sock.dropped == s + 5)  # type: ignore[misc]
+    assert len(sock._q.held) == HOLD_BYTES // size
+    assert sock._q.held_bytes <= HOLD_BYTES
     assert sock.dropped == 200 - HOLD_BYTES // size
     finish(sock, rec)
 
@@ -608,7 +608,7 @@ def test_delete_inside_a_callback_stops_the_rest(
     sock, rec, port = bound(mux, log)
     for _ in range(3):
         peer4.sendto(b"d", ("127.0.0.1", port))
-    mux.run_until(lambda: len(sock._held) == 3)
+    mux.run_until(lambda: len(sock._q.held) == 3)
     rec.hooks["recvfrom"] = lambda s, *a: s.Delete()
     for _ in range(3):
         call(rec, sock.Recv, bytearray(4))

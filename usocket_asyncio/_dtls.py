@@ -84,6 +84,7 @@ from ._address import Address, AddressError, format_ip, parse_address
 from ._api import Buffer, ISocket, USocket
 from ._base import _ENDED, _LIVE, S, SocketBase, State, _as_view
 from ._context import SocketContext
+from ._datagram import RecvQueue, recv_view
 from ._types import IPaddr, LogFlags, ShutdownReason, SocketModeError
 from ._udp import (
     OpenError,
@@ -471,7 +472,6 @@ class DTLSSocket(SocketBase):
         "_deadline",
         "_ep",
         "_final",
-        "_held",
         "_in_alpn",
         "_in_listen_result",
         "_kind",
@@ -483,7 +483,7 @@ class DTLSSocket(SocketBase):
         "_peer_end",
         "_peer_fp",
         "_pending",
-        "_rq",
+        "_q",
         "_rtx",
         "_server_ctx",
         "_shutdown_wanted",
@@ -517,8 +517,9 @@ class DTLSSocket(SocketBase):
         self._srtp_profile: str | None = None
         self._srtp_keys: bytes | None = None
         self._peer_fp: bytes | None = None
-        self._rq: deque[tuple[Any, memoryview]] = deque()
-        self._held: deque[bytes] = deque()
+        self._q = RecvQueue(
+            log, self.LOG_FLAG, self.KIND, id(self), "record", HOLD_RECORDS, 1 << 62
+        )
         self._cache: list[bytes] = []
         self._shutdown_wanted = False
         self._peer_end: ShutdownReason | None = None
@@ -615,8 +616,7 @@ class DTLSSocket(SocketBase):
         self._cancel_task()
         self._conn = None
         self._listen_conn = None
-        self._rq.clear()
-        self._held.clear()
+        self._q.clear()
         self._cache.clear()
         ep, self._ep = self._ep, None
         if ep is not None:
@@ -957,42 +957,26 @@ class DTLSSocket(SocketBase):
         self._check_end()
 
     def _deliver(self, rec: bytes) -> None:
-        if self._rq and not self._held:
+        q = self._q
+        if q.rq and not q.held:
             self._give(rec)
             return
-        if len(self._held) >= HOLD_RECORDS:
-            self._limit_drops += 1
-            if self._limit_drops % _LIMIT_LOG_EVERY == 1:
-                self._fail_log(
-                    "no Recv pending",
-                    f"{len(self._held)} records held: dropping ({self._limit_drops} so far)",
-                )
-            return
-        self._held.append(rec)
-        self._pump_held()
+        if q.hold(rec, None):
+            self._pump_held()
 
     def _give(self, rec: bytes) -> None:
-        buf, mv = self._rq.popleft()
-        n = len(rec)
-        if n > mv.nbytes:
-            self._log.Log(
-                self.LOG_FLAG,
-                "dtls %x: record of %d bytes truncated to the Recv buffer's %d",
-                id(self),
-                n,
-                mv.nbytes,
-            )
-            n = mv.nbytes
-        mv[:n] = rec[:n]
-        mv.release()  # the buffer is the app's again once its result runs
+        buf, n = self._q.fill(rec)  # its view released: the app's once its result runs
         self._emit("SocketRecvResult", buf, n)
 
     def _pump_held(self) -> None:
-        while self._rq and self._held:
-            self._give(self._held.popleft())
+        q = self._q
+        while q.rq and q.held:
+            self._give(q.pop_held()[0])
+        if not q.held:
+            q.drained()
 
     def _check_end(self) -> None:
-        if self._peer_end is not None and not self._held and self._state is S.CONNECTED:
+        if self._peer_end is not None and not self._q.held and self._state is S.CONNECTED:
             self._finish(self._peer_end)
 
     # ------------------------------------------------------------------ server side
@@ -1201,21 +1185,12 @@ class DTLSSocket(SocketBase):
     # ------------------------------------------------------------------ upgrade
 
     def _begin_upgrade(self, udp: UDPSocket, server_side: bool) -> None:
-        tr = udp._tr
-        held = [d for d, _ in udp._held]
-        peer = tr.get_extra_info("peername") if tr is not None else None
-        udp._tr = None
-        udp._sock = None
-        udp._held.clear()
-        udp._held_bytes = 0
-        udp._rq.clear()
-        udp._cache.clear()
-        udp._canceled.clear()
-        udp._send_due = udp._unreported = 0
-        udp._set_state(S.CLOSED)  # silently: its user gets no further callback
-        udp._user = None
+        handed = udp.hand_over()
+        tr = handed.transport
+        held = handed.held
+        peer = handed.peer
         self._udp = udp
-        self._local = udp._local
+        self._local = handed.local
         self._kind = "upgraded-server" if server_side else "upgraded-client"
         self._set_state(S.ACCEPTING if server_side else S.CONNECTING)
         ep = _Endpoint()
@@ -1225,8 +1200,8 @@ class DTLSSocket(SocketBase):
         ep.qos_sock = tr.get_extra_info("socket")
         tr.set_protocol(ep)
         self._ep = ep
-        if udp._server_name:
-            self._verify_name = udp._server_name
+        if handed.server_name:
+            self._verify_name = handed.server_name
         elif isinstance(peer, tuple) and peer:
             self._verify_name = format_ip(str(peer[0]))
         self._log.Log(
@@ -1344,36 +1319,20 @@ class DTLSSocket(SocketBase):
         Raises:
             ValueError: `buf` is read-only or `len` is not 1..len(buf).
         """
-        st = self._state
-        if st is S.CLOSED:
+        self._check_thread("Recv")
+        if self._state is S.CLOSED:
             return
         self._check_alive("Recv")
-        mv = _as_view(buf, "Recv")
-        if mv.readonly:
-            raise ValueError(
-                "Recv: the buffer is read-only; pass a bytearray or a writable memoryview"
-            )
-        if not mv.contiguous:
-            raise ValueError(
-                "Recv: the buffer is not contiguous (a strided memoryview); pass a "
-                "contiguous bytearray or memoryview"
-            )
-        n = mv.nbytes if len is None else len
-        if n <= 0 or n > mv.nbytes:
-            raise ValueError(
-                f"Recv: len={len} must be between 1 and the buffer's size ({mv.nbytes})"
-            )
-        self._rq.append((buf, mv[:n]))
-        if self._held:
+        q = self._q
+        q.rq.append((buf, recv_view(buf, len, "Recv")))
+        if q.held:
             self._pump_held()
             self._check_end()
 
     def RecvCancel(self) -> None:
         """Cancel every pending `Recv`: one `SocketRecvCanceled(socket, buf)` each, later."""
         self._check_alive("RecvCancel")
-        while self._rq:
-            buf, mv = self._rq.popleft()
-            mv.release()
+        for buf in self._q.cancel():
             self._emit("SocketRecvCanceled", buf)
 
     # ------------------------------------------------------------------ the rest
@@ -1438,7 +1397,7 @@ class DTLSSocket(SocketBase):
         self._user = None
         _LIVE.discard(self)
         udp, self._udp = self._udp, None
-        if udp is not None and udp._state is not S.DELETED:
+        if udp is not None and not udp.deleted():
             udp.Delete()
 
 
@@ -1500,12 +1459,13 @@ def upgrade_udp_socket(
         )
     if not isinstance(udp, UDPSocket):
         raise TypeError("UpgradeToTLSSocket takes a TCP socket (TLS) or a UDP socket (DTLS)")
-    if udp._state is not S.CONNECTED or udp._tr is None:
+    refusal = udp.hand_over_refusal()
+    if refusal is not None:
         raise SocketModeError(
             "UpgradeToTLSSocket needs a connected UDP socket: Connect it and upgrade after "
-            f"SocketConnectComplete (it is {udp._state.value})"
+            f"SocketConnectComplete (it is {refusal})"
         )
-    sock = DTLSSocket(iomux, user, log, udp._use_ipv6, ctx)
+    sock = DTLSSocket(iomux, user, log, udp.uses_ipv6(), ctx)
     try:
         sock._begin_upgrade(udp, bool(server_side))
     except BaseException:

@@ -21,11 +21,13 @@ socket kind: a connected UDP socket picks its own local port. `Listen` and `Acce
 raise `SocketModeError`: UDP has no connections (DTLS sockets, from the TLS provider
 with a context on which `EnableDTLS` was called, do listen).
 
-Receiving. Pending `Recv` buffers form a queue. A datagram that finds one is copied
-into it straight away (a longer one is truncated to the buffer, and the truncation is
-logged). A datagram that finds none waits in a hold queue bounded by `HOLD_DATAGRAMS`
-datagrams and `HOLD_BYTES` bytes; datagram transports cannot pause reading, so beyond
-that the newest datagram is dropped, counted (`dropped`) and logged.
+Receiving. The datagram layer (`_datagram.RecvQueue`, shared with DTLS sockets) keeps
+the pending `Recv` buffers. A datagram that finds one is copied into it straight away
+(a longer one is truncated to the buffer, and the truncation is logged). A datagram that
+finds none waits in the hold, bounded by `HOLD_DATAGRAMS` datagrams and `HOLD_BYTES`
+bytes; datagram transports cannot pause reading, so beyond that the newest datagram is
+dropped, counted (`dropped`) and logged. `UpgradeToTLSSocket` takes the transport and
+the held datagrams over through `hand_over()` (a `_datagram.Handover`).
 
 Sending. Each `SendTo`/`Send` hands one datagram to the transport at once (cached while
 `Bind`/`Connect` is in progress). The transport's high-water mark is 0, so it calls
@@ -52,12 +54,14 @@ import asyncio
 import errno
 import ipaddress
 import socket
-from collections import deque
+from asyncio import _get_running_loop
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._address import Address, AddressError, format_ip, parse_address
 from ._api import Buffer, ISocketProvider, USocket
-from ._base import _LIVE, DeferringSocket, S, SocketProviderBase, State, _as_view
+from ._base import _LIVE, DeferringSocket, S, SocketProviderBase, State, off_loop
+from ._datagram import DROP_LOG_EVERY as DROP_LOG_EVERY
+from ._datagram import Handover, RecvQueue, recv_view
 from ._stream import bind_reason
 from ._types import IPaddr, LogFlags, ShutdownReason, SocketModeError
 
@@ -69,8 +73,6 @@ HOLD_DATAGRAMS = 256
 """Datagrams held for an app with no pending `Recv` before new ones are dropped."""
 HOLD_BYTES = 256 * 1024
 """Bytes held for an app with no pending `Recv` before new datagrams are dropped."""
-DROP_LOG_EVERY = 1000
-"""While dropping, one log line per this many dropped datagrams (and the first)."""
 
 UDP_TRANSITIONS: dict[State, frozenset[State]] = {
     S.IDLE: frozenset({S.BINDING, S.CONNECTING, S.CLOSED, S.DELETED}),
@@ -245,16 +247,12 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
         "_blocked",
         "_cache",
         "_copy",
-        "_drop_run",
-        "_dropped",
         "_family",
-        "_held",
-        "_held_bytes",
         "_last_dst",
         "_last_ip",
         "_last_port",
+        "_q",
         "_reuse",
-        "_rq",
         "_server_name",
         "_shutdown_wanted",
         "_sock",
@@ -279,11 +277,9 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
         self._reuse = False
         self._server_name: str | None = None  # kept for a DTLS upgrade's name check
         # receive side
-        self._rq: deque[tuple[Any, memoryview]] = deque()
-        self._held: deque[tuple[bytes, Any]] = deque()
-        self._held_bytes = 0
-        self._dropped = 0
-        self._drop_run = 0
+        self._q = RecvQueue(
+            log, self.LOG_FLAG, self.KIND, id(self), "datagram", HOLD_DATAGRAMS, HOLD_BYTES
+        )
         # send side
         self._cache: list[tuple[bytes, Any]] = []
         self._blocked = False
@@ -301,7 +297,7 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
     def dropped(self) -> int:
         """Beyond the SDK: datagrams dropped because no `Recv` was pending and the hold
         queue was full."""
-        return self._dropped
+        return self._q.dropped
 
     # ------------------------------------------------------------------ state machine
 
@@ -330,16 +326,15 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
     # ------------------------------------------------------------------ deferral, the end
 
     def _run_due_held(self) -> None:
-        if self._held and self._rq and self._state in _OPEN:
+        q = self._q
+        if q.held and q.rq and self._state in _OPEN:
             self._deliver_held()
 
     def _release(self) -> None:
         """Cancel the task, drop buffers and queues, abort the transport or close the
         socket."""
         task = self._cancel_task()
-        self._rq.clear()
-        self._held.clear()
-        self._held_bytes = 0
+        self._q.clear()
         self._cache.clear()
         tr, self._tr = self._tr, None
         sock, self._sock = self._sock, None
@@ -504,9 +499,10 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
         st = self._state
         if st is not S.BOUND and st is not S.CONNECTED:
             return
-        rq = self._rq
-        if not rq or self._held:
-            self._hold(data, addr)
+        q = self._q
+        rq = q.rq
+        if not rq or q.held:
+            q.hold(data, addr)
             if rq:
                 self._in_event = True
                 self._deliver_held()
@@ -519,7 +515,7 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
         if n <= mv.nbytes:
             mv[:n] = data
         else:
-            n = self._truncate(mv, data)
+            n = q.truncate(mv, data)
         mv.release()  # the buffer is the app's again: it may resize it in the callback
         self._in_event = True
         try:
@@ -539,56 +535,17 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
         if self._due:
             self._run_due()
 
-    def _truncate(self, mv: memoryview, data: bytes) -> int:
-        n = mv.nbytes
-        mv[:] = memoryview(data)[:n]
-        self._log.Log(
-            self.LOG_FLAG,
-            "%s %x: datagram of %d bytes truncated to the Recv buffer's %d",
-            self.KIND,
-            id(self),
-            data.__len__(),
-            n,
-        )
-        return n
-
-    def _hold(self, data: bytes, addr: Any) -> None:
-        size = data.__len__()
-        if self._held.__len__() >= HOLD_DATAGRAMS or self._held_bytes + size > HOLD_BYTES:
-            self._dropped += 1
-            self._drop_run += 1
-            if self._drop_run % DROP_LOG_EVERY == 1 or DROP_LOG_EVERY == 1:
-                self._log.Log(
-                    self.LOG_FLAG,
-                    "%s %x: no Recv pending and %d datagrams (%d bytes) held: dropping "
-                    "(%d dropped so far)",
-                    self.KIND,
-                    id(self),
-                    self._held.__len__(),
-                    self._held_bytes,
-                    self._dropped,
-                )
-            return
-        self._held.append((data, addr))
-        self._held_bytes += size
-
     def _deliver_held(self) -> None:
         """Move held datagrams into pending Recvs (we are in an event or in `_run_due`)."""
-        held = self._held
-        rq = self._rq
+        q = self._q
+        held = q.held
+        rq = q.rq
         while rq and held:
             st = self._state
             if st is not S.BOUND and st is not S.CONNECTED:
                 return
-            data, addr = held.popleft()
-            self._held_bytes -= data.__len__()
-            buf, mv = rq.popleft()
-            n = data.__len__()
-            if n <= mv.nbytes:
-                mv[:n] = data
-            else:
-                n = self._truncate(mv, data)
-            mv.release()
+            data, addr = q.pop_held()
+            buf, n = q.fill(data)
             if st is S.CONNECTED:
                 self._callback("SocketRecvResult", buf, n)
             else:
@@ -597,15 +554,8 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
                 self._src_ip = ip
                 self._src_port = addr[1]
                 self._callback("SocketRecvFromResult", buf, n, ip, addr[1])
-        if not held and self._drop_run:
-            self._log.Log(
-                self.LOG_FLAG,
-                "%s %x: receive queue drained; %d datagrams were dropped meanwhile",
-                self.KIND,
-                id(self),
-                self._drop_run,
-            )
-            self._drop_run = 0
+        if not held:
+            q.drained()
 
     def error_received(self, exc: Exception) -> None:
         """An ICMP error or a failed send: logged, never the end of the socket."""
@@ -713,6 +663,8 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
             SocketModeError: the socket is connected (use `Send`), not bound yet (call
                 `Bind` first), or deleted.
         """
+        if not self._in_event and _get_running_loop() is not self._loop:
+            off_loop(self._loop, "SendTo")  # (inside its own event a socket is on its loop)
         st = self._state
         if st is S.BOUND and not self._shutdown_wanted:
             if dstAddr is self._src_ip and dstPort == self._src_port:
@@ -787,6 +739,8 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
             SocketModeError: the socket is bound (use `SendTo`), idle (call `Connect`
                 first), or deleted.
         """
+        if not self._in_event and _get_running_loop() is not self._loop:
+            off_loop(self._loop, "Send")  # (inside its own event a socket is on its loop)
         st = self._state
         if st is S.CONNECTED and not self._shutdown_wanted:
             self._put(self._data(buf, len, "Send", False), None)
@@ -822,7 +776,10 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
         Raises:
             ValueError: `buf` is read-only or `len` is not 1..len(buf).
         """
+        if not self._in_event and _get_running_loop() is not self._loop:
+            off_loop(self._loop, "Recv")  # (inside its own event a socket is on its loop)
         st = self._state
+        q = self._q
         if type(buf) is bytearray and (st is S.BOUND or st is S.CONNECTED):
             # the common case, kept short: an open socket, a bytearray
             size = buf.__len__()
@@ -834,45 +791,25 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
                 raise ValueError(
                     f"Recv: len={len} must be between 1 and the buffer's size ({size})"
                 )
-            self._rq.append((buf, mv))
-            if self._held:
+            q.rq.append((buf, mv))
+            if q.held:
                 self._mark_due()
             return
         if st is S.CLOSING or st is S.CLOSED:
             return
         if st is S.DELETED:
             self._check_alive("Recv")
-        mv = _as_view(buf, "Recv")
-        if mv.readonly:
-            raise ValueError(
-                "Recv: the buffer is read-only; pass a bytearray or a writable memoryview"
-            )
-        if not mv.contiguous:
-            raise ValueError(
-                "Recv: the buffer is not contiguous (a strided memoryview); pass a "
-                "contiguous bytearray or memoryview"
-            )
-        n = mv.nbytes if len is None else len
-        if n <= 0 or n > mv.nbytes:
-            raise ValueError(
-                f"Recv: len={len} must be between 1 and the buffer's size ({mv.nbytes})"
-            )
-        if n != mv.nbytes:
-            mv = mv[:n]
-        self._rq.append((buf, mv))
-        if self._held:
+        q.rq.append((buf, recv_view(buf, len, "Recv")))
+        if q.held:
             self._mark_due()
 
     def RecvCancel(self) -> None:
         """Cancel every pending `Recv`: one `SocketRecvCanceled(socket, buf)` each, in
         order, later. Datagrams held meanwhile wait for the next `Recv`."""
         self._check_alive("RecvCancel")
-        if not self._rq:
+        if not self._q.rq:
             return
-        for buf, mv in self._rq:
-            mv.release()
-            self._canceled.append(buf)
-        self._rq.clear()
+        self._canceled.extend(self._q.cancel())
         self._mark_due()
 
     # ------------------------------------------------------------------ ISocket: the rest
@@ -918,11 +855,41 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
         elif st is S.IDLE:
             self._finish(ShutdownReason.SOCKET_SHUTDOWN_NORMAL, direct=False)
 
+    def hand_over(self) -> Handover:
+        """Give the transport and the datagrams read so far to the DTLS socket that takes
+        this connected socket over (`UpgradeToTLSSocket`): from then on this socket has
+        no transport and calls its user back no more. The caller checked `hand_over_refusal`."""
+        tr = self._tr
+        held = [d for d, _ in self._q.held]
+        peer = tr.get_extra_info("peername") if tr is not None else None
+        self._tr = None
+        self._sock = None
+        self._q.clear()
+        self._cache.clear()
+        self._canceled.clear()
+        self._send_due = self._unreported = 0
+        self._set_state(S.CLOSED)  # silently: its user gets no further callback
+        self._user = None
+        return Handover(tr, held, peer, self._local, self._server_name)
+
+    def hand_over_refusal(self) -> str | None:
+        """None when `hand_over` may run (connected, with its transport), else the
+        state the socket is in."""
+        if self._state is S.CONNECTED and self._tr is not None:
+            return None
+        return self._state.value
+
+    def uses_ipv6(self) -> bool:
+        """The `useIPv6` this socket was made with (a DTLS socket taking it over keeps it)."""
+        return self._use_ipv6
+
+    def deleted(self) -> bool:
+        """True once `Delete` was called."""
+        return self._state is S.DELETED
+
     def _begin_close(self) -> None:
         self._set_state(S.CLOSING)
-        self._rq.clear()
-        self._held.clear()
-        self._held_bytes = 0
+        self._q.clear()
         tr = self._tr
         if tr is None:
             self._finish(ShutdownReason.SOCKET_SHUTDOWN_NORMAL, direct=False)

@@ -1,0 +1,221 @@
+"""The datagram layer shared by UDP and DTLS sockets: one message per `Recv`.
+
+Theory of operation
+-------------------
+A UDP socket receives datagrams, a DTLS socket records; both give one message per
+`Recv` and neither can pause its source (a datagram transport has no flow control).
+`RecvQueue` is what they share:
+
+- the pending `Recv` buffers, in order, each with the writable contiguous view it fills
+  (`recv_view` checks the buffer: contiguous, writable, `len` within it; a caller's
+  mistake raises at once);
+- `fill(message)`: copy a message into the oldest pending buffer (a longer message is
+  truncated to it, and the truncation logged) and release the view before the caller's
+  callback runs, so the app may resize its buffer inside that callback;
+- the hold: messages that found no pending `Recv`, bounded by `max_items` messages and
+  `max_bytes` bytes; beyond that the newest is dropped, counted (`dropped`) and logged
+  (the first drop of a run and every `DROP_LOG_EVERY`-th), and a line tells when the
+  queue drained again;
+- `cancel()` for `RecvCancel` and `clear()` for the end.
+
+`Handover` is what a connected UDP socket gives a DTLS socket that takes it over
+(`UpgradeToTLSSocket`): its transport, the datagrams it had read and held, its peer,
+its local address and the server name given to `Connect`. After the hand-over the UDP
+socket has no transport and calls its user back no more; the DTLS socket owns it.
+
+The module has no loop and no socket of its own; it is compiled with the UDP socket.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from ._base import _as_view
+
+if TYPE_CHECKING:
+    from ._log import IInstanceLog
+
+DROP_LOG_EVERY = 1000
+"""While dropping, one log line per this many dropped messages (and the first)."""
+
+
+def recv_view(buf: Any, len: int | None, call: str) -> memoryview:
+    """The view of `buf` a `Recv` fills: its first `len` bytes (all with None).
+
+    Raises:
+        TypeError: `buf` is no buffer.
+        ValueError: `buf` is read-only or not contiguous, or `len` is not 1..len(buf).
+    """
+    mv = _as_view(buf, call)
+    if mv.readonly:
+        raise ValueError(
+            f"{call}: the buffer is read-only; pass a bytearray or a writable memoryview"
+        )
+    if not mv.contiguous:
+        raise ValueError(
+            f"{call}: the buffer is not contiguous (a strided memoryview); pass a "
+            "contiguous bytearray or memoryview"
+        )
+    n = mv.nbytes if len is None else len
+    if n <= 0 or n > mv.nbytes:
+        raise ValueError(f"{call}: len={len} must be between 1 and the buffer's size ({mv.nbytes})")
+    if n != mv.nbytes:
+        mv = mv[:n]
+    return mv
+
+
+class RecvQueue:
+    """Pending `Recv` buffers and the bounded hold of messages that found none.
+
+    `rq` holds (buffer, view) pairs, `held` (message, address) pairs; the owner reads
+    both directly on its fast path and calls the methods for the rest."""
+
+    __slots__ = (
+        "drop_run",
+        "dropped",
+        "flag",
+        "held",
+        "held_bytes",
+        "ident",
+        "kind",
+        "log",
+        "max_bytes",
+        "max_items",
+        "rq",
+        "what",
+    )
+
+    def __init__(
+        self,
+        log: IInstanceLog,
+        flag: int,
+        kind: str,
+        ident: int,
+        what: str,
+        max_items: int,
+        max_bytes: int,
+    ) -> None:
+        self.rq: deque[tuple[Any, memoryview]] = deque()
+        self.held: deque[tuple[bytes, Any]] = deque()
+        self.held_bytes = 0
+        self.dropped = 0
+        self.drop_run = 0
+        self.log = log
+        self.flag = flag
+        self.kind = kind
+        self.ident = ident
+        self.what = what
+        self.max_items = max_items
+        self.max_bytes = max_bytes
+
+    def add(self, buf: Any, len: int | None, call: str) -> None:
+        """Queue a `Recv` buffer (checked by `recv_view`)."""
+        self.rq.append((buf, recv_view(buf, len, call)))
+
+    def fill(self, data: bytes) -> tuple[Any, int]:
+        """Copy `data` into the oldest pending buffer and release its view: the buffer
+        and the number of bytes written. The caller checked that `rq` is not empty."""
+        buf, mv = self.rq.popleft()
+        n = data.__len__()
+        if n <= mv.nbytes:
+            mv[:n] = data
+        else:
+            n = self.truncate(mv, data)
+        mv.release()  # the buffer is the app's again: it may resize it in the callback
+        return buf, n
+
+    def truncate(self, mv: memoryview, data: bytes) -> int:
+        """Fill all of `mv` with the start of the longer `data`, logged; its size."""
+        n = mv.nbytes
+        mv[:] = memoryview(data)[:n]
+        self.log.Log(
+            self.flag,
+            "%s %x: %s of %d bytes truncated to the Recv buffer's %d",
+            self.kind,
+            self.ident,
+            self.what,
+            data.__len__(),
+            n,
+        )
+        return n
+
+    def hold(self, data: bytes, addr: Any) -> bool:
+        """Hold a message no `Recv` waits for; False (dropped, counted, logged) when the
+        hold is full."""
+        size = data.__len__()
+        held = self.held
+        if held.__len__() >= self.max_items or self.held_bytes + size > self.max_bytes:
+            self.dropped += 1
+            self.drop_run += 1
+            if self.drop_run % DROP_LOG_EVERY == 1 or DROP_LOG_EVERY == 1:
+                self.log.Log(
+                    self.flag,
+                    "%s %x: no Recv pending, %d bytes in %d %ss held: dropping (%d dropped so far)",
+                    self.kind,
+                    self.ident,
+                    self.held_bytes,
+                    held.__len__(),
+                    self.what,
+                    self.dropped,
+                )
+            return False
+        held.append((data, addr))
+        self.held_bytes += size
+        return True
+
+    def pop_held(self) -> tuple[bytes, Any]:
+        """The oldest held message and its address (the caller checked there is one)."""
+        data, addr = self.held.popleft()
+        self.held_bytes -= data.__len__()
+        return data, addr
+
+    def drained(self) -> None:
+        """The hold is empty again: log how many were dropped meanwhile, if any."""
+        if self.drop_run:
+            self.log.Log(
+                self.flag,
+                "%s %x: receive queue drained; %d %ss were dropped meanwhile",
+                self.kind,
+                self.ident,
+                self.drop_run,
+                self.what,
+            )
+            self.drop_run = 0
+
+    def cancel(self) -> list[Any]:
+        """Take every pending `Recv` buffer back (views released), oldest first."""
+        out: list[Any] = []
+        for buf, mv in self.rq:
+            mv.release()
+            out.append(buf)
+        self.rq.clear()
+        return out
+
+    def clear(self) -> None:
+        """Forget pending buffers and held messages (the socket ends)."""
+        for _, mv in self.rq:
+            mv.release()
+        self.rq.clear()
+        self.held.clear()
+        self.held_bytes = 0
+
+
+class Handover:
+    """What a connected UDP socket hands to the DTLS socket that takes it over."""
+
+    __slots__ = ("held", "local", "peer", "server_name", "transport")
+
+    def __init__(
+        self,
+        transport: Any,
+        held: list[bytes],
+        peer: Any,
+        local: tuple[str, int],
+        server_name: str | None,
+    ) -> None:
+        self.transport = transport
+        self.held = held
+        self.peer = peer
+        self.local = local
+        self.server_name = server_name
