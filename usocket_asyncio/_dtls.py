@@ -754,9 +754,7 @@ class DTLSSocket(SocketBase):
             self._fail_log("Listen: cannot set up DTLS", ssl_detail(e))
             self._finish(ShutdownReason.SOCKET_LISTEN_FAILED)
             return
-        self._listener = CookieListener(
-            config, self._mtu, self._log, self.KIND, handshake_timeout=HANDSHAKE_TIMEOUT
-        )
+        self._listener = CookieListener(config, self._mtu, self._log, self.KIND)
         self._set_state(S.LISTENING)
         self._log.Log(self.LOG_FLAG, "dtls %x: listening on %s:%d", id(self), *self._local)
 
@@ -774,6 +772,7 @@ class DTLSSocket(SocketBase):
             return
         if not is_client_hello(data):
             return  # the only datagram from an unknown source worth OpenSSL's time
+        lst.handshake_timeout = HANDSHAKE_TIMEOUT  # read when each handshake starts
         out, conn, why = lst.receive(
             data,
             addr,
