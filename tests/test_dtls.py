@@ -482,7 +482,7 @@ def test_untrusted_and_misnamed_certificates_fail(
         ended_once(crec, R.SOCKET_TLS_HANDSHAKE_FAILED)
         assert crec.names() == ["shutdown"]
         c = dsock(cli)
-        assert c._rtx is None and c._deadline is None and c._ep is None
+        assert c._timer is None and c._core is None and c._ep is None
         delete(cli)
     mux.run_until(lambda: all(r.shutdown is not None for r in srv.recs))
     assert len(srv.recs) == 2
@@ -557,7 +557,7 @@ def test_denied_peer_and_deadline(
         assert mute.recv(2048)[0] == 22  # it did send its ClientHello
     ended_once(crec2, R.SOCKET_TLS_HANDSHAKE_FAILED)
     c = dsock(cli2)
-    assert c._rtx is None and c._deadline is None and c._conn is None
+    assert c._timer is None and c._core is None and c._ep is None
     delete(cli, cli2, cli3)
     srv.close()
 
@@ -574,7 +574,7 @@ def test_a_closed_port_is_connect_rejected(
     mux.run_until(lambda: crec.shutdown is not None, 5)
     ended_once(crec, R.SOCKET_CONNECT_REJECTED)
     c = dsock(cli)
-    assert c._rtx is None and c._deadline is None and c._ep is None
+    assert c._timer is None and c._core is None and c._ep is None
     delete(cli)
 
 

@@ -359,6 +359,55 @@ def test_listener_peer_caps() -> None:
     assert lst.receive(b"\x17garbage" * 4, CLIENT_ADDR, 0.0) == ([], None, None)
 
 
+def test_listener_caps_and_timeout_set_by_the_caller() -> None:
+    """The socket adapter passes its own caps and handshake deadline: a cap of 1 with
+    one peer drops the ClientHello; a connection the listener makes fails at its
+    `handshake_timeout`, not at the default."""
+    lst = CookieListener(server_config(), handshake_timeout=2.0)
+    c = DtlsConnection(client_config())
+    c.start(0.0)
+    ch = c.datagrams_to_send()[0]
+    out, conn, why = lst.receive(ch, CLIENT_ADDR, 0.0, peers=1, max_peers=1)
+    assert (out, conn) == ([], None) and why == "MAX_PEERS=1 reached" and lst.drops == 1
+    out, conn, why = lst.receive(ch, CLIENT_ADDR, 0.0, handshaking=1, max_handshaking=1)
+    assert conn is None and why == "MAX_HANDSHAKING_PEERS=1 reached" and lst.drops == 2
+    out, _, _ = lst.receive(ch, CLIENT_ADDR, 0.0)
+    c.receive_datagram(out[0], 0.0)
+    out, conn, why = lst.receive(c.datagrams_to_send()[0], CLIENT_ADDR, 0.0)
+    assert conn is not None and why is None
+    conn.accept_verified(0.0)
+    conn.datagrams_to_send()  # the server's flight, lost
+    assert conn.get_timer() is not None
+    while (t := conn.get_timer()) is not None:
+        conn.handle_timer(t)
+    ev = conn.next_event()
+    assert isinstance(ev, ConnectionFailed) and "no result after 2s" in ev.detail
+
+
+def test_server_deadline_from_start() -> None:
+    """`start(deadline=True)`: a server that never hears from its client fails at the
+    deadline (without it, the deadline waits for the first datagram)."""
+    s = DtlsConnection(server_config(), cookie=False, peer=CLIENT_ADDR, handshake_timeout=3.0)
+    s.start(0.0)
+    assert s.get_timer() is None
+    s.start(1.0, deadline=True)
+    assert s.get_timer() == pytest.approx(4.0)
+    s.handle_timer(4.0)
+    ev = s.next_event()
+    assert isinstance(ev, ConnectionFailed) and ev.reason is R.SOCKET_TLS_HANDSHAKE_FAILED
+
+
+def test_config_srtp_profiles() -> None:
+    """A server that offers only SRTP_AES128_CM_SHA1_80 agrees on it (60 bytes of keys)."""
+    c, s = pair(scfg=server_config(srtp_profiles=b"SRTP_AES128_CM_SHA1_80"))
+    w = Wire(c, s)
+    w.handshake()
+    for key in "cs":
+        done = completed(w, key)
+        assert done.srtp_profile == "SRTP_AES128_CM_SHA1_80"
+        assert done.srtp_keys is not None and len(done.srtp_keys) == 60
+
+
 def test_engine_server_runs_its_own_cookie_exchange() -> None:
     c, s = pair(cookie=True)
     w = Wire(c, s)

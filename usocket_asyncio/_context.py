@@ -10,9 +10,10 @@ the PEM is written into an anonymous in-memory file (`os.memfd_create`) and load
 through its `/proc/self/fd/N` path; where memfd or /proc is missing (not Linux), a pipe
 read through `/dev/fd/N` does the same. Neither has a name in any filesystem.
 
-The DTLS socket (`_dtls.py`) reads the same description through the package-internal
-attributes `dtls_enabled`, `use_srtp`, `verify`, `alpn`, `trusted_pem`, `server_names`
-and `cert_pem_for(server, hostName)`, and builds its own (pyOpenSSL) contexts from them.
+The DTLS sockets (`_dtls.py`) and `IDtls` read the same description through the
+package-internal attributes `dtls_enabled`, `use_srtp`, `verify`, `alpn`, `trusted_pem`,
+`server_names` and `cert_pem_for(server, hostName)`: the DTLS engine
+(`_dtls_core.DtlsConfig.from_context`) builds its pyOpenSSL contexts from them.
 """
 
 from __future__ import annotations

@@ -1,10 +1,13 @@
-"""DTLS 1.2 sockets (with DTLS-SRTP keying) over UDP, on pyOpenSSL memory BIOs.
+"""DTLS 1.2 sockets (with DTLS-SRTP keying) over UDP: an asyncio adapter over the engine.
 
 Theory of operation
 -------------------
 A `DTLSSocket` is made by the TLS provider for a context on which `EnableDTLS` was
-called (or by `UpgradeToTLSSocket` from a connected UDP socket). OpenSSL never sees a
-socket: each `SSL.Connection` runs over memory BIOs, and this module moves the bytes.
+called (or by `UpgradeToTLSSocket` from a connected UDP socket). The DTLS protocol itself
+(handshake, cookies, retransmission, MTU packing, verification, ALPN, SNI, SRTP keying,
+close_notify) is the sans-IO engine of `_dtls_core`: each connected socket holds one
+`DtlsConnection`, a listener one `CookieListener`. This module only moves datagrams,
+time and events between the engine, the UDP endpoint and the app.
 
 The endpoint. One `_Endpoint` (the `DatagramProtocol` of one UDP transport) carries
 either one connected DTLS socket (a client, or an upgraded UDP socket), or a listening
@@ -13,78 +16,93 @@ address (`_Endpoint.peers`); a datagram from an unknown source goes to the liste
 The endpoint closes when nobody uses it any more, so peer sockets outlive the
 listener's `Shutdown`/`Delete`, as accepted TCP sockets do.
 
-Who owns the bytes in flight.
-- Incoming: a datagram is written into its connection's read BIO and processed
-  (handshake step, or record reads) before the next one is written, so OpenSSL always
-  sees one datagram as one packet and a malformed one is dropped whole. Each decrypted
-  record is one `Recv`'s worth: it goes straight to the pending `Recv` or waits in a
-  bounded hold queue (`HOLD_RECORDS`; beyond it the record is dropped and logged).
-- Outgoing: after each OpenSSL call the write BIO is drained; the bytes are split into
-  DTLS records (13-byte headers) and packed into datagrams of at most the path MTU
-  (`DEFAULT_MTU`, `SetMtu`). OpenSSL is told the same MTU, so no record is larger.
-  Each `Send` is one record: a `Send` larger than the cleartext MTU raises
-  `ValueError`; nothing is fragmented silently. `Send` before the handshake completes is
-  cached and sent after it.
+Who owns each datagram.
+- Incoming: the endpoint hands each datagram to its socket, which gives it to its
+  engine (`receive_datagram`, with the loop's time) and then pumps (`_pump`): it sends
+  what the engine wants sent, maps each engine event to the app's callbacks, and re-arms
+  the socket's one loop timer from `get_timer`. Each decrypted record is one `Recv`'s
+  worth: it goes straight to the pending `Recv` or waits in the bounded hold queue of
+  the shared datagram layer (`RecvQueue`, `HOLD_RECORDS`; beyond it the record is
+  dropped and logged).
+- Outgoing: the engine packs records into datagrams of at most the path MTU
+  (`DEFAULT_MTU`, `SetMtu`); the socket sends them to its peer at once. Each `Send` is
+  one record: a `Send` larger than the cleartext MTU raises `ValueError`; nothing is
+  fragmented silently. `Send` before the handshake completes is cached and sent after it.
 
-Server side. Before any per-peer state exists, a ClientHello must carry a cookie: the
-listener owns one spare `SSL.Connection` on which it runs `DTLSv1_listen` for every
-datagram from an unknown source; the cookie is HMAC-SHA256 over the source address
-and a minute counter under a per-process random secret (stateless: a spoofed
-ClientHello costs one HelloVerifyRequest and nothing else). A ClientHello with a valid
-cookie turns the spare connection into that peer's: `SocketListenResult`, then, if the
-app called `Accept(user)` inside it, a peer socket continues the handshake
-(`SocketAcceptComplete` when done); otherwise the peer gets a fatal alert. Peers in
-handshake and established peers are capped (`MAX_HANDSHAKING_PEERS`, `MAX_PEERS`);
-ClientHellos beyond the caps are dropped and logged.
+Server side. A datagram from an unknown source goes to the listener's `CookieListener`:
+a ClientHello without a valid cookie gets a HelloVerifyRequest and leaves nothing behind
+(stateless: a spoofed ClientHello costs one HelloVerifyRequest); one with a valid cookie
+becomes a connection: `SocketListenResult`, then, if the app called `Accept(user)` inside
+it, a peer socket takes the connection on (`SocketAcceptComplete` when its handshake is
+done); otherwise the peer gets a fatal alert. Peers in handshake and established peers
+are capped (`MAX_HANDSHAKING_PEERS`, `MAX_PEERS`); ClientHellos beyond the caps are
+dropped and logged.
 
-ALPN and SNI. A client offers the context's `SetALPNProtocols` list and sends its
-`serverName` (not an IP literal) by SNI. A server picks the first of its own list the
-client offered (its order of preference; no common protocol: no ALPN, as the TLS
-sockets) and, by the client's SNI, the certificate set for that `hostName` (a
-servername callback switches the connection to a context built for it; an unknown name
-or none keeps the default certificate). Once a side's handshake is done it offers the
-negotiated protocol to `SocketAcceptSelectedALPNProtocol`, before its
+ALPN and SNI are the engine's (see `_dtls_core`). Once a side's handshake is done the
+socket offers the negotiated protocol to `SocketAcceptSelectedALPNProtocol`, before its
 `SocketConnectComplete`/`SocketAcceptComplete`; False sends close_notify and ends it
 with `SOCKET_ALPN_SELECTION_FAILED`. The peer completes its handshake all the same
 (a refusing server sent its Finished just before): its own ALPN callback and
 Connect/AcceptComplete come first, then `SOCKET_SHUTDOWN_BY_PEER`. (Should a refusing
 server's last flight be lost, the client's handshake runs into its deadline instead.)
 
-Timers. OpenSSL's retransmission timer (`DTLSv1_get_timeout`/`DTLSv1_handle_timeout`)
-is one `call_later` handle, re-armed after each step; a handshake also has a deadline
-(`HANDSHAKE_TIMEOUT`). Both handles are stored and cancelled on every way out.
+Timers. The engine keeps the retransmission schedule and the handshake deadline
+(`HANDSHAKE_TIMEOUT`) on the loop's clock; the socket holds one `call_at` handle for the
+engine's `get_timer()`, moved when that changes and cancelled on every way out.
 
 What ends a connection (`_finish` is the one place): our `Shutdown` (close_notify, then
-`SOCKET_SHUTDOWN_NORMAL`), the peer's close_notify (`SOCKET_SHUTDOWN_BY_PEER`, after
-the records before it were handed to `Recv`), a failed handshake, a failed
-verification, no agreed SRTP profile or the deadline (`SOCKET_TLS_HANDSHAKE_FAILED`),
-the app refusing the ALPN protocol (`SOCKET_ALPN_SELECTION_FAILED`), a fatal alert or
-record error after the handshake or a lost transport (`SOCKET_LOST`).
-Every detail is logged under `LOG_DTLS`.
+`SOCKET_SHUTDOWN_NORMAL`), `Delete` (close_notify, no callback), the engine's
+`CloseNotify` (`SOCKET_SHUTDOWN_BY_PEER`, after the records before it were handed to
+`Recv`), its `ConnectionFailed` with the engine's reason (a failed handshake or
+verification, no agreed SRTP profile or the deadline: `SOCKET_TLS_HANDSHAKE_FAILED`;
+a fatal alert or record error after the handshake: `SOCKET_LOST`, after the records
+before it), the app refusing the ALPN protocol (`SOCKET_ALPN_SELECTION_FAILED`), or a
+lost transport (`SOCKET_LOST`). Every detail is logged under `LOG_DTLS`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
-import ipaddress
-import secrets
 import socket
-import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from OpenSSL import SSL, crypto
+from OpenSSL import SSL
 
 from ._address import Address, AddressError, format_ip, parse_address
 from ._api import Buffer, ISocket, USocket
 from ._base import _ENDED, _LIVE, S, SocketBase, State, _as_view
 from ._context import SocketContext
 from ._datagram import RecvQueue, recv_view
+from ._dtls_core import COOKIE_WINDOW as COOKIE_WINDOW
+from ._dtls_core import DEFAULT_MTU as DEFAULT_MTU
+from ._dtls_core import DTLS1_2_VERSION as DTLS1_2_VERSION
+from ._dtls_core import HANDSHAKE_TIMEOUT as HANDSHAKE_TIMEOUT
+from ._dtls_core import MAX_HANDSHAKING_PEERS as MAX_HANDSHAKING_PEERS
+from ._dtls_core import MAX_MTU as MAX_MTU
+from ._dtls_core import MAX_PEERS as MAX_PEERS
+from ._dtls_core import MIN_MTU as MIN_MTU
+from ._dtls_core import RECORD_OVERHEAD as RECORD_OVERHEAD
+from ._dtls_core import SRTP_KEY_LENGTHS as SRTP_KEY_LENGTHS
+from ._dtls_core import SRTP_LABEL as SRTP_LABEL
+from ._dtls_core import SRTP_PROFILES as SRTP_PROFILES
+from ._dtls_core import (
+    ApplicationData,
+    CloseNotify,
+    ConnectionFailed,
+    CookieListener,
+    DtlsConfig,
+    DtlsConnection,
+    DtlsEvent,
+    HandshakeCompleted,
+    alert_record,
+    is_client_hello,
+    ssl_detail,
+)
+from ._dtls_core import name_matches as name_matches
+from ._dtls_core import pack_records as pack_records
+from ._dtls_core import split_records as split_records
 from ._types import IPaddr, LogFlags, ShutdownReason, SocketModeError
 from ._udp import (
     OpenError,
@@ -100,45 +118,9 @@ if TYPE_CHECKING:
     from ._iomux import IIoMux
     from ._log import IInstanceLog
 
-DEFAULT_MTU = 1200
-"""Path MTU (bytes of UDP payload) of new DTLS sockets; change one socket with `SetMtu`."""
-MIN_MTU = 256
-"""The smallest path MTU `SetMtu` accepts."""
-MAX_MTU = 65507
-"""The largest path MTU `SetMtu` accepts (the largest IPv4 UDP payload)."""
-RECORD_OVERHEAD = 37
-"""Bytes a record adds to its cleartext: 13 header + 8 explicit nonce + 16 tag (AES-GCM,
-the largest of the AEAD suites DTLS sockets negotiate)."""
-HANDSHAKE_TIMEOUT = 30.0
-"""Seconds a DTLS handshake may take before it fails (read when each handshake starts)."""
-MAX_HANDSHAKING_PEERS = 64
-"""Peers of one listening socket that may be in handshake at once; more are dropped."""
-MAX_PEERS = 1024
-"""Peers (in handshake or established) of one listening socket; more are dropped."""
 HOLD_RECORDS = 256
 """Records held for an app with no pending `Recv` before new ones are dropped."""
-CIPHERS = b"ECDHE+AESGCM:ECDHE+CHACHA20"
-"""The DTLS 1.2 cipher suites: AEAD only, forward secret."""
-SRTP_PROFILES = b"SRTP_AEAD_AES_128_GCM:SRTP_AES128_CM_SHA1_80"
-"""The SRTP protection profiles offered with `EnableDTLS(True)`, most preferred first."""
-SRTP_LABEL = b"EXTRACTOR-dtls_srtp"
-"""The RFC 5764 exporter label of the SRTP keying material."""
-SRTP_KEY_LENGTHS = {
-    "SRTP_AES128_CM_SHA1_80": 2 * (16 + 14),
-    "SRTP_AES128_CM_SHA1_32": 2 * (16 + 14),
-    "SRTP_AEAD_AES_128_GCM": 2 * (16 + 12),
-    "SRTP_AEAD_AES_256_GCM": 2 * (32 + 12),
-}
-"""Keying material per profile: client key, server key, client salt, server salt."""
-COOKIE_WINDOW = 60.0
-"""Seconds per cookie generation; a cookie from this or the previous one is valid."""
 
-DTLS1_2_VERSION = 0xFEFD
-"""The protocol version DTLS sockets speak (OpenSSL's DTLS1_2_VERSION)."""
-
-_COOKIE_SECRET = secrets.token_bytes(32)
-_RECV_MAX = 16384 + 256
-_HEADER = 13
 _LIMIT_LOG_EVERY = 1000
 
 DTLS_TRANSITIONS: dict[State, frozenset[State]] = {
@@ -157,224 +139,13 @@ DTLS_TRANSITIONS: dict[State, frozenset[State]] = {
 _HANDSHAKING = (S.CONNECTING, S.ACCEPTING)
 
 
-# --------------------------------------------------------------------------- helpers
+def dtls_config(ctx: SocketContext, server: bool) -> DtlsConfig:
+    """The engine's config for one side of a DTLS socket context (the SRTP profiles
+    offered are this module's `SRTP_PROFILES`, read at each call).
 
-
-def split_records(data: bytes) -> Iterator[bytes]:
-    """The DTLS records in `data` (a drained write BIO); a truncated tail is yielded whole."""
-    off = 0
-    n = len(data)
-    while off < n:
-        if n - off < _HEADER:
-            yield data[off:]
-            return
-        end = off + _HEADER + int.from_bytes(data[off + 11 : off + 13], "big")
-        yield data[off:end]
-        off = end
-
-
-def pack_records(data: bytes, mtu: int) -> list[bytes]:
-    """Pack the DTLS records in `data` into datagrams of at most `mtu` bytes each
-    (records are never split; a record larger than `mtu` travels alone)."""
-    out: list[bytes] = []
-    cur = bytearray()
-    for rec in split_records(data):
-        if cur and len(cur) + len(rec) > mtu:
-            out.append(bytes(cur))
-            cur = bytearray()
-        cur += rec
-    if cur:
-        out.append(bytes(cur))
-    return out
-
-
-def _cookie_for(addr: Any, window: int) -> bytes:
-    msg = f"{addr[0]}|{addr[1]}|{window}".encode()
-    return hmac.new(_COOKIE_SECRET, msg, hashlib.sha256).digest()
-
-
-def _window() -> int:
-    return int(time.time() // COOKIE_WINDOW)
-
-
-def _ssl_detail(exc: BaseException) -> str:
-    """The OpenSSL reasons of a pyOpenSSL error, for the log."""
-    if isinstance(exc, SSL.Error) and exc.args and isinstance(exc.args[0], list):
-        parts = [str(t[2]) for t in exc.args[0] if isinstance(t, tuple) and len(t) == 3]
-        if parts:
-            return "; ".join(parts)
-    return f"{type(exc).__name__}: {exc}" if str(exc) else repr(exc)
-
-
-def _alert_record(seq: int) -> bytes:
-    """A plaintext (epoch 0) fatal handshake_failure alert."""
-    return (
-        bytes([21, 0xFE, 0xFD, 0, 0])
-        + (seq & 0xFFFFFFFFFFFF).to_bytes(6, "big")
-        + bytes([0, 2, 2, 40])
-    )
-
-
-def name_matches(cert: x509.Certificate, name: str) -> bool:
-    """Does `cert` carry `name` (a DNS name, or an IP literal) in its subjectAltName
-    (or, without one, its common name)?"""
-    try:
-        ip: IPaddr | None = ipaddress.ip_address(name.strip("[]"))
-    except ValueError:
-        ip = None
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        san = None
-    if ip is not None:
-        return san is not None and ip in san.get_values_for_type(x509.IPAddress)
-    want = name.rstrip(".").lower()
-    if san is not None:
-        names = san.get_values_for_type(x509.DNSName)
-    else:
-        names = [
-            str(a.value) for a in cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-        ]
-    for pattern in names:
-        p = pattern.rstrip(".").lower()
-        if p == want:
-            return True
-        if p.startswith("*.") and "." in want:
-            head, _, rest = want.partition(".")
-            if head and rest == p[2:]:
-                return True
-    return False
-
-
-def _load_cert_key(sslctx: SSL.Context, pem: bytes) -> None:
-    """Key and chain (PEM, as `SocketContext.cert_pem_for`) into a pyOpenSSL context."""
-    certs = x509.load_pem_x509_certificates(pem)
-    key = serialization.load_pem_private_key(pem, password=None)
-    sslctx.use_certificate(certs[0])
-    for c in certs[1:]:
-        sslctx.add_extra_chain_cert(c)
-    sslctx.use_privatekey(key)  # type: ignore[arg-type]
-    sslctx.check_privatekey()
-
-
-def _verify_cb(conn: SSL.Connection, cert: crypto.X509, err: int, depth: int, ok: int) -> bool:
-    sock = conn.get_app_data()
-    if not isinstance(sock, DTLSSocket):
-        return bool(ok)
-    return sock._verify(cert, err, depth, bool(ok))
-
-
-def _cookie_generate(conn: SSL.Connection) -> bytes:
-    sock = conn.get_app_data()
-    addr = sock._cookie_addr() if isinstance(sock, DTLSSocket) else None
-    if addr is None:
-        return b"\0" * 32
-    return _cookie_for(addr, _window())
-
-
-def _cookie_verify(conn: SSL.Connection, cookie: bytes) -> bool:
-    sock = conn.get_app_data()
-    addr = sock._cookie_addr() if isinstance(sock, DTLSSocket) else None
-    if addr is None:
-        return False
-    w = _window()
-    return hmac.compare_digest(cookie, _cookie_for(addr, w)) or hmac.compare_digest(
-        cookie, _cookie_for(addr, w - 1)
-    )
-
-
-def _alpn_picker(
-    ours: list[bytes],
-) -> Callable[[SSL.Connection, list[bytes]], bytes | object]:
-    """The server's ALPN choice: the first of its own protocols the client offered
-    (the server's order of preference); without one, no protocol (as the TLS sockets:
-    the handshake goes on without ALPN)."""
-
-    def pick(conn: SSL.Connection, offered: list[bytes]) -> bytes | object:
-        for p in ours:
-            if p in offered:
-                return p
-        sock = conn.get_app_data()
-        if isinstance(sock, DTLSSocket):
-            sock._fail_log("ALPN", f"no common protocol: the client offered {offered!r}")
-        return SSL.NO_OVERLAPPING_PROTOCOLS
-
-    return pick
-
-
-def _sni_picker(by_name: dict[str, SSL.Context]) -> Callable[[SSL.Connection], None]:
-    """Switch a server connection to the context of the certificate set for the name
-    the client asked for by SNI (an unknown name or none keeps the default one)."""
-
-    def pick(conn: SSL.Connection) -> None:
-        raw = conn.get_servername()
-        name = raw.decode("ascii", "replace").lower() if raw else None
-        other = by_name.get(name) if name else None
-        if other is not None:
-            conn.set_context(other)
-        sock = conn.get_app_data()
-        if isinstance(sock, DTLSSocket) and sock._log.LogFlagSet(sock.LOG_FLAG):
-            sock._log.Log(
-                sock.LOG_FLAG,
-                "dtls %x: SNI %r: %s certificate",
-                id(sock),
-                name,
-                "its" if other is not None else "the default",
-            )
-
-    return pick
-
-
-def build_dtls_context(ctx: SocketContext, server: bool) -> SSL.Context:
-    """A pyOpenSSL DTLS 1.2 context from the socket context's description; a server's
-    picks the certificate by SNI among those set with a `hostName`."""
-    c = _build_dtls_context(ctx, server, ctx.cert_pem_for(server))
-    if server:
-        by_name = {
-            name: _build_dtls_context(ctx, True, ctx.cert_pem_for(True, name))
-            for name in ctx.server_names
-        }
-        if by_name:
-            c.set_tlsext_servername_callback(_sni_picker(by_name))
-    return c
-
-
-def _build_dtls_context(ctx: SocketContext, server: bool, pem: bytes | None) -> SSL.Context:
-    c = SSL.Context(SSL.DTLS_METHOD)
-    c.set_min_proto_version(DTLS1_2_VERSION)
-    c.set_max_proto_version(DTLS1_2_VERSION)
-    c.set_cipher_list(CIPHERS)
-    c.set_options(SSL.OP_NO_QUERY_MTU | SSL.OP_NO_TICKET | SSL.OP_NO_RENEGOTIATION)
-    if ctx.use_srtp:
-        c.set_tlsext_use_srtp(SRTP_PROFILES)
-    alpn = [p.encode() for p in ctx.alpn]
-    if alpn and server:
-        # the stub wants pyOpenSSL's private NO_OVERLAPPING_PROTOCOLS type
-        c.set_alpn_select_callback(_alpn_picker(alpn))  # type: ignore[arg-type]
-    elif alpn:
-        c.set_alpn_protos(alpn)
-    if pem is not None:
-        _load_cert_key(c, pem)
-    trusted = ctx.trusted_pem
-    if trusted is not None:
-        store = c.get_cert_store()
-        assert store is not None
-        for cert in x509.load_pem_x509_certificates(trusted):
-            store.add_cert(crypto.X509.from_cryptography(cert))
-    if server:
-        mode = SSL.VERIFY_PEER  # ask for a client certificate (its fingerprint, for pinning)
-        if ctx.verify and trusted is not None:
-            mode |= SSL.VERIFY_FAIL_IF_NO_PEER_CERT
-        c.set_verify(mode, _verify_cb)
-        c.set_cookie_generate_callback(_cookie_generate)
-        c.set_cookie_verify_callback(_cookie_verify)
-    elif ctx.verify:
-        if trusted is None:
-            c.set_default_verify_paths()
-        c.set_verify(SSL.VERIFY_PEER, _verify_cb)
-    else:
-        c.set_verify(SSL.VERIFY_NONE)
-    return c
+    Raises:
+        SSL.Error, ValueError: a certificate or key OpenSSL refuses."""
+    return DtlsConfig.from_context(ctx, server, srtp_profiles=SRTP_PROFILES)
 
 
 # --------------------------------------------------------------------------- endpoint
@@ -466,31 +237,27 @@ class DTLSSocket(SocketBase):
         "_accept_decided",
         "_accept_user",
         "_cache",
-        "_conn",
-        "_cookie_peer",
+        "_core",
         "_ctx",
-        "_deadline",
         "_ep",
         "_final",
         "_in_alpn",
         "_in_listen_result",
         "_kind",
-        "_limit_drops",
-        "_listen_conn",
         "_listen_wanted",
+        "_listener",
         "_mtu",
         "_peer",
         "_peer_end",
         "_peer_fp",
         "_pending",
         "_q",
-        "_rtx",
-        "_server_ctx",
         "_shutdown_wanted",
         "_srtp_keys",
         "_srtp_profile",
+        "_timer",
+        "_timer_at",
         "_udp",
-        "_verify_error",
         "_verify_name",
     )
 
@@ -507,13 +274,12 @@ class DTLSSocket(SocketBase):
         self._kind = "client"
         self._ep: _Endpoint | None = None
         self._peer: Any = None  # source address, for a listener's peer
-        self._conn: SSL.Connection | None = None
-        self._rtx: asyncio.TimerHandle | None = None
-        self._deadline: asyncio.TimerHandle | None = None
+        self._core: DtlsConnection | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self._mtu = DEFAULT_MTU
         self._udp: UDPSocket | None = None
         self._verify_name: str | None = None
-        self._verify_error: str | None = None
         self._srtp_profile: str | None = None
         self._srtp_keys: bytes | None = None
         self._peer_fp: bytes | None = None
@@ -524,14 +290,11 @@ class DTLSSocket(SocketBase):
         self._shutdown_wanted = False
         self._peer_end: ShutdownReason | None = None
         # listener
-        self._server_ctx: SSL.Context | None = None
-        self._listen_conn: SSL.Connection | None = None
+        self._listener: CookieListener | None = None
         self._listen_wanted = False
-        self._cookie_peer: Any = None
         self._in_listen_result = False
         self._accept_decided = False
         self._accept_user: USocket | None = None
-        self._limit_drops = 0
         self._in_alpn = False
         # callbacks
         self._pending: deque[tuple[str, tuple[Any, ...]]] = deque()
@@ -599,7 +362,7 @@ class DTLSSocket(SocketBase):
     # ------------------------------------------------------------------ the end
 
     def _finish(self, reason: ShutdownReason) -> None:
-        """The one place a socket ends: cancels timers, releases the connection and the
+        """The one place a socket ends: cancels the timer, releases the engine and the
         endpoint, and queues the single `SocketShutdown`."""
         if self._state in _ENDED:
             return
@@ -609,13 +372,14 @@ class DTLSSocket(SocketBase):
         self._emit("SocketShutdown", reason)
 
     def _release(self) -> None:
-        for h in (self._rtx, self._deadline):
-            if h is not None:
-                h.cancel()
-        self._rtx = self._deadline = None
+        h, self._timer = self._timer, None
+        if h is not None:
+            h.cancel()
         self._cancel_task()
-        self._conn = None
-        self._listen_conn = None
+        core, self._core = self._core, None
+        if core is not None:
+            core.abort()  # what had to be sent (close_notify) was sent before
+        self._listener = None
         self._q.clear()
         self._cache.clear()
         ep, self._ep = self._ep, None
@@ -623,8 +387,6 @@ class DTLSSocket(SocketBase):
             ep.release(self)
 
     def _hs_fail(self, what: str, detail: object) -> None:
-        if self._verify_error:
-            detail = f"{detail} ({self._verify_error})"
         self._fail_log(what, detail)
         self._finish(ShutdownReason.SOCKET_TLS_HANDSHAKE_FAILED)
 
@@ -636,10 +398,131 @@ class DTLSSocket(SocketBase):
             self._fail_log("transport lost", repr(exc))
             if self._peer_end is None:
                 self._peer_end = ShutdownReason.SOCKET_LOST
+            core = self._core
+            if core is not None:
+                core.abort()
             self._check_end()
         elif self._state not in _ENDED:
             self._fail_log("transport lost", repr(exc))
             self._finish(ShutdownReason.SOCKET_LOST)
+
+    # ------------------------------------------------------------------ the engine
+
+    def _pump(self) -> None:
+        """After each call into the engine: send what it wants sent, turn its events
+        into callbacks, and move the loop timer to its `get_timer()`."""
+        core = self._core
+        if core is None:
+            return
+        self._flush(core)
+        while self._core is core:
+            ev = core.next_event()
+            if ev is None:
+                break
+            self._on_engine_event(core, ev)
+        if self._core is core:
+            self._flush(core)
+            self._arm(core)
+            self._check_end()
+
+    def _flush(self, core: DtlsConnection) -> None:
+        out = core.datagrams_to_send()
+        ep = self._ep
+        if ep is not None:
+            for dgram in out:
+                ep.send(dgram, self._peer)
+
+    def _arm(self, core: DtlsConnection) -> None:
+        t = core.get_timer()
+        h = self._timer
+        if h is not None:
+            if t == self._timer_at:
+                return
+            h.cancel()
+            self._timer = None
+        if t is not None:
+            self._timer_at = t
+            self._timer = self._loop.call_at(t, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._event(self._fire)
+
+    def _fire(self) -> None:
+        core = self._core
+        if core is None or self._state in _ENDED:
+            return
+        # the loop may run a handle up to its clock resolution early
+        core.handle_timer(max(self._loop.time(), self._timer_at))
+        self._pump()
+
+    def _on_engine_event(self, core: DtlsConnection, ev: DtlsEvent) -> None:
+        if isinstance(ev, ApplicationData):
+            if self._state is S.CONNECTED and self._peer_end is None:
+                self._deliver(ev.data)
+        elif isinstance(ev, HandshakeCompleted):
+            self._handshake_done(core, ev)
+        elif isinstance(ev, CloseNotify):
+            self._log.Log(self.LOG_FLAG, "dtls %x: close_notify from the peer", id(self))
+            if self._peer_end is None:
+                self._peer_end = ShutdownReason.SOCKET_SHUTDOWN_BY_PEER
+        elif isinstance(ev, ConnectionFailed):
+            if self._state in _HANDSHAKING:
+                self._fail_log("DTLS handshake", ev.detail)
+                self._finish(ev.reason)
+            else:
+                self._fail_log("DTLS error", ev.detail)
+                if self._peer_end is None:
+                    self._peer_end = ev.reason
+
+    def _handshake_done(self, core: DtlsConnection, ev: HandshakeCompleted) -> None:
+        self._srtp_profile = ev.srtp_profile
+        self._srtp_keys = ev.srtp_keys
+        self._peer_fp = ev.peer_fingerprint
+        proto = ev.alpn
+        if proto is not None and not self._alpn_accepted(core, proto):
+            return
+        accepted = self._state is S.ACCEPTING
+        self._set_state(S.CONNECTED)
+        if self._udp is not None:
+            self._emit("SocketUpgradeToTLSComplete")
+        elif accepted:
+            self._emit("SocketAcceptComplete")
+        else:
+            self._emit("SocketConnectComplete")
+        cache, self._cache = self._cache, []
+        for data in cache:
+            self._put(data)
+        if self._shutdown_wanted:
+            self._close_now()
+
+    def _alpn_accepted(self, core: DtlsConnection, proto: str) -> bool:
+        """Offer the negotiated protocol to `SocketAcceptSelectedALPNProtocol` (after
+        the callbacks queued before it). False from the app sends close_notify (the
+        peer, whose handshake is done, ends with `SOCKET_SHUTDOWN_BY_PEER`) and ends
+        this socket with `SOCKET_ALPN_SELECTION_FAILED`. A `Shutdown` inside the
+        callback does the same with `SOCKET_SHUTDOWN_NORMAL`; after a `Delete` inside
+        it, nothing more happens. Returns whether the handshake may complete."""
+        st = self._state
+        self._drain()
+        self._in_alpn = True
+        try:
+            ok = self._callback("SocketAcceptSelectedALPNProtocol", proto)
+        finally:
+            self._in_alpn = False
+        if self._state is not st:
+            return False  # deleted inside the callback
+        if self._shutdown_wanted:
+            reason = ShutdownReason.SOCKET_SHUTDOWN_NORMAL
+        elif ok is not None and not ok:
+            self._fail_log("ALPN", f"the app refused {proto!r}")
+            reason = ShutdownReason.SOCKET_ALPN_SELECTION_FAILED
+        else:
+            return True
+        core.close()
+        self._flush(core)
+        self._finish(reason)
+        return False
 
     # ------------------------------------------------------------------ opening: client
 
@@ -723,238 +606,58 @@ class DTLSSocket(SocketBase):
             return
         self._ep.owner = self
         try:
-            sslctx = build_dtls_context(self._ctx, False)
+            config = dtls_config(self._ctx, False)
         except (SSL.Error, ValueError) as e:
-            self._hs_fail("cannot set up DTLS", _ssl_detail(e))
+            self._hs_fail("cannot set up DTLS", ssl_detail(e))
             return
-        conn = self._new_conn(sslctx)
-        name = self._verify_name or ""
-        if name and not _is_ip(name):
-            conn.set_tlsext_host_name(name.encode("idna"))
-        conn.set_connect_state()
-        self._begin_handshake(conn)
+        name = self._verify_name or None
+        self._begin(self._new_core(config, None, name))
 
-    def _new_conn(self, sslctx: SSL.Context) -> SSL.Connection:
-        conn = SSL.Connection(sslctx, None)
-        conn.set_app_data(self)
-        conn.set_ciphertext_mtu(self._mtu)
-        return conn
+    def _new_core(self, config: DtlsConfig, peer: Any, name: str | None) -> DtlsConnection:
+        return DtlsConnection(
+            config,
+            peer=peer,
+            cookie=False,
+            server_name=None if config.server else name,
+            verify_name=None if config.server else name,
+            mtu=self._mtu,
+            handshake_timeout=HANDSHAKE_TIMEOUT,
+            log=self._log,
+            tag=self.KIND,
+        )
 
-    def _begin_handshake(self, conn: SSL.Connection) -> None:
-        self._conn = conn
-        conn.set_app_data(self)
-        conn.set_ciphertext_mtu(self._mtu)
-        self._deadline = self._loop.call_later(HANDSHAKE_TIMEOUT, self._on_deadline)
+    def _begin(self, core: DtlsConnection) -> None:
+        """Start the engine's handshake (a client sends its ClientHello; a server's
+        deadline starts)."""
+        self._core = core
         self._log.Log(
             self.LOG_FLAG, "dtls %x: handshake starts (%s, mtu %d)", id(self), self._kind, self._mtu
         )
-        self._step()
+        core.start(self._loop.time(), deadline=True)
+        self._pump()
 
-    def _on_deadline(self) -> None:
-        self._deadline = None
-        if self._state in _HANDSHAKING:
-            self._event(self._hs_fail, "handshake", f"no result after {HANDSHAKE_TIMEOUT}s")
-
-    # ------------------------------------------------------------------ the handshake
-
-    def _step(self) -> None:
-        conn = self._conn
-        if conn is None:
+    def _begin_accepted(self) -> None:
+        core = self._core
+        if core is None or self._state is not S.ACCEPTING:
             return
-        try:
-            conn.do_handshake()
-        except SSL.WantReadError:
-            self._flush()
-            self._arm()
-            return
-        except SSL.Error as e:
-            self._flush()  # the alert, if OpenSSL made one
-            self._hs_fail("handshake failed", _ssl_detail(e))
-            return
-        self._flush()
-        self._arm()
-        self._handshake_done(conn)
-
-    def _verify(self, cert: crypto.X509, err: int, depth: int, ok: bool) -> bool:
-        server = self._kind != "client" and self._kind != "upgraded-client"
-        if server and not (self._ctx.verify and self._ctx.trusted_pem is not None):
-            return True  # asked only for the fingerprint
-        if not ok:
-            self._verify_error = (
-                f"certificate verification failed at depth {depth}: "
-                f"{_verify_message(err)} (X509 error {err})"
-            )
-            return False
-        name = self._verify_name
-        if depth == 0 and not server and name and not name_matches(cert.to_cryptography(), name):
-            self._verify_error = f"the certificate does not match the name {name!r}"
-            return False
-        return True
-
-    def _handshake_done(self, conn: SSL.Connection) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-        if self._ctx.use_srtp:
-            profile = conn.get_selected_srtp_profile().decode("ascii", "replace")
-            length = SRTP_KEY_LENGTHS.get(profile)
-            if not profile or length is None:
-                self._send_close(conn)
-                self._hs_fail("SRTP", f"no SRTP profile agreed (offered {SRTP_PROFILES!r})")
-                return
-            self._srtp_profile = profile
-            self._srtp_keys = conn.export_keying_material(SRTP_LABEL, length)
-        peer = conn.get_peer_certificate(as_cryptography=True)
-        if peer is not None:
-            der = peer.public_bytes(serialization.Encoding.DER)
-            self._peer_fp = hashlib.sha256(der).digest()
-        alpn = conn.get_alpn_proto_negotiated()
-        proto = alpn.decode("utf-8", "replace") if alpn else None
         self._log.Log(
             self.LOG_FLAG,
-            "dtls %x: handshake done: %s %s, SRTP %s, ALPN %s, cleartext MTU %d",
+            "dtls %x: handshake goes on (%s, mtu %d)",
             id(self),
-            conn.get_protocol_version_name(),
-            conn.get_cipher_name(),
-            self._srtp_profile or "none",
-            proto or "none",
-            self.GetCleartextMtu(),
+            self._kind,
+            self._mtu,
         )
-        if proto is not None and not self._alpn_accepted(conn, proto):
-            return
-        accepted = self._state is S.ACCEPTING
-        self._set_state(S.CONNECTED)
-        if self._udp is not None:
-            self._emit("SocketUpgradeToTLSComplete")
-        elif accepted:
-            self._emit("SocketAcceptComplete")
-        else:
-            self._emit("SocketConnectComplete")
-        cache, self._cache = self._cache, []
-        for data in cache:
-            self._put(data)
-        if self._shutdown_wanted:
-            self._close_now()
-            return
-        self._read_records()
-
-    def _alpn_accepted(self, conn: SSL.Connection, proto: str) -> bool:
-        """Offer the negotiated protocol to `SocketAcceptSelectedALPNProtocol` (after
-        the callbacks queued before it). False from the app sends close_notify (the
-        peer, whose handshake is done, ends with `SOCKET_SHUTDOWN_BY_PEER`) and ends
-        this socket with `SOCKET_ALPN_SELECTION_FAILED`. A `Shutdown` inside the
-        callback does the same with `SOCKET_SHUTDOWN_NORMAL`; after a `Delete` inside
-        it, nothing more happens. Returns whether the handshake may complete."""
-        st = self._state
-        self._drain()
-        self._in_alpn = True
-        try:
-            ok = self._callback("SocketAcceptSelectedALPNProtocol", proto)
-        finally:
-            self._in_alpn = False
-        if self._state is not st:
-            return False  # deleted inside the callback
-        if self._shutdown_wanted:
-            reason = ShutdownReason.SOCKET_SHUTDOWN_NORMAL
-        elif ok is not None and not ok:
-            self._fail_log("ALPN", f"the app refused {proto!r}")
-            reason = ShutdownReason.SOCKET_ALPN_SELECTION_FAILED
-        else:
-            return True
-        self._send_close(conn)
-        self._finish(reason)
-        return False
-
-    def _send_close(self, conn: SSL.Connection) -> None:
-        try:
-            conn.shutdown()
-        except SSL.Error:
-            pass
-        self._flush()
-
-    def _arm(self) -> None:
-        if self._rtx is not None:
-            self._rtx.cancel()
-            self._rtx = None
-        conn = self._conn
-        if conn is None:
-            return
-        t = conn.DTLSv1_get_timeout()
-        if t is not None:
-            self._rtx = self._loop.call_later(max(t, 0.0), self._on_rtx)
-
-    def _on_rtx(self) -> None:
-        self._rtx = None
-        self._event(self._retransmit)
-
-    def _retransmit(self) -> None:
-        conn = self._conn
-        if conn is None or self._state in _ENDED:
-            return
-        try:
-            if conn.DTLSv1_handle_timeout():
-                self._log.Log(self.LOG_FLAG, "dtls %x: retransmitting", id(self))
-        except SSL.Error as e:
-            self._flush()
-            if self._state in _HANDSHAKING:
-                self._hs_fail("handshake failed after retransmissions", _ssl_detail(e))
-            else:
-                self._fail_log("retransmission failed", _ssl_detail(e))
-                self._finish(ShutdownReason.SOCKET_LOST)
-            return
-        self._flush()
-        self._arm()
-
-    def _flush(self) -> None:
-        """Send what OpenSSL wrote, as records packed into datagrams of at most the MTU."""
-        conn = self._conn
-        if conn is None:
-            return
-        out = b""
-        while True:
-            try:
-                out += conn.bio_read(65536)
-            except SSL.WantReadError:
-                break
-        ep = self._ep
-        if not out or ep is None:
-            return
-        for dgram in pack_records(out, self._mtu):
-            ep.send(dgram, self._peer)
+        core.accept_verified(self._loop.time())
+        self._pump()
 
     # ------------------------------------------------------------------ receiving
 
     def _on_datagram(self, data: bytes) -> None:
-        conn = self._conn
-        st = self._state
-        if conn is None or st in _ENDED or not data:
-            return  # a zero-length datagram holds no record (and BIO_write refuses it)
-        conn.bio_write(data)
-        if st in _HANDSHAKING:
-            self._step()
-        else:
-            self._read_records()
-
-    def _read_records(self) -> None:
-        conn = self._conn
-        while conn is not None and self._state is S.CONNECTED and self._peer_end is None:
-            try:
-                rec = conn.recv(_RECV_MAX)
-            except SSL.WantReadError:
-                break
-            except SSL.ZeroReturnError:
-                self._log.Log(self.LOG_FLAG, "dtls %x: close_notify from the peer", id(self))
-                self._peer_end = ShutdownReason.SOCKET_SHUTDOWN_BY_PEER
-                break
-            except SSL.Error as e:
-                self._flush()
-                self._fail_log("DTLS error", _ssl_detail(e))
-                self._peer_end = ShutdownReason.SOCKET_LOST
-                break
-            self._deliver(rec)
-        self._flush()
-        self._arm()
-        self._check_end()
+        core = self._core
+        if core is None or self._state in _ENDED or not data:
+            return  # a zero-length datagram holds no record
+        core.receive_datagram(data, self._loop.time())
+        self._pump()
 
     def _deliver(self, rec: bytes) -> None:
         q = self._q
@@ -1046,11 +749,12 @@ class DTLSSocket(SocketBase):
 
     def _start_listen(self) -> None:
         try:
-            self._server_ctx = build_dtls_context(self._ctx, True)
+            config = dtls_config(self._ctx, True)
         except (SSL.Error, ValueError) as e:
-            self._fail_log("Listen: cannot set up DTLS", _ssl_detail(e))
+            self._fail_log("Listen: cannot set up DTLS", ssl_detail(e))
             self._finish(ShutdownReason.SOCKET_LISTEN_FAILED)
             return
+        self._listener = CookieListener(config, self._mtu, self._log, self.KIND)
         self._set_state(S.LISTENING)
         self._log.Log(self.LOG_FLAG, "dtls %x: listening on %s:%d", id(self), *self._local)
 
@@ -1060,71 +764,34 @@ class DTLSSocket(SocketBase):
             return 0
         return sum(1 for p in ep.peers.values() if p._state is S.ACCEPTING)
 
-    def _limit(self, what: str) -> None:
-        self._limit_drops += 1
-        if self._limit_drops % _LIMIT_LOG_EVERY == 1:
-            self._fail_log("new peer dropped", f"{what} ({self._limit_drops} dropped so far)")
-
     def _on_new_peer_datagram(self, data: bytes, addr: Any) -> None:
-        """A datagram from a source with no peer socket: the cookie exchange."""
-        if self._state is not S.LISTENING or self._server_ctx is None or self._ep is None:
+        """A datagram from a source with no peer socket: the engine's cookie exchange."""
+        lst = self._listener
+        ep = self._ep
+        if self._state is not S.LISTENING or lst is None or ep is None:
             return
-        # only an epoch-0 handshake record holding a ClientHello is worth OpenSSL's time
-        if len(data) < _HEADER + 12 or data[0] != 22 or data[3:5] != b"\0\0" or data[13] != 1:
+        if not is_client_hello(data):
+            return  # the only datagram from an unknown source worth OpenSSL's time
+        lst.handshake_timeout = HANDSHAKE_TIMEOUT  # read when each handshake starts
+        out, conn, why = lst.receive(
+            data,
+            addr,
+            self._loop.time(),
+            len(ep.peers),
+            self._handshaking_peers(),
+            max_peers=MAX_PEERS,
+            max_handshaking=MAX_HANDSHAKING_PEERS,
+        )
+        for dgram in out:
+            ep.send(dgram, addr)
+        if why is not None:
+            if lst.drops % _LIMIT_LOG_EVERY == 1:
+                self._fail_log("new peer dropped", f"{why} ({lst.drops} dropped so far)")
             return
-        peers = self._ep.peers
-        if len(peers) >= MAX_PEERS:
-            self._limit(f"MAX_PEERS={MAX_PEERS} reached")
-            return
-        if self._handshaking_peers() >= MAX_HANDSHAKING_PEERS:
-            self._limit(f"MAX_HANDSHAKING_PEERS={MAX_HANDSHAKING_PEERS} reached")
-            return
-        lc = self._listen_conn
-        if lc is None:
-            lc = SSL.Connection(self._server_ctx, None)
-            lc.set_app_data(self)
-            lc.set_ciphertext_mtu(self._mtu)
-            lc.set_accept_state()
-            self._listen_conn = lc
-        self._cookie_peer = addr
-        try:
-            lc.bio_write(data)
-            lc.DTLSv1_listen()
-        except SSL.WantReadError:
-            self._send_listen_output(lc, addr)
-            return
-        except SSL.Error as e:
-            self._listen_conn = None
-            self._log.Log(
-                self.LOG_FLAG,
-                "dtls %x: bad ClientHello from %s: %s",
-                id(self),
-                addr,
-                _ssl_detail(e),
-            )
-            return
-        finally:
-            self._cookie_peer = None
-        self._listen_conn = None
-        self._offer(lc, addr, int.from_bytes(data[5:11], "big"))
+        if conn is not None:
+            self._offer(conn, addr, int.from_bytes(data[5:11], "big"))
 
-    def _cookie_addr(self) -> Any:
-        """The peer address a cookie is made for: the datagram's source while the
-        listener runs `DTLSv1_listen`, the peer's own address after."""
-        return self._cookie_peer if self._cookie_peer is not None else self._peer
-
-    def _send_listen_output(self, lc: SSL.Connection, addr: Any) -> None:
-        out = b""
-        while True:
-            try:
-                out += lc.bio_read(65536)
-            except SSL.WantReadError:
-                break
-        if out and self._ep is not None:
-            for dgram in pack_records(out, self._mtu):
-                self._ep.send(dgram, addr)
-
-    def _offer(self, conn: SSL.Connection, addr: Any, seq: int) -> None:
+    def _offer(self, conn: DtlsConnection, addr: Any, seq: int) -> None:
         host = format_ip(addr[0])
         if host.startswith("::ffff:") and "." in host:
             host = host[7:]
@@ -1144,10 +811,12 @@ class DTLSSocket(SocketBase):
         user: USocket | None = self._accept_user
         self._accept_user = None
         if ep is None or ep.tr is None:
+            conn.abort()
             return
         if user is None:
             self._log.Log(self.LOG_FLAG, "dtls %x: peer %s:%d denied", id(self), host, addr[1])
-            ep.send(_alert_record(seq + 1), addr)
+            conn.abort()
+            ep.send(alert_record(seq + 1), addr)
             ep.close_if_unused()
             return
         peer = DTLSSocket(self._mux, user, self._log, self._use_ipv6, self._ctx)
@@ -1155,10 +824,11 @@ class DTLSSocket(SocketBase):
         peer._state = S.ACCEPTING
         peer._ep = ep
         peer._peer = addr
-        peer._mtu = self._mtu
+        peer._mtu = conn.mtu
         peer._local = self._local
+        peer._core = conn
         ep.peers[addr] = peer
-        peer._event(peer._begin_handshake, conn)
+        peer._event(peer._begin_accepted)
 
     def Accept(self, remoteUser: USocket | None) -> None:
         """Only inside `SocketListenResult`: give the new peer a socket calling back
@@ -1185,6 +855,7 @@ class DTLSSocket(SocketBase):
     # ------------------------------------------------------------------ upgrade
 
     def _begin_upgrade(self, udp: UDPSocket, server_side: bool) -> None:
+        config = dtls_config(self._ctx, server_side)
         handed = udp.hand_over()
         tr = handed.transport
         held = handed.held
@@ -1212,16 +883,7 @@ class DTLSSocket(SocketBase):
             "server" if server_side else "client",
             len(held),
         )
-        sslctx = build_dtls_context(self._ctx, server_side)
-        conn = self._new_conn(sslctx)
-        if server_side:
-            conn.set_accept_state()
-        else:
-            name = self._verify_name or ""
-            if name and not _is_ip(name):
-                conn.set_tlsext_host_name(name.encode("idna"))
-            conn.set_connect_state()
-        self._begin_handshake(conn)
+        self._begin(self._new_core(config, peer, self._verify_name))
         for d in held:
             if self._state in _ENDED:
                 break
@@ -1246,20 +908,20 @@ class DTLSSocket(SocketBase):
         if type(mtu) is not int or not MIN_MTU <= mtu <= MAX_MTU:
             raise ValueError(f"SetMtu: mtu={mtu!r} must be an int from {MIN_MTU} to {MAX_MTU}")
         self._mtu = mtu
-        self._listen_conn = None  # a listener makes its next one with the new MTU
-        if self._conn is not None:
-            self._conn.set_ciphertext_mtu(mtu)
+        if self._listener is not None:
+            self._listener.mtu = mtu  # a listener's next peers get the new MTU
+        if self._core is not None:
+            self._core.set_mtu(mtu)
 
     def _put(self, data: bytes) -> None:
-        conn = self._conn
-        if conn is None:
+        core = self._core
+        if core is None or not core.established:
+            self._fail_log("Send dropped", "the connection has ended")
             return
-        try:
-            conn.send(data)
-        except SSL.Error as e:
-            self._fail_log("Send failed", _ssl_detail(e))
-        self._flush()
-        self._emit("SocketSendResult")
+        core.send_data(data)
+        self._flush(core)
+        if core.established:
+            self._emit("SocketSendResult")
 
     def Send(self, buf: Buffer, len: int | None = None) -> None:
         """Send the first `len` bytes of `buf` (all with None) as one DTLS record; the
@@ -1293,6 +955,9 @@ class DTLSSocket(SocketBase):
             raise ValueError("Send: empty buffer; a DTLS record carries at least one byte")
         if st is S.CONNECTED and not self._shutdown_wanted:
             self._put(mv.tobytes())
+            core = self._core
+            if core is not None and not core.established:
+                self._pump()  # the send failed: the engine's event ends the socket
         elif st in _HANDSHAKING:
             if not self._shutdown_wanted:
                 self._cache.append(mv.tobytes())
@@ -1367,7 +1032,7 @@ class DTLSSocket(SocketBase):
         st = self._state
         if st is S.BINDING:
             self._shutdown_wanted = True
-        elif st is S.CONNECTING and self._conn is None:
+        elif st is S.CONNECTING and self._core is None:
             self._finish(ShutdownReason.SOCKET_SHUTDOWN_NORMAL)
         elif st in _HANDSHAKING:
             self._shutdown_wanted = True
@@ -1379,18 +1044,20 @@ class DTLSSocket(SocketBase):
             self._finish(ShutdownReason.SOCKET_SHUTDOWN_NORMAL)
 
     def _close_now(self) -> None:
-        conn = self._conn
-        if conn is not None:
-            self._send_close(conn)
+        core = self._core
+        if core is not None:
+            core.close()  # close_notify, unless the connection already ended
+            self._flush(core)
         self._finish(ShutdownReason.SOCKET_SHUTDOWN_NORMAL)
 
     def Delete(self) -> None:
         """Release the socket at once (and the UDP socket it was upgraded from): it makes
         no callback, ever again. A listener's accepted peers carry on."""
         self._check_alive("Delete")
-        conn = self._conn
-        if self._state is S.CONNECTED and conn is not None and self._peer_end is None:
-            self._send_close(conn)  # best effort: the peer learns it is gone
+        core = self._core
+        if self._state is S.CONNECTED and core is not None and self._peer_end is None:
+            core.close()  # best effort: the peer learns it is gone
+            self._flush(core)
         self._set_state(S.DELETED)
         self._release()
         self._pending.clear()
@@ -1402,23 +1069,6 @@ class DTLSSocket(SocketBase):
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _is_ip(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name.strip("[]"))
-    except ValueError:
-        return False
-    return True
-
-
-def _verify_message(err: int) -> str:
-    from OpenSSL._util import ffi, lib
-
-    try:
-        return str(ffi.string(lib.X509_verify_cert_error_string(err)).decode())
-    except Exception:  # pragma: no cover - the binding lacks the function
-        return f"X509 error {err}"
 
 
 def _clear_reuse(tr: Any) -> None:

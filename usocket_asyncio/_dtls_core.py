@@ -407,7 +407,7 @@ class DtlsConfig:
     """What every connection of one side shares: the pyOpenSSL context (certificates,
     trust, SRTP, ALPN, SNI) and the verification rule."""
 
-    __slots__ = ("chain_check", "server", "ssl_ctx", "use_srtp")
+    __slots__ = ("chain_check", "server", "srtp_profiles", "ssl_ctx", "use_srtp")
 
     def __init__(
         self,
@@ -420,14 +420,26 @@ class DtlsConfig:
         trusted_pem: bytes | None = None,
         sni_pems: dict[str, bytes] | None = None,
         mutual: bool = True,
+        srtp_profiles: bytes = SRTP_PROFILES,
     ) -> None:
-        """Raises:
-        SSL.Error, ValueError: a certificate or key OpenSSL refuses."""
+        """`srtp_profiles`: the SRTP profiles offered with `use_srtp` (OpenSSL's
+        colon-separated names, most preferred first).
+
+        Raises:
+            SSL.Error, ValueError: a certificate or key OpenSSL refuses."""
         self.server = server
         self.use_srtp = use_srtp
+        self.srtp_profiles = srtp_profiles
         # whether verification checks a chain (server: a client certificate is required)
         self.chain_check = verify and (trusted_pem is not None or not server)
-        args = (server, use_srtp, alpn or [], verify, trusted_pem, mutual)
+        args = (
+            server,
+            srtp_profiles if use_srtp else None,
+            alpn or [],
+            verify,
+            trusted_pem,
+            mutual,
+        )
         self.ssl_ctx = _build(cert_pem, *args)
         if server and sni_pems:
             by_name = {name: _build(pem, *args) for name, pem in sni_pems.items()}
@@ -442,6 +454,7 @@ class DtlsConfig:
         use_srtp: bool | None = None,
         mutual: bool = True,
         own_cert_both_sides: bool = False,
+        srtp_profiles: bytes = SRTP_PROFILES,
     ) -> DtlsConfig:
         """The config a socket context describes for one side. `use_srtp`: instead of
         the context's; `own_cert_both_sides`: a client presents the server certificate
@@ -462,13 +475,14 @@ class DtlsConfig:
             trusted_pem=ctx.trusted_pem,
             sni_pems=sni,
             mutual=mutual,
+            srtp_profiles=srtp_profiles,
         )
 
 
 def _build(
     pem: bytes | None,
     server: bool,
-    use_srtp: bool,
+    srtp: bytes | None,
     alpn_names: list[str],
     verify: bool,
     trusted: bytes | None,
@@ -479,8 +493,8 @@ def _build(
     c.set_max_proto_version(DTLS1_2_VERSION)
     c.set_cipher_list(CIPHERS)
     c.set_options(SSL.OP_NO_QUERY_MTU | SSL.OP_NO_TICKET | SSL.OP_NO_RENEGOTIATION)
-    if use_srtp:
-        c.set_tlsext_use_srtp(SRTP_PROFILES)
+    if srtp is not None:
+        c.set_tlsext_use_srtp(srtp)
     alpn = [p.encode() for p in alpn_names]
     if alpn and server:
         # the stub wants pyOpenSSL's private NO_OVERLAPPING_PROTOCOLS type
@@ -665,10 +679,16 @@ class DtlsConnection:
         if self._conn is not None:
             self._conn.set_ciphertext_mtu(mtu)
 
-    def start(self, now: float) -> None:
-        """Begin: a client sends its first flight; a server waits for the ClientHello."""
+    def start(self, now: float, *, deadline: bool = False) -> None:
+        """Begin: a client sends its first flight; a server waits for the ClientHello.
+        `deadline`: a server's handshake deadline runs from now (not from the first
+        datagram), as a client's does."""
         self._now = now
-        if self.server or self.state != HANDSHAKE:
+        if self.state != HANDSHAKE:
+            return
+        if self.server:
+            if deadline and self._deadline is None:
+                self._deadline = now + self._timeout
             return
         self._deadline = now + self._timeout
         self._step()
@@ -992,7 +1012,8 @@ class DtlsConnection:
             length = SRTP_KEY_LENGTHS.get(profile)
             if not profile or length is None:
                 self._send_close(conn)
-                self._fail_handshake("SRTP", f"no SRTP profile agreed (offered {SRTP_PROFILES!r})")
+                offered = self.config.srtp_profiles
+                self._fail_handshake("SRTP", f"no SRTP profile agreed (offered {offered!r})")
                 return
             self.srtp_profile = profile
             self.srtp_keys = conn.export_keying_material(SRTP_LABEL, length)
@@ -1108,39 +1129,56 @@ class CookieListener:
     a valid cookie becomes a `DtlsConnection` waiting for `accept_verified` (or, denied,
     for `alert_record`)."""
 
-    __slots__ = ("_spare", "config", "drops", "log", "mtu", "tag")
+    __slots__ = ("_spare", "config", "drops", "handshake_timeout", "log", "mtu", "tag")
 
     def __init__(
         self, config: DtlsConfig, mtu: int = DEFAULT_MTU, log: IInstanceLog | None = None,
-        tag: str = "dtls",
+        tag: str = "dtls", handshake_timeout: float = HANDSHAKE_TIMEOUT,
     ) -> None:  # fmt: skip
+        """`mtu` and `handshake_timeout` apply to the connections made from now on (both
+        are attributes the caller may change)."""
         self.config = config
         self.mtu = mtu
+        self.handshake_timeout = handshake_timeout
         self.log = log
         self.tag = tag
         self.drops = 0
         self._spare: DtlsConnection | None = None
 
     def receive(
-        self, data: bytes, addr: Any, now: float, peers: int = 0, handshaking: int = 0
+        self,
+        data: bytes,
+        addr: Any,
+        now: float,
+        peers: int = 0,
+        handshaking: int = 0,
+        *,
+        max_peers: int = MAX_PEERS,
+        max_handshaking: int = MAX_HANDSHAKING_PEERS,
     ) -> tuple[list[bytes], DtlsConnection | None, str | None]:
         """One datagram from `addr`, which has no connection yet, while the listener has
-        `peers` connections of which `handshaking` are in handshake.
+        `peers` connections of which `handshaking` are in handshake (the caps:
+        `max_peers`, `max_handshaking`).
 
         Returns (datagrams to send to `addr`, the new connection or None, why the
         datagram was dropped or None)."""
         if not is_client_hello(data):
             return [], None, None
-        if peers >= MAX_PEERS:
+        if peers >= max_peers:
             self.drops += 1
-            return [], None, f"MAX_PEERS={MAX_PEERS} reached"
-        if handshaking >= MAX_HANDSHAKING_PEERS:
+            return [], None, f"MAX_PEERS={max_peers} reached"
+        if handshaking >= max_handshaking:
             self.drops += 1
-            return [], None, f"MAX_HANDSHAKING_PEERS={MAX_HANDSHAKING_PEERS} reached"
+            return [], None, f"MAX_HANDSHAKING_PEERS={max_handshaking} reached"
         spare = self._spare
-        if spare is None or spare.mtu != self.mtu:
+        if spare is None or spare.mtu != self.mtu or spare._timeout != self.handshake_timeout:
             spare = DtlsConnection(
-                self.config, cookie=True, mtu=self.mtu, log=self.log, tag=self.tag
+                self.config,
+                cookie=True,
+                mtu=self.mtu,
+                handshake_timeout=self.handshake_timeout,
+                log=self.log,
+                tag=self.tag,
             )
             self._spare = spare
         spare._now = now
