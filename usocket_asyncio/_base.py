@@ -47,6 +47,40 @@ if TYPE_CHECKING:
 # Every socket the library made, until the app deletes it (the app need keep no reference).
 _LIVE: set[ISocket] = set()
 
+OPTIONAL_CALLBACKS: Final = (
+    "SocketConnectComplete",
+    "SocketBindResult",
+    "SocketListenResult",
+    "SocketAcceptComplete",
+    "SocketSendResult",
+    "SocketRecvCanceled",
+    "SocketUpgradeToTLSComplete",
+    "SocketAcceptSelectedALPNProtocol",
+)
+"""The callbacks a user may leave unwritten: one the user's class does not override (or
+lacks) is never counted, scheduled or called. (`SocketRecvResult` and
+`SocketRecvFromResult` are always called: an app that calls `Recv` writes them;
+`SocketShutdown` is abstract.) Not written, `SocketListenResult` denies every connection
+and `SocketAcceptSelectedALPNProtocol` accepts the protocol, as the defaults do."""
+
+_NO_SKIPS: Final[frozenset[str]] = frozenset()
+_SKIPS: dict[type, frozenset[str]] = {}
+"""The unwritten optional callbacks of each user class, decided at its first use."""
+
+
+def callback_skips(user: object) -> frozenset[str]:
+    """The optional callbacks `user`'s class does not write (decided once per class)."""
+    cls = type(user)
+    skips = _SKIPS.get(cls)
+    if skips is None:
+        names = []
+        for name in OPTIONAL_CALLBACKS:
+            fn = getattr(cls, name, None)
+            if fn is None or fn is getattr(USocket, name):
+                names.append(name)
+        skips = _SKIPS[cls] = frozenset(names)
+    return skips
+
 
 class State(enum.Enum):
     """The life of a socket. Each kind's legal moves are in its `TRANSITIONS`."""
@@ -198,10 +232,12 @@ class SocketBase(ISocket):
         "_loop",
         "_mux",
         "_qos",
+        "_skips",
         "_state",
         "_task",
         "_use_ipv6",
         "_user",
+        "_w_send",
     )
 
     TRANSITIONS: ClassVar[Mapping[State, frozenset[State]]]
@@ -213,7 +249,10 @@ class SocketBase(ISocket):
     ) -> None:
         self._mux = iomux
         self._loop = iomux.loop
-        self._user: Any = user
+        self._user: Any = None
+        self._skips = _NO_SKIPS
+        self._w_send = False
+        self._set_user(user)
         self._log = log
         self._use_ipv6 = useIPv6
         self._state = S.IDLE
@@ -272,7 +311,17 @@ class SocketBase(ISocket):
 
     # ------------------------------------------------------------------ callbacks
 
+    def _set_user(self, user: Any) -> None:
+        """Make `user` the socket's user, with what its class writes: `_skips` (the
+        optional callbacks it does not) and `_w_send` (it writes `SocketSendResult`)."""
+        self._user = user
+        skips = _NO_SKIPS if user is None else callback_skips(user)
+        self._skips = skips
+        self._w_send = user is not None and "SocketSendResult" not in skips
+
     def _callback(self, name: str, *args: Any) -> Any:
+        if name in self._skips:
+            return None
         try:
             return getattr(self._user, name)(self, *args)
         except Exception as e:
@@ -310,7 +359,7 @@ class SocketBase(ISocket):
                 "SetUser needs a USocket (a subclass implementing SocketShutdown); to stop "
                 "the callbacks, Delete() the socket instead"
             )
-        self._user = user
+        self._set_user(user)
 
     def GetLocalAddress(self) -> tuple[str, int]:
         """The local address and port ("" and 0 until Bind/Connect completed; for a
@@ -357,11 +406,11 @@ class DeferringSocket(SocketBase):
     def __init__(
         self, iomux: IIoMux, user: USocket | None, log: IInstanceLog, useIPv6: bool
     ) -> None:
-        super().__init__(iomux, user, log, useIPv6)
         self._canceled: list[Any] = []
         self._unreported = 0
         self._send_due = 0
         self._final_due: ShutdownReason | None = None
+        super().__init__(iomux, user, log, useIPv6)
 
     # ------------------------------------------------------------------ deferral
 
@@ -379,7 +428,12 @@ class DeferringSocket(SocketBase):
         self._due = False
         self._in_event = True
         try:
-            if self._send_due == 1 and not self._canceled and (st is S.CONNECTED or st is S.BOUND):
+            if (
+                self._send_due == 1
+                and self._w_send
+                and not self._canceled
+                and (st is S.CONNECTED or st is S.BOUND)
+            ):
                 # the common case: one Send made in the app's callback went out at once
                 self._send_due = 0
                 try:
@@ -407,11 +461,19 @@ class DeferringSocket(SocketBase):
         if self._due and self._state is not S.DELETED:
             self._mux._deferred.add(self)
 
+    def _set_user(self, user: Any) -> None:
+        super()._set_user(user)
+        if not self._w_send:
+            self._send_due = 0  # counted for the previous user: the new one writes none
+
     def _run_due_held(self) -> None:
         """Hook, inside `_run_due`: hand held data to the pending Recvs that can take it
         now (and whatever follows from that, such as the end after a peer's close)."""
 
     def _deliver_send_results(self) -> None:
+        if not self._w_send:  # the user writes no SocketSendResult: none is called
+            self._send_due = 0
+            return
         while self._send_due:
             if self._state is S.DELETED or (self._state is S.CLOSED and self._final_due is None):
                 self._send_due = 0

@@ -381,9 +381,27 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
                     self._loop.call_exception_handler(
                         {"message": "exception in SocketRecvResult", "exception": e, "socket": self}
                     )
-                self._in_event = False
                 if self._due:
-                    self._run_due()
+                    if self._send_due == 1 and self._state is S.CONNECTED and not self._canceled:
+                        # the flow-control echo: the result of the one Send the app made,
+                        # from this event (what `_run_due` would do first, one frame less)
+                        self._due = False
+                        self._send_due = 0
+                        try:
+                            self._user.SocketSendResult(self)
+                        except Exception as e:
+                            self._loop.call_exception_handler(
+                                {
+                                    "message": "exception in SocketSendResult",
+                                    "exception": e,
+                                    "socket": self,
+                                }
+                            )
+                        if self._due:
+                            self._run_due()
+                    else:
+                        self._run_due()
+                self._in_event = False
             else:
                 self._rpos = pos
             return
@@ -501,9 +519,12 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
     def resume_writing(self) -> None:
         self._blocked = False
         if self._unreported:
-            self._send_due += self._unreported
-            self._unreported = 0
-            if self._state is S.CONNECTED or self._state is S.CLOSING:
+            if not self._w_send:  # nobody hears of them: they are simply done
+                self._unreported = 0
+            else:
+                self._send_due += self._unreported
+                self._unreported = 0
+            if self._send_due and (self._state is S.CONNECTED or self._state is S.CLOSING):
                 self._in_event = True
                 self._deliver_send_results()
                 self._in_event = False
@@ -532,15 +553,11 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
         st = self._state
         if not self._in_event and _get_running_loop() is not self._loop:
             off_loop(self._loop, "Send")  # (inside its own event a socket is on its loop)
-        data: bytes | bytearray
-        if type(buf) is bytes and (len is None or len == buf.__len__()):
-            data = buf
-        elif type(buf) is bytearray:  # one copy, the cheapest way
-            if len is None:
-                data = bytes(buf)
-            elif 0 <= len <= buf.__len__():
-                data = buf[:len]
-            else:
+        data: Any
+        tb = type(buf)
+        if tb is bytearray or tb is bytes:
+            data = buf[:len]  # a bytearray's bytes copied once; all of a bytes is itself
+            if len is not None and data.__len__() != len:
                 raise ValueError(f"Send: len={len} but the buffer holds {buf.__len__()} bytes")
         else:
             mv = memoryview(buf)
@@ -554,7 +571,7 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
             tr.write(data)
             if self._blocked:
                 self._unreported += 1
-            else:
+            elif self._w_send:
                 self._send_due += 1
                 if not self._due:
                     self._due = True
@@ -577,7 +594,7 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
         self._tr.write(data)
         if self._blocked:
             self._unreported += 1
-        else:
+        elif self._w_send:
             self._send_due += 1
             self._mark_due()
 
@@ -621,8 +638,7 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
             self._rbuf = buf
             self._rmv = mv
             self._rwant = n
-            self._rpos = 0
-            self._rpartial = recvPartial
+            self._rpartial = recvPartial  # (`_rpos` is 0 while a connected socket has no Recv)
             if self._hstart != self._hend or self._peer_end is not None:
                 self._mark_due()
             return
@@ -674,8 +690,9 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
         self._rhead = False
         self._rbuf = self._rmv = None
         self._rpos = 0
-        self._canceled.extend(bufs)
-        self._mark_due()
+        if "SocketRecvCanceled" not in self._skips:
+            self._canceled.extend(bufs)
+            self._mark_due()
 
     def _raw_socket(self) -> socket.socket | None:
         if self._lsock is not None:
@@ -1022,7 +1039,7 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
             raise SocketModeError("Accept was already called for this connection")
         self._accept_decided = True
         if remoteUser is not None:
-            self._accept_target._user = remoteUser
+            self._accept_target._set_user(remoteUser)
 
 
 _ACCEPTCON = 0x10000
