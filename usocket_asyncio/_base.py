@@ -181,6 +181,56 @@ def check_user(user: object) -> None:
         )
 
 
+class HeldCallbacks:
+    """The user of a socket made with user None: it records each callback, in order,
+    until `SetUser` names the user to deliver them to (`SocketBase._replay_held`).
+    A listening socket without a user denies the connections that come meanwhile
+    (`Accept` is only possible inside `SocketListenResult`)."""
+
+    __slots__ = ("calls", "target")
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        self.target: Any = None
+
+    def SocketConnectComplete(self, socket: Any) -> None:
+        self.calls.append(("SocketConnectComplete", ()))
+
+    def SocketBindResult(self, socket: Any, localAddr: str, localPort: int) -> None:
+        self.calls.append(("SocketBindResult", (localAddr, localPort)))
+
+    def SocketListenResult(self, socket: Any, remoteAddr: str, remotePort: int) -> None:
+        """Nobody to accept it: the connection is denied."""
+
+    def SocketAcceptComplete(self, socket: Any) -> None:
+        self.calls.append(("SocketAcceptComplete", ()))
+
+    def SocketShutdown(self, socket: Any, reason: ShutdownReason) -> None:
+        self.calls.append(("SocketShutdown", (reason,)))
+
+    def SocketSendResult(self, socket: Any) -> None:
+        self.calls.append(("SocketSendResult", ()))
+
+    def SocketRecvResult(self, socket: Any, buf: Any, len: int) -> None:
+        self.calls.append(("SocketRecvResult", (buf, len)))
+
+    def SocketRecvFromResult(
+        self, socket: Any, buf: Any, len: int, srcAddr: Any, srcPort: int
+    ) -> None:
+        self.calls.append(("SocketRecvFromResult", (buf, len, srcAddr, srcPort)))
+
+    def SocketRecvCanceled(self, socket: Any, buf: Any) -> None:
+        self.calls.append(("SocketRecvCanceled", (buf,)))
+
+    def SocketUpgradeToTLSComplete(self, socket: Any) -> None:
+        self.calls.append(("SocketUpgradeToTLSComplete", ()))
+
+    def SocketAcceptSelectedALPNProtocol(self, socket: Any, protocol: str) -> bool:
+        """Accepted (the default); the user hears of it later, its answer unused."""
+        self.calls.append(("SocketAcceptSelectedALPNProtocol", (protocol,)))
+        return True
+
+
 class SocketProviderBase(ISocketProvider):
     """A provider: `CreateSocket` checks the arguments every kind checks, then makes a
     `SOCKET` (or, where the kind needs more, its `_new_socket` makes the socket)."""
@@ -192,7 +242,7 @@ class SocketProviderBase(ISocketProvider):
     def CreateSocket(
         self,
         iomux: IIoMux,
-        user: USocket,
+        user: USocket | None,
         log: IInstanceLog,
         useIPv6: bool = False,
         socketContext: ISocketContext | None = None,
@@ -200,12 +250,20 @@ class SocketProviderBase(ISocketProvider):
         """A new socket of this provider's kind; choose its mode with `Connect` or `Bind`.
         What `useIPv6` and `socketContext` mean for the kind: see the provider's class.
 
+        `user` may be None: every call works meanwhile, and the socket holds its callbacks
+        until `SetUser`, then delivers them in order (a listening socket denies the
+        connections that come before).
+
         Raises:
             TypeError: `user` is no `USocket`.
         """
         check_loop_thread(iomux.loop, "CreateSocket")
-        check_user(user)
-        return self._new_socket(iomux, user, log, useIPv6, socketContext)
+        target: Any = user
+        if user is None:
+            target = HeldCallbacks()
+        else:
+            check_user(user)
+        return self._new_socket(iomux, target, log, useIPv6, socketContext)
 
     def _new_socket(
         self,
@@ -359,7 +417,32 @@ class SocketBase(ISocket):
                 "SetUser needs a USocket (a subclass implementing SocketShutdown); to stop "
                 "the callbacks, Delete() the socket instead"
             )
+        held = self._user
+        if isinstance(held, HeldCallbacks):
+            # made with user None: what it held goes to `user` first, from the loop (no
+            # callback inside this call); until then new callbacks are held behind it
+            if held.target is None:
+                self._loop.call_soon(self._replay_held)
+            held.target = user
+            return
         self._set_user(user)
+
+    def _replay_held(self) -> None:
+        """Deliver the callbacks held for a socket made with user None to the user
+        `SetUser` named, in order; from now on they go to it directly."""
+        held = self._user
+        if not isinstance(held, HeldCallbacks) or held.target is None:
+            return  # deleted meanwhile
+        self._set_user(held.target)
+        for name, args in held.calls:
+            if self._state is S.DELETED or self._user is None:
+                break
+            self._replay_one(name, args)
+        held.calls = []
+
+    def _replay_one(self, name: str, args: tuple[Any, ...]) -> None:
+        """Hook: deliver one held callback (a kind delivers what it completes meanwhile)."""
+        self._callback(name, *args)
 
     def GetLocalAddress(self) -> tuple[str, int]:
         """The local address and port ("" and 0 until Bind/Connect completed; for a
@@ -465,6 +548,14 @@ class DeferringSocket(SocketBase):
         super()._set_user(user)
         if not self._w_send:
             self._send_due = 0  # counted for the previous user: the new one writes none
+
+    def _replay_one(self, name: str, args: tuple[Any, ...]) -> None:
+        in_event = self._in_event
+        self._in_event = True
+        self._callback(name, *args)
+        self._in_event = in_event
+        if self._due and not in_event:  # what the app's calls in it completed, next
+            self._run_due()
 
     def _run_due_held(self) -> None:
         """Hook, inside `_run_due`: hand held data to the pending Recvs that can take it
