@@ -48,13 +48,14 @@ peer's begins. A connection lost while bytes were still to go is `SOCKET_LOST`.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import errno
 import os
 import socket
 import ssl
 from asyncio import _get_running_loop
 from collections import deque
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from ._address import AddressError, format_ip, parse_address
 from ._api import Buffer, USocket
@@ -84,6 +85,9 @@ STALL_TIMEOUT = 10.0
 """Seconds `Shutdown` keeps sending to a peer that takes nothing; then the socket gives up
 on the bytes still unsent and ends with `SOCKET_LOST`. (Each socket reads it when it is
 made, into `_stall_limit`.)"""
+
+_CONNECTED: Final = State.CONNECTED
+"""For the per-request paths: a module constant is one lookup (`S.CONNECTED` two)."""
 
 _ACCEPT_RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
@@ -382,7 +386,7 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
                         {"message": "exception in SocketRecvResult", "exception": e, "socket": self}
                     )
                 if self._due:
-                    if self._send_due == 1 and self._state is S.CONNECTED and not self._canceled:
+                    if self._send_due == 1 and self._state is _CONNECTED and not self._canceled:
                         # the flow-control echo: the result of the one Send the app made,
                         # from this event (what `_run_due` would do first, one frame less)
                         self._due = False
@@ -555,10 +559,16 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
             off_loop(self._loop, "Send")  # (inside its own event a socket is on its loop)
         data: Any
         tb = type(buf)
-        if tb is bytearray or tb is bytes:
-            data = buf[:len]  # a bytearray's bytes copied once; all of a bytes is itself
-            if len is not None and data.__len__() != len:
-                raise ValueError(f"Send: len={len} but the buffer holds {buf.__len__()} bytes")
+        if tb is bytearray:
+            # bytes, which both loops' transports take as they are (uvloop wraps anything
+            # else in a memoryview first)
+            data = bytes(buf) if len is None else bytes(buf[:len])
+            if len is not None and builtins.len(data) != len:
+                raise ValueError(f"Send: len={len} but the buffer holds {builtins.len(buf)} bytes")
+        elif tb is bytes:
+            data = buf[:len]  # all of a bytes is itself
+            if len is not None and builtins.len(data) != len:
+                raise ValueError(f"Send: len={len} but the buffer holds {builtins.len(buf)} bytes")
         else:
             mv = memoryview(buf)
             if mv.ndim != 1 or mv.itemsize != 1:
@@ -566,7 +576,7 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
             if len is not None and (len < 0 or len > mv.nbytes):
                 raise ValueError(f"Send: len={len} but the buffer holds {mv.nbytes} bytes")
             data = mv[:len].tobytes() if len is not None else mv.tobytes()
-        if st is S.CONNECTED and not self._shutdown_wanted:
+        if st is _CONNECTED and not self._shutdown_wanted:
             tr = self._tr
             tr.write(data)
             if self._blocked:
@@ -618,10 +628,10 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
         if not self._in_event and _get_running_loop() is not self._loop:
             off_loop(self._loop, "Recv")  # (inside its own event a socket is on its loop)
         mv: Any
-        if st is S.CONNECTED and type(buf) is bytearray and not self._rhead:
+        if st is _CONNECTED and type(buf) is bytearray and not self._rhead:
             # the common case, kept short: the only Recv, into a bytearray, which the
             # transport reads into directly (no view of it is kept after the result)
-            size = buf.__len__()
+            size = builtins.len(buf)
             if len is None or len == size:
                 mv = buf
                 n = size
