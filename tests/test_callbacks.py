@@ -362,3 +362,31 @@ def test_delete_before_delivery_drops_the_held_callbacks(mux: Mux, log: IInstanc
     sock.Delete()
     mux.run_for(0.02)
     assert rec.events == []
+
+
+def test_send_after_the_connection_was_lost_with_bytes_held(mux: Mux, log: IInstanceLog) -> None:
+    """The peer resets the connection while bytes wait for the app's Recv: the app gets
+    them, and a Send it makes in that SocketRecvResult is ignored (no exception, no
+    SocketSendResult); then the SocketShutdown, once."""
+    import struct
+
+    rec = Recorder("server")
+    rec.hooks["recv"] = lambda s, buf, n: s.Send(b"reply")
+    lsock, lrec, accepted = listener(mux, log, CreateTCPSocketProvider(), "127.0.0.1")
+    c = socket.create_connection(("127.0.0.1", bound_port(lrec)))
+    mux.run_until(lambda: bool(accepted), what="accept")
+    server, _ = accepted[0]
+    server.SetUser(rec)
+    c.sendall(b"held bytes")
+    mux.run_for(0.05)
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()  # RST
+    held: Any = server
+    mux.run_until(lambda: held._tr is None, what="connection lost")
+    server.Recv(bytearray(64), None, True)
+    mux.run_until(lambda: rec.shutdown is not None, what="the end")
+    assert rec.names() == ["recv", "shutdown"]
+    assert bytes(rec.received) == b"held bytes"
+    assert not rec.violations
+    server.Delete()
+    lsock.Delete()

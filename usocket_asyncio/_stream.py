@@ -552,7 +552,8 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
 
         Leads to one `SocketSendResult` once the bytes have left for the kernel (cached
         until `SocketConnectComplete` if the socket is still connecting). Ignored after
-        `Shutdown`.
+        `Shutdown`, and once the connection is lost (while bytes it brought still wait
+        for `Recv`; its `SocketShutdown` follows them).
         """
         st = self._state
         if not self._in_event and _get_running_loop() is not self._loop:
@@ -578,6 +579,8 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
             data = mv[:len].tobytes() if len is not None else mv.tobytes()
         if st is _CONNECTED and not self._shutdown_wanted:
             tr = self._tr
+            if tr is None:  # lost while bytes wait for the app: nothing goes any more
+                return
             tr.write(data)
             if self._blocked:
                 self._unreported += 1
