@@ -15,6 +15,13 @@ complete inside the app's own call are recorded as due and delivered by `_run_du
 place such a socket ends. Their kind adds what its held data owes (`_run_due_held`)
 and what it releases (`_release`). DTLS queues its callbacks instead and keeps its own.
 
+The user. `_set_user` is the one place a socket takes a user: it also takes what the
+user's class writes (`callback_skips`, decided once per class and cached), so a callback
+the app did not write (`OPTIONAL_CALLBACKS`) is never counted, scheduled or called: a
+`Send` for a user without `SocketSendResult` leaves nothing due (`_w_send`). A socket
+made with user None has a `HeldCallbacks` recorder as its user until `SetUser` names one;
+then `_replay_held` delivers what was recorded, in order, from the loop.
+
 Only slow paths live here; each kind keeps its per-event methods (receive, send) to
 itself, so no event pays for an extra call. Every socket the library made stays in
 `_LIVE` until the app deletes it, so the app need keep no reference.
