@@ -15,6 +15,13 @@ complete inside the app's own call are recorded as due and delivered by `_run_du
 place such a socket ends. Their kind adds what its held data owes (`_run_due_held`)
 and what it releases (`_release`). DTLS queues its callbacks instead and keeps its own.
 
+The user. `_set_user` is the one place a socket takes a user: it also takes what the
+user's class writes (`callback_skips`, decided once per class and cached), so a callback
+the app did not write (`OPTIONAL_CALLBACKS`) is never counted, scheduled or called: a
+`Send` for a user without `SocketSendResult` leaves nothing due (`_w_send`). A socket
+made with user None has a `HeldCallbacks` recorder as its user until `SetUser` names one;
+then `_replay_held` delivers what was recorded, in order, from the loop.
+
 Only slow paths live here; each kind keeps its per-event methods (receive, send) to
 itself, so no event pays for an extra call. Every socket the library made stays in
 `_LIVE` until the app deletes it, so the app need keep no reference.
@@ -46,6 +53,40 @@ if TYPE_CHECKING:
 
 # Every socket the library made, until the app deletes it (the app need keep no reference).
 _LIVE: set[ISocket] = set()
+
+OPTIONAL_CALLBACKS: Final = (
+    "SocketConnectComplete",
+    "SocketBindResult",
+    "SocketListenResult",
+    "SocketAcceptComplete",
+    "SocketSendResult",
+    "SocketRecvCanceled",
+    "SocketUpgradeToTLSComplete",
+    "SocketAcceptSelectedALPNProtocol",
+)
+"""The callbacks a user may leave unwritten: one the user's class does not override (or
+lacks) is never counted, scheduled or called. (`SocketRecvResult` and
+`SocketRecvFromResult` are always called: an app that calls `Recv` writes them;
+`SocketShutdown` is abstract.) Not written, `SocketListenResult` denies every connection
+and `SocketAcceptSelectedALPNProtocol` accepts the protocol, as the defaults do."""
+
+_NO_SKIPS: Final[frozenset[str]] = frozenset()
+_SKIPS: dict[type, frozenset[str]] = {}
+"""The unwritten optional callbacks of each user class, decided at its first use."""
+
+
+def callback_skips(user: object) -> frozenset[str]:
+    """The optional callbacks `user`'s class does not write (decided once per class)."""
+    cls = type(user)
+    skips = _SKIPS.get(cls)
+    if skips is None:
+        names = []
+        for name in OPTIONAL_CALLBACKS:
+            fn = getattr(cls, name, None)
+            if fn is None or fn is getattr(USocket, name):
+                names.append(name)
+        skips = _SKIPS[cls] = frozenset(names)
+    return skips
 
 
 class State(enum.Enum):
@@ -148,6 +189,56 @@ def check_user(user: object) -> None:
         )
 
 
+class HeldCallbacks:
+    """The user of a socket made with user None: it records each callback, in order,
+    until `SetUser` names the user to deliver them to (`SocketBase._replay_held`).
+    A listening socket without a user denies the connections that come meanwhile
+    (`Accept` is only possible inside `SocketListenResult`)."""
+
+    __slots__ = ("calls", "target")
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        self.target: Any = None
+
+    def SocketConnectComplete(self, socket: Any) -> None:
+        self.calls.append(("SocketConnectComplete", ()))
+
+    def SocketBindResult(self, socket: Any, localAddr: str, localPort: int) -> None:
+        self.calls.append(("SocketBindResult", (localAddr, localPort)))
+
+    def SocketListenResult(self, socket: Any, remoteAddr: str, remotePort: int) -> None:
+        """Nobody to accept it: the connection is denied."""
+
+    def SocketAcceptComplete(self, socket: Any) -> None:
+        self.calls.append(("SocketAcceptComplete", ()))
+
+    def SocketShutdown(self, socket: Any, reason: ShutdownReason) -> None:
+        self.calls.append(("SocketShutdown", (reason,)))
+
+    def SocketSendResult(self, socket: Any) -> None:
+        self.calls.append(("SocketSendResult", ()))
+
+    def SocketRecvResult(self, socket: Any, buf: Any, len: int) -> None:
+        self.calls.append(("SocketRecvResult", (buf, len)))
+
+    def SocketRecvFromResult(
+        self, socket: Any, buf: Any, len: int, srcAddr: Any, srcPort: int
+    ) -> None:
+        self.calls.append(("SocketRecvFromResult", (buf, len, srcAddr, srcPort)))
+
+    def SocketRecvCanceled(self, socket: Any, buf: Any) -> None:
+        self.calls.append(("SocketRecvCanceled", (buf,)))
+
+    def SocketUpgradeToTLSComplete(self, socket: Any) -> None:
+        self.calls.append(("SocketUpgradeToTLSComplete", ()))
+
+    def SocketAcceptSelectedALPNProtocol(self, socket: Any, protocol: str) -> bool:
+        """Accepted (the default); the user hears of it later, its answer unused."""
+        self.calls.append(("SocketAcceptSelectedALPNProtocol", (protocol,)))
+        return True
+
+
 class SocketProviderBase(ISocketProvider):
     """A provider: `CreateSocket` checks the arguments every kind checks, then makes a
     `SOCKET` (or, where the kind needs more, its `_new_socket` makes the socket)."""
@@ -159,7 +250,7 @@ class SocketProviderBase(ISocketProvider):
     def CreateSocket(
         self,
         iomux: IIoMux,
-        user: USocket,
+        user: USocket | None,
         log: IInstanceLog,
         useIPv6: bool = False,
         socketContext: ISocketContext | None = None,
@@ -167,12 +258,20 @@ class SocketProviderBase(ISocketProvider):
         """A new socket of this provider's kind; choose its mode with `Connect` or `Bind`.
         What `useIPv6` and `socketContext` mean for the kind: see the provider's class.
 
+        `user` may be None: every call works meanwhile, and the socket holds its callbacks
+        until `SetUser`, then delivers them in order (a listening socket denies the
+        connections that come before).
+
         Raises:
             TypeError: `user` is no `USocket`.
         """
         check_loop_thread(iomux.loop, "CreateSocket")
-        check_user(user)
-        return self._new_socket(iomux, user, log, useIPv6, socketContext)
+        target: Any = user
+        if user is None:
+            target = HeldCallbacks()
+        else:
+            check_user(user)
+        return self._new_socket(iomux, target, log, useIPv6, socketContext)
 
     def CreateSocketContext(self, log: IInstanceLog) -> ISocketContext:
         """A new context, on every provider as in the SDK; only TLS and DTLS sockets use
@@ -206,10 +305,12 @@ class SocketBase(ISocket):
         "_loop",
         "_mux",
         "_qos",
+        "_skips",
         "_state",
         "_task",
         "_use_ipv6",
         "_user",
+        "_w_send",
     )
 
     TRANSITIONS: ClassVar[Mapping[State, frozenset[State]]]
@@ -221,7 +322,10 @@ class SocketBase(ISocket):
     ) -> None:
         self._mux = iomux
         self._loop = iomux.loop
-        self._user: Any = user
+        self._user: Any = None
+        self._skips = _NO_SKIPS
+        self._w_send = False
+        self._set_user(user)
         self._log = log
         self._use_ipv6 = useIPv6
         self._state = S.IDLE
@@ -280,7 +384,17 @@ class SocketBase(ISocket):
 
     # ------------------------------------------------------------------ callbacks
 
+    def _set_user(self, user: Any) -> None:
+        """Make `user` the socket's user, with what its class writes: `_skips` (the
+        optional callbacks it does not) and `_w_send` (it writes `SocketSendResult`)."""
+        self._user = user
+        skips = _NO_SKIPS if user is None else callback_skips(user)
+        self._skips = skips
+        self._w_send = user is not None and "SocketSendResult" not in skips
+
     def _callback(self, name: str, *args: Any) -> Any:
+        if name in self._skips:
+            return None
         try:
             return getattr(self._user, name)(self, *args)
         except Exception as e:
@@ -318,7 +432,32 @@ class SocketBase(ISocket):
                 "SetUser needs a USocket (a subclass implementing SocketShutdown); to stop "
                 "the callbacks, Delete() the socket instead"
             )
-        self._user = user
+        held = self._user
+        if isinstance(held, HeldCallbacks):
+            # made with user None: what it held goes to `user` first, from the loop (no
+            # callback inside this call); until then new callbacks are held behind it
+            if held.target is None:
+                self._loop.call_soon(self._replay_held)
+            held.target = user
+            return
+        self._set_user(user)
+
+    def _replay_held(self) -> None:
+        """Deliver the callbacks held for a socket made with user None to the user
+        `SetUser` named, in order; from now on they go to it directly."""
+        held = self._user
+        if not isinstance(held, HeldCallbacks) or held.target is None:
+            return  # deleted meanwhile
+        self._set_user(held.target)
+        for name, args in held.calls:
+            if self._state is S.DELETED or self._user is None:
+                break
+            self._replay_one(name, args)
+        held.calls = []
+
+    def _replay_one(self, name: str, args: tuple[Any, ...]) -> None:
+        """Hook: deliver one held callback (a kind delivers what it completes meanwhile)."""
+        self._callback(name, *args)
 
     def GetLocalAddress(self) -> tuple[str, int]:
         """The local address and port ("" and 0 until Bind/Connect completed; for a
@@ -371,11 +510,11 @@ class DeferringSocket(SocketBase):
     def __init__(
         self, iomux: IIoMux, user: USocket | None, log: IInstanceLog, useIPv6: bool
     ) -> None:
-        super().__init__(iomux, user, log, useIPv6)
         self._canceled: list[Any] = []
         self._unreported = 0
         self._send_due = 0
         self._final_due: ShutdownReason | None = None
+        super().__init__(iomux, user, log, useIPv6)
 
     # ------------------------------------------------------------------ deferral
 
@@ -393,7 +532,12 @@ class DeferringSocket(SocketBase):
         self._due = False
         self._in_event = True
         try:
-            if self._send_due == 1 and not self._canceled and (st is S.CONNECTED or st is S.BOUND):
+            if (
+                self._send_due == 1
+                and self._w_send
+                and not self._canceled
+                and (st is S.CONNECTED or st is S.BOUND)
+            ):
                 # the common case: one Send made in the app's callback went out at once
                 self._send_due = 0
                 try:
@@ -421,11 +565,27 @@ class DeferringSocket(SocketBase):
         if self._due and self._state is not S.DELETED:
             self._mux._deferred.add(self)
 
+    def _set_user(self, user: Any) -> None:
+        super()._set_user(user)
+        if not self._w_send:
+            self._send_due = 0  # counted for the previous user: the new one writes none
+
+    def _replay_one(self, name: str, args: tuple[Any, ...]) -> None:
+        in_event = self._in_event
+        self._in_event = True
+        self._callback(name, *args)
+        self._in_event = in_event
+        if self._due and not in_event:  # what the app's calls in it completed, next
+            self._run_due()
+
     def _run_due_held(self) -> None:
         """Hook, inside `_run_due`: hand held data to the pending Recvs that can take it
         now (and whatever follows from that, such as the end after a peer's close)."""
 
     def _deliver_send_results(self) -> None:
+        if not self._w_send:  # the user writes no SocketSendResult: none is called
+            self._send_due = 0
+            return
         while self._send_due:
             if self._state is S.DELETED or (self._state is S.CLOSED and self._final_due is None):
                 self._send_due = 0

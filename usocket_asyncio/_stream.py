@@ -48,13 +48,14 @@ peer's begins. A connection lost while bytes were still to go is `SOCKET_LOST`.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import errno
 import os
 import socket
 import ssl
 from asyncio import _get_running_loop
 from collections import deque
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from ._address import AddressError, format_ip, parse_address
 from ._api import Buffer, USocket
@@ -84,6 +85,9 @@ STALL_TIMEOUT = 10.0
 """Seconds `Shutdown` keeps sending to a peer that takes nothing; then the socket gives up
 on the bytes still unsent and ends with `SOCKET_LOST`. (Each socket reads it when it is
 made, into `_stall_limit`.)"""
+
+_CONNECTED: Final = State.CONNECTED
+"""For the per-request paths: a module constant is one lookup (`S.CONNECTED` two)."""
 
 _ACCEPT_RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
@@ -381,9 +385,27 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
                     self._loop.call_exception_handler(
                         {"message": "exception in SocketRecvResult", "exception": e, "socket": self}
                     )
-                self._in_event = False
                 if self._due:
-                    self._run_due()
+                    if self._send_due == 1 and self._state is _CONNECTED and not self._canceled:
+                        # the flow-control echo: the result of the one Send the app made,
+                        # from this event (what `_run_due` would do first, one frame less)
+                        self._due = False
+                        self._send_due = 0
+                        try:
+                            self._user.SocketSendResult(self)
+                        except Exception as e:
+                            self._loop.call_exception_handler(
+                                {
+                                    "message": "exception in SocketSendResult",
+                                    "exception": e,
+                                    "socket": self,
+                                }
+                            )
+                        if self._due:
+                            self._run_due()
+                    else:
+                        self._run_due()
+                self._in_event = False
             else:
                 self._rpos = pos
             return
@@ -501,9 +523,12 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
     def resume_writing(self) -> None:
         self._blocked = False
         if self._unreported:
-            self._send_due += self._unreported
-            self._unreported = 0
-            if self._state is S.CONNECTED or self._state is S.CLOSING:
+            if not self._w_send:  # nobody hears of them: they are simply done
+                self._unreported = 0
+            else:
+                self._send_due += self._unreported
+                self._unreported = 0
+            if self._send_due and (self._state is S.CONNECTED or self._state is S.CLOSING):
                 self._in_event = True
                 self._deliver_send_results()
                 self._in_event = False
@@ -527,21 +552,24 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
 
         Leads to one `SocketSendResult` once the bytes have left for the kernel (cached
         until `SocketConnectComplete` if the socket is still connecting). Ignored after
-        `Shutdown`.
+        `Shutdown`, and once the connection is lost (while bytes it brought still wait
+        for `Recv`; its `SocketShutdown` follows them).
         """
         st = self._state
         if not self._in_event and _get_running_loop() is not self._loop:
             off_loop(self._loop, "Send")  # (inside its own event a socket is on its loop)
-        data: bytes | bytearray
-        if type(buf) is bytes and (len is None or len == buf.__len__()):
-            data = buf
-        elif type(buf) is bytearray:  # one copy, the cheapest way
-            if len is None:
-                data = bytes(buf)
-            elif 0 <= len <= buf.__len__():
-                data = buf[:len]
-            else:
-                raise ValueError(f"Send: len={len} but the buffer holds {buf.__len__()} bytes")
+        data: Any
+        tb = type(buf)
+        if tb is bytearray:
+            # bytes, which both loops' transports take as they are (uvloop wraps anything
+            # else in a memoryview first)
+            data = bytes(buf) if len is None else bytes(buf[:len])
+            if len is not None and builtins.len(data) != len:
+                raise ValueError(f"Send: len={len} but the buffer holds {builtins.len(buf)} bytes")
+        elif tb is bytes:
+            data = buf[:len]  # all of a bytes is itself
+            if len is not None and builtins.len(data) != len:
+                raise ValueError(f"Send: len={len} but the buffer holds {builtins.len(buf)} bytes")
         else:
             mv = memoryview(buf)
             if mv.ndim != 1 or mv.itemsize != 1:
@@ -549,12 +577,14 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
             if len is not None and (len < 0 or len > mv.nbytes):
                 raise ValueError(f"Send: len={len} but the buffer holds {mv.nbytes} bytes")
             data = mv[:len].tobytes() if len is not None else mv.tobytes()
-        if st is S.CONNECTED and not self._shutdown_wanted:
+        if st is _CONNECTED and not self._shutdown_wanted:
             tr = self._tr
+            if tr is None:  # lost while bytes wait for the app: nothing goes any more
+                return
             tr.write(data)
             if self._blocked:
                 self._unreported += 1
-            else:
+            elif self._w_send:
                 self._send_due += 1
                 if not self._due:
                     self._due = True
@@ -577,7 +607,7 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
         self._tr.write(data)
         if self._blocked:
             self._unreported += 1
-        else:
+        elif self._w_send:
             self._send_due += 1
             self._mark_due()
 
@@ -601,10 +631,10 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
         if not self._in_event and _get_running_loop() is not self._loop:
             off_loop(self._loop, "Recv")  # (inside its own event a socket is on its loop)
         mv: Any
-        if st is S.CONNECTED and type(buf) is bytearray and not self._rhead:
+        if st is _CONNECTED and type(buf) is bytearray and not self._rhead:
             # the common case, kept short: the only Recv, into a bytearray, which the
             # transport reads into directly (no view of it is kept after the result)
-            size = buf.__len__()
+            size = builtins.len(buf)
             if len is None or len == size:
                 mv = buf
                 n = size
@@ -621,8 +651,7 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
             self._rbuf = buf
             self._rmv = mv
             self._rwant = n
-            self._rpos = 0
-            self._rpartial = recvPartial
+            self._rpartial = recvPartial  # (`_rpos` is 0 while a connected socket has no Recv)
             if self._hstart != self._hend or self._peer_end is not None:
                 self._mark_due()
             return
@@ -674,8 +703,9 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
         self._rhead = False
         self._rbuf = self._rmv = None
         self._rpos = 0
-        self._canceled.extend(bufs)
-        self._mark_due()
+        if "SocketRecvCanceled" not in self._skips:
+            self._canceled.extend(bufs)
+            self._mark_due()
 
     def _raw_socket(self) -> socket.socket | None:
         if self._lsock is not None:
@@ -1022,7 +1052,7 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
             raise SocketModeError("Accept was already called for this connection")
         self._accept_decided = True
         if remoteUser is not None:
-            self._accept_target._user = remoteUser
+            self._accept_target._set_user(remoteUser)
 
 
 _ACCEPTCON = 0x10000

@@ -1,0 +1,392 @@
+"""Callback dispatch: the callbacks a user's class does not write are never called (and
+cost nothing), and a socket made with user None holds its callbacks until `SetUser`.
+
+- an echo whose user writes no `SocketSendResult` moves every byte intact, ends with
+  exactly one `SocketShutdown`, and `Shutdown` still sends every byte first;
+- a user switched by `SetUser` gets the send results only if its class writes them;
+- a user without `SocketRecvCanceled` loses nothing by `RecvCancel`;
+- `CreateSocket(iomux, None, ...)` on TCP, local, TLS and UDP: the calls work meanwhile,
+  and `SetUser` delivers what was held, in order, then the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import socket
+from typing import Any
+
+import pytest
+from conftest import Mux, Recorder
+from tcp_helpers import bound_port, listener
+
+from usocket_asyncio import (
+    CreateLocalSocketProvider,
+    CreateTCPSocketProvider,
+    CreateTLSSocketProvider,
+    CreateUDPSocketProvider,
+    IInstanceLog,
+    ISocket,
+    ShutdownReason,
+    USocket,
+)
+from usocket_asyncio._base import callback_skips
+
+R = ShutdownReason
+
+
+class Minimal(USocket):
+    """Writes only SocketRecvResult and SocketShutdown: echoes what comes, counts it."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray(4096)
+        self.got = hashlib.sha256()
+        self.events: list[Any] = []
+
+    def SocketRecvResult(self, socket: ISocket, buf: Any, len: int) -> None:
+        self.got.update(memoryview(buf)[:len])
+        self.events.append(("recv", len))
+        socket.Send(buf, len)
+        socket.Recv(self.buf, None, True)
+
+    def SocketShutdown(self, socket: ISocket, reason: ShutdownReason) -> None:
+        self.events.append(("shutdown", reason))
+
+
+class CountsSends(Minimal):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sends = 0
+
+    def SocketSendResult(self, socket: ISocket) -> None:
+        self.sends += 1
+
+
+def test_skips_are_decided_per_class() -> None:
+    assert "SocketSendResult" in callback_skips(Minimal())
+    assert "SocketSendResult" not in callback_skips(CountsSends())
+    assert "SocketRecvCanceled" in callback_skips(CountsSends())
+    assert callback_skips(Recorder()) == frozenset()
+
+
+def _server(mux: Mux, log: IInstanceLog, user: USocket) -> tuple[ISocket, list[ISocket], int]:
+    accepted: list[ISocket] = []
+    lrec = Recorder("listener")
+
+    def on_listen(sock: ISocket, a: str, p: int) -> None:
+        sock.Accept(user)
+
+    lrec.hooks["bind"] = lambda s, a, p: s.Listen()
+    lrec.hooks["listen"] = on_listen
+    lsock = CreateTCPSocketProvider().CreateSocket(mux, lrec, log)
+    lsock.Bind("127.0.0.1", 0)
+    mux.run_until(lambda: bool(lrec.events), what="bind")
+    return lsock, accepted, bound_port(lrec)
+
+
+class Starts(Minimal):
+    def SocketAcceptComplete(self, socket: ISocket) -> None:
+        self.events.append(("accept",))
+        socket.Recv(self.buf, None, True)
+
+
+def test_echo_without_send_results_moves_every_byte(mux: Mux, log: IInstanceLog) -> None:
+    user = Starts()
+    lsock, _, port = _server(mux, log, user)
+    rng = random.Random(13)
+    data = rng.randbytes(300_000)
+    c = socket.create_connection(("127.0.0.1", port))
+    c.setblocking(False)
+    back = bytearray()
+    sent = 0
+
+    def step() -> bool:
+        nonlocal sent
+        if sent < len(data):
+            try:
+                sent += c.send(data[sent : sent + 65536])
+            except BlockingIOError:
+                pass
+        try:
+            back.extend(c.recv(65536))
+        except BlockingIOError:
+            pass
+        return len(back) == len(data)
+
+    mux.run_until(step, timeout=30, what="echo")
+    assert hashlib.sha256(back).digest() == hashlib.sha256(data).digest()
+    assert user.got.digest() == hashlib.sha256(data).digest()
+    c.close()
+    mux.run_until(lambda: user.events[-1][0] == "shutdown", what="shutdown")
+    ends = [e for e in user.events if e[0] == "shutdown"]
+    assert ends == [("shutdown", R.SOCKET_SHUTDOWN_BY_PEER)]
+    assert user.events[0] == ("accept",)
+    lsock.Delete()
+
+
+def test_shutdown_sends_everything_first_without_send_results(mux: Mux, log: IInstanceLog) -> None:
+    """A user without SocketSendResult: a big Send, then Shutdown; the peer gets every
+    byte, then the end; SocketShutdown(NORMAL) once."""
+    payload = random.Random(7).randbytes(2_000_000)
+
+    class Sender(Minimal):
+        def SocketAcceptComplete(self, socket: ISocket) -> None:
+            socket.Send(payload)
+            socket.Shutdown()
+
+    user = Sender()
+    lsock, _, port = _server(mux, log, user)
+    c = socket.create_connection(("127.0.0.1", port))
+    c.setblocking(False)
+    got = bytearray()
+    eof = False
+
+    def step() -> bool:
+        nonlocal eof
+        try:
+            chunk = c.recv(1 << 16)
+            if not chunk:
+                eof = True
+            got.extend(chunk)
+        except BlockingIOError:
+            pass
+        return eof and bool(user.events)
+
+    mux.run_until(step, timeout=30, what="all bytes, then the end")
+    c.close()
+    assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
+    assert user.events == [("shutdown", R.SOCKET_SHUTDOWN_NORMAL)]
+    lsock.Delete()
+
+
+def test_set_user_picks_the_new_users_send_results(mux: Mux, log: IInstanceLog) -> None:
+    """Sends made for a user that writes no SocketSendResult get none; after SetUser to
+    one that does, each later Send gets its result."""
+    first = Starts()
+    lsock, _, port = _server(mux, log, first)
+    c = socket.create_connection(("127.0.0.1", port))
+    c.sendall(b"x" * 10)
+    mux.run_until(lambda: sum(e[1] for e in first.events if e[0] == "recv") == 10)
+    server: Any = next(s for s in list(_live()) if s._user is first)
+    second = CountsSends()
+    server.SetUser(second)
+    server.Send(b"abc")
+    server.Send(b"def")
+    mux.run_until(lambda: second.sends == 2, what="two send results")
+    c.settimeout(10)
+    got = b""
+    while len(got) < 16:
+        got += c.recv(16 - len(got))
+    assert got == b"x" * 10 + b"abcdef"
+    c.close()
+    mux.run_until(lambda: bool(second.events), what="shutdown")
+    assert second.events[-1] == ("shutdown", R.SOCKET_SHUTDOWN_BY_PEER)
+    server.Delete()
+    lsock.Delete()
+
+
+def _live() -> Any:
+    from usocket_asyncio._base import _LIVE
+
+    return _LIVE
+
+
+def test_recv_cancel_without_the_callback_loses_nothing(mux: Mux, log: IInstanceLog) -> None:
+    """RecvCancel for a user without SocketRecvCanceled: no call, and the bytes of a
+    cancelled partly filled Recv go to the next one."""
+
+    class Exact(Minimal):
+        def SocketAcceptComplete(self, socket: ISocket) -> None:
+            self.events.append(("accept",))
+            socket.Recv(self.buf, 8)  # exact: 8 bytes
+
+        def SocketRecvResult(self, socket: ISocket, buf: Any, len: int) -> None:
+            self.events.append(("recv", bytes(memoryview(buf)[:len])))
+
+    user = Exact()
+    lsock, _, port = _server(mux, log, user)
+    c = socket.create_connection(("127.0.0.1", port))
+    mux.run_until(lambda: bool(user.events), what="accept")
+    c.sendall(b"abc")
+    mux.run_for(0.05)
+    server: Any = next(s for s in list(_live()) if s._user is user)
+    server.RecvCancel()
+    mux.run_for(0.02)
+    assert user.events == [("accept",)]
+    server.Recv(bytearray(8), 8)
+    c.sendall(b"defgh")
+    mux.run_until(lambda: len(user.events) == 2, what="recv")
+    assert user.events[1] == ("recv", b"abcdefgh")
+    c.close()
+    mux.run_until(lambda: user.events[-1][0] == "shutdown", what="shutdown")
+    server.Delete()
+    lsock.Delete()
+
+
+# ----------------------------------------------------------------------- user None
+
+
+@pytest.fixture
+def tls_ctx(ca: Any) -> tuple[Any, Any]:
+    """A server context with a certificate for localhost, a client one trusting it."""
+    prov = CreateTLSSocketProvider(None)
+    log = IInstanceLog(0)
+    server = prov.CreateSocketContext(log)
+    server.SetServerCertificate(
+        ca.issue_cert("localhost", "127.0.0.1").private_key_and_cert_chain_pem.bytes()
+    )
+    client = prov.CreateSocketContext(log)
+    client.SetTrustedCertificates(ca.cert_pem.bytes())
+    return server, client
+
+
+def _stream_provider(kind: str) -> Any:
+    if kind == "tcp":
+        return CreateTCPSocketProvider()
+    if kind == "local":
+        return CreateLocalSocketProvider()
+    return CreateTLSSocketProvider(None)
+
+
+@pytest.mark.parametrize("kind", ["tcp", "local", "tls"])
+def test_client_made_with_no_user_gets_its_callbacks_after_set_user(
+    mux: Mux, log: IInstanceLog, kind: str, short_tmp: str, tls_ctx: Any
+) -> None:
+    """Connect and Recv with user None; the server greets; SetUser later: the connect,
+    then the data, in order, then the rest goes straight to the user."""
+    prov = _stream_provider(kind)
+    greeting = b"hello, " + os.urandom(16).hex().encode()
+    if kind == "local":
+        addr: str | None = os.path.join(short_tmp, "srv")
+    else:
+        addr = "127.0.0.1"
+    server_ctx = client_ctx = None
+    if kind == "tls":
+        server_ctx, client_ctx = tls_ctx
+    lrec = Recorder("listener")
+
+    def on_listen(sock: ISocket, a: str, p: int) -> None:
+        rec = Recorder("server")
+        rec.hooks["accept"] = lambda s: s.Send(greeting)
+        sock.Accept(rec)
+
+    lrec.hooks["bind"] = lambda s, a, p: s.Listen()
+    lrec.hooks["listen"] = on_listen
+    lsock = prov.CreateSocket(mux, lrec, log, False, server_ctx)
+    lsock.Bind(addr, 0)
+    mux.run_until(lambda: bool(lrec.events), what="bind")
+    target = addr if kind == "local" else f"127.0.0.1:{bound_port(lrec)}"
+
+    sock = prov.CreateSocket(mux, None, log, False, client_ctx)
+    sock.Connect(target, "localhost" if kind == "tls" else None)
+    buf = bytearray(len(greeting))
+    sock.Recv(buf, len(greeting))  # exact: the whole greeting in one result
+    held: Any = sock
+    mux.run_until(lambda: len(held._user.calls) >= 2, what="connect and data, held")
+    rec = Recorder("client")
+    sock.SetUser(rec)
+    assert rec.events == []  # nothing inside SetUser
+    mux.run_until(lambda: len(rec.events) >= 2, what="the held callbacks")
+    assert rec.names() == ["connect", "recv"]
+    assert bytes(rec.received) == greeting
+    sock.Send(b"bye")
+    mux.run_until(lambda: "send" in rec.names(), what="send result, directly")
+    sock.Shutdown()
+    mux.run_until(lambda: rec.shutdown is not None, what="shutdown")
+    assert rec.names() == ["connect", "recv", "send", "shutdown"]
+    assert rec.shutdown == R.SOCKET_SHUTDOWN_NORMAL
+    assert not rec.violations
+    sock.Delete()
+    lsock.Delete()
+
+
+def test_held_callbacks_skip_what_the_new_user_does_not_write(mux: Mux, log: IInstanceLog) -> None:
+    """A Send made while the user is None: its result is held, and dropped for a user
+    whose class writes no SocketSendResult; the ending is delivered once."""
+    lsock, lrec, _ = listener(mux, log, CreateTCPSocketProvider(), "127.0.0.1")
+    sock = CreateTCPSocketProvider().CreateSocket(mux, None, log)  # type: ignore[arg-type]
+    sock.Connect(f"127.0.0.1:{bound_port(lrec)}")
+    sock.Send(b"early")  # cached until connected
+    held: Any = sock
+    mux.run_until(lambda: len(held._user.calls) >= 2, what="connect and send result, held")
+    assert [c[0] for c in held._user.calls] == ["SocketConnectComplete", "SocketSendResult"]
+    user = Minimal()
+    sock.Shutdown()
+    mux.run_until(lambda: held._user.calls[-1][0] == "SocketShutdown", what="held end")
+    sock.SetUser(user)
+    mux.run_until(lambda: bool(user.events), what="the end")
+    mux.run_for(0.02)
+    assert user.events == [("shutdown", R.SOCKET_SHUTDOWN_NORMAL)]
+    sock.Delete()
+    lsock.Delete()
+
+
+def test_udp_bind_with_no_user_then_set_user(mux: Mux, log: IInstanceLog) -> None:
+    sock = CreateUDPSocketProvider().CreateSocket(mux, None, log)  # type: ignore[arg-type]
+    sock.Bind("127.0.0.1", 0)
+    held: Any = sock
+    mux.run_until(lambda: bool(held._user.calls), what="bind result, held")
+    rec = Recorder("udp")
+    sock.SetUser(rec)
+    mux.run_until(lambda: bool(rec.events), what="the bind result")
+    assert rec.names() == ["bind"]
+    assert rec.events[0][1] == "127.0.0.1" and rec.events[0][2] > 0
+    sock.Shutdown()
+    mux.run_until(lambda: rec.shutdown is not None, what="shutdown")
+    assert rec.names() == ["bind", "shutdown"]
+    assert not rec.violations
+    sock.Delete()
+
+
+def test_set_user_twice_before_delivery_goes_to_the_last(mux: Mux, log: IInstanceLog) -> None:
+    sock = CreateUDPSocketProvider().CreateSocket(mux, None, log)  # type: ignore[arg-type]
+    sock.Bind("127.0.0.1", 0)
+    held: Any = sock
+    mux.run_until(lambda: bool(held._user.calls), what="bind result, held")
+    a, b = Recorder("a"), Recorder("b")
+    sock.SetUser(a)
+    sock.SetUser(b)
+    mux.run_until(lambda: bool(b.events), what="the bind result")
+    assert a.events == [] and b.names() == ["bind"]
+    sock.Delete()
+
+
+def test_delete_before_delivery_drops_the_held_callbacks(mux: Mux, log: IInstanceLog) -> None:
+    sock = CreateUDPSocketProvider().CreateSocket(mux, None, log)  # type: ignore[arg-type]
+    sock.Bind("127.0.0.1", 0)
+    held: Any = sock
+    mux.run_until(lambda: bool(held._user.calls), what="bind result, held")
+    rec = Recorder()
+    sock.SetUser(rec)
+    sock.Delete()
+    mux.run_for(0.02)
+    assert rec.events == []
+
+
+def test_send_after_the_connection_was_lost_with_bytes_held(mux: Mux, log: IInstanceLog) -> None:
+    """The peer resets the connection while bytes wait for the app's Recv: the app gets
+    them, and a Send it makes in that SocketRecvResult is ignored (no exception, no
+    SocketSendResult); then the SocketShutdown, once."""
+    import struct
+
+    rec = Recorder("server")
+    rec.hooks["recv"] = lambda s, buf, n: s.Send(b"reply")
+    lsock, lrec, accepted = listener(mux, log, CreateTCPSocketProvider(), "127.0.0.1")
+    c = socket.create_connection(("127.0.0.1", bound_port(lrec)))
+    mux.run_until(lambda: bool(accepted), what="accept")
+    server, _ = accepted[0]
+    server.SetUser(rec)
+    c.sendall(b"held bytes")
+    mux.run_for(0.05)
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()  # RST
+    held: Any = server
+    mux.run_until(lambda: held._tr is None, what="connection lost")
+    server.Recv(bytearray(64), None, True)
+    mux.run_until(lambda: rec.shutdown is not None, what="the end")
+    assert rec.names() == ["recv", "shutdown"]
+    assert bytes(rec.received) == b"held bytes"
+    assert not rec.violations
+    server.Delete()
+    lsock.Delete()
