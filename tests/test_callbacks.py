@@ -19,7 +19,9 @@ from typing import Any
 
 import pytest
 from conftest import Mux, Recorder
+from dtls_helpers import dtls_ctx
 from tcp_helpers import bound_port, listener
+from test_tls import Server
 
 from usocket_asyncio import (
     CreateLocalSocketProvider,
@@ -305,7 +307,7 @@ def test_held_callbacks_skip_what_the_new_user_does_not_write(mux: Mux, log: IIn
     """A Send made while the user is None: its result is held, and dropped for a user
     whose class writes no SocketSendResult; the ending is delivered once."""
     lsock, lrec, _ = listener(mux, log, CreateTCPSocketProvider(), "127.0.0.1")
-    sock = CreateTCPSocketProvider().CreateSocket(mux, None, log)  # type: ignore[arg-type]
+    sock = CreateTCPSocketProvider().CreateSocket(mux, None, log)
     sock.Connect(f"127.0.0.1:{bound_port(lrec)}")
     sock.Send(b"early")  # cached until connected
     held: Any = sock
@@ -323,7 +325,7 @@ def test_held_callbacks_skip_what_the_new_user_does_not_write(mux: Mux, log: IIn
 
 
 def test_udp_bind_with_no_user_then_set_user(mux: Mux, log: IInstanceLog) -> None:
-    sock = CreateUDPSocketProvider().CreateSocket(mux, None, log)  # type: ignore[arg-type]
+    sock = CreateUDPSocketProvider().CreateSocket(mux, None, log)
     sock.Bind("127.0.0.1", 0)
     held: Any = sock
     mux.run_until(lambda: bool(held._user.calls), what="bind result, held")
@@ -340,7 +342,7 @@ def test_udp_bind_with_no_user_then_set_user(mux: Mux, log: IInstanceLog) -> Non
 
 
 def test_set_user_twice_before_delivery_goes_to_the_last(mux: Mux, log: IInstanceLog) -> None:
-    sock = CreateUDPSocketProvider().CreateSocket(mux, None, log)  # type: ignore[arg-type]
+    sock = CreateUDPSocketProvider().CreateSocket(mux, None, log)
     sock.Bind("127.0.0.1", 0)
     held: Any = sock
     mux.run_until(lambda: bool(held._user.calls), what="bind result, held")
@@ -353,7 +355,7 @@ def test_set_user_twice_before_delivery_goes_to_the_last(mux: Mux, log: IInstanc
 
 
 def test_delete_before_delivery_drops_the_held_callbacks(mux: Mux, log: IInstanceLog) -> None:
-    sock = CreateUDPSocketProvider().CreateSocket(mux, None, log)  # type: ignore[arg-type]
+    sock = CreateUDPSocketProvider().CreateSocket(mux, None, log)
     sock.Bind("127.0.0.1", 0)
     held: Any = sock
     mux.run_until(lambda: bool(held._user.calls), what="bind result, held")
@@ -390,3 +392,33 @@ def test_send_after_the_connection_was_lost_with_bytes_held(mux: Mux, log: IInst
     assert not rec.violations
     server.Delete()
     lsock.Delete()
+
+
+def test_dtls_client_with_no_user_then_set_user(mux: Mux, log: IInstanceLog) -> None:
+    """A DTLS client made with user None completes its handshake meanwhile; SetUser then
+    gets SocketConnectComplete first and the record the server sent after it."""
+    prov = CreateTLSSocketProvider(None)
+    srv = Server(mux, log, prov, dtls_ctx(prov, log, srtp=False))
+    sock = prov.CreateSocket(mux, None, log, False, dtls_ctx(prov, log, srtp=False, verify=False))
+    sock.Connect(f"127.0.0.1:{srv.port}")
+    buf = bytearray(64)
+    sock.Recv(buf)
+    mux.run_until(lambda: 0 in srv.socks, what="the handshake, user still None")
+    srv.socks[0].Send(b"to the held client")
+    held: Any = sock
+    mux.run_until(lambda: len(held._user.calls) >= 2, what="connect and record, held")
+    rec = Recorder("client")
+    sock.SetUser(rec)
+    assert rec.events == []  # nothing inside SetUser
+    mux.run_until(lambda: len(rec.events) >= 2, what="the held callbacks")
+    assert rec.names() == ["connect", "recv"]
+    assert bytes(rec.received) == b"to the held client"
+    sock.Shutdown()
+    mux.run_until(lambda: rec.shutdown is not None, what="shutdown")
+    assert rec.names() == ["connect", "recv", "shutdown"]
+    assert rec.shutdown == ShutdownReason.SOCKET_SHUTDOWN_NORMAL
+    assert not rec.violations
+    sock.Delete()
+    for s in srv.socks.values():
+        s.Delete()
+    srv.listener.Delete()

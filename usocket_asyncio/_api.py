@@ -521,7 +521,7 @@ class ISocketProvider(abc.ABC):
     def CreateSocket(
         self,
         iomux: IIoMux,
-        user: USocket,
+        user: USocket | None,
         log: IInstanceLog,
         useIPv6: bool = False,
         socketContext: ISocketContext | None = None,
@@ -530,7 +530,8 @@ class ISocketProvider(abc.ABC):
 
         Args:
             iomux: the loop the socket runs on.
-            user: receives the socket's callbacks.
+            user: receives the socket's callbacks; None (as SDK apps do before `SetUser`)
+                holds them until `SetUser` names a user, then delivers them in order.
             log: where the socket logs, under its kind's flag (`LOG_TCP`, `LOG_TLS`,
                 `LOG_UDP`, `LOG_LDS`, `LOG_DTLS`).
             useIPv6: an IPv6 socket (dual-stack when bound to all interfaces).
