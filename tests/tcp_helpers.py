@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
 from conftest import Mux, Recorder
 
-from usocket_asyncio import IInstanceLog, ISocket, ISocketProvider, ShutdownReason
+from usocket_asyncio import IInstanceLog, ISocket, ISocketProvider, ShutdownReason, SocketModeError
 
 
 def listener(
@@ -115,3 +116,27 @@ def expect_end(
     assert not rec.violations, rec.violations
     sock.Delete()
     return sock, rec
+
+
+def from_another_thread(mux: Mux, calls: dict[str, Callable[[], object]]) -> dict[str, str]:
+    """Run each of `calls` on another thread while the loop runs: what each said
+    ("accepted", or the SocketModeError's message)."""
+    said: dict[str, str] = {}
+    done = threading.Event()
+
+    def worker() -> None:
+        try:
+            for name, fn in calls.items():
+                try:
+                    fn()
+                    said[name] = "accepted"
+                except SocketModeError as e:
+                    said[name] = str(e)
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=worker)
+    mux.loop.call_soon(thread.start)
+    mux.run_until(done.is_set, what="the other thread")
+    thread.join()
+    return said

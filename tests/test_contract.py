@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from conftest import ALL_LOG_FLAGS, Mux, Recorder, free_port
 from dtls_helpers import dtls_ctx
-from tcp_helpers import captured_log
+from tcp_helpers import captured_log, from_another_thread
 from test_tls import Server, connect, delete, ended_once, make_ctx, pem_of
 
 import usocket_asyncio as u
@@ -1111,29 +1111,6 @@ def test_dtls_recv_partial_makes_no_difference(
 
 
 # --------------------------------------------------------------------------- item 5: DTLS lost
-
-
-def from_another_thread(mux: Mux, calls: dict[str, Callable[[], object]]) -> dict[str, str]:
-    """Run each of `calls` on another thread while the loop runs: what each said."""
-    said: dict[str, str] = {}
-    done = threading.Event()
-
-    def worker() -> None:
-        try:
-            for name, fn in calls.items():
-                try:
-                    fn()
-                    said[name] = "accepted"
-                except SocketModeError as e:
-                    said[name] = str(e)
-        finally:
-            done.set()
-
-    thread = threading.Thread(target=worker)
-    mux.loop.call_soon(thread.start)
-    mux.run_until(done.is_set, what="the other thread")
-    thread.join()
-    return said
 
 
 def test_udp_and_dtls_calls_from_another_thread_raise(

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from conformance import Pair, call, close_pair, make_pair
 from conftest import Mux, Recorder
-from tcp_helpers import listener
+from tcp_helpers import from_another_thread, listener
 from test_conformance import KINDS
 from test_memory import rss
 from test_tls_conformance import tls_kind
@@ -35,7 +35,6 @@ from usocket_asyncio import (
     ISocket,
     ITimer,
     ShutdownReason,
-    SocketModeError,
     UTimer,
 )
 
@@ -188,24 +187,7 @@ def test_calls_from_another_thread_raise(mux: Mux, log: IInstanceLog, short_tmp:
         "ITimer.Start": lambda: timer.Start(10),
         "ITimer.Cancel": timer.Cancel,
     }
-    said: dict[str, str] = {}
-    done = threading.Event()
-
-    def worker() -> None:
-        try:
-            for name, fn in calls.items():
-                try:
-                    fn()
-                    said[name] = "accepted"
-                except SocketModeError as e:
-                    said[name] = str(e)
-        finally:
-            done.set()
-
-    thread = threading.Thread(target=worker)
-    mux.loop.call_soon(thread.start)
-    mux.run_until(done.is_set, what="the other thread")
-    thread.join()
+    said = from_another_thread(mux, calls)
     for name in calls:
         assert "call_soon_threadsafe" in said[name], (name, said[name])
     # nothing happened: the socket works, from the loop's thread
