@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .servers import lib_build
+from .servers import comma_list, lib_build
 
 KINDS = ("tcp", "local")
 LOOPS = ("asyncio", "uvloop")
@@ -231,15 +231,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--conns", type=int, default=1, help="connections (1: strictly serial)")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = p.parse_args(argv)
-    args.kinds = [k for k in args.kinds.split(",") if k]
-    args.loops = [lp for lp in args.loops.split(",") if lp]
+    args.kinds = comma_list(p, args.kinds, KINDS, "kind")
+    args.loops = comma_list(p, args.loops, LOOPS, "loop")
     args.impls = [i for i in args.impls.split(",") if i]
-    for k in args.kinds:
-        if k not in KINDS:
-            p.error(f"unknown kind {k!r}; pick from {', '.join(KINDS)}")
-    for lp in args.loops:
-        if lp not in LOOPS:
-            p.error(f"unknown loop {lp!r}; pick from {', '.join(LOOPS)}")
     for i in args.impls:
         if i not in ("protocol", "buffered", *LIB_IMPLS):
             p.error(f"unknown server {i!r}")

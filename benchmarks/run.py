@@ -30,7 +30,16 @@ from pathlib import Path
 from typing import Any
 
 from . import report
-from .servers import LIB_IMPLS, MIB, RAW_IMPLS, SLOW_IMPLS, STREAM_IMPLS, lib_build, lib_style
+from .servers import (
+    LIB_IMPLS,
+    MIB,
+    RAW_IMPLS,
+    SLOW_IMPLS,
+    STREAM_IMPLS,
+    comma_list,
+    lib_build,
+    lib_style,
+)
 from .stats import paired, spread
 
 HERE = Path(__file__).resolve().parent
@@ -479,14 +488,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.kinds is None:
         args.kinds = ",".join(QUICK_KINDS if args.quick else KINDS)
-    args.kinds = [k for k in args.kinds.split(",") if k]
-    args.loops = [lp for lp in args.loops.split(",") if lp]
-    for k in args.kinds:
-        if k not in KINDS:
-            p.error(f"unknown kind {k!r}; pick from {', '.join(KINDS)}")
-    for lp in args.loops:
-        if lp not in LOOPS:
-            p.error(f"unknown loop {lp!r}; pick from {', '.join(LOOPS)}")
+    args.kinds = comma_list(p, args.kinds, KINDS, "kind")
+    args.loops = comma_list(p, args.loops, LOOPS, "loop")
     if args.windows is None:
         args.windows = 15 if args.quick else 10
     if args.windows < 1:

@@ -46,7 +46,7 @@ import resource
 import ssl
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 MIB = 1 << 20
@@ -664,3 +664,14 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def comma_list(
+    parser: argparse.ArgumentParser, text: str, allowed: Sequence[str], what: str
+) -> list[str]:
+    """`text` ("a,b,c") as a list, each item one of `allowed`; otherwise the parser's error."""
+    items = [x for x in text.split(",") if x]
+    for x in items:
+        if x not in allowed:
+            parser.error(f"unknown {what} {x!r}; pick from {', '.join(allowed)}")
+    return items
