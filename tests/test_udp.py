@@ -610,9 +610,12 @@ def test_delete_inside_a_callback_stops_the_rest(
         peer4.sendto(b"d", ("127.0.0.1", port))
     mux.run_until(lambda: len(sock._q.held) == 3)
     rec.hooks["recvfrom"] = lambda s, *a: s.Delete()
+    # the results come in the order of the calls: the send's, then the first datagram's
+    # (which deletes the socket), and nothing of the rest, the last send's included
+    call(rec, sock.SendTo, b"x", None, V4, peer4.getsockname()[1])
     for _ in range(3):
         call(rec, sock.Recv, bytearray(4))
-    call(rec, sock.SendTo, b"x", None, V4, peer4.getsockname()[1])
+    call(rec, sock.SendTo, b"y", None, V4, peer4.getsockname()[1])
     mux.run_for(0.05)
     assert rec.names() == ["bind", "send", "recvfrom"]
 

@@ -64,8 +64,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections import deque
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from OpenSSL import SSL
@@ -240,7 +238,6 @@ class DTLSSocket(SocketBase):
         "_core",
         "_ctx",
         "_ep",
-        "_final",
         "_in_alpn",
         "_in_listen_result",
         "_kind",
@@ -250,7 +247,6 @@ class DTLSSocket(SocketBase):
         "_peer",
         "_peer_end",
         "_peer_fp",
-        "_pending",
         "_q",
         "_shutdown_wanted",
         "_srtp_keys",
@@ -296,9 +292,6 @@ class DTLSSocket(SocketBase):
         self._accept_decided = False
         self._accept_user: USocket | None = None
         self._in_alpn = False
-        # callbacks
-        self._pending: deque[tuple[str, tuple[Any, ...]]] = deque()
-        self._final = False
         _LIVE.add(self)
 
     def __repr__(self) -> str:
@@ -319,57 +312,7 @@ class DTLSSocket(SocketBase):
             return f"Listen on a DTLS socket that is {old.value}: call Bind first, then Listen"
         return f"a DTLS socket that is {old.value} cannot become {new.value}"
 
-    # ------------------------------------------------------------------ callbacks
-
-    def _event(self, fn: Callable[..., None], *args: Any) -> None:
-        """Run a loop event's handler; callbacks it queued run right after it."""
-        if self._state is S.DELETED:
-            return
-        if self._in_event:
-            fn(*args)
-            return
-        self._in_event = True
-        try:
-            fn(*args)
-            self._drain()
-        finally:
-            self._in_event = False
-
-    def _emit(self, name: str, *args: Any) -> None:
-        """Queue a callback: run at the end of the current event, or from the loop's
-        batch when we are inside an app call."""
-        if self._state is S.DELETED or self._final:
-            return
-        self._pending.append((name, args))
-        if not self._in_event and not self._due:
-            self._due = True
-            self._mux._deferred.add(self)
-
-    def _run_due(self) -> None:
-        self._due = False
-        self._event(self._drain)
-
-    def _drain(self) -> None:
-        while self._pending:
-            name, args = self._pending.popleft()
-            if self._state is S.DELETED or self._final:
-                self._pending.clear()
-                return
-            if name == "SocketShutdown":
-                self._final = True
-            self._callback(name, *args)
-
     # ------------------------------------------------------------------ the end
-
-    def _finish(self, reason: ShutdownReason) -> None:
-        """The one place a socket ends: cancels the timer, releases the engine and the
-        endpoint, and queues the single `SocketShutdown`."""
-        if self._state in _ENDED:
-            return
-        self._set_state(S.CLOSED)
-        self._log.Log(self.LOG_FLAG, "%s %x: shutdown %s", self.KIND, id(self), reason.name)
-        self._release()
-        self._emit("SocketShutdown", reason)
 
     def _release(self) -> None:
         h, self._timer = self._timer, None
@@ -388,7 +331,7 @@ class DTLSSocket(SocketBase):
 
     def _hs_fail(self, what: str, detail: object) -> None:
         self._fail_log(what, detail)
-        self._finish(ShutdownReason.SOCKET_TLS_HANDSHAKE_FAILED)
+        self._end(ShutdownReason.SOCKET_TLS_HANDSHAKE_FAILED)
 
     def _lost(self, exc: BaseException | None) -> None:
         if self._state in _HANDSHAKING:
@@ -404,7 +347,7 @@ class DTLSSocket(SocketBase):
             self._check_end()
         elif self._state not in _ENDED:
             self._fail_log("transport lost", repr(exc))
-            self._finish(ShutdownReason.SOCKET_LOST)
+            self._end(ShutdownReason.SOCKET_LOST)
 
     # ------------------------------------------------------------------ the engine
 
@@ -469,7 +412,7 @@ class DTLSSocket(SocketBase):
         elif isinstance(ev, ConnectionFailed):
             if self._state in _HANDSHAKING:
                 self._fail_log("DTLS handshake", ev.detail)
-                self._finish(ev.reason)
+                self._end(ev.reason)
             else:
                 self._fail_log("DTLS error", ev.detail)
                 if self._peer_end is None:
@@ -504,7 +447,7 @@ class DTLSSocket(SocketBase):
         callback does the same with `SOCKET_SHUTDOWN_NORMAL`; after a `Delete` inside
         it, nothing more happens. Returns whether the handshake may complete."""
         st = self._state
-        self._drain()
+        self._run_due()  # callbacks queued before this one go first
         self._in_alpn = True
         try:
             ok = self._callback("SocketAcceptSelectedALPNProtocol", proto)
@@ -521,7 +464,7 @@ class DTLSSocket(SocketBase):
             return True
         core.close()
         self._flush(core)
-        self._finish(reason)
+        self._end(reason)
         return False
 
     # ------------------------------------------------------------------ opening: client
@@ -545,7 +488,7 @@ class DTLSSocket(SocketBase):
             target = parse_address(address, need_port=True)
         except AddressError as e:
             self._fail_log("Connect: address invalid", e)
-            self._finish(ShutdownReason.SOCKET_ADDRESS_INVALID)
+            self._end(ShutdownReason.SOCKET_ADDRESS_INVALID)
             return
         self._verify_name = serverName or target.host
         self._task = self._loop.create_task(self._connect(target))
@@ -569,11 +512,11 @@ class DTLSSocket(SocketBase):
         """The peer's host refused the ClientHello (ICMP port unreachable): nobody serves
         the port, a connect failure like TCP's."""
         self._fail_log("Connect: refused during the handshake", repr(exc))
-        self._finish(ShutdownReason.SOCKET_CONNECT_REJECTED)
+        self._end(ShutdownReason.SOCKET_CONNECT_REJECTED)
 
     def _open_failed(self, e: OpenError) -> None:
         self._fail_log(e.what, e.detail)
-        self._finish(e.reason)
+        self._end(e.reason)
 
     async def _attach(self, sock: socket.socket) -> bool:
         ep = _Endpoint()
@@ -680,7 +623,7 @@ class DTLSSocket(SocketBase):
 
     def _check_end(self) -> None:
         if self._peer_end is not None and not self._q.held and self._state is S.CONNECTED:
-            self._finish(self._peer_end)
+            self._end(self._peer_end)
 
     # ------------------------------------------------------------------ server side
 
@@ -726,7 +669,7 @@ class DTLSSocket(SocketBase):
         self._set_state(S.BOUND)
         self._emit("SocketBindResult", self._local[0], self._local[1])
         if self._shutdown_wanted:
-            self._finish(ShutdownReason.SOCKET_SHUTDOWN_NORMAL)
+            self._end(ShutdownReason.SOCKET_SHUTDOWN_NORMAL)
         elif self._listen_wanted:
             self._start_listen()
 
@@ -752,7 +695,7 @@ class DTLSSocket(SocketBase):
             config = dtls_config(self._ctx, True)
         except (SSL.Error, ValueError) as e:
             self._fail_log("Listen: cannot set up DTLS", ssl_detail(e))
-            self._finish(ShutdownReason.SOCKET_LISTEN_FAILED)
+            self._end(ShutdownReason.SOCKET_LISTEN_FAILED)
             return
         self._listener = CookieListener(config, self._mtu, self._log, self.KIND)
         self._set_state(S.LISTENING)
@@ -795,7 +738,7 @@ class DTLSSocket(SocketBase):
         host = format_ip(addr[0])
         if host.startswith("::ffff:") and "." in host:
             host = host[7:]
-        self._drain()  # callbacks queued before this one go first
+        self._run_due()  # callbacks queued before this one go first
         ep = self._ep
         if ep is not None:
             ep.offering += 1  # a Shutdown/Delete inside the callback keeps it for the peer
@@ -821,7 +764,7 @@ class DTLSSocket(SocketBase):
             return
         peer = DTLSSocket(self._mux, user, self._log, self._use_ipv6, self._ctx)
         peer._kind = "peer"
-        peer._state = S.ACCEPTING
+        peer._set_state(S.ACCEPTING)
         peer._ep = ep
         peer._peer = addr
         peer._mtu = conn.mtu
@@ -1033,22 +976,22 @@ class DTLSSocket(SocketBase):
         if st is S.BINDING:
             self._shutdown_wanted = True
         elif st is S.CONNECTING and self._core is None:
-            self._finish(ShutdownReason.SOCKET_SHUTDOWN_NORMAL)
+            self._end(ShutdownReason.SOCKET_SHUTDOWN_NORMAL)
         elif st in _HANDSHAKING:
             self._shutdown_wanted = True
             if not self._in_alpn:  # else the handshake is done: close_notify after the callback
-                self._finish(ShutdownReason.SOCKET_SHUTDOWN_NORMAL)
+                self._end(ShutdownReason.SOCKET_SHUTDOWN_NORMAL)
         elif st is S.CONNECTED:
             self._close_now()
         elif st in (S.IDLE, S.BOUND, S.LISTENING):
-            self._finish(ShutdownReason.SOCKET_SHUTDOWN_NORMAL)
+            self._end(ShutdownReason.SOCKET_SHUTDOWN_NORMAL)
 
     def _close_now(self) -> None:
         core = self._core
         if core is not None:
             core.close()  # close_notify, unless the connection already ended
             self._flush(core)
-        self._finish(ShutdownReason.SOCKET_SHUTDOWN_NORMAL)
+        self._end(ShutdownReason.SOCKET_SHUTDOWN_NORMAL)
 
     def Delete(self) -> None:
         """Release the socket at once (and the UDP socket it was upgraded from): it makes
@@ -1058,11 +1001,7 @@ class DTLSSocket(SocketBase):
         if self._state is S.CONNECTED and core is not None and self._peer_end is None:
             core.close()  # best effort: the peer learns it is gone
             self._flush(core)
-        self._set_state(S.DELETED)
-        self._release()
-        self._pending.clear()
-        self._user = None
-        _LIVE.discard(self)
+        super().Delete()
         udp, self._udp = self._udp, None
         if udp is not None and not udp.deleted():
             udp.Delete()

@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from ._address import AddressError, format_ip, parse_address
 from ._api import Buffer, USocket
-from ._base import _ENDED, DeferringSocket, S, off_loop
+from ._base import _ENDED, _HELD, S, SocketBase, off_loop
 from ._base import _LIVE as _LIVE  # the names other modules knew from here
 from ._base import State as State
 from ._base import _as_view as _as_view
@@ -124,7 +124,7 @@ def bind_reason(exc: OSError) -> ShutdownReason:
     return ShutdownReason.SOCKET_BIND_FAILED
 
 
-class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
+class StreamSocket(SocketBase, asyncio.BufferedProtocol):
     """An `ISocket` over a stream transport; subclasses say how to open and bind."""
 
     __slots__ = (
@@ -219,7 +219,7 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
             )
         if new is S.LISTENING:
             return f"Listen on a socket that is {old.value}: call Bind first, then Listen once"
-        return DeferringSocket._illegal(old, new)
+        return SocketBase._illegal(old, new)
 
     # ------------------------------------------------------------------ deferral, the end
 
@@ -275,7 +275,7 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
             target = self._parse_connect(address)
         except AddressError as e:
             self._fail_log("Connect: address invalid", e)
-            self._finish(ShutdownReason.SOCKET_ADDRESS_INVALID, direct=False)
+            self._end(ShutdownReason.SOCKET_ADDRESS_INVALID)
             return
         self._task = self._loop.create_task(self._connect(target))
 
@@ -291,7 +291,7 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
             if self._state is S.CONNECTING:
                 self._task = None
                 self._fail_log("Connect failed", repr(e))
-                self._finish(self._connect_reason(e), direct=True)
+                self._event(self._end, self._connect_reason(e))
         else:
             self._task = None
 
@@ -319,17 +319,18 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
         self._remember_local(tr)
         if self._qos is not None:
             self._apply_qos()
-        self._in_event = True
+        self._event(self._ready, accepted)
+
+    def _ready(self, accepted: bool) -> None:
+        """The connection is up (an event): cached sends go out, the app hears of it,
+        and a `Shutdown` made while connecting begins."""
         if self._transport_ready():
             for data in self._cache:
                 self._write(data)
             self._cache.clear()
             self._callback(self._ready_callback(accepted))
-        self._in_event = False
         if self._shutdown_wanted and self._state is S.CONNECTED:
             self._begin_close()
-        if self._due:
-            self._run_due()
 
     def _transport_ready(self) -> bool:
         """Hook before the app hears of the connection (TLS checks ALPN); False ends it."""
@@ -378,29 +379,23 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
                     self._rhead = False
                     self._rbuf = self._rmv = None
                 self._rpos = 0
+                # the per-read event, written out (not `_event`): see EVENT_INLINE_IR
                 self._in_event = True
                 try:
                     self._user.SocketRecvResult(self, buf, pos)
                 except Exception as e:
-                    self._loop.call_exception_handler(
-                        {"message": "exception in SocketRecvResult", "exception": e, "socket": self}
-                    )
+                    self._raised("SocketRecvResult", e)
                 if self._due:
-                    if self._send_due == 1 and self._state is _CONNECTED and not self._canceled:
+                    if self._send_due == 1 and self._state is _CONNECTED and not self._queue:
                         # the flow-control echo: the result of the one Send the app made,
-                        # from this event (what `_run_due` would do first, one frame less)
-                        self._due = False
+                        # from this event (what `_run_due` would do, one frame less)
                         self._send_due = 0
-                        try:
-                            self._user.SocketSendResult(self)
-                        except Exception as e:
-                            self._loop.call_exception_handler(
-                                {
-                                    "message": "exception in SocketSendResult",
-                                    "exception": e,
-                                    "socket": self,
-                                }
-                            )
+                        self._due = False
+                        if self._w_send:
+                            try:
+                                self._user.SocketSendResult(self)
+                            except Exception as e:
+                                self._raised("SocketSendResult", e)
                         if self._due:
                             self._run_due()
                     else:
@@ -414,11 +409,7 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
             return
         self._hend += nbytes
         if self._rhead:
-            self._in_event = True
-            self._deliver_held()
-            self._in_event = False
-            if self._due:
-                self._run_due()
+            self._event(self._deliver_held)
         elif self._hend - self._hstart >= HOLD_LIMIT and not self._paused and self._tr is not None:
             self._paused = True
             self._tr.pause_reading()
@@ -466,11 +457,15 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
         if self._state is not S.CONNECTED:
             return None
         self._peer_end = ShutdownReason.SOCKET_SHUTDOWN_BY_PEER
-        self._check_end()
+        self._event(self._check_end)
         return True if self.KEEP_OPEN_ON_EOF else None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._tr = None
+        self._event(self._lost, exc)
+
+    def _lost(self, exc: Exception | None) -> None:
+        """The transport is gone (an event)."""
         st = self._state
         if st is S.CLOSING:
             if self._blocked or self._unreported or self._draining:
@@ -478,11 +473,11 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
                     "lost while closing",
                     f"{exc!r}; the bytes of {self._unreported} Send(s) never left",
                 )
-                self._finish(ShutdownReason.SOCKET_LOST, direct=True)
+                self._end(ShutdownReason.SOCKET_LOST)
                 return
             if exc is not None:
                 self._fail_log("lost while closing", repr(exc))
-            self._finish(ShutdownReason.SOCKET_SHUTDOWN_NORMAL, direct=True)
+            self._end(ShutdownReason.SOCKET_SHUTDOWN_NORMAL)
             return
         if st is not S.CONNECTED:
             return
@@ -498,7 +493,7 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
         return ShutdownReason.SOCKET_LOST
 
     def _check_end(self) -> None:
-        """The peer is gone: end once every held byte went to a Recv."""
+        """The peer is gone: end once every held byte went to a Recv (in an event)."""
         if self._hstart != self._hend or self._state is not S.CONNECTED:
             return
         reason = self._peer_end
@@ -509,37 +504,32 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
             self._rhead = False
             self._rbuf = self._rmv = None
             self._rpos = 0
-            in_event = self._in_event
-            self._in_event = True
             self._callback("SocketRecvResult", buf, n)
-            self._in_event = in_event
             if self._state is not S.CONNECTED:
                 return
-        self._finish(reason, direct=True)
+        self._end(reason)
 
     def pause_writing(self) -> None:
         self._blocked = True
 
     def resume_writing(self) -> None:
         self._blocked = False
-        if self._unreported:
-            if not self._w_send:  # nobody hears of them: they are simply done
-                self._unreported = 0
-            else:
-                self._send_due += self._unreported
-                self._unreported = 0
-            if self._send_due and (self._state is S.CONNECTED or self._state is S.CLOSING):
-                self._in_event = True
-                self._deliver_send_results()
-                self._in_event = False
-                if self._due:
-                    self._run_due()
+        n = self._unreported
+        if n:
+            self._unreported = 0
+            # nobody hears of them when the user writes no SocketSendResult: simply done
+            if self._w_send and (self._state is S.CONNECTED or self._state is S.CLOSING):
+                self._event(self._sent, n)
         if self._draining and self._state is S.CLOSING and self._tr is not None:
             self._draining = False  # the last byte left: now our close
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
             self._close_output()
+
+    def _sent(self, n: int) -> None:
+        """`n` sends left for the kernel: their results, in order (in an event)."""
+        self._push_sent(n)
 
     def _all_sent(self) -> None:
         """Every byte written reached the kernel (a TLS socket's writer says so)."""
@@ -585,7 +575,7 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
             if self._blocked:
                 self._unreported += 1
             elif self._w_send:
-                self._send_due += 1
+                self._send_due += 1  # `_push_sent(1)`, written out
                 if not self._due:
                     self._due = True
                     if not self._in_event:
@@ -608,8 +598,7 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
         if self._blocked:
             self._unreported += 1
         elif self._w_send:
-            self._send_due += 1
-            self._mark_due()
+            self._push_sent(1)
 
     def Recv(
         self, buf: bytearray | memoryview, len: int | None = None, recvPartial: bool = False
@@ -653,7 +642,7 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
             self._rwant = n
             self._rpartial = recvPartial  # (`_rpos` is 0 while a connected socket has no Recv)
             if self._hstart != self._hend or self._peer_end is not None:
-                self._mark_due()
+                self._push(_HELD)
             return
         if st is S.CLOSING or st is S.CLOSED:
             return
@@ -682,7 +671,7 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
         self._rpos = 0
         self._rpartial = recvPartial
         if self._hstart != self._hend or self._peer_end is not None:
-            self._mark_due()
+            self._push(_HELD)
 
     def RecvCancel(self) -> None:
         """Cancel every pending `Recv`: `SocketRecvCanceled(socket, buf)` for each, later.
@@ -704,8 +693,8 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
         self._rbuf = self._rmv = None
         self._rpos = 0
         if "SocketRecvCanceled" not in self._skips:
-            self._canceled.extend(bufs)
-            self._mark_due()
+            for b in bufs:
+                self._push(("SocketRecvCanceled", (b,)))
 
     def _raw_socket(self) -> socket.socket | None:
         if self._lsock is not None:
@@ -737,13 +726,13 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
         self._check_alive("Shutdown")
         if st is S.CONNECTED:
             if self._peer_end is not None:
-                self._finish(self._peer_end, direct=False)
+                self._end(self._peer_end)
             else:
                 self._begin_close()
         elif st is S.CONNECTING or st is S.ACCEPTING:
             self._shutdown_wanted = True
         elif st in (S.IDLE, S.BINDING, S.BOUND, S.LISTENING):
-            self._finish(ShutdownReason.SOCKET_SHUTDOWN_NORMAL, direct=False)
+            self._end(ShutdownReason.SOCKET_SHUTDOWN_NORMAL)
 
     def _begin_close(self) -> None:
         self._set_state(S.CLOSING)
@@ -753,7 +742,7 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
         self._hstart = self._hend = 0
         tr = self._tr
         if tr is None:
-            self._finish(ShutdownReason.SOCKET_SHUTDOWN_NORMAL, direct=False)
+            self._end(ShutdownReason.SOCKET_SHUTDOWN_NORMAL)
             return
         if self._paused:
             self._paused = False
@@ -800,7 +789,7 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
             )
             self._tr = None
             tr.abort()
-            self._finish(ShutdownReason.SOCKET_LOST, direct=True)
+            self._event(self._end, ShutdownReason.SOCKET_LOST)
             return
         self._timer = self._loop.call_later(self._drain_poll(), self._drain_check)
 
@@ -836,11 +825,7 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
         # its transport: cancelling it (in _release) would make asyncio close the
         # transport the new owner takes over, so let it finish on its own
         self._task = None
-        self._set_state(S.CLOSED)
-        self._release()
-        self._canceled.clear()
-        self._send_due = self._unreported = 0
-        self._final_due = None
+        self._end(ShutdownReason.SOCKET_SHUTDOWN_NORMAL, silent=True)
         return tr, data
 
     # ------------------------------------------------------------------ server side
@@ -856,7 +841,7 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
         self._set_state(S.BINDING)
         if not 0 <= int(localPort) <= 65535:
             self._fail_log("Bind: address invalid", f"port {localPort} out of range")
-            self._finish(ShutdownReason.SOCKET_ADDRESS_INVALID, direct=False)
+            self._end(ShutdownReason.SOCKET_ADDRESS_INVALID)
             return
         self._task = self._loop.create_task(self._bind(localAddr, int(localPort), reuseAddr))
 
@@ -866,12 +851,12 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
         except AddressError as e:
             self._task = None
             self._fail_log("Bind: address invalid", e)
-            self._finish(ShutdownReason.SOCKET_ADDRESS_INVALID, direct=True)
+            self._event(self._end, ShutdownReason.SOCKET_ADDRESS_INVALID)
             return
         except OSError as e:
             self._task = None
             self._fail_log("Bind: cannot resolve", e)
-            self._finish(ShutdownReason.SOCKET_BIND_FAILED, direct=True)
+            self._event(self._end, ShutdownReason.SOCKET_BIND_FAILED)
             return
         self._task = None
         if self._state is not S.BINDING:
@@ -880,7 +865,7 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
             sock = socket.socket(family, socket.SOCK_STREAM)
         except OSError as e:
             self._fail_log("Bind: socket() failed", e)
-            self._finish(ShutdownReason.SOCKET_OPEN_FAILED, direct=True)
+            self._event(self._end, ShutdownReason.SOCKET_OPEN_FAILED)
             return
         try:
             sock.setblocking(False)
@@ -890,20 +875,20 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
         except OSError as e:
             sock.close()
             self._fail_log("Bind failed", e)
-            self._finish(bind_reason(e), direct=True)
+            self._event(self._end, bind_reason(e))
             return
         self._lsock = sock
         self._local = self._bound_name(sock)
         self._set_state(S.BOUND)
         if self._qos is not None:
             self._apply_qos()
-        self._in_event = True
+        self._event(self._bound)
+
+    def _bound(self) -> None:
+        """Bound (an event): the app hears of it; a `Listen` made meanwhile starts."""
         self._callback("SocketBindResult", self._local[0], self._local[1])
-        self._in_event = False
         if self._listen_wanted and self._state is S.BOUND:
             self._start_listen()
-        if self._due:
-            self._run_due()
 
     async def _bind_target(self, localAddr: str | None, localPort: int) -> tuple[int, Any]:
         if localAddr is None or localAddr == "":
@@ -947,7 +932,7 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
             self._loop.add_reader(sock.fileno(), self._on_accept_ready)
         except OSError as e:
             self._fail_log("Listen failed", e)
-            self._finish(ShutdownReason.SOCKET_LISTEN_FAILED, direct=False)
+            self._end(ShutdownReason.SOCKET_LISTEN_FAILED)
             return
         self._log.Log(self.LOG_FLAG, "%s %x: listening on %s:%d", self.KIND, id(self), *self._local)
 
@@ -974,7 +959,7 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
                     )
                     return
                 continue
-            self._incoming(conn, addr)
+            self._event(self._incoming, conn, addr)
 
     def _remote_of(self, addr: Any) -> tuple[str, int]:
         return format_ip(addr[0]), int(addr[1])
@@ -983,6 +968,7 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
         return type(self)(self._mux, None, self._log, self._use_ipv6)
 
     def _incoming(self, conn: socket.socket, addr: Any) -> None:
+        """A new connection (an event): offered to `SocketListenResult`."""
         conn.setblocking(False)
         if conn.family == socket.AF_INET or conn.family == socket.AF_INET6:
             # asyncio sets TCP_NODELAY only on sockets whose proto is IPPROTO_TCP, and an
@@ -992,19 +978,17 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
             except OSError:
                 pass
         new = self._new_accepted()
-        new._state = S.ACCEPTING
+        new._set_state(S.ACCEPTING)
         new._listener = self
         if self._qos is not None:
             new._qos = self._qos
         self._accept_target = new
         self._accept_decided = False
         self._in_listen_result = True
-        self._in_event = True
         try:
             self._callback("SocketListenResult", *self._remote_of(addr))
         finally:
             self._in_listen_result = False
-            self._in_event = False
             self._accept_target = None
         if new._user is None or new._state is not S.ACCEPTING:
             if self._log.LogFlagSet(self.LOG_FLAG):
@@ -1015,8 +999,6 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
             new._abandon()
         else:
             new._task = self._loop.create_task(new._start_accepted(conn))
-        if self._due:
-            self._run_due()
 
     async def _start_accepted(self, conn: socket.socket) -> None:
         try:
@@ -1029,7 +1011,7 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
             self._task = None
             if self._state is S.ACCEPTING:
                 self._fail_log("accept failed", repr(e))
-                self._finish(self._accept_reason(e), direct=True)
+                self._event(self._end, self._accept_reason(e))
         else:
             self._task = None
 

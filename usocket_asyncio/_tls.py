@@ -62,7 +62,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from ._api import ISocket, ISocketContext, ISocketProvider, USocket
-from ._base import S, SocketProviderBase, check_user
+from ._base import _HELD, S, SocketProviderBase, check_user
 from ._context import SocketContext, as_context
 from ._stream import HOLD_LIMIT, StreamSocket, connect_reason
 from ._types import LogFlags, ShutdownReason, SocketModeError
@@ -257,7 +257,7 @@ class TLSSocket(StreamSocket):
             self._task = None
             if self._state in _HANDSHAKING:
                 self._fail_log("TLS upgrade failed", ssl_detail(e))
-                self._finish(ShutdownReason.SOCKET_TLS_HANDSHAKE_FAILED, direct=True)
+                self._event(self._end, ShutdownReason.SOCKET_TLS_HANDSHAKE_FAILED)
             return
         self._task = None
         self._raw_tr = None
@@ -307,7 +307,7 @@ class TLSSocket(StreamSocket):
             return
         if self._hstart != self._hend:
             if self._rhead:
-                self._mark_due()
+                self._push(_HELD)
             elif self._hend - self._hstart >= HOLD_LIMIT and not self._paused:
                 self._paused = True
                 self._tr.pause_reading()
@@ -339,7 +339,7 @@ class TLSSocket(StreamSocket):
             return False
         if ok is not None and not ok:
             self._fail_log("ALPN", f"the app refused {proto!r}")
-            self._finish(ShutdownReason.SOCKET_ALPN_SELECTION_FAILED, direct=True)
+            self._end(ShutdownReason.SOCKET_ALPN_SELECTION_FAILED)
             return False
         return True
 

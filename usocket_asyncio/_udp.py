@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._address import Address, AddressError, format_ip, parse_address
 from ._api import Buffer, ISocketProvider, USocket
-from ._base import _LIVE, DeferringSocket, S, SocketProviderBase, State, off_loop
+from ._base import _HELD, _LIVE, S, SocketBase, SocketProviderBase, State, off_loop
 from ._datagram import DROP_LOG_EVERY as DROP_LOG_EVERY
 from ._datagram import Handover, RecvQueue, recv_view
 from ._stream import bind_reason
@@ -239,7 +239,7 @@ def copies_needed(transport: Any) -> bool:
     return not type(transport).__module__.startswith("asyncio")
 
 
-class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
+class UDPSocket(SocketBase, asyncio.DatagramProtocol):
     """A UDP socket: bound (`SendTo`, `SocketRecvFromResult`) or connected (`Send`,
     `SocketRecvResult`). See the module docstring for the rules."""
 
@@ -374,7 +374,7 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
         except OpenError as e:
             self._task = None
             self._fail_log(e.what, e.detail)
-            self._finish(e.reason, direct=True)
+            self._event(self._end, e.reason)
             return
         await self._attach(sock)
 
@@ -397,7 +397,7 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
             target = parse_address(address, need_port=True)
         except AddressError as e:
             self._fail_log("Connect: address invalid", e)
-            self._finish(ShutdownReason.SOCKET_ADDRESS_INVALID, direct=False)
+            self._end(ShutdownReason.SOCKET_ADDRESS_INVALID)
             return
         self._task = self._loop.create_task(self._connect(target))
 
@@ -410,7 +410,7 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
         except OpenError as e:
             self._task = None
             self._fail_log(e.what, e.detail)
-            self._finish(e.reason, direct=True)
+            self._event(self._end, e.reason)
             return
         await self._attach(sock)
 
@@ -429,7 +429,7 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
                 sock.close()
             if self._state is S.BINDING or self._state is S.CONNECTING:
                 self._fail_log("cannot open the transport", repr(e))
-                self._finish(ShutdownReason.SOCKET_OPEN_FAILED, direct=True)
+                self._event(self._end, ShutdownReason.SOCKET_OPEN_FAILED)
             return
         self._task = None
 
@@ -457,7 +457,11 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
                 self._apply_qos()
             if bound and not self._reuse:
                 self._clear_reuse(tr)
-        self._in_event = True
+        self._event(self._opened, bound)
+
+    def _opened(self, bound: bool) -> None:
+        """Bound or connected (an event): cached datagrams go out, the app hears of it,
+        and a `Shutdown` made meanwhile begins."""
         cache, self._cache = self._cache, []
         for data, dst in cache:
             if bound:
@@ -468,11 +472,8 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
             self._callback("SocketBindResult", self._local[0], self._local[1])
         else:
             self._callback("SocketConnectComplete")
-        self._in_event = False
         if self._shutdown_wanted and self._state in _OPEN:
             self._begin_close()
-        if self._due:
-            self._run_due()
 
     def _clear_reuse(self, tr: Any) -> None:
         """libuv (uvloop) turns SO_REUSEADDR on for every UDP socket it opens; without
@@ -490,8 +491,7 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
             addr = self._dest(dst[0], dst[1])
         except ValueError as e:
             self._fail_log("SendTo dropped", e)
-            self._send_due += 1
-            self._mark_due()
+            self._push_sent(1)
             return
         self._put(data, addr)
 
@@ -504,11 +504,7 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
         if not rq or q.held:
             q.hold(data, addr)
             if rq:
-                self._in_event = True
-                self._deliver_held()
-                self._in_event = False
-                if self._due:
-                    self._run_due()
+                self._event(self._deliver_held)
             return
         buf, mv = rq.popleft()
         n = data.__len__()
@@ -517,6 +513,7 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
         else:
             n = q.truncate(mv, data)
         mv.release()  # the buffer is the app's again: it may resize it in the callback
+        # the per-datagram event, written out (not `_event`): see EVENT_INLINE_IR
         self._in_event = True
         try:
             if st is S.CONNECTED:
@@ -528,9 +525,7 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
                 self._src_port = port = addr[1]
                 self._user.SocketRecvFromResult(self, buf, n, ip, port)
         except Exception as e:
-            self._loop.call_exception_handler(
-                {"message": "exception in a receive callback", "exception": e, "socket": self}
-            )
+            self._raised("SocketRecvResult" if st is S.CONNECTED else "SocketRecvFromResult", e)
         self._in_event = False
         if self._due:
             self._run_due()
@@ -565,29 +560,33 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._tr = None
         self._sock = None
+        self._event(self._lost, exc)
+
+    def _lost(self, exc: Exception | None) -> None:
+        """The transport is gone (an event)."""
         st = self._state
         if st is S.CLOSING:
             if exc is not None:
                 self._fail_log("lost while closing", repr(exc))
-            self._finish(ShutdownReason.SOCKET_SHUTDOWN_NORMAL, direct=True)
+            self._end(ShutdownReason.SOCKET_SHUTDOWN_NORMAL)
         elif st is S.BOUND or st is S.CONNECTED:
             self._fail_log("transport lost", repr(exc))
-            self._finish(ShutdownReason.SOCKET_LOST, direct=True)
+            self._end(ShutdownReason.SOCKET_LOST)
 
     def pause_writing(self) -> None:
         self._blocked = True
 
     def resume_writing(self) -> None:
         self._blocked = False
-        if self._unreported:
-            self._send_due += self._unreported
+        n = self._unreported
+        if n:
             self._unreported = 0
-            if self._state in _OPEN or self._state is S.CLOSING:
-                self._in_event = True
-                self._deliver_send_results()
-                self._in_event = False
-                if self._due:
-                    self._run_due()
+            if self._w_send and (self._state in _OPEN or self._state is S.CLOSING):
+                self._event(self._sent, n)
+
+    def _sent(self, n: int) -> None:
+        """`n` datagrams left for the kernel: their results, in order (in an event)."""
+        self._push_sent(n)
 
     # ------------------------------------------------------------------ ISocket: data
 
@@ -622,8 +621,8 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
             self._send_empty(addr)
         if self._blocked:
             self._unreported += 1
-        else:
-            self._send_due += 1
+        elif self._w_send:
+            self._send_due += 1  # `_push_sent(1)`, written out
             if not self._due:
                 self._due = True
                 if not self._in_event:
@@ -793,7 +792,7 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
                 )
             q.rq.append((buf, mv))
             if q.held:
-                self._mark_due()
+                self._push(_HELD)
             return
         if st is S.CLOSING or st is S.CLOSED:
             return
@@ -801,7 +800,7 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
             self._check_alive("Recv")
         q.rq.append((buf, recv_view(buf, len, "Recv")))
         if q.held:
-            self._mark_due()
+            self._push(_HELD)
 
     def RecvCancel(self) -> None:
         """Cancel every pending `Recv`: one `SocketRecvCanceled(socket, buf)` each, in
@@ -809,8 +808,8 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
         self._check_alive("RecvCancel")
         if not self._q.rq:
             return
-        self._canceled.extend(self._q.cancel())
-        self._mark_due()
+        for b in self._q.cancel():
+            self._push(("SocketRecvCanceled", (b,)))
 
     # ------------------------------------------------------------------ ISocket: the rest
 
@@ -853,7 +852,7 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
         elif st is S.BINDING or st is S.CONNECTING:
             self._shutdown_wanted = True
         elif st is S.IDLE:
-            self._finish(ShutdownReason.SOCKET_SHUTDOWN_NORMAL, direct=False)
+            self._end(ShutdownReason.SOCKET_SHUTDOWN_NORMAL)
 
     def hand_over(self) -> Handover:
         """Give the transport and the datagrams read so far to the DTLS socket that takes
@@ -864,12 +863,10 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
         peer = tr.get_extra_info("peername") if tr is not None else None
         self._tr = None
         self._sock = None
-        self._q.clear()
-        self._cache.clear()
-        self._canceled.clear()
-        self._send_due = self._unreported = 0
-        self._set_state(S.CLOSED)  # silently: its user gets no further callback
-        self._user = None
+        # inside SocketConnectComplete the opening task still awaits its transport:
+        # cancelling it (in _release) would close the transport the new owner takes over
+        self._task = None
+        self._end(ShutdownReason.SOCKET_SHUTDOWN_NORMAL, silent=True)  # its user hears no more
         return Handover(tr, held, peer, self._local, self._server_name)
 
     def hand_over_refusal(self) -> str | None:
@@ -892,7 +889,7 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
         self._q.clear()
         tr = self._tr
         if tr is None:
-            self._finish(ShutdownReason.SOCKET_SHUTDOWN_NORMAL, direct=False)
+            self._end(ShutdownReason.SOCKET_SHUTDOWN_NORMAL)
             return
         tr.close()  # sends what it queues first, then connection_lost
 
