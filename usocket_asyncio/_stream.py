@@ -379,7 +379,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
                     self._rhead = False
                     self._rbuf = self._rmv = None
                 self._rpos = 0
-                # the per-read event, written out (not `_event`): see EVENT_INLINE_IR
+                # the per-read event, written out: see `SocketBase._event`
                 self._in_event = True
                 try:
                     self._user.SocketRecvResult(self, buf, pos)

@@ -513,7 +513,7 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
         else:
             n = q.truncate(mv, data)
         mv.release()  # the buffer is the app's again: it may resize it in the callback
-        # the per-datagram event, written out (not `_event`): see EVENT_INLINE_IR
+        # the per-datagram event, written out: see `SocketBase._event`
         self._in_event = True
         try:
             if st is S.CONNECTED:
