@@ -21,7 +21,7 @@ import pytest
 
 import usocket_asyncio
 from usocket_asyncio import IInstanceLog, IIoMux, ISocket, LogFlags, ShutdownReason, USocket
-from usocket_asyncio._stream import _LIVE
+from usocket_asyncio._base import LIVE
 
 LOOPS = ["asyncio", "uvloop"]
 
@@ -100,7 +100,7 @@ def mux(request: pytest.FixtureRequest) -> Iterator[Mux]:
     finally:
         loop = m.loop
         # a failed test may leave sockets behind: delete them, or uvloop's close() waits on them
-        for sock in [s for s in _LIVE if getattr(s, "_loop", None) is loop]:
+        for sock in [s for s in LIVE if getattr(s, "_loop", None) is loop]:
             with contextlib.suppress(Exception):
                 sock.Delete()
         with contextlib.suppress(Exception):

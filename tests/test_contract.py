@@ -49,7 +49,8 @@ from usocket_asyncio import (
     ShutdownReason,
     SocketModeError,
 )
-from usocket_asyncio._stream import _LIVE, HOLD_LIMIT
+from usocket_asyncio._base import LIVE
+from usocket_asyncio._stream import HOLD_LIMIT
 
 R = ShutdownReason
 
@@ -605,7 +606,7 @@ def test_nothing_kept_calls_before_run_provider_and_context_deleted(
     assert crec.received == b"pong" and srec.received == b"before loop"
     ended_once(crec, R.SOCKET_SHUTDOWN_NORMAL)
     ended_once(srec, R.SOCKET_SHUTDOWN_BY_PEER)
-    live = [s for s in _LIVE if getattr(s, "_loop", None) is mux.loop]
+    live = [s for s in LIVE if getattr(s, "_loop", None) is mux.loop]
     assert len(live) == 3, live
     delete(*live)
     mux.run_for(0.05)
@@ -690,7 +691,7 @@ def test_sendto_is_ignored_on_connected_sockets(
     mux.run_until(lambda: srec.received != b"" and crec.sends_done == 1)
     mux.run_for(0.05)
     assert srec.received == b"sent" and crec.names() == ["connect", "send"]
-    delete(csock, lsock, *[s for s in _LIVE if getattr(s, "_user", None) is srec])
+    delete(csock, lsock, *[s for s in LIVE if getattr(s, "_user", None) is srec])
 
 
 @pytest.mark.parametrize("name", ["tls", "dtls"])
@@ -1286,7 +1287,7 @@ def test_second_bind_or_connect_raises_and_accept_returns_none(
         mux.run_until(lambda: "connect" in crec.names() and bool(accepted))
         assert accepted == [None]
     assert lrec.shutdown is None and crec.shutdown is None
-    delete(csock, lsock, *[s for s in _LIVE if getattr(s, "_loop", None) is mux.loop])
+    delete(csock, lsock, *[s for s in LIVE if getattr(s, "_loop", None) is mux.loop])
 
 
 # --------------------------------------------------------------------------- item 5: TLS close

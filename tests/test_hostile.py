@@ -960,9 +960,9 @@ class SocketMachine:
                     e.rec.gone = "deleted"
             self.mux.run_for(0.02)
             self.check()
-            from usocket_asyncio._stream import _LIVE
+            from usocket_asyncio._base import LIVE
 
-            left = [s for s in _LIVE if getattr(s, "_loop", None) is self.mux.loop]
+            left = [s for s in LIVE if getattr(s, "_loop", None) is self.mux.loop]
             assert not left, f"deleted sockets still held by the library: {left}"
             STATS["runs"] += 1
             STATS["calls"] += self.calls

@@ -23,7 +23,7 @@ from usocket_asyncio import (
     SocketModeError,
     _udp,
 )
-from usocket_asyncio._stream import _LIVE, State
+from usocket_asyncio._base import LIVE, State
 from usocket_asyncio._udp import HOLD_BYTES, HOLD_DATAGRAMS, UDP_TRANSITIONS, UDPSocket
 
 needs_ipv6 = pytest.mark.skipif(not have_ipv6(), reason="no IPv6 loopback")
@@ -587,7 +587,7 @@ def test_nothing_after_delete(mux: Mux, log: IInstanceLog, peer4: socket.socket)
     for fn, args in calls:
         with pytest.raises(SocketModeError, match="Delete"):
             fn(*args)
-    assert sock not in _LIVE
+    assert sock not in LIVE
     # deleting while the bind is in progress: no callback either
     r2 = Recorder()
     s2 = udp(mux, log, r2)
@@ -803,7 +803,7 @@ def test_set_user_and_library_holds_the_socket(
     first.hooks["bind"] = lambda s, a, p: port_holder.append(p)
     del sock  # the library holds it (item 0)
     mux.run_until(lambda: bool(port_holder))
-    live = [s for s in _LIVE if isinstance(s, UDPSocket) and s._user is first]
+    live = [s for s in LIVE if isinstance(s, UDPSocket) and s._user is first]
     assert len(live) == 1
     sock2 = live[0]
     sock2.SetUser(second)

@@ -24,7 +24,7 @@ then `_replay_held` delivers what was recorded, in order, from the loop.
 
 Only slow paths live here; each kind keeps its per-event methods (receive, send) to
 itself, so no event pays for an extra call. Every socket the library made stays in
-`_LIVE` until the app deletes it, so the app need keep no reference.
+`LIVE` until the app deletes it, so the app need keep no reference.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from ._log import IInstanceLog
 
 # Every socket the library made, until the app deletes it (the app need keep no reference).
-_LIVE: set[ISocket] = set()
+LIVE: set[ISocket] = set()
 
 OPTIONAL_CALLBACKS: Final = (
     "SocketConnectComplete",
@@ -122,10 +122,10 @@ class S:
     DELETED: Final = State.DELETED
 
 
-_ENDED = (S.CLOSED, S.DELETED)
+ENDED = (S.CLOSED, S.DELETED)
 
 
-def _as_view(buf: Any, what: str) -> memoryview:
+def as_view(buf: Any, what: str) -> memoryview:
     try:
         mv = memoryview(buf)
     except TypeError:
@@ -137,7 +137,7 @@ def _as_view(buf: Any, what: str) -> memoryview:
     return mv
 
 
-def _current_task(loop: asyncio.AbstractEventLoop) -> asyncio.Task[Any] | None:
+def current_task(loop: asyncio.AbstractEventLoop) -> asyncio.Task[Any] | None:
     try:
         return asyncio.current_task(loop)
     except RuntimeError:
@@ -296,7 +296,7 @@ class SocketProviderBase(ISocketProvider):
 _END: Final = "SocketShutdown"
 _SENT: Final[tuple[str, tuple[Any, ...]]] = ("SocketSendResult", ())
 """The queue entry of one send result (one shared tuple: queueing it allocates nothing)."""
-_HELD: Final[tuple[str, tuple[Any, ...]]] = ("", ())
+HELD: Final[tuple[str, tuple[Any, ...]]] = ("", ())
 """The queue entry that hands held data to the pending Recvs (the kind's `_run_due_held`)."""
 
 
@@ -498,7 +498,7 @@ class SocketBase(ISocket):
 
     def _run_due(self) -> None:
         """Deliver the queue, in the order it was filled (never inside an app call):
-        callbacks, `_HELD` (the kind hands held data to pending Recvs) and the end,
+        callbacks, `HELD` (the kind hands held data to pending Recvs) and the end,
         after which nothing more is delivered. What the callbacks queue meanwhile
         follows in the same run."""
         if not self._due:
@@ -532,7 +532,7 @@ class SocketBase(ISocket):
             self._due = False
 
     def _run_due_held(self) -> None:
-        """Hook for `_HELD`: hand held data to the pending Recvs that can take it now
+        """Hook for `HELD`: hand held data to the pending Recvs that can take it now
         (and whatever follows from that, such as the end after a peer's close)."""
 
     # ------------------------------------------------------------------ the end
@@ -581,13 +581,13 @@ class SocketBase(ISocket):
         self._send_due = self._unreported = 0
         self._due = False
         self._user = None
-        _LIVE.discard(self)
+        LIVE.discard(self)
 
     def _cancel_task(self) -> asyncio.Task[None] | None:
         """Cancel the socket's task (unless it is the one running this) and forget it;
         returns it (None when there was none)."""
         task, self._task = self._task, None
-        if task is not None and not task.done() and task is not _current_task(self._loop):
+        if task is not None and not task.done() and task is not current_task(self._loop):
             task.cancel()
         return task
 

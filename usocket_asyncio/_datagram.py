@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from ._base import _as_view
+from ._base import as_view
 
 if TYPE_CHECKING:
     from ._log import IInstanceLog
@@ -47,7 +47,7 @@ def recv_view(buf: Any, len: int | None, call: str) -> memoryview:
         TypeError: `buf` is no buffer.
         ValueError: `buf` is read-only or not contiguous, or `len` is not 1..len(buf).
     """
-    mv = _as_view(buf, call)
+    mv = as_view(buf, call)
     if mv.readonly:
         raise ValueError(
             f"{call}: the buffer is read-only; pass a bytearray or a writable memoryview"

@@ -70,7 +70,7 @@ from OpenSSL import SSL
 
 from ._address import Address, AddressError, format_ip, parse_address
 from ._api import Buffer, ISocket, USocket
-from ._base import _ENDED, _LIVE, S, SocketBase, State, _as_view
+from ._base import ENDED, LIVE, S, SocketBase, State, as_view
 from ._context import SocketContext
 from ._datagram import RecvQueue, recv_view
 from ._dtls_core import COOKIE_WINDOW as COOKIE_WINDOW
@@ -199,7 +199,7 @@ class _Endpoint(asyncio.DatagramProtocol):
         users = [u for u in (self.owner, self.listener) if u is not None]
         users += list(self.peers.values())
         for u in users:
-            if u._state not in _ENDED:
+            if u._state not in ENDED:
                 u._event(u._lost, exc)
 
     def send(self, data: bytes, addr: Any) -> None:
@@ -292,7 +292,7 @@ class DTLSSocket(SocketBase):
         self._accept_decided = False
         self._accept_user: USocket | None = None
         self._in_alpn = False
-        _LIVE.add(self)
+        LIVE.add(self)
 
     def __repr__(self) -> str:
         return f"<DTLSSocket {self._kind} {self._state.value} {self._local[0]}:{self._local[1]}>"
@@ -345,7 +345,7 @@ class DTLSSocket(SocketBase):
             if core is not None:
                 core.abort()
             self._check_end()
-        elif self._state not in _ENDED:
+        elif self._state not in ENDED:
             self._fail_log("transport lost", repr(exc))
             self._end(ShutdownReason.SOCKET_LOST)
 
@@ -393,7 +393,7 @@ class DTLSSocket(SocketBase):
 
     def _fire(self) -> None:
         core = self._core
-        if core is None or self._state in _ENDED:
+        if core is None or self._state in ENDED:
             return
         # the loop may run a handle up to its clock resolution early
         core.handle_timer(max(self._loop.time(), self._timer_at))
@@ -531,7 +531,7 @@ class DTLSSocket(SocketBase):
                 sock.close()
             self._event(self._open_failed, OpenError(ShutdownReason.SOCKET_OPEN_FAILED, "open", e))
             return False
-        if self._state in _ENDED:
+        if self._state in ENDED:
             ep.tr.abort()
             return False
         ep.qos_sock = sock
@@ -597,7 +597,7 @@ class DTLSSocket(SocketBase):
 
     def _on_datagram(self, data: bytes) -> None:
         core = self._core
-        if core is None or self._state in _ENDED or not data:
+        if core is None or self._state in ENDED or not data:
             return  # a zero-length datagram holds no record
         core.receive_datagram(data, self._loop.time())
         self._pump()
@@ -828,7 +828,7 @@ class DTLSSocket(SocketBase):
         )
         self._begin(self._new_core(config, peer, self._verify_name))
         for d in held:
-            if self._state in _ENDED:
+            if self._state in ENDED:
                 break
             self._on_datagram(d)
 
@@ -881,7 +881,7 @@ class DTLSSocket(SocketBase):
         """
         st = self._state
         self._check_alive("Send")
-        mv = _as_view(buf, "Send")
+        mv = as_view(buf, "Send")
         if len is not None:
             if len < 0 or len > mv.nbytes:
                 raise ValueError(f"Send: len={len} but the buffer holds {mv.nbytes} bytes")

@@ -59,11 +59,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from ._address import AddressError, format_ip, parse_address
 from ._api import Buffer, USocket
-from ._base import _ENDED, _HELD, S, SocketBase, off_loop
-from ._base import _LIVE as _LIVE  # the names other modules knew from here
-from ._base import State as State
-from ._base import _as_view as _as_view
-from ._base import _current_task as _current_task
+from ._base import ENDED, HELD, LIVE, S, SocketBase, State, off_loop
 from ._types import LogFlags, ShutdownReason, SocketModeError
 
 if TYPE_CHECKING:
@@ -204,7 +200,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         self._accept_decided = False
         self._accept_target: StreamSocket | None = None
         self._listener: StreamSocket | None = None
-        _LIVE.add(self)
+        LIVE.add(self)
 
     # ------------------------------------------------------------------ state machine
 
@@ -224,9 +220,9 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
     # ------------------------------------------------------------------ deferral, the end
 
     def _run_due_held(self) -> None:
-        if self._hstart != self._hend and self._rhead and self._state not in _ENDED:
+        if self._hstart != self._hend and self._rhead and self._state not in ENDED:
             self._deliver_held()
-        if self._peer_end is not None and self._state not in _ENDED:
+        if self._peer_end is not None and self._state not in ENDED:
             self._check_end()
 
     def _release(self) -> None:
@@ -642,7 +638,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
             self._rwant = n
             self._rpartial = recvPartial  # (`_rpos` is 0 while a connected socket has no Recv)
             if self._hstart != self._hend or self._peer_end is not None:
-                self._push(_HELD)
+                self._push(HELD)
             return
         if st is S.CLOSING or st is S.CLOSED:
             return
@@ -671,7 +667,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         self._rpos = 0
         self._rpartial = recvPartial
         if self._hstart != self._hend or self._peer_end is not None:
-            self._push(_HELD)
+            self._push(HELD)
 
     def RecvCancel(self) -> None:
         """Cancel every pending `Recv`: `SocketRecvCanceled(socket, buf)` for each, later.

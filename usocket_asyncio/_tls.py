@@ -62,7 +62,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from ._api import ISocket, ISocketContext, ISocketProvider, USocket
-from ._base import _HELD, S, SocketProviderBase, check_user
+from ._base import HELD, S, SocketProviderBase, check_user
 from ._context import SocketContext, as_context
 from ._stream import HOLD_LIMIT, StreamSocket, connect_reason
 from ._types import LogFlags, ShutdownReason, SocketModeError
@@ -307,7 +307,7 @@ class TLSSocket(StreamSocket):
             return
         if self._hstart != self._hend:
             if self._rhead:
-                self._push(_HELD)
+                self._push(HELD)
             elif self._hend - self._hstart >= HOLD_LIMIT and not self._paused:
                 self._paused = True
                 self._tr.pause_reading()

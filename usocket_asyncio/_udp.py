@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._address import Address, AddressError, format_ip, parse_address
 from ._api import Buffer, ISocketProvider, USocket
-from ._base import _HELD, _LIVE, S, SocketBase, SocketProviderBase, State, off_loop
+from ._base import HELD, LIVE, S, SocketBase, SocketProviderBase, State, off_loop
 from ._datagram import DROP_LOG_EVERY as DROP_LOG_EVERY
 from ._datagram import Handover, RecvQueue, recv_view
 from ._stream import bind_reason
@@ -291,7 +291,7 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
         self._src: Any = None
         self._src_ip: Any = None
         self._src_port = -1
-        _LIVE.add(self)
+        LIVE.add(self)
 
     @property
     def dropped(self) -> int:
@@ -792,7 +792,7 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
                 )
             q.rq.append((buf, mv))
             if q.held:
-                self._push(_HELD)
+                self._push(HELD)
             return
         if st is S.CLOSING or st is S.CLOSED:
             return
@@ -800,7 +800,7 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
             self._check_alive("Recv")
         q.rq.append((buf, recv_view(buf, len, "Recv")))
         if q.held:
-            self._push(_HELD)
+            self._push(HELD)
 
     def RecvCancel(self) -> None:
         """Cancel every pending `Recv`: one `SocketRecvCanceled(socket, buf)` each, in
