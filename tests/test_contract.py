@@ -465,8 +465,8 @@ def test_tls_connect_rejected_by_a_closed_port(mux: Mux) -> None:
 @pytest.mark.parametrize("kind", ["tls", "dtls"])
 def test_secure_open_failed(mux: Mux, kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """socket() itself fails (EMFILE): SOCKET_OPEN_FAILED with the errno logged."""
+    import usocket_asyncio._datagram as datagram
     import usocket_asyncio._stream as stream
-    import usocket_asyncio._udp as udp
 
     class NoSocket:
         def __getattr__(self, name: str) -> Any:
@@ -476,7 +476,7 @@ def test_secure_open_failed(mux: Mux, kind: str, monkeypatch: pytest.MonkeyPatch
         def socket(*args: Any, **kw: Any) -> socket.socket:
             raise OSError(errno.EMFILE, "Too many open files")
 
-    monkeypatch.setattr(udp if kind == "dtls" else stream, "socket", NoSocket())
+    monkeypatch.setattr(datagram if kind == "dtls" else stream, "socket", NoSocket())
     sock, rec, lines = secure_sock(mux, kind)
     call(rec, sock.Bind, "127.0.0.1", 0)
     ends_with(mux, rec, R.SOCKET_OPEN_FAILED)

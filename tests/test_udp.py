@@ -21,6 +21,7 @@ from usocket_asyncio import (
     ISocket,
     ShutdownReason,
     SocketModeError,
+    _datagram,
     _udp,
 )
 from usocket_asyncio._base import LIVE, State
@@ -681,11 +682,12 @@ def test_bind_failed_and_open_failed(
         def bind(self, addr: Any) -> None:
             raise PermissionError(13, "Permission denied")
 
-    # patch the module as _udp sees it, not the socket module the loops use too
+    # patch the module as _datagram (which opens the UDP sockets) sees it, not the
+    # socket module the loops use too
     fake = types.ModuleType("socket")
     fake.__dict__.update(socket.__dict__)
     fake.socket = NoBind  # type: ignore[attr-defined]
-    monkeypatch.setattr(_udp, "socket", fake)
+    monkeypatch.setattr(_datagram, "socket", fake)
     rec = Recorder()
     sock = udp(mux, log, rec)
     call(rec, sock.Bind, "127.0.0.1", 0)

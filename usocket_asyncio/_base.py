@@ -307,6 +307,7 @@ class SocketBase(ISocket):
 
     __slots__ = (
         "__weakref__",
+        "_blocked",
         "_due",
         "_in_event",
         "_local",
@@ -347,8 +348,10 @@ class SocketBase(ISocket):
         self._queue: deque[tuple[str, tuple[Any, ...]]] = deque()
         self._send_due = 0
         self._unreported = 0
+        self._blocked = False
         self._due = False
         self._in_event = False
+        LIVE.add(self)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._state.value} {self._local[0]}:{self._local[1]}>"
@@ -358,6 +361,10 @@ class SocketBase(ISocket):
     def _set_state(self, new: State) -> None:
         old = self._state
         if new not in self.TRANSITIONS[old]:
+            if old is S.DELETED:
+                raise SocketModeError(
+                    "the socket was deleted; make a new one with the provider's CreateSocket"
+                )
             raise SocketModeError(self._illegal(old, new))
         self._state = new
         if self._log.LogFlagSet(self.LOG_FLAG):
@@ -367,9 +374,8 @@ class SocketBase(ISocket):
 
     @staticmethod
     def _illegal(old: State, new: State) -> str:
-        """Hook: the sentence for a move the table forbids (what to do instead)."""
-        if old is S.DELETED:
-            return "the socket was deleted; make a new one with the provider's CreateSocket"
+        """Hook: the sentence for a move the table forbids (what to do instead; a
+        deleted socket's is `_set_state`'s)."""
         return f"a socket that is {old.value} cannot become {new.value}"
 
     def _check_thread(self, call: str) -> None:
@@ -488,6 +494,14 @@ class SocketBase(ISocket):
             if not self._in_event:
                 self._mux._deferred.add(self)
 
+    def _count_send(self) -> None:
+        """One send was handed to the transport: its result is due now, or, while the
+        transport holds bytes back (`_blocked`), once they left (`resume_writing`)."""
+        if self._blocked:
+            self._unreported += 1
+        elif self._w_send:
+            self._push_sent(1)
+
     def _emit(self, name: str, *args: Any) -> None:
         """Queue the callback `name(*args)` (nothing once the socket has ended: its
         `SocketShutdown` is the last)."""
@@ -562,6 +576,11 @@ class SocketBase(ISocket):
             self._log.Log(self.LOG_FLAG, "%s %x: shutdown %s", self.KIND, id(self), reason.name)
         self._release()
         self._push((_END, (reason,)))
+
+    def _open_failed(self, reason: ShutdownReason, what: str, detail: object) -> None:
+        """Opening failed (an event: a task's or a transport's): log why, then end."""
+        self._fail_log(what, detail)
+        self._end(reason)
 
     def _abandon(self) -> None:
         """Forget a socket the app never got (a denied connection, a failed upgrade):

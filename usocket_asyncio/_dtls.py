@@ -64,15 +64,23 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from OpenSSL import SSL
 
 from ._address import Address, AddressError, format_ip, parse_address
 from ._api import Buffer, ISocket, USocket
-from ._base import ENDED, LIVE, S, SocketBase, State, as_view
+from ._base import ENDED, S, SocketBase, State, as_view
 from ._context import SocketContext
-from ._datagram import RecvQueue, recv_view
+from ._datagram import (
+    OpenError,
+    RecvQueue,
+    clear_reuse,
+    copies_needed,
+    open_bound,
+    open_connected,
+    recv_view,
+)
 from ._dtls_core import COOKIE_WINDOW as COOKIE_WINDOW
 from ._dtls_core import DEFAULT_MTU as DEFAULT_MTU
 from ._dtls_core import DTLS1_2_VERSION as DTLS1_2_VERSION
@@ -102,15 +110,7 @@ from ._dtls_core import name_matches as name_matches
 from ._dtls_core import pack_records as pack_records
 from ._dtls_core import split_records as split_records
 from ._types import IPaddr, LogFlags, ShutdownReason, SocketModeError
-from ._udp import (
-    OpenError,
-    UDPSocket,
-    bind_target,
-    bound_udp_socket,
-    connect_infos,
-    connected_udp_socket,
-    copies_needed,
-)
+from ._udp import UDPSocket
 
 if TYPE_CHECKING:
     from ._iomux import IIoMux
@@ -257,9 +257,9 @@ class DTLSSocket(SocketBase):
         "_verify_name",
     )
 
-    TRANSITIONS: ClassVar[dict[State, frozenset[State]]] = DTLS_TRANSITIONS
-    LOG_FLAG: ClassVar[int] = LogFlags.LOG_DTLS
-    KIND: ClassVar[str] = "dtls"
+    TRANSITIONS = DTLS_TRANSITIONS
+    LOG_FLAG = LogFlags.LOG_DTLS
+    KIND = "dtls"
 
     def __init__(
         self, iomux: IIoMux, user: USocket | None, log: IInstanceLog, useIPv6: bool,
@@ -292,7 +292,6 @@ class DTLSSocket(SocketBase):
         self._accept_decided = False
         self._accept_user: USocket | None = None
         self._in_alpn = False
-        LIVE.add(self)
 
     def __repr__(self) -> str:
         return f"<DTLSSocket {self._kind} {self._state.value} {self._local[0]}:{self._local[1]}>"
@@ -301,8 +300,6 @@ class DTLSSocket(SocketBase):
 
     @staticmethod
     def _illegal(old: State, new: State) -> str:
-        if old is S.DELETED:
-            return "the socket was deleted; make a new one with the provider's CreateSocket"
         if new in (S.CONNECTING, S.BINDING):
             return (
                 f"Connect/Bind on a DTLS socket that is {old.value}: the first of Bind or "
@@ -494,19 +491,8 @@ class DTLSSocket(SocketBase):
         self._task = self._loop.create_task(self._connect(target))
 
     async def _connect(self, target: Address) -> None:
-        try:
-            infos = await connect_infos(self._loop, target, self._use_ipv6)
-            if self._state is not S.CONNECTING:
-                return
-            sock = connected_udp_socket(infos)
-        except OpenError as e:
-            self._task = None
-            self._event(self._open_failed, e)
-            return
-        if not await self._attach(sock):
-            return
-        self._task = None
-        self._event(self._start_client)
+        if await self._attach(await open_connected(self._loop, target, self._use_ipv6)):
+            self._event(self._start_client)
 
     def _refused(self, exc: Exception) -> None:
         """The peer's host refused the ClientHello (ICMP port unreachable): nobody serves
@@ -514,11 +500,17 @@ class DTLSSocket(SocketBase):
         self._fail_log("Connect: refused during the handshake", repr(exc))
         self._end(ShutdownReason.SOCKET_CONNECT_REJECTED)
 
-    def _open_failed(self, e: OpenError) -> None:
-        self._fail_log(e.what, e.detail)
-        self._end(e.reason)
-
-    async def _attach(self, sock: socket.socket) -> bool:
+    async def _attach(self, opened: socket.socket | OpenError) -> bool:
+        """An endpoint over the socket opened (True), or the end with the reason it
+        could not be opened (False)."""
+        if isinstance(opened, OpenError):
+            self._task = None
+            self._event(self._open_failed, opened.reason, opened.what, opened.detail)
+            return False
+        sock = opened
+        if self._state is not S.BINDING and self._state is not S.CONNECTING:
+            sock.close()
+            return False
         ep = _Endpoint()
         try:
             await self._loop.create_datagram_endpoint(lambda: ep, sock=sock)
@@ -529,8 +521,9 @@ class DTLSSocket(SocketBase):
             self._task = None
             if ep.tr is None:
                 sock.close()
-            self._event(self._open_failed, OpenError(ShutdownReason.SOCKET_OPEN_FAILED, "open", e))
+            self._event(self._open_failed, ShutdownReason.SOCKET_OPEN_FAILED, "open", e)
             return False
+        self._task = None
         if self._state in ENDED:
             ep.tr.abort()
             return False
@@ -646,20 +639,14 @@ class DTLSSocket(SocketBase):
         self._task = self._loop.create_task(self._bind(localAddr, port, reuseAddr))
 
     async def _bind(self, localAddr: str | None, localPort: int, reuseAddr: bool) -> None:
-        try:
-            family, sockaddr = await bind_target(self._loop, localAddr, localPort, self._use_ipv6)
-            if self._state is not S.BINDING:
-                return
-            sock = bound_udp_socket(family, sockaddr, reuseAddr)
-        except OpenError as e:
-            self._task = None
-            self._event(self._open_failed, e)
+        opened = await open_bound(self._loop, localAddr, localPort, reuseAddr, self._use_ipv6)
+        if not await self._attach(opened):
             return
-        if not await self._attach(sock):
-            return
-        self._task = None
         if not reuseAddr and self._ep is not None:
-            _clear_reuse(self._ep.tr)
+            try:
+                clear_reuse(self._ep.tr)
+            except OSError as e:
+                self._fail_log("cannot clear SO_REUSEADDR", e)
         self._event(self._bound)
 
     def _bound(self) -> None:
@@ -1008,17 +995,6 @@ class DTLSSocket(SocketBase):
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _clear_reuse(tr: Any) -> None:
-    """libuv (uvloop) sets SO_REUSEADDR on every UDP socket; without `reuseAddr` the
-    port must stay ours alone."""
-    sock = tr.get_extra_info("socket") if tr is not None else None
-    try:
-        if sock is not None and sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)
-    except OSError:
-        pass
 
 
 def create_dtls_socket(

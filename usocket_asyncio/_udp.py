@@ -55,14 +55,22 @@ import errno
 import ipaddress
 import socket
 from asyncio import _get_running_loop
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from ._address import Address, AddressError, format_ip, parse_address
 from ._api import Buffer, ISocketProvider, USocket
-from ._base import HELD, LIVE, S, SocketBase, SocketProviderBase, State, off_loop
+from ._base import HELD, S, SocketBase, SocketProviderBase, State, off_loop
 from ._datagram import DROP_LOG_EVERY as DROP_LOG_EVERY
-from ._datagram import Handover, RecvQueue, recv_view
-from ._stream import bind_reason
+from ._datagram import (
+    Handover,
+    OpenError,
+    RecvQueue,
+    clear_reuse,
+    copies_needed,
+    open_bound,
+    open_connected,
+    recv_view,
+)
 from ._types import IPaddr, LogFlags, ShutdownReason, SocketModeError
 
 if TYPE_CHECKING:
@@ -114,137 +122,11 @@ def ip_of(host: str) -> IPaddr:
     return ip
 
 
-class OpenError(Exception):
-    """Opening a UDP socket failed: the contract's reason and what to log."""
-
-    def __init__(self, reason: ShutdownReason, what: str, detail: object) -> None:
-        super().__init__(f"{what}: {detail}")
-        self.reason = reason
-        self.what = what
-        self.detail = detail
-
-
-def bound_udp_socket(family: int, sockaddr: Any, reuseAddr: bool) -> socket.socket:
-    """A non-blocking UDP socket bound to `sockaddr` ("::" also takes IPv4).
-
-    Raises:
-        OpenError: with `SOCKET_OPEN_FAILED`, `SOCKET_ADDR_IN_USE` or `SOCKET_BIND_FAILED`.
-    """
-    try:
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-    except OSError as e:
-        raise OpenError(ShutdownReason.SOCKET_OPEN_FAILED, "Bind: socket() failed", e) from e
-    try:
-        sock.setblocking(False)
-        if reuseAddr:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6 and sockaddr[0] in ("::", "::0"):
-            try:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-            except OSError:
-                pass
-        sock.bind(sockaddr)
-    except OSError as e:
-        sock.close()
-        raise OpenError(bind_reason(e), "Bind failed", e) from e
-    return sock
-
-
-def connected_udp_socket(infos: list[tuple[int, Any]]) -> socket.socket:
-    """A non-blocking UDP socket connected to the first of `infos` (family, sockaddr)
-    that works.
-
-    Raises:
-        OpenError: with `SOCKET_OPEN_FAILED` or `SOCKET_CONNECT_FAILED`.
-    """
-    last: OpenError | None = None
-    for family, sockaddr in infos:
-        try:
-            sock = socket.socket(family, socket.SOCK_DGRAM)
-        except OSError as e:
-            last = OpenError(ShutdownReason.SOCKET_OPEN_FAILED, "Connect: socket() failed", e)
-            continue
-        try:
-            sock.setblocking(False)
-            sock.connect(sockaddr)
-        except OSError as e:
-            sock.close()
-            last = OpenError(ShutdownReason.SOCKET_CONNECT_FAILED, "Connect failed", e)
-            continue
-        return sock
-    if last is None:
-        last = OpenError(ShutdownReason.SOCKET_CONNECT_FAILED, "Connect", "no address to try")
-    raise last
-
-
-async def connect_infos(
-    loop: asyncio.AbstractEventLoop, target: Address, use_ipv6: bool
-) -> list[tuple[int, Any]]:
-    """The (family, sockaddr) candidates for a Connect target (names resolved).
-
-    Raises:
-        OpenError: with `SOCKET_CONNECT_FAILED` when a name does not resolve.
-    """
-    if target.ip is not None:
-        fam = socket.AF_INET6 if target.ip.version == 6 else socket.AF_INET
-        return [(fam, (target.host, target.port))]
-    fam = socket.AF_INET6 if use_ipv6 else socket.AF_INET
-    try:
-        infos = await loop.getaddrinfo(target.host, target.port, family=fam, type=socket.SOCK_DGRAM)
-    except OSError as e:
-        raise OpenError(ShutdownReason.SOCKET_CONNECT_FAILED, "Connect: cannot resolve", e) from e
-    return [(info[0], info[4]) for info in infos]
-
-
-async def bind_target(
-    loop: asyncio.AbstractEventLoop, localAddr: str | None, localPort: int, use_ipv6: bool
-) -> tuple[int, Any]:
-    """The (family, sockaddr) to bind: None is all interfaces ("::" with `use_ipv6`).
-
-    Raises:
-        OpenError: `SOCKET_ADDRESS_INVALID` for a string that is no address,
-            `SOCKET_BIND_FAILED` for a name that does not resolve.
-    """
-    if not 0 <= int(localPort) <= 65535:
-        raise OpenError(
-            ShutdownReason.SOCKET_ADDRESS_INVALID,
-            "Bind: address invalid",
-            f"port {localPort} out of range",
-        )
-    if localAddr is None or localAddr == "":
-        if use_ipv6:
-            return socket.AF_INET6, ("::", localPort)
-        return socket.AF_INET, ("0.0.0.0", localPort)
-    try:
-        addr = parse_address(localAddr, need_port=False, default_port=localPort)
-    except AddressError as e:
-        raise OpenError(ShutdownReason.SOCKET_ADDRESS_INVALID, "Bind: address invalid", e) from e
-    if addr.ip is not None:
-        fam = socket.AF_INET6 if addr.ip.version == 6 else socket.AF_INET
-        return fam, (addr.host, addr.port)
-    fam = socket.AF_INET6 if use_ipv6 else socket.AF_INET
-    try:
-        infos = await loop.getaddrinfo(addr.host, addr.port, family=fam, type=socket.SOCK_DGRAM)
-    except OSError as e:
-        raise OpenError(ShutdownReason.SOCKET_BIND_FAILED, "Bind: cannot resolve", e) from e
-    return infos[0][0], infos[0][4]
-
-
-def copies_needed(transport: Any) -> bool:
-    """True when `transport.sendto` may keep a reference to the caller's buffer.
-
-    asyncio's datagram transport sends at once or copies what it queues; uvloop's queues
-    a reference to the buffer itself, so the caller's (mutable) buffer must be copied.
-    """
-    return not type(transport).__module__.startswith("asyncio")
-
-
 class UDPSocket(SocketBase, asyncio.DatagramProtocol):
     """A UDP socket: bound (`SendTo`, `SocketRecvFromResult`) or connected (`Send`,
     `SocketRecvResult`). See the module docstring for the rules."""
 
     __slots__ = (
-        "_blocked",
         "_cache",
         "_copy",
         "_family",
@@ -262,9 +144,9 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
         "_tr",
     )
 
-    TRANSITIONS: ClassVar[dict[State, frozenset[State]]] = UDP_TRANSITIONS
-    LOG_FLAG: ClassVar[int] = LogFlags.LOG_UDP
-    KIND: ClassVar[str] = "udp"
+    TRANSITIONS = UDP_TRANSITIONS
+    LOG_FLAG = LogFlags.LOG_UDP
+    KIND = "udp"
 
     def __init__(
         self, iomux: IIoMux, user: USocket | None, log: IInstanceLog, useIPv6: bool = False
@@ -282,7 +164,6 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
         )
         # send side
         self._cache: list[tuple[bytes, Any]] = []
-        self._blocked = False
         self._shutdown_wanted = False
         self._last_ip: Any = None
         self._last_port = -1
@@ -291,7 +172,6 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
         self._src: Any = None
         self._src_ip: Any = None
         self._src_port = -1
-        LIVE.add(self)
 
     @property
     def dropped(self) -> int:
@@ -303,8 +183,6 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
 
     @staticmethod
     def _illegal(old: State, new: State) -> str:
-        if old is S.DELETED:
-            return "the socket was deleted; make a new one with the provider's CreateSocket"
         if new is S.CONNECTING and old in (S.BINDING, S.BOUND):
             return (
                 "Connect on a bound UDP socket: the first of Bind or Connect fixes the mode. "
@@ -365,18 +243,9 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
         self._task = self._loop.create_task(self._bind(localAddr, port, reuseAddr))
 
     async def _bind(self, localAddr: str | None, localPort: int, reuseAddr: bool) -> None:
-        try:
-            family, sockaddr = await bind_target(self._loop, localAddr, localPort, self._use_ipv6)
-            if self._state is not S.BINDING:
-                return
-            sock = bound_udp_socket(family, sockaddr, reuseAddr)
-            self._reuse = reuseAddr
-        except OpenError as e:
-            self._task = None
-            self._fail_log(e.what, e.detail)
-            self._event(self._end, e.reason)
-            return
-        await self._attach(sock)
+        self._reuse = reuseAddr
+        opened = await open_bound(self._loop, localAddr, localPort, reuseAddr, self._use_ipv6)
+        await self._attach(opened)
 
     def Connect(self, address: str, serverName: str | None = None) -> None:
         """Fix the peer to `address` ("ip:port", "[v6]:port" or "name:port").
@@ -402,20 +271,19 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
         self._task = self._loop.create_task(self._connect(target))
 
     async def _connect(self, target: Address) -> None:
-        try:
-            infos = await connect_infos(self._loop, target, self._use_ipv6)
-            if self._state is not S.CONNECTING:
-                return
-            sock = connected_udp_socket(infos)
-        except OpenError as e:
-            self._task = None
-            self._fail_log(e.what, e.detail)
-            self._event(self._end, e.reason)
-            return
-        await self._attach(sock)
+        await self._attach(await open_connected(self._loop, target, self._use_ipv6))
 
-    async def _attach(self, sock: socket.socket) -> None:
-        """Make `sock` the transport's; `connection_made` completes Bind/Connect."""
+    async def _attach(self, opened: socket.socket | OpenError) -> None:
+        """Make the socket opened the transport's (`connection_made` completes
+        Bind/Connect), or end with the reason it could not be opened."""
+        if isinstance(opened, OpenError):
+            self._task = None
+            self._event(self._open_failed, opened.reason, opened.what, opened.detail)
+            return
+        sock = opened
+        if self._state is not S.BINDING and self._state is not S.CONNECTING:
+            sock.close()
+            return
         self._sock = sock
         self._family = sock.family
         try:
@@ -428,8 +296,8 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
                 self._sock = None
                 sock.close()
             if self._state is S.BINDING or self._state is S.CONNECTING:
-                self._fail_log("cannot open the transport", repr(e))
-                self._event(self._end, ShutdownReason.SOCKET_OPEN_FAILED)
+                why = repr(e)
+                self._event(self._open_failed, ShutdownReason.SOCKET_OPEN_FAILED, "open", why)
             return
         self._task = None
 
@@ -478,11 +346,9 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
     def _clear_reuse(self, tr: Any) -> None:
         """libuv (uvloop) turns SO_REUSEADDR on for every UDP socket it opens; without
         `reuseAddr` the port must stay ours alone, as on the default loop."""
-        sock = tr.get_extra_info("socket")
         try:
-            if sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)
-        except (OSError, AttributeError) as e:
+            clear_reuse(tr)
+        except OSError as e:
             self._fail_log("cannot clear SO_REUSEADDR", e)
 
     def _flush_to(self, data: bytes, dst: tuple[IPaddr, int]) -> None:
@@ -506,13 +372,7 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
             if rq:
                 self._event(self._deliver_held)
             return
-        buf, mv = rq.popleft()
-        n = data.__len__()
-        if n <= mv.nbytes:
-            mv[:n] = data
-        else:
-            n = q.truncate(mv, data)
-        mv.release()  # the buffer is the app's again: it may resize it in the callback
+        buf, n = q.fill(data)  # the buffer is the app's again: it may resize it in the callback
         # the per-datagram event, written out: see `SocketBase._event`
         self._in_event = True
         try:
@@ -619,14 +479,7 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
             self._tr.sendto(data, addr)
         else:
             self._send_empty(addr)
-        if self._blocked:
-            self._unreported += 1
-        elif self._w_send:
-            self._send_due += 1  # `_push_sent(1)`, written out
-            if not self._due:
-                self._due = True
-                if not self._in_event:
-                    self._mux._deferred.add(self)
+        self._count_send()
 
     def _send_empty(self, addr: Any) -> None:
         # Both loops' transports drop empty datagrams silently; send it ourselves.
@@ -682,18 +535,28 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
                 dst = (self._parse_dst(dstAddr, dstPort), dstPort)
                 self._cache.append((self._data(buf, len, "SendTo", True), dst))
             return
-        if st is S.CLOSING or st is S.CLOSED or st is S.BOUND:
-            return
-        self._check_alive("SendTo")
-        if st is S.IDLE:
-            raise SocketModeError(
-                "SendTo before Bind: call Bind first (Bind(None, 0) picks any port), then "
-                "SendTo; or Connect and use Send"
-            )
-        raise SocketModeError(
+        self._not_sent(
+            "SendTo",
+            st,
+            S.BOUND,
+            "SendTo before Bind: call Bind first (Bind(None, 0) picks any port), then "
+            "SendTo; or Connect and use Send",
             "SendTo on a connected UDP socket: use Send (Connect fixed the peer), or Bind a "
-            "new socket to send to any peer"
+            "new socket to send to any peer",
         )
+
+    def _not_sent(self, call: str, st: State, mode: State, idle: str, other: str) -> None:
+        """`call` in a state that sends nothing and caches nothing: ignored once the
+        socket is shutting down or closed (`mode` is its open state, after `Shutdown`);
+        else `SocketModeError` (`idle`: before Bind/Connect, `other`: the other mode).
+
+        Raises:
+            SocketModeError: see above, or the socket is deleted.
+        """
+        if st is S.CLOSING or st is S.CLOSED or st is mode:
+            return
+        self._check_alive(call)
+        raise SocketModeError(idle if st is S.IDLE else other)
 
     @staticmethod
     def _parse_dst(dstAddr: Any, dstPort: Any) -> IPaddr:
@@ -748,17 +611,13 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
             if not self._shutdown_wanted:
                 self._cache.append((self._data(buf, len, "Send", True), None))
             return
-        if st is S.CLOSING or st is S.CLOSED or st is S.CONNECTED:
-            return
-        self._check_alive("Send")
-        if st is S.IDLE:
-            raise SocketModeError(
-                "Send before Connect: Connect('ip:port') fixes the peer first; or Bind and "
-                "use SendTo"
-            )
-        raise SocketModeError(
+        self._not_sent(
+            "Send",
+            st,
+            S.CONNECTED,
+            "Send before Connect: Connect('ip:port') fixes the peer first; or Bind and use SendTo",
             "Send on a bound UDP socket: use SendTo(buf, len, addr, port), or Connect a new "
-            "socket to fix the peer"
+            "socket to fix the peer",
         )
 
     def Recv(
