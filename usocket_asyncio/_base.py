@@ -40,7 +40,7 @@ from ._api import ISocket, ISocketContext, ISocketProvider, USocket
 from ._types import QOS_DSCP, QosTrafficType, ShutdownReason, SocketModeError
 
 try:
-    from mypy_extensions import mypyc_attr
+    from mypy_extensions import mypyc_attr as mypyc_attr
 except ImportError:  # plain Python without mypy installed: the decorator does nothing
 
     def mypyc_attr(*args: object, **kwargs: object) -> Any:  # type: ignore[misc]

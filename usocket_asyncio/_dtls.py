@@ -98,11 +98,11 @@ from ._dtls_core import (
     HandshakeCompleted,
     alert_record,
     is_client_hello,
-    ssl_detail,
 )
 from ._dtls_core import name_matches as name_matches
 from ._dtls_core import pack_records as pack_records
 from ._dtls_core import split_records as split_records
+from ._errors import detail
 from ._types import IPaddr, LogFlags, ShutdownReason, SocketModeError
 from ._udp import (
     OpenError,
@@ -608,7 +608,7 @@ class DTLSSocket(SocketBase):
         try:
             config = dtls_config(self._ctx, False)
         except (SSL.Error, ValueError) as e:
-            self._hs_fail("cannot set up DTLS", ssl_detail(e))
+            self._hs_fail("cannot set up DTLS", detail(e))
             return
         name = self._verify_name or None
         self._begin(self._new_core(config, None, name))
@@ -751,7 +751,7 @@ class DTLSSocket(SocketBase):
         try:
             config = dtls_config(self._ctx, True)
         except (SSL.Error, ValueError) as e:
-            self._fail_log("Listen: cannot set up DTLS", ssl_detail(e))
+            self._fail_log("Listen: cannot set up DTLS", detail(e))
             self._finish(ShutdownReason.SOCKET_LISTEN_FAILED)
             return
         self._listener = CookieListener(config, self._mtu, self._log, self.KIND)

@@ -17,7 +17,7 @@ from ._address import AddressError
 from ._api import ISocketProvider, USocket
 from ._base import SocketProviderBase
 from ._stream import StreamSocket, remove_stale_unix_socket
-from ._types import LogFlags, ShutdownReason
+from ._types import LogFlags
 
 if TYPE_CHECKING:
     from ._iomux import IIoMux
@@ -67,12 +67,6 @@ class LocalSocket(StreamSocket):
 
     async def _open(self, target: Any) -> None:
         await self._loop.create_unix_connection(lambda: self, target)
-
-    def _connect_reason(self, exc: BaseException) -> ShutdownReason:
-        # No socket file is the local form of a closed port: nobody takes the connection.
-        if isinstance(exc, ConnectionRefusedError | FileNotFoundError):
-            return ShutdownReason.SOCKET_CONNECT_REJECTED
-        return ShutdownReason.SOCKET_CONNECT_FAILED
 
     def _remember_local(self, tr: Any) -> None:
         name = tr.get_extra_info("sockname")

@@ -64,7 +64,8 @@ from typing import TYPE_CHECKING, Any
 from ._api import ISocket, ISocketContext, ISocketProvider, USocket
 from ._base import S, SocketProviderBase, check_user
 from ._context import SocketContext, as_context
-from ._stream import HOLD_LIMIT, StreamSocket, connect_reason
+from ._errors import CONNECT, HANDSHAKE, reason_of, translate
+from ._stream import HOLD_LIMIT, StreamSocket, connect_any
 from ._types import LogFlags, ShutdownReason, SocketModeError
 
 if TYPE_CHECKING:
@@ -82,18 +83,6 @@ empty: the most a TLS socket holds encrypted beyond the app's own `Send` data.""
 
 _HANDSHAKING = (S.CONNECTING, S.ACCEPTING)
 _TRUNCATED = "the peer closed TCP without close_notify (truncated)"
-
-
-def ssl_detail(exc: BaseException) -> str:
-    """The OpenSSL reason of a TLS failure, for the log."""
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"certificate verification failed: {exc.verify_message} ({exc.reason})"
-    if isinstance(exc, ssl.SSLError):
-        lib = f"{exc.library}: " if getattr(exc, "library", None) else ""
-        return f"{lib}{exc.reason or exc}"
-    if isinstance(exc, ssl.CertificateError):
-        return f"certificate error: {exc}"
-    return repr(exc) if not str(exc) else f"{type(exc).__name__}: {exc}"
 
 
 class TLSSocket(StreamSocket):
@@ -139,29 +128,7 @@ class TLSSocket(StreamSocket):
     # ------------------------------------------------------------------ opening
 
     async def _open(self, target: Address) -> None:
-        family = 0
-        if target.ip is None:
-            family = socket.AF_INET6 if self._use_ipv6 else socket.AF_INET
-        infos = await self._loop.getaddrinfo(
-            target.host, target.port, family=family, type=socket.SOCK_STREAM
-        )
-        sock: socket.socket | None = None
-        err: OSError | None = None
-        for fam, typ, proto, _, addr in infos:
-            s = socket.socket(fam, typ, proto)
-            try:
-                s.setblocking(False)
-                await self._loop.sock_connect(s, addr)
-            except BaseException as e:
-                s.close()
-                if not isinstance(e, OSError):
-                    raise
-                err = e
-                continue
-            sock = s
-            break
-        if sock is None:
-            raise err if err is not None else OSError(f"{target.host}: no address")
+        sock = await connect_any(self._loop, target, self._use_ipv6)
         self._tcp_up = True
         hostname = self._server_name or target.host
         # from here on the loop owns `sock` and closes it on failure
@@ -171,9 +138,10 @@ class TLSSocket(StreamSocket):
 
     def _connect_reason(self, exc: BaseException) -> ShutdownReason:
         if not self._tcp_up:
-            return connect_reason(exc)
-        self._fail_log("TLS handshake failed", ssl_detail(exc))
-        return ShutdownReason.SOCKET_TLS_HANDSHAKE_FAILED
+            return reason_of(exc, CONNECT)
+        reason, why = translate(exc, HANDSHAKE)
+        self._fail_log("TLS handshake failed", why)
+        return reason
 
     async def _open_accepted(self, conn: socket.socket) -> None:
         opening = _Opening()
@@ -206,8 +174,9 @@ class TLSSocket(StreamSocket):
         self.connection_made(writer)
 
     def _accept_reason(self, exc: BaseException) -> ShutdownReason:
-        self._fail_log("TLS handshake failed", ssl_detail(exc))
-        return ShutdownReason.SOCKET_TLS_HANDSHAKE_FAILED
+        reason, why = translate(exc, HANDSHAKE)
+        self._fail_log("TLS handshake failed", why)
+        return reason
 
     # ------------------------------------------------------------------ upgrade
 
@@ -256,8 +225,9 @@ class TLSSocket(StreamSocket):
         except Exception as e:
             self._task = None
             if self._state in _HANDSHAKING:
-                self._fail_log("TLS upgrade failed", ssl_detail(e))
-                self._finish(ShutdownReason.SOCKET_TLS_HANDSHAKE_FAILED, direct=True)
+                reason, why = translate(e, HANDSHAKE)
+                self._fail_log("TLS upgrade failed", why)
+                self._finish(reason, direct=True)
             return
         self._task = None
         self._raw_tr = None
@@ -412,14 +382,6 @@ class TLSSocket(StreamSocket):
             self._fail_log("connection lost", _TRUNCATED)
             self._peer_end = ShutdownReason.SOCKET_LOST
         super().connection_lost(exc)
-
-    def _lost_reason(self, exc: BaseException) -> ShutdownReason:
-        if isinstance(exc, ssl.SSLError):
-            reason = str(getattr(exc, "reason", "") or "")
-            self._fail_log("TLS error", ssl_detail(exc))
-            if "ALERT" in reason and "CERTIFICATE" in reason:
-                return ShutdownReason.SOCKET_TLS_HANDSHAKE_FAILED
-        return ShutdownReason.SOCKET_LOST
 
     # ------------------------------------------------------------------ the end
 
