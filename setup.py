@@ -19,8 +19,9 @@ from setuptools import setup
 # The modules the compiled build turns into C: the socket engine and the kinds on it
 # (TCP, local, TLS, UDP) with the failure translator they share (_errors), where each
 # request passes. The public interfaces (_api), the loop and timers (_iomux) and the log
-# (_log) stay Python, since apps subclass USocket, UTimer, IIoMux and IInstanceLog; so do DTLS (_dtls, _context: per record, the cost is
-# OpenSSL's) and the address parser (its errors for wrong types are its own).
+# (_log) stay Python, since apps subclass USocket, UTimer, IIoMux and IInstanceLog; so
+# do DTLS (_dtls, _context: per record, the cost is OpenSSL's) and the address parser
+# (its errors for wrong types are its own).
 COMPILED_MODULES = [
     "usocket_asyncio/_base.py",
     "usocket_asyncio/_stream.py",
