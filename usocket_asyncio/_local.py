@@ -14,8 +14,7 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 from ._address import AddressError
-from ._api import ISocketProvider, USocket
-from ._base import SocketProviderBase
+from ._api import USocket
 from ._stream import StreamSocket, remove_stale_unix_socket
 from ._types import LogFlags
 
@@ -104,16 +103,3 @@ class LocalSocket(StreamSocket):
         except OSError:
             pass
         self._inode = None
-
-
-class LocalSocketProvider(SocketProviderBase):
-    """Makes local (Unix domain stream) sockets: `Connect(path)` or `Bind(path)`;
-    `useIPv6` and `socketContext` are ignored."""
-
-    __slots__ = ()
-    SOCKET = LocalSocket
-
-
-def CreateLocalSocketProvider() -> ISocketProvider:
-    """The provider of local (Unix domain stream) sockets."""
-    return LocalSocketProvider()

@@ -61,9 +61,9 @@ import ssl
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from ._api import ISocket, ISocketContext, ISocketProvider, USocket
-from ._base import S, SocketProviderBase, check_user
-from ._context import SocketContext, as_context
+from ._api import ISocket, USocket
+from ._base import S
+from ._context import SocketContext
 from ._errors import CONNECT, HANDSHAKE, reason_of, translate
 from ._stream import HOLD_LIMIT, StreamSocket, connect_any
 from ._types import LogFlags, ShutdownReason, SocketModeError
@@ -574,96 +574,3 @@ def _peer_ip(tr: Any) -> str | None:
     if isinstance(peer, tuple) and peer:
         return str(peer[0])
     return None
-
-
-class TLSSocketProvider(SocketProviderBase):
-    """Makes TLS sockets (and DTLS ones, for contexts with `EnableDTLS`).
-
-    `CreateSocket` makes a TLS socket (DTLS with a context on which `EnableDTLS` was
-    called); `useIPv6` picks IPv6 for names and for `Bind(None)`. As a client,
-    `Connect(address, serverName)` leads to `SocketConnectComplete` once the handshake
-    succeeded (after `SocketAcceptSelectedALPNProtocol`, when a protocol was
-    negotiated), or to `SocketShutdown` with a connect reason or
-    `SOCKET_TLS_HANDSHAKE_FAILED`/`SOCKET_ALPN_SELECTION_FAILED`. As a server, each
-    accepted socket gets `SocketAcceptComplete` after its handshake, or
-    `SocketShutdown(SOCKET_TLS_HANDSHAKE_FAILED)`. Without a context a client verifies
-    against the system store and a server uses the default self-signed certificate.
-    """
-
-    __slots__ = ("_tcp",)
-
-    def __init__(self, tcpSocketProvider: ISocketProvider | None) -> None:
-        if tcpSocketProvider is not None and not isinstance(tcpSocketProvider, ISocketProvider):
-            raise TypeError("CreateTLSSocketProvider takes the TCP socket provider (or None)")
-        self._tcp = tcpSocketProvider
-
-    def CreateSocketContext(self, log: IInstanceLog) -> ISocketContext:
-        """A new context: certificates, trust, ALPN, DTLS (see `ISocketContext`)."""
-        return SocketContext(log)
-
-    def _new_socket(
-        self,
-        iomux: IIoMux,
-        user: USocket,
-        log: IInstanceLog,
-        useIPv6: bool,
-        socketContext: ISocketContext | None,
-    ) -> ISocket:
-        ctx = as_context(socketContext, log)
-        if ctx.dtls_enabled:
-            from ._dtls import create_dtls_socket
-
-            sock: ISocket = create_dtls_socket(iomux, user, log, useIPv6, ctx)
-            return sock
-        return TLSSocket(iomux, user, log, useIPv6, ctx)
-
-    def UpgradeToTLSSocket(
-        self,
-        fromTCPSocket: ISocket,
-        iomux: IIoMux,
-        user: USocket,
-        log: IInstanceLog,
-        initServerSide: bool = False,
-        socketContext: ISocketContext | None = None,
-    ) -> ISocket:
-        """Run TLS over the connected `fromTCPSocket` (DTLS over a UDP socket).
-
-        The new socket owns the TCP socket from now on: the TCP socket's user gets no
-        further callback, and deleting the TLS socket deletes it. Bytes the TCP socket
-        still had to send go out before the handshake; bytes it had read but not yet
-        delivered are taken as the start of the peer's handshake. `initServerSide`
-        plays the server's part. Leads to `SocketAcceptSelectedALPNProtocol` (when a
-        protocol was negotiated), then `SocketUpgradeToTLSComplete` on the new socket,
-        or to `SocketShutdown(SOCKET_TLS_HANDSHAKE_FAILED)`.
-
-        Raises:
-            SocketModeError: `fromTCPSocket` is already TLS, or not connected.
-        """
-        if isinstance(fromTCPSocket, TLSSocket):
-            raise SocketModeError(
-                "UpgradeToTLSSocket on a TLS socket: it already speaks TLS; pass the TCP socket"
-            )
-        check_user(user)
-        ctx = as_context(socketContext, log)
-        if not isinstance(fromTCPSocket, StreamSocket):
-            from ._dtls import upgrade_udp_socket
-
-            sock: ISocket = upgrade_udp_socket(fromTCPSocket, iomux, user, log, initServerSide, ctx)
-            return sock
-        tls = TLSSocket(iomux, user, log, fromTCPSocket._use_ipv6, ctx)
-        try:
-            tls._begin_upgrade(fromTCPSocket, bool(initServerSide))
-        except BaseException:
-            tls._abandon()
-            raise
-        return tls
-
-
-def CreateTLSSocketProvider(tcpSocketProvider: ISocketProvider | None = None) -> ISocketProvider:
-    """The provider of TLS (and DTLS) sockets.
-
-    `tcpSocketProvider` is the SDK's TCP provider argument; None is fine (this
-    implementation opens its own connections), e.g. for a provider used only for
-    `UpgradeToTLSSocket`.
-    """
-    return TLSSocketProvider(tcpSocketProvider)

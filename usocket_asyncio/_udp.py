@@ -58,8 +58,8 @@ from asyncio import _get_running_loop
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._address import Address, AddressError, format_ip, parse_address
-from ._api import Buffer, ISocketProvider, USocket
-from ._base import _LIVE, DeferringSocket, S, SocketProviderBase, State, off_loop
+from ._api import Buffer, USocket
+from ._base import _LIVE, DeferringSocket, S, State, off_loop
 from ._datagram import DROP_LOG_EVERY as DROP_LOG_EVERY
 from ._datagram import Handover, RecvQueue, recv_view
 from ._errors import BIND, CONNECT, OPEN, translate
@@ -901,17 +901,3 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
             self._finish(ShutdownReason.SOCKET_SHUTDOWN_NORMAL, direct=False)
             return
         tr.close()  # sends what it queues first, then connection_lost
-
-
-class UDPSocketProvider(SocketProviderBase):
-    """Makes UDP sockets: `useIPv6` picks IPv6 for names and for `Bind(None)` ("::",
-    which receives IPv4 too). `socketContext` is ignored: DTLS sockets come from the
-    TLS provider."""
-
-    __slots__ = ()
-    SOCKET = UDPSocket
-
-
-def CreateUDPSocketProvider() -> ISocketProvider:
-    """The provider of UDP sockets."""
-    return UDPSocketProvider()
