@@ -321,14 +321,18 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
             raise
         except Exception as e:
             if self._state is S.CONNECTING:
-                self._task = None
-                self._fail_log("Connect failed", detail(e))
-                self._finish(self._connect_reason(e), direct=True)
+                self._open_failed("Connect failed", e, self._connect_reason(e))
         else:
             self._task = None
 
     def _connect_reason(self, exc: BaseException) -> ShutdownReason:
         return reason_of(exc, CONNECT)
+
+    def _open_failed(self, what: str, exc: Exception, reason: ShutdownReason) -> None:
+        """A connect or an accepted connection failed to open: log why, and end."""
+        self._task = None
+        self._fail_log(what, detail(exc))
+        self._finish(reason, direct=True)
 
     async def _open(self, target: Any) -> None:
         """Open the transport with `self` as its protocol (TCP here)."""
@@ -1063,8 +1067,7 @@ class StreamSocket(DeferringSocket, asyncio.BufferedProtocol):
             conn.close()
             self._task = None
             if self._state is S.ACCEPTING:
-                self._fail_log("accept failed", detail(e))
-                self._finish(self._accept_reason(e), direct=True)
+                self._open_failed("accept failed", e, self._accept_reason(e))
         else:
             self._task = None
 

@@ -516,13 +516,7 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
                 if self._due:
                     self._run_due()
             return
-        buf, mv = rq.popleft()
-        n = data.__len__()
-        if n <= mv.nbytes:
-            mv[:n] = data
-        else:
-            n = q.truncate(mv, data)
-        mv.release()  # the buffer is the app's again: it may resize it in the callback
+        buf, n = q.fill(data)
         self._in_event = True
         try:
             if st is S.CONNECTED:
