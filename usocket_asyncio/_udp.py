@@ -58,11 +58,11 @@ from asyncio import _get_running_loop
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._address import Address, AddressError, format_ip, parse_address
-from ._api import Buffer, ISocketProvider, USocket
-from ._base import _LIVE, DeferringSocket, S, SocketProviderBase, State, off_loop
+from ._api import Buffer, USocket
+from ._base import _LIVE, DeferringSocket, S, State, off_loop
 from ._datagram import DROP_LOG_EVERY as DROP_LOG_EVERY
 from ._datagram import Handover, RecvQueue, recv_view
-from ._stream import bind_reason
+from ._errors import BIND, CONNECT, OPEN, translate
 from ._types import IPaddr, LogFlags, ShutdownReason, SocketModeError
 
 if TYPE_CHECKING:
@@ -124,6 +124,12 @@ class OpenError(Exception):
         self.detail = detail
 
 
+def os_failure(what: str, exc: OSError, phase: int) -> OpenError:
+    """The `OpenError` of `exc`, met in `phase`: its reason and detail by `translate`."""
+    reason, why = translate(exc, phase)
+    return OpenError(reason, what, why)
+
+
 def bound_udp_socket(family: int, sockaddr: Any, reuseAddr: bool) -> socket.socket:
     """A non-blocking UDP socket bound to `sockaddr` ("::" also takes IPv4).
 
@@ -133,7 +139,7 @@ def bound_udp_socket(family: int, sockaddr: Any, reuseAddr: bool) -> socket.sock
     try:
         sock = socket.socket(family, socket.SOCK_DGRAM)
     except OSError as e:
-        raise OpenError(ShutdownReason.SOCKET_OPEN_FAILED, "Bind: socket() failed", e) from e
+        raise os_failure("Bind: socket() failed", e, OPEN) from e
     try:
         sock.setblocking(False)
         if reuseAddr:
@@ -146,7 +152,7 @@ def bound_udp_socket(family: int, sockaddr: Any, reuseAddr: bool) -> socket.sock
         sock.bind(sockaddr)
     except OSError as e:
         sock.close()
-        raise OpenError(bind_reason(e), "Bind failed", e) from e
+        raise os_failure("Bind failed", e, BIND) from e
     return sock
 
 
@@ -162,14 +168,14 @@ def connected_udp_socket(infos: list[tuple[int, Any]]) -> socket.socket:
         try:
             sock = socket.socket(family, socket.SOCK_DGRAM)
         except OSError as e:
-            last = OpenError(ShutdownReason.SOCKET_OPEN_FAILED, "Connect: socket() failed", e)
+            last = os_failure("Connect: socket() failed", e, OPEN)
             continue
         try:
             sock.setblocking(False)
             sock.connect(sockaddr)
         except OSError as e:
             sock.close()
-            last = OpenError(ShutdownReason.SOCKET_CONNECT_FAILED, "Connect failed", e)
+            last = os_failure("Connect failed", e, CONNECT)
             continue
         return sock
     if last is None:
@@ -192,7 +198,7 @@ async def connect_infos(
     try:
         infos = await loop.getaddrinfo(target.host, target.port, family=fam, type=socket.SOCK_DGRAM)
     except OSError as e:
-        raise OpenError(ShutdownReason.SOCKET_CONNECT_FAILED, "Connect: cannot resolve", e) from e
+        raise os_failure("Connect: cannot resolve", e, CONNECT) from e
     return [(info[0], info[4]) for info in infos]
 
 
@@ -226,7 +232,7 @@ async def bind_target(
     try:
         infos = await loop.getaddrinfo(addr.host, addr.port, family=fam, type=socket.SOCK_DGRAM)
     except OSError as e:
-        raise OpenError(ShutdownReason.SOCKET_BIND_FAILED, "Bind: cannot resolve", e) from e
+        raise os_failure("Bind: cannot resolve", e, BIND) from e
     return infos[0][0], infos[0][4]
 
 
@@ -510,13 +516,7 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
                 if self._due:
                     self._run_due()
             return
-        buf, mv = rq.popleft()
-        n = data.__len__()
-        if n <= mv.nbytes:
-            mv[:n] = data
-        else:
-            n = q.truncate(mv, data)
-        mv.release()  # the buffer is the app's again: it may resize it in the callback
+        buf, n = q.fill(data)
         self._in_event = True
         try:
             if st is S.CONNECTED:
@@ -895,17 +895,3 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
             self._finish(ShutdownReason.SOCKET_SHUTDOWN_NORMAL, direct=False)
             return
         tr.close()  # sends what it queues first, then connection_lost
-
-
-class UDPSocketProvider(SocketProviderBase):
-    """Makes UDP sockets: `useIPv6` picks IPv6 for names and for `Bind(None)` ("::",
-    which receives IPv4 too). `socketContext` is ignored: DTLS sockets come from the
-    TLS provider."""
-
-    __slots__ = ()
-    SOCKET = UDPSocket
-
-
-def CreateUDPSocketProvider() -> ISocketProvider:
-    """The provider of UDP sockets."""
-    return UDPSocketProvider()
