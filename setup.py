@@ -17,10 +17,11 @@ import os
 from setuptools import setup
 
 # The modules the compiled build turns into C: the socket engine and the kinds on it
-# (TCP, local, TLS, UDP), where each request passes. The public interfaces (_api), the
-# loop and timers (_iomux) and the log (_log) stay Python, since apps subclass USocket,
-# UTimer, IIoMux and IInstanceLog; so do DTLS (_dtls, _context: per record, the cost is
-# OpenSSL's) and the address parser (its errors for wrong types are its own).
+# (TCP, local, TLS, UDP) with the failure translator they share (_errors), where each
+# request passes. The public interfaces (_api), the loop and timers (_iomux) and the log
+# (_log) stay Python, since apps subclass USocket, UTimer, IIoMux and IInstanceLog; so
+# do DTLS (_dtls, _context: per record, the cost is OpenSSL's) and the address parser
+# (its errors for wrong types are its own).
 COMPILED_MODULES = [
     "usocket_asyncio/_base.py",
     "usocket_asyncio/_stream.py",
@@ -29,6 +30,7 @@ COMPILED_MODULES = [
     "usocket_asyncio/_tls.py",
     "usocket_asyncio/_udp.py",
     "usocket_asyncio/_datagram.py",
+    "usocket_asyncio/_errors.py",
 ]
 COMPILE_NEEDS = ["mypy>=1.8", "pyOpenSSL>=23.2", "cryptography>=41"]
 """What the compiled build needs: mypyc, and the packages it type-checks the engine against

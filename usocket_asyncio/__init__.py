@@ -11,11 +11,14 @@ from ._idtls import (
     UDtls,
 )
 from ._iomux import IIoMux, ITimer, UTimer
-from ._local import CreateLocalSocketProvider
 from ._log import IInstanceLog
+from ._providers import (
+    CreateLocalSocketProvider,
+    CreateTCPSocketProvider,
+    CreateTLSSocketProvider,
+    CreateUDPSocketProvider,
+)
 from ._srtp import ISrtpSession, SrtpKeys
-from ._tcp import CreateTCPSocketProvider
-from ._tls import CreateTLSSocketProvider
 from ._types import (
     LOG_ALARM_CLIENT,
     LOG_APP,
@@ -76,7 +79,6 @@ from ._types import (
     qostraffictype_t,
     shutdownreason_t,
 )
-from ._udp import CreateUDPSocketProvider
 
 COMPILED: bool = not _stream.__file__.endswith(".py")
 """True when the socket engine runs compiled (built with USOCKET_ASYNCIO_COMPILE=1)."""

@@ -37,11 +37,11 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
-from ._api import ISocket, ISocketContext, ISocketProvider, USocket
+from ._api import ISocket, USocket
 from ._types import QOS_DSCP, QosTrafficType, ShutdownReason, SocketModeError
 
 try:
-    from mypy_extensions import mypyc_attr
+    from mypy_extensions import mypyc_attr as mypyc_attr
 except ImportError:  # plain Python without mypy installed: the decorator does nothing
 
     def mypyc_attr(*args: object, **kwargs: object) -> Any:  # type: ignore[misc]
@@ -238,59 +238,6 @@ class HeldCallbacks:
         """Accepted (the default); the user hears of it later, its answer unused."""
         self.calls.append(("SocketAcceptSelectedALPNProtocol", (protocol,)))
         return True
-
-
-class SocketProviderBase(ISocketProvider):
-    """A provider: `CreateSocket` checks the arguments every kind checks, then makes a
-    `SOCKET` (or, where the kind needs more, its `_new_socket` makes the socket)."""
-
-    __slots__ = ()
-
-    SOCKET: ClassVar[type[SocketBase]]
-
-    def CreateSocket(
-        self,
-        iomux: IIoMux,
-        user: USocket | None,
-        log: IInstanceLog,
-        useIPv6: bool = False,
-        socketContext: ISocketContext | None = None,
-    ) -> ISocket:
-        """A new socket of this provider's kind; choose its mode with `Connect` or `Bind`.
-        What `useIPv6` and `socketContext` mean for the kind: see the provider's class.
-
-        `user` may be None: every call works meanwhile, and the socket holds its callbacks
-        until `SetUser`, then delivers them in order (a listening socket denies the
-        connections that come before).
-
-        Raises:
-            TypeError: `user` is no `USocket`.
-        """
-        check_loop_thread(iomux.loop, "CreateSocket")
-        target: Any = user
-        if user is None:
-            target = HeldCallbacks()
-        else:
-            check_user(user)
-        return self._new_socket(iomux, target, log, useIPv6, socketContext)
-
-    def CreateSocketContext(self, log: IInstanceLog) -> ISocketContext:
-        """A new context, on every provider as in the SDK; only TLS and DTLS sockets use
-        it, the other kinds ignore one passed to `CreateSocket`."""
-        from ._context import SocketContext
-
-        return SocketContext(log)
-
-    def _new_socket(
-        self,
-        iomux: IIoMux,
-        user: USocket,
-        log: IInstanceLog,
-        useIPv6: bool,
-        socketContext: ISocketContext | None,
-    ) -> ISocket:
-        """Hook: the new socket (the arguments are checked)."""
-        return self.SOCKET(iomux, user, log, useIPv6)
 
 
 _END: Final = "SocketShutdown"

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._address import Address, AddressError, parse_address
 from ._base import as_view
-from ._stream import bind_reason
+from ._errors import BIND, CONNECT, OPEN, translate
 from ._types import ShutdownReason
 
 if TYPE_CHECKING:
@@ -222,6 +222,12 @@ class OpenError(Exception):
         self.detail = detail
 
 
+def os_failure(what: str, exc: OSError, phase: int) -> OpenError:
+    """The `OpenError` of `exc`, met in `phase`: its reason and detail by `translate`."""
+    reason, why = translate(exc, phase)
+    return OpenError(reason, what, why)
+
+
 def bound_udp_socket(family: int, sockaddr: Any, reuseAddr: bool) -> socket.socket:
     """A non-blocking UDP socket bound to `sockaddr` ("::" also takes IPv4).
 
@@ -231,7 +237,7 @@ def bound_udp_socket(family: int, sockaddr: Any, reuseAddr: bool) -> socket.sock
     try:
         sock = socket.socket(family, socket.SOCK_DGRAM)
     except OSError as e:
-        raise OpenError(ShutdownReason.SOCKET_OPEN_FAILED, "Bind: socket() failed", e) from e
+        raise os_failure("Bind: socket() failed", e, OPEN) from e
     try:
         sock.setblocking(False)
         if reuseAddr:
@@ -244,7 +250,7 @@ def bound_udp_socket(family: int, sockaddr: Any, reuseAddr: bool) -> socket.sock
         sock.bind(sockaddr)
     except OSError as e:
         sock.close()
-        raise OpenError(bind_reason(e), "Bind failed", e) from e
+        raise os_failure("Bind failed", e, BIND) from e
     return sock
 
 
@@ -260,14 +266,14 @@ def connected_udp_socket(infos: list[tuple[int, Any]]) -> socket.socket:
         try:
             sock = socket.socket(family, socket.SOCK_DGRAM)
         except OSError as e:
-            last = OpenError(ShutdownReason.SOCKET_OPEN_FAILED, "Connect: socket() failed", e)
+            last = os_failure("Connect: socket() failed", e, OPEN)
             continue
         try:
             sock.setblocking(False)
             sock.connect(sockaddr)
         except OSError as e:
             sock.close()
-            last = OpenError(ShutdownReason.SOCKET_CONNECT_FAILED, "Connect failed", e)
+            last = os_failure("Connect failed", e, CONNECT)
             continue
         return sock
     if last is None:
@@ -290,7 +296,7 @@ async def connect_infos(
     try:
         infos = await loop.getaddrinfo(target.host, target.port, family=fam, type=socket.SOCK_DGRAM)
     except OSError as e:
-        raise OpenError(ShutdownReason.SOCKET_CONNECT_FAILED, "Connect: cannot resolve", e) from e
+        raise os_failure("Connect: cannot resolve", e, CONNECT) from e
     return [(info[0], info[4]) for info in infos]
 
 
@@ -324,7 +330,7 @@ async def bind_target(
     try:
         infos = await loop.getaddrinfo(addr.host, addr.port, family=fam, type=socket.SOCK_DGRAM)
     except OSError as e:
-        raise OpenError(ShutdownReason.SOCKET_BIND_FAILED, "Bind: cannot resolve", e) from e
+        raise os_failure("Bind: cannot resolve", e, BIND) from e
     return infos[0][0], infos[0][4]
 
 

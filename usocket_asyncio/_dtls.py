@@ -69,7 +69,7 @@ from typing import TYPE_CHECKING, Any
 from OpenSSL import SSL
 
 from ._address import Address, AddressError, format_ip, parse_address
-from ._api import Buffer, ISocket, USocket
+from ._api import Buffer, USocket
 from ._base import ENDED, S, SocketBase, State, as_view
 from ._context import SocketContext
 from ._datagram import (
@@ -104,11 +104,11 @@ from ._dtls_core import (
     HandshakeCompleted,
     alert_record,
     is_client_hello,
-    ssl_detail,
 )
 from ._dtls_core import name_matches as name_matches
 from ._dtls_core import pack_records as pack_records
 from ._dtls_core import split_records as split_records
+from ._errors import detail
 from ._types import IPaddr, LogFlags, ShutdownReason, SocketModeError
 from ._udp import UDPSocket
 
@@ -544,7 +544,7 @@ class DTLSSocket(SocketBase):
         try:
             config = dtls_config(self._ctx, False)
         except (SSL.Error, ValueError) as e:
-            self._hs_fail("cannot set up DTLS", ssl_detail(e))
+            self._hs_fail("cannot set up DTLS", detail(e))
             return
         name = self._verify_name or None
         self._begin(self._new_core(config, None, name))
@@ -681,7 +681,7 @@ class DTLSSocket(SocketBase):
         try:
             config = dtls_config(self._ctx, True)
         except (SSL.Error, ValueError) as e:
-            self._fail_log("Listen: cannot set up DTLS", ssl_detail(e))
+            self._fail_log("Listen: cannot set up DTLS", detail(e))
             self._end(ShutdownReason.SOCKET_LISTEN_FAILED)
             return
         self._listener = CookieListener(config, self._mtu, self._log, self.KIND)
@@ -992,48 +992,3 @@ class DTLSSocket(SocketBase):
         udp, self._udp = self._udp, None
         if udp is not None and not udp.deleted():
             udp.Delete()
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def create_dtls_socket(
-    iomux: IIoMux, user: USocket, log: IInstanceLog, useIPv6: bool, ctx: SocketContext
-) -> ISocket:
-    """A new DTLS socket (the TLS provider's `CreateSocket` for a DTLS context)."""
-    return DTLSSocket(iomux, user, log, useIPv6, ctx)
-
-
-def upgrade_udp_socket(
-    udp: ISocket,
-    iomux: IIoMux,
-    user: USocket,
-    log: IInstanceLog,
-    server_side: bool,
-    ctx: SocketContext,
-) -> ISocket:
-    """Run DTLS over the connected UDP socket `udp` (the TLS provider's
-    `UpgradeToTLSSocket`); the DTLS socket owns it from then on.
-
-    Raises:
-        SocketModeError: `udp` is already DTLS, or not a connected UDP socket.
-    """
-    if isinstance(udp, DTLSSocket):
-        raise SocketModeError(
-            "UpgradeToTLSSocket on a DTLS socket: it already speaks DTLS; pass the UDP socket"
-        )
-    if not isinstance(udp, UDPSocket):
-        raise TypeError("UpgradeToTLSSocket takes a TCP socket (TLS) or a UDP socket (DTLS)")
-    refusal = udp.hand_over_refusal()
-    if refusal is not None:
-        raise SocketModeError(
-            "UpgradeToTLSSocket needs a connected UDP socket: Connect it and upgrade after "
-            f"SocketConnectComplete (it is {refusal})"
-        )
-    sock = DTLSSocket(iomux, user, log, udp.uses_ipv6(), ctx)
-    try:
-        sock._begin_upgrade(udp, bool(server_side))
-    except BaseException:
-        sock._abandon()
-        raise
-    return sock

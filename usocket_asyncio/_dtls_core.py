@@ -80,6 +80,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL, crypto
 
+from ._errors import detail
 from ._types import IPaddr, LogFlags, ShutdownReason
 
 if TYPE_CHECKING:
@@ -237,15 +238,6 @@ def cookie_for(addr: Any, window: int) -> bytes:
 def cookie_window(now: float) -> int:
     """The cookie generation of the caller's time `now`."""
     return int(now // COOKIE_WINDOW)
-
-
-def ssl_detail(exc: BaseException) -> str:
-    """The OpenSSL reasons of a pyOpenSSL error, for the log."""
-    if isinstance(exc, SSL.Error) and exc.args and isinstance(exc.args[0], list):
-        parts = [str(t[2]) for t in exc.args[0] if isinstance(t, tuple) and len(t) == 3]
-        if parts:
-            return "; ".join(parts)
-    return f"{type(exc).__name__}: {exc}" if str(exc) else repr(exc)
 
 
 def alert_record(seq: int) -> bytes:
@@ -729,7 +721,7 @@ class DtlsConnection:
             fresh = conn.DTLSv1_handle_timeout()
         except SSL.Error as e:
             self._drain_bio()
-            self._fail_handshake("handshake failed after retransmissions", ssl_detail(e))
+            self._fail_handshake("handshake failed after retransmissions", detail(e))
             return
         new = self._drain_bio() if fresh else []
         if new:
@@ -873,7 +865,7 @@ class DtlsConnection:
             conn.send(data)
         except SSL.Error as e:
             self._drain_bio()
-            self._fail(ShutdownReason.SOCKET_LOST, f"send failed: {ssl_detail(e)}")
+            self._fail(ShutdownReason.SOCKET_LOST, f"send failed: {detail(e)}")
             return
         self._drain_bio()
 
@@ -920,7 +912,7 @@ class DtlsConnection:
             return False
         except SSL.Error as e:
             self._drain_bio()
-            self._logf("bad ClientHello from %s: %s", self._peer, ssl_detail(e))
+            self._logf("bad ClientHello from %s: %s", self._peer, detail(e))
             self._conn = self._make_ssl(None)  # its state is unknown: start afresh
             return False
         self._rx_since_flight.append(hashlib.blake2b(data, digest_size=16).digest())
@@ -942,7 +934,7 @@ class DtlsConnection:
             return
         except SSL.Error as e:
             self._drain_bio()  # the alert, if OpenSSL made one
-            self._fail_handshake("handshake failed", ssl_detail(e))
+            self._fail_handshake("handshake failed", detail(e))
             return
         self._new_flight()
         self._handshake_done(conn)
@@ -1054,7 +1046,7 @@ class DtlsConnection:
                 return
             except SSL.Error as e:
                 self._drain_bio()
-                self._fail(ShutdownReason.SOCKET_LOST, f"DTLS error: {ssl_detail(e)}")
+                self._fail(ShutdownReason.SOCKET_LOST, f"DTLS error: {detail(e)}")
                 return
             self._events.append(ApplicationData(rec))
         self._drain_bio()

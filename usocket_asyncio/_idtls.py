@@ -29,8 +29,8 @@ from ._dtls_core import (
     DtlsConfig,
     DtlsConnection,
     HandshakeCompleted,
-    ssl_detail,
 )
+from ._errors import detail
 from ._types import LogFlags, SocketModeError
 
 if TYPE_CHECKING:
@@ -155,7 +155,7 @@ class IDtls:
         try:
             config = self._config(bool(server), use_srtp, mutual, context)
         except SSL.Error as e:
-            raise ValueError(f"DtlsConnect: the context's certificate: {ssl_detail(e)}") from e
+            raise ValueError(f"DtlsConnect: the context's certificate: {detail(e)}") from e
         self._paused = bool(paused)
         conn = DtlsConnection(
             config,

@@ -14,10 +14,9 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 from ._address import AddressError
-from ._api import ISocketProvider, USocket
-from ._base import SocketProviderBase
+from ._api import USocket
 from ._stream import StreamSocket, remove_stale_unix_socket
-from ._types import LogFlags, ShutdownReason
+from ._types import LogFlags
 
 if TYPE_CHECKING:
     from ._iomux import IIoMux
@@ -68,12 +67,6 @@ class LocalSocket(StreamSocket):
     async def _open(self, target: Any) -> None:
         await self._loop.create_unix_connection(lambda: self, target)
 
-    def _connect_reason(self, exc: BaseException) -> ShutdownReason:
-        # No socket file is the local form of a closed port: nobody takes the connection.
-        if isinstance(exc, ConnectionRefusedError | FileNotFoundError):
-            return ShutdownReason.SOCKET_CONNECT_REJECTED
-        return ShutdownReason.SOCKET_CONNECT_FAILED
-
     def _remember_local(self, tr: Any) -> None:
         name = tr.get_extra_info("sockname")
         self._local = (name if isinstance(name, str) else "", 0)
@@ -110,16 +103,3 @@ class LocalSocket(StreamSocket):
         except OSError:
             pass
         self._inode = None
-
-
-class LocalSocketProvider(SocketProviderBase):
-    """Makes local (Unix domain stream) sockets: `Connect(path)` or `Bind(path)`;
-    `useIPv6` and `socketContext` are ignored."""
-
-    __slots__ = ()
-    SOCKET = LocalSocket
-
-
-def CreateLocalSocketProvider() -> ISocketProvider:
-    """The provider of local (Unix domain stream) sockets."""
-    return LocalSocketProvider()

@@ -234,13 +234,7 @@ class ISrtpSession:
         Raises:
             TypeError: packet not bytes-like.
         """
-        data = _as_bytes("the SRTP packet", packet)
-        if len(data) > _BUFFER:
-            return None
-        try:
-            return self._inbound().unprotect(data)
-        except self._error:
-            return None
+        return self._unprotect("the SRTP packet", packet, rtcp=False)
 
     def SrtcpProtect(self, rtcpPacket: _Bytes) -> bytes:
         """Encrypt and authenticate one RTCP (compound) packet.
@@ -275,10 +269,15 @@ class ISrtpSession:
         Raises:
             TypeError: packet not bytes-like.
         """
-        data = _as_bytes("the SRTCP packet", packet)
+        return self._unprotect("the SRTCP packet", packet, rtcp=True)
+
+    def _unprotect(self, what: str, packet: _Bytes, rtcp: bool) -> bytes | None:
+        """`Unprotect` or `SrtcpUnprotect`: None for what does not check out."""
+        data = _as_bytes(what, packet)
         if len(data) > _BUFFER:
             return None
+        session = self._inbound()
         try:
-            return self._inbound().unprotect_rtcp(data)
+            return session.unprotect_rtcp(data) if rtcp else session.unprotect(data)
         except self._error:
             return None

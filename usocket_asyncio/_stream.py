@@ -52,14 +52,25 @@ import builtins
 import errno
 import os
 import socket
-import ssl
 from asyncio import _get_running_loop
 from collections import deque
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
-from ._address import AddressError, format_ip, parse_address
+from ._address import Address, AddressError, format_ip, parse_address
 from ._api import Buffer, USocket
 from ._base import ENDED, HELD, S, SocketBase, State, off_loop
+from ._errors import (
+    ACCEPT,
+    BIND,
+    CONNECT,
+    LISTEN,
+    LOST,
+    OPEN,
+    ConnectErrors,
+    detail,
+    reason_of,
+    translate,
+)
 from ._types import LogFlags, ShutdownReason, SocketModeError
 
 if TYPE_CHECKING:
@@ -102,22 +113,43 @@ TRANSITIONS: dict[State, frozenset[State]] = {
 """The legal moves. Anything else is the caller's mistake: `SocketModeError`."""
 
 
-def connect_reason(exc: BaseException) -> ShutdownReason:
-    """Translate a connect failure into the contract's reason."""
-    if isinstance(exc, ssl.SSLError | ssl.CertificateError):
-        return ShutdownReason.SOCKET_TLS_HANDSHAKE_FAILED
-    if isinstance(exc, ConnectionRefusedError) or getattr(exc, "errno", None) == errno.ECONNREFUSED:
-        return ShutdownReason.SOCKET_CONNECT_REJECTED
-    if isinstance(exc, OSError) and "Connect call failed" in str(exc) and "111" in str(exc):
-        return ShutdownReason.SOCKET_CONNECT_REJECTED
-    return ShutdownReason.SOCKET_CONNECT_FAILED
+async def connect_any(
+    loop: asyncio.AbstractEventLoop, target: Address, use_ipv6: bool
+) -> socket.socket:
+    """A non-blocking socket connected to the first address of `target` that takes the
+    connection (a name resolves to IPv6 with `use_ipv6`, else to IPv4).
 
-
-def bind_reason(exc: OSError) -> ShutdownReason:
-    """Translate a bind failure into the contract's reason."""
-    if exc.errno == errno.EADDRINUSE:
-        return ShutdownReason.SOCKET_ADDR_IN_USE
-    return ShutdownReason.SOCKET_BIND_FAILED
+    Raises:
+        OSError: the failure of the one address tried, or `ConnectErrors` with each
+            one's when there were several (asyncio's `create_connection` would fold
+            them into an `OSError` with no errno); `socket.gaierror` for a name that
+            does not resolve.
+    """
+    if target.ip is not None:  # a literal: nothing to wait for
+        infos = socket.getaddrinfo(
+            target.host, target.port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST
+        )
+    else:
+        family = socket.AF_INET6 if use_ipv6 else socket.AF_INET
+        infos = await loop.getaddrinfo(
+            target.host, target.port, family=family, type=socket.SOCK_STREAM
+        )
+    tried: list[tuple[Any, OSError]] = []
+    for fam, typ, proto, _, addr in infos:
+        s = socket.socket(fam, typ, proto)
+        try:
+            s.setblocking(False)
+            await loop.sock_connect(s, addr)
+        except BaseException as e:
+            s.close()
+            if not isinstance(e, OSError):
+                raise
+            tried.append((addr, e))
+            continue
+        return s
+    if len(tried) == 1:
+        raise tried[0][1]
+    raise ConnectErrors(target.host, tried)
 
 
 class StreamSocket(SocketBase, asyncio.BufferedProtocol):
@@ -281,20 +313,18 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         except Exception as e:
             if self._state is S.CONNECTING:
                 self._task = None
-                self._fail_log("Connect failed", repr(e))
-                self._event(self._end, self._connect_reason(e))
+                self._event(self._open_failed, self._connect_reason(e), "Connect failed", detail(e))
         else:
             self._task = None
 
     def _connect_reason(self, exc: BaseException) -> ShutdownReason:
-        return connect_reason(exc)
+        return reason_of(exc, CONNECT)
 
     async def _open(self, target: Any) -> None:
         """Open the transport with `self` as its protocol (TCP here)."""
-        family = 0
-        if target.ip is None:
-            family = socket.AF_INET6 if self._use_ipv6 else socket.AF_INET
-        await self._loop.create_connection(lambda: self, target.host, target.port, family=family)
+        sock = await connect_any(self._loop, target, self._use_ipv6)
+        # from here on the loop owns `sock` and closes it on failure
+        await self._loop.create_connection(lambda: self, sock=sock)
 
     # ------------------------------------------------------------------ transport events
 
@@ -481,12 +511,12 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
             if exc is None:
                 self._peer_end = ShutdownReason.SOCKET_SHUTDOWN_BY_PEER
             else:
-                self._fail_log("connection lost", repr(exc))
+                self._fail_log("connection lost", detail(exc))
                 self._peer_end = self._lost_reason(exc)
         self._check_end()
 
     def _lost_reason(self, exc: BaseException) -> ShutdownReason:
-        return ShutdownReason.SOCKET_LOST
+        return reason_of(exc, LOST)
 
     def _check_end(self) -> None:
         """The peer is gone: end once every held byte went to a Recv (in an event)."""
@@ -848,8 +878,8 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
             return
         except OSError as e:
             self._task = None
-            self._fail_log("Bind: cannot resolve", e)
-            self._event(self._end, ShutdownReason.SOCKET_BIND_FAILED)
+            reason, why = translate(e, BIND)
+            self._event(self._open_failed, reason, "Bind: cannot resolve", why)
             return
         self._task = None
         if self._state is not S.BINDING:
@@ -857,8 +887,8 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         try:
             sock = socket.socket(family, socket.SOCK_STREAM)
         except OSError as e:
-            self._fail_log("Bind: socket() failed", e)
-            self._event(self._end, ShutdownReason.SOCKET_OPEN_FAILED)
+            reason, why = translate(e, OPEN)
+            self._event(self._open_failed, reason, "Bind: socket() failed", why)
             return
         try:
             sock.setblocking(False)
@@ -867,8 +897,8 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
             self._bind_socket(sock, sockaddr)
         except OSError as e:
             sock.close()
-            self._fail_log("Bind failed", e)
-            self._event(self._end, bind_reason(e))
+            reason, why = translate(e, BIND)
+            self._event(self._open_failed, reason, "Bind failed", why)
             return
         self._lsock = sock
         self._local = self._bound_name(sock)
@@ -924,8 +954,9 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
             self._set_state(S.LISTENING)
             self._loop.add_reader(sock.fileno(), self._on_accept_ready)
         except OSError as e:
-            self._fail_log("Listen failed", e)
-            self._end(ShutdownReason.SOCKET_LISTEN_FAILED)
+            reason, why = translate(e, LISTEN)
+            self._fail_log("Listen failed", why)
+            self._end(reason)
             return
         self._log.Log(self.LOG_FLAG, "%s %x: listening on %s:%d", self.KIND, id(self), *self._local)
 
@@ -944,7 +975,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:
-                self._fail_log("accept failed", e)
+                self._fail_log("accept failed", detail(e))
                 if e.errno in _ACCEPT_RESOURCE_ERRORS:
                     self._loop.remove_reader(lsock.fileno())
                     self._retry_handle = self._loop.call_later(
@@ -1003,13 +1034,12 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
             conn.close()
             self._task = None
             if self._state is S.ACCEPTING:
-                self._fail_log("accept failed", repr(e))
-                self._event(self._end, self._accept_reason(e))
+                self._event(self._open_failed, self._accept_reason(e), "accept failed", detail(e))
         else:
             self._task = None
 
     def _accept_reason(self, exc: BaseException) -> ShutdownReason:
-        return ShutdownReason.SOCKET_ACCEPT_FAILED
+        return reason_of(exc, ACCEPT)
 
     async def _open_accepted(self, conn: socket.socket) -> None:
         await self._loop.connect_accepted_socket(lambda: self, conn)

@@ -61,10 +61,11 @@ import ssl
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from ._api import ISocket, ISocketContext, ISocketProvider, USocket
-from ._base import HELD, S, SocketProviderBase, check_user
-from ._context import SocketContext, as_context
-from ._stream import HOLD_LIMIT, StreamSocket, connect_reason
+from ._api import ISocket, USocket
+from ._base import HELD, S
+from ._context import SocketContext
+from ._errors import CONNECT, HANDSHAKE, reason_of, translate
+from ._stream import HOLD_LIMIT, StreamSocket, connect_any
 from ._types import LogFlags, ShutdownReason, SocketModeError
 
 if TYPE_CHECKING:
@@ -82,18 +83,6 @@ empty: the most a TLS socket holds encrypted beyond the app's own `Send` data.""
 
 _HANDSHAKING = (S.CONNECTING, S.ACCEPTING)
 _TRUNCATED = "the peer closed TCP without close_notify (truncated)"
-
-
-def ssl_detail(exc: BaseException) -> str:
-    """The OpenSSL reason of a TLS failure, for the log."""
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"certificate verification failed: {exc.verify_message} ({exc.reason})"
-    if isinstance(exc, ssl.SSLError):
-        lib = f"{exc.library}: " if getattr(exc, "library", None) else ""
-        return f"{lib}{exc.reason or exc}"
-    if isinstance(exc, ssl.CertificateError):
-        return f"certificate error: {exc}"
-    return repr(exc) if not str(exc) else f"{type(exc).__name__}: {exc}"
 
 
 class TLSSocket(StreamSocket):
@@ -139,29 +128,7 @@ class TLSSocket(StreamSocket):
     # ------------------------------------------------------------------ opening
 
     async def _open(self, target: Address) -> None:
-        family = 0
-        if target.ip is None:
-            family = socket.AF_INET6 if self._use_ipv6 else socket.AF_INET
-        infos = await self._loop.getaddrinfo(
-            target.host, target.port, family=family, type=socket.SOCK_STREAM
-        )
-        sock: socket.socket | None = None
-        err: OSError | None = None
-        for fam, typ, proto, _, addr in infos:
-            s = socket.socket(fam, typ, proto)
-            try:
-                s.setblocking(False)
-                await self._loop.sock_connect(s, addr)
-            except BaseException as e:
-                s.close()
-                if not isinstance(e, OSError):
-                    raise
-                err = e
-                continue
-            sock = s
-            break
-        if sock is None:
-            raise err if err is not None else OSError(f"{target.host}: no address")
+        sock = await connect_any(self._loop, target, self._use_ipv6)
         self._tcp_up = True
         hostname = self._server_name or target.host
         # from here on the loop owns `sock` and closes it on failure
@@ -171,9 +138,10 @@ class TLSSocket(StreamSocket):
 
     def _connect_reason(self, exc: BaseException) -> ShutdownReason:
         if not self._tcp_up:
-            return connect_reason(exc)
-        self._fail_log("TLS handshake failed", ssl_detail(exc))
-        return ShutdownReason.SOCKET_TLS_HANDSHAKE_FAILED
+            return reason_of(exc, CONNECT)
+        reason, why = translate(exc, HANDSHAKE)
+        self._fail_log("TLS handshake failed", why)
+        return reason
 
     async def _open_accepted(self, conn: socket.socket) -> None:
         opening = _Opening()
@@ -206,8 +174,9 @@ class TLSSocket(StreamSocket):
         self.connection_made(writer)
 
     def _accept_reason(self, exc: BaseException) -> ShutdownReason:
-        self._fail_log("TLS handshake failed", ssl_detail(exc))
-        return ShutdownReason.SOCKET_TLS_HANDSHAKE_FAILED
+        reason, why = translate(exc, HANDSHAKE)
+        self._fail_log("TLS handshake failed", why)
+        return reason
 
     # ------------------------------------------------------------------ upgrade
 
@@ -256,8 +225,8 @@ class TLSSocket(StreamSocket):
         except Exception as e:
             self._task = None
             if self._state in _HANDSHAKING:
-                self._fail_log("TLS upgrade failed", ssl_detail(e))
-                self._event(self._end, ShutdownReason.SOCKET_TLS_HANDSHAKE_FAILED)
+                reason, why = translate(e, HANDSHAKE)
+                self._event(self._open_failed, reason, "TLS upgrade failed", why)
             return
         self._task = None
         self._raw_tr = None
@@ -412,14 +381,6 @@ class TLSSocket(StreamSocket):
             self._fail_log("connection lost", _TRUNCATED)
             self._peer_end = ShutdownReason.SOCKET_LOST
         super().connection_lost(exc)
-
-    def _lost_reason(self, exc: BaseException) -> ShutdownReason:
-        if isinstance(exc, ssl.SSLError):
-            reason = str(getattr(exc, "reason", "") or "")
-            self._fail_log("TLS error", ssl_detail(exc))
-            if "ALERT" in reason and "CERTIFICATE" in reason:
-                return ShutdownReason.SOCKET_TLS_HANDSHAKE_FAILED
-        return ShutdownReason.SOCKET_LOST
 
     # ------------------------------------------------------------------ the end
 
@@ -612,96 +573,3 @@ def _peer_ip(tr: Any) -> str | None:
     if isinstance(peer, tuple) and peer:
         return str(peer[0])
     return None
-
-
-class TLSSocketProvider(SocketProviderBase):
-    """Makes TLS sockets (and DTLS ones, for contexts with `EnableDTLS`).
-
-    `CreateSocket` makes a TLS socket (DTLS with a context on which `EnableDTLS` was
-    called); `useIPv6` picks IPv6 for names and for `Bind(None)`. As a client,
-    `Connect(address, serverName)` leads to `SocketConnectComplete` once the handshake
-    succeeded (after `SocketAcceptSelectedALPNProtocol`, when a protocol was
-    negotiated), or to `SocketShutdown` with a connect reason or
-    `SOCKET_TLS_HANDSHAKE_FAILED`/`SOCKET_ALPN_SELECTION_FAILED`. As a server, each
-    accepted socket gets `SocketAcceptComplete` after its handshake, or
-    `SocketShutdown(SOCKET_TLS_HANDSHAKE_FAILED)`. Without a context a client verifies
-    against the system store and a server uses the default self-signed certificate.
-    """
-
-    __slots__ = ("_tcp",)
-
-    def __init__(self, tcpSocketProvider: ISocketProvider | None) -> None:
-        if tcpSocketProvider is not None and not isinstance(tcpSocketProvider, ISocketProvider):
-            raise TypeError("CreateTLSSocketProvider takes the TCP socket provider (or None)")
-        self._tcp = tcpSocketProvider
-
-    def CreateSocketContext(self, log: IInstanceLog) -> ISocketContext:
-        """A new context: certificates, trust, ALPN, DTLS (see `ISocketContext`)."""
-        return SocketContext(log)
-
-    def _new_socket(
-        self,
-        iomux: IIoMux,
-        user: USocket,
-        log: IInstanceLog,
-        useIPv6: bool,
-        socketContext: ISocketContext | None,
-    ) -> ISocket:
-        ctx = as_context(socketContext, log)
-        if ctx.dtls_enabled:
-            from ._dtls import create_dtls_socket
-
-            sock: ISocket = create_dtls_socket(iomux, user, log, useIPv6, ctx)
-            return sock
-        return TLSSocket(iomux, user, log, useIPv6, ctx)
-
-    def UpgradeToTLSSocket(
-        self,
-        fromTCPSocket: ISocket,
-        iomux: IIoMux,
-        user: USocket,
-        log: IInstanceLog,
-        initServerSide: bool = False,
-        socketContext: ISocketContext | None = None,
-    ) -> ISocket:
-        """Run TLS over the connected `fromTCPSocket` (DTLS over a UDP socket).
-
-        The new socket owns the TCP socket from now on: the TCP socket's user gets no
-        further callback, and deleting the TLS socket deletes it. Bytes the TCP socket
-        still had to send go out before the handshake; bytes it had read but not yet
-        delivered are taken as the start of the peer's handshake. `initServerSide`
-        plays the server's part. Leads to `SocketAcceptSelectedALPNProtocol` (when a
-        protocol was negotiated), then `SocketUpgradeToTLSComplete` on the new socket,
-        or to `SocketShutdown(SOCKET_TLS_HANDSHAKE_FAILED)`.
-
-        Raises:
-            SocketModeError: `fromTCPSocket` is already TLS, or not connected.
-        """
-        if isinstance(fromTCPSocket, TLSSocket):
-            raise SocketModeError(
-                "UpgradeToTLSSocket on a TLS socket: it already speaks TLS; pass the TCP socket"
-            )
-        check_user(user)
-        ctx = as_context(socketContext, log)
-        if not isinstance(fromTCPSocket, StreamSocket):
-            from ._dtls import upgrade_udp_socket
-
-            sock: ISocket = upgrade_udp_socket(fromTCPSocket, iomux, user, log, initServerSide, ctx)
-            return sock
-        tls = TLSSocket(iomux, user, log, fromTCPSocket._use_ipv6, ctx)
-        try:
-            tls._begin_upgrade(fromTCPSocket, bool(initServerSide))
-        except BaseException:
-            tls._abandon()
-            raise
-        return tls
-
-
-def CreateTLSSocketProvider(tcpSocketProvider: ISocketProvider | None = None) -> ISocketProvider:
-    """The provider of TLS (and DTLS) sockets.
-
-    `tcpSocketProvider` is the SDK's TCP provider argument; None is fine (this
-    implementation opens its own connections), e.g. for a provider used only for
-    `UpgradeToTLSSocket`.
-    """
-    return TLSSocketProvider(tcpSocketProvider)

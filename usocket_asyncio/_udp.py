@@ -58,8 +58,8 @@ from asyncio import _get_running_loop
 from typing import TYPE_CHECKING, Any
 
 from ._address import Address, AddressError, format_ip, parse_address
-from ._api import Buffer, ISocketProvider, USocket
-from ._base import HELD, S, SocketBase, SocketProviderBase, State, off_loop
+from ._api import Buffer, USocket
+from ._base import HELD, S, SocketBase, State, off_loop
 from ._datagram import DROP_LOG_EVERY as DROP_LOG_EVERY
 from ._datagram import (
     Handover,
@@ -751,17 +751,3 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
             self._end(ShutdownReason.SOCKET_SHUTDOWN_NORMAL)
             return
         tr.close()  # sends what it queues first, then connection_lost
-
-
-class UDPSocketProvider(SocketProviderBase):
-    """Makes UDP sockets: `useIPv6` picks IPv6 for names and for `Bind(None)` ("::",
-    which receives IPv4 too). `socketContext` is ignored: DTLS sockets come from the
-    TLS provider."""
-
-    __slots__ = ()
-    SOCKET = UDPSocket
-
-
-def CreateUDPSocketProvider() -> ISocketProvider:
-    """The provider of UDP sockets."""
-    return UDPSocketProvider()
