@@ -37,6 +37,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
+from ._address import AddressError, parse_address
 from ._api import ISocket, USocket
 from ._types import QOS_DSCP, QosTrafficType, ShutdownReason, SocketModeError
 
@@ -123,6 +124,15 @@ class S:
 
 
 ENDED = (S.CLOSED, S.DELETED)
+
+
+def transitions(moves: Mapping[State, tuple[State, ...]]) -> dict[State, frozenset[State]]:
+    """A kind's table of legal moves from the moves of its live states: each of them
+    may also end (CLOSED) or be deleted; CLOSED may only be deleted, DELETED is final."""
+    table = {st: frozenset((*nxt, S.CLOSED, S.DELETED)) for st, nxt in moves.items()}
+    table[S.CLOSED] = frozenset((S.DELETED,))
+    table[S.DELETED] = frozenset()
+    return table
 
 
 def as_view(buf: Any, what: str) -> memoryview:
@@ -257,6 +267,7 @@ class SocketBase(ISocket):
         "_blocked",
         "_due",
         "_in_event",
+        "_listen_wanted",
         "_local",
         "_log",
         "_loop",
@@ -293,11 +304,8 @@ class SocketBase(ISocket):
         self._qos: QosTrafficType | None = None
         self._local: tuple[str, int] = ("", 0)
         self._queue: deque[tuple[str, tuple[Any, ...]]] = deque()
-        self._send_due = 0
-        self._unreported = 0
-        self._blocked = False
-        self._due = False
-        self._in_event = False
+        self._send_due = self._unreported = 0
+        self._blocked = self._due = self._in_event = self._listen_wanted = False
         LIVE.add(self)
 
     def __repr__(self) -> str:
@@ -449,6 +457,22 @@ class SocketBase(ISocket):
         elif self._w_send:
             self._push_sent(1)
 
+    def pause_writing(self) -> None:
+        """(Stream and UDP transports.) Bytes stay in the transport: the sends made
+        from now on complete at `resume_writing`."""
+        self._blocked = True
+
+    def resume_writing(self) -> None:
+        """(Stream and UDP transports.) Every byte left for the kernel: the results of
+        the sends held back are due (a user that writes no `SocketSendResult` hears
+        nothing: they are simply done)."""
+        self._blocked = False
+        n = self._unreported
+        if n:
+            self._unreported = 0
+            if self._w_send:
+                self._event(self._push_sent, n)
+
     def _emit(self, name: str, *args: Any) -> None:
         """Queue the callback `name(*args)` (nothing once the socket has ended: its
         `SocketShutdown` is the last)."""
@@ -524,6 +548,45 @@ class SocketBase(ISocket):
         self._release()
         self._push((_END, (reason,)))
 
+    def _connect_target(self, address: str) -> Any:
+        """What `Connect` does first on every kind: CONNECTING, then `address` parsed
+        (`_parse_connect`); None when it is no address: the socket ends (later) with
+        `SOCKET_ADDRESS_INVALID`.
+
+        Raises:
+            SocketModeError: deleted, or Bind/Connect was called before.
+        """
+        self._check_alive("Connect")
+        self._set_state(S.CONNECTING)
+        try:
+            return self._parse_connect(address)
+        except AddressError as e:
+            self._fail_log("Connect: address invalid", e)
+            self._end(ShutdownReason.SOCKET_ADDRESS_INVALID)
+            return None
+
+    def _parse_connect(self, address: str) -> Any:
+        """Hook: the target of `Connect(address)` ("host:port" here; a local socket's is
+        a path).
+
+        Raises:
+            AddressError: `address` is no address.
+        """
+        return parse_address(address, need_port=True)
+
+    def _recv_ignored(self, st: State) -> bool:
+        """A `Recv` that finds the socket in `st` and takes no buffer: True once it is
+        shutting down or closed (ignored).
+
+        Raises:
+            SocketModeError: the socket is deleted.
+        """
+        if st is S.CLOSING or st is S.CLOSED:
+            return True
+        if st is S.DELETED:
+            self._check_alive("Recv")
+        return False
+
     def _open_failed(self, reason: ShutdownReason, what: str, detail: object) -> None:
         """Opening failed (an event: a task's or a transport's): log why, then end."""
         self._fail_log(what, detail)
@@ -558,6 +621,26 @@ class SocketBase(ISocket):
         return task
 
     # ------------------------------------------------------------------ ISocket: the rest
+
+    def Listen(self) -> None:
+        """Accept connections (DTLS: peers) on the bound address: `SocketListenResult`
+        for each, or `SocketShutdown(SOCKET_LISTEN_FAILED)`. Called while `Bind` is in
+        progress, it starts once the socket is bound.
+
+        Raises:
+            SocketModeError: the socket is not bound (call `Bind` first), or it listens.
+        """
+        self._check_alive("Listen")
+        if self._state is S.BINDING and not self._listen_wanted:
+            self._listen_wanted = True
+        elif self._state is S.BOUND:
+            self._start_listen()
+        else:
+            raise SocketModeError(self._illegal(self._state, S.LISTENING))
+
+    def _start_listen(self) -> None:
+        """Hook: the bound socket starts listening."""
+        raise NotImplementedError
 
     def Delete(self) -> None:
         """Release the socket at once: it closes and makes no callback, ever again."""

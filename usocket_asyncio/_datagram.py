@@ -37,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._address import Address, AddressError, parse_address
 from ._base import as_view
@@ -88,12 +88,11 @@ class RecvQueue:
         "flag",
         "held",
         "held_bytes",
-        "ident",
-        "kind",
         "log",
         "max_bytes",
         "max_items",
         "rq",
+        "tag",
         "what",
     )
 
@@ -109,16 +108,12 @@ class RecvQueue:
     ) -> None:
         self.rq: deque[tuple[Any, memoryview]] = deque()
         self.held: deque[tuple[bytes, Any]] = deque()
-        self.held_bytes = 0
-        self.dropped = 0
-        self.drop_run = 0
+        self.held_bytes = self.dropped = self.drop_run = 0
         self.log = log
         self.flag = flag
-        self.kind = kind
-        self.ident = ident
+        self.tag = f"{kind} {ident:x}"  # what each log line starts with
         self.what = what
-        self.max_items = max_items
-        self.max_bytes = max_bytes
+        self.max_items, self.max_bytes = max_items, max_bytes
 
     def add(self, buf: Any, len: int | None, call: str) -> None:
         """Queue a `Recv` buffer (checked by `recv_view`)."""
@@ -142,9 +137,8 @@ class RecvQueue:
         mv[:] = memoryview(data)[:n]
         self.log.Log(
             self.flag,
-            "%s %x: %s of %d bytes truncated to the Recv buffer's %d",
-            self.kind,
-            self.ident,
+            "%s: %s of %d bytes truncated to the Recv buffer's %d",
+            self.tag,
             self.what,
             data.__len__(),
             n,
@@ -162,9 +156,8 @@ class RecvQueue:
             if self.drop_run % DROP_LOG_EVERY == 1 or DROP_LOG_EVERY == 1:
                 self.log.Log(
                     self.flag,
-                    "%s %x: no Recv pending, %d bytes in %d %ss held: dropping (%d dropped so far)",
-                    self.kind,
-                    self.ident,
+                    "%s: no Recv pending, %d bytes in %d %ss held: dropping (%d dropped so far)",
+                    self.tag,
                     self.held_bytes,
                     held.__len__(),
                     self.what,
@@ -186,9 +179,8 @@ class RecvQueue:
         if self.drop_run:
             self.log.Log(
                 self.flag,
-                "%s %x: receive queue drained; %d %ss were dropped meanwhile",
-                self.kind,
-                self.ident,
+                "%s: receive queue drained; %d %ss were dropped meanwhile",
+                self.tag,
                 self.drop_run,
                 self.what,
             )
@@ -383,21 +375,11 @@ async def open_connected(
         return e
 
 
-class Handover:
+class Handover(NamedTuple):
     """What a connected UDP socket hands to the DTLS socket that takes it over."""
 
-    __slots__ = ("held", "local", "peer", "server_name", "transport")
-
-    def __init__(
-        self,
-        transport: Any,
-        held: list[bytes],
-        peer: Any,
-        local: tuple[str, int],
-        server_name: str | None,
-    ) -> None:
-        self.transport = transport
-        self.held = held
-        self.peer = peer
-        self.local = local
-        self.server_name = server_name
+    transport: Any
+    held: list[bytes]
+    peer: Any
+    local: tuple[str, int]
+    server_name: str | None

@@ -68,19 +68,11 @@ from typing import TYPE_CHECKING, Any
 
 from OpenSSL import SSL
 
-from ._address import Address, AddressError, format_ip, parse_address
+from ._address import Address, format_ip
 from ._api import Buffer, USocket
-from ._base import ENDED, S, SocketBase, State, as_view
+from ._base import ENDED, S, SocketBase, State, as_view, transitions
 from ._context import SocketContext
-from ._datagram import (
-    OpenError,
-    RecvQueue,
-    clear_reuse,
-    copies_needed,
-    open_bound,
-    open_connected,
-    recv_view,
-)
+from ._datagram import RecvQueue, clear_reuse, copies_needed, open_bound, open_connected
 from ._dtls_core import COOKIE_WINDOW as COOKIE_WINDOW
 from ._dtls_core import DEFAULT_MTU as DEFAULT_MTU
 from ._dtls_core import DTLS1_2_VERSION as DTLS1_2_VERSION
@@ -113,6 +105,7 @@ from ._types import IPaddr, LogFlags, ShutdownReason, SocketModeError
 from ._udp import UDPSocket
 
 if TYPE_CHECKING:
+    from ._datagram import OpenError
     from ._iomux import IIoMux
     from ._log import IInstanceLog
 
@@ -121,17 +114,17 @@ HOLD_RECORDS = 256
 
 _LIMIT_LOG_EVERY = 1000
 
-DTLS_TRANSITIONS: dict[State, frozenset[State]] = {
-    S.IDLE: frozenset({S.CONNECTING, S.ACCEPTING, S.BINDING, S.CLOSED, S.DELETED}),
-    S.CONNECTING: frozenset({S.CONNECTED, S.CLOSED, S.DELETED}),
-    S.ACCEPTING: frozenset({S.CONNECTED, S.CLOSED, S.DELETED}),
-    S.CONNECTED: frozenset({S.CLOSED, S.DELETED}),
-    S.BINDING: frozenset({S.BOUND, S.CLOSED, S.DELETED}),
-    S.BOUND: frozenset({S.LISTENING, S.CLOSED, S.DELETED}),
-    S.LISTENING: frozenset({S.CLOSED, S.DELETED}),
-    S.CLOSED: frozenset({S.DELETED}),
-    S.DELETED: frozenset(),
-}
+DTLS_TRANSITIONS = transitions(
+    {
+        S.IDLE: (S.CONNECTING, S.ACCEPTING, S.BINDING),
+        S.CONNECTING: (S.CONNECTED,),
+        S.ACCEPTING: (S.CONNECTED,),
+        S.CONNECTED: (),
+        S.BINDING: (S.BOUND,),
+        S.BOUND: (S.LISTENING,),
+        S.LISTENING: (),
+    }
+)
 """The legal moves of a DTLS socket (a DTLS `Shutdown` completes at once: no CLOSING)."""
 
 _HANDSHAKING = (S.CONNECTING, S.ACCEPTING)
@@ -241,7 +234,6 @@ class DTLSSocket(SocketBase):
         "_in_alpn",
         "_in_listen_result",
         "_kind",
-        "_listen_wanted",
         "_listener",
         "_mtu",
         "_peer",
@@ -287,7 +279,6 @@ class DTLSSocket(SocketBase):
         self._peer_end: ShutdownReason | None = None
         # listener
         self._listener: CookieListener | None = None
-        self._listen_wanted = False
         self._in_listen_result = False
         self._accept_decided = False
         self._accept_user: USocket | None = None
@@ -479,13 +470,8 @@ class DTLSSocket(SocketBase):
         Raises:
             SocketModeError: Bind or Connect was called before.
         """
-        self._check_alive("Connect")
-        self._set_state(S.CONNECTING)
-        try:
-            target = parse_address(address, need_port=True)
-        except AddressError as e:
-            self._fail_log("Connect: address invalid", e)
-            self._end(ShutdownReason.SOCKET_ADDRESS_INVALID)
+        target = self._connect_target(address)
+        if target is None:
             return
         self._verify_name = serverName or target.host
         self._task = self._loop.create_task(self._connect(target))
@@ -503,7 +489,7 @@ class DTLSSocket(SocketBase):
     async def _attach(self, opened: socket.socket | OpenError) -> bool:
         """An endpoint over the socket opened (True), or the end with the reason it
         could not be opened (False)."""
-        if isinstance(opened, OpenError):
+        if not isinstance(opened, socket.socket):
             self._task = None
             self._event(self._open_failed, opened.reason, opened.what, opened.detail)
             return False
@@ -659,23 +645,6 @@ class DTLSSocket(SocketBase):
             self._end(ShutdownReason.SOCKET_SHUTDOWN_NORMAL)
         elif self._listen_wanted:
             self._start_listen()
-
-    def Listen(self) -> None:
-        """Serve DTLS on the bound address: each new peer that passed the cookie exchange
-        leads to `SocketListenResult(socket, addr, port)`; `Accept(user)` inside it gives
-        that peer a socket, whose `SocketAcceptComplete` follows once its handshake is
-        done (or its `SocketShutdown(SOCKET_TLS_HANDSHAKE_FAILED)`).
-
-        Raises:
-            SocketModeError: the socket is not bound (call `Bind` first).
-        """
-        self._check_alive("Listen")
-        if self._state is S.BINDING and not self._listen_wanted:
-            self._listen_wanted = True
-        elif self._state is S.BOUND:
-            self._start_listen()
-        else:
-            raise SocketModeError(self._illegal(self._state, S.LISTENING))
 
     def _start_listen(self) -> None:
         try:
@@ -919,7 +888,7 @@ class DTLSSocket(SocketBase):
             return
         self._check_alive("Recv")
         q = self._q
-        q.rq.append((buf, recv_view(buf, len, "Recv")))
+        q.add(buf, len, "Recv")
         if q.held:
             self._pump_held()
             self._check_end()

@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from ._address import Address, AddressError, format_ip, parse_address
 from ._api import Buffer, USocket
-from ._base import ENDED, HELD, S, SocketBase, State, off_loop
+from ._base import ENDED, HELD, S, SocketBase, State, off_loop, transitions
 from ._errors import (
     ACCEPT,
     BIND,
@@ -98,18 +98,18 @@ _CONNECTED: Final = State.CONNECTED
 
 _ACCEPT_RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
-TRANSITIONS: dict[State, frozenset[State]] = {
-    S.IDLE: frozenset({S.CONNECTING, S.BINDING, S.ACCEPTING, S.CLOSED, S.DELETED}),
-    S.CONNECTING: frozenset({S.CONNECTED, S.CLOSED, S.DELETED}),
-    S.ACCEPTING: frozenset({S.CONNECTED, S.CLOSED, S.DELETED}),
-    S.CONNECTED: frozenset({S.CLOSING, S.CLOSED, S.DELETED}),
-    S.BINDING: frozenset({S.BOUND, S.CLOSED, S.DELETED}),
-    S.BOUND: frozenset({S.LISTENING, S.CLOSED, S.DELETED}),
-    S.LISTENING: frozenset({S.CLOSED, S.DELETED}),
-    S.CLOSING: frozenset({S.CLOSED, S.DELETED}),
-    S.CLOSED: frozenset({S.DELETED}),
-    S.DELETED: frozenset(),
-}
+TRANSITIONS = transitions(
+    {
+        S.IDLE: (S.CONNECTING, S.BINDING, S.ACCEPTING),
+        S.CONNECTING: (S.CONNECTED,),
+        S.ACCEPTING: (S.CONNECTED,),
+        S.CONNECTED: (S.CLOSING,),
+        S.BINDING: (S.BOUND,),
+        S.BOUND: (S.LISTENING,),
+        S.LISTENING: (),
+        S.CLOSING: (),
+    }
+)
 """The legal moves. Anything else is the caller's mistake: `SocketModeError`."""
 
 
@@ -167,7 +167,6 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         "_hstart",
         "_in_listen_result",
         "_into_user",
-        "_listen_wanted",
         "_listener",
         "_lsock",
         "_paused",
@@ -225,7 +224,6 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         self._stall_limit = STALL_TIMEOUT
         # server side
         self._lsock: socket.socket | None = None
-        self._listen_wanted = False
         self._in_listen_result = False
         self._accept_decided = False
         self._accept_target: StreamSocket | None = None
@@ -291,19 +289,10 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         """Connect to `address`: `SocketConnectComplete`, or `SocketShutdown` with
         `SOCKET_ADDRESS_INVALID`, `SOCKET_CONNECT_REJECTED` or `SOCKET_CONNECT_FAILED`
         (TLS also `SOCKET_TLS_HANDSHAKE_FAILED`)."""
-        self._check_alive("Connect")
-        self._set_state(S.CONNECTING)
+        target = self._connect_target(address)
         self._server_name = serverName
-        try:
-            target = self._parse_connect(address)
-        except AddressError as e:
-            self._fail_log("Connect: address invalid", e)
-            self._end(ShutdownReason.SOCKET_ADDRESS_INVALID)
-            return
-        self._task = self._loop.create_task(self._connect(target))
-
-    def _parse_connect(self, address: str) -> Any:
-        return parse_address(address, need_port=True)
+        if target is not None:
+            self._task = self._loop.create_task(self._connect(target))
 
     async def _connect(self, target: Any) -> None:
         try:
@@ -532,27 +521,14 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
                 return
         self._end(reason)
 
-    def pause_writing(self) -> None:
-        self._blocked = True
-
     def resume_writing(self) -> None:
-        self._blocked = False
-        n = self._unreported
-        if n:
-            self._unreported = 0
-            # nobody hears of them when the user writes no SocketSendResult: simply done
-            if self._w_send and (self._state is S.CONNECTED or self._state is S.CLOSING):
-                self._event(self._sent, n)
+        SocketBase.resume_writing(self)
         if self._draining and self._state is S.CLOSING and self._tr is not None:
             self._draining = False  # the last byte left: now our close
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
             self._close_output()
-
-    def _sent(self, n: int) -> None:
-        """`n` sends left for the kernel: their results, in order (in an event)."""
-        self._push_sent(n)
 
     def _all_sent(self) -> None:
         """Every byte written reached the kernel (a TLS socket's writer says so)."""
@@ -667,10 +643,8 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
             if self._hstart != self._hend or self._peer_end is not None:
                 self._push(HELD)
             return
-        if st is S.CLOSING or st is S.CLOSED:
+        if self._recv_ignored(st):
             return
-        if st is S.DELETED:
-            self._check_alive("Recv")
         if st is S.BINDING or st is S.BOUND or st is S.LISTENING:
             raise SocketModeError("Recv on a listening socket: receive on the accepted sockets")
         if type(buf) is bytearray:  # writable bytes: the view needs no checks
@@ -934,17 +908,6 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
     def _bound_name(self, sock: socket.socket) -> tuple[str, int]:
         name = sock.getsockname()
         return format_ip(name[0]), int(name[1])
-
-    def Listen(self) -> None:
-        """Accept connections on the bound address: `SocketListenResult` for each, or
-        `SocketShutdown(SOCKET_LISTEN_FAILED)`."""
-        self._check_alive("Listen")
-        if self._state is S.BINDING and not self._listen_wanted:
-            self._listen_wanted = True
-        elif self._state is S.BOUND:
-            self._start_listen()
-        else:
-            raise SocketModeError(self._illegal(self._state, S.LISTENING))
 
     def _start_listen(self) -> None:
         sock = self._lsock

@@ -57,9 +57,9 @@ import socket
 from asyncio import _get_running_loop
 from typing import TYPE_CHECKING, Any
 
-from ._address import Address, AddressError, format_ip, parse_address
+from ._address import Address, format_ip
 from ._api import Buffer, USocket
-from ._base import HELD, S, SocketBase, State, off_loop
+from ._base import HELD, S, SocketBase, State, off_loop, transitions
 from ._datagram import DROP_LOG_EVERY as DROP_LOG_EVERY
 from ._datagram import (
     Handover,
@@ -69,7 +69,6 @@ from ._datagram import (
     copies_needed,
     open_bound,
     open_connected,
-    recv_view,
 )
 from ._types import IPaddr, LogFlags, ShutdownReason, SocketModeError
 
@@ -82,19 +81,32 @@ HOLD_DATAGRAMS = 256
 HOLD_BYTES = 256 * 1024
 """Bytes held for an app with no pending `Recv` before new datagrams are dropped."""
 
-UDP_TRANSITIONS: dict[State, frozenset[State]] = {
-    S.IDLE: frozenset({S.BINDING, S.CONNECTING, S.CLOSED, S.DELETED}),
-    S.BINDING: frozenset({S.BOUND, S.CLOSED, S.DELETED}),
-    S.BOUND: frozenset({S.CLOSING, S.CLOSED, S.DELETED}),
-    S.CONNECTING: frozenset({S.CONNECTED, S.CLOSED, S.DELETED}),
-    S.CONNECTED: frozenset({S.CLOSING, S.CLOSED, S.DELETED}),
-    S.CLOSING: frozenset({S.CLOSED, S.DELETED}),
-    S.CLOSED: frozenset({S.DELETED}),
-    S.DELETED: frozenset(),
-}
+UDP_TRANSITIONS = transitions(
+    {
+        S.IDLE: (S.BINDING, S.CONNECTING),
+        S.BINDING: (S.BOUND,),
+        S.BOUND: (S.CLOSING,),
+        S.CONNECTING: (S.CONNECTED,),
+        S.CONNECTED: (S.CLOSING,),
+        S.CLOSING: (),
+    }
+)
 """The legal moves of a UDP socket (LISTENING and ACCEPTING are never used)."""
 
 _OPEN = (S.BOUND, S.CONNECTED)
+
+_SENDTO_REFUSED = (
+    "SendTo before Bind: call Bind first (Bind(None, 0) picks any port), then SendTo; or "
+    "Connect and use Send",
+    "SendTo on a connected UDP socket: use Send (Connect fixed the peer), or Bind a new "
+    "socket to send to any peer",
+)
+_SEND_REFUSED = (
+    "Send before Connect: Connect('ip:port') fixes the peer first; or Bind and use SendTo",
+    "Send on a bound UDP socket: use SendTo(buf, len, addr, port), or Connect a new socket "
+    "to fix the peer",
+)
+"""What `SendTo` and `Send` say when refused: before Bind/Connect, in the other mode."""
 
 # Source addresses seen by bound sockets -> ipaddress objects (parsing is the costly
 # part of a datagram's way in; peers repeat). Bounded: cleared when full.
@@ -152,8 +164,8 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
         self, iomux: IIoMux, user: USocket | None, log: IInstanceLog, useIPv6: bool = False
     ) -> None:
         super().__init__(iomux, user, log, useIPv6)
-        self._tr: Any = None
         self._sock: socket.socket | None = None
+        self._tr: Any = None
         self._family = 0
         self._copy = True
         self._reuse = False
@@ -259,16 +271,10 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
         Raises:
             SocketModeError: Bind or Connect was called before.
         """
-        self._check_alive("Connect")
-        self._set_state(S.CONNECTING)
+        target = self._connect_target(address)
         self._server_name = serverName
-        try:
-            target = parse_address(address, need_port=True)
-        except AddressError as e:
-            self._fail_log("Connect: address invalid", e)
-            self._end(ShutdownReason.SOCKET_ADDRESS_INVALID)
-            return
-        self._task = self._loop.create_task(self._connect(target))
+        if target is not None:
+            self._task = self._loop.create_task(self._connect(target))
 
     async def _connect(self, target: Address) -> None:
         await self._attach(await open_connected(self._loop, target, self._use_ipv6))
@@ -433,21 +439,6 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
             self._fail_log("transport lost", repr(exc))
             self._end(ShutdownReason.SOCKET_LOST)
 
-    def pause_writing(self) -> None:
-        self._blocked = True
-
-    def resume_writing(self) -> None:
-        self._blocked = False
-        n = self._unreported
-        if n:
-            self._unreported = 0
-            if self._w_send and (self._state in _OPEN or self._state is S.CLOSING):
-                self._event(self._sent, n)
-
-    def _sent(self, n: int) -> None:
-        """`n` datagrams left for the kernel: their results, in order (in an event)."""
-        self._push_sent(n)
-
     # ------------------------------------------------------------------ ISocket: data
 
     def _data(self, buf: Buffer, len: int | None, call: str, keep: bool) -> Any:
@@ -530,33 +521,39 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
                 self._last_dst = addr
             self._put(self._data(buf, len, "SendTo", False), addr)
             return
-        if st is S.BINDING:
-            if not self._shutdown_wanted:
-                dst = (self._parse_dst(dstAddr, dstPort), dstPort)
-                self._cache.append((self._data(buf, len, "SendTo", True), dst))
-            return
-        self._not_sent(
-            "SendTo",
-            st,
-            S.BOUND,
-            "SendTo before Bind: call Bind first (Bind(None, 0) picks any port), then "
-            "SendTo; or Connect and use Send",
-            "SendTo on a connected UDP socket: use Send (Connect fixed the peer), or Bind a "
-            "new socket to send to any peer",
-        )
+        self._later("SendTo", buf, len, dstAddr, dstPort, S.BOUND, _SENDTO_REFUSED)
 
-    def _not_sent(self, call: str, st: State, mode: State, idle: str, other: str) -> None:
-        """`call` in a state that sends nothing and caches nothing: ignored once the
-        socket is shutting down or closed (`mode` is its open state, after `Shutdown`);
-        else `SocketModeError` (`idle`: before Bind/Connect, `other`: the other mode).
+    def _later(
+        self,
+        call: str,
+        buf: Buffer,
+        len: int | None,
+        dstAddr: Any,
+        dstPort: Any,
+        mode: State,
+        refused: tuple[str, str],
+    ) -> None:
+        """`call` when its datagram cannot go at once: cached while Bind/Connect is in
+        progress (`SendTo` checks the destination first), ignored once the socket is
+        shutting down or closed (`mode`, its open state, after `Shutdown`); else
+        `SocketModeError` with the first of `refused` before Bind/Connect, the second in
+        the other mode.
 
         Raises:
             SocketModeError: see above, or the socket is deleted.
+            ValueError: a `SendTo` destination that is no IP address and port.
         """
+        st = self._state
+        bound = mode is S.BOUND
+        if st is (S.BINDING if bound else S.CONNECTING):
+            if not self._shutdown_wanted:
+                dst = (self._parse_dst(dstAddr, dstPort), dstPort) if bound else None
+                self._cache.append((self._data(buf, len, call, True), dst))
+            return
         if st is S.CLOSING or st is S.CLOSED or st is mode:
             return
         self._check_alive(call)
-        raise SocketModeError(idle if st is S.IDLE else other)
+        raise SocketModeError(refused[0] if st is S.IDLE else refused[1])
 
     @staticmethod
     def _parse_dst(dstAddr: Any, dstPort: Any) -> IPaddr:
@@ -607,18 +604,7 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
         if st is S.CONNECTED and not self._shutdown_wanted:
             self._put(self._data(buf, len, "Send", False), None)
             return
-        if st is S.CONNECTING:
-            if not self._shutdown_wanted:
-                self._cache.append((self._data(buf, len, "Send", True), None))
-            return
-        self._not_sent(
-            "Send",
-            st,
-            S.CONNECTED,
-            "Send before Connect: Connect('ip:port') fixes the peer first; or Bind and use SendTo",
-            "Send on a bound UDP socket: use SendTo(buf, len, addr, port), or Connect a new "
-            "socket to fix the peer",
-        )
+        self._later("Send", buf, len, None, None, S.CONNECTED, _SEND_REFUSED)
 
     def Recv(
         self, buf: bytearray | memoryview, len: int | None = None, recvPartial: bool = False
@@ -653,11 +639,9 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
             if q.held:
                 self._push(HELD)
             return
-        if st is S.CLOSING or st is S.CLOSED:
+        if self._recv_ignored(st):
             return
-        if st is S.DELETED:
-            self._check_alive("Recv")
-        q.rq.append((buf, recv_view(buf, len, "Recv")))
+        q.add(buf, len, "Recv")
         if q.held:
             self._push(HELD)
 
