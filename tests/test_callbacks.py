@@ -18,10 +18,10 @@ import socket
 from typing import Any
 
 import pytest
-from conftest import Mux, Recorder
-from dtls_helpers import dtls_ctx
-from tcp_helpers import bound_port, listener
-from test_tls import Server
+from kit.certs import Server
+from kit.dtls import dtls_ctx
+from kit.loop import Mux, Recorder
+from kit.streams import bound_port, listener
 
 from usocket_asyncio import (
     CreateLocalSocketProvider,

@@ -15,14 +15,12 @@ from typing import Any
 
 import pytest
 from conformance import call
-from conftest import Mux, Recorder
-from dtls_helpers import dtls_ctx
-from test_tls import Server, connect, delete, ended_once, make_ctx, pem_of
-from test_tls_interop import files, output, peer
+from kit.certs import Server, connect, delete, ended_once, make_ctx, pem_of
+from kit.dtls import dtls_ctx
+from kit.loop import Mux, Recorder
+from kit.peers import output, peer
 
 from usocket_asyncio import (
-    CreateTCPSocketProvider,
-    CreateTLSSocketProvider,
     CreateUDPSocketProvider,
     IInstanceLog,
     ISocket,
@@ -33,12 +31,6 @@ from usocket_asyncio._context import parse_cert_key
 from usocket_asyncio._dtls import DTLSSocket
 
 R = ShutdownReason
-__all__ = ["files"]  # the fixture, re-exported for pytest
-
-
-@pytest.fixture
-def prov() -> ISocketProvider:
-    return CreateTLSSocketProvider(CreateTCPSocketProvider())
 
 
 def dsock(s: ISocket) -> DTLSSocket:

@@ -10,14 +10,11 @@ from typing import Any
 
 import pytest
 from conformance import call
-from conftest import Mux, Recorder
-from dtls_helpers import dtls_ctx
-from test_dtls import wait_connected
-from test_tls import Server, connect, delete, ended_once
+from kit.certs import Server, connect, delete, ended_once
+from kit.dtls import dtls_ctx, wait_connected
+from kit.loop import Mux, Recorder
 
 from usocket_asyncio import (
-    CreateTCPSocketProvider,
-    CreateTLSSocketProvider,
     CreateUDPSocketProvider,
     IInstanceLog,
     IPaddr,
@@ -27,11 +24,6 @@ from usocket_asyncio import (
 )
 
 R = ShutdownReason
-
-
-@pytest.fixture
-def prov() -> ISocketProvider:
-    return CreateTLSSocketProvider(CreateTCPSocketProvider())
 
 
 class Resizer(Recorder):

@@ -6,7 +6,6 @@ the tool prints.
 
 from __future__ import annotations
 
-import re
 import shutil
 import socket
 import subprocess
@@ -17,14 +16,12 @@ from typing import Any
 
 import pytest
 from conformance import call
-from conftest import Mux, free_port
-from dtls_helpers import dtls_ctx
-from test_tls import Server, connect, delete, ended_once, pem_of
-from test_tls_interop import files, output, peer, wait_for_output
+from kit.certs import Server, connect, delete, ended_once, pem_of
+from kit.dtls import dtls_ctx
+from kit.loop import Mux, free_port
+from kit.peers import EXPORT, keying_material, output, peer, wait_for_output
 
 from usocket_asyncio import (
-    CreateTCPSocketProvider,
-    CreateTLSSocketProvider,
     IInstanceLog,
     ISocket,
     ISocketProvider,
@@ -33,24 +30,11 @@ from usocket_asyncio import (
 from usocket_asyncio._dtls import DTLSSocket
 
 R = ShutdownReason
-EXPORT = ["-keymatexport", "EXTRACTOR-dtls_srtp", "-keymatexportlen", "60"]
 pytestmark = [
     pytest.mark.interop,
     pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI"),
     pytest.mark.timeout(30),
 ]
-__all__ = ["files"]  # the fixture, re-exported for pytest
-
-
-@pytest.fixture
-def prov() -> ISocketProvider:
-    return CreateTLSSocketProvider(CreateTCPSocketProvider())
-
-
-def keying_material(text: str) -> bytes:
-    m = re.search(r"Keying material: ([0-9A-F]+)", text)
-    assert m is not None, text
-    return bytes.fromhex(m.group(1))
 
 
 @contextmanager

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 from conformance import Pump, StreamKind, call, close_pair, connect, listen, sha
-from conftest import Mux, Recorder, have_ipv6
-from faults import (
+from kit.loop import Mux, Recorder, have_ipv6
+from kit.relays import (
     DatagramFaults,
     DatagramRelay,
     StreamFaults,
@@ -396,7 +396,7 @@ def test_tls_upgrade_through_split_segments(
     upgrades right after its plaintext line, the server once it has read that line (the
     ClientHello trickles in byte by byte around the hand-over). Both upgrades complete,
     the application data arrives intact both ways, and no TCP user sees a byte of TLS."""
-    from test_tls import make_ctx, pem_of
+    from kit.certs import make_ctx, pem_of
 
     kind = PLAIN_KINDS["tcp4"]
     r = Relayed(

@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 from conformance import Pump, call, connect, listen, sha
-from conftest import Mux, Recorder, fd_count, have_ipv6
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from kit.loop import Mux, Recorder, fd_count, have_ipv6
 from test_tls_conformance import tls_kind
 
 import usocket_asyncio._tls as tls_mod

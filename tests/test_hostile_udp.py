@@ -12,9 +12,9 @@ import socket
 from typing import Any
 
 import test_hostile
-from conftest import Mux
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+from kit.loop import Mux
 from test_hostile import Entry, SocketMachine, StateRec, _Shared
 
 from usocket_asyncio import CreateUDPSocketProvider, IInstanceLog, ISocket

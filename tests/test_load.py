@@ -19,8 +19,8 @@ import tracemalloc
 from typing import Any
 
 import pytest
-from conftest import Mux, fd_count
-from loadkit import EchoClient, Tally, start_server
+from kit.load import EchoClient, Tally, start_server
+from kit.loop import Mux, fd_count
 
 from usocket_asyncio import (
     CreateLocalSocketProvider,
@@ -298,8 +298,8 @@ def test_soak_churn(mux: Mux, kind: str, short_tmp: str) -> None:
 def test_accept_survives_descriptor_exhaustion(mux: Mux) -> None:
     """In a child process with RLIMIT_NOFILE lowered: accepts fail with EMFILE and are
     logged, the listener stays up, and once descriptors are freed it serves every
-    client that waited in the backlog (tests/exhaust_fds.py)."""
-    script = os.path.join(HERE, "exhaust_fds.py")
+    client that waited in the backlog (tests/kit/exhaust_fds.py)."""
+    script = os.path.join(HERE, "kit", "exhaust_fds.py")
     proc = subprocess.run(
         [sys.executable, script, mux.kind],
         capture_output=True,

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import Mux, Recorder
-from tcp_helpers import captured_log, client, ended, expect_end, listener
+from kit.loop import Mux, Recorder
+from kit.streams import captured_log, client, ended, expect_end, listener
 
 from usocket_asyncio import (
     LOG_LDS,

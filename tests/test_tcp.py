@@ -19,8 +19,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import Mux, Recorder, free_port, have_ipv6
-from tcp_helpers import bound_port, captured_log, client, ended, expect_end, listener
+from kit.loop import Mux, Recorder, free_port, have_ipv6
+from kit.streams import bound_port, captured_log, client, ended, expect_end, listener
 
 from usocket_asyncio import (
     LOG_TCP,

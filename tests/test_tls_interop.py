@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from conformance import call
-from conftest import Mux, Recorder, free_port
-from test_tls import Server, delete, ended_once, make_ctx, pem_of
+from kit.certs import Server, delete, ended_once, make_ctx, pem_of
+from kit.loop import Mux, Recorder, free_port
+from kit.peers import output, peer
 
 from usocket_asyncio import (
     CreateTCPSocketProvider,
-    CreateTLSSocketProvider,
     IInstanceLog,
     ISocket,
     ISocketProvider,
@@ -30,62 +28,6 @@ pytestmark = [
     pytest.mark.interop,
     pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI"),
 ]
-
-
-@pytest.fixture
-def prov() -> ISocketProvider:
-    return CreateTLSSocketProvider(CreateTCPSocketProvider())
-
-
-@pytest.fixture
-def files(ca: Any) -> Iterator[dict[str, str]]:
-    """PEM files for the command-line peers (test certificates only)."""
-    d = tempfile.mkdtemp(prefix="tls")
-    try:
-        out = {k: os.path.join(d, k + ".pem") for k in ("ca", "server", "client")}
-        ca.cert_pem.write_to_path(out["ca"])
-        ca.issue_cert("localhost", "127.0.0.1").private_key_and_cert_chain_pem.write_to_path(
-            out["server"]
-        )
-        ca.issue_cert("client.example").private_key_and_cert_chain_pem.write_to_path(out["client"])
-        yield out
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def peer(args: list[str], stdin: bytes = b"") -> Iterator[subprocess.Popen[bytes]]:
-    """A command-line peer, killed on the way out; stdout and stderr together."""
-    out = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
-    proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        assert proc.stdin is not None
-        if stdin:
-            proc.stdin.write(stdin)
-            proc.stdin.flush()
-        proc.out = out  # type: ignore[attr-defined]
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=5)
-        if proc.stdin is not None:
-            proc.stdin.close()
-        out.close()
-
-
-def output(proc: subprocess.Popen[bytes]) -> str:
-    f = proc.out  # type: ignore[attr-defined]
-    f.seek(0)
-    text: str = f.read().decode("latin-1")
-    return text
-
-
-def wait_for_output(
-    mux: Mux, proc: subprocess.Popen[bytes], needle: str, timeout: float = 10
-) -> None:
-    mux.run_until(lambda: needle in output(proc) or proc.poll() is not None, timeout, needle)
-    assert needle in output(proc), output(proc)
 
 
 class LineServer:

@@ -1,6 +1,6 @@
 """Run out of file descriptors under a listening socket; print a JSON result.
 
-Usage: python tests/exhaust_fds.py asyncio|uvloop
+Usage: python tests/kit/exhaust_fds.py asyncio|uvloop
 
 Run by tests/test_load.py in a child process, since it lowers RLIMIT_NOFILE. The client
 sockets are made first (their descriptors exist before the limit drops); then the soft
@@ -23,9 +23,10 @@ import sys
 import time
 from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# run as a script: the project first on sys.path, not this directory
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from usocket_asyncio import (
+from usocket_asyncio import (  # noqa: E402
     CreateTCPSocketProvider,
     IInstanceLog,
     IIoMux,

@@ -1,11 +1,11 @@
 """`IDtls` client against `gnutls-serv --udp`, run inside a private network namespace.
 
 gnutls-serv has no option to bind one address: it listens on every interface. The
-tests never listen anywhere but loopback, so `test_idtls` runs this module under
+tests never listen anywhere but loopback, so `test_idtls` runs this script under
 `unshare --net` (a namespace whose only interface is `lo`, brought up first), and both
 gnutls-serv and the library's client live and die in there. Usage:
 
-    python idtls_netns.py LOOP SERVER_PEM
+    python tests/kit/idtls_netns.py LOOP SERVER_PEM
 
 It prints one JSON object on stdout: the profile the client agreed, the records it got
 back, the close reason, and gnutls-serv's output; exit code 0 when the run completed.
@@ -14,15 +14,16 @@ back, the close reason, and gnutls-serv's output; exit code 0 when the run compl
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sys
 
-# run as a script, so its own directory (tests/) is first on sys.path
-from conftest import ALL_LOG_FLAGS, Mux, free_port
-from test_idtls import client_against, fingerprint_of, udp_server
-from test_tls_interop import output
+# run as a script: tests/ (the kit's parent) first on sys.path, not this directory
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from usocket_asyncio import IInstanceLog
+from kit.loop import ALL_LOG_FLAGS, Mux, free_port  # noqa: E402
+from kit.peers import client_against, fingerprint_of, output, udp_server  # noqa: E402
+from usocket_asyncio import IInstanceLog  # noqa: E402
 
 
 def only_loopback() -> bool:
