@@ -17,7 +17,7 @@ import pytest
 from conformance import call
 from kit.certs import Server, connect, delete, ended_once, pem_of
 from kit.dtls import RawClient, Relay, dsock, dtls_ctx, peers_of, wait_connected
-from kit.loop import Mux, Recorder
+from kit.loop import Mux, R, Recorder
 
 import usocket_asyncio._dtls as dtls_mod
 from usocket_asyncio import (
@@ -25,13 +25,10 @@ from usocket_asyncio import (
     IInstanceLog,
     ISocket,
     ISocketProvider,
-    ShutdownReason,
     SocketModeError,
 )
 from usocket_asyncio._context import default_server_cert
 from usocket_asyncio._dtls import DTLSSocket, pack_records, split_records
-
-R = ShutdownReason
 
 
 def record(content: int, epoch: int, seq: int, body: bytes) -> bytes:

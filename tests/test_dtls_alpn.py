@@ -17,7 +17,7 @@ import pytest
 from conformance import call
 from kit.certs import Server, connect, delete, ended_once, make_ctx, pem_of
 from kit.dtls import dtls_ctx
-from kit.loop import Mux, Recorder
+from kit.loop import Mux, R, Recorder
 from kit.peers import output, peer
 
 from usocket_asyncio import (
@@ -25,12 +25,9 @@ from usocket_asyncio import (
     IInstanceLog,
     ISocket,
     ISocketProvider,
-    ShutdownReason,
 )
 from usocket_asyncio._context import parse_cert_key
 from usocket_asyncio._dtls import DTLSSocket
-
-R = ShutdownReason
 
 
 def dsock(s: ISocket) -> DTLSSocket:

@@ -12,7 +12,7 @@ import pytest
 from conformance import call
 from kit.certs import Server, connect, delete, ended_once
 from kit.dtls import dtls_ctx, wait_connected
-from kit.loop import Mux, Recorder
+from kit.loop import Mux, R, Recorder
 
 from usocket_asyncio import (
     CreateUDPSocketProvider,
@@ -20,10 +20,7 @@ from usocket_asyncio import (
     IPaddr,
     ISocket,
     ISocketProvider,
-    ShutdownReason,
 )
-
-R = ShutdownReason
 
 
 class Resizer(Recorder):

@@ -18,18 +18,16 @@ import pytest
 from conformance import call
 from kit.certs import Server, connect, delete, ended_once, pem_of
 from kit.dtls import dtls_ctx
-from kit.loop import Mux, free_port
+from kit.loop import Mux, R, free_port
 from kit.peers import EXPORT, keying_material, output, peer, wait_for_output
 
 from usocket_asyncio import (
     IInstanceLog,
     ISocket,
     ISocketProvider,
-    ShutdownReason,
 )
 from usocket_asyncio._dtls import DTLSSocket
 
-R = ShutdownReason
 pytestmark = [
     pytest.mark.interop,
     pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI"),

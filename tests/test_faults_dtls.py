@@ -20,18 +20,16 @@ import pytest
 from conformance import call
 from kit.certs import Server, connect, delete, ended_once
 from kit.dtls import dsock, dtls_ctx, peers_of, wait_connected
-from kit.loop import Mux, Recorder
+from kit.loop import Mux, R, Recorder
 from kit.relays import DatagramFaults, DatagramRelay, dtls_content_type
 
 from usocket_asyncio import (
     IInstanceLog,
     ISocket,
     ISocketProvider,
-    ShutdownReason,
 )
 from usocket_asyncio._dtls import split_records
 
-R = ShutdownReason
 _HEAD = struct.Struct("!I32s")
 
 

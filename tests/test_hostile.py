@@ -10,20 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import random
 import socket
 import ssl
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from conformance import Pump, call, connect, listen, sha
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from kit.certs import ended_once
 from kit.loop import Mux, Recorder, fd_count, have_ipv6
 from kit.machines import run_machine
+from kit.streams import LogLines, captured_log
 from test_tls_conformance import tls_kind
 
 import usocket_asyncio._tls as tls_mod
@@ -46,33 +46,10 @@ EXAMPLES = {"addresses": 120, "certificates": 250, "stateful": 60, "stateful_ste
 """Hypothesis example counts (per loop for the socket tests)."""
 
 
-class Lines(logging.Handler):
-    """Collects a logger's messages."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
-
-
 @pytest.fixture
-def logged() -> Iterator[tuple[IInstanceLog, Lines]]:
+def logged() -> tuple[IInstanceLog, LogLines]:
     """A log with every flag, whose lines the test can read."""
-    logger = logging.getLogger(f"hostile.{id(object())}")
-    logger.setLevel(logging.DEBUG)
-    logger.propagate = False
-    h = Lines()
-    logger.addHandler(h)
-    yield IInstanceLog(0xFFFFFFFF, logger), h
-    logger.removeHandler(h)
-
-
-def ended_once(rec: Recorder, *reasons: ShutdownReason) -> None:
-    assert not rec.violations, rec.violations
-    assert rec.names().count("shutdown") == 1 and rec.names()[-1] == "shutdown", rec.events
-    assert rec.shutdown in reasons, (rec.shutdown, reasons)
+    return captured_log(0xFFFFFFFF)
 
 
 # --------------------------------------------------------------------------- TLS peers
@@ -167,7 +144,7 @@ def _garbage(kind: str, rng: random.Random) -> bytes:
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_garbage_instead_of_client_hello(
-    mux: Mux, logged: tuple[IInstanceLog, Lines], ca: Any, version: str, short_tmp: str
+    mux: Mux, logged: tuple[IInstanceLog, LogLines], ca: Any, version: str, short_tmp: str
 ) -> None:
     """Twelve raw clients send garbage of six shapes instead of a ClientHello: each
     accepted socket ends with SOCKET_TLS_HANDSHAKE_FAILED (never SocketAcceptComplete),
@@ -318,7 +295,7 @@ def test_handshake_that_never_finishes(
 
 @pytest.mark.parametrize("ipv6", [False, True], ids=["udp4", "udp6"])
 def test_oversized_and_zero_length_datagrams(
-    mux: Mux, logged: tuple[IInstanceLog, Lines], ipv6: bool
+    mux: Mux, logged: tuple[IInstanceLog, LogLines], ipv6: bool
 ) -> None:
     """In: the largest datagram the family allows into a 100-byte Recv is truncated
     (logged) with its first bytes intact; a zero-length datagram gives a result of 0

@@ -26,7 +26,7 @@ import pytest
 from conformance import call
 from kit.certs import Server, connect, delete, ended_once
 from kit.dtls import RawClient, dtls_ctx, peers_of, wait_connected
-from kit.loop import Mux, Recorder
+from kit.loop import Mux, R, Recorder
 from kit.relays import DatagramRelay
 from OpenSSL import SSL
 
@@ -34,11 +34,8 @@ from usocket_asyncio import (
     IInstanceLog,
     ISocket,
     ISocketProvider,
-    ShutdownReason,
 )
 from usocket_asyncio._dtls import pack_records, split_records
-
-R = ShutdownReason
 
 FLOOD_SOURCES = 256
 """Source ports of the ClientHello flood."""

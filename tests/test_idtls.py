@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from kit.dtls import OWN_FP, SRTP, Endpoint
-from kit.loop import Mux, free_port
+from kit.loop import Mux, R, free_port
 from kit.peers import (
     EXPORT,
     client_against,
@@ -32,12 +32,10 @@ from usocket_asyncio import (
     DTLS_OPTION_NO_MUTUAL,
     IDtls,
     IInstanceLog,
-    ShutdownReason,
     SocketModeError,
     UDtls,
 )
 
-R = ShutdownReason
 STUN = bytes([0, 1, 0, 0]) + bytes.fromhex("2112a442") + bytes(12)
 RTP = bytes([0x80, 0x00, 0x00, 0x01]) + bytes(8) + b"rtp payload"
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from kit.load import EchoClient, Tally, start_server
-from kit.loop import Mux, fd_count
+from kit.loop import Mux, R, fd_count
 
 from usocket_asyncio import (
     CreateLocalSocketProvider,
@@ -29,12 +29,10 @@ from usocket_asyncio import (
     IInstanceLog,
     ISocket,
     ISocketProvider,
-    ShutdownReason,
 )
 from usocket_asyncio._base import SocketBase
 from usocket_asyncio._stream import _LIVE
 
-R = ShutdownReason
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from kit.loop import Mux, Recorder
+from kit.loop import Mux, R, Recorder
 from kit.streams import captured_log, client, ended, expect_end, listener
 
 from usocket_asyncio import (
@@ -20,11 +20,8 @@ from usocket_asyncio import (
     IInstanceLog,
     ISocket,
     QosTrafficType,
-    ShutdownReason,
 )
 from usocket_asyncio._local import MAX_PATH_BYTES
-
-R = ShutdownReason
 
 
 def local(mux: Mux, log: IInstanceLog) -> Callable[[Recorder], ISocket]:

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from conformance import Pair, call, close_pair, make_pair
-from kit.loop import Mux, Recorder, rss
+from kit.loop import Mux, R, Recorder, rss
 from kit.streams import from_another_thread, listener
 from test_conformance import KINDS
 from test_tls_conformance import tls_kind
@@ -33,11 +33,9 @@ from usocket_asyncio import (
     IInstanceLog,
     ISocket,
     ITimer,
-    ShutdownReason,
     UTimer,
 )
 
-R = ShutdownReason
 MiB = 1024 * 1024
 
 

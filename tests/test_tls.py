@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from conformance import Pump, call, sha
 from kit.certs import VERSIONS, Server, connect, delete, ended_once, make_ctx, pem_of
-from kit.loop import Mux, Recorder
+from kit.loop import Mux, R, Recorder
 
 import usocket_asyncio._tls as tls_mod
 from usocket_asyncio import (
@@ -26,12 +26,10 @@ from usocket_asyncio import (
     IInstanceLog,
     ISocket,
     ISocketProvider,
-    ShutdownReason,
     SocketModeError,
 )
 from usocket_asyncio._context import default_server_cert
 
-R = ShutdownReason
 # the kit's names test_contract.py still imports from here
 __all__ = ["Server", "connect", "delete", "ended_once", "make_ctx", "pem_of"]
 

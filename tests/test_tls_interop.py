@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from conformance import call
 from kit.certs import Server, delete, ended_once, make_ctx, pem_of
-from kit.loop import Mux, Recorder, free_port
+from kit.loop import Mux, R, Recorder, free_port
 from kit.peers import output, peer
 
 from usocket_asyncio import (
@@ -20,10 +20,8 @@ from usocket_asyncio import (
     IInstanceLog,
     ISocket,
     ISocketProvider,
-    ShutdownReason,
 )
 
-R = ShutdownReason
 pytestmark = [
     pytest.mark.interop,
     pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI"),

@@ -216,3 +216,7 @@ def rss() -> int:
     """Resident set size of this process in bytes (Linux)."""
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * PAGE
+
+
+R = ShutdownReason
+"""The tests' short name for `ShutdownReason`."""

@@ -90,14 +90,7 @@ class SocketMachine:
     LOOP = "asyncio"
 
     def setup(self) -> None:
-        self.mux = Mux(self.LOOP)
-        self.log = IInstanceLog(0)
-        self.tmp = tempfile.mkdtemp(prefix="usm", dir="/tmp")
-        self.shared = _Shared()
-        self.entries: list[Entry] = []
-        self.recs: list[StateRec] = []
-        self.paths = 0
-        self.accepts = 0
+        self.start()
         # a port that refuses (bound, never listening) and is in use
         self.refuser = socket.socket()
         self.refuser.bind(("127.0.0.1", 0))
@@ -117,6 +110,18 @@ class SocketMachine:
         self.calls = 0
 
     # ------------------------------------------------------------------ helpers
+
+    def start(self) -> None:
+        """What every machine has before its own setup: a loop, a log, a directory."""
+        self.mux = Mux(self.LOOP)
+        self.log = IInstanceLog(0)
+        self.tmp = tempfile.mkdtemp(prefix="usm", dir="/tmp")
+        self.shared = _Shared()
+        self.calls = 0
+        self.entries: list[Entry] = []
+        self.recs: list[StateRec] = []
+        self.paths = 0
+        self.accepts = 0
 
     def new_rec(self, name: str) -> StateRec:
         rec = StateRec(self.shared, name)
@@ -306,14 +311,7 @@ class UDPMachine(SocketMachine):
     truncated one too) and comes from 127.0.0.1 with a real port."""
 
     def setup(self) -> None:
-        self.mux = Mux(self.LOOP)
-        self.log = IInstanceLog(0)
-        self.tmp = tempfile.mkdtemp(prefix="usm", dir="/tmp")
-        self.shared = _Shared()
-        self.entries: list[Entry] = []
-        self.recs: list[StateRec] = []
-        self.paths = 0
-        self.accepts = 0
+        self.start()
         self.bad: list[str] = []
         self.datagrams = 0
         # a port nobody serves (ICMP port unreachable) and one that is in use
