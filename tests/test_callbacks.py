@@ -324,11 +324,17 @@ def test_held_callbacks_skip_what_the_new_user_does_not_write(mux: Mux, log: IIn
     lsock.Delete()
 
 
-def test_udp_bind_with_no_user_then_set_user(mux: Mux, log: IInstanceLog) -> None:
+def _udp_bound_without_user(mux: Mux, log: IInstanceLog) -> ISocket:
+    """A UDP socket made with user None and bound: its bind result is held."""
     sock = CreateUDPSocketProvider().CreateSocket(mux, None, log)
     sock.Bind("127.0.0.1", 0)
     held: Any = sock
     mux.run_until(lambda: bool(held._user.calls), what="bind result, held")
+    return sock
+
+
+def test_udp_bind_with_no_user_then_set_user(mux: Mux, log: IInstanceLog) -> None:
+    sock = _udp_bound_without_user(mux, log)
     rec = Recorder("udp")
     sock.SetUser(rec)
     mux.run_until(lambda: bool(rec.events), what="the bind result")
@@ -342,10 +348,7 @@ def test_udp_bind_with_no_user_then_set_user(mux: Mux, log: IInstanceLog) -> Non
 
 
 def test_set_user_twice_before_delivery_goes_to_the_last(mux: Mux, log: IInstanceLog) -> None:
-    sock = CreateUDPSocketProvider().CreateSocket(mux, None, log)
-    sock.Bind("127.0.0.1", 0)
-    held: Any = sock
-    mux.run_until(lambda: bool(held._user.calls), what="bind result, held")
+    sock = _udp_bound_without_user(mux, log)
     a, b = Recorder("a"), Recorder("b")
     sock.SetUser(a)
     sock.SetUser(b)
@@ -355,10 +358,7 @@ def test_set_user_twice_before_delivery_goes_to_the_last(mux: Mux, log: IInstanc
 
 
 def test_delete_before_delivery_drops_the_held_callbacks(mux: Mux, log: IInstanceLog) -> None:
-    sock = CreateUDPSocketProvider().CreateSocket(mux, None, log)
-    sock.Bind("127.0.0.1", 0)
-    held: Any = sock
-    mux.run_until(lambda: bool(held._user.calls), what="bind result, held")
+    sock = _udp_bound_without_user(mux, log)
     rec = Recorder()
     sock.SetUser(rec)
     sock.Delete()

@@ -16,12 +16,11 @@ from typing import Any
 import pytest
 from conformance import call
 from kit.certs import Server, connect, delete, ended_once, pem_of
-from kit.dtls import RawClient, Relay, dsock, dtls_ctx, peers_of, wait_connected
+from kit.dtls import RawClient, Relay, connected_udp, dsock, dtls_ctx, peers_of, wait_connected
 from kit.loop import Mux, R, Recorder
 
 import usocket_asyncio._dtls as dtls_mod
 from usocket_asyncio import (
-    CreateUDPSocketProvider,
     IInstanceLog,
     ISocket,
     ISocketProvider,
@@ -244,11 +243,7 @@ def test_upgrade_a_connected_udp_socket(mux: Mux, log: IInstanceLog, prov: ISock
     and deleting the DTLS socket deletes the UDP one."""
     sctx = dtls_ctx(prov, log)
     srv = Server(mux, log, prov, sctx)
-    urec = Recorder("udp")
-    udp = CreateUDPSocketProvider().CreateSocket(mux, urec, log)
-    call(urec, udp.Connect, f"127.0.0.1:{srv.port}")
-    mux.run_until(lambda: urec.events != [])
-    assert urec.names() == ["connect"]
+    udp, urec = connected_udp(mux, log, srv.port)
     with pytest.raises(SocketModeError, match="already speaks DTLS"):
         prov.UpgradeToTLSSocket(srv.listener, mux, Recorder(), log, False, sctx)
     drec = Recorder("dtls")

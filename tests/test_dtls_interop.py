@@ -17,13 +17,12 @@ from typing import Any
 import pytest
 from conformance import call
 from kit.certs import Server, connect, delete, ended_once, pem_of
-from kit.dtls import dtls_ctx
+from kit.dtls import answer_once, dtls_ctx
 from kit.loop import Mux, R, free_port
-from kit.peers import EXPORT, keying_material, output, peer, wait_for_output
+from kit.peers import EXPORT, keying_material, output, peer, wait_for_exit, wait_for_output
 
 from usocket_asyncio import (
     IInstanceLog,
-    ISocket,
     ISocketProvider,
 )
 from usocket_asyncio._dtls import DTLSSocket
@@ -77,7 +76,7 @@ def test_library_client_against_s_server(
         call(crec, cli.Shutdown)
         mux.run_until(lambda: crec.shutdown is not None)
         ended_once(crec, R.SOCKET_SHUTDOWN_NORMAL)
-        mux.run_until(lambda: proc.poll() is not None, 10, "s_server to see close_notify")
+        wait_for_exit(mux, proc, "s_server to see close_notify", 10)
         delete(cli)
 
 
@@ -102,27 +101,12 @@ def test_s_client_against_library_server(
     same keying material, a line each way, then close_notify from the library."""
     sctx = dtls_ctx(prov, log, cert=pem_of(ca, "localhost", "127.0.0.1"))
     srv = Server(mux, log, prov, sctx)
-
-    def on_accept(sock: ISocket) -> None:
-        srv.socks[0] = sock
-        sock.Recv(bytearray(2048))
-
-    def on_recv(sock: ISocket, buf: Any, n: int) -> None:
-        sock.Send(b"hello from the library\n")
-        sock.Shutdown()
-
-    def on_listen(sock: ISocket, addr: str, port: int) -> None:
-        srv._on_listen(sock, addr, port)
-        srv.recs[-1].hooks["accept"] = on_accept
-        srv.recs[-1].hooks["recv"] = on_recv
-
-    srv.lrec.hooks["listen"] = on_listen
+    answer_once(srv, b"hello from the library\n")
     args = ["openssl", "s_client", "-dtls1_2", "-connect", f"127.0.0.1:{srv.port}"]
     args += ["-CAfile", files["ca"], "-verify_hostname", "localhost", "-verify_return_error"]
     args += ["-use_srtp", "SRTP_AES128_CM_SHA1_80", *EXPORT, "-mtu", "1200", "-ign_eof"]
     with peer(args, b"hello from s_client\n") as proc:
-        mux.run_until(lambda: proc.poll() is not None, 20, "s_client to finish")
-        text = output(proc)
+        text = wait_for_exit(mux, proc, "s_client to finish")
     assert "Verify return code: 0 (ok)" in text, text
     assert "hello from the library" in text, text
     assert len(srv.recs) == 1

@@ -128,6 +128,20 @@ class RawTLS:
 VERSIONS = ["tls12", "tls13"]
 
 
+def reading_peer(
+    mux: Mux, log: IInstanceLog, ca: Any, version: str, tmp: str, seed: int
+) -> tuple[TLSServer, RawTLS, ISocket, Recorder]:
+    """A RawTLS client whose handshake with a TLSServer completed; the accepted socket
+    reads everything (a Pump with nothing to send)."""
+    srv = TLSServer(mux, log, ca, version, tmp)
+    raw = RawTLS(mux, ca, srv.port, version)
+    raw.handshake()
+    mux.run_until(lambda: bool(srv.accepted), what="accept")
+    server, srec = srv.accepted[0]
+    Pump(server, srec, b"", 10**6, seed).start()
+    return srv, raw, server, srec
+
+
 def _garbage(kind: str, rng: random.Random) -> bytes:
     if kind == "random":
         return rng.randbytes(3000)
@@ -196,12 +210,7 @@ def test_record_cut_in_half_then_eof(
 ) -> None:
     """After a whole record, half of the next one and a TCP EOF: the whole record's
     bytes are delivered, then SOCKET_LOST (truncation), once; nothing of the half record."""
-    srv = TLSServer(mux, log, ca, version, short_tmp)
-    raw = RawTLS(mux, ca, srv.port, version)
-    raw.handshake()
-    mux.run_until(lambda: bool(srv.accepted), what="accept")
-    server, srec = srv.accepted[0]
-    Pump(server, srec, b"", 10**6, 82).start()
+    srv, raw, server, srec = reading_peer(mux, log, ca, version, short_tmp, 82)
     whole = random.Random(83).randbytes(5000)
     first = raw.record(whole)
     second = raw.record(b"never delivered" * 100)
@@ -226,12 +235,7 @@ def test_application_data_after_close_notify(
     nothing after it reaches the app, and nothing reaches the loop's exception handler.
     (A conforming sender cannot encrypt after its close_notify, so the records after it
     are forged: a real application-data header with a random body.)"""
-    srv = TLSServer(mux, log, ca, version, short_tmp)
-    raw = RawTLS(mux, ca, srv.port, version)
-    raw.handshake()
-    mux.run_until(lambda: bool(srv.accepted), what="accept")
-    server, srec = srv.accepted[0]
-    Pump(server, srec, b"", 10**6, 84).start()
+    srv, raw, server, srec = reading_peer(mux, log, ca, version, short_tmp, 84)
     rng = random.Random(85)
     before = rng.randbytes(3000)
     forged = b"\x17\x03\x03\x00\x40" + rng.randbytes(64)

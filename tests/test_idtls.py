@@ -24,6 +24,7 @@ from kit.peers import (
     output,
     peer,
     udp_server,
+    wait_for_exit,
     wait_for_output,
 )
 
@@ -288,7 +289,7 @@ def test_engine_client_against_openssl_s_server(
         assert cli.received == [b"hello from s_server\n"]
         cli.dtls.DtlsClose()
         assert cli.closed == 0
-        mux.run_until(lambda: proc.poll() is not None, 10, "s_server to see close_notify")
+        wait_for_exit(mux, proc, "s_server to see close_notify", 10)
         cli.close()
 
 
@@ -308,12 +309,17 @@ def test_openssl_s_client_against_engine_server(
         assert srv.received == [b"hello from s_client\n"]
         wait_for_output(mux, proc, "Keying material:")
         assert srv.keys == (keying_material(output(proc)), "SRTP_AES128_CM_SHA1_80")
-        srv.dtls.DtlsSendApplicationData(b"hello from the engine\n")
-        wait_for_output(mux, proc, "hello from the engine")
-        srv.dtls.DtlsClose()
-        mux.run_until(lambda: proc.poll() is not None, 10, "s_client to see close_notify")
+        hello_then_close(mux, srv, proc, "s_client")
     assert srv.closed == 0
     srv.close()
+
+
+def hello_then_close(mux: Mux, ep: Endpoint, proc: Any, who: str) -> None:
+    """The engine sends a line the peer prints, then closes; the peer sees close_notify."""
+    ep.dtls.DtlsSendApplicationData(b"hello from the engine\n")
+    wait_for_output(mux, proc, "hello from the engine")
+    ep.dtls.DtlsClose()
+    wait_for_exit(mux, proc, f"{who} to see close_notify", 10)
 
 
 def in_loopback_namespace(args: list[str]) -> list[str]:
@@ -378,9 +384,6 @@ def test_gnutls_cli_against_engine_server(
         assert srv.received == [b"hello from gnutls-cli\n"]
         assert srv.keys is not None
         assert srv.keys == (keying_material(output(proc)), "SRTP_AES128_CM_SHA1_80")
-        srv.dtls.DtlsSendApplicationData(b"hello from the engine\n")
-        wait_for_output(mux, proc, "hello from the engine")
-        srv.dtls.DtlsClose()
-        mux.run_until(lambda: proc.poll() is not None, 10, "gnutls-cli to see close_notify")
+        hello_then_close(mux, srv, proc, "gnutls-cli")
     assert srv.closed == 0
     srv.close()

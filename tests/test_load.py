@@ -218,55 +218,41 @@ def churn(
     return tally, rate
 
 
-@pytest.mark.parametrize("kind", ["tcp", "local"])
+@pytest.mark.parametrize(
+    ("kind", "warm", "total", "at_once", "per_conn"),
+    [("tcp", 200, 2000, 50, 100), ("local", 200, 2000, 50, 100), ("tls", 40, 300, 20, 300)],
+    ids=["tcp", "local", "tls"],
+)
 def test_churn_returns_to_its_starting_level(
-    mux: Mux, kind: str, short_tmp: str, request: pytest.FixtureRequest
+    mux: Mux,
+    kind: str,
+    warm: int,
+    total: int,
+    at_once: int,
+    per_conn: int,
+    short_tmp: str,
+    request: pytest.FixtureRequest,
 ) -> None:
-    """A warm-up round, then 2000 connect/echo/close cycles, 50 at a time: descriptors,
+    """A warm-up round, then `total` connect/echo/close cycles, `at_once` at a time (TCP
+    and local: 2000, 50; TLS: 300 handshake/echo/close_notify cycles, 20): descriptors,
     tasks and live sockets are back to the level after the warm-up, and traced memory
-    grew by less than 100 bytes per connection."""
+    grew by less than `per_conn` bytes per connection (TLS: 300, else 100)."""
     log = IInstanceLog(0)
-    churn(mux, log, kind, short_tmp, 200, 50, 30)
+    churn(mux, log, kind, short_tmp, warm, at_once, 30)
     before_fds = settle(mux, Level(mux))
     tracemalloc.start()
     request.addfinalizer(tracemalloc.stop)
     before = Level(mux)
-    total = 2000
-    tally, rate = churn(mux, log, kind, short_tmp, total, 50, 60)
+    tally, rate = churn(mux, log, kind, short_tmp, total, at_once, 60)
     after = settle(mux, before)
     assert tally.clients_done == total
     assert after.fds == before_fds.fds == before.fds
     assert after.tasks == before.tasks and after.live == before.live
     growth = after.mem - before.mem
-    assert growth < 100 * total, f"traced memory grew by {growth} bytes over {total} connections"
+    limit = per_conn * total
+    assert growth < limit, f"traced memory grew by {growth} bytes over {total} connections"
     print(
         f"\n[churn] {mux.kind}/{kind}: {total} connections at {rate:.0f}/s (traced), "
-        f"memory {growth:+d} bytes, fds {after.fds - before.fds:+d}"
-    )
-
-
-def test_tls_churn_returns_to_its_starting_level(
-    mux: Mux, short_tmp: str, request: pytest.FixtureRequest
-) -> None:
-    """TLS: 300 handshake/echo/close_notify cycles, 20 at a time, after a warm-up:
-    descriptors, tasks and live sockets back to their level, traced memory grew by less
-    than 300 bytes per connection."""
-    log = IInstanceLog(0)
-    churn(mux, log, "tls", short_tmp, 40, 20, 30)
-    before_fds = settle(mux, Level(mux))
-    tracemalloc.start()
-    request.addfinalizer(tracemalloc.stop)
-    before = Level(mux)
-    total = 300
-    tally, rate = churn(mux, log, "tls", short_tmp, total, 20, 60)
-    after = settle(mux, before)
-    assert tally.clients_done == total
-    assert after.fds == before_fds.fds == before.fds
-    assert after.tasks == before.tasks and after.live == before.live
-    growth = after.mem - before.mem
-    assert growth < 300 * total, f"traced memory grew by {growth} bytes over {total} connections"
-    print(
-        f"\n[churn] {mux.kind}/tls: {total} connections at {rate:.0f}/s (traced), "
         f"memory {growth:+d} bytes, fds {after.fds - before.fds:+d}"
     )
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from conformance import Pump, call, sha
-from kit.certs import VERSIONS, Server, connect, delete, ended_once, make_ctx, pem_of
+from kit.certs import VERSIONS, Server, connect, delete, ended_once, make_ctx, pem_of, refuse_alpn
 from kit.loop import Mux, R, Recorder
 
 import usocket_asyncio._tls as tls_mod
@@ -212,15 +212,7 @@ def test_alpn_refused(
     srv = Server(mux, log, prov, sctx)
     cctx = make_ctx(prov, log, trust=ca.cert_pem.bytes(), alpn=["x-proto"])
     crec = Recorder("client")
-    if side == "client":
-        crec.hooks["alpn"] = lambda s, p: False
-    else:
-
-        def refusing(sock: ISocket, addr: str, port: int) -> None:
-            srv._on_listen(sock, addr, port)
-            srv.recs[-1].hooks["alpn"] = lambda s, p: False
-
-        srv.lrec.hooks["listen"] = refusing
+    refuse_alpn(srv, crec, side)
     client, _ = connect(mux, log, prov, cctx, srv.port, rec=crec)
     mux.run_until(
         lambda: crec.shutdown is not None and bool(srv.recs) and srv.recs[0].shutdown is not None,

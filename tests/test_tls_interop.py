@@ -13,7 +13,7 @@ import pytest
 from conformance import call
 from kit.certs import Server, delete, ended_once, make_ctx, pem_of
 from kit.loop import Mux, R, Recorder, free_port
-from kit.peers import output, peer
+from kit.peers import output, peer, wait_for_exit
 
 from usocket_asyncio import (
     CreateTCPSocketProvider,
@@ -70,8 +70,7 @@ def test_s_client_against_library_server(
     args += ["-CAfile", files["ca"], "-servername", "localhost", "-verify_hostname", "localhost"]
     args += ["-alpn", "http/1.1,h2", "-verify_return_error", "-ign_eof"]
     with peer(args, b"hello from s_client\n") as proc:
-        mux.run_until(lambda: proc.poll() is not None, 20, "s_client to finish")
-        text = output(proc)
+        text = wait_for_exit(mux, proc, "s_client to finish")
     assert "Verify return code: 0 (ok)" in text, text
     assert "ALPN protocol: h2" in text, text
     assert "hello from the library" in text, text
@@ -225,8 +224,7 @@ def test_starttls_with_s_client_smtp(
     args += ["-CAfile", files["ca"], "-servername", "localhost", "-verify_hostname", "localhost"]
     args += ["-verify_return_error", "-ign_eof"]
     with peer(args, b"MAIL FROM:<a@b>\r\n") as proc:
-        mux.run_until(lambda: proc.poll() is not None, 20, "s_client to finish")
-        text = output(proc)
+        text = wait_for_exit(mux, proc, "s_client to finish")
     assert "Verify return code: 0 (ok)" in text, text
     assert "250 got it over TLS" in text, text
     assert [ln.split()[0].upper() for ln in smtp.lines] == [b"EHLO", b"STARTTLS"]
@@ -255,8 +253,7 @@ def test_curl_against_a_library_https_server(
     args = ["curl", "-sS", "--max-time", "10", "--cacert", files["ca"]]
     args += [f"https://127.0.0.1:{srv.port}/"]
     with peer(args) as proc:
-        mux.run_until(lambda: proc.poll() is not None, 20, "curl to finish")
-        text = output(proc)
+        text = wait_for_exit(mux, proc, "curl to finish")
         rc = proc.returncode
     assert rc == 0 and text == body.decode(), (rc, text)
     rec = srv.recs[0]

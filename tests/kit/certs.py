@@ -136,3 +136,17 @@ def delete(*socks: ISocket) -> None:
     for s in socks:
         with contextlib.suppress(SocketModeError):
             s.Delete()
+
+
+def refuse_alpn(srv: Server, crec: Recorder, side: str) -> None:
+    """SocketAcceptSelectedALPNProtocol returns False on `side` ("client": `crec`; else
+    the server's next accepted peer)."""
+    if side == "client":
+        crec.hooks["alpn"] = lambda s, p: False
+        return
+
+    def refusing(sock: ISocket, addr: str, port: int) -> None:
+        srv._on_listen(sock, addr, port)
+        srv.recs[-1].hooks["alpn"] = lambda s, p: False
+
+    srv.lrec.hooks["listen"] = refusing

@@ -69,6 +69,39 @@ def wait_connected(mux: Mux, srv: Server, crec: Recorder, timeout: float = 10) -
     return srv.socks[0]
 
 
+def connected_udp(mux: Mux, log: IInstanceLog, port: int) -> tuple[ISocket, Recorder]:
+    """A library UDP socket connected to 127.0.0.1:`port` (its SocketConnectComplete came)."""
+    urec = Recorder("udp")
+    udp = CreateUDPSocketProvider().CreateSocket(mux, urec, log)
+    urec.in_call = True
+    try:
+        udp.Connect(f"127.0.0.1:{port}")
+    finally:
+        urec.in_call = False
+    mux.run_until(lambda: urec.events != [])
+    assert urec.names() == ["connect"]
+    return udp, urec
+
+
+def answer_once(srv: Server, reply: bytes) -> None:
+    """Each peer `srv` accepts reads one datagram, sends `reply` and shuts down."""
+
+    def on_accept(sock: ISocket) -> None:
+        srv.socks[0] = sock
+        sock.Recv(bytearray(2048))
+
+    def on_recv(sock: ISocket, buf: Any, n: int) -> None:
+        sock.Send(reply)
+        sock.Shutdown()
+
+    def on_listen(sock: ISocket, addr: str, port: int) -> None:
+        srv._on_listen(sock, addr, port)
+        srv.recs[-1].hooks["accept"] = on_accept
+        srv.recs[-1].hooks["recv"] = on_recv
+
+    srv.lrec.hooks["listen"] = on_listen
+
+
 class _Side(asyncio.DatagramProtocol):
     def __init__(self, relay: Relay, direction: str) -> None:
         self.relay = relay

@@ -60,6 +60,12 @@ def wait_for_output(
     assert needle in output(proc), output(proc)
 
 
+def wait_for_exit(mux: Mux, proc: subprocess.Popen[bytes], what: str, timeout: float = 20) -> str:
+    """Run the loop until the peer ended; what it printed."""
+    mux.run_until(lambda: proc.poll() is not None, timeout, what)
+    return output(proc)
+
+
 def keying_material(text: str) -> bytes:
     """The keying material openssl or GnuTLS printed."""
     m = re.search(r"[Kk]ey(?:ing)? material: ([0-9A-Fa-f]+)", text)
