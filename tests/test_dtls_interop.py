@@ -9,7 +9,6 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -19,7 +18,15 @@ from conformance import call
 from kit.certs import Server, connect, delete, ended_once, pem_of
 from kit.dtls import answer_once, dtls_ctx
 from kit.loop import Mux, R, free_port
-from kit.peers import EXPORT, keying_material, output, peer, wait_for_exit, wait_for_output
+from kit.peers import (
+    EXPORT,
+    keying_material,
+    output,
+    peer,
+    ready_peer,
+    wait_for_exit,
+    wait_for_output,
+)
 
 from usocket_asyncio import (
     IInstanceLog,
@@ -41,11 +48,7 @@ def dtls_s_server(
     port = free_port(socket.AF_INET, socket.SOCK_DGRAM)
     args = ["openssl", "s_server", "-dtls1_2", "-accept", f"127.0.0.1:{port}"]
     args += ["-cert", files["server"], "-use_srtp", profile, *EXPORT, "-naccept", "1"]
-    with peer(args) as proc:
-        deadline = time.monotonic() + 10
-        while "ACCEPT" not in output(proc) and time.monotonic() < deadline:
-            assert proc.poll() is None, output(proc)
-            time.sleep(0.02)
+    with ready_peer(args, "ACCEPT") as proc:
         yield proc, port
 
 

@@ -21,17 +21,13 @@ from conformance import Pump, call, connect, listen, sha
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kit.certs import ended_once
-from kit.loop import Mux, Recorder, fd_count, have_ipv6
+from kit.loop import Mux, Recorder, fd_count, have_ipv6, provider
 from kit.machines import run_machine
 from kit.streams import LogLines, captured_log
 from test_tls_conformance import tls_kind
 
 import usocket_asyncio._tls as tls_mod
 from usocket_asyncio import (
-    CreateLocalSocketProvider,
-    CreateTCPSocketProvider,
-    CreateTLSSocketProvider,
-    CreateUDPSocketProvider,
     IInstanceLog,
     ISocket,
     ShutdownReason,
@@ -311,7 +307,7 @@ def test_oversized_and_zero_length_datagrams(
     host = "::1" if ipv6 else "127.0.0.1"
     biggest = 65527 if ipv6 else 65507
     fam = socket.AF_INET6 if ipv6 else socket.AF_INET
-    prov = CreateUDPSocketProvider()
+    prov = provider("udp")
     rec = Recorder("udp")
     sock = prov.CreateSocket(mux, rec, log, ipv6)
     call(rec, sock.Bind, host, 0)
@@ -454,16 +450,6 @@ def _invalid(kind: str, text: str, need_port: bool) -> bool:
     return False
 
 
-def _provider(kind: str) -> Any:
-    if kind == "tcp":
-        return CreateTCPSocketProvider()
-    if kind == "udp":
-        return CreateUDPSocketProvider()
-    if kind == "local":
-        return CreateLocalSocketProvider()
-    return CreateTLSSocketProvider(None)
-
-
 @pytest.mark.parametrize("kind", ["tcp", "udp", "tls", "local"])
 def test_malformed_addresses_into_connect(
     mux: Mux,
@@ -482,12 +468,12 @@ def test_malformed_addresses_into_connect(
     lrec = Recorder("target")
     lrec.hooks["bind"] = lambda s, a, p: s.Listen()
     lrec.hooks["listen"] = lambda s, a, p: s.Accept(None)
-    target_prov = CreateLocalSocketProvider() if kind == "local" else CreateTCPSocketProvider()
+    target_prov = provider("local") if kind == "local" else provider("tcp")
     target = target_prov.CreateSocket(mux, lrec, log)
     target.Bind(os.path.join(short_tmp, "t") if kind == "local" else "127.0.0.1", 0)
     mux.run_until(lambda: "bind" in lrec.names())
     port = lrec.events[0][2]
-    prov = _provider(kind)
+    prov = provider(kind)
 
     @ADDRESS_SETTINGS
     @given(text=ADDRESSES)
@@ -531,7 +517,7 @@ def test_malformed_addresses_into_bind(
     SOCKET_ADDRESS_INVALID exactly when the string or the port is no address, otherwise
     SocketBindResult or another bind reason; once; nothing in the exception handler."""
     monkeypatch.chdir(short_tmp)
-    prov = _provider(kind)
+    prov = provider(kind)
     ports = st.sampled_from([0, 0, 0, -1, 65536, 2**31, -(2**63)])
 
     @ADDRESS_SETTINGS
@@ -676,7 +662,7 @@ def test_certificate_buffers_raise_only_value_error(buf: bytes, cert_len: int | 
     """SetServerCertificate with Hypothesis buffers: it raises ValueError or takes the
     buffer; a buffer it took makes a working server context (no failure left for the
     first connection to find) and a 32-byte fingerprint."""
-    ctx = CreateTLSSocketProvider(None).CreateSocketContext(IInstanceLog(0))
+    ctx = provider("tls").CreateSocketContext(IInstanceLog(0))
     assert isinstance(ctx, SocketContext)
     try:
         ctx.SetServerCertificate(buf, cert_len)
@@ -693,7 +679,7 @@ def test_unencodable_local_path_is_address_invalid(
     """A path with a lone surrogate cannot be encoded for the file system: the socket
     ends with SOCKET_ADDRESS_INVALID; the call itself does not raise."""
     rec = Recorder("local")
-    sock = CreateLocalSocketProvider().CreateSocket(mux, rec, log)
+    sock = provider("local").CreateSocket(mux, rec, log)
     call(rec, getattr(sock, call_name), "/tmp/\ud800")
     mux.run_until(lambda: rec.shutdown is not None)
     ended_once(rec, R.SOCKET_ADDRESS_INVALID)

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from conformance import call
 from kit.loop import Mux, Recorder
 
 from usocket_asyncio import (
@@ -42,14 +43,6 @@ def connected(
     peer, _ = listener.accept()
     peer.settimeout(5)
     return sock, rec, peer
-
-
-def call(rec: Recorder, fn: Any, *args: Any) -> Any:
-    rec.in_call = True
-    try:
-        return fn(*args)
-    finally:
-        rec.in_call = False
 
 
 @pytest.mark.parametrize("order", ["send-first", "recv-first"])

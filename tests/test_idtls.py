@@ -23,7 +23,7 @@ from kit.peers import (
     keying_material,
     output,
     peer,
-    udp_server,
+    ready_peer,
     wait_for_exit,
     wait_for_output,
 )
@@ -275,7 +275,7 @@ def test_engine_client_against_openssl_s_server(
     args = ["openssl", "s_server", "-dtls1_2", "-accept", f"127.0.0.1:{port}"]
     args += ["-cert", files["server"], "-use_srtp", "SRTP_AES128_CM_SHA1_80", *EXPORT]
     args += ["-naccept", "1"]
-    with udp_server(args, "ACCEPT") as proc:
+    with ready_peer(args, "ACCEPT") as proc:
         cli = client_against(mux, log, port, fingerprint_of(files["server"]))
         wait_for_output(mux, proc, "Keying material:")
         assert cli.keys is not None

@@ -102,6 +102,17 @@ def connect_address(kind: str, bound: tuple[str, int]) -> str:
 # --------------------------------------------------------------------------- concurrent
 
 
+def serving(
+    mux: Mux, log: IInstanceLog, kind: str, tmp: str, tally: Tally
+) -> tuple[Any, ISocket, str]:
+    """An echo server of `kind` that is listening: its provider, listener and address."""
+    prov, addr, port = provider_and_addr(kind, tmp)
+    listener, server = start_server(mux, log, prov, tally, addr, port)
+    mux.run_until(lambda: server.bound is not None, what="bind")
+    assert server.bound is not None
+    return prov, listener, connect_address(kind, server.bound)
+
+
 def hold_many(mux: Mux, log: IInstanceLog, n: int, tmp: str, kind: str = "tcp") -> None:
     """`n` connections open at once, each echoing a seeded message; then all close."""
     raise_nofile(2 * n + 512)
@@ -110,11 +121,7 @@ def hold_many(mux: Mux, log: IInstanceLog, n: int, tmp: str, kind: str = "tcp") 
     churn(mux, log, kind, tmp, 20, 10, 10)
     before = settle(mux, Level(mux))
     tally = Tally()
-    prov, addr, port = provider_and_addr(kind, tmp)
-    listener, server = start_server(mux, log, prov, tally, addr, port)
-    mux.run_until(lambda: server.bound is not None, what="bind")
-    assert server.bound is not None
-    target = connect_address(kind, server.bound)
+    prov, listener, target = serving(mux, log, kind, tmp, tally)
     rng = random.Random(61)
     clients: list[tuple[ISocket, EchoClient]] = []
     client_ids: set[int] = set()  # no socket is made after them, so an id stays theirs
@@ -181,11 +188,7 @@ def churn(
     """Connect/echo/close `total` connections, `parallel` at a time (stops early after
     `seconds`); returns the tally and the connections per second."""
     tally = Tally()
-    prov, addr, port = provider_and_addr(kind, tmp)
-    listener, server = start_server(mux, log, prov, tally, addr, port)
-    mux.run_until(lambda: server.bound is not None, what="bind")
-    assert server.bound is not None
-    target = connect_address(kind, server.bound)
+    prov, listener, target = serving(mux, log, kind, tmp, tally)
     ctx = None
     if kind == "tls":
         ctx = prov.CreateSocketContext(log)

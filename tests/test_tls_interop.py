@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,7 +12,7 @@ import pytest
 from conformance import call
 from kit.certs import Server, delete, ended_once, make_ctx, pem_of
 from kit.loop import Mux, R, Recorder, free_port
-from kit.peers import output, peer, wait_for_exit
+from kit.peers import peer, ready_peer, wait_for_exit
 
 from usocket_asyncio import (
     CreateTCPSocketProvider,
@@ -89,11 +88,7 @@ def s_server(
     port = free_port()
     args = ["openssl", "s_server", "-accept", f"127.0.0.1:{port}", "-cert", files["server"]]
     args += ["-naccept", "1", *extra]
-    with peer(args) as proc:
-        deadline = time.monotonic() + 10
-        while "ACCEPT" not in output(proc) and time.monotonic() < deadline:
-            assert proc.poll() is None, output(proc)
-            time.sleep(0.02)
+    with ready_peer(args, "ACCEPT") as proc:
         yield proc, port
 
 

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import pytest
+from conformance import call
 from kit.loop import Mux, Recorder, free_port, have_ipv6
 
 from usocket_asyncio import (
@@ -32,15 +33,6 @@ V6 = ipaddress.IPv6Address("::1")
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def call(rec: Recorder, fn: Any, *args: Any) -> Any:
-    """Call into the library with `rec` marked as inside a call (callbacks then fail)."""
-    rec.in_call = True
-    try:
-        return fn(*args)
-    finally:
-        rec.in_call = False
 
 
 def udp(mux: Mux, log: IInstanceLog, rec: Recorder, ipv6: bool = False) -> UDPSocket:

@@ -22,7 +22,7 @@ import sys
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 from kit.loop import ALL_LOG_FLAGS, Mux, free_port  # noqa: E402
-from kit.peers import client_against, fingerprint_of, output, udp_server  # noqa: E402
+from kit.peers import client_against, fingerprint_of, output, ready_peer  # noqa: E402
 from usocket_asyncio import IInstanceLog  # noqa: E402
 
 
@@ -43,7 +43,7 @@ def main(kind: str, server_pem: str) -> int:
     args += ["--srtp-profiles", "SRTP_AES128_CM_HMAC_SHA1_80"]
     result: dict[str, object] = {}
     try:
-        with udp_server(args, "listening") as proc:
+        with ready_peer(args, "listening") as proc:
             cli = client_against(mux, log, port, fingerprint_of(server_pem))
             result["profile"] = cli.keys[1] if cli.keys is not None else None
             cli.dtls.DtlsSendApplicationData(b"echo me\n")

@@ -16,7 +16,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from usocket_asyncio import IIoMux, ISocket, LogFlags, ShutdownReason, USocket
+from usocket_asyncio import (
+    CreateLocalSocketProvider,
+    CreateTCPSocketProvider,
+    CreateTLSSocketProvider,
+    CreateUDPSocketProvider,
+    IIoMux,
+    ISocket,
+    ISocketProvider,
+    LogFlags,
+    ShutdownReason,
+    USocket,
+)
 
 LOOPS = ["asyncio", "uvloop"]
 
@@ -220,3 +231,15 @@ def rss() -> int:
 
 R = ShutdownReason
 """The tests' short name for `ShutdownReason`."""
+
+
+def provider(kind: str) -> ISocketProvider:
+    """A fresh provider of `kind`: "tcp", "udp", "local" or "tls" (over its own TCP)."""
+    if kind == "tcp":
+        return CreateTCPSocketProvider()
+    if kind == "udp":
+        return CreateUDPSocketProvider()
+    if kind == "local":
+        return CreateLocalSocketProvider()
+    assert kind == "tls", kind
+    return CreateTLSSocketProvider(None)

@@ -81,8 +81,8 @@ def fingerprint_of(pem_path: str) -> bytes:
 
 
 @contextlib.contextmanager
-def udp_server(args: list[str], ready: str) -> Iterator[subprocess.Popen[bytes]]:
-    """A UDP server `peer`, once it printed `ready` (bounded: 10 s)."""
+def ready_peer(args: list[str], ready: str) -> Iterator[subprocess.Popen[bytes]]:
+    """A server `peer`, once it printed `ready` (bounded: 10 s)."""
     with peer(args) as proc:
         deadline = time.monotonic() + 10
         while ready not in output(proc) and time.monotonic() < deadline:
