@@ -284,13 +284,7 @@ def test_client_made_with_no_user_gets_its_callbacks_after_set_user(
     sock.Connect(target, "localhost" if kind == "tls" else None)
     buf = bytearray(len(greeting))
     sock.Recv(buf, len(greeting))  # exact: the whole greeting in one result
-    held: Any = sock
-    mux.run_until(lambda: len(held._user.calls) >= 2, what="connect and data, held")
-    rec = Recorder("client")
-    sock.SetUser(rec)
-    assert rec.events == []  # nothing inside SetUser
-    mux.run_until(lambda: len(rec.events) >= 2, what="the held callbacks")
-    assert rec.names() == ["connect", "recv"]
+    rec = take_held(mux, sock, "connect and data, held")
     assert bytes(rec.received) == greeting
     sock.Send(b"bye")
     mux.run_until(lambda: "send" in rec.names(), what="send result, directly")
@@ -322,6 +316,19 @@ def test_held_callbacks_skip_what_the_new_user_does_not_write(mux: Mux, log: IIn
     assert user.events == [("shutdown", R.SOCKET_SHUTDOWN_NORMAL)]
     sock.Delete()
     lsock.Delete()
+
+
+def take_held(mux: Mux, sock: ISocket, what: str) -> Recorder:
+    """Once the user-less client holds its connect and one receive, SetUser: a Recorder
+    that gets both after the call (nothing inside it), in order."""
+    held: Any = sock
+    mux.run_until(lambda: len(held._user.calls) >= 2, what=what)
+    rec = Recorder("client")
+    sock.SetUser(rec)
+    assert rec.events == []  # nothing inside SetUser
+    mux.run_until(lambda: len(rec.events) >= 2, what="the held callbacks")
+    assert rec.names() == ["connect", "recv"]
+    return rec
 
 
 def _udp_bound_without_user(mux: Mux, log: IInstanceLog) -> ISocket:
@@ -405,13 +412,7 @@ def test_dtls_client_with_no_user_then_set_user(mux: Mux, log: IInstanceLog) -> 
     sock.Recv(buf)
     mux.run_until(lambda: 0 in srv.socks, what="the handshake, user still None")
     srv.socks[0].Send(b"to the held client")
-    held: Any = sock
-    mux.run_until(lambda: len(held._user.calls) >= 2, what="connect and record, held")
-    rec = Recorder("client")
-    sock.SetUser(rec)
-    assert rec.events == []  # nothing inside SetUser
-    mux.run_until(lambda: len(rec.events) >= 2, what="the held callbacks")
-    assert rec.names() == ["connect", "recv"]
+    rec = take_held(mux, sock, "connect and record, held")
     assert bytes(rec.received) == b"to the held client"
     sock.Shutdown()
     mux.run_until(lambda: rec.shutdown is not None, what="shutdown")

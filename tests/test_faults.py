@@ -65,6 +65,11 @@ def _close_relays(mux: Mux) -> Any:
 class Relayed:
     """A library client connected through a relay to a library server."""
 
+    def upload(self, data: bytes, seed_a: int, seed_b: int) -> None:
+        """The client sends `data`; the server reads as much (the pumps run on)."""
+        Pump(self.client, self.crec, data, 0, seed_a).start()
+        Pump(self.server, self.srec, b"", len(data), seed_b).start()
+
     def __init__(
         self,
         mux: Mux,
@@ -153,10 +158,7 @@ def test_half_close_at_offset(
     cut = 100_017
     r = Relayed(mux, log, kind, short_tmp, up=StreamFaults(half_close_at=cut))
     data = random.Random(21).randbytes(300_000)
-    pa = Pump(r.client, r.crec, data, 0, 22)
-    pb = Pump(r.server, r.srec, b"", len(data), 23)
-    pa.start()
-    pb.start()
+    r.upload(data, 22, 23)
     mux.run_until(lambda: r.srec.shutdown is not None, timeout=20, what="server end")
     got = bytes(r.srec.received)
     tls = name.startswith("tls")
@@ -185,10 +187,7 @@ def test_reset_at_offset(mux: Mux, log: IInstanceLog, ca: Any, name: str, short_
     cut = 65_537
     r = Relayed(mux, log, kind, short_tmp, up=StreamFaults(reset_at=cut))
     data = random.Random(31).randbytes(400_000)
-    pa = Pump(r.client, r.crec, data, 0, 32)
-    pb = Pump(r.server, r.srec, b"", len(data), 33)
-    pa.start()
-    pb.start()
+    r.upload(data, 32, 33)
     mux.run_until(
         lambda: r.srec.shutdown is not None and r.crec.shutdown is not None,
         timeout=20,
