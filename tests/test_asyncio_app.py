@@ -2,7 +2,7 @@
 loop, beside ordinary tasks and `asyncio.start_server` / `open_connection` streams.
 
 Each test is an `async def` run by pytest-asyncio, once on the default loop and once on
-uvloop (see asyncio_loops.py).
+uvloop (see kit/asyncio_loops.py).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import Recorder
+from kit.loop import Recorder
 
 from examples.echo_client import EchoClient
 from examples.echo_server import EchoServer
@@ -29,7 +29,7 @@ from usocket_asyncio import (
 )
 from usocket_asyncio._base import LIVE
 
-pytest_plugins = ["asyncio_loops"]
+pytest_plugins = ["kit.asyncio_loops"]
 TIMEOUT = 10.0
 
 

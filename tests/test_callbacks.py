@@ -18,10 +18,10 @@ import socket
 from typing import Any
 
 import pytest
-from conftest import Mux, Recorder
-from dtls_helpers import dtls_ctx
-from tcp_helpers import bound_port, listener
-from test_tls import Server
+from kit.certs import Server
+from kit.dtls import dtls_ctx
+from kit.loop import Mux, Recorder
+from kit.streams import bound_port, listener
 
 from usocket_asyncio import (
     CreateLocalSocketProvider,
@@ -284,13 +284,7 @@ def test_client_made_with_no_user_gets_its_callbacks_after_set_user(
     sock.Connect(target, "localhost" if kind == "tls" else None)
     buf = bytearray(len(greeting))
     sock.Recv(buf, len(greeting))  # exact: the whole greeting in one result
-    held: Any = sock
-    mux.run_until(lambda: len(held._user.calls) >= 2, what="connect and data, held")
-    rec = Recorder("client")
-    sock.SetUser(rec)
-    assert rec.events == []  # nothing inside SetUser
-    mux.run_until(lambda: len(rec.events) >= 2, what="the held callbacks")
-    assert rec.names() == ["connect", "recv"]
+    rec = take_held(mux, sock, "connect and data, held")
     assert bytes(rec.received) == greeting
     sock.Send(b"bye")
     mux.run_until(lambda: "send" in rec.names(), what="send result, directly")
@@ -324,11 +318,30 @@ def test_held_callbacks_skip_what_the_new_user_does_not_write(mux: Mux, log: IIn
     lsock.Delete()
 
 
-def test_udp_bind_with_no_user_then_set_user(mux: Mux, log: IInstanceLog) -> None:
+def take_held(mux: Mux, sock: ISocket, what: str) -> Recorder:
+    """Once the user-less client holds its connect and one receive, SetUser: a Recorder
+    that gets both after the call (nothing inside it), in order."""
+    held: Any = sock
+    mux.run_until(lambda: len(held._user.calls) >= 2, what=what)
+    rec = Recorder("client")
+    sock.SetUser(rec)
+    assert rec.events == []  # nothing inside SetUser
+    mux.run_until(lambda: len(rec.events) >= 2, what="the held callbacks")
+    assert rec.names() == ["connect", "recv"]
+    return rec
+
+
+def _udp_bound_without_user(mux: Mux, log: IInstanceLog) -> ISocket:
+    """A UDP socket made with user None and bound: its bind result is held."""
     sock = CreateUDPSocketProvider().CreateSocket(mux, None, log)
     sock.Bind("127.0.0.1", 0)
     held: Any = sock
     mux.run_until(lambda: bool(held._user.calls), what="bind result, held")
+    return sock
+
+
+def test_udp_bind_with_no_user_then_set_user(mux: Mux, log: IInstanceLog) -> None:
+    sock = _udp_bound_without_user(mux, log)
     rec = Recorder("udp")
     sock.SetUser(rec)
     mux.run_until(lambda: bool(rec.events), what="the bind result")
@@ -342,10 +355,7 @@ def test_udp_bind_with_no_user_then_set_user(mux: Mux, log: IInstanceLog) -> Non
 
 
 def test_set_user_twice_before_delivery_goes_to_the_last(mux: Mux, log: IInstanceLog) -> None:
-    sock = CreateUDPSocketProvider().CreateSocket(mux, None, log)
-    sock.Bind("127.0.0.1", 0)
-    held: Any = sock
-    mux.run_until(lambda: bool(held._user.calls), what="bind result, held")
+    sock = _udp_bound_without_user(mux, log)
     a, b = Recorder("a"), Recorder("b")
     sock.SetUser(a)
     sock.SetUser(b)
@@ -355,10 +365,7 @@ def test_set_user_twice_before_delivery_goes_to_the_last(mux: Mux, log: IInstanc
 
 
 def test_delete_before_delivery_drops_the_held_callbacks(mux: Mux, log: IInstanceLog) -> None:
-    sock = CreateUDPSocketProvider().CreateSocket(mux, None, log)
-    sock.Bind("127.0.0.1", 0)
-    held: Any = sock
-    mux.run_until(lambda: bool(held._user.calls), what="bind result, held")
+    sock = _udp_bound_without_user(mux, log)
     rec = Recorder()
     sock.SetUser(rec)
     sock.Delete()
@@ -405,13 +412,7 @@ def test_dtls_client_with_no_user_then_set_user(mux: Mux, log: IInstanceLog) -> 
     sock.Recv(buf)
     mux.run_until(lambda: 0 in srv.socks, what="the handshake, user still None")
     srv.socks[0].Send(b"to the held client")
-    held: Any = sock
-    mux.run_until(lambda: len(held._user.calls) >= 2, what="connect and record, held")
-    rec = Recorder("client")
-    sock.SetUser(rec)
-    assert rec.events == []  # nothing inside SetUser
-    mux.run_until(lambda: len(rec.events) >= 2, what="the held callbacks")
-    assert rec.names() == ["connect", "recv"]
+    rec = take_held(mux, sock, "connect and record, held")
     assert bytes(rec.received) == b"to the held client"
     sock.Shutdown()
     mux.run_until(lambda: rec.shutdown is not None, what="shutdown")

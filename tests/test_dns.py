@@ -12,7 +12,7 @@ import socket
 from typing import Any
 
 import pytest
-from conftest import LOOPS, Mux
+from kit.loop import LOOPS, Mux
 
 from usocket_asyncio import IDns, IInstanceLog, IIoMux, UDns, _dns
 

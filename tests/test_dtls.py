@@ -15,35 +15,19 @@ from typing import Any
 
 import pytest
 from conformance import call
-from conftest import Mux, Recorder
-from dtls_helpers import RawClient, Relay, dtls_ctx, peers_of
-from test_tls import Server, connect, delete, ended_once, pem_of
+from kit.certs import Server, connect, delete, ended_once, pem_of
+from kit.dtls import RawClient, Relay, connected_udp, dsock, dtls_ctx, peers_of, wait_connected
+from kit.loop import Mux, R, Recorder
 
 import usocket_asyncio._dtls as dtls_mod
 from usocket_asyncio import (
-    CreateTCPSocketProvider,
-    CreateTLSSocketProvider,
-    CreateUDPSocketProvider,
     IInstanceLog,
     ISocket,
     ISocketProvider,
-    ShutdownReason,
     SocketModeError,
 )
 from usocket_asyncio._context import default_server_cert
 from usocket_asyncio._dtls import DTLSSocket, pack_records, split_records
-
-R = ShutdownReason
-
-
-@pytest.fixture
-def prov() -> ISocketProvider:
-    return CreateTLSSocketProvider(CreateTCPSocketProvider())
-
-
-def dsock(s: ISocket) -> DTLSSocket:
-    assert isinstance(s, DTLSSocket)
-    return s
 
 
 def record(content: int, epoch: int, seq: int, body: bytes) -> bytes:
@@ -73,17 +57,6 @@ def pair(
 
 def both_ended(srv: Server) -> bool:
     return bool(srv.recs) and srv.recs[0].shutdown is not None
-
-
-def wait_connected(mux: Mux, srv: Server, crec: Recorder, timeout: float = 10) -> ISocket:
-    mux.run_until(
-        lambda: crec.shutdown is not None or ("connect" in crec.names() and 0 in srv.socks),
-        timeout,
-        "the handshake",
-    )
-    assert crec.names() == ["connect"], crec.events
-    assert srv.recs[0].names() == ["accept"], srv.recs[0].events
-    return srv.socks[0]
 
 
 # --------------------------------------------------------------------------- records
@@ -270,11 +243,7 @@ def test_upgrade_a_connected_udp_socket(mux: Mux, log: IInstanceLog, prov: ISock
     and deleting the DTLS socket deletes the UDP one."""
     sctx = dtls_ctx(prov, log)
     srv = Server(mux, log, prov, sctx)
-    urec = Recorder("udp")
-    udp = CreateUDPSocketProvider().CreateSocket(mux, urec, log)
-    call(urec, udp.Connect, f"127.0.0.1:{srv.port}")
-    mux.run_until(lambda: urec.events != [])
-    assert urec.names() == ["connect"]
+    udp, urec = connected_udp(mux, log, srv.port)
     with pytest.raises(SocketModeError, match="already speaks DTLS"):
         prov.UpgradeToTLSSocket(srv.listener, mux, Recorder(), log, False, sctx)
     drec = Recorder("dtls")
@@ -567,7 +536,7 @@ def test_a_closed_port_is_connect_rejected(
 ) -> None:
     """Nobody serves the port: the kernel's port-unreachable ends the handshake with
     SOCKET_CONNECT_REJECTED, every timer cancelled."""
-    from conftest import free_port
+    from kit.loop import free_port
 
     port = free_port(socket.AF_INET, socket.SOCK_DGRAM)
     cli, crec = connect(mux, log, prov, dtls_ctx(prov, log, verify=False), port, None)

@@ -15,30 +15,18 @@ from typing import Any
 
 import pytest
 from conformance import call
-from conftest import Mux, Recorder
-from dtls_helpers import dtls_ctx
-from test_tls import Server, connect, delete, ended_once, make_ctx, pem_of
-from test_tls_interop import files, output, peer
+from kit.certs import Server, connect, delete, ended_once, make_ctx, pem_of, refuse_alpn
+from kit.dtls import answer_once, connected_udp, dtls_ctx
+from kit.loop import Mux, R, Recorder
+from kit.peers import peer, wait_for_exit
 
 from usocket_asyncio import (
-    CreateTCPSocketProvider,
-    CreateTLSSocketProvider,
-    CreateUDPSocketProvider,
     IInstanceLog,
     ISocket,
     ISocketProvider,
-    ShutdownReason,
 )
 from usocket_asyncio._context import parse_cert_key
 from usocket_asyncio._dtls import DTLSSocket
-
-R = ShutdownReason
-__all__ = ["files"]  # the fixture, re-exported for pytest
-
-
-@pytest.fixture
-def prov() -> ISocketProvider:
-    return CreateTLSSocketProvider(CreateTCPSocketProvider())
 
 
 def dsock(s: ISocket) -> DTLSSocket:
@@ -189,15 +177,7 @@ def test_alpn_refused(
     cctx = dtls_ctx(prov, log, alpn=["x-proto"], verify=False)
     srv = Server(mux, log, prov, sctx)
     crec = Recorder("client")
-    if side == "client":
-        crec.hooks["alpn"] = lambda s, p: False
-    else:
-
-        def refusing(sock: ISocket, addr: str, port: int) -> None:
-            srv._on_listen(sock, addr, port)
-            srv.recs[-1].hooks["alpn"] = lambda s, p: False
-
-        srv.lrec.hooks["listen"] = refusing
+    refuse_alpn(srv, crec, side)
     cli, _ = connect(mux, log, prov, cctx, srv.port, None, rec=crec)
     prec = handshake(mux, srv, crec, client_ends=True, server_ends=True)
     refuser, other, ready = (crec, prec, "accept") if side == "client" else (prec, crec, "connect")
@@ -248,11 +228,7 @@ def test_alpn_on_an_upgraded_udp_socket(mux: Mux, log: IInstanceLog, prov: ISock
     sctx = dtls_ctx(prov, log, False, alpn=["b", "a"])
     cctx = dtls_ctx(prov, log, False, alpn=["a", "b"], verify=False)
     srv = Server(mux, log, prov, sctx)
-    urec = Recorder("udp")
-    udp = CreateUDPSocketProvider().CreateSocket(mux, urec, log)
-    call(urec, udp.Connect, f"127.0.0.1:{srv.port}")
-    mux.run_until(lambda: urec.events != [])
-    assert urec.names() == ["connect"]
+    udp, _ = connected_udp(mux, log, srv.port)
     crec = Recorder("dtls")
     cli = call(crec, prov.UpgradeToTLSSocket, udp, mux, crec, log, False, cctx)
     prec = handshake(mux, srv, crec, client_ready="upgraded")
@@ -313,28 +289,13 @@ def test_s_client_alpn_and_sni_against_library_server(
     sctx = dtls_ctx(prov, log, False, alpn=["h2", "http/1.1"], cert=pem_of(ca, "localhost"))
     sctx.SetServerCertificate(pem_of(ca, "b.example"), hostName="b.example")
     srv = Server(mux, log, prov, sctx)
-
-    def on_accept(sock: ISocket) -> None:
-        srv.socks[0] = sock
-        sock.Recv(bytearray(2048))
-
-    def on_recv(sock: ISocket, buf: Any, n: int) -> None:
-        sock.Send(b"hello from the library\n")
-        sock.Shutdown()
-
-    def on_listen(sock: ISocket, addr: str, port: int) -> None:
-        srv._on_listen(sock, addr, port)
-        srv.recs[-1].hooks["accept"] = on_accept
-        srv.recs[-1].hooks["recv"] = on_recv
-
-    srv.lrec.hooks["listen"] = on_listen
+    answer_once(srv, b"hello from the library\n")
     args = ["openssl", "s_client", "-dtls1_2", "-connect", f"127.0.0.1:{srv.port}"]
     args += ["-alpn", "http/1.1,h2", "-servername", "b.example"]
     args += ["-CAfile", files["ca"], "-verify_hostname", "b.example", "-verify_return_error"]
     args += ["-mtu", "1200", "-ign_eof"]
     with peer(args, b"hello from s_client\n") as proc:
-        mux.run_until(lambda: proc.poll() is not None, 20, "s_client to finish")
-        text = output(proc)
+        text = wait_for_exit(mux, proc, "s_client to finish")
     assert "ALPN protocol: h2" in text, text
     assert "Verify return code: 0 (ok)" in text, text
     assert "hello from the library" in text, text

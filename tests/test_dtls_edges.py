@@ -10,28 +10,17 @@ from typing import Any
 
 import pytest
 from conformance import call
-from conftest import Mux, Recorder
-from dtls_helpers import dtls_ctx
-from test_dtls import wait_connected
-from test_tls import Server, connect, delete, ended_once
+from kit.certs import Server, connect, delete, ended_once
+from kit.dtls import dtls_ctx, wait_connected
+from kit.loop import Mux, R, Recorder
 
 from usocket_asyncio import (
-    CreateTCPSocketProvider,
-    CreateTLSSocketProvider,
     CreateUDPSocketProvider,
     IInstanceLog,
     IPaddr,
     ISocket,
     ISocketProvider,
-    ShutdownReason,
 )
-
-R = ShutdownReason
-
-
-@pytest.fixture
-def prov() -> ISocketProvider:
-    return CreateTLSSocketProvider(CreateTCPSocketProvider())
 
 
 class Resizer(Recorder):

@@ -6,51 +6,39 @@ the tool prints.
 
 from __future__ import annotations
 
-import re
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from conformance import call
-from conftest import Mux, free_port
-from dtls_helpers import dtls_ctx
-from test_tls import Server, connect, delete, ended_once, pem_of
-from test_tls_interop import files, output, peer, wait_for_output
+from kit.certs import Server, connect, delete, ended_once, pem_of
+from kit.dtls import answer_once, dtls_ctx
+from kit.loop import Mux, R, free_port
+from kit.peers import (
+    EXPORT,
+    keying_material,
+    output,
+    peer,
+    ready_peer,
+    wait_for_exit,
+    wait_for_output,
+)
 
 from usocket_asyncio import (
-    CreateTCPSocketProvider,
-    CreateTLSSocketProvider,
     IInstanceLog,
-    ISocket,
     ISocketProvider,
-    ShutdownReason,
 )
 from usocket_asyncio._dtls import DTLSSocket
 
-R = ShutdownReason
-EXPORT = ["-keymatexport", "EXTRACTOR-dtls_srtp", "-keymatexportlen", "60"]
 pytestmark = [
     pytest.mark.interop,
     pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI"),
     pytest.mark.timeout(30),
 ]
-__all__ = ["files"]  # the fixture, re-exported for pytest
-
-
-@pytest.fixture
-def prov() -> ISocketProvider:
-    return CreateTLSSocketProvider(CreateTCPSocketProvider())
-
-
-def keying_material(text: str) -> bytes:
-    m = re.search(r"Keying material: ([0-9A-F]+)", text)
-    assert m is not None, text
-    return bytes.fromhex(m.group(1))
 
 
 @contextmanager
@@ -60,11 +48,7 @@ def dtls_s_server(
     port = free_port(socket.AF_INET, socket.SOCK_DGRAM)
     args = ["openssl", "s_server", "-dtls1_2", "-accept", f"127.0.0.1:{port}"]
     args += ["-cert", files["server"], "-use_srtp", profile, *EXPORT, "-naccept", "1"]
-    with peer(args) as proc:
-        deadline = time.monotonic() + 10
-        while "ACCEPT" not in output(proc) and time.monotonic() < deadline:
-            assert proc.poll() is None, output(proc)
-            time.sleep(0.02)
+    with ready_peer(args, "ACCEPT") as proc:
         yield proc, port
 
 
@@ -95,7 +79,7 @@ def test_library_client_against_s_server(
         call(crec, cli.Shutdown)
         mux.run_until(lambda: crec.shutdown is not None)
         ended_once(crec, R.SOCKET_SHUTDOWN_NORMAL)
-        mux.run_until(lambda: proc.poll() is not None, 10, "s_server to see close_notify")
+        wait_for_exit(mux, proc, "s_server to see close_notify", 10)
         delete(cli)
 
 
@@ -120,27 +104,12 @@ def test_s_client_against_library_server(
     same keying material, a line each way, then close_notify from the library."""
     sctx = dtls_ctx(prov, log, cert=pem_of(ca, "localhost", "127.0.0.1"))
     srv = Server(mux, log, prov, sctx)
-
-    def on_accept(sock: ISocket) -> None:
-        srv.socks[0] = sock
-        sock.Recv(bytearray(2048))
-
-    def on_recv(sock: ISocket, buf: Any, n: int) -> None:
-        sock.Send(b"hello from the library\n")
-        sock.Shutdown()
-
-    def on_listen(sock: ISocket, addr: str, port: int) -> None:
-        srv._on_listen(sock, addr, port)
-        srv.recs[-1].hooks["accept"] = on_accept
-        srv.recs[-1].hooks["recv"] = on_recv
-
-    srv.lrec.hooks["listen"] = on_listen
+    answer_once(srv, b"hello from the library\n")
     args = ["openssl", "s_client", "-dtls1_2", "-connect", f"127.0.0.1:{srv.port}"]
     args += ["-CAfile", files["ca"], "-verify_hostname", "localhost", "-verify_return_error"]
     args += ["-use_srtp", "SRTP_AES128_CM_SHA1_80", *EXPORT, "-mtu", "1200", "-ign_eof"]
     with peer(args, b"hello from s_client\n") as proc:
-        mux.run_until(lambda: proc.poll() is not None, 20, "s_client to finish")
-        text = output(proc)
+        text = wait_for_exit(mux, proc, "s_client to finish")
     assert "Verify return code: 0 (ok)" in text, text
     assert "hello from the library" in text, text
     assert len(srv.recs) == 1

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import Mux, Recorder
+from kit.loop import Mux, Recorder
+from kit.streams import captured_log, expect_end
 from OpenSSL import SSL
-from tcp_helpers import captured_log, expect_end
 
 from usocket_asyncio import (
     LOG_TCP,

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import Mux
+from kit.loop import Mux
 
 from examples.echo_client import EchoClient
 from examples.echo_server import EchoServer

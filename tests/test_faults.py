@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 from conformance import Pump, StreamKind, call, close_pair, connect, listen, sha
-from conftest import Mux, Recorder, have_ipv6
-from faults import (
+from kit.loop import Mux, Recorder, have_ipv6
+from kit.relays import (
     DatagramFaults,
     DatagramRelay,
     StreamFaults,
@@ -64,6 +64,11 @@ def _close_relays(mux: Mux) -> Any:
 
 class Relayed:
     """A library client connected through a relay to a library server."""
+
+    def upload(self, data: bytes, seed_a: int, seed_b: int) -> None:
+        """The client sends `data`; the server reads as much (the pumps run on)."""
+        Pump(self.client, self.crec, data, 0, seed_a).start()
+        Pump(self.server, self.srec, b"", len(data), seed_b).start()
 
     def __init__(
         self,
@@ -153,10 +158,7 @@ def test_half_close_at_offset(
     cut = 100_017
     r = Relayed(mux, log, kind, short_tmp, up=StreamFaults(half_close_at=cut))
     data = random.Random(21).randbytes(300_000)
-    pa = Pump(r.client, r.crec, data, 0, 22)
-    pb = Pump(r.server, r.srec, b"", len(data), 23)
-    pa.start()
-    pb.start()
+    r.upload(data, 22, 23)
     mux.run_until(lambda: r.srec.shutdown is not None, timeout=20, what="server end")
     got = bytes(r.srec.received)
     tls = name.startswith("tls")
@@ -185,10 +187,7 @@ def test_reset_at_offset(mux: Mux, log: IInstanceLog, ca: Any, name: str, short_
     cut = 65_537
     r = Relayed(mux, log, kind, short_tmp, up=StreamFaults(reset_at=cut))
     data = random.Random(31).randbytes(400_000)
-    pa = Pump(r.client, r.crec, data, 0, 32)
-    pb = Pump(r.server, r.srec, b"", len(data), 33)
-    pa.start()
-    pb.start()
+    r.upload(data, 32, 33)
     mux.run_until(
         lambda: r.srec.shutdown is not None and r.crec.shutdown is not None,
         timeout=20,
@@ -396,7 +395,7 @@ def test_tls_upgrade_through_split_segments(
     upgrades right after its plaintext line, the server once it has read that line (the
     ClientHello trickles in byte by byte around the hand-over). Both upgrades complete,
     the application data arrives intact both ways, and no TCP user sees a byte of TLS."""
-    from test_tls import make_ctx, pem_of
+    from kit.certs import make_ctx, pem_of
 
     kind = PLAIN_KINDS["tcp4"]
     r = Relayed(

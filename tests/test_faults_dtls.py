@@ -18,29 +18,19 @@ from typing import Any
 
 import pytest
 from conformance import call
-from conftest import Mux, Recorder
-from dtls_helpers import dtls_ctx, peers_of
-from faults import DatagramFaults, DatagramRelay, dtls_content_type
-from test_dtls import dsock, wait_connected
-from test_tls import Server, connect, delete, ended_once
+from kit.certs import Server, connect, delete, ended_once
+from kit.dtls import dsock, dtls_ctx, peers_of, wait_connected
+from kit.loop import Mux, R, Recorder
+from kit.relays import DatagramFaults, DatagramRelay, dtls_content_type
 
 from usocket_asyncio import (
-    CreateTCPSocketProvider,
-    CreateTLSSocketProvider,
     IInstanceLog,
     ISocket,
     ISocketProvider,
-    ShutdownReason,
 )
 from usocket_asyncio._dtls import split_records
 
-R = ShutdownReason
 _HEAD = struct.Struct("!I32s")
-
-
-@pytest.fixture
-def prov() -> ISocketProvider:
-    return CreateTLSSocketProvider(CreateTCPSocketProvider())
 
 
 class AppFaults:

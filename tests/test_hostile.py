@@ -10,31 +10,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import random
 import socket
 import ssl
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from conformance import Pump, call, connect, listen, sha
-from conftest import Mux, Recorder, fd_count, have_ipv6
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from kit.certs import ended_once
+from kit.loop import Mux, Recorder, fd_count, have_ipv6, provider
+from kit.machines import run_machine
+from kit.streams import LogLines, captured_log
 from test_tls_conformance import tls_kind
 
 import usocket_asyncio._tls as tls_mod
 from usocket_asyncio import (
-    CreateLocalSocketProvider,
-    CreateTCPSocketProvider,
-    CreateTLSSocketProvider,
-    CreateUDPSocketProvider,
     IInstanceLog,
     ISocket,
     ShutdownReason,
-    SocketModeError,
 )
 from usocket_asyncio._address import AddressError, parse_address
 from usocket_asyncio._context import SocketContext
@@ -46,33 +42,10 @@ EXAMPLES = {"addresses": 120, "certificates": 250, "stateful": 60, "stateful_ste
 """Hypothesis example counts (per loop for the socket tests)."""
 
 
-class Lines(logging.Handler):
-    """Collects a logger's messages."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
-
-
 @pytest.fixture
-def logged() -> Iterator[tuple[IInstanceLog, Lines]]:
+def logged() -> tuple[IInstanceLog, LogLines]:
     """A log with every flag, whose lines the test can read."""
-    logger = logging.getLogger(f"hostile.{id(object())}")
-    logger.setLevel(logging.DEBUG)
-    logger.propagate = False
-    h = Lines()
-    logger.addHandler(h)
-    yield IInstanceLog(0xFFFFFFFF, logger), h
-    logger.removeHandler(h)
-
-
-def ended_once(rec: Recorder, *reasons: ShutdownReason) -> None:
-    assert not rec.violations, rec.violations
-    assert rec.names().count("shutdown") == 1 and rec.names()[-1] == "shutdown", rec.events
-    assert rec.shutdown in reasons, (rec.shutdown, reasons)
+    return captured_log(0xFFFFFFFF)
 
 
 # --------------------------------------------------------------------------- TLS peers
@@ -151,6 +124,20 @@ class RawTLS:
 VERSIONS = ["tls12", "tls13"]
 
 
+def reading_peer(
+    mux: Mux, log: IInstanceLog, ca: Any, version: str, tmp: str, seed: int
+) -> tuple[TLSServer, RawTLS, ISocket, Recorder]:
+    """A RawTLS client whose handshake with a TLSServer completed; the accepted socket
+    reads everything (a Pump with nothing to send)."""
+    srv = TLSServer(mux, log, ca, version, tmp)
+    raw = RawTLS(mux, ca, srv.port, version)
+    raw.handshake()
+    mux.run_until(lambda: bool(srv.accepted), what="accept")
+    server, srec = srv.accepted[0]
+    Pump(server, srec, b"", 10**6, seed).start()
+    return srv, raw, server, srec
+
+
 def _garbage(kind: str, rng: random.Random) -> bytes:
     if kind == "random":
         return rng.randbytes(3000)
@@ -167,7 +154,7 @@ def _garbage(kind: str, rng: random.Random) -> bytes:
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_garbage_instead_of_client_hello(
-    mux: Mux, logged: tuple[IInstanceLog, Lines], ca: Any, version: str, short_tmp: str
+    mux: Mux, logged: tuple[IInstanceLog, LogLines], ca: Any, version: str, short_tmp: str
 ) -> None:
     """Twelve raw clients send garbage of six shapes instead of a ClientHello: each
     accepted socket ends with SOCKET_TLS_HANDSHAKE_FAILED (never SocketAcceptComplete),
@@ -219,12 +206,7 @@ def test_record_cut_in_half_then_eof(
 ) -> None:
     """After a whole record, half of the next one and a TCP EOF: the whole record's
     bytes are delivered, then SOCKET_LOST (truncation), once; nothing of the half record."""
-    srv = TLSServer(mux, log, ca, version, short_tmp)
-    raw = RawTLS(mux, ca, srv.port, version)
-    raw.handshake()
-    mux.run_until(lambda: bool(srv.accepted), what="accept")
-    server, srec = srv.accepted[0]
-    Pump(server, srec, b"", 10**6, 82).start()
+    srv, raw, server, srec = reading_peer(mux, log, ca, version, short_tmp, 82)
     whole = random.Random(83).randbytes(5000)
     first = raw.record(whole)
     second = raw.record(b"never delivered" * 100)
@@ -249,12 +231,7 @@ def test_application_data_after_close_notify(
     nothing after it reaches the app, and nothing reaches the loop's exception handler.
     (A conforming sender cannot encrypt after its close_notify, so the records after it
     are forged: a real application-data header with a random body.)"""
-    srv = TLSServer(mux, log, ca, version, short_tmp)
-    raw = RawTLS(mux, ca, srv.port, version)
-    raw.handshake()
-    mux.run_until(lambda: bool(srv.accepted), what="accept")
-    server, srec = srv.accepted[0]
-    Pump(server, srec, b"", 10**6, 84).start()
+    srv, raw, server, srec = reading_peer(mux, log, ca, version, short_tmp, 84)
     rng = random.Random(85)
     before = rng.randbytes(3000)
     forged = b"\x17\x03\x03\x00\x40" + rng.randbytes(64)
@@ -318,7 +295,7 @@ def test_handshake_that_never_finishes(
 
 @pytest.mark.parametrize("ipv6", [False, True], ids=["udp4", "udp6"])
 def test_oversized_and_zero_length_datagrams(
-    mux: Mux, logged: tuple[IInstanceLog, Lines], ipv6: bool
+    mux: Mux, logged: tuple[IInstanceLog, LogLines], ipv6: bool
 ) -> None:
     """In: the largest datagram the family allows into a 100-byte Recv is truncated
     (logged) with its first bytes intact; a zero-length datagram gives a result of 0
@@ -330,7 +307,7 @@ def test_oversized_and_zero_length_datagrams(
     host = "::1" if ipv6 else "127.0.0.1"
     biggest = 65527 if ipv6 else 65507
     fam = socket.AF_INET6 if ipv6 else socket.AF_INET
-    prov = CreateUDPSocketProvider()
+    prov = provider("udp")
     rec = Recorder("udp")
     sock = prov.CreateSocket(mux, rec, log, ipv6)
     call(rec, sock.Bind, host, 0)
@@ -473,16 +450,6 @@ def _invalid(kind: str, text: str, need_port: bool) -> bool:
     return False
 
 
-def _provider(kind: str) -> Any:
-    if kind == "tcp":
-        return CreateTCPSocketProvider()
-    if kind == "udp":
-        return CreateUDPSocketProvider()
-    if kind == "local":
-        return CreateLocalSocketProvider()
-    return CreateTLSSocketProvider(None)
-
-
 @pytest.mark.parametrize("kind", ["tcp", "udp", "tls", "local"])
 def test_malformed_addresses_into_connect(
     mux: Mux,
@@ -501,12 +468,12 @@ def test_malformed_addresses_into_connect(
     lrec = Recorder("target")
     lrec.hooks["bind"] = lambda s, a, p: s.Listen()
     lrec.hooks["listen"] = lambda s, a, p: s.Accept(None)
-    target_prov = CreateLocalSocketProvider() if kind == "local" else CreateTCPSocketProvider()
+    target_prov = provider("local") if kind == "local" else provider("tcp")
     target = target_prov.CreateSocket(mux, lrec, log)
     target.Bind(os.path.join(short_tmp, "t") if kind == "local" else "127.0.0.1", 0)
     mux.run_until(lambda: "bind" in lrec.names())
     port = lrec.events[0][2]
-    prov = _provider(kind)
+    prov = provider(kind)
 
     @ADDRESS_SETTINGS
     @given(text=ADDRESSES)
@@ -550,7 +517,7 @@ def test_malformed_addresses_into_bind(
     SOCKET_ADDRESS_INVALID exactly when the string or the port is no address, otherwise
     SocketBindResult or another bind reason; once; nothing in the exception handler."""
     monkeypatch.chdir(short_tmp)
-    prov = _provider(kind)
+    prov = provider(kind)
     ports = st.sampled_from([0, 0, 0, -1, 65536, 2**31, -(2**63)])
 
     @ADDRESS_SETTINGS
@@ -695,7 +662,7 @@ def test_certificate_buffers_raise_only_value_error(buf: bytes, cert_len: int | 
     """SetServerCertificate with Hypothesis buffers: it raises ValueError or takes the
     buffer; a buffer it took makes a working server context (no failure left for the
     first connection to find) and a 32-byte fingerprint."""
-    ctx = CreateTLSSocketProvider(None).CreateSocketContext(IInstanceLog(0))
+    ctx = provider("tls").CreateSocketContext(IInstanceLog(0))
     assert isinstance(ctx, SocketContext)
     try:
         ctx.SetServerCertificate(buf, cert_len)
@@ -712,380 +679,11 @@ def test_unencodable_local_path_is_address_invalid(
     """A path with a lone surrogate cannot be encoded for the file system: the socket
     ends with SOCKET_ADDRESS_INVALID; the call itself does not raise."""
     rec = Recorder("local")
-    sock = CreateLocalSocketProvider().CreateSocket(mux, rec, log)
+    sock = provider("local").CreateSocket(mux, rec, log)
     call(rec, getattr(sock, call_name), "/tmp/\ud800")
     mux.run_until(lambda: rec.shutdown is not None)
     ended_once(rec, R.SOCKET_ADDRESS_INVALID)
     sock.Delete()
-
-
-# --------------------------------------------------------------------------- Hypothesis:
-# random call sequences
-
-
-class _Shared:
-    """State every recorder of one machine run shares: are we inside a library call?"""
-
-    def __init__(self) -> None:
-        self.in_call = False
-
-
-class StateRec(Recorder):
-    """A Recorder that also fails on a callback inside any library call, after its
-    socket's Delete(), or after SetUser moved the socket to another user."""
-
-    def __init__(self, shared: _Shared, name: str) -> None:
-        super().__init__(name)
-        self.shared = shared
-        self.gone = ""  # "deleted" / "replaced"
-
-    def _rec(self, *ev: Any) -> None:
-        if self.shared.in_call:
-            self.violations.append(f"{self.name}: {ev[0]} ran inside a library call")
-        if self.gone:
-            self.violations.append(f"{self.name}: {ev[0]} after its socket was {self.gone}")
-        super()._rec(*ev)
-
-
-class Entry:
-    """A socket of the machine: its kind, its current user, and whether it was deleted."""
-
-    def __init__(self, sock: ISocket, kind: str, rec: StateRec) -> None:
-        self.sock, self.kind, self.rec = sock, kind, rec
-        self.deleted = False
-        self.listening = False
-        self.address = ""
-
-
-MAX_SOCKETS = 12
-GREETING = bytes(range(256)) * 12
-
-
-class SocketMachine:
-    """Random sequences of Connect, Bind, Listen, Send, Recv, RecvCancel, Shutdown,
-    Delete and SetUser on real loopback TCP and local sockets (built as a Hypothesis
-    `RuleBasedStateMachine` by `machine_for`)."""
-
-    LOOP = "asyncio"
-
-    def setup(self) -> None:
-        import tempfile
-
-        self.mux = Mux(self.LOOP)
-        self.log = IInstanceLog(0)
-        self.tmp = tempfile.mkdtemp(prefix="usm", dir="/tmp")
-        self.shared = _Shared()
-        self.entries: list[Entry] = []
-        self.recs: list[StateRec] = []
-        self.paths = 0
-        self.accepts = 0
-        # a port that refuses (bound, never listening) and is in use
-        self.refuser = socket.socket()
-        self.refuser.bind(("127.0.0.1", 0))
-        self.refused = f"127.0.0.1:{self.refuser.getsockname()[1]}"
-        self.calls = 0
-        # a listener of each kind to connect to (the rules may end them too)
-        for kind in ("tcp", "local"):
-            self.create(kind)
-            e = self.entries[-1]
-            self.bind(0, "good", e)
-            self.listen(0, e)
-        self.mux.run_until(lambda: all(e.address for e in self.entries), what="listeners")
-        # and a connected pair of each kind, so that every run starts with live data paths
-        for kind in ("tcp", "local"):
-            self.open_client(kind, "listener")
-        self.mux.run_until(lambda: len(self.entries) == 6, what="pairs")
-        self.calls = 0
-
-    # ------------------------------------------------------------------ helpers
-
-    def new_rec(self, name: str) -> StateRec:
-        rec = StateRec(self.shared, name)
-        self.recs.append(rec)
-        rec.hooks["listen"] = self._on_listen
-        rec.hooks["bind"] = self._on_bind
-        rec.hooks["connect"] = lambda s: s.Send(GREETING)
-        return rec
-
-    def _on_bind(self, sock: ISocket, addr: str, port: int) -> None:
-        for e in self.entries:
-            if e.sock is sock:
-                e.address = addr if e.kind == "local" else f"127.0.0.1:{port}"
-
-    def _on_listen(self, sock: ISocket, addr: str, port: int) -> None:
-        listener = next(e for e in self.entries if e.sock is sock)
-        self.accepts += 1
-        if self.accepts % 3 == 0 or self.live() >= 2 * MAX_SOCKETS:
-            sock.Accept(None)  # deny every third
-            return
-        rec = self.new_rec(f"accepted{self.accepts}")
-        holder: list[Entry] = []
-
-        def on_accept(s: ISocket) -> None:
-            e = Entry(s, listener.kind, rec)
-            holder.append(e)
-            self.entries.append(e)
-            s.Send(GREETING)  # so that the peer's Recv calls have something to get
-
-        rec.hooks["accept"] = on_accept
-        sock.Accept(rec)
-
-    def lib(self, fn: Any, *args: Any) -> bool:
-        """Call the library: only the caller's mistakes may raise. True if none did."""
-        self.calls += 1
-        name = "call_" + getattr(fn, "__name__", "?")
-        STATS[name] = STATS.get(name, 0) + 1
-        self.shared.in_call = True
-        ok = True
-        try:
-            fn(*args)
-        except (SocketModeError, ValueError):
-            ok = False
-        finally:
-            self.shared.in_call = False
-        self.mux.run_for(0.001)  # the loop runs a little between calls
-        return ok
-
-    def pick(self, i: int) -> Entry:
-        """Mostly a live socket; i >= 10 picks among all, deleted ones too."""
-        live = [e for e in self.entries if not e.deleted]
-        if i >= 10 or not live:
-            return self.entries[i % len(self.entries)]
-        return live[i % len(live)]
-
-    def live(self) -> int:
-        return sum(1 for e in self.entries if not e.deleted)
-
-    # ------------------------------------------------------------------ rules
-
-    def create(self, kind: str) -> None:
-        prov = CreateLocalSocketProvider() if kind == "local" else CreateTCPSocketProvider()
-        rec = self.new_rec(f"{kind}{len(self.recs)}")
-        self.entries.append(Entry(prov.CreateSocket(self.mux, rec, self.log), kind, rec))
-
-    def open_client(self, kind: str, target: str) -> None:
-        self.create(kind)
-        self.connect(len(self.entries) - 1, target, self.entries[-1])
-
-    def open_server(self, kind: str) -> None:
-        self.create(kind)
-        e = self.entries[-1]
-        self.bind(0, "good", e)
-        self.listen(0, e)
-
-    def connect(self, i: int, target: str, e: Entry | None = None) -> None:
-        e = e or self.pick(i)
-        if target == "listener":
-            same = [x for x in self.entries if x.kind == e.kind and x.listening and not x.deleted]
-            addr = same[-1].address if same else "nonsense"
-        elif target == "refused":
-            addr = self.refused if e.kind == "tcp" else os.path.join(self.tmp, "nobody")
-        else:
-            addr = "not an address"
-        self.lib(e.sock.Connect, addr)
-
-    def bind(self, i: int, which: str, e: Entry | None = None) -> None:
-        e = e or self.pick(i)
-        if which == "good":
-            if e.kind == "local":
-                self.paths += 1
-                self.lib(e.sock.Bind, os.path.join(self.tmp, f"s{self.paths}"), 0)
-            else:
-                self.lib(e.sock.Bind, "127.0.0.1", 0)
-        elif which == "in_use":
-            if e.kind == "local":
-                live = [x.address for x in self.entries if x.kind == "local" and x.address]
-                self.lib(e.sock.Bind, live[0] if live else "", 0)
-            else:
-                self.lib(e.sock.Bind, "127.0.0.1", int(self.refused.rpartition(":")[2]))
-        else:
-            self.lib(e.sock.Bind, "300.1.1.1" if e.kind == "tcp" else "", 0)
-
-    def listen(self, i: int, e: Entry | None = None) -> None:
-        e = e or self.pick(i)
-        if self.lib(e.sock.Listen):
-            e.listening = True
-
-    def send(self, i: int, n: int, as_view: bool) -> None:
-        data = bytes(range(256)) * (n // 256 + 1)
-        buf: Any = memoryview(bytearray(data[:n])) if as_view else data[:n]
-        self.lib(self.pick(i).sock.Send, buf)
-
-    def recv(self, i: int, size: int, length: str, partial: bool) -> None:
-        n = {"none": None, "half": size // 2, "full": size, "zero": 0, "over": size + 1}[length]
-        self.lib(self.pick(i).sock.Recv, bytearray(size), n, partial)
-
-    def recv_cancel(self, i: int) -> None:
-        self.lib(self.pick(i).sock.RecvCancel)
-
-    def shutdown(self, i: int) -> None:
-        self.lib(self.pick(i).sock.Shutdown)
-
-    def delete(self, i: int) -> None:
-        e = self.pick(i)
-        self.lib(e.sock.Delete)
-        e.deleted = True
-        e.rec.gone = "deleted"
-
-    def set_user(self, i: int) -> None:
-        e = self.pick(i)
-        new = self.new_rec(e.rec.name + "'")
-        if e.deleted:
-            new.gone = "deleted"
-        self.lib(e.sock.SetUser, new)
-        if not e.deleted:
-            e.rec.gone = "replaced"
-            e.rec = new
-
-    def accept_outside(self, i: int) -> None:
-        self.lib(self.pick(i).sock.Accept, None)
-
-    def run(self, ms: int) -> None:
-        self.mux.run_for(ms / 1000)
-
-    # ------------------------------------------------------------------ invariants
-
-    def check(self) -> None:
-        for rec in self.recs:
-            assert not rec.violations, rec.violations
-            assert rec.names().count("shutdown") <= 1
-        assert not self.mux.errors, self.mux.errors
-
-    def teardown(self) -> None:
-        try:
-            for e in self.entries:
-                if not e.deleted:
-                    self.lib(e.sock.Delete)
-                    e.deleted = True
-                    e.rec.gone = "deleted"
-            self.mux.run_for(0.02)
-            self.check()
-            from usocket_asyncio._base import LIVE
-
-            left = [s for s in LIVE if getattr(s, "_loop", None) is self.mux.loop]
-            assert not left, f"deleted sockets still held by the library: {left}"
-            STATS["runs"] += 1
-            STATS["calls"] += self.calls
-            for rec in self.recs:
-                for name in rec.names():
-                    STATS[name] = STATS.get(name, 0) + 1
-        finally:
-            loop = self.mux.loop
-            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-            for t in pending:
-                t.cancel()
-            if pending:
-                loop.run_until_complete(asyncio.wait(pending, timeout=2.0))
-            loop.close()
-            self.refuser.close()
-            import shutil
-
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            assert not pending, f"tasks left after every socket was deleted: {pending}"
-
-
-STATS = {"runs": 0, "calls": 0}
-
-
-def machine_for(loop_kind: str) -> Any:
-    """The Hypothesis state machine over `SocketMachine`, on `loop_kind`."""
-    from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
-
-    idx = st.integers(0, MAX_SOCKETS - 1)
-    has = precondition(lambda self: bool(self.m.entries))
-
-    class Machine(RuleBasedStateMachine):
-        def __init__(self) -> None:
-            super().__init__()
-            self.m = SocketMachine()
-            self.m.LOOP = loop_kind
-            self.m.setup()
-
-        @precondition(lambda self: self.m.live() < MAX_SOCKETS)
-        @rule(kind=st.sampled_from(["tcp", "local"]))
-        def create(self, kind: str) -> None:
-            self.m.create(kind)
-
-        @precondition(lambda self: self.m.live() < MAX_SOCKETS)
-        @rule(
-            kind=st.sampled_from(["tcp", "local"]),
-            dest=st.sampled_from(["listener", "listener", "refused", "invalid"]),
-        )
-        def open_client(self, kind: str, dest: str) -> None:
-            self.m.open_client(kind, dest)
-
-        @precondition(lambda self: self.m.live() < MAX_SOCKETS)
-        @rule(kind=st.sampled_from(["tcp", "local"]))
-        def open_server(self, kind: str) -> None:
-            self.m.open_server(kind)
-
-        @has
-        @rule(i=idx, dest=st.sampled_from(["listener", "refused", "invalid"]))
-        def connect(self, i: int, dest: str) -> None:
-            self.m.connect(i, dest)
-
-        @has
-        @rule(i=idx, which=st.sampled_from(["good", "good", "in_use", "invalid"]))
-        def bind(self, i: int, which: str) -> None:
-            self.m.bind(i, which)
-
-        @has
-        @rule(i=idx)
-        def listen(self, i: int) -> None:
-            self.m.listen(i)
-
-        @has
-        @rule(i=idx, n=st.integers(0, 70000), as_view=st.booleans())
-        def send(self, i: int, n: int, as_view: bool) -> None:
-            self.m.send(i, n, as_view)
-
-        @has
-        @rule(
-            i=idx,
-            size=st.integers(0, 3000),
-            length=st.sampled_from(["none", "none", "half", "full", "zero", "over"]),
-            partial=st.booleans(),
-        )
-        def recv(self, i: int, size: int, length: str, partial: bool) -> None:
-            self.m.recv(i, size, length, partial)
-
-        @has
-        @rule(i=idx)
-        def recv_cancel(self, i: int) -> None:
-            self.m.recv_cancel(i)
-
-        @has
-        @rule(i=idx)
-        def shutdown(self, i: int) -> None:
-            self.m.shutdown(i)
-
-        @has
-        @rule(i=idx)
-        def delete(self, i: int) -> None:
-            self.m.delete(i)
-
-        @has
-        @rule(i=idx)
-        def set_user(self, i: int) -> None:
-            self.m.set_user(i)
-
-        @has
-        @rule(i=idx)
-        def accept_outside(self, i: int) -> None:
-            self.m.accept_outside(i)
-
-        @rule(ms=st.sampled_from([0, 1, 5, 20]))
-        def run(self, ms: int) -> None:
-            self.m.run(ms)
-
-        @invariant()
-        def contract_holds(self) -> None:
-            self.m.check()
-
-        def teardown(self) -> None:
-            self.m.teardown()
-
-    return Machine
 
 
 def test_random_call_sequences(mux: Mux) -> None:
@@ -1095,22 +693,8 @@ def test_random_call_sequences(mux: Mux) -> None:
     call, after SocketShutdown, after Delete(), or to a user replaced by SetUser; at
     most one SocketShutdown per socket; the loop's exception handler stays empty; and
     once every socket is deleted, the library holds none and no task is left."""
-    from hypothesis.stateful import run_state_machine_as_test
-
-    STATS.clear()
-    STATS.update(runs=0, calls=0)
-    run_state_machine_as_test(
-        machine_for(mux.kind),
-        settings=settings(
-            max_examples=EXAMPLES["stateful"],
-            stateful_step_count=EXAMPLES["stateful_steps"],
-            deadline=None,
-            derandomize=True,
-            database=None,
-            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-        ),
-    )
-    print(f"\n[stateful] {mux.kind}: {STATS}")
+    stats = run_machine(mux.kind, "stream", EXAMPLES["stateful"], EXAMPLES["stateful_steps"])
+    print(f"\n[stateful] {mux.kind}: {stats}")
 
 
 # --------------------------------------------------------------------------- flood

@@ -24,24 +24,18 @@ from functools import partial
 
 import pytest
 from conformance import call
-from conftest import Mux, Recorder
-from dtls_helpers import RawClient, dtls_ctx, peers_of
-from faults import DatagramRelay
+from kit.certs import Server, connect, delete, ended_once
+from kit.dtls import RawClient, dtls_ctx, peers_of, wait_connected
+from kit.loop import Mux, R, Recorder
+from kit.relays import DatagramRelay
 from OpenSSL import SSL
-from test_dtls import wait_connected
-from test_tls import Server, connect, delete, ended_once
 
 from usocket_asyncio import (
-    CreateTCPSocketProvider,
-    CreateTLSSocketProvider,
     IInstanceLog,
     ISocket,
     ISocketProvider,
-    ShutdownReason,
 )
 from usocket_asyncio._dtls import pack_records, split_records
-
-R = ShutdownReason
 
 FLOOD_SOURCES = 256
 """Source ports of the ClientHello flood."""
@@ -52,11 +46,6 @@ FLOOD_MEMORY_BOUND = 16 * 1024
 per source. Any state kept per source would cost more than that for 256 sources: a
 dict entry with its address tuple and host string is about 150 bytes, a `DTLSSocket`
 or an `SSL.Connection` wrapper several hundred. Measured: under 1 KiB on both loops."""
-
-
-@pytest.fixture
-def prov() -> ISocketProvider:
-    return CreateTLSSocketProvider(CreateTCPSocketProvider())
 
 
 def hostile_datagrams(rng: random.Random) -> list[bytes]:

@@ -11,7 +11,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import Mux, Recorder
+from conformance import call
+from kit.loop import Mux, Recorder
 
 from usocket_asyncio import (
     CreateTCPSocketProvider,
@@ -42,14 +43,6 @@ def connected(
     peer, _ = listener.accept()
     peer.settimeout(5)
     return sock, rec, peer
-
-
-def call(rec: Recorder, fn: Any, *args: Any) -> Any:
-    rec.in_call = True
-    try:
-        return fn(*args)
-    finally:
-        rec.in_call = False
 
 
 @pytest.mark.parametrize("order", ["send-first", "recv-first"])

@@ -5,49 +5,40 @@ in both roles, with the keying material compared to what the tool exports.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 import shutil
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from conftest import Mux, free_port
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from test_tls_interop import files, output, peer, wait_for_output
+from kit.dtls import OWN_FP, SRTP, Endpoint
+from kit.loop import Mux, R, free_port
+from kit.peers import (
+    EXPORT,
+    client_against,
+    fingerprint_of,
+    keying_material,
+    output,
+    peer,
+    ready_peer,
+    wait_for_exit,
+    wait_for_output,
+)
 
 from usocket_asyncio import (
     DTLS_OPTION_NO_COOKIE,
     DTLS_OPTION_NO_MUTUAL,
-    DTLS_OPTION_USE_SRTP,
-    CreateUDPSocketProvider,
     IDtls,
     IInstanceLog,
-    IPaddr,
-    ISocket,
-    ITimer,
-    ShutdownReason,
     SocketModeError,
     UDtls,
-    USocket,
-    UTimer,
 )
-from usocket_asyncio._context import default_server_cert
 
-R = ShutdownReason
-SRTP = DTLS_OPTION_USE_SRTP
-OWN_FP = hashlib.sha256(default_server_cert().leaf_der).digest()
 STUN = bytes([0, 1, 0, 0]) + bytes.fromhex("2112a442") + bytes(12)
 RTP = bytes([0x80, 0x00, 0x00, 0x01]) + bytes(8) + b"rtp payload"
-__all__ = ["files"]  # the fixture, re-exported for pytest
 
 
 # --------------------------------------------------------------------------- no loop
@@ -238,93 +229,6 @@ def test_caller_mistakes_raise() -> None:
 # --------------------------------------------------------------------------- over UDP
 
 
-class Endpoint(USocket, UDtls, UTimer):
-    """A media endpoint as an app writes one: one UDP socket, an IDtls, an ITimer; the
-    socket's datagrams go to `DtlsRecv` first and, when it says no, to the app."""
-
-    def __init__(
-        self,
-        mux: Mux,
-        log: IInstanceLog,
-        server: bool,
-        options: int = SRTP,
-        fingerprint: bytes | None = OWN_FP,
-        peer_port: int | None = None,
-    ) -> None:
-        self.mux = mux
-        self.server = server
-        self.options = options
-        self.fingerprint = fingerprint
-        self.udp = CreateUDPSocketProvider().CreateSocket(mux, self, log)
-        self.timer = ITimer(mux, self)
-        self.dtls = IDtls.Create(self, "media", log)
-        self.peer: tuple[IPaddr | str, int] | None = None
-        if peer_port is not None:
-            self.peer = ("127.0.0.1", peer_port)
-        self.port = 0
-        self.connected = False
-        self.keys: tuple[bytes, str] | None = None
-        self.received: list[bytes] = []
-        self.other: list[bytes] = []
-        self.closed: int | None = None
-        self.shutdown: ShutdownReason | None = None
-        self.udp.Bind("127.0.0.1", 0)
-
-    def connect(self) -> None:
-        assert self.peer is not None
-        self.dtls.DtlsConnect(self.server, self.options, str(self.peer[0]), None, self.fingerprint)
-
-    # USocket
-    def SocketBindResult(self, socket: ISocket, localAddr: str, localPort: int) -> None:
-        self.port = localPort
-        socket.Recv(bytearray(2048))
-
-    def SocketRecvFromResult(
-        self, socket: ISocket, buf: Any, len: int, srcAddr: IPaddr, srcPort: int
-    ) -> None:
-        if self.peer is None:
-            self.peer = (srcAddr, srcPort)
-            self.connect()
-        if not self.dtls.DtlsRecv(buf, len, srcAddr, srcPort):
-            self.other.append(bytes(buf[:len]))
-        socket.Recv(buf)
-
-    def SocketShutdown(self, socket: ISocket, reason: ShutdownReason) -> None:
-        self.shutdown = reason
-
-    # UTimer
-    def TimerOnTimeout(self, timer: ITimer) -> None:
-        self.dtls.DtlsTimeout()
-
-    # UDtls
-    def DtlsSend(self, ctx: Any, buf: bytes, len: int) -> None:
-        assert self.peer is not None
-        self.udp.SendTo(buf, len, self.peer[0], self.peer[1])
-
-    def DtlsTimerStart(self, ctx: Any, to: int) -> None:
-        self.timer.Start(to)
-
-    def DtlsTimerStop(self, ctx: Any) -> None:
-        self.timer.Cancel()
-
-    def DtlsConnected(self, ctx: Any) -> None:
-        self.connected = True
-
-    def DtlsSrtpKeys(self, ctx: Any, keys: bytes, profile: str) -> None:
-        self.keys = (keys, profile)
-
-    def DtlsRecvApplicationData(self, ctx: Any, buf: bytes, len: int) -> None:
-        self.received.append(bytes(buf[:len]))
-
-    def DtlsConnectionClosed(self, ctx: Any, error: int) -> None:
-        self.closed = error
-        self.timer.Cancel()
-
-    def close(self) -> None:
-        self.timer.Cancel()
-        self.udp.Delete()
-
-
 def test_two_endpoints_share_the_port_with_stun_and_rtp(mux: Mux, log: IInstanceLog) -> None:
     """Two library endpoints, one UDP port each: the handshake, records both ways, and
     STUN/RTP datagrams interleaved on the same port reach the app untouched."""
@@ -353,47 +257,12 @@ def test_two_endpoints_share_the_port_with_stun_and_rtp(mux: Mux, log: IInstance
 
 # --------------------------------------------------------------------------- real peers
 
-EXPORT = ["-keymatexport", "EXTRACTOR-dtls_srtp", "-keymatexportlen", "60"]
 GNUTLS_EXPORT = ["--keymatexport=EXTRACTOR-dtls_srtp", "--keymatexportsize=60"]
 needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
 needs_gnutls = pytest.mark.skipif(
     shutil.which("gnutls-cli") is None or shutil.which("gnutls-serv") is None,
     reason="needs gnutls-bin",
 )
-
-
-def keying_material(text: str) -> bytes:
-    m = re.search(r"[Kk]ey(?:ing)? material: ([0-9A-Fa-f]+)", text)
-    assert m is not None, text
-    return bytes.fromhex(m.group(1))
-
-
-def fingerprint_of(pem_path: str) -> bytes:
-    with open(pem_path, "rb") as f:
-        cert = x509.load_pem_x509_certificates(f.read())[0]
-    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).digest()
-
-
-@contextmanager
-def udp_server(args: list[str], ready: str) -> Iterator[subprocess_t]:
-    with peer(args) as proc:
-        deadline = time.monotonic() + 10
-        while ready not in output(proc) and time.monotonic() < deadline:
-            assert proc.poll() is None, output(proc)
-            time.sleep(0.02)
-        yield proc
-
-
-subprocess_t = Any
-
-
-def client_against(mux: Mux, log: IInstanceLog, port: int, fp: bytes) -> Endpoint:
-    cli = Endpoint(mux, log, False, fingerprint=fp, peer_port=port)
-    mux.run_until(lambda: cli.port != 0)
-    cli.connect()
-    mux.run_until(lambda: cli.connected or cli.closed is not None, 15, "the handshake")
-    assert cli.connected, cli.closed
-    return cli
 
 
 @pytest.mark.interop
@@ -406,7 +275,7 @@ def test_engine_client_against_openssl_s_server(
     args = ["openssl", "s_server", "-dtls1_2", "-accept", f"127.0.0.1:{port}"]
     args += ["-cert", files["server"], "-use_srtp", "SRTP_AES128_CM_SHA1_80", *EXPORT]
     args += ["-naccept", "1"]
-    with udp_server(args, "ACCEPT") as proc:
+    with ready_peer(args, "ACCEPT") as proc:
         cli = client_against(mux, log, port, fingerprint_of(files["server"]))
         wait_for_output(mux, proc, "Keying material:")
         assert cli.keys is not None
@@ -420,7 +289,7 @@ def test_engine_client_against_openssl_s_server(
         assert cli.received == [b"hello from s_server\n"]
         cli.dtls.DtlsClose()
         assert cli.closed == 0
-        mux.run_until(lambda: proc.poll() is not None, 10, "s_server to see close_notify")
+        wait_for_exit(mux, proc, "s_server to see close_notify", 10)
         cli.close()
 
 
@@ -440,12 +309,17 @@ def test_openssl_s_client_against_engine_server(
         assert srv.received == [b"hello from s_client\n"]
         wait_for_output(mux, proc, "Keying material:")
         assert srv.keys == (keying_material(output(proc)), "SRTP_AES128_CM_SHA1_80")
-        srv.dtls.DtlsSendApplicationData(b"hello from the engine\n")
-        wait_for_output(mux, proc, "hello from the engine")
-        srv.dtls.DtlsClose()
-        mux.run_until(lambda: proc.poll() is not None, 10, "s_client to see close_notify")
+        hello_then_close(mux, srv, proc, "s_client")
     assert srv.closed == 0
     srv.close()
+
+
+def hello_then_close(mux: Mux, ep: Endpoint, proc: Any, who: str) -> None:
+    """The engine sends a line the peer prints, then closes; the peer sees close_notify."""
+    ep.dtls.DtlsSendApplicationData(b"hello from the engine\n")
+    wait_for_output(mux, proc, "hello from the engine")
+    ep.dtls.DtlsClose()
+    wait_for_exit(mux, proc, f"{who} to see close_notify", 10)
 
 
 def in_loopback_namespace(args: list[str]) -> list[str]:
@@ -476,12 +350,12 @@ def test_engine_client_against_gnutls_serv(mux: Mux, files: dict[str, str]) -> N
 
     gnutls-serv cannot bind one address and would listen on every interface, so it and
     the library's client run in a child process inside a network namespace of their own
-    that has only loopback (tests/idtls_netns.py); without one the test is skipped, it
+    that has only loopback (tests/kit/idtls_netns.py); without one the test is skipped, it
     never listens anywhere else."""
     why = namespace_unavailable()
     if why is not None:
         pytest.skip(why)
-    child = os.path.join(os.path.dirname(os.path.abspath(__file__)), "idtls_netns.py")
+    child = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kit", "idtls_netns.py")
     args = in_loopback_namespace([sys.executable, child, mux.kind, files["server"]])
     run = subprocess.run(args, capture_output=True, timeout=35, check=False)
     stderr = run.stderr.decode("latin-1", "replace")
@@ -510,9 +384,6 @@ def test_gnutls_cli_against_engine_server(
         assert srv.received == [b"hello from gnutls-cli\n"]
         assert srv.keys is not None
         assert srv.keys == (keying_material(output(proc)), "SRTP_AES128_CM_SHA1_80")
-        srv.dtls.DtlsSendApplicationData(b"hello from the engine\n")
-        wait_for_output(mux, proc, "hello from the engine")
-        srv.dtls.DtlsClose()
-        mux.run_until(lambda: proc.poll() is not None, 10, "gnutls-cli to see close_notify")
+        hello_then_close(mux, srv, proc, "gnutls-cli")
     assert srv.closed == 0
     srv.close()

@@ -7,7 +7,7 @@ import sys
 import threading
 
 import pytest
-from conftest import Mux
+from kit.loop import Mux
 
 from usocket_asyncio import IIoMux, ITimer, UTimer
 

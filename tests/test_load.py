@@ -19,8 +19,8 @@ import tracemalloc
 from typing import Any
 
 import pytest
-from conftest import Mux, fd_count
-from loadkit import EchoClient, Tally, start_server
+from kit.load import EchoClient, Tally, start_server
+from kit.loop import Mux, R, fd_count
 
 from usocket_asyncio import (
     CreateLocalSocketProvider,
@@ -29,11 +29,9 @@ from usocket_asyncio import (
     IInstanceLog,
     ISocket,
     ISocketProvider,
-    ShutdownReason,
 )
 from usocket_asyncio._base import LIVE, SocketBase
 
-R = ShutdownReason
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -103,6 +101,17 @@ def connect_address(kind: str, bound: tuple[str, int]) -> str:
 # --------------------------------------------------------------------------- concurrent
 
 
+def serving(
+    mux: Mux, log: IInstanceLog, kind: str, tmp: str, tally: Tally
+) -> tuple[Any, ISocket, str]:
+    """An echo server of `kind` that is listening: its provider, listener and address."""
+    prov, addr, port = provider_and_addr(kind, tmp)
+    listener, server = start_server(mux, log, prov, tally, addr, port)
+    mux.run_until(lambda: server.bound is not None, what="bind")
+    assert server.bound is not None
+    return prov, listener, connect_address(kind, server.bound)
+
+
 def hold_many(mux: Mux, log: IInstanceLog, n: int, tmp: str, kind: str = "tcp") -> None:
     """`n` connections open at once, each echoing a seeded message; then all close."""
     raise_nofile(2 * n + 512)
@@ -111,11 +120,7 @@ def hold_many(mux: Mux, log: IInstanceLog, n: int, tmp: str, kind: str = "tcp") 
     churn(mux, log, kind, tmp, 20, 10, 10)
     before = settle(mux, Level(mux))
     tally = Tally()
-    prov, addr, port = provider_and_addr(kind, tmp)
-    listener, server = start_server(mux, log, prov, tally, addr, port)
-    mux.run_until(lambda: server.bound is not None, what="bind")
-    assert server.bound is not None
-    target = connect_address(kind, server.bound)
+    prov, listener, target = serving(mux, log, kind, tmp, tally)
     rng = random.Random(61)
     clients: list[tuple[ISocket, EchoClient]] = []
     client_ids: set[int] = set()  # no socket is made after them, so an id stays theirs
@@ -182,11 +187,7 @@ def churn(
     """Connect/echo/close `total` connections, `parallel` at a time (stops early after
     `seconds`); returns the tally and the connections per second."""
     tally = Tally()
-    prov, addr, port = provider_and_addr(kind, tmp)
-    listener, server = start_server(mux, log, prov, tally, addr, port)
-    mux.run_until(lambda: server.bound is not None, what="bind")
-    assert server.bound is not None
-    target = connect_address(kind, server.bound)
+    prov, listener, target = serving(mux, log, kind, tmp, tally)
     ctx = None
     if kind == "tls":
         ctx = prov.CreateSocketContext(log)
@@ -219,55 +220,41 @@ def churn(
     return tally, rate
 
 
-@pytest.mark.parametrize("kind", ["tcp", "local"])
+@pytest.mark.parametrize(
+    ("kind", "warm", "total", "at_once", "per_conn"),
+    [("tcp", 200, 2000, 50, 100), ("local", 200, 2000, 50, 100), ("tls", 40, 300, 20, 300)],
+    ids=["tcp", "local", "tls"],
+)
 def test_churn_returns_to_its_starting_level(
-    mux: Mux, kind: str, short_tmp: str, request: pytest.FixtureRequest
+    mux: Mux,
+    kind: str,
+    warm: int,
+    total: int,
+    at_once: int,
+    per_conn: int,
+    short_tmp: str,
+    request: pytest.FixtureRequest,
 ) -> None:
-    """A warm-up round, then 2000 connect/echo/close cycles, 50 at a time: descriptors,
+    """A warm-up round, then `total` connect/echo/close cycles, `at_once` at a time (TCP
+    and local: 2000, 50; TLS: 300 handshake/echo/close_notify cycles, 20): descriptors,
     tasks and live sockets are back to the level after the warm-up, and traced memory
-    grew by less than 100 bytes per connection."""
+    grew by less than `per_conn` bytes per connection (TLS: 300, else 100)."""
     log = IInstanceLog(0)
-    churn(mux, log, kind, short_tmp, 200, 50, 30)
+    churn(mux, log, kind, short_tmp, warm, at_once, 30)
     before_fds = settle(mux, Level(mux))
     tracemalloc.start()
     request.addfinalizer(tracemalloc.stop)
     before = Level(mux)
-    total = 2000
-    tally, rate = churn(mux, log, kind, short_tmp, total, 50, 60)
+    tally, rate = churn(mux, log, kind, short_tmp, total, at_once, 60)
     after = settle(mux, before)
     assert tally.clients_done == total
     assert after.fds == before_fds.fds == before.fds
     assert after.tasks == before.tasks and after.live == before.live
     growth = after.mem - before.mem
-    assert growth < 100 * total, f"traced memory grew by {growth} bytes over {total} connections"
+    limit = per_conn * total
+    assert growth < limit, f"traced memory grew by {growth} bytes over {total} connections"
     print(
         f"\n[churn] {mux.kind}/{kind}: {total} connections at {rate:.0f}/s (traced), "
-        f"memory {growth:+d} bytes, fds {after.fds - before.fds:+d}"
-    )
-
-
-def test_tls_churn_returns_to_its_starting_level(
-    mux: Mux, short_tmp: str, request: pytest.FixtureRequest
-) -> None:
-    """TLS: 300 handshake/echo/close_notify cycles, 20 at a time, after a warm-up:
-    descriptors, tasks and live sockets back to their level, traced memory grew by less
-    than 300 bytes per connection."""
-    log = IInstanceLog(0)
-    churn(mux, log, "tls", short_tmp, 40, 20, 30)
-    before_fds = settle(mux, Level(mux))
-    tracemalloc.start()
-    request.addfinalizer(tracemalloc.stop)
-    before = Level(mux)
-    total = 300
-    tally, rate = churn(mux, log, "tls", short_tmp, total, 20, 60)
-    after = settle(mux, before)
-    assert tally.clients_done == total
-    assert after.fds == before_fds.fds == before.fds
-    assert after.tasks == before.tasks and after.live == before.live
-    growth = after.mem - before.mem
-    assert growth < 300 * total, f"traced memory grew by {growth} bytes over {total} connections"
-    print(
-        f"\n[churn] {mux.kind}/tls: {total} connections at {rate:.0f}/s (traced), "
         f"memory {growth:+d} bytes, fds {after.fds - before.fds:+d}"
     )
 
@@ -297,8 +284,8 @@ def test_soak_churn(mux: Mux, kind: str, short_tmp: str) -> None:
 def test_accept_survives_descriptor_exhaustion(mux: Mux) -> None:
     """In a child process with RLIMIT_NOFILE lowered: accepts fail with EMFILE and are
     logged, the listener stays up, and once descriptors are freed it serves every
-    client that waited in the backlog (tests/exhaust_fds.py)."""
-    script = os.path.join(HERE, "exhaust_fds.py")
+    client that waited in the backlog (tests/kit/exhaust_fds.py)."""
+    script = os.path.join(HERE, "kit", "exhaust_fds.py")
     proc = subprocess.run(
         [sys.executable, script, mux.kind],
         capture_output=True,

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import Mux, Recorder
-from tcp_helpers import captured_log, client, ended, expect_end, listener
+from kit.loop import Mux, R, Recorder
+from kit.streams import captured_log, client, ended, expect_end, listener
 
 from usocket_asyncio import (
     LOG_LDS,
@@ -20,11 +20,8 @@ from usocket_asyncio import (
     IInstanceLog,
     ISocket,
     QosTrafficType,
-    ShutdownReason,
 )
 from usocket_asyncio._local import MAX_PATH_BYTES
-
-R = ShutdownReason
 
 
 def local(mux: Mux, log: IInstanceLog) -> Callable[[Recorder], ISocket]:

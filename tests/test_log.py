@@ -7,8 +7,8 @@ import array
 import logging
 
 import pytest
-from conftest import ALL_LOG_FLAGS, Mux, Recorder
-from tcp_helpers import captured_log
+from kit.loop import ALL_LOG_FLAGS, Mux, Recorder
+from kit.streams import captured_log
 
 from usocket_asyncio import (
     LOG_APP,

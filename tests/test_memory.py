@@ -18,8 +18,8 @@ import time
 from typing import Any
 
 import pytest
-from conftest import Mux, Recorder
-from tcp_helpers import listener
+from kit.loop import Mux, Recorder, rss
+from kit.streams import listener
 
 from usocket_asyncio import (
     CreateLocalSocketProvider,
@@ -37,12 +37,6 @@ SLOW_PUSH_SECONDS = 1.5
 RSS_SLACK = 8 * 1024 * 1024
 """How much the resident size may grow (allocator noise, the loop's own buffers)."""
 CHUNK = random.Random(11).randbytes(1 << 20)
-PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * PAGE
 
 
 class Peer:

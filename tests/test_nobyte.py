@@ -22,10 +22,9 @@ from typing import Any
 
 import pytest
 from conformance import Pair, call, close_pair, make_pair
-from conftest import Mux, Recorder
-from tcp_helpers import from_another_thread, listener
+from kit.loop import Mux, R, Recorder, rss
+from kit.streams import from_another_thread, listener
 from test_conformance import KINDS
-from test_memory import rss
 from test_tls_conformance import tls_kind
 
 from usocket_asyncio import (
@@ -34,11 +33,9 @@ from usocket_asyncio import (
     IInstanceLog,
     ISocket,
     ITimer,
-    ShutdownReason,
     UTimer,
 )
 
-R = ShutdownReason
 MiB = 1024 * 1024
 
 

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import LOOPS, Mux, Recorder, have_ipv6
-from tcp_helpers import bound_port, captured_log, client, ended, listener
+from kit.loop import LOOPS, Mux, Recorder, have_ipv6
+from kit.streams import bound_port, captured_log, client, ended, listener
 
 from usocket_asyncio import (
     LOG_APP,

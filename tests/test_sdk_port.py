@@ -14,8 +14,8 @@ import asyncio
 import hashlib
 from typing import Any
 
-from conftest import Mux
-from tcp_helpers import captured_log
+from kit.loop import Mux
+from kit.streams import captured_log
 
 from usocket_asyncio import (
     LOG_APP,

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import Mux, Recorder
-from tcp_helpers import bound_port, client, listener
+from kit.loop import Mux, Recorder
+from kit.streams import bound_port, client, listener
 
 from usocket_asyncio import (
     CreateTCPSocketProvider,

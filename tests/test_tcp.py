@@ -19,8 +19,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import Mux, Recorder, free_port, have_ipv6
-from tcp_helpers import bound_port, captured_log, client, ended, expect_end, listener
+from kit.loop import Mux, R, Recorder, free_port, have_ipv6
+from kit.streams import bound_port, captured_log, client, ended, expect_end, listener
 
 from usocket_asyncio import (
     LOG_TCP,
@@ -28,14 +28,12 @@ from usocket_asyncio import (
     IInstanceLog,
     ISocket,
     QosTrafficType,
-    ShutdownReason,
     SocketModeError,
 )
 from usocket_asyncio._base import LIVE
 from usocket_asyncio._stream import LISTEN_BACKLOG, StreamSocket
 from usocket_asyncio._tcp import TCPSocket
 
-R = ShutdownReason
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 needs_ipv6 = pytest.mark.skipif(not have_ipv6(), reason="no IPv6 loopback")
 

@@ -8,138 +8,33 @@ loop's exception handler.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import hashlib
 import logging
 import random
 import socket
-import ssl
 from typing import Any
 
 import pytest
 from conformance import Pump, call, sha
-from conftest import Mux, Recorder
+from kit.certs import VERSIONS, Server, connect, delete, ended_once, make_ctx, pem_of, refuse_alpn
+from kit.loop import Mux, R, Recorder
 
 import usocket_asyncio._tls as tls_mod
 from usocket_asyncio import (
     CreateTCPSocketProvider,
-    CreateTLSSocketProvider,
     IInstanceLog,
     ISocket,
     ISocketProvider,
-    ShutdownReason,
     SocketModeError,
 )
-from usocket_asyncio._context import SocketContext, default_server_cert
+from usocket_asyncio._context import default_server_cert
 
-R = ShutdownReason
-VERSIONS = {"tls12": ssl.TLSVersion.TLSv1_2, "tls13": ssl.TLSVersion.TLSv1_3}
+# the kit's names test_contract.py still imports from here
+__all__ = ["Server", "connect", "delete", "ended_once", "make_ctx", "pem_of"]
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def pem_of(ca: Any, *names: str, **kw: Any) -> bytes:
-    """Key + chain PEM of a certificate for `names` issued by `ca`."""
-    data: bytes = ca.issue_cert(*names, **kw).private_key_and_cert_chain_pem.bytes()
-    return data
-
-
-def make_ctx(
-    prov: ISocketProvider,
-    log: IInstanceLog,
-    *,
-    cert: bytes | None = None,
-    client_cert: bytes | None = None,
-    trust: bytes | None = None,
-    alpn: list[str] | None = None,
-    version: str | None = None,
-    verify: bool = True,
-) -> SocketContext:
-    """A context with the given settings (`version` pins the highest TLS version)."""
-    ctx = prov.CreateSocketContext(log)
-    assert isinstance(ctx, SocketContext)
-    if version is not None:
-        ctx.tls_max_version = VERSIONS[version]
-    if cert is not None:
-        ctx.SetServerCertificate(cert)
-    if client_cert is not None:
-        ctx.SetClientCertificate(client_cert)
-    if trust is not None:
-        ctx.SetTrustedCertificates(trust)
-    if alpn is not None:
-        ctx.SetALPNProcotols(alpn)
-    if not verify:
-        ctx.DisableCertificateVerification()
-    return ctx
-
-
-class Server:
-    """A listening library socket; each peer is accepted with a fresh Recorder."""
-
-    def __init__(
-        self, mux: Mux, log: IInstanceLog, prov: ISocketProvider, ctx: SocketContext | None
-    ) -> None:
-        self.lrec = Recorder("listener")
-        self.recs: list[Recorder] = []
-        self.socks: dict[int, ISocket] = {}
-        self.lrec.hooks["bind"] = lambda s, a, p: s.Listen()
-        self.lrec.hooks["listen"] = self._on_listen
-        self.listener = prov.CreateSocket(mux, self.lrec, log, False, ctx)
-        call(self.lrec, self.listener.Bind, "127.0.0.1", 0)
-        mux.run_until(lambda: self.lrec.events != [], what="bind")
-        assert self.lrec.names() == ["bind"], self.lrec.events
-        self.port = int(self.lrec.events[0][2])
-
-    def _on_listen(self, sock: ISocket, addr: str, port: int) -> None:
-        rec = Recorder(f"server{len(self.recs)}")
-        i = len(self.recs)
-        self.recs.append(rec)
-
-        def keep(s: ISocket, *_: Any) -> None:
-            self.socks[i] = s
-
-        rec.hooks["accept"] = keep
-        rec.hooks["alpn"] = keep
-        rec.hooks["shutdown"] = keep
-        sock.Accept(rec)
-
-    def close(self) -> None:
-        for s in [*self.socks.values(), self.listener]:
-            with contextlib.suppress(SocketModeError):
-                s.Delete()
-        for r in [*self.recs, self.lrec]:
-            assert not r.violations, r.violations
-
-
-def connect(
-    mux: Mux,
-    log: IInstanceLog,
-    prov: ISocketProvider,
-    ctx: SocketContext | None,
-    port: int,
-    server_name: str | None = "localhost",
-    rec: Recorder | None = None,
-) -> tuple[ISocket, Recorder]:
-    rec = rec or Recorder("client")
-    sock = prov.CreateSocket(mux, rec, log, False, ctx)
-    call(rec, sock.Connect, f"127.0.0.1:{port}", server_name)
-    return sock, rec
-
-
-def ended_once(rec: Recorder, *reasons: ShutdownReason) -> None:
-    """Exactly one SocketShutdown, with one of `reasons`, and it came last."""
-    assert rec.names().count("shutdown") == 1, rec.events
-    assert rec.names()[-1] == "shutdown", rec.events
-    assert rec.shutdown in reasons, (rec.shutdown, rec.events)
-    assert not rec.violations, rec.violations
-
-
-def delete(*socks: ISocket) -> None:
-    for s in socks:
-        with contextlib.suppress(SocketModeError):
-            s.Delete()
 
 
 def raw_eof(sock: ISocket) -> None:
@@ -151,11 +46,6 @@ def raw_eof(sock: ISocket) -> None:
         dup.shutdown(socket.SHUT_WR)
     finally:
         dup.close()
-
-
-@pytest.fixture
-def prov() -> ISocketProvider:
-    return CreateTLSSocketProvider(CreateTCPSocketProvider())
 
 
 # --------------------------------------------------------------------------- success
@@ -322,15 +212,7 @@ def test_alpn_refused(
     srv = Server(mux, log, prov, sctx)
     cctx = make_ctx(prov, log, trust=ca.cert_pem.bytes(), alpn=["x-proto"])
     crec = Recorder("client")
-    if side == "client":
-        crec.hooks["alpn"] = lambda s, p: False
-    else:
-
-        def refusing(sock: ISocket, addr: str, port: int) -> None:
-            srv._on_listen(sock, addr, port)
-            srv.recs[-1].hooks["alpn"] = lambda s, p: False
-
-        srv.lrec.hooks["listen"] = refusing
+    refuse_alpn(srv, crec, side)
     client, _ = connect(mux, log, prov, cctx, srv.port, rec=crec)
     mux.run_until(
         lambda: crec.shutdown is not None and bool(srv.recs) and srv.recs[0].shutdown is not None,

@@ -3,89 +3,28 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import subprocess
-import tempfile
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from conformance import call
-from conftest import Mux, Recorder, free_port
-from test_tls import Server, delete, ended_once, make_ctx, pem_of
+from kit.certs import Server, delete, ended_once, make_ctx, pem_of
+from kit.loop import Mux, R, Recorder, free_port
+from kit.peers import peer, ready_peer, wait_for_exit
 
 from usocket_asyncio import (
     CreateTCPSocketProvider,
-    CreateTLSSocketProvider,
     IInstanceLog,
     ISocket,
     ISocketProvider,
-    ShutdownReason,
 )
 
-R = ShutdownReason
 pytestmark = [
     pytest.mark.interop,
     pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI"),
 ]
-
-
-@pytest.fixture
-def prov() -> ISocketProvider:
-    return CreateTLSSocketProvider(CreateTCPSocketProvider())
-
-
-@pytest.fixture
-def files(ca: Any) -> Iterator[dict[str, str]]:
-    """PEM files for the command-line peers (test certificates only)."""
-    d = tempfile.mkdtemp(prefix="tls")
-    try:
-        out = {k: os.path.join(d, k + ".pem") for k in ("ca", "server", "client")}
-        ca.cert_pem.write_to_path(out["ca"])
-        ca.issue_cert("localhost", "127.0.0.1").private_key_and_cert_chain_pem.write_to_path(
-            out["server"]
-        )
-        ca.issue_cert("client.example").private_key_and_cert_chain_pem.write_to_path(out["client"])
-        yield out
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def peer(args: list[str], stdin: bytes = b"") -> Iterator[subprocess.Popen[bytes]]:
-    """A command-line peer, killed on the way out; stdout and stderr together."""
-    out = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
-    proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        assert proc.stdin is not None
-        if stdin:
-            proc.stdin.write(stdin)
-            proc.stdin.flush()
-        proc.out = out  # type: ignore[attr-defined]
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=5)
-        if proc.stdin is not None:
-            proc.stdin.close()
-        out.close()
-
-
-def output(proc: subprocess.Popen[bytes]) -> str:
-    f = proc.out  # type: ignore[attr-defined]
-    f.seek(0)
-    text: str = f.read().decode("latin-1")
-    return text
-
-
-def wait_for_output(
-    mux: Mux, proc: subprocess.Popen[bytes], needle: str, timeout: float = 10
-) -> None:
-    mux.run_until(lambda: needle in output(proc) or proc.poll() is not None, timeout, needle)
-    assert needle in output(proc), output(proc)
 
 
 class LineServer:
@@ -130,8 +69,7 @@ def test_s_client_against_library_server(
     args += ["-CAfile", files["ca"], "-servername", "localhost", "-verify_hostname", "localhost"]
     args += ["-alpn", "http/1.1,h2", "-verify_return_error", "-ign_eof"]
     with peer(args, b"hello from s_client\n") as proc:
-        mux.run_until(lambda: proc.poll() is not None, 20, "s_client to finish")
-        text = output(proc)
+        text = wait_for_exit(mux, proc, "s_client to finish")
     assert "Verify return code: 0 (ok)" in text, text
     assert "ALPN protocol: h2" in text, text
     assert "hello from the library" in text, text
@@ -150,11 +88,7 @@ def s_server(
     port = free_port()
     args = ["openssl", "s_server", "-accept", f"127.0.0.1:{port}", "-cert", files["server"]]
     args += ["-naccept", "1", *extra]
-    with peer(args) as proc:
-        deadline = time.monotonic() + 10
-        while "ACCEPT" not in output(proc) and time.monotonic() < deadline:
-            assert proc.poll() is None, output(proc)
-            time.sleep(0.02)
+    with ready_peer(args, "ACCEPT") as proc:
         yield proc, port
 
 
@@ -285,8 +219,7 @@ def test_starttls_with_s_client_smtp(
     args += ["-CAfile", files["ca"], "-servername", "localhost", "-verify_hostname", "localhost"]
     args += ["-verify_return_error", "-ign_eof"]
     with peer(args, b"MAIL FROM:<a@b>\r\n") as proc:
-        mux.run_until(lambda: proc.poll() is not None, 20, "s_client to finish")
-        text = output(proc)
+        text = wait_for_exit(mux, proc, "s_client to finish")
     assert "Verify return code: 0 (ok)" in text, text
     assert "250 got it over TLS" in text, text
     assert [ln.split()[0].upper() for ln in smtp.lines] == [b"EHLO", b"STARTTLS"]
@@ -315,8 +248,7 @@ def test_curl_against_a_library_https_server(
     args = ["curl", "-sS", "--max-time", "10", "--cacert", files["ca"]]
     args += [f"https://127.0.0.1:{srv.port}/"]
     with peer(args) as proc:
-        mux.run_until(lambda: proc.poll() is not None, 20, "curl to finish")
-        text = output(proc)
+        text = wait_for_exit(mux, proc, "curl to finish")
         rc = proc.returncode
     assert rc == 0 and text == body.decode(), (rc, text)
     rec = srv.recs[0]

@@ -10,7 +10,8 @@ from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import pytest
-from conftest import Mux, Recorder, free_port, have_ipv6
+from conformance import call
+from kit.loop import Mux, Recorder, free_port, have_ipv6
 
 from usocket_asyncio import (
     LOG_UDP,
@@ -33,15 +34,6 @@ V6 = ipaddress.IPv6Address("::1")
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def call(rec: Recorder, fn: Any, *args: Any) -> Any:
-    """Call into the library with `rec` marked as inside a call (callbacks then fail)."""
-    rec.in_call = True
-    try:
-        return fn(*args)
-    finally:
-        rec.in_call = False
 
 
 def udp(mux: Mux, log: IInstanceLog, rec: Recorder, ipv6: bool = False) -> UDPSocket:
@@ -68,16 +60,20 @@ def connected(mux: Mux, log: IInstanceLog, address: str) -> tuple[UDPSocket, Rec
     return sock, rec
 
 
-@pytest.fixture
-def peer4() -> Iterator[socket.socket]:
-    """A stdlib UDP socket on 127.0.0.1."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
+def _stdlib_udp(family: int, host: str) -> Iterator[socket.socket]:
+    s = socket.socket(family, socket.SOCK_DGRAM)
+    s.bind((host, 0))
     s.settimeout(5)
     try:
         yield s
     finally:
         s.close()
+
+
+@pytest.fixture
+def peer4() -> Iterator[socket.socket]:
+    """A stdlib UDP socket on 127.0.0.1."""
+    yield from _stdlib_udp(socket.AF_INET, "127.0.0.1")
 
 
 @pytest.fixture
@@ -85,13 +81,7 @@ def peer6() -> Iterator[socket.socket]:
     """A stdlib UDP socket on ::1."""
     if not have_ipv6():
         pytest.skip("no IPv6 loopback")
-    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-    s.bind(("::1", 0))
-    s.settimeout(5)
-    try:
-        yield s
-    finally:
-        s.close()
+    yield from _stdlib_udp(socket.AF_INET6, "::1")
 
 
 def recv_results(rec: Recorder) -> list[tuple[Any, ...]]:

@@ -74,6 +74,7 @@ import ipaddress
 import secrets
 from collections import deque
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from cryptography import x509
@@ -145,35 +146,23 @@ class DtlsEvent:
     __slots__ = ()
 
 
+@dataclass(frozen=True, slots=True)
 class HandshakeCompleted(DtlsEvent):
     """The handshake is done: what it agreed."""
 
-    __slots__ = ("alpn", "cipher", "peer_fingerprint", "srtp_keys", "srtp_profile", "version")
-
-    def __init__(
-        self,
-        alpn: str | None,
-        srtp_profile: str | None,
-        srtp_keys: bytes | None,
-        peer_fingerprint: bytes | None,
-        version: str,
-        cipher: str,
-    ) -> None:
-        self.alpn = alpn
-        self.srtp_profile = srtp_profile
-        self.srtp_keys = srtp_keys
-        self.peer_fingerprint = peer_fingerprint
-        self.version = version
-        self.cipher = cipher
+    alpn: str | None
+    srtp_profile: str | None
+    srtp_keys: bytes | None
+    peer_fingerprint: bytes | None
+    version: str
+    cipher: str
 
 
+@dataclass(frozen=True, slots=True)
 class ApplicationData(DtlsEvent):
     """One record's cleartext."""
 
-    __slots__ = ("data",)
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
+    data: bytes
 
 
 class CloseNotify(DtlsEvent):
@@ -182,14 +171,12 @@ class CloseNotify(DtlsEvent):
     __slots__ = ()
 
 
+@dataclass(frozen=True, slots=True)
 class ConnectionFailed(DtlsEvent):
     """The connection ended on an error: the contract's reason and OpenSSL's detail."""
 
-    __slots__ = ("detail", "reason")
-
-    def __init__(self, reason: ShutdownReason, detail: str) -> None:
-        self.reason = reason
-        self.detail = detail
+    reason: ShutdownReason
+    detail: str
 
 
 # --------------------------------------------------------------------------- pure helpers
@@ -1115,27 +1102,22 @@ def _asks_cert(config: DtlsConfig) -> bool:
 # --------------------------------------------------------------------------- listening
 
 
+@dataclass(slots=True, eq=False)
 class CookieListener:
     """The stateless front of a listening server: a ClientHello from an unknown source
     without a valid cookie gets a HelloVerifyRequest and leaves nothing behind; one with
     a valid cookie becomes a `DtlsConnection` waiting for `accept_verified` (or, denied,
     for `alert_record`)."""
 
-    __slots__ = ("_spare", "config", "drops", "handshake_timeout", "log", "mtu", "tag")
-
-    def __init__(
-        self, config: DtlsConfig, mtu: int = DEFAULT_MTU, log: IInstanceLog | None = None,
-        tag: str = "dtls", handshake_timeout: float = HANDSHAKE_TIMEOUT,
-    ) -> None:  # fmt: skip
-        """`mtu` and `handshake_timeout` apply to the connections made from now on (both
-        are attributes the caller may change)."""
-        self.config = config
-        self.mtu = mtu
-        self.handshake_timeout = handshake_timeout
-        self.log = log
-        self.tag = tag
-        self.drops = 0
-        self._spare: DtlsConnection | None = None
+    config: DtlsConfig
+    mtu: int = DEFAULT_MTU
+    """Applies to the connections made from now on (the caller may change it)."""
+    log: IInstanceLog | None = None
+    tag: str = "dtls"
+    handshake_timeout: float = HANDSHAKE_TIMEOUT
+    """Applies to the connections made from now on (the caller may change it)."""
+    drops: int = field(default=0, init=False)
+    _spare: DtlsConnection | None = field(default=None, init=False, repr=False)
 
     def receive(
         self,

@@ -1,6 +1,6 @@
 """Run out of file descriptors under a listening socket; print a JSON result.
 
-Usage: python tests/exhaust_fds.py asyncio|uvloop
+Usage: python tests/kit/exhaust_fds.py asyncio|uvloop
 
 Run by tests/test_load.py in a child process, since it lowers RLIMIT_NOFILE. The client
 sockets are made first (their descriptors exist before the limit drops); then the soft
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import resource
 import socket
@@ -23,11 +22,13 @@ import sys
 import time
 from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# run as a script: the project and tests/ (the kit's parent) on sys.path, not this directory
+_TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[0:1] = [os.path.dirname(_TESTS), _TESTS]
 
-from usocket_asyncio import (
+from kit.streams import captured_log  # noqa: E402
+from usocket_asyncio import (  # noqa: E402
     CreateTCPSocketProvider,
-    IInstanceLog,
     IIoMux,
     ISocket,
     LogFlags,
@@ -37,15 +38,6 @@ from usocket_asyncio import (
 
 CLIENTS = 40
 FREE = 8
-
-
-class Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
 
 
 class Conn(USocket):
@@ -99,12 +91,7 @@ def main() -> int:
     mux = IIoMux.Create(uvloop=sys.argv[1] == "uvloop")
     errors: list[str] = []
     mux.loop.set_exception_handler(lambda loop, ctx: errors.append(str(ctx.get("message"))))
-    logger = logging.getLogger("exhaust")
-    logger.setLevel(logging.DEBUG)
-    logger.propagate = False
-    handler = Collect()
-    logger.addHandler(handler)
-    log = IInstanceLog(LogFlags.LOG_TCP, logger)
+    log, handler = captured_log(LogFlags.LOG_TCP)
 
     clients = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(CLIENTS)]
     app = App()

@@ -2,7 +2,7 @@
 
 pytest-asyncio (1.x) makes its loops through the `pytest_asyncio_loop_factories` hook;
 this one offers the default asyncio loop and uvloop to the modules that load the plugin
-(`pytest_plugins = ["asyncio_loops"]`), and only the default loop to every other test.
+(`pytest_plugins = ["kit.asyncio_loops"]`), and only the default loop to every other test.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Echo servers and clients for the load tests (tests/test_load.py, tests/exhaust_fds.py).
+"""Echo servers and clients for the load tests (tests/test_load.py).
 
 `EchoServer` accepts every peer and echoes what it receives; `EchoClient` connects,
 sends one seeded message, checks the echo (hashed), shuts down and deletes itself.
@@ -20,6 +20,8 @@ from usocket_asyncio import (
     ShutdownReason,
     USocket,
 )
+
+from .loop import wake
 
 
 class Tally:
@@ -56,6 +58,7 @@ class EchoConn(USocket):
 
     def SocketAcceptComplete(self, socket: ISocket) -> None:
         self.tally.accepted += 1
+        wake()
         socket.Recv(self.buf, None, True)
 
     def SocketRecvResult(self, socket: ISocket, buf: Any, len: int) -> None:
@@ -68,6 +71,7 @@ class EchoConn(USocket):
         self.ended = True
         self.tally.server_ends[reason] = self.tally.server_ends.get(reason, 0) + 1
         socket.Delete()
+        wake()
 
 
 class EchoServer(USocket):
@@ -81,6 +85,7 @@ class EchoServer(USocket):
     def SocketBindResult(self, socket: ISocket, localAddr: str, localPort: int) -> None:
         self.bound = (localAddr, localPort)
         socket.Listen()
+        wake()
 
     def SocketListenResult(self, socket: ISocket, remoteAddr: str, remotePort: int) -> None:
         socket.Accept(EchoConn(self.tally))
@@ -112,6 +117,7 @@ class EchoClient(USocket):
         self.tally.connected += 1
         socket.Recv(self.buf)
         socket.Send(self.msg)
+        wake()
 
     def SocketRecvResult(self, socket: ISocket, buf: Any, len: int) -> None:
         if hashlib.sha256(buf[:len]).digest() == hashlib.sha256(self.msg).digest():
@@ -130,6 +136,7 @@ class EchoClient(USocket):
         socket.Delete()
         if self.on_end is not None:
             self.on_end()
+        wake()
 
 
 def start_server(

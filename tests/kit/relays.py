@@ -44,6 +44,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .loop import wake
+
 UP = "up"
 DOWN = "down"
 _CHUNK = 65536
@@ -214,6 +216,7 @@ class StreamRelay:
             while True:
                 if f.stall_at is not None and done == f.stall_at and not self._released.is_set():
                     st.stalls += 1
+                    wake()
                     await asyncio.wait_for(self._released.wait(), _STALL_TIMEOUT)
                 data = await loop.sock_recv(src, f.limit(done))
                 if not data:
@@ -230,8 +233,10 @@ class StreamRelay:
                     st.writes += 1
                 done += len(data)
                 st.forwarded += len(data)
+                wake()
                 if f.reset_at is not None and done == f.reset_at:
                     st.resets += 1
+                    wake()
                     await _flushed(dst)
                     self._abort(c)
                     return
@@ -421,6 +426,7 @@ class DatagramRelay:
         w = self.ways[way]
         i = w.seen
         w.seen += 1
+        wake()
         action = self.faults[way].action(i, data)
         if action == "drop":
             w.dropped.append(i)

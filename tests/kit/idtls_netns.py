@@ -1,11 +1,11 @@
 """`IDtls` client against `gnutls-serv --udp`, run inside a private network namespace.
 
 gnutls-serv has no option to bind one address: it listens on every interface. The
-tests never listen anywhere but loopback, so `test_idtls` runs this module under
+tests never listen anywhere but loopback, so `test_idtls` runs this script under
 `unshare --net` (a namespace whose only interface is `lo`, brought up first), and both
 gnutls-serv and the library's client live and die in there. Usage:
 
-    python idtls_netns.py LOOP SERVER_PEM
+    python tests/kit/idtls_netns.py LOOP SERVER_PEM
 
 It prints one JSON object on stdout: the profile the client agreed, the records it got
 back, the close reason, and gnutls-serv's output; exit code 0 when the run completed.
@@ -14,15 +14,16 @@ back, the close reason, and gnutls-serv's output; exit code 0 when the run compl
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sys
 
-# run as a script, so its own directory (tests/) is first on sys.path
-from conftest import ALL_LOG_FLAGS, Mux, free_port
-from test_idtls import client_against, fingerprint_of, udp_server
-from test_tls_interop import output
+# run as a script: tests/ (the kit's parent) first on sys.path, not this directory
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from usocket_asyncio import IInstanceLog
+from kit.loop import ALL_LOG_FLAGS, Mux, free_port  # noqa: E402
+from kit.peers import client_against, fingerprint_of, output, ready_peer  # noqa: E402
+from usocket_asyncio import IInstanceLog  # noqa: E402
 
 
 def only_loopback() -> bool:
@@ -42,7 +43,7 @@ def main(kind: str, server_pem: str) -> int:
     args += ["--srtp-profiles", "SRTP_AES128_CM_HMAC_SHA1_80"]
     result: dict[str, object] = {}
     try:
-        with udp_server(args, "listening") as proc:
+        with ready_peer(args, "listening") as proc:
             cli = client_against(mux, log, port, fingerprint_of(server_pem))
             result["profile"] = cli.keys[1] if cli.keys is not None else None
             cli.dtls.DtlsSendApplicationData(b"echo me\n")
