@@ -1,19 +1,43 @@
-"""What every socket kind shares: the states, the state machine's helpers, the callback
-wrapper, the deferral and the end.
+"""What every socket kind shares: the states and the state machine, the callback
+wrapper and the event entry, the deferral queue and the end.
 
 Theory of operation
 -------------------
 `SocketBase` is the root of `StreamSocket` (TCP, local, TLS), `UDPSocket` and
 `DTLSSocket`. A kind says what differs with class attributes: `TRANSITIONS` (its table
-of legal moves), `LOG_FLAG` and `KIND` (the prefix of its log lines), and with small
-hooks (`_illegal` words a wrong move for the kind, `_qos_socket` names the OS socket
-`SetQoS` marks).
+of legal moves, made by `transitions`), `LOG_FLAG` and `KIND` (the prefix of its log
+lines), and with hooks: `_illegal` words a wrong move for the kind, `_release` lets go
+of what the kind holds, `_run_due_held` hands held data to pending Recvs,
+`_start_listen`, `_parse_connect` and `_qos_socket` (the OS socket `SetQoS` marks).
 
-`DeferringSocket` adds what stream and UDP sockets share beyond that: results that
-complete inside the app's own call are recorded as due and delivered by `_run_due`
-(from the loop's batch, or right after the current event), and `_finish` is the one
-place such a socket ends. Their kind adds what its held data owes (`_run_due_held`)
-and what it releases (`_release`). DTLS queues its callbacks instead and keeps its own.
+States. Every change of state goes through `_set_state`, which checks the kind's table
+(an illegal move raises `SocketModeError`) and logs the move.
+
+Events and callbacks. `_event(fn, *args)` is the one entry of a loop event (a
+transport's, a task's, a timer's, a replayed callback): it runs `fn` with `_in_event`
+set and, once `fn` returns, delivers what fell due meanwhile. `_callback` calls the user
+(unless its class does not write the callback) and `_raised` is the one place a raising
+callback is reported to the loop's exception handler; the socket carries on. Only the
+per-read event of a stream and the per-datagram event of UDP set `_in_event` and call
+the user themselves, for the figure beside `_event`.
+
+The deferral. A result that completes inside an app call (a `Send` the kernel took, a
+`Recv` that held data can fill, `RecvCancel`, an early failure) never runs inside it: it
+is queued on the socket (`_push`, `_emit`), in the order the calls made it, and `_run_due`
+delivers the queue at the end of the current event or, for an app call made outside
+every event of the socket, from the IIoMux's deferred batch (`_iomux._Deferred`, one
+scheduled callback for every due socket). The queue holds callbacks by name, `HELD` (the
+kind hands held data to Recvs then) and the end; its fast path, a counter of the send
+results at its tail (`_send_due`), keeps a `Send` from touching the deque (figure beside
+`_push`). Stream, UDP and DTLS sockets all use it.
+
+The end. `_end(reason)` is the one place a socket ends: CLOSED, its task and timers
+cancelled and its resources released (`_release`), the sends still in the transport
+forgotten, and exactly one `SocketShutdown` queued behind what is due, after which
+nothing more is delivered. Its silent form is for a socket whose connection another
+takes over (`UpgradeToTLSSocket`), and, through `_abandon`, for one the app never got
+(a denied connection, a failed upgrade). `Delete` releases the socket at once, with no
+callback ever again.
 
 The user. `_set_user` is the one place a socket takes a user: it also takes what the
 user's class writes (`callback_skips`, decided once per class and cached), so a callback
@@ -22,9 +46,10 @@ the app did not write (`OPTIONAL_CALLBACKS`) is never counted, scheduled or call
 made with user None has a `HeldCallbacks` recorder as its user until `SetUser` names one;
 then `_replay_held` delivers what was recorded, in order, from the loop.
 
-Only slow paths live here; each kind keeps its per-event methods (receive, send) to
-itself, so no event pays for an extra call. Every socket the library made stays in
-`LIVE` until the app deletes it, so the app need keep no reference.
+Only slow paths and what every kind does alike live here; each kind keeps its per-event
+methods (receive, send) to itself, so no event pays for an extra call. Every socket the
+library made stays in `LIVE` until the app deletes it, so the app need keep no
+reference.
 """
 
 from __future__ import annotations

@@ -50,7 +50,16 @@ Timers. The engine keeps the retransmission schedule and the handshake deadline
 (`HANDSHAKE_TIMEOUT`) on the loop's clock; the socket holds one `call_at` handle for the
 engine's `get_timer()`, moved when that changes and cancelled on every way out.
 
-What ends a connection (`_finish` is the one place): our `Shutdown` (close_notify, then
+Callbacks. Each endpoint datagram, timer and task step enters the socket through
+`SocketBase._event`; the callbacks it gives (records, send results, the handshake's
+completion) are queued on the socket's deferral queue, the one stream and UDP sockets
+use, and delivered in order when the event ends (from the loop's batch when an app call
+made them). A callback that answers (`SocketListenResult`, the ALPN choice) first lets
+the queue deliver what came before it (`_run_due`). An upgrade takes the connected UDP
+socket's transport and held datagrams (`UDPSocket.hand_over`, which ends that socket
+silently through `_end`).
+
+What ends a connection (`SocketBase._end` is the one place): our `Shutdown` (close_notify, then
 `SOCKET_SHUTDOWN_NORMAL`), `Delete` (close_notify, no callback), the engine's
 `CloseNotify` (`SOCKET_SHUTDOWN_BY_PEER`, after the records before it were handed to
 `Recv`), its `ConnectionFailed` with the engine's reason (a failed handshake or

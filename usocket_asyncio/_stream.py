@@ -21,21 +21,27 @@ kernel is complete on return; the others complete at `resume_writing`. This make
 `SocketSendResult` exact and in order without per-send bookkeeping. (A TLS socket's
 transport is a writer that keeps the same promise for the records, see `_tls.py`.)
 
-Callbacks. From a transport event the app's callback runs directly. A result that
+Callbacks. Every transport event enters through `SocketBase._event` (the per-read one,
+`buffer_updated`, sets `_in_event` itself and calls the user directly, for the figure
+beside `_event`), so the app's callback runs with no hop in between. A result that
 completes inside the app's own call (a `Send` the kernel took, a `Recv` that held bytes
-can fill, `RecvCancel`, an early failure) is recorded as "due" on the socket: if the
-socket is inside one of its own events, the event runs it after the app's callback
-returns; otherwise the socket registers once with its loop's batch (`_Deferred`), which
-serves every due socket in one scheduled callback. This machinery and `_finish` are
-`_base.DeferringSocket`'s, shared with UDP; the stream engine adds what its held bytes
-owe (`_run_due_held`) and what it releases (`_release`).
+can fill, `RecvCancel`, an early failure) goes to the socket's deferral queue, the one
+of `_base` that UDP and DTLS use too: it is delivered in call order right after the
+app's callback returns, or from the loop's batch when the call came from outside the
+socket's events. A `Send` only counts its result (the queue's fast path), and the
+flow-control echo (one `Send` in `SocketRecvResult`) gets its `SocketSendResult` from
+the same event. The stream engine adds what its held bytes owe (`_run_due_held`, for
+the queue's `HELD` entry) and what it releases (`_release`).
 
-The end. `_finish(reason)` is the one place a socket ends: it moves to CLOSED, cancels
-its task and timers, releases its buffers and transport, and delivers (or, inside an app
-call, schedules) the single `SocketShutdown`. A peer's EOF or a broken connection is only
-recorded while held bytes wait for the app's `Recv`; the end follows once they are
-delivered (a pending exact `Recv` first gets what there is, with a shorter length).
-Sends still in the transport when a socket ends get no `SocketSendResult`.
+The end. `SocketBase._end(reason)` is the one place a socket ends: it moves to CLOSED,
+cancels its task and timers, releases its buffers and transport, and queues the single
+`SocketShutdown` behind what is due (delivered at the end of the current event, or right
+after the app's call). A peer's EOF or a broken connection is only recorded while held
+bytes wait for the app's `Recv`; the end follows once they are delivered (a pending exact
+`Recv` first gets what there is, with a shorter length). Sends still in the transport
+when a socket ends get no `SocketSendResult`. A connection handed to TLS
+(`_hand_over`) ends the socket silently, and a connection the listener's app denied
+never becomes the app's (`_abandon`).
 
 Shutdown. CLOSING first sends every byte still in the transport (`_draining`), for as
 long as the peer takes some: `_drain_check` looks at the transport's buffer every

@@ -5,8 +5,9 @@ Theory of operation
 A `UDPSocket` is both the app's `ISocket` and the `DatagramProtocol` of its transport, so
 a datagram from the transport reaches the app's callback with no hop in between. The
 library makes the OS socket itself (so it can tell `SOCKET_OPEN_FAILED`,
-`SOCKET_ADDR_IN_USE`, `SOCKET_BIND_FAILED` and `SOCKET_CONNECT_FAILED` apart) and hands
-it to `loop.create_datagram_endpoint(sock=...)`, on asyncio and uvloop alike.
+`SOCKET_ADDR_IN_USE`, `SOCKET_BIND_FAILED` and `SOCKET_CONNECT_FAILED` apart; the
+opening is `_datagram`'s, shared with DTLS sockets) and hands it to
+`loop.create_datagram_endpoint(sock=...)`, on asyncio and uvloop alike.
 
 Modes. The first of `Bind` or `Connect` fixes the mode (API.md item 2):
 
@@ -37,15 +38,16 @@ is empty: a datagram the kernel took is complete on return, the others complete 
 to `error_received`: it is logged and never ends the socket; the `SocketSendResult` of
 that datagram still follows, since the datagram has left the socket.
 
-Callbacks. As in the stream engine, a result that completes inside the app's own call
-(a send, a `Recv` that a held datagram can fill, `RecvCancel`, an early failure) is
-recorded as due and delivered from the loop's batch (`_Deferred`) or, inside a
-transport event, right after the app's callback returns (the same code:
-`_base.DeferringSocket`).
+Callbacks. As in the stream engine, every event enters through `SocketBase._event`
+(the per-datagram one, `datagram_received`, calls the user itself), and a result that
+completes inside the app's own call (a send, a `Recv` that a held datagram can fill,
+`RecvCancel`, an early failure) goes to the socket's deferral queue (`_base`): delivered
+in call order right after the app's callback returns, or from the loop's batch.
 
-The end. `_finish(reason)` is the one place a socket ends. `Shutdown` closes the
+The end. `SocketBase._end(reason)` is the one place a socket ends. `Shutdown` closes the
 transport, which first sends what it still queues; `connection_lost` then gives the
-single `SocketShutdown(SOCKET_SHUTDOWN_NORMAL)`.
+single `SocketShutdown(SOCKET_SHUTDOWN_NORMAL)`. A socket handed to DTLS (`hand_over`)
+ends silently: its user hears nothing more.
 """
 
 from __future__ import annotations
