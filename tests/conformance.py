@@ -15,8 +15,10 @@ inside the call that caused it.
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import socket
+import ssl
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +27,9 @@ from typing import Any
 from conftest import Mux, Recorder
 
 from usocket_asyncio import (
+    CreateLocalSocketProvider,
+    CreateTCPSocketProvider,
+    CreateTLSSocketProvider,
     IInstanceLog,
     ISocket,
     ISocketContext,
@@ -32,6 +37,7 @@ from usocket_asyncio import (
     ShutdownReason,
     SocketModeError,
 )
+from usocket_asyncio._context import SocketContext
 
 
 @dataclass
@@ -71,12 +77,22 @@ class Pair:
 
 
 def call(rec: Recorder, fn: Callable[..., Any], *args: Any) -> Any:
-    """Call into the library with `rec` marked as inside a call (callbacks then fail)."""
-    rec.in_call = True
+    """Call into the library with `rec` marked as inside a call (callbacks then fail).
+    Also for calls made from inside a callback: the mark is restored afterwards."""
+    was, rec.in_call = rec.in_call, True
     try:
         return fn(*args)
     finally:
-        rec.in_call = False
+        rec.in_call = was
+
+
+def raises_mode_error(fn: Callable[..., Any], *args: Any, what: str = "") -> str:
+    """Call `fn(*args)`, which must raise SocketModeError at once: its message."""
+    try:
+        fn(*args)
+    except SocketModeError as e:
+        return str(e)
+    raise AssertionError(f"{getattr(fn, '__name__', fn)}{what} did not raise SocketModeError")
 
 
 def listen(
@@ -552,43 +568,20 @@ def check_raising_callback(mux: Mux, log: IInstanceLog, kind: StreamKind, tmp: s
 def check_wrong_mode(mux: Mux, log: IInstanceLog, kind: StreamKind, tmp: str) -> None:
     """Wrong-mode calls raise SocketModeError at once and change nothing."""
     p = make_pair(mux, log, kind, tmp)
-    calls: tuple[tuple[Callable[..., Any], tuple[Any, ...]], ...] = (
-        (p.client.Connect, (p.address,)),
-        (p.client.Bind, (None, 0)),
-        (p.client.Listen, ()),
-        (p.client.Accept, (None,)),
-    )
-    for fn, args in calls:
-        try:
-            fn(*args)
-        except SocketModeError:
-            pass
-        else:
-            raise AssertionError(f"{fn.__name__} did not raise")
-    try:
-        p.listener.Send(b"x")
-    except SocketModeError:
-        pass
-    else:
-        raise AssertionError("Send on a listener did not raise")
+    raises_mode_error(p.client.Connect, p.address)
+    raises_mode_error(p.client.Bind, None, 0)
+    raises_mode_error(p.client.Listen)
+    raises_mode_error(p.client.Accept, None)
+    raises_mode_error(p.listener.Send, b"x", what=" on a listener")
     # the connection still works
     call(p.srec, p.server.Recv, bytearray(2), 2)
     call(p.crec, p.client.Send, b"ok")
     mux.run_until(lambda: "recv" in p.srec.names())
     p.client.Delete()
-    calls = (
-        (p.client.Send, (b"x",)),
-        (p.client.Recv, (bytearray(1),)),
-        (p.client.Shutdown, ()),
-        (p.client.Delete, ()),
-    )
-    for fn, args in calls:
-        try:
-            fn(*args)
-        except SocketModeError:
-            pass
-        else:
-            raise AssertionError(f"{fn.__name__} after Delete did not raise")
+    raises_mode_error(p.client.Send, b"x", what=" after Delete")
+    raises_mode_error(p.client.Recv, bytearray(1), what=" after Delete")
+    raises_mode_error(p.client.Shutdown, what=" after Delete")
+    raises_mode_error(p.client.Delete, what=" after Delete")
     close_pair(mux, p)
 
 
@@ -617,3 +610,73 @@ def run_check(
 
         pytest.skip(f"{kind.name} has no raw peer")
     check(mux, log, kind, tmp)
+
+
+# --------------------------------------------------------------------------- the stream kinds
+
+
+def _raw_tcp(address: str) -> tuple[int, tuple[str, int]]:
+    host, _, port = address.rpartition(":")
+    if host.startswith("["):
+        return socket.AF_INET6, (host[1:-1], int(port))
+    return socket.AF_INET, (host, int(port))
+
+
+def tcp_kind(name: str, host: str) -> StreamKind:
+    """TCP on one loopback address ("127.0.0.1" or "::1")."""
+    v6 = ":" in host
+    shown = f"[{host}]" if v6 else host
+    return StreamKind(
+        name=name,
+        provider=CreateTCPSocketProvider,
+        bind_args=lambda tmp: (host, 0),
+        connect_address=lambda a, p: f"{shown}:{p}",
+        use_ipv6=v6,
+        raw_connect=_raw_tcp,
+    )
+
+
+STREAM_KINDS = {
+    "tcp4": tcp_kind("tcp4", "127.0.0.1"),
+    "tcp6": tcp_kind("tcp6", "::1"),
+    "local": StreamKind(
+        name="local",
+        provider=CreateLocalSocketProvider,
+        bind_args=lambda tmp: (os.path.join(tmp, "s"), 0),
+        connect_address=lambda a, p: a,
+        raw_connect=lambda address: (socket.AF_UNIX, address),
+    ),
+}
+"""TCP over IPv4 and IPv6 and local sockets (TLS needs a CA: `tls_kind`)."""
+
+TLS_VERSIONS = {"tls12": ssl.TLSVersion.TLSv1_2, "tls13": ssl.TLSVersion.TLSv1_3}
+
+
+def tls_kind(ca: Any, version: str) -> StreamKind:
+    """TLS over IPv4 loopback, server certificate from the test CA, the client verifying it."""
+    server_pem = ca.issue_cert("localhost", "127.0.0.1").private_key_and_cert_chain_pem.bytes()
+    ca_pem = ca.cert_pem.bytes()
+
+    def server_ctx(p: ISocketProvider, log: IInstanceLog) -> ISocketContext | None:
+        ctx = p.CreateSocketContext(log)
+        assert isinstance(ctx, SocketContext)
+        ctx.tls_max_version = TLS_VERSIONS[version]
+        ctx.SetServerCertificate(server_pem)
+        return ctx
+
+    def client_ctx(p: ISocketProvider, log: IInstanceLog) -> ISocketContext | None:
+        ctx = p.CreateSocketContext(log)
+        assert isinstance(ctx, SocketContext)
+        ctx.tls_max_version = TLS_VERSIONS[version]
+        ctx.SetTrustedCertificates(ca_pem)
+        return ctx
+
+    return StreamKind(
+        name=version,
+        provider=lambda: CreateTLSSocketProvider(None),
+        bind_args=lambda tmp: ("127.0.0.1", 0),
+        connect_address=lambda a, p: f"127.0.0.1:{p}",
+        server_context=server_ctx,
+        client_context=client_ctx,
+        server_name="localhost",
+    )
