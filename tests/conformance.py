@@ -30,10 +30,12 @@ from usocket_asyncio import (
     CreateLocalSocketProvider,
     CreateTCPSocketProvider,
     CreateTLSSocketProvider,
+    CreateUDPSocketProvider,
     IInstanceLog,
     ISocket,
     ISocketContext,
     ISocketProvider,
+    LogFlags,
     ShutdownReason,
     SocketModeError,
 )
@@ -680,3 +682,402 @@ def tls_kind(ca: Any, version: str) -> StreamKind:
         client_context=client_ctx,
         server_name="localhost",
     )
+
+
+# =========================================================================== datagrams
+#
+# The datagram checker: UDP bound (SendTo/RecvFrom), UDP connected (Connect/Send/Recv)
+# and DTLS (a client and the peer socket its listener accepted). The socket under test is
+# the client `a`; its peer `b` is a bound UDP socket for the UDP kinds (it answers the
+# source of what it got) and the listener-accepted peer for DTLS, so the checks run on
+# both ends of a DTLS association.
+
+
+@dataclass
+class DatagramKind:
+    """How to run the datagram checks on one kind of datagram socket."""
+
+    name: str
+    provider: Callable[[], ISocketProvider]
+    host: str
+    """The loopback address both ends bind ("127.0.0.1" or "::1")."""
+    flag: int
+    """The log flag the kind's sockets write under."""
+    connected: bool
+    """`a` calls Connect and uses Send/Recv (SocketRecvResult); else it calls Bind and
+    uses SendTo/Recv (SocketRecvFromResult)."""
+    listener: bool = False
+    """`b` is accepted by a listening socket (DTLS); else `b` is a bound UDP socket."""
+    server_context: Callable[[ISocketProvider, IInstanceLog], ISocketContext | None] = (
+        lambda p, log: None
+    )
+    client_context: Callable[[ISocketProvider, IInstanceLog], ISocketContext | None] = (
+        lambda p, log: None
+    )
+    server_name: str | None = None
+    break_transport: Callable[[ISocket], None] = lambda s: None
+    """Close the kernel transport under a socket, as a fatal socket error would."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def use_ipv6(self) -> bool:
+        return ":" in self.host
+
+    def address(self, port: int, host: str | None = None) -> str:
+        h = self.host if host is None else host
+        return f"[{h}]:{port}" if ":" in h else f"{h}:{port}"
+
+    @property
+    def client_open(self) -> str:
+        """The callback that opens `a`: "connect" or "bind"."""
+        return "connect" if self.connected else "bind"
+
+    @property
+    def client_recv(self) -> str:
+        return "recv" if self.connected else "recvfrom"
+
+    @property
+    def server_open(self) -> str:
+        return "accept" if self.listener else "bind"
+
+    @property
+    def server_recv(self) -> str:
+        return "recv" if self.listener else "recvfrom"
+
+
+class End:
+    """One end of a datagram pair: its socket, its recorder, and how it sends (Send, or
+    SendTo its peer: the one given, else the source of the last datagram it got)."""
+
+    def __init__(
+        self, sock: ISocket, rec: Recorder, connected: bool, peer: tuple[str, int] | None
+    ) -> None:
+        self.sock, self.rec, self.connected, self.peer = sock, rec, connected, peer
+        self.recv_name = "recv" if connected else "recvfrom"
+
+    def dst(self) -> tuple[str, int]:
+        if self.peer is not None:
+            return self.peer
+        ev = [e for e in self.rec.events if e[0] == "recvfrom"][-1]
+        return str(ev[2]), int(ev[3])
+
+    def send(self, data: Any, n: int | None = None) -> None:
+        if self.connected:
+            call(self.rec, self.sock.Send, data, n)
+        else:
+            call(self.rec, self.sock.SendTo, data, n, *self.dst())
+
+    def recv(self, buf: Any, n: int | None = None, partial: bool = False) -> None:
+        call(self.rec, self.sock.Recv, buf, n, partial)
+
+    def got(self) -> list[int]:
+        """The lengths of the datagrams delivered so far, in order."""
+        return [int(e[1]) for e in self.rec.events if e[0] == self.recv_name]
+
+    def later(self) -> list[str]:
+        """The callbacks after the opening one."""
+        return self.rec.names()[1:]
+
+
+@dataclass
+class DgServer:
+    """The side `b` comes from: a bound UDP socket (`b` itself) or a DTLS listener."""
+
+    kind: DatagramKind
+    sock: ISocket
+    rec: Recorder
+    port: int
+    peers: list[End]
+    accept_returns: list[Any] = field(default_factory=list)
+
+
+def dgram_server(
+    mux: Mux,
+    log: IInstanceLog,
+    kind: DatagramKind,
+    brec: Callable[[], Recorder] = lambda: Recorder("b"),
+    host: str | None = None,
+    prov: ISocketProvider | None = None,
+) -> DgServer:
+    """Bind the server side on `host` (the kind's loopback by default) and wait for it."""
+    prov = prov or kind.provider()
+    ctx = kind.server_context(prov, log)
+    if kind.listener:
+        rec = Recorder("listener")
+        peers: list[End] = []
+        srv: DgServer
+
+        def on_listen(sock: ISocket, addr: str, port: int) -> None:
+            prec = brec()
+            keep = prec.hooks.get("accept")
+
+            def accepted(s: ISocket) -> None:
+                peers.append(End(s, prec, True, None))
+                if keep is not None:
+                    keep(s)
+
+            prec.hooks["accept"] = accepted
+            srv.accept_returns.append(sock.Accept(prec))
+
+        rec.hooks["bind"] = lambda s, a, p: s.Listen()
+        rec.hooks["listen"] = on_listen
+    else:
+        rec = brec()
+        peers = []
+    sock = prov.CreateSocket(mux, rec, log, kind.use_ipv6, ctx)
+    call(rec, sock.Bind, kind.host if host is None else host, 0)
+    mux.run_until(lambda: bool(rec.events), what="the server's bind")
+    assert rec.names()[0] == "bind", rec.events
+    srv = DgServer(kind, sock, rec, int(rec.events[0][2]), peers)
+    if not kind.listener:
+        peers.append(End(sock, rec, False, None))
+    return srv
+
+
+def dgram_client(
+    mux: Mux,
+    log: IInstanceLog,
+    kind: DatagramKind,
+    port: int,
+    rec: Recorder | None = None,
+    before: Callable[[End], None] | None = None,
+    prov: ISocketProvider | None = None,
+    address: str | None = None,
+) -> End:
+    """`a`: Connect to, or Bind beside, the server's `port`; `before(a)` runs right after
+    that call, before the loop runs."""
+    prov = prov or kind.provider()
+    rec = rec or Recorder("a")
+    sock = prov.CreateSocket(mux, rec, log, kind.use_ipv6, kind.client_context(prov, log))
+    a = End(sock, rec, kind.connected, None if kind.connected else (kind.host, port))
+    if kind.connected:
+        call(rec, sock.Connect, address or kind.address(port), kind.server_name)
+    else:
+        call(rec, sock.Bind, kind.host, 0)
+    if before is not None:
+        before(a)
+    return a
+
+
+@dataclass
+class DgPair:
+    """`a`, its peer `b`, and the server side `b` came from."""
+
+    a: End
+    b: End
+    srv: DgServer
+
+
+def dgram_wait(mux: Mux, kind: DatagramKind, a: End, srv: DgServer) -> End:
+    """Run until `a` is open and `b` exists; `b`'s peer is then `a` (UDP)."""
+    mux.run_until(
+        lambda: a.rec.shutdown is not None or (kind.client_open in a.rec.names() and bool(srv.peers)),
+        what="a and b",
+    )
+    assert kind.client_open in a.rec.names(), a.rec.events
+    b = srv.peers[0]
+    if not kind.listener and b.peer is None:
+        b.peer = (kind.host, int(a.sock.GetLocalAddress()[1]))
+    return b
+
+
+def make_dgram_pair(
+    mux: Mux,
+    log: IInstanceLog,
+    kind: DatagramKind,
+    arec: Recorder | None = None,
+    brec: Callable[[], Recorder] = lambda: Recorder("b"),
+    before: Callable[[End], None] | None = None,
+) -> DgPair:
+    """Server side, then `a`, then wait for both ends."""
+    srv = dgram_server(mux, log, kind, brec)
+    a = dgram_client(mux, log, kind, srv.port, arec, before)
+    return DgPair(a, dgram_wait(mux, kind, a, srv), srv)
+
+
+def close_dgram_pair(p: DgPair) -> None:
+    """Delete every socket of the pair; no recorder saw a contract violation."""
+    ends = [p.a, *p.srv.peers]
+    for s, rec in [(e.sock, e.rec) for e in ends] + [(p.srv.sock, p.srv.rec)]:
+        try:
+            s.Delete()
+        except SocketModeError:
+            pass  # deleted by the check already
+        assert not rec.violations, (rec.name, rec.violations)
+
+
+def ended_once(rec: Recorder, reason: ShutdownReason) -> None:
+    """`rec` saw exactly one SocketShutdown, `reason`, and nothing after it."""
+    assert rec.names().count("shutdown") == 1 and rec.names()[-1] == "shutdown", rec.events
+    assert rec.shutdown is reason, rec.shutdown
+    assert not rec.violations, rec.violations
+
+
+def shut_down_a(mux: Mux, p: DgPair) -> None:
+    """`a` shuts down: SOCKET_SHUTDOWN_NORMAL; a DTLS `b` sees SOCKET_SHUTDOWN_BY_PEER."""
+    call(p.a.rec, p.a.sock.Shutdown)
+    mux.run_until(
+        lambda: (
+            p.a.rec.shutdown is not None
+            and (not p.srv.kind.listener or p.b.rec.shutdown is not None)
+        ),
+        what="the end",
+    )
+    ended_once(p.a.rec, ShutdownReason.SOCKET_SHUTDOWN_NORMAL)
+    if p.srv.kind.listener:
+        ended_once(p.b.rec, ShutdownReason.SOCKET_SHUTDOWN_BY_PEER)
+
+
+# --------------------------------------------------------------------------- datagram checks
+
+
+def check_dgram_exchange(mux: Mux, log: IInstanceLog, kind: DatagramKind) -> None:
+    """Datagrams of random sizes both ways: each Recv gets exactly one, in order, intact
+    (hashed); one SocketSendResult per Send/SendTo, in order; a's Shutdown ends it NORMAL
+    (and a DTLS peer BY_PEER)."""
+    p = make_dgram_pair(mux, log, kind)
+    rng = random.Random(5)
+    ab = [rng.randbytes(rng.randint(1, 1000)) for _ in range(40)]
+    ba = [rng.randbytes(rng.randint(1, 1000)) for _ in range(40)]
+    for _ in ab:
+        p.b.recv(bytearray(1000))
+    for _ in ba:
+        p.a.recv(bytearray(1000))
+    buf = bytearray(1000)
+    for m in ab:
+        buf[: len(m)] = m
+        p.a.send(buf, len(m))
+        buf[:] = bytes(1000)  # reused at once
+    mux.run_until(lambda: len(p.b.got()) == len(ab), what="a to b")
+    for m in ba:
+        p.b.send(m)
+    mux.run_until(lambda: len(p.a.got()) == len(ba), what="b to a")
+    assert p.b.got() == [len(m) for m in ab] and p.a.got() == [len(m) for m in ba]
+    assert sha(p.b.rec.received) == sha(b"".join(ab))
+    assert sha(p.a.rec.received) == sha(b"".join(ba))
+    mux.run_until(lambda: p.a.rec.sends_done == len(ab) and p.b.rec.sends_done == len(ba))
+    shut_down_a(mux, p)
+    close_dgram_pair(p)
+
+
+def check_dgram_calls_inside_callbacks(mux: Mux, log: IInstanceLog, kind: DatagramKind) -> None:
+    """Send/SendTo, Recv, RecvCancel and Shutdown made inside the callbacks (the opening
+    ones, SocketRecv(From)Result) never call back inside themselves; an echo through
+    `b` keeps the order, one datagram per Recv."""
+    n = 12
+    payloads = [bytes([65 + i]) * (10 + i) for i in range(n)]
+    arec = Recorder("a")
+    holder: list[End] = []
+
+    def a_open(s: ISocket, *_: Any) -> None:
+        end = holder[0]
+        for m in payloads:
+            end.send(m)
+        for _ in range(n):
+            end.recv(bytearray(100))
+
+    def a_got(s: ISocket, *_: Any) -> None:
+        if len(arec.received) == sum(map(len, payloads)):
+            call(arec, s.Recv, bytearray(10))
+            call(arec, s.RecvCancel)
+            call(arec, s.Shutdown)
+
+    arec.hooks[kind.client_open] = a_open
+    arec.hooks[kind.client_recv] = a_got
+    srvs: list[DgServer] = []
+
+    def brec() -> Recorder:
+        rec = Recorder("b")
+
+        def b_got(s: ISocket, buf: Any, k: int, *_: Any) -> None:
+            srvs[0].peers[0].send(bytes(memoryview(buf)[:k]))
+            call(rec, s.Recv, bytearray(100))
+
+        rec.hooks[kind.server_open] = lambda s, *_: call(rec, s.Recv, bytearray(100))
+        rec.hooks[kind.server_recv] = b_got
+        return rec
+
+    srv = dgram_server(mux, log, kind, brec)
+    srvs.append(srv)
+    a = dgram_client(mux, log, kind, srv.port, arec, before=holder.append)
+    mux.run_until(lambda: arec.shutdown is not None, what="the echo")
+    assert bytes(arec.received) == b"".join(payloads)
+    assert a.got() == [len(m) for m in payloads]
+    assert arec.sends_done == n and arec.names().count("canceled") == 1
+    ended_once(arec, ShutdownReason.SOCKET_SHUTDOWN_NORMAL)
+    b = srv.peers[0]
+    if kind.listener:
+        mux.run_until(lambda: b.rec.shutdown is not None)
+        ended_once(b.rec, ShutdownReason.SOCKET_SHUTDOWN_BY_PEER)
+    assert b.rec.sends_done == n
+    close_dgram_pair(DgPair(a, b, srv))
+
+
+# --------------------------------------------------------------------------- the datagram kinds
+
+
+def _udp_kind(name: str, host: str, connected: bool) -> DatagramKind:
+    return DatagramKind(
+        name=name,
+        provider=CreateUDPSocketProvider,
+        host=host,
+        flag=int(LogFlags.LOG_UDP),
+        connected=connected,
+        break_transport=lambda s: s._tr.abort(),  # type: ignore[attr-defined]
+    )
+
+
+def _dtls_context(server: bool) -> Callable[[ISocketProvider, IInstanceLog], ISocketContext]:
+    def make(p: ISocketProvider, log: IInstanceLog) -> ISocketContext:
+        ctx = p.CreateSocketContext(log)
+        ctx.EnableDTLS(False)
+        if not server:  # the server's default self-signed certificate
+            ctx.DisableCertificateVerification()
+        return ctx
+
+    return make
+
+
+DATAGRAM_KINDS = {
+    "udp4-bound": _udp_kind("udp4-bound", "127.0.0.1", False),
+    "udp6-bound": _udp_kind("udp6-bound", "::1", False),
+    "udp-connected": _udp_kind("udp-connected", "127.0.0.1", True),
+    "dtls": DatagramKind(
+        name="dtls",
+        provider=lambda: CreateTLSSocketProvider(None),
+        host="127.0.0.1",
+        flag=int(LogFlags.LOG_DTLS),
+        connected=True,
+        listener=True,
+        server_context=_dtls_context(True),
+        client_context=_dtls_context(False),
+        server_name="localhost",
+        break_transport=lambda s: s._ep.tr.abort(),  # type: ignore[attr-defined]
+    ),
+}
+"""UDP bound on IPv4 and IPv6, UDP connected, and DTLS (client and accepted peer)."""
+
+DATAGRAM_CHECKS: list[Callable[[Mux, IInstanceLog, DatagramKind], None]] = [
+    check_dgram_exchange,
+    check_dgram_calls_inside_callbacks,
+]
+DATAGRAM_APPLIES: dict[Callable[..., None], Callable[[DatagramKind], bool]] = {}
+"""Checks that apply to some datagram kinds only (the others skip them)."""
+PURE_ONLY_CHECKS: set[Callable[..., None]] = set()
+"""Checks that patch module internals: the compiled build skips them."""
+
+
+def run_dgram_check(
+    check: Callable[..., None], mux: Mux, log: IInstanceLog, kind: DatagramKind
+) -> None:
+    """Run one datagram check; skip it where it does not apply."""
+    import pytest
+
+    import usocket_asyncio
+
+    applies = DATAGRAM_APPLIES.get(check)
+    if applies is not None and not applies(kind):
+        pytest.skip(f"n/a for {kind.name}")
+    if check in PURE_ONLY_CHECKS and usocket_asyncio.COMPILED:
+        pytest.skip("patches module internals; the compiled build fixes them")
+    check(mux, log, kind)
