@@ -969,14 +969,14 @@ def check_dgram_calls_inside_callbacks(mux: Mux, log: IInstanceLog, kind: Datagr
     arec = Recorder("a")
     holder: list[End] = []
 
-    def a_open(s: ISocket, *_: Any) -> None:
+    def a_open(s: ISocket, *rest: Any) -> None:
         end = holder[0]
         for m in payloads:
             end.send(m)
         for _ in range(n):
             end.recv(bytearray(100))
 
-    def a_got(s: ISocket, *_: Any) -> None:
+    def a_got(s: ISocket, *rest: Any) -> None:
         if len(arec.received) == sum(map(len, payloads)):
             call(arec, s.Recv, bytearray(10))
             call(arec, s.RecvCancel)
@@ -989,11 +989,11 @@ def check_dgram_calls_inside_callbacks(mux: Mux, log: IInstanceLog, kind: Datagr
     def brec() -> Recorder:
         rec = Recorder("b")
 
-        def b_got(s: ISocket, buf: Any, k: int, *_: Any) -> None:
+        def b_got(s: ISocket, buf: Any, k: int, *rest: Any) -> None:
             srvs[0].peers[0].send(bytes(memoryview(buf)[:k]))
             call(rec, s.Recv, bytearray(100))
 
-        rec.hooks[kind.server_open] = lambda s, *_: call(rec, s.Recv, bytearray(100))
+        rec.hooks[kind.server_open] = lambda s, *rest: call(rec, s.Recv, bytearray(100))
         rec.hooks[kind.server_recv] = b_got
         return rec
 
