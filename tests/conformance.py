@@ -63,6 +63,10 @@ class StreamKind:
     raw_connect: Callable[[str], tuple[int, Any]] | None = None
     """Given the Connect string: (family, sockaddr) for a raw stdlib peer; None for TLS."""
     extra: dict[str, Any] = field(default_factory=dict)
+    flag: int = 0
+    """The log flag the kind's sockets write under."""
+    loopback: str | None = None
+    """The loopback address of an IP kind; None for local sockets."""
 
 
 @dataclass
@@ -587,31 +591,379 @@ def check_wrong_mode(mux: Mux, log: IInstanceLog, kind: StreamKind, tmp: str) ->
     close_pair(mux, p)
 
 
-ALL_CHECKS = [
-    check_bulk_both_ways,
-    check_exact_and_partial,
-    check_recv_cancel,
-    check_set_user,
-    check_send_before_connect,
-    check_flush_on_shutdown,
-    check_shutdown_slow_reader,
-    check_shutdown_stalled_reader,
-    check_delete_inside_callbacks,
-    check_raising_callback,
-    check_wrong_mode,
-]
-RAW_PEER_CHECKS = [check_half_close_by_peer, check_reset_by_peer]
+def _ip(kind: StreamKind) -> str:
+    assert kind.loopback is not None, f"{kind.name} is no IP kind"
+    return kind.loopback
 
 
-def run_check(
-    check: Callable[..., None], mux: Mux, log: IInstanceLog, kind: StreamKind, tmp: str
+def check_bad_addresses(mux: Mux, log: IInstanceLog, kind: StreamKind, tmp: str) -> None:
+    """Bind and Connect failures of an IP kind: SOCKET_ADDRESS_INVALID for strings that
+    are no address, SOCKET_ADDR_IN_USE for a port someone listens on, SOCKET_BIND_FAILED
+    for an address on no interface, SOCKET_CONNECT_REJECTED for a closed port; each with
+    its detail logged under the kind's flag, and nothing logged without that flag."""
+    from conftest import free_port
+
+    R_ = ShutdownReason
+    host = _ip(kind)
+    for address in ("127.0.0.1", "127.0.0.1:99999", "[::1", "bad name:5", ""):
+        _logged_under(
+            _fails(mux, kind, _calls("Connect", address), R_.SOCKET_ADDRESS_INVALID), kind.flag
+        )
+    for addr, port in (("999.1.1.1", 0), (host, 70000), ("[::1", 0)):
+        _logged_under(
+            _fails(mux, kind, _calls("Bind", addr, port), R_.SOCKET_ADDRESS_INVALID), kind.flag
+        )
+    family = socket.AF_INET6 if kind.use_ipv6 else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as holder:
+        holder.bind((host, 0))
+        holder.listen(1)
+        held = holder.getsockname()[1]
+        lines = _fails(mux, kind, _calls("Bind", host, held), R_.SOCKET_ADDR_IN_USE)
+        _logged_under(lines, kind.flag, "Address already in use")
+    lines = _fails(mux, kind, _calls("Bind", _unassignable(host), 0), R_.SOCKET_BIND_FAILED)
+    _logged_under(lines, kind.flag, "Cannot assign requested address")
+    closed = kind.connect_address(host, free_port(family))
+    lines = _fails(mux, kind, _calls("Connect", closed), R_.SOCKET_CONNECT_REJECTED)
+    _logged_under(lines, kind.flag, "refused")
+    quiet = _fails(
+        mux, kind, _calls("Connect", closed), R_.SOCKET_CONNECT_REJECTED, ALL_LOG_FLAGS & ~kind.flag
+    )
+    assert quiet == [], quiet
+
+
+def check_open_failed(mux: Mux, log: IInstanceLog, kind: StreamKind, tmp: str) -> None:
+    """socket() itself fails (EMFILE): SOCKET_OPEN_FAILED with the errno logged."""
+    import errno
+
+    import pytest
+
+    import usocket_asyncio._stream as stream
+
+    class NoSocket:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(socket, name)
+
+        @staticmethod
+        def socket(*args: Any, **kw: Any) -> socket.socket:
+            raise OSError(errno.EMFILE, "Too many open files")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(stream, "socket", NoSocket())
+        lines = _fails(mux, kind, _calls("Bind", _ip(kind), 0), ShutdownReason.SOCKET_OPEN_FAILED)
+    _logged_under(lines, kind.flag, "Too many open files")
+
+
+def check_bytes_before_peer_shutdown_reach_recv(
+    mux: Mux, log: IInstanceLog, kind: StreamKind, tmp: str
 ) -> None:
-    """Run one check; raw-peer checks are skipped for kinds without a raw peer."""
-    if check in RAW_PEER_CHECKS and kind.raw_connect is None:
-        import pytest
+    """The library peer sends more than the hold limit and shuts down while no Recv is
+    pending: the end waits for the bytes; an exact Recv that can no longer be filled
+    gets what there is, shorter; then SOCKET_SHUTDOWN_BY_PEER (the peer: NORMAL)."""
+    p = make_pair(mux, log, kind, tmp)
+    payload = random.Random(9).randbytes(100_000)
+    call(p.srec, p.server.Send, payload + b"tail")
+    call(p.srec, p.server.Shutdown)
+    mux.run_for(0.2)  # within a TLS peer's bounded wait for our close_notify
+    assert p.crec.names() == ["connect"]  # held, not ended
+    call(p.crec, p.client.Recv, bytearray(len(payload)))
+    call(p.crec, p.client.Recv, bytearray(100))
+    mux.run_until(lambda: p.crec.shutdown is not None and p.srec.shutdown is not None)
+    ended_once(p.srec, ShutdownReason.SOCKET_SHUTDOWN_NORMAL)
+    assert p.crec.events[1:] == [
+        ("recv", len(payload)),
+        ("recv", 4),
+        ("shutdown", ShutdownReason.SOCKET_SHUTDOWN_BY_PEER),
+    ]
+    assert sha(p.crec.received) == sha(payload + b"tail")
+    close_pair(mux, p)
 
-        pytest.skip(f"{kind.name} has no raw peer")
-    check(mux, log, kind, tmp)
+
+def _fixed_bind(kind: StreamKind, tmp: str) -> tuple[tuple[str | None, int], str]:
+    """Bind arguments with a port known before the bind completes, and the address."""
+    from conftest import free_port
+
+    addr, _ = kind.bind_args(tmp)
+    if kind.loopback is None:
+        return (addr, 0), kind.connect_address(str(addr), 0)
+    port = free_port(socket.AF_INET6 if kind.use_ipv6 else socket.AF_INET)
+    return (addr, port), kind.connect_address(str(addr), port)
+
+
+def check_nothing_kept_calls_before_run(
+    mux: Mux, log: IInstanceLog, kind: StreamKind, tmp: str
+) -> None:
+    """Item 0 with provider.Delete() and ISocketContext.Delete(): the app keeps no
+    reference to any socket, makes every call before the loop runs, and deletes the
+    provider and the contexts at once; the sockets live on and the exchange completes."""
+    import gc
+
+    from usocket_asyncio._stream import _LIVE
+
+    prov = kind.provider()
+    sctx, cctx = kind.server_context(prov, log), kind.client_context(prov, log)
+    (baddr, bport), address = _fixed_bind(kind, tmp)
+    lrec, srec, crec = Recorder("listener"), Recorder("server"), Recorder("client")
+    lrec.hooks["listen"] = lambda s, a, p: s.Accept(srec)
+    srec.hooks["accept"] = lambda s: s.Recv(bytearray(11))
+    srec.hooks["recv"] = lambda s, b, n: s.Send(b"pong")
+    lsock = prov.CreateSocket(mux, lrec, log, kind.use_ipv6, sctx)
+    lsock.Bind(baddr, bport)
+    lsock.Listen()  # while still binding: listens once bound
+    csock = prov.CreateSocket(mux, crec, log, kind.use_ipv6, cctx)
+    csock.Connect(address, kind.server_name)
+    csock.Send(b"before loop")
+    csock.Recv(bytearray(4))
+    crec.hooks["recv"] = lambda s, b, n: s.Shutdown()
+    prov.Delete()
+    for ctx in (sctx, cctx):
+        if ctx is not None:
+            ctx.Delete()
+    del lsock, csock, prov, sctx, cctx
+    gc.collect()
+    assert lrec.events == [] and crec.events == []
+    mux.run_until(lambda: crec.shutdown is not None and srec.shutdown is not None)
+    gc.collect()
+    assert lrec.names() == ["bind", "listen"]
+    assert crec.names() == ["connect", "send", "recv", "shutdown"], crec.events
+    assert crec.received == b"pong" and srec.received == b"before loop"
+    ended_once(crec, ShutdownReason.SOCKET_SHUTDOWN_NORMAL)
+    ended_once(srec, ShutdownReason.SOCKET_SHUTDOWN_BY_PEER)
+    live = [s for s in _LIVE if getattr(s, "_loop", None) is mux.loop]
+    assert len(live) == 3, live
+    for s in live:
+        s.Delete()
+    mux.run_for(0.05)
+    assert not lrec.violations
+
+
+def _localhost(v6: bool) -> str:
+    """ "localhost", or "[::1]" for an IPv6 socket where localhost has no IPv6 address
+    (a useIPv6 socket resolves IPv6 addresses only)."""
+    if not v6:
+        return "localhost"
+    try:
+        socket.getaddrinfo("localhost", 0, socket.AF_INET6)
+        return "localhost"
+    except OSError:
+        return "[::1]"
+
+
+def check_bind_none_local_address_qos_and_by_name(
+    mux: Mux, log: IInstanceLog, kind: StreamKind, tmp: str
+) -> None:
+    """Bind(None) reports "0.0.0.0" ("::" with useIPv6); GetLocalAddress agrees; SetQoS
+    before Bind applies to the listener's socket; a client connects by name
+    ("localhost:port") and marks its packets after SetQoS."""
+    from usocket_asyncio import QOS_AUDIO_VIDEO, QOS_VOICE
+
+    any_ = "::" if kind.use_ipv6 else "0.0.0.0"
+    prov = kind.provider()
+    lrec = Recorder("listener")
+    lrec.hooks["bind"] = lambda s, a, p: s.Listen()
+    lrec.hooks["listen"] = lambda s, a, p: s.Accept(Recorder("server"))
+    lsock = prov.CreateSocket(mux, lrec, log, kind.use_ipv6, kind.server_context(prov, log))
+    lsock.SetQoS(QOS_VOICE)
+    call(lrec, lsock.Bind, None, 0)
+    mux.run_until(lambda: bool(lrec.events))
+    assert lrec.events[0][:2] == ("bind", any_), lrec.events
+    port = int(lrec.events[0][2])
+    assert lsock.GetLocalAddress() == (any_, port)
+    assert tos(lsock) == 46 << 2
+    csock, crec = connect(mux, log, kind, f"{_localhost(kind.use_ipv6)}:{port}")
+    mux.run_until(lambda: crec.shutdown is not None or "connect" in crec.names())
+    assert crec.names() == ["connect"], crec.events
+    host, cport = csock.GetLocalAddress()
+    assert host in ("127.0.0.1", "::1", "::ffff:127.0.0.1") and cport > 0, host
+    csock.SetQoS(QOS_AUDIO_VIDEO)
+    assert tos(csock) == 34 << 2
+    from usocket_asyncio._stream import _LIVE
+
+    for s in [s for s in _LIVE if getattr(s, "_loop", None) is mux.loop]:
+        s.Delete()
+    assert not crec.violations and not lrec.violations
+
+
+def check_sendto_ignored(mux: Mux, log: IInstanceLog, kind: StreamKind, tmp: str) -> None:
+    """SendTo is UDP only and ignored elsewhere: no exception, no callback, no byte."""
+    p = make_pair(mux, log, kind, tmp)
+    call(p.srec, p.server.Recv, bytearray(64), None, True)
+    call(p.crec, p.client.SendTo, b"not sent", None, "127.0.0.1", 9)
+    call(p.crec, p.client.Send, b"sent")
+    mux.run_until(lambda: p.srec.received != b"" and p.crec.sends_done == 1)
+    mux.run_for(0.05)
+    assert p.srec.received == b"sent" and p.crec.names() == ["connect", "send"]
+    close_pair(mux, p)
+
+
+def check_without_recv_holds_a_bounded_amount(
+    mux: Mux, log: IInstanceLog, kind: StreamKind, tmp: str
+) -> None:
+    """The client sends 256 KiB after each SocketSendResult to a peer that has no Recv
+    pending: the peer holds at most its hold limit, the sender's results stop coming
+    (the kernel buffers are full) well before 64 MiB; then every byte is read, intact."""
+    import time
+
+    from usocket_asyncio._stream import HOLD_LIMIT
+
+    p = make_pair(mux, IInstanceLog(0), kind, tmp)
+    chunk = random.Random(4).randbytes(256 * 1024)
+    limit = 64 * 1024 * 1024
+    sent = [0]
+    last = [time.monotonic()]
+
+    def more(s: ISocket) -> None:
+        last[0] = time.monotonic()
+        if sent[0] < limit:
+            call(p.crec, s.Send, chunk)
+            sent[0] += len(chunk)
+
+    p.crec.hooks["send"] = more
+    more(p.client)
+    mux.run_until(lambda: time.monotonic() - last[0] > 0.5 or sent[0] >= limit, 30)
+    assert sent[0] < limit, "the sender was never held back"
+    held = p.server._hend - p.server._hstart  # type: ignore[attr-defined]
+    assert held <= HOLD_LIMIT + 64 * 1024, held  # the limit plus one read
+    assert p.srec.names() == ["accept"]
+    total = sent[0]
+    p.crec.hooks.pop("send")
+    h = hashlib.sha256()
+    got = [0]
+    buf = bytearray(1 << 20)
+
+    def on_recv(s: ISocket, b: Any, n: int) -> None:
+        h.update(memoryview(b)[:n])
+        got[0] += n
+        if got[0] < total:
+            call(p.srec, s.Recv, buf, None, True)
+
+    p.srec.hooks["recv"] = on_recv
+    call(p.srec, p.server.Recv, buf, None, True)
+    mux.run_until(lambda: got[0] >= total, 30, "draining")
+    want = hashlib.sha256()
+    for _ in range(total // len(chunk)):
+        want.update(chunk)
+    assert got[0] == total and h.digest() == want.digest()
+    p.srec.received = bytearray()
+    close_pair(mux, p)
+
+
+def check_second_bind_or_connect_raises(
+    mux: Mux, log: IInstanceLog, kind: StreamKind, tmp: str
+) -> None:
+    """Bind or Connect a second time, or the other mode's call, raises SocketModeError
+    at once with a sentence and changes nothing; Accept returns None; the provider
+    deleted at once leaves its sockets working."""
+    prov = kind.provider()
+    lrec, crec = Recorder("listener"), Recorder("client")
+    accepted: list[Any] = []
+    lrec.hooks["bind"] = lambda s, a, p: s.Listen()
+    lrec.hooks["listen"] = lambda s, a, p: accepted.append(s.Accept(Recorder("server")))
+    lsock = prov.CreateSocket(mux, lrec, log, kind.use_ipv6, kind.server_context(prov, log))
+    bind = kind.bind_args(tmp)
+    call(lrec, lsock.Bind, *bind)
+    mux.run_until(lambda: bool(lrec.events))
+    address = kind.connect_address(str(lrec.events[0][1]), int(lrec.events[0][2]))
+    csock = prov.CreateSocket(mux, crec, log, kind.use_ipv6, kind.client_context(prov, log))
+    call(crec, csock.Connect, address, kind.server_name)
+    prov.Delete()
+    for fn, args in (
+        (lsock.Bind, bind),
+        (lsock.Connect, (address,)),
+        (csock.Connect, (address,)),
+        (csock.Bind, bind),
+    ):
+        said = raises_mode_error(fn, *args)
+        assert said.strip().count(" ") >= 3, said  # a sentence, not a code
+    mux.run_until(lambda: "connect" in crec.names() and bool(accepted))
+    assert accepted == [None]
+    assert lrec.shutdown is None and crec.shutdown is None
+    from usocket_asyncio._stream import _LIVE
+
+    for s in [s for s in _LIVE if getattr(s, "_loop", None) is mux.loop]:
+        s.Delete()
+    assert not lrec.violations and not crec.violations
+
+
+def check_calls_after_run_returned(mux: Mux, log: IInstanceLog, kind: StreamKind, tmp: str) -> None:
+    """A connection made while Run() was running; Run() returns (Terminate); Send, Recv
+    and Shutdown made then take effect when the loop runs again."""
+
+    def srec() -> Recorder:
+        rec = Recorder("server")
+        rec.hooks["recv"] = lambda s, b, n: s.Send(b"pong")
+        return rec
+
+    listener, _lrec, accepted, address = listen(mux, log, kind, tmp, srec)
+    crec = Recorder("client")
+    crec.hooks["connect"] = lambda s: mux.Terminate()
+    csock, _ = connect(mux, log, kind, address, crec)
+    mux.Run()  # returns once the client is connected
+    assert crec.names() == ["connect"]
+    mux.run_until(lambda: bool(accepted))
+    server, sr = accepted[0]
+    call(sr, server.Recv, bytearray(4))
+    crec.hooks["recv"] = lambda s, b, n: mux.Terminate()
+    call(crec, csock.Send, b"ping")
+    call(crec, csock.Recv, bytearray(4))
+    assert crec.names() == ["connect"]
+    mux.Run()
+    assert crec.names() == ["connect", "send", "recv"] and crec.received == b"pong"
+    call(crec, csock.Shutdown)
+    assert crec.shutdown is None
+    mux.run_until(lambda: crec.shutdown is not None)
+    ended_once(crec, ShutdownReason.SOCKET_SHUTDOWN_NORMAL)
+    for s in (csock, server, listener):
+        s.Delete()
+
+
+def check_delete_inside_bind_accept_and_canceled(
+    mux: Mux, log: IInstanceLog, kind: StreamKind, tmp: str
+) -> None:
+    """Delete inside SocketBindResult, SocketAcceptComplete or SocketRecvCanceled (the
+    callbacks check_delete_inside_callbacks does not reach): nothing after it on that
+    socket; the client of a deleted accepted socket ends."""
+    for where in ("bind", "accept", "canceled"):
+        prov = kind.provider()
+        lrec, srec, crec = Recorder("listener"), Recorder("server"), Recorder("client")
+        seen: list[str] = []
+
+        def deleter(s: ISocket, *rest: Any, where: str = where, seen: list[str] = seen) -> None:
+            seen.append(where)
+            s.Delete()
+
+        lrec.hooks["bind"] = deleter if where == "bind" else (lambda s, a, p: s.Listen())
+        lrec.hooks["listen"] = lambda s, a, p, srec=srec: s.Accept(srec)
+        if where == "accept":
+            srec.hooks["accept"] = deleter
+        lsock = prov.CreateSocket(mux, lrec, log, kind.use_ipv6, kind.server_context(prov, log))
+        call(lrec, lsock.Bind, *kind.bind_args(tmp))
+        mux.run_until(lambda lrec=lrec: bool(lrec.events))  # type: ignore[misc]
+        if where == "bind":
+            mux.run_for(0.05)
+            assert lrec.names() == ["bind"] and seen == ["bind"]
+            continue
+        address = kind.connect_address(str(lrec.events[0][1]), int(lrec.events[0][2]))
+        csock, _ = connect(mux, log, kind, address, crec)
+        mux.run_until(lambda crec=crec: "connect" in crec.names() or crec.shutdown is not None)  # type: ignore[misc]
+        if where == "accept":
+            mux.run_until(lambda seen=seen: bool(seen))  # type: ignore[misc]
+            call(crec, csock.Send, b"to nobody")
+            mux.run_until(lambda crec=crec: crec.shutdown is not None, what="the client's end")  # type: ignore[misc]
+            assert srec.names() == ["accept"]
+        else:
+            crec.hooks["canceled"] = deleter
+            for _ in range(3):
+                call(crec, csock.Recv, bytearray(8))
+            call(crec, csock.RecvCancel)
+            mux.run_until(lambda seen=seen: bool(seen))  # type: ignore[misc]
+            mux.run_for(0.05)
+            assert crec.names() == ["connect", "canceled"], crec.events
+        assert seen == [where] and not crec.violations and not srec.violations
+        for s in (lsock, csock):
+            try:
+                s.Delete()
+            except SocketModeError:
+                pass
 
 
 # --------------------------------------------------------------------------- the stream kinds
@@ -635,6 +987,9 @@ def tcp_kind(name: str, host: str) -> StreamKind:
         connect_address=lambda a, p: f"{shown}:{p}",
         use_ipv6=v6,
         raw_connect=_raw_tcp,
+        flag=int(LogFlags.LOG_TCP),
+        loopback=host,
+        extra={"child": "tcp"} if not v6 else {},
     )
 
 
@@ -647,6 +1002,7 @@ STREAM_KINDS = {
         bind_args=lambda tmp: (os.path.join(tmp, "s"), 0),
         connect_address=lambda a, p: a,
         raw_connect=lambda address: (socket.AF_UNIX, address),
+        flag=int(LogFlags.LOG_LDS),
     ),
 }
 """TCP over IPv4 and IPv6 and local sockets (TLS needs a CA: `tls_kind`)."""
@@ -681,6 +1037,9 @@ def tls_kind(ca: Any, version: str) -> StreamKind:
         server_context=server_ctx,
         client_context=client_ctx,
         server_name="localhost",
+        flag=int(LogFlags.LOG_TLS),
+        loopback="127.0.0.1",
+        extra={"child": "tls"} if version == "tls13" else {},
     )
 
 
@@ -1270,9 +1629,9 @@ def check_dgram_without_recv_holds_a_bounded_number(
     close_dgram_pair(DgPair(a, b, srv))
 
 
-def _dgram_fails(
+def _fails(
     mux: Mux,
-    kind: DatagramKind,
+    kind: DatagramKind | StreamKind,
     action: Callable[[ISocket], None],
     reason: ShutdownReason,
     flags: int | None = None,
@@ -1296,7 +1655,7 @@ def _dgram_fails(
 
 
 def _calls(method: str, *args: Any) -> Callable[[ISocket], None]:
-    """An action for `_dgram_fails`: call `method(*args)` on the socket."""
+    """An action for `_fails`: call `method(*args)` on the socket."""
     return lambda s: getattr(s, method)(*args)
 
 
@@ -1319,18 +1678,18 @@ def check_dgram_bad_addresses(mux: Mux, log: IInstanceLog, kind: DatagramKind) -
     without that flag."""
     R_ = ShutdownReason
     for address in ("127.0.0.1", "127.0.0.1:99999", "[::1", "bad name:5", ""):
-        lines = _dgram_fails(mux, kind, _calls("Connect", address), R_.SOCKET_ADDRESS_INVALID)
+        lines = _fails(mux, kind, _calls("Connect", address), R_.SOCKET_ADDRESS_INVALID)
         _logged_under(lines, kind.flag)
     for addr, port in (("999.1.1.1", 0), (kind.host, 70000), ("[::1", 0)):
-        lines = _dgram_fails(mux, kind, _calls("Bind", addr, port), R_.SOCKET_ADDRESS_INVALID)
+        lines = _fails(mux, kind, _calls("Bind", addr, port), R_.SOCKET_ADDRESS_INVALID)
         _logged_under(lines, kind.flag)
     family = socket.AF_INET6 if kind.use_ipv6 else socket.AF_INET
     with socket.socket(family, socket.SOCK_DGRAM) as holder:
         holder.bind((kind.host, 0))
         held = holder.getsockname()[1]
-        lines = _dgram_fails(mux, kind, lambda s: s.Bind(kind.host, held), R_.SOCKET_ADDR_IN_USE)
+        lines = _fails(mux, kind, lambda s: s.Bind(kind.host, held), R_.SOCKET_ADDR_IN_USE)
         _logged_under(lines, kind.flag, "Address already in use")
-        quiet = _dgram_fails(
+        quiet = _fails(
             mux,
             kind,
             lambda s: s.Bind(kind.host, held),
@@ -1338,9 +1697,7 @@ def check_dgram_bad_addresses(mux: Mux, log: IInstanceLog, kind: DatagramKind) -
             ALL_LOG_FLAGS & ~kind.flag,
         )
         assert quiet == [], quiet
-    lines = _dgram_fails(
-        mux, kind, lambda s: s.Bind(_unassignable(kind.host), 0), R_.SOCKET_BIND_FAILED
-    )
+    lines = _fails(mux, kind, lambda s: s.Bind(_unassignable(kind.host), 0), R_.SOCKET_BIND_FAILED)
     _logged_under(lines, kind.flag, "Cannot assign requested address")
 
 
@@ -1362,9 +1719,7 @@ def check_dgram_open_failed(mux: Mux, log: IInstanceLog, kind: DatagramKind) -> 
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(udp, "socket", NoSocket())
-        lines = _dgram_fails(
-            mux, kind, lambda s: s.Bind(kind.host, 0), ShutdownReason.SOCKET_OPEN_FAILED
-        )
+        lines = _fails(mux, kind, lambda s: s.Bind(kind.host, 0), ShutdownReason.SOCKET_OPEN_FAILED)
     _logged_under(lines, kind.flag, "Too many open files")
 
 
@@ -1374,11 +1729,11 @@ def check_dgram_connect_rejected(mux: Mux, log: IInstanceLog, kind: DatagramKind
     from conftest import free_port
 
     port = free_port(socket.AF_INET, socket.SOCK_DGRAM)
-    lines = _dgram_fails(
+    lines = _fails(
         mux, kind, lambda s: s.Connect(kind.address(port)), ShutdownReason.SOCKET_CONNECT_REJECTED
     )
     _logged_under(lines, kind.flag, "refused")
-    quiet = _dgram_fails(
+    quiet = _fails(
         mux,
         kind,
         lambda s: s.Connect(kind.address(port)),
@@ -1750,3 +2105,59 @@ def run_dgram_check(
     if check in PURE_ONLY_CHECKS and usocket_asyncio.COMPILED:
         pytest.skip("patches module internals; the compiled build fixes them")
     check(mux, log, kind)
+
+
+# --------------------------------------------------------------------------- the stream check list
+
+ALL_CHECKS = [
+    check_bulk_both_ways,
+    check_exact_and_partial,
+    check_recv_cancel,
+    check_set_user,
+    check_send_before_connect,
+    check_flush_on_shutdown,
+    check_shutdown_slow_reader,
+    check_shutdown_stalled_reader,
+    check_delete_inside_callbacks,
+    check_raising_callback,
+    check_wrong_mode,
+    check_bad_addresses,
+    check_open_failed,
+    check_bytes_before_peer_shutdown_reach_recv,
+    check_nothing_kept_calls_before_run,
+    check_bind_none_local_address_qos_and_by_name,
+    check_sendto_ignored,
+    check_without_recv_holds_a_bounded_amount,
+    check_second_bind_or_connect_raises,
+    check_calls_after_run_returned,
+    check_delete_inside_bind_accept_and_canceled,
+    check_unresolvable_and_unreachable,
+]
+RAW_PEER_CHECKS = [check_half_close_by_peer, check_reset_by_peer]
+IP_ONLY_CHECKS = [
+    check_bad_addresses,
+    check_open_failed,
+    check_bind_none_local_address_qos_and_by_name,
+]
+"""Checks of IP addresses: local sockets have their own (tests/test_local.py)."""
+
+
+def run_check(
+    check: Callable[..., None], mux: Mux, log: IInstanceLog, kind: StreamKind, tmp: str
+) -> None:
+    """Run one check; skip it for kinds it does not apply to (raw-peer checks without a
+    raw peer, IP checks on local sockets, the no-network child where the kind names none,
+    internals-patching checks on the compiled build)."""
+    import pytest
+
+    import usocket_asyncio
+
+    if check in RAW_PEER_CHECKS and kind.raw_connect is None:
+        pytest.skip(f"{kind.name} has no raw peer")
+    if check in IP_ONLY_CHECKS and kind.loopback is None:
+        pytest.skip(f"{kind.name} has no IP address")
+    if check is check_unresolvable_and_unreachable and "child" not in kind.extra:
+        pytest.skip(f"the no-network child runs on one kind per provider, not {kind.name}")
+    if check in (check_open_failed,) and usocket_asyncio.COMPILED:
+        pytest.skip("patches module internals; the compiled build fixes them")
+    check(mux, log, kind, tmp)
