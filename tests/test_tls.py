@@ -615,7 +615,7 @@ def test_upgrade_misuse(mux: Mux, log: IInstanceLog, ca: Any, prov: ISocketProvi
     delete(tls_c, tserver, listener, idle)
 
 
-# ------------------------------------------- upgrades, ALPN callbacks, the bounded close, TLS-only calls
+# ------------------------------ upgrades, ALPN callbacks, the bounded close, TLS-only calls
 
 
 @pytest.mark.parametrize("name", ["tls", "dtls"])
