@@ -1789,6 +1789,8 @@ def check_dgram_bind_none_local_address_qos_and_by_name(
         a.send(b"hi")
     if not kind.listener:
         mux.run_until(lambda: srec.received == b"hi")
+        got = [e for e in srec.events if e[0] == "recvfrom"][0]
+        assert str(got[2]) in (kind.host, "127.0.0.1", "::ffff:127.0.0.1"), got
     mux.run_until(lambda: a.rec.sends_done == 1)
     for s in (a.sock, ssock):
         s.Delete()
