@@ -26,20 +26,23 @@ from typing import Any
 
 from conftest import ALL_LOG_FLAGS, Mux, Recorder
 
+import usocket_asyncio as u
 from usocket_asyncio import (
-    CreateLocalSocketProvider,
-    CreateTCPSocketProvider,
-    CreateTLSSocketProvider,
-    CreateUDPSocketProvider,
     IInstanceLog,
     ISocket,
     ISocketContext,
     ISocketProvider,
-    LogFlags,
     ShutdownReason,
     SocketModeError,
 )
 from usocket_asyncio._context import SocketContext
+
+ContextMaker = Callable[[ISocketProvider, IInstanceLog], ISocketContext | None]
+"""Makes a kind's server or client context from its provider (None: no context)."""
+
+
+def no_context(prov: ISocketProvider, log: IInstanceLog) -> ISocketContext | None:
+    return None
 
 
 @dataclass
@@ -53,12 +56,8 @@ class StreamKind:
     connect_address: Callable[[str, int], str]
     """From SocketBindResult's (addr, port), the string to Connect to."""
     use_ipv6: bool = False
-    server_context: Callable[[ISocketProvider, IInstanceLog], ISocketContext | None] = (
-        lambda p, log: None
-    )
-    client_context: Callable[[ISocketProvider, IInstanceLog], ISocketContext | None] = (
-        lambda p, log: None
-    )
+    server_context: ContextMaker = no_context
+    client_context: ContextMaker = no_context
     server_name: str | None = None
     raw_connect: Callable[[str], tuple[int, Any]] | None = None
     """Given the Connect string: (family, sockaddr) for a raw stdlib peer; None for TLS."""
@@ -603,54 +602,16 @@ def check_bad_addresses(mux: Mux, log: IInstanceLog, kind: StreamKind, tmp: str)
     its detail logged under the kind's flag, and nothing logged without that flag."""
     from conftest import free_port
 
-    R_ = ShutdownReason
     host = _ip(kind)
-    for address in ("127.0.0.1", "127.0.0.1:99999", "[::1", "bad name:5", ""):
-        _logged_under(
-            _fails(mux, kind, _calls("Connect", address), R_.SOCKET_ADDRESS_INVALID), kind.flag
-        )
-    for addr, port in (("999.1.1.1", 0), (host, 70000), ("[::1", 0)):
-        _logged_under(
-            _fails(mux, kind, _calls("Bind", addr, port), R_.SOCKET_ADDRESS_INVALID), kind.flag
-        )
-    family = socket.AF_INET6 if kind.use_ipv6 else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as holder:
-        holder.bind((host, 0))
-        holder.listen(1)
-        held = holder.getsockname()[1]
-        lines = _fails(mux, kind, _calls("Bind", host, held), R_.SOCKET_ADDR_IN_USE)
-        _logged_under(lines, kind.flag, "Address already in use")
-    lines = _fails(mux, kind, _calls("Bind", _unassignable(host), 0), R_.SOCKET_BIND_FAILED)
-    _logged_under(lines, kind.flag, "Cannot assign requested address")
-    closed = kind.connect_address(host, free_port(family))
-    lines = _fails(mux, kind, _calls("Connect", closed), R_.SOCKET_CONNECT_REJECTED)
-    _logged_under(lines, kind.flag, "refused")
-    quiet = _fails(
-        mux, kind, _calls("Connect", closed), R_.SOCKET_CONNECT_REJECTED, ALL_LOG_FLAGS & ~kind.flag
-    )
-    assert quiet == [], quiet
+    family = _address_failures(mux, kind, host, socket.SOCK_STREAM)
+    _rejected(mux, kind, kind.connect_address(host, free_port(family)))
 
 
 def check_open_failed(mux: Mux, log: IInstanceLog, kind: StreamKind, tmp: str) -> None:
     """socket() itself fails (EMFILE): SOCKET_OPEN_FAILED with the errno logged."""
-    import errno
-
-    import pytest
-
     import usocket_asyncio._stream as stream
 
-    class NoSocket:
-        def __getattr__(self, name: str) -> Any:
-            return getattr(socket, name)
-
-        @staticmethod
-        def socket(*args: Any, **kw: Any) -> socket.socket:
-            raise OSError(errno.EMFILE, "Too many open files")
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(stream, "socket", NoSocket())
-        lines = _fails(mux, kind, _calls("Bind", _ip(kind), 0), ShutdownReason.SOCKET_OPEN_FAILED)
-    _logged_under(lines, kind.flag, "Too many open files")
+    _open_fails(mux, kind, stream, _ip(kind))
 
 
 def check_bytes_before_peer_shutdown_reach_recv(
@@ -678,6 +639,24 @@ def check_bytes_before_peer_shutdown_reach_recv(
     close_pair(mux, p)
 
 
+def drop_provider(prov: ISocketProvider, *contexts: ISocketContext | None) -> None:
+    """The app deletes the provider and its contexts at once (their sockets live on)."""
+    prov.Delete()
+    for ctx in contexts:
+        if ctx is not None:
+            ctx.Delete()
+
+
+def delete_live(mux: Mux) -> int:
+    """Delete every socket the library still holds on this loop: how many there were."""
+    from usocket_asyncio._stream import _LIVE
+
+    live = [s for s in _LIVE if getattr(s, "_loop", None) is mux.loop]
+    for s in live:
+        s.Delete()
+    return len(live)
+
+
 def _fixed_bind(kind: StreamKind, tmp: str) -> tuple[tuple[str | None, int], str]:
     """Bind arguments with a port known before the bind completes, and the address."""
     from conftest import free_port
@@ -697,8 +676,6 @@ def check_nothing_kept_calls_before_run(
     provider and the contexts at once; the sockets live on and the exchange completes."""
     import gc
 
-    from usocket_asyncio._stream import _LIVE
-
     prov = kind.provider()
     sctx, cctx = kind.server_context(prov, log), kind.client_context(prov, log)
     (baddr, bport), address = _fixed_bind(kind, tmp)
@@ -714,10 +691,7 @@ def check_nothing_kept_calls_before_run(
     csock.Send(b"before loop")
     csock.Recv(bytearray(4))
     crec.hooks["recv"] = lambda s, b, n: s.Shutdown()
-    prov.Delete()
-    for ctx in (sctx, cctx):
-        if ctx is not None:
-            ctx.Delete()
+    drop_provider(prov, sctx, cctx)
     del lsock, csock, prov, sctx, cctx
     gc.collect()
     assert lrec.events == [] and crec.events == []
@@ -728,12 +702,43 @@ def check_nothing_kept_calls_before_run(
     assert crec.received == b"pong" and srec.received == b"before loop"
     ended_once(crec, ShutdownReason.SOCKET_SHUTDOWN_NORMAL)
     ended_once(srec, ShutdownReason.SOCKET_SHUTDOWN_BY_PEER)
-    live = [s for s in _LIVE if getattr(s, "_loop", None) is mux.loop]
-    assert len(live) == 3, live
-    for s in live:
-        s.Delete()
+    assert delete_live(mux) == 3
     mux.run_for(0.05)
     assert not lrec.violations
+
+
+def _bound_to_any(
+    mux: Mux, log: IInstanceLog, kind: StreamKind | DatagramKind, listens: bool
+) -> tuple[ISocket, Recorder, int]:
+    """A socket given SetQoS(QOS_VOICE), then Bind(None): it reports "0.0.0.0" ("::"
+    with useIPv6), GetLocalAddress agrees, its packets carry EF; with `listens` it
+    listens and accepts every peer. The socket, its recorder and its port."""
+    any_ = "::" if kind.use_ipv6 else "0.0.0.0"
+    prov = kind.provider()
+    rec = Recorder("bound")
+    if listens:
+        rec.hooks["bind"] = lambda s, a, p: s.Listen()
+        rec.hooks["listen"] = lambda s, a, p: s.Accept(Recorder("peer"))
+    sock = prov.CreateSocket(mux, rec, log, kind.use_ipv6, kind.server_context(prov, log))
+    sock.SetQoS(u.QOS_VOICE)
+    call(rec, sock.Bind, None, 0)
+    mux.run_until(lambda: bool(rec.events))
+    assert rec.events[0][:2] == ("bind", any_), rec.events
+    port = int(rec.events[0][2])
+    assert sock.GetLocalAddress() == (any_, port)
+    assert tos(sock) == 46 << 2
+    return sock, rec, port
+
+
+def _connected_with_qos(mux: Mux, sock: ISocket, rec: Recorder) -> None:
+    """A socket that called Connect (by name) connects, reports a loopback address and
+    marks its packets AF41 after SetQoS(QOS_AUDIO_VIDEO)."""
+    mux.run_until(lambda: rec.shutdown is not None or "connect" in rec.names())
+    assert rec.names() == ["connect"], rec.events
+    host, port = sock.GetLocalAddress()
+    assert host in ("127.0.0.1", "::1", "::ffff:127.0.0.1") and port > 0, host
+    call(rec, sock.SetQoS, u.QOS_AUDIO_VIDEO)
+    assert tos(sock) == 34 << 2
 
 
 def _localhost(v6: bool) -> str:
@@ -754,32 +759,10 @@ def check_bind_none_local_address_qos_and_by_name(
     """Bind(None) reports "0.0.0.0" ("::" with useIPv6); GetLocalAddress agrees; SetQoS
     before Bind applies to the listener's socket; a client connects by name
     ("localhost:port") and marks its packets after SetQoS."""
-    from usocket_asyncio import QOS_AUDIO_VIDEO, QOS_VOICE
-
-    any_ = "::" if kind.use_ipv6 else "0.0.0.0"
-    prov = kind.provider()
-    lrec = Recorder("listener")
-    lrec.hooks["bind"] = lambda s, a, p: s.Listen()
-    lrec.hooks["listen"] = lambda s, a, p: s.Accept(Recorder("server"))
-    lsock = prov.CreateSocket(mux, lrec, log, kind.use_ipv6, kind.server_context(prov, log))
-    lsock.SetQoS(QOS_VOICE)
-    call(lrec, lsock.Bind, None, 0)
-    mux.run_until(lambda: bool(lrec.events))
-    assert lrec.events[0][:2] == ("bind", any_), lrec.events
-    port = int(lrec.events[0][2])
-    assert lsock.GetLocalAddress() == (any_, port)
-    assert tos(lsock) == 46 << 2
+    _lsock, lrec, port = _bound_to_any(mux, log, kind, True)
     csock, crec = connect(mux, log, kind, f"{_localhost(kind.use_ipv6)}:{port}")
-    mux.run_until(lambda: crec.shutdown is not None or "connect" in crec.names())
-    assert crec.names() == ["connect"], crec.events
-    host, cport = csock.GetLocalAddress()
-    assert host in ("127.0.0.1", "::1", "::ffff:127.0.0.1") and cport > 0, host
-    csock.SetQoS(QOS_AUDIO_VIDEO)
-    assert tos(csock) == 34 << 2
-    from usocket_asyncio._stream import _LIVE
-
-    for s in [s for s in _LIVE if getattr(s, "_loop", None) is mux.loop]:
-        s.Delete()
+    _connected_with_qos(mux, csock, crec)
+    delete_live(mux)
     assert not crec.violations and not lrec.violations
 
 
@@ -877,10 +860,7 @@ def check_second_bind_or_connect_raises(
     mux.run_until(lambda: "connect" in crec.names() and bool(accepted))
     assert accepted == [None]
     assert lrec.shutdown is None and crec.shutdown is None
-    from usocket_asyncio._stream import _LIVE
-
-    for s in [s for s in _LIVE if getattr(s, "_loop", None) is mux.loop]:
-        s.Delete()
+    delete_live(mux)
     assert not lrec.violations and not crec.violations
 
 
@@ -982,12 +962,12 @@ def tcp_kind(name: str, host: str) -> StreamKind:
     shown = f"[{host}]" if v6 else host
     return StreamKind(
         name=name,
-        provider=CreateTCPSocketProvider,
+        provider=u.CreateTCPSocketProvider,
         bind_args=lambda tmp: (host, 0),
         connect_address=lambda a, p: f"{shown}:{p}",
         use_ipv6=v6,
         raw_connect=_raw_tcp,
-        flag=int(LogFlags.LOG_TCP),
+        flag=int(u.LogFlags.LOG_TCP),
         loopback=host,
         extra={"child": "tcp"} if not v6 else {},
     )
@@ -998,11 +978,11 @@ STREAM_KINDS = {
     "tcp6": tcp_kind("tcp6", "::1"),
     "local": StreamKind(
         name="local",
-        provider=CreateLocalSocketProvider,
+        provider=u.CreateLocalSocketProvider,
         bind_args=lambda tmp: (os.path.join(tmp, "s"), 0),
         connect_address=lambda a, p: a,
         raw_connect=lambda address: (socket.AF_UNIX, address),
-        flag=int(LogFlags.LOG_LDS),
+        flag=int(u.LogFlags.LOG_LDS),
     ),
 }
 """TCP over IPv4 and IPv6 and local sockets (TLS needs a CA: `tls_kind`)."""
@@ -1015,29 +995,25 @@ def tls_kind(ca: Any, version: str) -> StreamKind:
     server_pem = ca.issue_cert("localhost", "127.0.0.1").private_key_and_cert_chain_pem.bytes()
     ca_pem = ca.cert_pem.bytes()
 
-    def server_ctx(p: ISocketProvider, log: IInstanceLog) -> ISocketContext | None:
-        ctx = p.CreateSocketContext(log)
-        assert isinstance(ctx, SocketContext)
-        ctx.tls_max_version = TLS_VERSIONS[version]
-        ctx.SetServerCertificate(server_pem)
-        return ctx
+    def context(setup: Callable[[SocketContext], None]) -> ContextMaker:
+        def make(p: ISocketProvider, log: IInstanceLog) -> ISocketContext | None:
+            ctx = p.CreateSocketContext(log)
+            assert isinstance(ctx, SocketContext)
+            ctx.tls_max_version = TLS_VERSIONS[version]
+            setup(ctx)
+            return ctx
 
-    def client_ctx(p: ISocketProvider, log: IInstanceLog) -> ISocketContext | None:
-        ctx = p.CreateSocketContext(log)
-        assert isinstance(ctx, SocketContext)
-        ctx.tls_max_version = TLS_VERSIONS[version]
-        ctx.SetTrustedCertificates(ca_pem)
-        return ctx
+        return make
 
     return StreamKind(
         name=version,
-        provider=lambda: CreateTLSSocketProvider(None),
+        provider=lambda: u.CreateTLSSocketProvider(None),
         bind_args=lambda tmp: ("127.0.0.1", 0),
         connect_address=lambda a, p: f"127.0.0.1:{p}",
-        server_context=server_ctx,
-        client_context=client_ctx,
+        server_context=context(lambda c: c.SetServerCertificate(server_pem)),
+        client_context=context(lambda c: c.SetTrustedCertificates(ca_pem)),
         server_name="localhost",
-        flag=int(LogFlags.LOG_TLS),
+        flag=int(u.LogFlags.LOG_TLS),
         loopback="127.0.0.1",
         extra={"child": "tls"} if version == "tls13" else {},
     )
@@ -1067,16 +1043,16 @@ class DatagramKind:
     uses SendTo/Recv (SocketRecvFromResult)."""
     listener: bool = False
     """`b` is accepted by a listening socket (DTLS); else `b` is a bound UDP socket."""
-    server_context: Callable[[ISocketProvider, IInstanceLog], ISocketContext | None] = (
-        lambda p, log: None
-    )
-    client_context: Callable[[ISocketProvider, IInstanceLog], ISocketContext | None] = (
-        lambda p, log: None
-    )
+    server_context: ContextMaker = no_context
+    client_context: ContextMaker = no_context
     server_name: str | None = None
     break_transport: Callable[[ISocket], None] = lambda s: None
     """Close the kernel transport under a socket, as a fatal socket error would."""
     extra: dict[str, Any] = field(default_factory=dict)
+    client_open: str = field(init=False, default="")
+    client_recv: str = field(init=False, default="")
+    server_open: str = field(init=False, default="")
+    server_recv: str = field(init=False, default="")
 
     @property
     def use_ipv6(self) -> bool:
@@ -1086,22 +1062,12 @@ class DatagramKind:
         h = self.host if host is None else host
         return f"[{h}]:{port}" if ":" in h else f"{h}:{port}"
 
-    @property
-    def client_open(self) -> str:
-        """The callback that opens `a`: "connect" or "bind"."""
-        return "connect" if self.connected else "bind"
-
-    @property
-    def client_recv(self) -> str:
-        return "recv" if self.connected else "recvfrom"
-
-    @property
-    def server_open(self) -> str:
-        return "accept" if self.listener else "bind"
-
-    @property
-    def server_recv(self) -> str:
-        return "recv" if self.listener else "recvfrom"
+    def __post_init__(self) -> None:
+        # the callbacks that open `a` and `b`, and that deliver to each
+        self.client_open = "connect" if self.connected else "bind"
+        self.client_recv = "recv" if self.connected else "recvfrom"
+        self.server_open = "accept" if self.listener else "bind"
+        self.server_recv = "recv" if self.listener else "recvfrom"
 
 
 class End:
@@ -1660,10 +1626,37 @@ def _calls(method: str, *args: Any) -> Callable[[ISocket], None]:
 
 
 def _logged_under(lines: list[str], flag: int, *words: str) -> None:
-    prefix = LogFlags(flag).name or ""
+    prefix = u.LogFlags(flag).name or ""
     assert lines and all(line.startswith(prefix) for line in lines), lines
     for w in words:
         assert any(w.lower() in line.lower() for line in lines), (w, lines)
+
+
+def _address_failures(mux: Mux, kind: DatagramKind | StreamKind, host: str, stype: int) -> int:
+    """The failures of Bind and Connect every IP kind shares (see the checks that call
+    it); the address family of `host`."""
+    R_ = ShutdownReason
+    for address in ("127.0.0.1", "127.0.0.1:99999", "[::1", "bad name:5", ""):
+        lines = _fails(mux, kind, _calls("Connect", address), R_.SOCKET_ADDRESS_INVALID)
+        _logged_under(lines, kind.flag)
+    for addr, port in (("999.1.1.1", 0), (host, 70000), ("[::1", 0)):
+        lines = _fails(mux, kind, _calls("Bind", addr, port), R_.SOCKET_ADDRESS_INVALID)
+        _logged_under(lines, kind.flag)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, stype) as holder:
+        holder.bind((host, 0))
+        if stype == socket.SOCK_STREAM:
+            holder.listen(1)
+        held = holder.getsockname()[1]
+        lines = _fails(mux, kind, _calls("Bind", host, held), R_.SOCKET_ADDR_IN_USE)
+        _logged_under(lines, kind.flag, "Address already in use")
+        quiet = _fails(
+            mux, kind, _calls("Bind", host, held), R_.SOCKET_ADDR_IN_USE, ALL_LOG_FLAGS & ~kind.flag
+        )
+        assert quiet == [], quiet
+    lines = _fails(mux, kind, _calls("Bind", _unassignable(host), 0), R_.SOCKET_BIND_FAILED)
+    _logged_under(lines, kind.flag, "Cannot assign requested address")
+    return family
 
 
 def _unassignable(host: str) -> str:
@@ -1676,51 +1669,43 @@ def check_dgram_bad_addresses(mux: Mux, log: IInstanceLog, kind: DatagramKind) -
     SOCKET_ADDR_IN_USE for a port someone holds, SOCKET_BIND_FAILED for an address on no
     interface; each with its detail logged under the kind's flag, and nothing logged
     without that flag."""
-    R_ = ShutdownReason
-    for address in ("127.0.0.1", "127.0.0.1:99999", "[::1", "bad name:5", ""):
-        lines = _fails(mux, kind, _calls("Connect", address), R_.SOCKET_ADDRESS_INVALID)
-        _logged_under(lines, kind.flag)
-    for addr, port in (("999.1.1.1", 0), (kind.host, 70000), ("[::1", 0)):
-        lines = _fails(mux, kind, _calls("Bind", addr, port), R_.SOCKET_ADDRESS_INVALID)
-        _logged_under(lines, kind.flag)
-    family = socket.AF_INET6 if kind.use_ipv6 else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as holder:
-        holder.bind((kind.host, 0))
-        held = holder.getsockname()[1]
-        lines = _fails(mux, kind, lambda s: s.Bind(kind.host, held), R_.SOCKET_ADDR_IN_USE)
-        _logged_under(lines, kind.flag, "Address already in use")
-        quiet = _fails(
-            mux,
-            kind,
-            lambda s: s.Bind(kind.host, held),
-            R_.SOCKET_ADDR_IN_USE,
-            ALL_LOG_FLAGS & ~kind.flag,
-        )
-        assert quiet == [], quiet
-    lines = _fails(mux, kind, lambda s: s.Bind(_unassignable(kind.host), 0), R_.SOCKET_BIND_FAILED)
-    _logged_under(lines, kind.flag, "Cannot assign requested address")
+    _address_failures(mux, kind, kind.host, socket.SOCK_DGRAM)
+
+
+def _open_fails(mux: Mux, kind: DatagramKind | StreamKind, module: Any, host: str) -> None:
+    """Bind while `module` sees a socket() that fails with EMFILE: SOCKET_OPEN_FAILED,
+    the errno's text logged under the kind's flag."""
+    import errno
+    import types
+
+    import pytest
+
+    def emfile(*args: Any, **kw: Any) -> socket.socket:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    fake = types.ModuleType("socket")
+    fake.__dict__.update(vars(socket))
+    fake.__dict__["socket"] = emfile
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(module, "socket", fake)
+        lines = _fails(mux, kind, _calls("Bind", host, 0), ShutdownReason.SOCKET_OPEN_FAILED)
+    _logged_under(lines, kind.flag, "Too many open files")
 
 
 def check_dgram_open_failed(mux: Mux, log: IInstanceLog, kind: DatagramKind) -> None:
     """socket() itself fails (EMFILE): SOCKET_OPEN_FAILED with the errno logged."""
-    import errno
-
-    import pytest
-
     import usocket_asyncio._udp as udp
 
-    class NoSocket:
-        def __getattr__(self, name: str) -> Any:
-            return getattr(socket, name)
+    _open_fails(mux, kind, udp, kind.host)
 
-        @staticmethod
-        def socket(*args: Any, **kw: Any) -> socket.socket:
-            raise OSError(errno.EMFILE, "Too many open files")
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(udp, "socket", NoSocket())
-        lines = _fails(mux, kind, lambda s: s.Bind(kind.host, 0), ShutdownReason.SOCKET_OPEN_FAILED)
-    _logged_under(lines, kind.flag, "Too many open files")
+def _rejected(mux: Mux, kind: DatagramKind | StreamKind, address: str) -> None:
+    """Connect to a closed port: SOCKET_CONNECT_REJECTED, "refused" logged under the
+    kind's flag only."""
+    reason = ShutdownReason.SOCKET_CONNECT_REJECTED
+    _logged_under(_fails(mux, kind, _calls("Connect", address), reason), kind.flag, "refused")
+    others = ALL_LOG_FLAGS & ~kind.flag
+    assert _fails(mux, kind, _calls("Connect", address), reason, others) == []
 
 
 def check_dgram_connect_rejected(mux: Mux, log: IInstanceLog, kind: DatagramKind) -> None:
@@ -1728,19 +1713,7 @@ def check_dgram_connect_rejected(mux: Mux, log: IInstanceLog, kind: DatagramKind
     "refused" logged under the kind's flag only."""
     from conftest import free_port
 
-    port = free_port(socket.AF_INET, socket.SOCK_DGRAM)
-    lines = _fails(
-        mux, kind, lambda s: s.Connect(kind.address(port)), ShutdownReason.SOCKET_CONNECT_REJECTED
-    )
-    _logged_under(lines, kind.flag, "refused")
-    quiet = _fails(
-        mux,
-        kind,
-        lambda s: s.Connect(kind.address(port)),
-        ShutdownReason.SOCKET_CONNECT_REJECTED,
-        ALL_LOG_FLAGS & ~kind.flag,
-    )
-    assert quiet == [], quiet
+    _rejected(mux, kind, kind.address(free_port(socket.AF_INET, socket.SOCK_DGRAM)))
 
 
 def tos(sock: ISocket) -> int:
@@ -1757,39 +1730,19 @@ def check_dgram_bind_none_local_address_qos_and_by_name(
     """Bind(None) binds every interface and reports "0.0.0.0" ("::" with useIPv6);
     GetLocalAddress agrees; SetQoS before Bind applies to the bound socket; a connected
     socket reaches it by name ("localhost:port") and marks its packets after SetQoS."""
-    from usocket_asyncio import QOS_AUDIO_VIDEO, QOS_VOICE
-
-    any_ = "::" if kind.use_ipv6 else "0.0.0.0"
-    srec = Recorder("b")
-    prov = kind.provider()
-    if kind.listener:
-        srec.hooks["bind"] = lambda s, a, p: s.Listen()
-        srec.hooks["listen"] = lambda s, a, p: s.Accept(Recorder("peer"))
-    ssock = prov.CreateSocket(mux, srec, log, kind.use_ipv6, kind.server_context(prov, log))
-    ssock.SetQoS(QOS_VOICE)
-    call(srec, ssock.Bind, None, 0)
-    mux.run_until(lambda: bool(srec.events))
-    assert srec.events[0][:2] == ("bind", any_), srec.events
-    port = int(srec.events[0][2])
-    assert ssock.GetLocalAddress() == (any_, port)
-    assert tos(ssock) == 46 << 2
+    ssock, srec, port = _bound_to_any(mux, log, kind, kind.listener)
     if not kind.listener:
         call(srec, ssock.Recv, bytearray(8))
     if kind.connected:
         a = dgram_client(mux, log, kind, port, address=f"localhost:{port}")
-        mux.run_until(lambda: a.rec.shutdown is not None or "connect" in a.rec.names())
-        assert a.rec.names() == ["connect"], a.rec.events
-        host, cport = a.sock.GetLocalAddress()
-        assert host in ("127.0.0.1", "::1") and cport > 0
-        call(a.rec, a.sock.SetQoS, QOS_AUDIO_VIDEO)
-        assert tos(a.sock) == 34 << 2
+        _connected_with_qos(mux, a.sock, a.rec)
         a.send(b"hi")
     else:
         a = dgram_client(mux, log, kind, port)
         a.send(b"hi")
     if not kind.listener:
         mux.run_until(lambda: srec.received == b"hi")
-        got = [e for e in srec.events if e[0] == "recvfrom"][0]
+        got = next(e for e in srec.events if e[0] == "recvfrom")
         assert str(got[2]) in (kind.host, "127.0.0.1", "::ffff:127.0.0.1"), got
     mux.run_until(lambda: a.rec.sends_done == 1)
     for s in (a.sock, ssock):
@@ -1878,8 +1831,6 @@ def check_dgram_nothing_kept_calls_before_run(
 
     from conftest import free_port
 
-    from usocket_asyncio._stream import _LIVE
-
     fam = socket.AF_INET6 if kind.use_ipv6 else socket.AF_INET
     port = free_port(fam, socket.SOCK_DGRAM)
     prov = kind.provider()
@@ -1907,10 +1858,7 @@ def check_dgram_nothing_kept_calls_before_run(
         asock.SendTo(b"before loop", None, kind.host, port)
     asock.Recv(bytearray(4))
     arec.hooks[kind.client_recv] = lambda s, *rest: s.Shutdown()
-    prov.Delete()
-    for ctx in (sctx, cctx):
-        if ctx is not None:
-            ctx.Delete()
+    drop_provider(prov, sctx, cctx)
     del lsock, asock, prov, sctx, cctx
     gc.collect()
     assert lrec.events == [] and arec.events == []
@@ -1923,10 +1871,7 @@ def check_dgram_nothing_kept_calls_before_run(
     if kind.listener:
         mux.run_until(lambda: srec.shutdown is not None)
         ended_once(srec, ShutdownReason.SOCKET_SHUTDOWN_BY_PEER)
-    live = [s for s in _LIVE if getattr(s, "_loop", None) is mux.loop]
-    assert len(live) == (3 if kind.listener else 2), live
-    for s in live:
-        s.Delete()
+    assert delete_live(mux) == (3 if kind.listener else 2)
     mux.run_for(0.05)
     assert not lrec.violations and not srec.violations
 
@@ -2011,9 +1956,9 @@ def _udp_kind(name: str, host: str, connected: bool) -> DatagramKind:
     """UDP; the connected kind also runs the no-network child (bound ones would repeat it)."""
     return DatagramKind(
         name=name,
-        provider=CreateUDPSocketProvider,
+        provider=u.CreateUDPSocketProvider,
         host=host,
-        flag=int(LogFlags.LOG_UDP),
+        flag=int(u.LogFlags.LOG_UDP),
         connected=connected,
         break_transport=lambda s: s._tr.abort(),  # type: ignore[attr-defined]
         extra={"child": "udp"} if connected else {},
@@ -2037,9 +1982,9 @@ DATAGRAM_KINDS = {
     "udp-connected": _udp_kind("udp-connected", "127.0.0.1", True),
     "dtls": DatagramKind(
         name="dtls",
-        provider=lambda: CreateTLSSocketProvider(None),
+        provider=lambda: u.CreateTLSSocketProvider(None),
         host="127.0.0.1",
-        flag=int(LogFlags.LOG_DTLS),
+        flag=int(u.LogFlags.LOG_DTLS),
         connected=True,
         listener=True,
         server_context=_dtls_context(True),
@@ -2111,7 +2056,7 @@ def run_dgram_check(
 
 # --------------------------------------------------------------------------- the stream check list
 
-ALL_CHECKS = [
+ALL_CHECKS: list[Callable[..., None]] = [
     check_bulk_both_ways,
     check_exact_and_partial,
     check_recv_cancel,

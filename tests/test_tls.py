@@ -24,13 +24,11 @@ from conformance import Pump, call, sha
 from conftest import Mux, Recorder, free_port
 from tcp_helpers import captured_log
 
+import usocket_asyncio as u
 import usocket_asyncio._tls as tls_mod
 from usocket_asyncio import (
-    LOG_TLS,
-    CreateLocalSocketProvider,
     CreateTCPSocketProvider,
     CreateTLSSocketProvider,
-    CreateUDPSocketProvider,
     IInstanceLog,
     ISocket,
     ISocketProvider,
@@ -628,7 +626,7 @@ def test_upgrade_checks_the_name_given_to_connect(
     certificate for another name fails with SOCKET_TLS_HANDSHAKE_FAILED; the name is
     sent by SNI ("sni": the server's default certificate is for another name, the
     one for "alt.example" is chosen by SNI)."""
-    plain = CreateUDPSocketProvider() if name == "dtls" else CreateTCPSocketProvider()
+    plain = u.CreateUDPSocketProvider() if name == "dtls" else CreateTCPSocketProvider()
     sctx = make_ctx(prov, log, cert=pem_of(ca, "other.example" if cert_for == "sni" else cert_for))
     if cert_for == "sni":
         sctx.SetServerCertificate(pem_of(ca, "alt.example"), None, "alt.example")
@@ -675,7 +673,7 @@ def test_upgrade_inside_connect_and_accept_complete(
     """UpgradeToTLSSocket straight from SocketConnectComplete (and, for TLS, from the
     server's SocketAcceptComplete): the handshake completes on both sides, data flows,
     and the plain sockets' users hear nothing more."""
-    plain = CreateUDPSocketProvider() if name == "dtls" else CreateTCPSocketProvider()
+    plain = u.CreateUDPSocketProvider() if name == "dtls" else CreateTCPSocketProvider()
     sctx = make_ctx(prov, log, cert=pem_of(ca, "localhost", "127.0.0.1"))
     cctx = make_ctx(prov, log, trust=ca.cert_pem.bytes())
     if name == "dtls":
@@ -779,7 +777,7 @@ def test_tls_shutdown_waits_a_bounded_time_for_close_notify(
     that stops reading after its handshake) does not keep the socket open: after the
     bounded wait it ends with SOCKET_SHUTDOWN_NORMAL, once, and the wait is logged."""
     monkeypatch.setattr(tls_mod, "SHUTDOWN_TIMEOUT", 0.5)
-    log, lines = captured_log(LOG_TLS)
+    log, lines = captured_log(u.LOG_TLS)
     sctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("localhost").configure_cert(sctx)
     release = threading.Event()
@@ -845,7 +843,7 @@ def test_tls_delete_inside_upgrade_complete(
 
 
 @pytest.mark.parametrize(
-    "make", [CreateTCPSocketProvider, CreateUDPSocketProvider, CreateLocalSocketProvider]
+    "make", [CreateTCPSocketProvider, u.CreateUDPSocketProvider, u.CreateLocalSocketProvider]
 )
 def test_tls_only_calls_on_other_providers_raise(
     mux: Mux, log: IInstanceLog, make: Callable[[], ISocketProvider]
