@@ -14,8 +14,8 @@ import socket
 from typing import Any
 
 import pytest
-from conformance import call
 from kit.certs import Server, connect, delete, ended_once, pem_of
+from kit.conformance import call
 from kit.dtls import RawClient, Relay, connected_udp, dsock, dtls_ctx, peers_of, wait_connected
 from kit.loop import Mux, R, Recorder
 

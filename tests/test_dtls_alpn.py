@@ -14,8 +14,8 @@ import shutil
 from typing import Any
 
 import pytest
-from conformance import call
 from kit.certs import Server, connect, delete, ended_once, make_ctx, pem_of, refuse_alpn
+from kit.conformance import call
 from kit.dtls import answer_once, connected_udp, dtls_ctx
 from kit.loop import Mux, R, Recorder
 from kit.peers import peer, wait_for_exit

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conformance import call
 from kit.certs import Server, connect, delete, ended_once
+from kit.conformance import call
 from kit.dtls import dtls_ctx, wait_connected
 from kit.loop import Mux, R, Recorder
 

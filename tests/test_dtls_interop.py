@@ -14,8 +14,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from conformance import call
 from kit.certs import Server, connect, delete, ended_once, pem_of
+from kit.conformance import call
 from kit.dtls import answer_once, dtls_ctx
 from kit.loop import Mux, R, free_port
 from kit.peers import (

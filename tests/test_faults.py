@@ -1,4 +1,4 @@
-"""Every socket kind through the fault-injection relay (tests/faults), on both loops.
+"""Every socket kind through the fault-injection relay (tests/kit/relays.py), on both loops.
 
 Each test checks what a user would: the bytes that arrive are exactly the bytes sent
 (hashed), or for a cut connection exactly the bytes before the cut; the right
@@ -14,7 +14,8 @@ import struct
 from typing import Any
 
 import pytest
-from conformance import Pump, StreamKind, call, close_pair, connect, listen, sha
+from kit.conformance import STREAM_KINDS as PLAIN_KINDS
+from kit.conformance import Pump, StreamKind, call, close_pair, connect, listen, sha, tls_kind
 from kit.loop import Mux, Recorder, have_ipv6
 from kit.relays import (
     DatagramFaults,
@@ -24,8 +25,6 @@ from kit.relays import (
     drop_first,
     dtls_content_type,
 )
-from test_conformance import KINDS as PLAIN_KINDS
-from test_tls_conformance import tls_kind
 
 from usocket_asyncio import (
     CreateTLSSocketProvider,
@@ -88,7 +87,7 @@ class Relayed:
         self.server, self.srec = accepted[0]
 
     def close(self) -> None:
-        from conformance import Pair
+        from kit.conformance import Pair
 
         close_pair(
             self.mux,

@@ -1,4 +1,4 @@
-"""DTLS client and server through the datagram fault relay (tests/faults), on both loops.
+"""DTLS client and server through the datagram fault relay (tests/kit/relays.py), on both loops.
 
 Application records are dropped and reordered both ways: DTLS delivers what arrives, so
 each delivered record must be intact (hashed), none duplicated, and the records
@@ -17,8 +17,8 @@ import struct
 from typing import Any
 
 import pytest
-from conformance import call
 from kit.certs import Server, connect, delete, ended_once
+from kit.conformance import call
 from kit.dtls import dsock, dtls_ctx, peers_of, wait_connected
 from kit.loop import Mux, R, Recorder
 from kit.relays import DatagramFaults, DatagramRelay, dtls_content_type

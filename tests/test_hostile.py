@@ -17,14 +17,13 @@ import ssl
 from typing import Any
 
 import pytest
-from conformance import Pump, call, connect, listen, sha
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kit.certs import ended_once
+from kit.conformance import Pump, call, connect, listen, sha, tls_kind
 from kit.loop import Mux, Recorder, fd_count, have_ipv6, provider
 from kit.machines import run_machine
 from kit.streams import LogLines, captured_log
-from test_tls_conformance import tls_kind
 
 import usocket_asyncio._tls as tls_mod
 from usocket_asyncio import (
@@ -716,7 +715,7 @@ def test_flood_at_a_socket_that_never_reads(
     the rest waits in kernel buffers). Once the app reads, every byte arrives intact."""
     import tracemalloc
 
-    from test_conformance import KINDS
+    from kit.conformance import STREAM_KINDS as KINDS
 
     from usocket_asyncio._stream import HOLD_LIMIT
 

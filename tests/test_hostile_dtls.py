@@ -23,8 +23,8 @@ import tracemalloc
 from functools import partial
 
 import pytest
-from conformance import call
 from kit.certs import Server, connect, delete, ended_once
+from kit.conformance import call
 from kit.dtls import RawClient, dtls_ctx, peers_of, wait_connected
 from kit.loop import Mux, R, Recorder
 from kit.relays import DatagramRelay

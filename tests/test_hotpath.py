@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conformance import call
+from kit.conformance import call
 from kit.loop import Mux, Recorder
 
 from usocket_asyncio import (

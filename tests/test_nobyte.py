@@ -8,7 +8,7 @@ no false success").
 - every call from a thread other than the loop's raises `SocketModeError`;
 - `SetUser(None)` raises; a second local `Bind` on a live path does not connect to it.
 
-(Shutdown draining to a slow or a stalled reader is in tests/conformance.py, for every
+(Shutdown draining to a slow or a stalled reader is in tests/kit/conformance.py, for every
 stream kind.)
 """
 
@@ -21,11 +21,10 @@ import threading
 from typing import Any
 
 import pytest
-from conformance import Pair, call, close_pair, make_pair
+from kit.conformance import STREAM_KINDS as KINDS
+from kit.conformance import Pair, call, close_pair, make_pair, tls_kind
 from kit.loop import Mux, R, Recorder, rss
 from kit.streams import from_another_thread, listener
-from test_conformance import KINDS
-from test_tls_conformance import tls_kind
 
 from usocket_asyncio import (
     CreateLocalSocketProvider,

@@ -31,6 +31,7 @@ from usocket_asyncio import (
     ISocketProvider,
     LogFlags,
     ShutdownReason,
+    SocketModeError,
     USocket,
     USocketCallbackWarning,
 )
@@ -448,3 +449,14 @@ def test_real_callbacks_and_other_names_do_not_warn() -> None:
                 pass
 
     del Sub
+
+
+def test_deleted_context_makes_no_more_sockets(mux: Mux, log: IInstanceLog) -> None:
+    """ISocketContext.Delete(): using the context afterwards is a caller's mistake."""
+    prov = CreateTLSSocketProvider(CreateTCPSocketProvider())
+    ctx = prov.CreateSocketContext(log)
+    ctx.Delete()
+    with pytest.raises(SocketModeError, match="deleted"):
+        prov.CreateSocket(mux, Recorder(), log, False, ctx)
+    with pytest.raises(SocketModeError, match="deleted"):
+        ctx.SetALPNProtocols(["h2"])

@@ -1,5 +1,5 @@
 """TCP sockets: every failure reason provoked for real, and the behaviour beyond the
-generic checker (tests/conformance.py): options, addresses, accept decisions, the
+generic checker (tests/kit/conformance.py): options, addresses, accept decisions, the
 library holding sockets, calls made before the loop runs."""
 
 from __future__ import annotations

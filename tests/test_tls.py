@@ -13,26 +13,29 @@ import hashlib
 import logging
 import random
 import socket
+import ssl
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conformance import Pump, call, sha
 from kit.certs import VERSIONS, Server, connect, delete, ended_once, make_ctx, pem_of, refuse_alpn
-from kit.loop import Mux, R, Recorder
+from kit.conformance import Pump, call, sha
+from kit.loop import Mux, R, Recorder, free_port
+from kit.streams import captured_log
 
+import usocket_asyncio as u
 import usocket_asyncio._tls as tls_mod
 from usocket_asyncio import (
     CreateTCPSocketProvider,
+    CreateTLSSocketProvider,
     IInstanceLog,
     ISocket,
     ISocketProvider,
+    ShutdownReason,
     SocketModeError,
 )
 from usocket_asyncio._context import default_server_cert
-
-# the kit's names test_contract.py still imports from here
-__all__ = ["Server", "connect", "delete", "ended_once", "make_ctx", "pem_of"]
-
 
 # --------------------------------------------------------------------------- helpers
 
@@ -489,3 +492,252 @@ def test_upgrade_misuse(mux: Mux, log: IInstanceLog, ca: Any, prov: ISocketProvi
     with pytest.raises(SocketModeError):
         prov.UpgradeToTLSSocket(idle, mux, Recorder(), log, False, cctx)
     delete(tls_c, tserver, listener, idle)
+
+
+# ------------------------------ upgrades, ALPN callbacks, the bounded close, TLS-only calls
+
+
+@pytest.mark.parametrize("name", ["tls", "dtls"])
+@pytest.mark.parametrize("cert_for", ["alt.example", "other.example", "sni"])
+def test_upgrade_checks_the_name_given_to_connect(
+    mux: Mux, log: IInstanceLog, ca: Any, prov: ISocketProvider, name: str, cert_for: str
+) -> None:
+    """The client's plain socket connected with serverName "alt.example": its upgrade
+    checks the server's certificate against that name (not the IP literal); a
+    certificate for another name fails with SOCKET_TLS_HANDSHAKE_FAILED; the name is
+    sent by SNI ("sni": the server's default certificate is for another name, the
+    one for "alt.example" is chosen by SNI)."""
+    plain = u.CreateUDPSocketProvider() if name == "dtls" else CreateTCPSocketProvider()
+    sctx = make_ctx(prov, log, cert=pem_of(ca, "other.example" if cert_for == "sni" else cert_for))
+    if cert_for == "sni":
+        sctx.SetServerCertificate(pem_of(ca, "alt.example"), None, "alt.example")
+    cctx = make_ctx(prov, log, trust=ca.cert_pem.bytes())
+    if name == "dtls":
+        sctx.EnableDTLS(False)
+        cctx.EnableDTLS(False)
+    srv = Server(mux, log, prov if name == "dtls" else plain, sctx if name == "dtls" else None)
+    if name == "tls":  # a plain TCP server that upgrades each accepted connection
+        tls_srec = Recorder("tls-server")
+
+        def upgrade(s: ISocket) -> None:
+            srv.socks[99] = prov.UpgradeToTLSSocket(s, mux, tls_srec, log, True, sctx)
+
+        orig = srv._on_listen
+
+        def on_listen(sock: ISocket, addr: str, port: int) -> None:
+            orig(sock, addr, port)
+            srv.recs[-1].hooks["accept"] = upgrade
+
+        srv.lrec.hooks["listen"] = on_listen
+    urec = Recorder("plain-client")
+    usock = plain.CreateSocket(mux, urec, log)
+    call(urec, usock.Connect, f"127.0.0.1:{srv.port}", "alt.example")
+    mux.run_until(lambda: "connect" in urec.names())
+    crec = Recorder("client")
+    csock = call(urec, prov.UpgradeToTLSSocket, usock, mux, crec, log, False, cctx)
+    mux.run_until(lambda: bool(crec.events), what="the client's handshake")
+    if cert_for != "other.example":
+        assert crec.names() == ["upgraded"], crec.events
+    else:
+        ended_once(crec, R.SOCKET_TLS_HANDSHAKE_FAILED)
+        assert crec.names() == ["shutdown"]
+    assert urec.names() == ["connect"] and not urec.violations
+    delete(csock, *srv.socks.values())
+    srv.socks.clear()
+    srv.close()
+
+
+@pytest.mark.parametrize("name", ["tls", "dtls"])
+def test_upgrade_inside_connect_and_accept_complete(
+    mux: Mux, log: IInstanceLog, ca: Any, prov: ISocketProvider, name: str
+) -> None:
+    """UpgradeToTLSSocket straight from SocketConnectComplete (and, for TLS, from the
+    server's SocketAcceptComplete): the handshake completes on both sides, data flows,
+    and the plain sockets' users hear nothing more."""
+    plain = u.CreateUDPSocketProvider() if name == "dtls" else CreateTCPSocketProvider()
+    sctx = make_ctx(prov, log, cert=pem_of(ca, "localhost", "127.0.0.1"))
+    cctx = make_ctx(prov, log, trust=ca.cert_pem.bytes())
+    if name == "dtls":
+        sctx.EnableDTLS(False)
+        cctx.EnableDTLS(False)
+    srec = Recorder("tls-server")
+    srv = Server(mux, log, prov if name == "dtls" else plain, sctx if name == "dtls" else None)
+    if name == "tls":
+        orig = srv._on_listen
+
+        def on_listen(sock: ISocket, addr: str, port: int) -> None:
+            orig(sock, addr, port)
+            prec = srv.recs[-1]
+            prec.hooks["accept"] = lambda s: srv.socks.__setitem__(
+                0, call(prec, prov.UpgradeToTLSSocket, s, mux, srec, log, True, sctx)
+            )
+
+        srv.lrec.hooks["listen"] = on_listen
+    crec = Recorder("client")
+    urec = Recorder("plain-client")
+    got: list[ISocket] = []
+    urec.hooks["connect"] = lambda s: got.append(
+        call(urec, prov.UpgradeToTLSSocket, s, mux, crec, log, False, cctx)
+    )
+    usock = plain.CreateSocket(mux, urec, log)
+    call(urec, usock.Connect, f"127.0.0.1:{srv.port}")
+    server_up = "upgraded" if name == "tls" else "accept"
+    peer_rec = srec if name == "tls" else None
+    mux.run_until(
+        lambda: (
+            crec.shutdown is not None
+            or ("upgraded" in crec.names() and 0 in srv.socks and bool(srv.recs))
+        ),
+        what="both handshakes",
+    )
+    peer_rec = peer_rec or srv.recs[0]
+    mux.run_until(lambda: server_up in peer_rec.names() or peer_rec.shutdown is not None)
+    assert crec.names() == ["upgraded"], crec.events
+    assert peer_rec.names() == [server_up], peer_rec.events
+    peer = srv.socks[0]
+    call(peer_rec, peer.Recv, bytearray(5))
+    call(crec, got[0].Send, b"hello")
+    mux.run_until(lambda: peer_rec.received == b"hello")
+    assert urec.names() == ["connect"] and not urec.violations
+    if name == "tls":
+        assert srv.recs[0].names() == ["accept"]
+    delete(got[0], peer)
+    srv.socks.clear()
+    srv.close()
+
+
+@pytest.mark.parametrize("name", ["tls", "dtls"])
+@pytest.mark.parametrize("action", ["delete", "raise"])
+def test_alpn_callback_deletes_or_raises(
+    mux: Mux, log: IInstanceLog, ca: Any, name: str, action: str
+) -> None:
+    """Delete inside SocketAcceptSelectedALPNProtocol: nothing after it on that socket.
+    An exception in it goes to the loop's exception handler, and the connection goes on
+    as if it had returned True (the default)."""
+    prov = CreateTLSSocketProvider(CreateTCPSocketProvider())
+    sctx = make_ctx(prov, log, cert=pem_of(ca, "localhost", "127.0.0.1"))
+    cctx = make_ctx(prov, log, trust=ca.cert_pem.bytes())
+    if name == "dtls":
+        sctx.EnableDTLS(False)
+        cctx.EnableDTLS(False)
+    sctx.SetALPNProtocols(["b", "a"])
+    cctx.SetALPNProtocols(["a", "b"])
+    srv = Server(mux, log, prov, sctx)
+    crec = Recorder("client")
+
+    def on_alpn(s: ISocket, protocol: str) -> bool:
+        if action == "delete":
+            s.Delete()
+            return False
+        raise RuntimeError("app bug")
+
+    crec.hooks["alpn"] = on_alpn
+    cli, _ = connect(mux, log, prov, cctx, srv.port, "localhost", crec)
+    if action == "delete":
+        mux.run_until(lambda: bool(crec.events))
+        mux.run_for(0.2)
+        assert crec.events == [("alpn", "b")] and not crec.violations
+    else:
+        mux.run_until(lambda: crec.shutdown is not None or "connect" in crec.names())
+        assert crec.names() == ["alpn", "connect"], crec.events
+        errs = mux.take_errors()
+        assert len(errs) == 1 and isinstance(errs[0]["exception"], RuntimeError)
+        mux.run_until(lambda: 0 in srv.socks)
+        peer, prec = srv.socks[0], srv.recs[0]
+        call(prec, peer.Recv, bytearray(4))
+        call(crec, cli.Send, b"data")
+        mux.run_until(lambda: prec.received == b"data")
+        delete(cli)
+    srv.close()
+
+
+def test_tls_shutdown_waits_a_bounded_time_for_close_notify(
+    mux: Mux, ca: Any, prov: ISocketProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Our Shutdown sends close_notify; a peer that never answers it (a stdlib TLS server
+    that stops reading after its handshake) does not keep the socket open: after the
+    bounded wait it ends with SOCKET_SHUTDOWN_NORMAL, once, and the wait is logged."""
+    monkeypatch.setattr(tls_mod, "SHUTDOWN_TIMEOUT", 0.5)
+    log, lines = captured_log(u.LOG_TLS)
+    sctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(sctx)
+    release = threading.Event()
+    with socket.socket() as lsock:
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(1)
+        lsock.settimeout(10)
+
+        def serve() -> None:
+            conn, _ = lsock.accept()
+            conn.settimeout(10)
+            with sctx.wrap_socket(conn, server_side=True):
+                release.wait(10)  # never reads: our close_notify stays unanswered
+
+        t = threading.Thread(target=serve, daemon=True)
+        t.start()
+        try:
+            cctx = make_ctx(prov, log, trust=ca.cert_pem.bytes())
+            cli, crec = connect(mux, log, prov, cctx, lsock.getsockname()[1])
+            mux.run_until(lambda: bool(crec.events), what="the handshake")
+            assert crec.names() == ["connect"], crec.events
+            call(crec, cli.Shutdown)
+            mux.run_until(lambda: crec.shutdown is not None, 10, "the bounded close")
+            assert t.is_alive() and not release.is_set()  # the peer never answered
+            ended_once(crec, R.SOCKET_SHUTDOWN_NORMAL)
+            assert "timed out" in lines.text(), lines.text()
+            delete(cli)
+        finally:
+            release.set()
+            t.join(10)
+
+
+def test_tls_delete_inside_upgrade_complete(
+    mux: Mux, log: IInstanceLog, ca: Any, prov: ISocketProvider
+) -> None:
+    """Delete inside SocketUpgradeToTLSComplete: nothing after it; the peer ends."""
+    tcp = CreateTCPSocketProvider()
+    sctx = make_ctx(prov, log, cert=pem_of(ca, "127.0.0.1"))
+    cctx = make_ctx(prov, log, trust=ca.cert_pem.bytes())
+    lrec, trec, srec = Recorder("listener"), Recorder("tcp-server"), Recorder("tls-server")
+    got: list[ISocket] = []
+    lrec.hooks["bind"] = lambda s, a, p: s.Listen()
+    lrec.hooks["listen"] = lambda s, a, p: s.Accept(trec)
+    trec.hooks["accept"] = lambda s: got.append(
+        prov.UpgradeToTLSSocket(s, mux, srec, log, True, sctx)
+    )
+    srec.hooks["upgraded"] = lambda s: s.Recv(bytearray(4))
+    lsock = tcp.CreateSocket(mux, lrec, log)
+    call(lrec, lsock.Bind, "127.0.0.1", 0)
+    mux.run_until(lambda: bool(lrec.events))
+    urec, crec = Recorder("tcp-client"), Recorder("tls-client")
+    crec.hooks["upgraded"] = lambda s: (s.Send(b"late"), s.Delete())
+    urec.hooks["connect"] = lambda s: got.append(
+        prov.UpgradeToTLSSocket(s, mux, crec, log, False, cctx)
+    )
+    usock = tcp.CreateSocket(mux, urec, log)
+    call(urec, usock.Connect, f"127.0.0.1:{lrec.events[0][2]}")
+    mux.run_until(lambda: srec.shutdown is not None, what="the server's end")
+    mux.run_for(0.05)
+    assert crec.names() == ["upgraded"] and not crec.violations
+    assert srec.names()[0] == "upgraded" and srec.names().count("shutdown") == 1
+    delete(lsock, *got)
+
+
+@pytest.mark.parametrize(
+    "make", [CreateTCPSocketProvider, u.CreateUDPSocketProvider, u.CreateLocalSocketProvider]
+)
+def test_tls_only_calls_on_other_providers_raise(
+    mux: Mux, log: IInstanceLog, make: Callable[[], ISocketProvider]
+) -> None:
+    """UpgradeToTLSSocket belongs to the TLS provider: elsewhere it is a caller's mistake
+    (SocketModeError naming the right provider), and the socket passed in is left as it
+    was."""
+    prov = make()
+    rec = Recorder()
+    sock = CreateTCPSocketProvider().CreateSocket(mux, rec, log)
+    with pytest.raises(SocketModeError, match="CreateTLSSocketProvider"):
+        prov.UpgradeToTLSSocket(sock, mux, Recorder(), log)
+    sock.Connect(f"127.0.0.1:{free_port()}")
+    mux.run_until(lambda: rec.shutdown is not None)
+    assert rec.events == [("shutdown", ShutdownReason.SOCKET_CONNECT_REJECTED)]
+    sock.Delete()

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conformance import call
 from kit.certs import Server, delete, ended_once, make_ctx, pem_of
+from kit.conformance import call
 from kit.loop import Mux, R, Recorder, free_port
 from kit.peers import peer, ready_peer, wait_for_exit
 

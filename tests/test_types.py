@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
+import pytest
+from kit.conformance import DATAGRAM_KINDS, STREAM_KINDS, DatagramKind, StreamKind, tls_kind
+from kit.loop import Mux, Recorder
+
 import usocket_asyncio as u
+from usocket_asyncio import IInstanceLog
 
 
 def test_shutdown_reasons_have_the_sdk_values() -> None:
@@ -122,3 +130,138 @@ def test_usocket_shutdown_is_abstract() -> None:
 
     app = App()
     assert app.SocketAcceptSelectedALPNProtocol(None, "h2") is True  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- signatures
+
+API_SIGNATURES: dict[str, dict[str, str]] = {
+    "ISocketProvider": {
+        "CreateSocketContext": "(self, log)",
+        "CreateSocket": "(self, iomux, user, log, useIPv6=False, socketContext=None)",
+        "UpgradeToTLSSocket": (
+            "(self, fromTCPSocket, iomux, user, log, initServerSide=False, socketContext=None)"
+        ),
+        "Delete": "(self)",
+    },
+    "ISocketContext": {
+        "SetServerCertificate": "(self, cert, certLen=None, hostName=None)",
+        "SetClientCertificate": "(self, cert, certLen=None, hostName=None)",
+        "DisableClientCertificate": "(self)",
+        "GetCertificateFingerprint": "(self)",
+        "SetALPNProtocols": "(self, alpnList)",
+        "SetALPNProcotols": "(self, alpnList)",
+        "EnableDTLS": "(self, useSrtp)",
+        "SetTrustedCertificates": "(self, pem)",
+        "DisableCertificateVerification": "(self)",
+        "Delete": "(self)",
+    },
+    "ISocket": {
+        "Connect": "(self, address, serverName=None)",
+        "Bind": "(self, localAddr=None, localPort=0, reuseAddr=False)",
+        "Listen": "(self)",
+        "Accept": "(self, remoteUser)",
+        "Shutdown": "(self)",
+        "Send": "(self, buf, len=None)",
+        "SendTo": "(self, buf, len, dstAddr, dstPort)",
+        "Recv": "(self, buf, len=None, recvPartial=False)",
+        "RecvCancel": "(self)",
+        "SetUser": "(self, user)",
+        "GetLocalAddress": "(self)",
+        "SetQoS": "(self, traffic)",
+        "Delete": "(self)",
+        "GetSrtpProfile": "(self)",
+        "GetSrtpKeys": "(self)",
+    },
+    "USocket": {
+        "SocketConnectComplete": "(self, socket)",
+        "SocketBindResult": "(self, socket, localAddr, localPort)",
+        "SocketListenResult": "(self, socket, remoteAddr, remotePort)",
+        "SocketAcceptComplete": "(self, socket)",
+        "SocketShutdown": "(self, socket, reason)",
+        "SocketSendResult": "(self, socket)",
+        "SocketRecvResult": "(self, socket, buf, len)",
+        "SocketRecvFromResult": "(self, socket, buf, len, srcAddr, srcPort)",
+        "SocketRecvCanceled": "(self, socket, buf)",
+        "SocketUpgradeToTLSComplete": "(self, socket)",
+        "SocketAcceptSelectedALPNProtocol": "(self, socket, protocol)",
+    },
+    "IIoMux": {
+        "Create": "(*, uvloop=False)",
+        "FromLoop": "(loop=None)",
+        "Run": "(self)",
+        "Terminate": "(self)",
+    },
+    "ITimer": {
+        "__init__": "(self, iomux, user)",
+        "Start": "(self, ms)",
+        "Cancel": "(self)",
+        "IsRunning": "(self)",
+    },
+    "UTimer": {"TimerOnTimeout": "(self, timer)"},
+    "IInstanceLog": {
+        "__init__": "(self, logFlags=0, logger=None)",
+        "Log": "(self, flag, fmt, *args)",
+        "HexDump": "(self, flag, buf, len=None)",
+        "LogFlagSet": "(self, flag)",
+        "SetLogFlags": "(self, flags)",
+    },
+}
+FACTORIES = {
+    "CreateTCPSocketProvider": "()",
+    "CreateTLSSocketProvider": "(tcpSocketProvider=None)",
+    "CreateUDPSocketProvider": "()",
+    "CreateLocalSocketProvider": "()",
+}
+
+
+def plain_signature(fn: Any) -> str:
+    """A signature as API.md writes it: names, defaults and markers, no annotations."""
+    sig = inspect.signature(fn)
+    # the compiled build's methods take `self` positionally only: `(self, /, ...)`
+    return str(sig.replace(
+        parameters=[
+            p.replace(annotation=p.empty, kind=p.POSITIONAL_OR_KEYWORD)
+            if p.name == "self" else p.replace(annotation=p.empty)
+            for p in sig.parameters.values()
+        ],
+        return_annotation=sig.empty,
+    ))  # fmt: skip
+
+
+def test_the_public_signatures_are_api_md() -> None:
+    """Every name API.md lists, with its parameter names and defaults (apps pass them by
+    keyword: useIPv6=, socketContext=, recvPartial=, len=)."""
+    got = {
+        cls: {name: plain_signature(getattr(getattr(u, cls), name)) for name in methods}
+        for cls, methods in API_SIGNATURES.items()
+    }
+    assert got == API_SIGNATURES
+    assert {name: plain_signature(getattr(u, name)) for name in FACTORIES} == FACTORIES
+    assert u.shutdownreason_t is u.ShutdownReason
+    assert isinstance(u.IIoMux.loop, property)
+
+
+@pytest.mark.parametrize("name", ["tcp", "local", "tls", "dtls", "udp"])
+def test_each_kinds_classes_keep_the_signatures(
+    mux: Mux, log: IInstanceLog, ca: Any, name: str
+) -> None:
+    """The concrete provider, socket and context classes of each kind keep the
+    parameter names and defaults of the documented ones."""
+    kinds: dict[str, StreamKind | DatagramKind] = {
+        "tcp": STREAM_KINDS["tcp4"],
+        "local": STREAM_KINDS["local"],
+        "tls": tls_kind(ca, "tls13"),
+        "dtls": DATAGRAM_KINDS["dtls"],
+        "udp": DATAGRAM_KINDS["udp4-bound"],
+    }
+    kind = kinds[name]
+    prov = kind.provider()
+    ctx = kind.client_context(prov, log)
+    sock = prov.CreateSocket(mux, Recorder(), log, False, ctx)
+    pairs: list[tuple[Any, str]] = [(prov, "ISocketProvider"), (sock, "ISocket")]
+    if ctx is not None:
+        pairs.append((ctx, "ISocketContext"))
+    for obj, api in pairs:
+        for meth, want in API_SIGNATURES[api].items():
+            assert plain_signature(getattr(type(obj), meth)) == want, (type(obj), meth)
+    sock.Delete()

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import pytest
-from conformance import call
+from kit.conformance import call
 from kit.loop import Mux, Recorder, free_port, have_ipv6
 
 from usocket_asyncio import (

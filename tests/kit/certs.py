@@ -8,8 +8,6 @@ import os
 import ssl
 from typing import Any
 
-from conformance import call
-
 from usocket_asyncio import (
     IInstanceLog,
     ISocket,
@@ -19,6 +17,7 @@ from usocket_asyncio import (
 )
 from usocket_asyncio._context import SocketContext
 
+from .conformance import call
 from .loop import Mux, Recorder
 
 VERSIONS = {"tls12": ssl.TLSVersion.TLSv1_2, "tls13": ssl.TLSVersion.TLSv1_3}
