@@ -352,10 +352,10 @@ class SocketBase(ISocket):
                 self.LOG_FLAG, "%s %x: %s -> %s", self.KIND, id(self), old.value, new.value
             )
 
-    @staticmethod
-    def _illegal(old: State, new: State) -> str:
+    def _illegal(self, old: State, new: State) -> str:
         """Hook: the sentence for a move the table forbids (what to do instead; a
-        deleted socket's is `_set_state`'s)."""
+        deleted socket's is `_set_state`'s). A method, not a static one: the compiled
+        build calls a static method of the base without looking at the kind."""
         return f"a socket that is {old.value} cannot become {new.value}"
 
     def _check_thread(self, call: str) -> None:

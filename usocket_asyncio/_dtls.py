@@ -298,8 +298,7 @@ class DTLSSocket(SocketBase):
 
     # ------------------------------------------------------------------ state, log
 
-    @staticmethod
-    def _illegal(old: State, new: State) -> str:
+    def _illegal(self, old: State, new: State) -> str:
         if new in (S.CONNECTING, S.BINDING):
             return (
                 f"Connect/Bind on a DTLS socket that is {old.value}: the first of Bind or "

@@ -237,8 +237,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
 
     # ------------------------------------------------------------------ state machine
 
-    @staticmethod
-    def _illegal(old: State, new: State) -> str:
+    def _illegal(self, old: State, new: State) -> str:
         if new is S.CONNECTING or new is S.BINDING:
             return (
                 f"Connect/Bind on a socket that is {old.value}: each socket is either a client "
@@ -246,7 +245,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
             )
         if new is S.LISTENING:
             return f"Listen on a socket that is {old.value}: call Bind first, then Listen once"
-        return SocketBase._illegal(old, new)
+        return SocketBase._illegal(self, old, new)
 
     # ------------------------------------------------------------------ deferral, the end
 

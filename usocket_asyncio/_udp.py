@@ -177,7 +177,7 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
             log, self.LOG_FLAG, self.KIND, id(self), "datagram", HOLD_DATAGRAMS, HOLD_BYTES
         )
         # send side
-        self._cache: list[tuple[bytes, Any]] = []
+        self._cache: list[tuple[Any, Any]] = []  # (datagram: bytes or bytearray, dst)
         self._shutdown_wanted = False
         self._last_ip: Any = None
         self._last_port = -1
@@ -195,8 +195,7 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
 
     # ------------------------------------------------------------------ state machine
 
-    @staticmethod
-    def _illegal(old: State, new: State) -> str:
+    def _illegal(self, old: State, new: State) -> str:
         if new is S.CONNECTING and old in (S.BINDING, S.BOUND):
             return (
                 "Connect on a bound UDP socket: the first of Bind or Connect fixes the mode. "
@@ -359,7 +358,7 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
         except OSError as e:
             self._fail_log("cannot clear SO_REUSEADDR", e)
 
-    def _flush_to(self, data: bytes, dst: tuple[IPaddr, int]) -> None:
+    def _flush_to(self, data: Any, dst: tuple[IPaddr, int]) -> None:
         """Send a datagram cached while binding (its address checked against the family now)."""
         try:
             addr = self._dest(dst[0], dst[1])
