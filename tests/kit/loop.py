@@ -43,6 +43,11 @@ ALL_LOG_FLAGS = int(
 POLL = 0.02
 """Seconds between two checks of a waited-for condition when nothing wakes the wait."""
 
+READY_ROUNDS = 50
+"""Loop iterations `Mux.run_ready` runs at most."""
+MIN_ROUNDS = 3
+"""Loop iterations `Mux.run_ready` runs at least."""
+
 _waiting: list[asyncio.Future[None]] = []
 
 
@@ -105,6 +110,25 @@ class Mux(IIoMux):
     def run_for(self, seconds: float) -> None:
         """Run the loop for `seconds`."""
         self.loop.run_until_complete(asyncio.sleep(seconds))
+
+    def run_ready(self, rounds: int = READY_ROUNDS) -> None:
+        """Run the loop until nothing is left to do now, without waiting for time to pass:
+        what was scheduled (closes, deferred callbacks, and what they schedule in turn) and
+        what the kernel already has for us (bytes, ends of connections) is handled. On
+        asyncio it stops after `MIN_ROUNDS` iterations once an iteration's poll found
+        nothing and no callback is queued; uvloop shows no queue, so it runs all `rounds`
+        (each iteration polls without blocking: microseconds)."""
+        loop = self.loop
+        queue = getattr(loop, "_ready", None)  # asyncio's queue of handles to run
+
+        async def spin() -> None:
+            for i in range(rounds):
+                await asyncio.sleep(0)
+                # here this iteration's poll has queued its callbacks (after this task)
+                if queue is not None and i + 1 >= MIN_ROUNDS and not queue:
+                    return
+
+        loop.run_until_complete(spin())
 
     def take_errors(self) -> list[dict[str, Any]]:
         """The exception-handler calls so far, and forget them (for tests that expect some)."""
