@@ -356,24 +356,60 @@ def check_flush_on_shutdown(mux: Mux, log: IInstanceLog, kind: StreamKind, tmp: 
     close_pair(mux, p)
 
 
+SLOW_READ = 16 * 1024
+"""Bytes the slow reader of `check_shutdown_slow_reader` takes per Recv."""
+SLOW_PAUSE = 0.015
+"""Seconds it rests between two Recvs (16 KiB / 15 ms: about 1 MiB/s, slower under load)."""
+SMALL_KERNEL_BUFFER = 64 * 1024
+"""SO_SNDBUF/SO_RCVBUF of both ends there (the kernel doubles it)."""
+
+
+def set_kernel_buffers(sock: ISocket, size: int) -> None:
+    """Fix the kernel's send and receive buffers of a connected library socket (no
+    autotuning), so that what a test sends beyond them waits in the library."""
+    raw = sock._raw_socket()  # type: ignore[attr-defined]
+    assert raw is not None, "a connected socket has a kernel socket"
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+
+
 def check_shutdown_slow_reader(mux: Mux, log: IInstanceLog, kind: StreamKind, tmp: str) -> None:
     """Shutdown with megabytes queued to a slow reader: every byte arrives (hash equal),
     then BY_PEER; the sender gets its SendResult and NORMAL only after all left, however
-    long the peer takes (here longer than any fixed linger would allow)."""
+    long the peer takes: here longer than the wait for the peer's close (LINGER_TIMEOUT,
+    TLS SHUTDOWN_TIMEOUT) and than several stall limits, the limits a drain with a fixed
+    deadline would use.
+
+    The kernel buffers of both ends are made small, so nearly all of the stream waits in
+    the library while the reader takes it; what the drain lasts is then the stream's size
+    over the reader's pace, and the size is chosen to outlast those limits by a margin
+    (asserted: with larger kernel buffers the drain would end sooner and prove less)."""
+    from usocket_asyncio._stream import LINGER_TIMEOUT
+    from usocket_asyncio._tls import SHUTDOWN_TIMEOUT
+
+    longest = SHUTDOWN_TIMEOUT if kind.flag == int(u.LogFlags.LOG_TLS) else LINGER_TIMEOUT
+    stall = 0.8
     p = make_pair(mux, log, kind, tmp)
-    data = random.Random(17).randbytes(20 * 1024 * 1024)
-    call(p.crec, p.client.Send, data)
-    call(p.crec, p.client.Shutdown)
-    buf = bytearray(48 * 1024)
+    set_stall_limit(p.client, stall)
+    set_kernel_buffers(p.client, SMALL_KERNEL_BUFFER)
+    set_kernel_buffers(p.server, SMALL_KERNEL_BUFFER)
+    pace = SLOW_READ / SLOW_PAUSE  # bytes per second, at most
+    data = random.Random(17).randbytes(int((longest + 0.6) * pace))
+    buf = bytearray(SLOW_READ)
+    times: dict[str, float] = {}
 
     def again(s: ISocket) -> None:
         if p.srec.shutdown is None:
             s.Recv(buf, None, True)
 
-    def slowly(s: ISocket, b: Any, n: int) -> None:  # about 3 MiB/s
-        mux.loop.call_later(0.015, again, s)
+    def slowly(s: ISocket, b: Any, n: int) -> None:
+        mux.loop.call_later(SLOW_PAUSE, again, s)
 
     p.srec.hooks["recv"] = slowly
+    p.crec.hooks["shutdown"] = lambda s, r: times.setdefault("end", mux.loop.time())
+    times["start"] = mux.loop.time()
+    call(p.crec, p.client.Send, data)
+    call(p.crec, p.client.Shutdown)
     call(p.srec, p.server.Recv, buf, None, True)
     mux.run_until(
         lambda: p.crec.shutdown is not None and p.srec.shutdown is not None,
@@ -384,6 +420,8 @@ def check_shutdown_slow_reader(mux: Mux, log: IInstanceLog, kind: StreamKind, tm
     assert p.crec.names() == ["connect", "send", "shutdown"], p.crec.names()
     assert p.crec.shutdown is ShutdownReason.SOCKET_SHUTDOWN_NORMAL
     assert p.srec.shutdown is ShutdownReason.SOCKET_SHUTDOWN_BY_PEER
+    drained = times["end"] - times["start"]
+    assert drained > max(longest, 3 * stall), f"the drain took only {drained:.2f} s"
     close_pair(mux, p)
 
 
