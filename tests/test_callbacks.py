@@ -272,11 +272,15 @@ def test_client_made_with_no_user_gets_its_callbacks_after_set_user(
     def reads_on(s: ISocket, *_: Any) -> None:
         s.Recv(bytearray(64), None, True)
 
+    def greets(s: ISocket) -> None:
+        s.Send(greeting)
+        reads_on(s)
+
     def on_listen(sock: ISocket, a: str, p: int) -> None:
         # the server greets, then reads until the client's end, and ends too (so the
         # client's Shutdown needs no wait for a peer that never closes)
         rec = Recorder("server")
-        rec.hooks["accept"] = lambda s: (s.Send(greeting), reads_on(s))
+        rec.hooks["accept"] = greets
         rec.hooks["recv"] = reads_on
         sock.Accept(rec)
 
