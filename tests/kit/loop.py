@@ -84,9 +84,12 @@ class Mux(IIoMux):
         self.errors: list[dict[str, Any]] = []
         self.loop.set_exception_handler(lambda loop, ctx: self.errors.append(ctx))
 
-    def run_until(self, cond: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
+    def run_until(
+        self, cond: Callable[[], bool], timeout: float = 10.0, what: str = "", poll: float = POLL
+    ) -> None:
         """Run the loop until `cond()` is true (checked at each `wake()`, else every
-        `POLL` seconds); fail the test after `timeout` seconds."""
+        `poll` seconds: shorter for a condition on state no recorder sees change);
+        fail the test after `timeout` seconds."""
         deadline = time.monotonic() + timeout
 
         async def waiter() -> None:
@@ -97,7 +100,7 @@ class Mux(IIoMux):
                     raise AssertionError(f"timed out after {timeout}s waiting for {what or cond}")
                 fut: asyncio.Future[None] = loop.create_future()
                 _waiting.append(fut)
-                timer = loop.call_later(min(POLL, left), _resolve, fut)
+                timer = loop.call_later(min(poll, left), _resolve, fut)
                 try:
                     await fut
                 finally:
