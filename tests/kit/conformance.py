@@ -1431,7 +1431,7 @@ def _dgram_delete_in(mux: Mux, log: IInstanceLog, kind: DatagramKind, where: str
         srv = dgram_server(mux, log, kind)
         a = dgram_client(mux, log, kind, srv.port, arec, before=lambda a: a.send(b"cached"))
         mux.run_until(lambda: bool(seen), what=where)
-        mux.run_for(0.1)
+        mux.run_ready()  # what was due (datagrams sent, callbacks queued) runs now
         assert arec.names() == [where], arec.events
         close_dgram_pair(DgPair(a, a, srv))
         return
@@ -1447,7 +1447,7 @@ def _dgram_delete_in(mux: Mux, log: IInstanceLog, kind: DatagramKind, where: str
     elif where == "shutdown":
         call(arec, p.a.sock.Shutdown)
     mux.run_until(lambda: bool(seen), what=where)
-    mux.run_for(0.1)
+    mux.run_ready()  # what was due (datagrams sent, callbacks queued) runs now
     assert seen == [where]
     assert arec.names()[-1] == where and arec.names().count(where) == 1, arec.events
     close_dgram_pair(p)
@@ -1472,7 +1472,7 @@ def _dgram_delete_server_in(mux: Mux, log: IInstanceLog, kind: DatagramKind, whe
         srv.rec.hooks["listen"] = deleter
     a = dgram_client(mux, log, kind, srv.port)
     mux.run_until(lambda: bool(seen), what=where)
-    mux.run_for(0.2)
+    mux.run_ready()  # what was due (datagrams sent, callbacks queued) runs now
     assert seen == [where]
     assert srv.rec.names() == ["bind", "listen"], srv.rec.events
     if where == "accept":
