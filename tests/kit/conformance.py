@@ -261,7 +261,7 @@ def check_exact_and_partial(mux: Mux, log: IInstanceLog, kind: StreamKind, tmp: 
     call(p.srec, p.server.Recv, b2, 100, True)  # partial
     call(p.srec, p.server.Recv, b3, 5)  # exact
     call(p.crec, p.client.Send, b"0123456")
-    mux.run_for(0.05)
+    mux.run_ready()
     assert "recv" not in p.srec.names(), "an exact Recv completed early"
     call(p.crec, p.client.Send, b"789abc")
     mux.run_until(lambda: p.srec.names().count("recv") >= 2, what="two recvs")
@@ -284,7 +284,7 @@ def check_recv_cancel(mux: Mux, log: IInstanceLog, kind: StreamKind, tmp: str) -
     call(p.srec, p.server.Recv, b1, 8)
     call(p.srec, p.server.Recv, b2, 4)
     call(p.crec, p.client.Send, b"abc")
-    mux.run_for(0.05)
+    mux.run_ready()
     call(p.srec, p.server.RecvCancel)
     assert "canceled" not in p.srec.names()
     mux.run_until(lambda: p.srec.names().count("canceled") == 2, what="cancel callbacks")
@@ -452,7 +452,7 @@ def check_shutdown_stalled_reader(mux: Mux, log: IInstanceLog, kind: StreamKind,
     call(p.crec, p.client.Send, data)
     call(p.crec, p.client.Shutdown)
     mux.run_until(lambda: p.crec.shutdown is not None, timeout=20, what="giving up")
-    mux.run_for(0.05)
+    mux.run_ready()
     assert p.crec.names() == ["connect", "send", "shutdown"], p.crec.names()
     assert p.crec.shutdown is ShutdownReason.SOCKET_LOST
     # the peer, reading now, gets a prefix of the stream and never all of it
@@ -540,7 +540,7 @@ def check_delete_inside_callbacks(mux: Mux, log: IInstanceLog, kind: StreamKind,
     rec.hooks["connect"] = lambda s: s.Delete()
     connect(mux, log, kind, address, rec)
     mux.run_until(lambda: "connect" in rec.names())
-    mux.run_for(0.05)
+    mux.run_ready()
     assert rec.names() == ["connect"]
     # inside SocketRecvResult with more data and a SendResult due
     rec2 = Recorder("c2")
@@ -558,7 +558,7 @@ def check_delete_inside_callbacks(mux: Mux, log: IInstanceLog, kind: StreamKind,
     rec2.hooks["recv"] = on_recv
     call(srec, server.Send, b"xy")
     mux.run_until(lambda: "recv" in rec2.names())
-    mux.run_for(0.05)
+    mux.run_ready()
     assert rec2.names().count("recv") == 1 and rec2.names()[-1] == "recv"
     # inside SocketSendResult
     rec3 = Recorder("c3")
@@ -568,7 +568,7 @@ def check_delete_inside_callbacks(mux: Mux, log: IInstanceLog, kind: StreamKind,
     call(rec3, s3.Send, b"1")
     call(rec3, s3.Send, b"2")
     mux.run_until(lambda: "send" in rec3.names())
-    mux.run_for(0.05)
+    mux.run_ready()
     assert rec3.names() == ["connect", "send"]
     # inside SocketShutdown (the usual SDK pattern), and inside SocketAcceptComplete
     rec4 = Recorder("c4")
@@ -749,7 +749,7 @@ def check_nothing_kept_calls_before_run(
     ended_once(crec, ShutdownReason.SOCKET_SHUTDOWN_NORMAL)
     ended_once(srec, ShutdownReason.SOCKET_SHUTDOWN_BY_PEER)
     assert delete_live(mux) == 3
-    mux.run_for(0.05)
+    mux.run_ready()
     assert not lrec.violations
 
 
@@ -819,7 +819,7 @@ def check_sendto_ignored(mux: Mux, log: IInstanceLog, kind: StreamKind, tmp: str
     call(p.crec, p.client.SendTo, b"not sent", None, "127.0.0.1", 9)
     call(p.crec, p.client.Send, b"sent")
     mux.run_until(lambda: p.srec.received != b"" and p.crec.sends_done == 1)
-    mux.run_for(0.05)
+    mux.run_ready()
     assert p.srec.received == b"sent" and p.crec.names() == ["connect", "send"]
     close_pair(mux, p)
 
@@ -965,7 +965,7 @@ def check_delete_inside_bind_accept_and_canceled(
         call(lrec, lsock.Bind, *kind.bind_args(tmp))
         mux.run_until(lambda lrec=lrec: bool(lrec.events))  # type: ignore[misc]
         if where == "bind":
-            mux.run_for(0.05)
+            mux.run_ready()
             assert lrec.names() == ["bind"] and seen == ["bind"]
             continue
         address = kind.connect_address(str(lrec.events[0][1]), int(lrec.events[0][2]))
@@ -982,7 +982,7 @@ def check_delete_inside_bind_accept_and_canceled(
                 call(crec, csock.Recv, bytearray(8))
             call(crec, csock.RecvCancel)
             mux.run_until(lambda seen=seen: bool(seen))  # type: ignore[misc]
-            mux.run_for(0.05)
+            mux.run_ready()
             assert crec.names() == ["connect", "canceled"], crec.events
         assert seen == [where] and not crec.violations and not srec.violations
         for s in (lsock, csock):
@@ -1581,7 +1581,7 @@ def check_dgram_calls_from_another_thread_raise(
     said = from_another_thread(mux, calls)
     for name in calls:
         assert "call_soon_threadsafe" in said.get(name, ""), (name, said.get(name))
-    mux.run_for(0.05)
+    mux.run_ready()
     assert a.rec.names() == [kind.client_open] and b.rec.names() == [kind.server_open]
     b.recv(bytearray(16))
     a.send(b"still ok")
@@ -1600,14 +1600,14 @@ def check_dgram_held_reach_recv_before_lost(
         p.b.send(bytes([65 + i]) * 50)
     mux.run_until(lambda: len(p.a.sock._q.held) == 3)  # type: ignore[attr-defined]
     kind.break_transport(p.a.sock)
-    mux.run_for(0.05)
+    mux.run_ready()
     assert p.a.rec.names() == [kind.client_open], p.a.rec.events  # held, not ended
     for _ in range(4):
         p.a.recv(bytearray(50))
     mux.run_until(lambda: p.a.rec.shutdown is not None)
     assert p.a.got() == [50] * 3
     assert p.a.rec.received == b"A" * 50 + b"B" * 50 + b"C" * 50
-    mux.run_for(0.05)
+    mux.run_ready()
     ended_once(p.a.rec, ShutdownReason.SOCKET_LOST)
     close_dgram_pair(p)
 
@@ -1634,7 +1634,7 @@ def check_dgram_without_recv_holds_a_bounded_number(
     for _ in range(17):
         b.recv(bytearray(64))
     mux.run_until(lambda: len(b.got()) == 16)
-    mux.run_for(0.05)
+    mux.run_ready()
     assert b.rec.received == b"".join(i.to_bytes(2, "big") * 20 for i in range(16))
     a.send(b"fresh")
     mux.run_until(lambda: b.rec.received.endswith(b"fresh"))
@@ -1803,7 +1803,7 @@ def check_dgram_sendto_ignored(mux: Mux, log: IInstanceLog, kind: DatagramKind) 
     call(p.a.rec, p.a.sock.SendTo, b"not sent", None, "127.0.0.1", 9)
     p.a.send(b"sent")
     mux.run_until(lambda: p.b.rec.received != b"" and p.a.rec.sends_done == 1)
-    mux.run_for(0.05)
+    mux.run_ready()
     assert p.b.rec.received == b"sent" and p.a.rec.names() == ["connect", "send"]
     close_dgram_pair(p)
 
@@ -1918,7 +1918,7 @@ def check_dgram_nothing_kept_calls_before_run(
         mux.run_until(lambda: srec.shutdown is not None)
         ended_once(srec, ShutdownReason.SOCKET_SHUTDOWN_BY_PEER)
     assert delete_live(mux) == (3 if kind.listener else 2)
-    mux.run_for(0.05)
+    mux.run_ready()
     assert not lrec.violations and not srec.violations
 
 
