@@ -54,9 +54,10 @@ def mux(request: pytest.FixtureRequest) -> Iterator[Mux]:
     m = Mux(request.param)
     try:
         yield m
-        # let pending closes finish, then nothing may be left in the exception handler
+        # let pending closes finish (run until nothing is left to do now, not for a fixed
+        # time), then nothing may be left in the exception handler
         with contextlib.suppress(Exception):
-            m.run_for(0.01)
+            m.run_ready()
         assert not m.errors, f"the loop's exception handler was called: {m.errors}"
     finally:
         loop = m.loop

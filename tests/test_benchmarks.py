@@ -16,11 +16,14 @@ from benchmarks.run import runs_on
 from benchmarks.stats import fmt, paired, percent_more, spread
 
 ROOT = Path(__file__).resolve().parent.parent
+CALLGRIND_REQUESTS = 100
+"""Requests of the callgrind smoke run (valgrind's start takes most of its time)."""
 
 
 def tiny_run(out: Path, timeout: float, *args: str) -> subprocess.CompletedProcess[str]:
-    """`python -m benchmarks` for two short windows, its JSON written to `out`."""
-    argv = [sys.executable, "-m", "benchmarks", "--quick", "--windows", "2", "--duration", "0.1"]
+    """`python -m benchmarks` for two short windows (50 ms of ping-pong each), its JSON
+    written to `out`."""
+    argv = [sys.executable, "-m", "benchmarks", "--quick", "--windows", "2", "--duration", "0.05"]
     argv += [*args, "--no-memory", "--no-chart", "--no-callgrind", "--json", str(out)]
     proc = subprocess.run(
         argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
@@ -184,7 +187,8 @@ def test_report_help_is_argparse() -> None:
 def test_callgrind_counts_instructions_per_request(tmp_path: Path) -> None:
     out = tmp_path / "cg.json"
     argv = [sys.executable, "-m", "benchmarks.callgrind", "--kind", "tcp", "--loop", "asyncio"]
-    argv += ["--impls", "protocol,usocket-plain", "--requests", "300", "--json", str(out)]
+    argv += ["--impls", "protocol,usocket-plain", "--requests", str(CALLGRIND_REQUESTS)]
+    argv += ["--json", str(out)]
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=170, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "user-space instructions only" in proc.stdout
@@ -194,8 +198,8 @@ def test_callgrind_counts_instructions_per_request(tmp_path: Path) -> None:
         ("tcp", "asyncio", "usocket-plain"),
     ]
     for r in results:
-        assert r["requests"] == 300 and r["ir_window"] > r["ir_empty"] > 0
-        assert r["ir_per_request"] == (r["ir_window"] - r["ir_empty"]) / 300
+        assert r["requests"] == CALLGRIND_REQUESTS and r["ir_window"] > r["ir_empty"] > 0
+        assert r["ir_per_request"] == (r["ir_window"] - r["ir_empty"]) / CALLGRIND_REQUESTS
     assert "usocket-plain" in report.callgrind_markdown(results)
 
 

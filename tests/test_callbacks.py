@@ -146,17 +146,18 @@ def test_shutdown_sends_everything_first_without_send_results(mux: Mux, log: IIn
 
     def step() -> bool:
         nonlocal eof
-        try:
-            chunk = c.recv(1 << 16)
+        while not eof:
+            try:
+                chunk = c.recv(1 << 16)
+            except BlockingIOError:
+                break
             if not chunk:
                 eof = True
+                c.close()  # the peer closes at the end of the stream, as peers do
             got.extend(chunk)
-        except BlockingIOError:
-            pass
         return eof and bool(user.events)
 
     mux.run_until(step, timeout=30, what="all bytes, then the end")
-    c.close()
     assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
     assert user.events == [("shutdown", R.SOCKET_SHUTDOWN_NORMAL)]
     lsock.Delete()
@@ -268,9 +269,19 @@ def test_client_made_with_no_user_gets_its_callbacks_after_set_user(
         server_ctx, client_ctx = tls_ctx
     lrec = Recorder("listener")
 
+    def reads_on(s: ISocket, *_: Any) -> None:
+        s.Recv(bytearray(64), None, True)
+
+    def greets(s: ISocket) -> None:
+        s.Send(greeting)
+        reads_on(s)
+
     def on_listen(sock: ISocket, a: str, p: int) -> None:
+        # the server greets, then reads until the client's end, and ends too (so the
+        # client's Shutdown needs no wait for a peer that never closes)
         rec = Recorder("server")
-        rec.hooks["accept"] = lambda s: s.Send(greeting)
+        rec.hooks["accept"] = greets
+        rec.hooks["recv"] = reads_on
         sock.Accept(rec)
 
     lrec.hooks["bind"] = lambda s, a, p: s.Listen()
@@ -300,7 +311,7 @@ def test_client_made_with_no_user_gets_its_callbacks_after_set_user(
 def test_held_callbacks_skip_what_the_new_user_does_not_write(mux: Mux, log: IInstanceLog) -> None:
     """A Send made while the user is None: its result is held, and dropped for a user
     whose class writes no SocketSendResult; the ending is delivered once."""
-    lsock, lrec, _ = listener(mux, log, CreateTCPSocketProvider(), "127.0.0.1")
+    lsock, lrec, accepted = listener(mux, log, CreateTCPSocketProvider(), "127.0.0.1")
     sock = CreateTCPSocketProvider().CreateSocket(mux, None, log)
     sock.Connect(f"127.0.0.1:{bound_port(lrec)}")
     sock.Send(b"early")  # cached until connected
@@ -308,6 +319,12 @@ def test_held_callbacks_skip_what_the_new_user_does_not_write(mux: Mux, log: IIn
     mux.run_until(lambda: len(held._user.calls) >= 2, what="connect and send result, held")
     assert [c[0] for c in held._user.calls] == ["SocketConnectComplete", "SocketSendResult"]
     user = Minimal()
+    # the server reads until the client's end, and ends too (no wait for a peer that
+    # never closes)
+    mux.run_until(lambda: bool(accepted), what="accept")
+    server, srec = accepted[0]
+    srec.hooks["recv"] = lambda s, b, n: s.Recv(bytearray(64), None, True)
+    server.Recv(bytearray(64), None, True)
     sock.Shutdown()
     mux.run_until(lambda: held._user.calls[-1][0] == "SocketShutdown", what="held end")
     sock.SetUser(user)
@@ -315,6 +332,7 @@ def test_held_callbacks_skip_what_the_new_user_does_not_write(mux: Mux, log: IIn
     mux.run_for(0.02)
     assert user.events == [("shutdown", R.SOCKET_SHUTDOWN_NORMAL)]
     sock.Delete()
+    server.Delete()
     lsock.Delete()
 
 

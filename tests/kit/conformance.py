@@ -261,7 +261,7 @@ def check_exact_and_partial(mux: Mux, log: IInstanceLog, kind: StreamKind, tmp: 
     call(p.srec, p.server.Recv, b2, 100, True)  # partial
     call(p.srec, p.server.Recv, b3, 5)  # exact
     call(p.crec, p.client.Send, b"0123456")
-    mux.run_for(0.05)
+    mux.run_ready()
     assert "recv" not in p.srec.names(), "an exact Recv completed early"
     call(p.crec, p.client.Send, b"789abc")
     mux.run_until(lambda: p.srec.names().count("recv") >= 2, what="two recvs")
@@ -284,7 +284,7 @@ def check_recv_cancel(mux: Mux, log: IInstanceLog, kind: StreamKind, tmp: str) -
     call(p.srec, p.server.Recv, b1, 8)
     call(p.srec, p.server.Recv, b2, 4)
     call(p.crec, p.client.Send, b"abc")
-    mux.run_for(0.05)
+    mux.run_ready()
     call(p.srec, p.server.RecvCancel)
     assert "canceled" not in p.srec.names()
     mux.run_until(lambda: p.srec.names().count("canceled") == 2, what="cancel callbacks")
@@ -356,24 +356,66 @@ def check_flush_on_shutdown(mux: Mux, log: IInstanceLog, kind: StreamKind, tmp: 
     close_pair(mux, p)
 
 
+SLOW_READ = 16 * 1024
+"""Bytes the slow reader of `check_shutdown_slow_reader` takes per Recv."""
+SLOW_PAUSE = 0.015
+"""Seconds it rests between two Recvs (16 KiB / 15 ms: about 1 MiB/s, slower under load)."""
+SMALL_KERNEL_BUFFER = 64 * 1024
+"""SO_SNDBUF/SO_RCVBUF of both ends there (the kernel doubles it)."""
+
+
+def set_kernel_buffers(sock: ISocket, size: int) -> None:
+    """Fix the kernel's send and receive buffers of a connected library socket (no
+    autotuning), so that what a test sends beyond them waits in the library."""
+    raw = sock._raw_socket()  # type: ignore[attr-defined]
+    assert raw is not None, "a connected socket has a kernel socket"
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+
+
 def check_shutdown_slow_reader(mux: Mux, log: IInstanceLog, kind: StreamKind, tmp: str) -> None:
     """Shutdown with megabytes queued to a slow reader: every byte arrives (hash equal),
     then BY_PEER; the sender gets its SendResult and NORMAL only after all left, however
-    long the peer takes (here longer than any fixed linger would allow)."""
+    long the peer takes: here its reading lasts longer than the wait for the peer's close
+    (LINGER_TIMEOUT, TLS SHUTDOWN_TIMEOUT) and than two stall limits, the limits a drain
+    with a fixed deadline would use, and at the sender's end the reader has all but what
+    its own socket may hold (TLS answers close_notify with up to HOLD_LIMIT unread; TCP
+    reads the FIN only after the last byte).
+
+    The kernel buffers of both ends are made small, so nearly all of the stream waits in
+    the library while the reader takes it: were they large, the library would hand the
+    stream to the kernel at once and its wait for the peer's close would end (rightly)
+    while the reader still reads. The reading lasts the stream's size over the reader's
+    pace (16 KiB per 15 ms at most), sized to outlast those limits by 0.3 s."""
+    from usocket_asyncio._stream import HOLD_LIMIT, LINGER_TIMEOUT
+    from usocket_asyncio._tls import SHUTDOWN_TIMEOUT
+
+    longest = SHUTDOWN_TIMEOUT if kind.flag == int(u.LogFlags.LOG_TLS) else LINGER_TIMEOUT
+    stall = 0.8
     p = make_pair(mux, log, kind, tmp)
-    data = random.Random(17).randbytes(20 * 1024 * 1024)
-    call(p.crec, p.client.Send, data)
-    call(p.crec, p.client.Shutdown)
-    buf = bytearray(48 * 1024)
+    set_stall_limit(p.client, stall)
+    set_kernel_buffers(p.client, SMALL_KERNEL_BUFFER)
+    set_kernel_buffers(p.server, SMALL_KERNEL_BUFFER)
+    pace = SLOW_READ / SLOW_PAUSE  # bytes per second, at most
+    data = random.Random(17).randbytes(int((max(longest, 2 * stall) + 0.3) * pace))
+    buf = bytearray(SLOW_READ)
+    times: dict[str, float] = {}
 
     def again(s: ISocket) -> None:
         if p.srec.shutdown is None:
             s.Recv(buf, None, True)
 
-    def slowly(s: ISocket, b: Any, n: int) -> None:  # about 3 MiB/s
-        mux.loop.call_later(0.015, again, s)
+    def slowly(s: ISocket, b: Any, n: int) -> None:
+        if len(p.srec.received) == len(data):
+            times["last byte"] = mux.loop.time()
+        mux.loop.call_later(SLOW_PAUSE, again, s)
 
     p.srec.hooks["recv"] = slowly
+    unread = []
+    p.crec.hooks["shutdown"] = lambda s, r: unread.append(len(data) - len(p.srec.received))
+    times["start"] = mux.loop.time()
+    call(p.crec, p.client.Send, data)
+    call(p.crec, p.client.Shutdown)
     call(p.srec, p.server.Recv, buf, None, True)
     mux.run_until(
         lambda: p.crec.shutdown is not None and p.srec.shutdown is not None,
@@ -384,6 +426,10 @@ def check_shutdown_slow_reader(mux: Mux, log: IInstanceLog, kind: StreamKind, tm
     assert p.crec.names() == ["connect", "send", "shutdown"], p.crec.names()
     assert p.crec.shutdown is ShutdownReason.SOCKET_SHUTDOWN_NORMAL
     assert p.srec.shutdown is ShutdownReason.SOCKET_SHUTDOWN_BY_PEER
+    reading = times["last byte"] - times["start"]
+    assert reading > max(longest, 2 * stall), f"the reader took only {reading:.2f} s"
+    # the limit plus one read; a sender ending at a fixed deadline leaves ~0.3 s unread
+    assert unread[0] <= HOLD_LIMIT + 64 * 1024, f"the sender ended with {unread[0]} bytes unread"
     close_pair(mux, p)
 
 
@@ -406,7 +452,7 @@ def check_shutdown_stalled_reader(mux: Mux, log: IInstanceLog, kind: StreamKind,
     call(p.crec, p.client.Send, data)
     call(p.crec, p.client.Shutdown)
     mux.run_until(lambda: p.crec.shutdown is not None, timeout=20, what="giving up")
-    mux.run_for(0.05)
+    mux.run_ready()
     assert p.crec.names() == ["connect", "send", "shutdown"], p.crec.names()
     assert p.crec.shutdown is ShutdownReason.SOCKET_LOST
     # the peer, reading now, gets a prefix of the stream and never all of it
@@ -494,7 +540,7 @@ def check_delete_inside_callbacks(mux: Mux, log: IInstanceLog, kind: StreamKind,
     rec.hooks["connect"] = lambda s: s.Delete()
     connect(mux, log, kind, address, rec)
     mux.run_until(lambda: "connect" in rec.names())
-    mux.run_for(0.05)
+    mux.run_ready()
     assert rec.names() == ["connect"]
     # inside SocketRecvResult with more data and a SendResult due
     rec2 = Recorder("c2")
@@ -512,7 +558,7 @@ def check_delete_inside_callbacks(mux: Mux, log: IInstanceLog, kind: StreamKind,
     rec2.hooks["recv"] = on_recv
     call(srec, server.Send, b"xy")
     mux.run_until(lambda: "recv" in rec2.names())
-    mux.run_for(0.05)
+    mux.run_ready()
     assert rec2.names().count("recv") == 1 and rec2.names()[-1] == "recv"
     # inside SocketSendResult
     rec3 = Recorder("c3")
@@ -522,7 +568,7 @@ def check_delete_inside_callbacks(mux: Mux, log: IInstanceLog, kind: StreamKind,
     call(rec3, s3.Send, b"1")
     call(rec3, s3.Send, b"2")
     mux.run_until(lambda: "send" in rec3.names())
-    mux.run_for(0.05)
+    mux.run_ready()
     assert rec3.names() == ["connect", "send"]
     # inside SocketShutdown (the usual SDK pattern), and inside SocketAcceptComplete
     rec4 = Recorder("c4")
@@ -703,7 +749,7 @@ def check_nothing_kept_calls_before_run(
     ended_once(crec, ShutdownReason.SOCKET_SHUTDOWN_NORMAL)
     ended_once(srec, ShutdownReason.SOCKET_SHUTDOWN_BY_PEER)
     assert delete_live(mux) == 3
-    mux.run_for(0.05)
+    mux.run_ready()
     assert not lrec.violations
 
 
@@ -773,7 +819,7 @@ def check_sendto_ignored(mux: Mux, log: IInstanceLog, kind: StreamKind, tmp: str
     call(p.crec, p.client.SendTo, b"not sent", None, "127.0.0.1", 9)
     call(p.crec, p.client.Send, b"sent")
     mux.run_until(lambda: p.srec.received != b"" and p.crec.sends_done == 1)
-    mux.run_for(0.05)
+    mux.run_ready()
     assert p.srec.received == b"sent" and p.crec.names() == ["connect", "send"]
     close_pair(mux, p)
 
@@ -919,7 +965,7 @@ def check_delete_inside_bind_accept_and_canceled(
         call(lrec, lsock.Bind, *kind.bind_args(tmp))
         mux.run_until(lambda lrec=lrec: bool(lrec.events))  # type: ignore[misc]
         if where == "bind":
-            mux.run_for(0.05)
+            mux.run_ready()
             assert lrec.names() == ["bind"] and seen == ["bind"]
             continue
         address = kind.connect_address(str(lrec.events[0][1]), int(lrec.events[0][2]))
@@ -936,7 +982,7 @@ def check_delete_inside_bind_accept_and_canceled(
                 call(crec, csock.Recv, bytearray(8))
             call(crec, csock.RecvCancel)
             mux.run_until(lambda seen=seen: bool(seen))  # type: ignore[misc]
-            mux.run_for(0.05)
+            mux.run_ready()
             assert crec.names() == ["connect", "canceled"], crec.events
         assert seen == [where] and not crec.violations and not srec.violations
         for s in (lsock, csock):
@@ -1385,7 +1431,7 @@ def _dgram_delete_in(mux: Mux, log: IInstanceLog, kind: DatagramKind, where: str
         srv = dgram_server(mux, log, kind)
         a = dgram_client(mux, log, kind, srv.port, arec, before=lambda a: a.send(b"cached"))
         mux.run_until(lambda: bool(seen), what=where)
-        mux.run_for(0.1)
+        mux.run_ready()  # what was due (datagrams sent, callbacks queued) runs now
         assert arec.names() == [where], arec.events
         close_dgram_pair(DgPair(a, a, srv))
         return
@@ -1401,7 +1447,7 @@ def _dgram_delete_in(mux: Mux, log: IInstanceLog, kind: DatagramKind, where: str
     elif where == "shutdown":
         call(arec, p.a.sock.Shutdown)
     mux.run_until(lambda: bool(seen), what=where)
-    mux.run_for(0.1)
+    mux.run_ready()  # what was due (datagrams sent, callbacks queued) runs now
     assert seen == [where]
     assert arec.names()[-1] == where and arec.names().count(where) == 1, arec.events
     close_dgram_pair(p)
@@ -1426,7 +1472,7 @@ def _dgram_delete_server_in(mux: Mux, log: IInstanceLog, kind: DatagramKind, whe
         srv.rec.hooks["listen"] = deleter
     a = dgram_client(mux, log, kind, srv.port)
     mux.run_until(lambda: bool(seen), what=where)
-    mux.run_for(0.2)
+    mux.run_ready()  # what was due (datagrams sent, callbacks queued) runs now
     assert seen == [where]
     assert srv.rec.names() == ["bind", "listen"], srv.rec.events
     if where == "accept":
@@ -1535,7 +1581,7 @@ def check_dgram_calls_from_another_thread_raise(
     said = from_another_thread(mux, calls)
     for name in calls:
         assert "call_soon_threadsafe" in said.get(name, ""), (name, said.get(name))
-    mux.run_for(0.05)
+    mux.run_ready()
     assert a.rec.names() == [kind.client_open] and b.rec.names() == [kind.server_open]
     b.recv(bytearray(16))
     a.send(b"still ok")
@@ -1554,14 +1600,14 @@ def check_dgram_held_reach_recv_before_lost(
         p.b.send(bytes([65 + i]) * 50)
     mux.run_until(lambda: len(p.a.sock._q.held) == 3)  # type: ignore[attr-defined]
     kind.break_transport(p.a.sock)
-    mux.run_for(0.05)
+    mux.run_ready()
     assert p.a.rec.names() == [kind.client_open], p.a.rec.events  # held, not ended
     for _ in range(4):
         p.a.recv(bytearray(50))
     mux.run_until(lambda: p.a.rec.shutdown is not None)
     assert p.a.got() == [50] * 3
     assert p.a.rec.received == b"A" * 50 + b"B" * 50 + b"C" * 50
-    mux.run_for(0.05)
+    mux.run_ready()
     ended_once(p.a.rec, ShutdownReason.SOCKET_LOST)
     close_dgram_pair(p)
 
@@ -1588,7 +1634,7 @@ def check_dgram_without_recv_holds_a_bounded_number(
     for _ in range(17):
         b.recv(bytearray(64))
     mux.run_until(lambda: len(b.got()) == 16)
-    mux.run_for(0.05)
+    mux.run_ready()
     assert b.rec.received == b"".join(i.to_bytes(2, "big") * 20 for i in range(16))
     a.send(b"fresh")
     mux.run_until(lambda: b.rec.received.endswith(b"fresh"))
@@ -1613,7 +1659,7 @@ def _fails(
     sock = prov.CreateSocket(mux, rec, clog, kind.use_ipv6, ctx)
     call(rec, action, sock)
     mux.run_until(lambda: rec.shutdown is not None, what=reason.name)
-    mux.run_for(0.02)
+    mux.run_ready()  # what else was due comes now (and would be in events or violations)
     assert rec.events == [("shutdown", reason)], rec.events
     assert not rec.violations, rec.violations
     sock.Delete()
@@ -1757,7 +1803,7 @@ def check_dgram_sendto_ignored(mux: Mux, log: IInstanceLog, kind: DatagramKind) 
     call(p.a.rec, p.a.sock.SendTo, b"not sent", None, "127.0.0.1", 9)
     p.a.send(b"sent")
     mux.run_until(lambda: p.b.rec.received != b"" and p.a.rec.sends_done == 1)
-    mux.run_for(0.05)
+    mux.run_ready()
     assert p.b.rec.received == b"sent" and p.a.rec.names() == ["connect", "send"]
     close_dgram_pair(p)
 
@@ -1872,7 +1918,7 @@ def check_dgram_nothing_kept_calls_before_run(
         mux.run_until(lambda: srec.shutdown is not None)
         ended_once(srec, ShutdownReason.SOCKET_SHUTDOWN_BY_PEER)
     assert delete_live(mux) == (3 if kind.listener else 2)
-    mux.run_for(0.05)
+    mux.run_ready()
     assert not lrec.violations and not srec.violations
 
 

@@ -43,6 +43,11 @@ ALL_LOG_FLAGS = int(
 POLL = 0.02
 """Seconds between two checks of a waited-for condition when nothing wakes the wait."""
 
+READY_ROUNDS = 50
+"""Loop iterations `Mux.run_ready` runs at most."""
+MIN_ROUNDS = 3
+"""Loop iterations `Mux.run_ready` runs at least."""
+
 _waiting: list[asyncio.Future[None]] = []
 
 
@@ -79,9 +84,12 @@ class Mux(IIoMux):
         self.errors: list[dict[str, Any]] = []
         self.loop.set_exception_handler(lambda loop, ctx: self.errors.append(ctx))
 
-    def run_until(self, cond: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
+    def run_until(
+        self, cond: Callable[[], bool], timeout: float = 10.0, what: str = "", poll: float = POLL
+    ) -> None:
         """Run the loop until `cond()` is true (checked at each `wake()`, else every
-        `POLL` seconds); fail the test after `timeout` seconds."""
+        `poll` seconds: shorter for a condition on state no recorder sees change);
+        fail the test after `timeout` seconds."""
         deadline = time.monotonic() + timeout
 
         async def waiter() -> None:
@@ -92,7 +100,7 @@ class Mux(IIoMux):
                     raise AssertionError(f"timed out after {timeout}s waiting for {what or cond}")
                 fut: asyncio.Future[None] = loop.create_future()
                 _waiting.append(fut)
-                timer = loop.call_later(min(POLL, left), _resolve, fut)
+                timer = loop.call_later(min(poll, left), _resolve, fut)
                 try:
                     await fut
                 finally:
@@ -105,6 +113,25 @@ class Mux(IIoMux):
     def run_for(self, seconds: float) -> None:
         """Run the loop for `seconds`."""
         self.loop.run_until_complete(asyncio.sleep(seconds))
+
+    def run_ready(self, rounds: int = READY_ROUNDS) -> None:
+        """Run the loop until nothing is left to do now, without waiting for time to pass:
+        what was scheduled (closes, deferred callbacks, and what they schedule in turn) and
+        what the kernel already has for us (bytes, ends of connections) is handled. On
+        asyncio it stops after `MIN_ROUNDS` iterations once an iteration's poll found
+        nothing and no callback is queued; uvloop shows no queue, so it runs all `rounds`
+        (each iteration polls without blocking: microseconds)."""
+        loop = self.loop
+        queue = getattr(loop, "_ready", None)  # asyncio's queue of handles to run
+
+        async def spin() -> None:
+            for i in range(rounds):
+                await asyncio.sleep(0)
+                # here this iteration's poll has queued its callbacks (after this task)
+                if queue is not None and i + 1 >= MIN_ROUNDS and not queue:
+                    return
+
+        loop.run_until_complete(spin())
 
     def take_errors(self) -> list[dict[str, Any]]:
         """The exception-handler calls so far, and forget them (for tests that expect some)."""

@@ -167,7 +167,7 @@ class SocketMachine:
             ok = False
         finally:
             self.shared.in_call = False
-        self.mux.run_for(0.001)  # the loop runs a little between calls
+        self.mux.run_ready()  # the loop runs what is due between calls
         return ok
 
     def pick(self, i: int) -> Entry:
@@ -282,7 +282,7 @@ class SocketMachine:
                     self.lib(e.sock.Delete)
                     e.deleted = True
                     e.rec.gone = "deleted"
-            self.mux.run_for(0.02)
+            self.mux.run_ready()
             self.check()
             left = [s for s in LIVE if getattr(s, "_loop", None) is self.mux.loop]
             assert not left, f"deleted sockets still held by the library: {left}"
