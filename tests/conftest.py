@@ -26,7 +26,7 @@ from usocket_asyncio import (
     IInstanceLog,
     ISocketProvider,
 )
-from usocket_asyncio._stream import _LIVE
+from usocket_asyncio._base import LIVE
 
 __all__ = ["ALL_LOG_FLAGS", "LOOPS", "Mux", "Recorder", "fd_count", "free_port", "have_ipv6"]
 
@@ -62,7 +62,7 @@ def mux(request: pytest.FixtureRequest) -> Iterator[Mux]:
     finally:
         loop = m.loop
         # a failed test may leave sockets behind: delete them, or uvloop's close() waits on them
-        for sock in [s for s in _LIVE if getattr(s, "_loop", None) is loop]:
+        for sock in [s for s in LIVE if getattr(s, "_loop", None) is loop]:
             with contextlib.suppress(Exception):
                 sock.Delete()
         with contextlib.suppress(Exception):

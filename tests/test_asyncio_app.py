@@ -27,7 +27,7 @@ from usocket_asyncio import (
     ShutdownReason,
     UTimer,
 )
-from usocket_asyncio._stream import _LIVE
+from usocket_asyncio._base import LIVE
 
 pytest_plugins = ["kit.asyncio_loops"]
 TIMEOUT = 10.0
@@ -48,7 +48,7 @@ def watch(errs: list[dict[str, Any]]) -> asyncio.AbstractEventLoop:
 
 
 def live(loop: asyncio.AbstractEventLoop) -> list[Any]:
-    return [s for s in _LIVE if getattr(s, "_loop", None) is loop]
+    return [s for s in LIVE if getattr(s, "_loop", None) is loop]
 
 
 async def until(cond: Any, what: str) -> None:

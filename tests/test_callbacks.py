@@ -190,9 +190,9 @@ def test_set_user_picks_the_new_users_send_results(mux: Mux, log: IInstanceLog) 
 
 
 def _live() -> Any:
-    from usocket_asyncio._base import _LIVE
+    from usocket_asyncio._base import LIVE
 
-    return _LIVE
+    return LIVE
 
 
 def test_recv_cancel_without_the_callback_loses_nothing(mux: Mux, log: IInstanceLog) -> None:

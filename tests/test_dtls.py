@@ -585,7 +585,7 @@ def test_mistakes_raise_at_once(mux: Mux, log: IInstanceLog, prov: ISocketProvid
 def test_the_state_table() -> None:
     """Every state has its row; the end states lead nowhere but DELETED; _set_state
     refuses a move the table does not hold."""
-    from usocket_asyncio._stream import State
+    from usocket_asyncio._base import State
 
     table = dtls_mod.DTLS_TRANSITIONS
     assert set(table) == set(State) - {State.CLOSING}

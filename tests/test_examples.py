@@ -20,7 +20,7 @@ from kit.loop import Mux
 from examples.echo_client import EchoClient
 from examples.echo_server import EchoServer
 from usocket_asyncio import IInstanceLog, ShutdownReason
-from usocket_asyncio._stream import _LIVE
+from usocket_asyncio._base import LIVE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -128,7 +128,7 @@ def test_echo_client_against_the_server(mux: Mux, log: IInstanceLog) -> None:
     mux.run_until(lambda: not server.connections)
     server.Close()
     mux.run_until(lambda: server.reason is not None)
-    assert not [s for s in _LIVE if getattr(s, "_loop", None) is mux.loop]
+    assert not [s for s in LIVE if getattr(s, "_loop", None) is mux.loop]
 
 
 def test_echo_client_reports_a_refused_connection(mux: Mux, log: IInstanceLog) -> None:

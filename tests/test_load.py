@@ -30,8 +30,7 @@ from usocket_asyncio import (
     ISocket,
     ISocketProvider,
 )
-from usocket_asyncio._base import SocketBase
-from usocket_asyncio._stream import _LIVE
+from usocket_asyncio._base import LIVE, SocketBase
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -58,7 +57,7 @@ def socket_objects() -> list[Any]:
 
 
 def live_on(mux: Mux) -> int:
-    return sum(1 for s in _LIVE if getattr(s, "_loop", None) is mux.loop)
+    return sum(1 for s in LIVE if getattr(s, "_loop", None) is mux.loop)
 
 
 def pending_tasks(mux: Mux) -> int:

@@ -35,7 +35,7 @@ from usocket_asyncio import (
     USocket,
     USocketCallbackWarning,
 )
-from usocket_asyncio._base import _LIVE
+from usocket_asyncio._base import LIVE
 
 needs_ipv6 = pytest.mark.skipif(not have_ipv6(), reason="no IPv6 loopback")
 
@@ -292,7 +292,7 @@ def test_close_ends_open_sockets_quietly(
         before = [len(r.events) for r in (lrec, crec, srec, urec, drec)]
         mux.Close()
         assert mux.loop.is_closed()
-        assert not [s for s in _LIVE if getattr(s, "_mux", None) is mux]  # none held on
+        assert not [s for s in LIVE if getattr(s, "_mux", None) is mux]  # none held on
         del lsock, usock, dsock, csock, late
         accepted.clear()
         gc.collect()
@@ -325,7 +325,7 @@ def test_close_on_a_from_loop_mux_ends_its_sockets_and_keeps_the_loop(
             await asyncio.sleep(0.002)
         mux.Close()
         assert not loop.is_closed()
-        assert not [s for s in _LIVE if getattr(s, "_mux", None) is mux]
+        assert not [s for s in LIVE if getattr(s, "_mux", None) is mux]
         await asyncio.sleep(0.01)  # the closes run
 
     with warnings.catch_warnings(record=True) as caught:

@@ -25,7 +25,8 @@ from usocket_asyncio import (
     ShutdownReason,
     SocketModeError,
 )
-from usocket_asyncio._stream import TRANSITIONS, State, StreamSocket
+from usocket_asyncio._base import State
+from usocket_asyncio._stream import TRANSITIONS, StreamSocket
 from usocket_asyncio._udp import UDP_TRANSITIONS
 
 S = State

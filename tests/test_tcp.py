@@ -30,7 +30,8 @@ from usocket_asyncio import (
     QosTrafficType,
     SocketModeError,
 )
-from usocket_asyncio._stream import _LIVE, LISTEN_BACKLOG, StreamSocket
+from usocket_asyncio._base import LIVE
+from usocket_asyncio._stream import LISTEN_BACKLOG, StreamSocket
 from usocket_asyncio._tcp import TCPSocket
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -371,7 +372,7 @@ def test_a_connection_neither_accepted_nor_denied_is_denied(mux: Mux, log: IInst
         assert (addr, port) == peer.getsockname()
         assert peer.recv(10) == b""
     assert not accepted
-    assert [s for s in _LIVE if getattr(s, "_loop", None) is mux.loop] == [lsock]
+    assert [s for s in LIVE if getattr(s, "_loop", None) is mux.loop] == [lsock]
     lsock.Delete()
 
 
@@ -592,7 +593,7 @@ def test_sockets_the_app_dropped_keep_working(mux: Mux, log: IInstanceLog) -> No
     mux.run_until(lambda: bool(srecs) and srecs[0].received == b"ping", what="data")
     gc.collect()
     assert crec.names() == ["connect", "send"]
-    live = [s for s in _LIVE if getattr(s, "_loop", None) is mux.loop]
+    live = [s for s in LIVE if getattr(s, "_loop", None) is mux.loop]
     assert len(live) == 3
     for s in live:
         s.Delete()

@@ -22,9 +22,10 @@ from usocket_asyncio import (
     ISocket,
     ShutdownReason,
     SocketModeError,
+    _datagram,
     _udp,
 )
-from usocket_asyncio._stream import _LIVE, State
+from usocket_asyncio._base import LIVE, State
 from usocket_asyncio._udp import HOLD_BYTES, HOLD_DATAGRAMS, UDP_TRANSITIONS, UDPSocket
 
 needs_ipv6 = pytest.mark.skipif(not have_ipv6(), reason="no IPv6 loopback")
@@ -581,7 +582,7 @@ def test_nothing_after_delete(mux: Mux, log: IInstanceLog, peer4: socket.socket)
     for fn, args in calls:
         with pytest.raises(SocketModeError, match="Delete"):
             fn(*args)
-    assert sock not in _LIVE
+    assert sock not in LIVE
     # deleting while the bind is in progress: no callback either
     r2 = Recorder()
     s2 = udp(mux, log, r2)
@@ -604,9 +605,12 @@ def test_delete_inside_a_callback_stops_the_rest(
         peer4.sendto(b"d", ("127.0.0.1", port))
     mux.run_until(lambda: len(sock._q.held) == 3)
     rec.hooks["recvfrom"] = lambda s, *a: s.Delete()
+    # the results come in the order of the calls: the send's, then the first datagram's
+    # (which deletes the socket), and nothing of the rest, the last send's included
+    call(rec, sock.SendTo, b"x", None, V4, peer4.getsockname()[1])
     for _ in range(3):
         call(rec, sock.Recv, bytearray(4))
-    call(rec, sock.SendTo, b"x", None, V4, peer4.getsockname()[1])
+    call(rec, sock.SendTo, b"y", None, V4, peer4.getsockname()[1])
     mux.run_ready()  # the datagram and the queued callbacks are due now
     assert rec.names() == ["bind", "send", "recvfrom"]
 
@@ -672,11 +676,12 @@ def test_bind_failed_and_open_failed(
         def bind(self, addr: Any) -> None:
             raise PermissionError(13, "Permission denied")
 
-    # patch the module as _udp sees it, not the socket module the loops use too
+    # patch the module as _datagram (which opens the UDP sockets) sees it, not the
+    # socket module the loops use too
     fake = types.ModuleType("socket")
     fake.__dict__.update(socket.__dict__)
     fake.socket = NoBind  # type: ignore[attr-defined]
-    monkeypatch.setattr(_udp, "socket", fake)
+    monkeypatch.setattr(_datagram, "socket", fake)
     rec = Recorder()
     sock = udp(mux, log, rec)
     call(rec, sock.Bind, "127.0.0.1", 0)
@@ -794,7 +799,7 @@ def test_set_user_and_library_holds_the_socket(
     first.hooks["bind"] = lambda s, a, p: port_holder.append(p)
     del sock  # the library holds it (item 0)
     mux.run_until(lambda: bool(port_holder))
-    live = [s for s in _LIVE if isinstance(s, UDPSocket) and s._user is first]
+    live = [s for s in LIVE if isinstance(s, UDPSocket) and s._user is first]
     assert len(live) == 1
     sock2 = live[0]
     sock2.SetUser(second)

@@ -18,20 +18,31 @@ A UDP socket receives datagrams, a DTLS socket records; both give one message pe
   queue drained again;
 - `cancel()` for `RecvCancel` and `clear()` for the end.
 
+Opening. UDP and DTLS sockets open their OS socket the same way (the library makes it,
+so that `SOCKET_OPEN_FAILED`, `SOCKET_ADDR_IN_USE`, `SOCKET_BIND_FAILED` and
+`SOCKET_CONNECT_FAILED` stay apart): `open_bound` for `Bind` and `open_connected` for
+`Connect` give the socket or the `OpenError` with the contract's reason and what to log;
+`copies_needed` tells whether a transport keeps the caller's buffer.
+
 `Handover` is what a connected UDP socket gives a DTLS socket that takes it over
 (`UpgradeToTLSSocket`): its transport, the datagrams it had read and held, its peer,
 its local address and the server name given to `Connect`. After the hand-over the UDP
 socket has no transport and calls its user back no more; the DTLS socket owns it.
 
-The module has no loop and no socket of its own; it is compiled with the UDP socket.
+The module keeps no loop and no socket of its own; it is compiled with the UDP socket.
 """
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ._base import _as_view
+from ._address import Address, AddressError, parse_address
+from ._base import as_view
+from ._errors import BIND, CONNECT, OPEN, translate
+from ._types import ShutdownReason
 
 if TYPE_CHECKING:
     from ._log import IInstanceLog
@@ -47,7 +58,7 @@ def recv_view(buf: Any, len: int | None, call: str) -> memoryview:
         TypeError: `buf` is no buffer.
         ValueError: `buf` is read-only or not contiguous, or `len` is not 1..len(buf).
     """
-    mv = _as_view(buf, call)
+    mv = as_view(buf, call)
     if mv.readonly:
         raise ValueError(
             f"{call}: the buffer is read-only; pass a bytearray or a writable memoryview"
@@ -77,12 +88,11 @@ class RecvQueue:
         "flag",
         "held",
         "held_bytes",
-        "ident",
-        "kind",
         "log",
         "max_bytes",
         "max_items",
         "rq",
+        "tag",
         "what",
     )
 
@@ -98,16 +108,12 @@ class RecvQueue:
     ) -> None:
         self.rq: deque[tuple[Any, memoryview]] = deque()
         self.held: deque[tuple[bytes, Any]] = deque()
-        self.held_bytes = 0
-        self.dropped = 0
-        self.drop_run = 0
+        self.held_bytes = self.dropped = self.drop_run = 0
         self.log = log
         self.flag = flag
-        self.kind = kind
-        self.ident = ident
+        self.tag = f"{kind} {ident:x}"  # what each log line starts with
         self.what = what
-        self.max_items = max_items
-        self.max_bytes = max_bytes
+        self.max_items, self.max_bytes = max_items, max_bytes
 
     def add(self, buf: Any, len: int | None, call: str) -> None:
         """Queue a `Recv` buffer (checked by `recv_view`)."""
@@ -131,9 +137,8 @@ class RecvQueue:
         mv[:] = memoryview(data)[:n]
         self.log.Log(
             self.flag,
-            "%s %x: %s of %d bytes truncated to the Recv buffer's %d",
-            self.kind,
-            self.ident,
+            "%s: %s of %d bytes truncated to the Recv buffer's %d",
+            self.tag,
             self.what,
             data.__len__(),
             n,
@@ -151,9 +156,8 @@ class RecvQueue:
             if self.drop_run % DROP_LOG_EVERY == 1 or DROP_LOG_EVERY == 1:
                 self.log.Log(
                     self.flag,
-                    "%s %x: no Recv pending, %d bytes in %d %ss held: dropping (%d dropped so far)",
-                    self.kind,
-                    self.ident,
+                    "%s: no Recv pending, %d bytes in %d %ss held: dropping (%d dropped so far)",
+                    self.tag,
                     self.held_bytes,
                     held.__len__(),
                     self.what,
@@ -175,9 +179,8 @@ class RecvQueue:
         if self.drop_run:
             self.log.Log(
                 self.flag,
-                "%s %x: receive queue drained; %d %ss were dropped meanwhile",
-                self.kind,
-                self.ident,
+                "%s: receive queue drained; %d %ss were dropped meanwhile",
+                self.tag,
                 self.drop_run,
                 self.what,
             )
@@ -201,21 +204,182 @@ class RecvQueue:
         self.held_bytes = 0
 
 
-class Handover:
+class OpenError(Exception):
+    """Opening a UDP socket failed: the contract's reason and what to log."""
+
+    def __init__(self, reason: ShutdownReason, what: str, detail: object) -> None:
+        super().__init__(f"{what}: {detail}")
+        self.reason = reason
+        self.what = what
+        self.detail = detail
+
+
+def os_failure(what: str, exc: OSError, phase: int) -> OpenError:
+    """The `OpenError` of `exc`, met in `phase`: its reason and detail by `translate`."""
+    reason, why = translate(exc, phase)
+    return OpenError(reason, what, why)
+
+
+def bound_udp_socket(family: int, sockaddr: Any, reuseAddr: bool) -> socket.socket:
+    """A non-blocking UDP socket bound to `sockaddr` ("::" also takes IPv4).
+
+    Raises:
+        OpenError: with `SOCKET_OPEN_FAILED`, `SOCKET_ADDR_IN_USE` or `SOCKET_BIND_FAILED`.
+    """
+    try:
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+    except OSError as e:
+        raise os_failure("Bind: socket() failed", e, OPEN) from e
+    try:
+        sock.setblocking(False)
+        if reuseAddr:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6 and sockaddr[0] in ("::", "::0"):
+            try:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            except OSError:
+                pass
+        sock.bind(sockaddr)
+    except OSError as e:
+        sock.close()
+        raise os_failure("Bind failed", e, BIND) from e
+    return sock
+
+
+def connected_udp_socket(infos: list[tuple[int, Any]]) -> socket.socket:
+    """A non-blocking UDP socket connected to the first of `infos` (family, sockaddr)
+    that works.
+
+    Raises:
+        OpenError: with `SOCKET_OPEN_FAILED` or `SOCKET_CONNECT_FAILED`.
+    """
+    last: OpenError | None = None
+    for family, sockaddr in infos:
+        try:
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+        except OSError as e:
+            last = os_failure("Connect: socket() failed", e, OPEN)
+            continue
+        try:
+            sock.setblocking(False)
+            sock.connect(sockaddr)
+        except OSError as e:
+            sock.close()
+            last = os_failure("Connect failed", e, CONNECT)
+            continue
+        return sock
+    if last is None:
+        last = OpenError(ShutdownReason.SOCKET_CONNECT_FAILED, "Connect", "no address to try")
+    raise last
+
+
+async def connect_infos(
+    loop: asyncio.AbstractEventLoop, target: Address, use_ipv6: bool
+) -> list[tuple[int, Any]]:
+    """The (family, sockaddr) candidates for a Connect target (names resolved).
+
+    Raises:
+        OpenError: with `SOCKET_CONNECT_FAILED` when a name does not resolve.
+    """
+    if target.ip is not None:
+        fam = socket.AF_INET6 if target.ip.version == 6 else socket.AF_INET
+        return [(fam, (target.host, target.port))]
+    fam = socket.AF_INET6 if use_ipv6 else socket.AF_INET
+    try:
+        infos = await loop.getaddrinfo(target.host, target.port, family=fam, type=socket.SOCK_DGRAM)
+    except OSError as e:
+        raise os_failure("Connect: cannot resolve", e, CONNECT) from e
+    return [(info[0], info[4]) for info in infos]
+
+
+async def bind_target(
+    loop: asyncio.AbstractEventLoop, localAddr: str | None, localPort: int, use_ipv6: bool
+) -> tuple[int, Any]:
+    """The (family, sockaddr) to bind: None is all interfaces ("::" with `use_ipv6`).
+
+    Raises:
+        OpenError: `SOCKET_ADDRESS_INVALID` for a string that is no address,
+            `SOCKET_BIND_FAILED` for a name that does not resolve.
+    """
+    if not 0 <= int(localPort) <= 65535:
+        raise OpenError(
+            ShutdownReason.SOCKET_ADDRESS_INVALID,
+            "Bind: address invalid",
+            f"port {localPort} out of range",
+        )
+    if localAddr is None or localAddr == "":
+        if use_ipv6:
+            return socket.AF_INET6, ("::", localPort)
+        return socket.AF_INET, ("0.0.0.0", localPort)
+    try:
+        addr = parse_address(localAddr, need_port=False, default_port=localPort)
+    except AddressError as e:
+        raise OpenError(ShutdownReason.SOCKET_ADDRESS_INVALID, "Bind: address invalid", e) from e
+    if addr.ip is not None:
+        fam = socket.AF_INET6 if addr.ip.version == 6 else socket.AF_INET
+        return fam, (addr.host, addr.port)
+    fam = socket.AF_INET6 if use_ipv6 else socket.AF_INET
+    try:
+        infos = await loop.getaddrinfo(addr.host, addr.port, family=fam, type=socket.SOCK_DGRAM)
+    except OSError as e:
+        raise os_failure("Bind: cannot resolve", e, BIND) from e
+    return infos[0][0], infos[0][4]
+
+
+def copies_needed(transport: Any) -> bool:
+    """True when `transport.sendto` may keep a reference to the caller's buffer.
+
+    asyncio's datagram transport sends at once or copies what it queues; uvloop's queues
+    a reference to the buffer itself, so the caller's (mutable) buffer must be copied.
+    """
+    return not type(transport).__module__.startswith("asyncio")
+
+
+def clear_reuse(tr: Any) -> None:
+    """libuv (uvloop) turns SO_REUSEADDR on for every UDP socket it opens; without
+    `reuseAddr` the port must stay the socket's alone, as on the default loop: turn it
+    off on the socket of transport `tr`.
+
+    Raises:
+        OSError: the kernel refused.
+    """
+    sock = tr.get_extra_info("socket") if tr is not None else None
+    if sock is not None and sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)
+
+
+async def open_bound(
+    loop: asyncio.AbstractEventLoop,
+    localAddr: str | None,
+    localPort: int,
+    reuseAddr: bool,
+    use_ipv6: bool,
+) -> socket.socket | OpenError:
+    """A UDP socket bound as `Bind` asks (see `bind_target`, `bound_udp_socket`), or
+    the `OpenError` that says why there is none."""
+    try:
+        family, sockaddr = await bind_target(loop, localAddr, localPort, use_ipv6)
+        return bound_udp_socket(family, sockaddr, reuseAddr)
+    except OpenError as e:
+        return e
+
+
+async def open_connected(
+    loop: asyncio.AbstractEventLoop, target: Address, use_ipv6: bool
+) -> socket.socket | OpenError:
+    """A UDP socket connected as `Connect` asks (see `connect_infos`,
+    `connected_udp_socket`), or the `OpenError` that says why there is none."""
+    try:
+        return connected_udp_socket(await connect_infos(loop, target, use_ipv6))
+    except OpenError as e:
+        return e
+
+
+class Handover(NamedTuple):
     """What a connected UDP socket hands to the DTLS socket that takes it over."""
 
-    __slots__ = ("held", "local", "peer", "server_name", "transport")
-
-    def __init__(
-        self,
-        transport: Any,
-        held: list[bytes],
-        peer: Any,
-        local: tuple[str, int],
-        server_name: str | None,
-    ) -> None:
-        self.transport = transport
-        self.held = held
-        self.peer = peer
-        self.local = local
-        self.server_name = server_name
+    transport: Any
+    held: list[bytes]
+    peer: Any
+    local: tuple[str, int]
+    server_name: str | None

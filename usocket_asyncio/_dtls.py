@@ -50,7 +50,16 @@ Timers. The engine keeps the retransmission schedule and the handshake deadline
 (`HANDSHAKE_TIMEOUT`) on the loop's clock; the socket holds one `call_at` handle for the
 engine's `get_timer()`, moved when that changes and cancelled on every way out.
 
-What ends a connection (`_finish` is the one place): our `Shutdown` (close_notify, then
+Callbacks. Each endpoint datagram, timer and task step enters the socket through
+`SocketBase._event`; the callbacks it gives (records, send results, the handshake's
+completion) are queued on the socket's deferral queue, the one stream and UDP sockets
+use, and delivered in order when the event ends (from the loop's batch when an app call
+made them). A callback that answers (`SocketListenResult`, the ALPN choice) first lets
+the queue deliver what came before it (`_run_due`). An upgrade takes the connected UDP
+socket's transport and held datagrams (`UDPSocket.hand_over`, which ends that socket
+silently through `_end`).
+
+What ends a connection (`SocketBase._end` is the one place): our `Shutdown` (close_notify, then
 `SOCKET_SHUTDOWN_NORMAL`), `Delete` (close_notify, no callback), the engine's
 `CloseNotify` (`SOCKET_SHUTDOWN_BY_PEER`, after the records before it were handed to
 `Recv`), its `ConnectionFailed` with the engine's reason (a failed handshake or
@@ -64,17 +73,15 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections import deque
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from OpenSSL import SSL
 
-from ._address import Address, AddressError, format_ip, parse_address
+from ._address import Address, format_ip
 from ._api import Buffer, USocket
-from ._base import _ENDED, _LIVE, S, SocketBase, State, _as_view
+from ._base import ENDED, S, SocketBase, State, as_view, transitions
 from ._context import SocketContext
-from ._datagram import RecvQueue, recv_view
+from ._datagram import RecvQueue, clear_reuse, copies_needed, open_bound, open_connected
 from ._dtls_core import COOKIE_WINDOW as COOKIE_WINDOW
 from ._dtls_core import DEFAULT_MTU as DEFAULT_MTU
 from ._dtls_core import DTLS1_2_VERSION as DTLS1_2_VERSION
@@ -104,17 +111,10 @@ from ._dtls_core import pack_records as pack_records
 from ._dtls_core import split_records as split_records
 from ._errors import detail
 from ._types import IPaddr, LogFlags, ShutdownReason, SocketModeError
-from ._udp import (
-    OpenError,
-    UDPSocket,
-    bind_target,
-    bound_udp_socket,
-    connect_infos,
-    connected_udp_socket,
-    copies_needed,
-)
+from ._udp import UDPSocket
 
 if TYPE_CHECKING:
+    from ._datagram import OpenError
     from ._iomux import IIoMux
     from ._log import IInstanceLog
 
@@ -123,17 +123,17 @@ HOLD_RECORDS = 256
 
 _LIMIT_LOG_EVERY = 1000
 
-DTLS_TRANSITIONS: dict[State, frozenset[State]] = {
-    S.IDLE: frozenset({S.CONNECTING, S.ACCEPTING, S.BINDING, S.CLOSED, S.DELETED}),
-    S.CONNECTING: frozenset({S.CONNECTED, S.CLOSED, S.DELETED}),
-    S.ACCEPTING: frozenset({S.CONNECTED, S.CLOSED, S.DELETED}),
-    S.CONNECTED: frozenset({S.CLOSED, S.DELETED}),
-    S.BINDING: frozenset({S.BOUND, S.CLOSED, S.DELETED}),
-    S.BOUND: frozenset({S.LISTENING, S.CLOSED, S.DELETED}),
-    S.LISTENING: frozenset({S.CLOSED, S.DELETED}),
-    S.CLOSED: frozenset({S.DELETED}),
-    S.DELETED: frozenset(),
-}
+DTLS_TRANSITIONS = transitions(
+    {
+        S.IDLE: (S.CONNECTING, S.ACCEPTING, S.BINDING),
+        S.CONNECTING: (S.CONNECTED,),
+        S.ACCEPTING: (S.CONNECTED,),
+        S.CONNECTED: (),
+        S.BINDING: (S.BOUND,),
+        S.BOUND: (S.LISTENING,),
+        S.LISTENING: (),
+    }
+)
 """The legal moves of a DTLS socket (a DTLS `Shutdown` completes at once: no CLOSING)."""
 
 _HANDSHAKING = (S.CONNECTING, S.ACCEPTING)
@@ -201,7 +201,7 @@ class _Endpoint(asyncio.DatagramProtocol):
         users = [u for u in (self.owner, self.listener) if u is not None]
         users += list(self.peers.values())
         for u in users:
-            if u._state not in _ENDED:
+            if u._state not in ENDED:
                 u._event(u._lost, exc)
 
     def send(self, data: bytes, addr: Any) -> None:
@@ -240,17 +240,14 @@ class DTLSSocket(SocketBase):
         "_core",
         "_ctx",
         "_ep",
-        "_final",
         "_in_alpn",
         "_in_listen_result",
         "_kind",
-        "_listen_wanted",
         "_listener",
         "_mtu",
         "_peer",
         "_peer_end",
         "_peer_fp",
-        "_pending",
         "_q",
         "_shutdown_wanted",
         "_srtp_keys",
@@ -261,9 +258,9 @@ class DTLSSocket(SocketBase):
         "_verify_name",
     )
 
-    TRANSITIONS: ClassVar[dict[State, frozenset[State]]] = DTLS_TRANSITIONS
-    LOG_FLAG: ClassVar[int] = LogFlags.LOG_DTLS
-    KIND: ClassVar[str] = "dtls"
+    TRANSITIONS = DTLS_TRANSITIONS
+    LOG_FLAG = LogFlags.LOG_DTLS
+    KIND = "dtls"
 
     def __init__(
         self, iomux: IIoMux, user: USocket | None, log: IInstanceLog, useIPv6: bool,
@@ -291,25 +288,17 @@ class DTLSSocket(SocketBase):
         self._peer_end: ShutdownReason | None = None
         # listener
         self._listener: CookieListener | None = None
-        self._listen_wanted = False
         self._in_listen_result = False
         self._accept_decided = False
         self._accept_user: USocket | None = None
         self._in_alpn = False
-        # callbacks
-        self._pending: deque[tuple[str, tuple[Any, ...]]] = deque()
-        self._final = False
-        _LIVE.add(self)
 
     def __repr__(self) -> str:
         return f"<DTLSSocket {self._kind} {self._state.value} {self._local[0]}:{self._local[1]}>"
 
     # ------------------------------------------------------------------ state, log
 
-    @staticmethod
-    def _illegal(old: State, new: State) -> str:
-        if old is S.DELETED:
-            return "the socket was deleted; make a new one with the provider's CreateSocket"
+    def _illegal(self, old: State, new: State) -> str:
         if new in (S.CONNECTING, S.BINDING):
             return (
                 f"Connect/Bind on a DTLS socket that is {old.value}: the first of Bind or "
@@ -319,57 +308,7 @@ class DTLSSocket(SocketBase):
             return f"Listen on a DTLS socket that is {old.value}: call Bind first, then Listen"
         return f"a DTLS socket that is {old.value} cannot become {new.value}"
 
-    # ------------------------------------------------------------------ callbacks
-
-    def _event(self, fn: Callable[..., None], *args: Any) -> None:
-        """Run a loop event's handler; callbacks it queued run right after it."""
-        if self._state is S.DELETED:
-            return
-        if self._in_event:
-            fn(*args)
-            return
-        self._in_event = True
-        try:
-            fn(*args)
-            self._drain()
-        finally:
-            self._in_event = False
-
-    def _emit(self, name: str, *args: Any) -> None:
-        """Queue a callback: run at the end of the current event, or from the loop's
-        batch when we are inside an app call."""
-        if self._state is S.DELETED or self._final:
-            return
-        self._pending.append((name, args))
-        if not self._in_event and not self._due:
-            self._due = True
-            self._mux._deferred.add(self)
-
-    def _run_due(self) -> None:
-        self._due = False
-        self._event(self._drain)
-
-    def _drain(self) -> None:
-        while self._pending:
-            name, args = self._pending.popleft()
-            if self._state is S.DELETED or self._final:
-                self._pending.clear()
-                return
-            if name == "SocketShutdown":
-                self._final = True
-            self._callback(name, *args)
-
     # ------------------------------------------------------------------ the end
-
-    def _finish(self, reason: ShutdownReason) -> None:
-        """The one place a socket ends: cancels the timer, releases the engine and the
-        endpoint, and queues the single `SocketShutdown`."""
-        if self._state in _ENDED:
-            return
-        self._set_state(S.CLOSED)
-        self._log.Log(self.LOG_FLAG, "%s %x: shutdown %s", self.KIND, id(self), reason.name)
-        self._release()
-        self._emit("SocketShutdown", reason)
 
     def _release(self) -> None:
         h, self._timer = self._timer, None
@@ -388,7 +327,7 @@ class DTLSSocket(SocketBase):
 
     def _hs_fail(self, what: str, detail: object) -> None:
         self._fail_log(what, detail)
-        self._finish(ShutdownReason.SOCKET_TLS_HANDSHAKE_FAILED)
+        self._end(ShutdownReason.SOCKET_TLS_HANDSHAKE_FAILED)
 
     def _lost(self, exc: BaseException | None) -> None:
         if self._state in _HANDSHAKING:
@@ -402,9 +341,9 @@ class DTLSSocket(SocketBase):
             if core is not None:
                 core.abort()
             self._check_end()
-        elif self._state not in _ENDED:
+        elif self._state not in ENDED:
             self._fail_log("transport lost", repr(exc))
-            self._finish(ShutdownReason.SOCKET_LOST)
+            self._end(ShutdownReason.SOCKET_LOST)
 
     # ------------------------------------------------------------------ the engine
 
@@ -450,7 +389,7 @@ class DTLSSocket(SocketBase):
 
     def _fire(self) -> None:
         core = self._core
-        if core is None or self._state in _ENDED:
+        if core is None or self._state in ENDED:
             return
         # the loop may run a handle up to its clock resolution early
         core.handle_timer(max(self._loop.time(), self._timer_at))
@@ -469,7 +408,7 @@ class DTLSSocket(SocketBase):
         elif isinstance(ev, ConnectionFailed):
             if self._state in _HANDSHAKING:
                 self._fail_log("DTLS handshake", ev.detail)
-                self._finish(ev.reason)
+                self._end(ev.reason)
             else:
                 self._fail_log("DTLS error", ev.detail)
                 if self._peer_end is None:
@@ -504,7 +443,7 @@ class DTLSSocket(SocketBase):
         callback does the same with `SOCKET_SHUTDOWN_NORMAL`; after a `Delete` inside
         it, nothing more happens. Returns whether the handshake may complete."""
         st = self._state
-        self._drain()
+        self._run_due()  # callbacks queued before this one go first
         self._in_alpn = True
         try:
             ok = self._callback("SocketAcceptSelectedALPNProtocol", proto)
@@ -521,7 +460,7 @@ class DTLSSocket(SocketBase):
             return True
         core.close()
         self._flush(core)
-        self._finish(reason)
+        self._end(reason)
         return False
 
     # ------------------------------------------------------------------ opening: client
@@ -539,43 +478,33 @@ class DTLSSocket(SocketBase):
         Raises:
             SocketModeError: Bind or Connect was called before.
         """
-        self._check_alive("Connect")
-        self._set_state(S.CONNECTING)
-        try:
-            target = parse_address(address, need_port=True)
-        except AddressError as e:
-            self._fail_log("Connect: address invalid", e)
-            self._finish(ShutdownReason.SOCKET_ADDRESS_INVALID)
+        target = self._connect_target(address)
+        if target is None:
             return
         self._verify_name = serverName or target.host
         self._task = self._loop.create_task(self._connect(target))
 
     async def _connect(self, target: Address) -> None:
-        try:
-            infos = await connect_infos(self._loop, target, self._use_ipv6)
-            if self._state is not S.CONNECTING:
-                return
-            sock = connected_udp_socket(infos)
-        except OpenError as e:
-            self._task = None
-            self._event(self._open_failed, e)
-            return
-        if not await self._attach(sock):
-            return
-        self._task = None
-        self._event(self._start_client)
+        if await self._attach(await open_connected(self._loop, target, self._use_ipv6)):
+            self._event(self._start_client)
 
     def _refused(self, exc: Exception) -> None:
         """The peer's host refused the ClientHello (ICMP port unreachable): nobody serves
         the port, a connect failure like TCP's."""
         self._fail_log("Connect: refused during the handshake", repr(exc))
-        self._finish(ShutdownReason.SOCKET_CONNECT_REJECTED)
+        self._end(ShutdownReason.SOCKET_CONNECT_REJECTED)
 
-    def _open_failed(self, e: OpenError) -> None:
-        self._fail_log(e.what, e.detail)
-        self._finish(e.reason)
-
-    async def _attach(self, sock: socket.socket) -> bool:
+    async def _attach(self, opened: socket.socket | OpenError) -> bool:
+        """An endpoint over the socket opened (True), or the end with the reason it
+        could not be opened (False)."""
+        if not isinstance(opened, socket.socket):
+            self._task = None
+            self._event(self._open_failed, opened.reason, opened.what, opened.detail)
+            return False
+        sock = opened
+        if self._state is not S.BINDING and self._state is not S.CONNECTING:
+            sock.close()
+            return False
         ep = _Endpoint()
         try:
             await self._loop.create_datagram_endpoint(lambda: ep, sock=sock)
@@ -586,9 +515,10 @@ class DTLSSocket(SocketBase):
             self._task = None
             if ep.tr is None:
                 sock.close()
-            self._event(self._open_failed, OpenError(ShutdownReason.SOCKET_OPEN_FAILED, "open", e))
+            self._event(self._open_failed, ShutdownReason.SOCKET_OPEN_FAILED, "open", e)
             return False
-        if self._state in _ENDED:
+        self._task = None
+        if self._state in ENDED:
             ep.tr.abort()
             return False
         ep.qos_sock = sock
@@ -654,7 +584,7 @@ class DTLSSocket(SocketBase):
 
     def _on_datagram(self, data: bytes) -> None:
         core = self._core
-        if core is None or self._state in _ENDED or not data:
+        if core is None or self._state in ENDED or not data:
             return  # a zero-length datagram holds no record
         core.receive_datagram(data, self._loop.time())
         self._pump()
@@ -680,7 +610,7 @@ class DTLSSocket(SocketBase):
 
     def _check_end(self) -> None:
         if self._peer_end is not None and not self._q.held and self._state is S.CONNECTED:
-            self._finish(self._peer_end)
+            self._end(self._peer_end)
 
     # ------------------------------------------------------------------ server side
 
@@ -703,20 +633,14 @@ class DTLSSocket(SocketBase):
         self._task = self._loop.create_task(self._bind(localAddr, port, reuseAddr))
 
     async def _bind(self, localAddr: str | None, localPort: int, reuseAddr: bool) -> None:
-        try:
-            family, sockaddr = await bind_target(self._loop, localAddr, localPort, self._use_ipv6)
-            if self._state is not S.BINDING:
-                return
-            sock = bound_udp_socket(family, sockaddr, reuseAddr)
-        except OpenError as e:
-            self._task = None
-            self._event(self._open_failed, e)
+        opened = await open_bound(self._loop, localAddr, localPort, reuseAddr, self._use_ipv6)
+        if not await self._attach(opened):
             return
-        if not await self._attach(sock):
-            return
-        self._task = None
         if not reuseAddr and self._ep is not None:
-            _clear_reuse(self._ep.tr)
+            try:
+                clear_reuse(self._ep.tr)
+            except OSError as e:
+                self._fail_log("cannot clear SO_REUSEADDR", e)
         self._event(self._bound)
 
     def _bound(self) -> None:
@@ -726,33 +650,16 @@ class DTLSSocket(SocketBase):
         self._set_state(S.BOUND)
         self._emit("SocketBindResult", self._local[0], self._local[1])
         if self._shutdown_wanted:
-            self._finish(ShutdownReason.SOCKET_SHUTDOWN_NORMAL)
+            self._end(ShutdownReason.SOCKET_SHUTDOWN_NORMAL)
         elif self._listen_wanted:
             self._start_listen()
-
-    def Listen(self) -> None:
-        """Serve DTLS on the bound address: each new peer that passed the cookie exchange
-        leads to `SocketListenResult(socket, addr, port)`; `Accept(user)` inside it gives
-        that peer a socket, whose `SocketAcceptComplete` follows once its handshake is
-        done (or its `SocketShutdown(SOCKET_TLS_HANDSHAKE_FAILED)`).
-
-        Raises:
-            SocketModeError: the socket is not bound (call `Bind` first).
-        """
-        self._check_alive("Listen")
-        if self._state is S.BINDING and not self._listen_wanted:
-            self._listen_wanted = True
-        elif self._state is S.BOUND:
-            self._start_listen()
-        else:
-            raise SocketModeError(self._illegal(self._state, S.LISTENING))
 
     def _start_listen(self) -> None:
         try:
             config = dtls_config(self._ctx, True)
         except (SSL.Error, ValueError) as e:
             self._fail_log("Listen: cannot set up DTLS", detail(e))
-            self._finish(ShutdownReason.SOCKET_LISTEN_FAILED)
+            self._end(ShutdownReason.SOCKET_LISTEN_FAILED)
             return
         self._listener = CookieListener(config, self._mtu, self._log, self.KIND)
         self._set_state(S.LISTENING)
@@ -795,7 +702,7 @@ class DTLSSocket(SocketBase):
         host = format_ip(addr[0])
         if host.startswith("::ffff:") and "." in host:
             host = host[7:]
-        self._drain()  # callbacks queued before this one go first
+        self._run_due()  # callbacks queued before this one go first
         ep = self._ep
         if ep is not None:
             ep.offering += 1  # a Shutdown/Delete inside the callback keeps it for the peer
@@ -821,7 +728,7 @@ class DTLSSocket(SocketBase):
             return
         peer = DTLSSocket(self._mux, user, self._log, self._use_ipv6, self._ctx)
         peer._kind = "peer"
-        peer._state = S.ACCEPTING
+        peer._set_state(S.ACCEPTING)
         peer._ep = ep
         peer._peer = addr
         peer._mtu = conn.mtu
@@ -885,7 +792,7 @@ class DTLSSocket(SocketBase):
         )
         self._begin(self._new_core(config, peer, self._verify_name))
         for d in held:
-            if self._state in _ENDED:
+            if self._state in ENDED:
                 break
             self._on_datagram(d)
 
@@ -938,7 +845,7 @@ class DTLSSocket(SocketBase):
         """
         st = self._state
         self._check_alive("Send")
-        mv = _as_view(buf, "Send")
+        mv = as_view(buf, "Send")
         if len is not None:
             if len < 0 or len > mv.nbytes:
                 raise ValueError(f"Send: len={len} but the buffer holds {mv.nbytes} bytes")
@@ -989,7 +896,7 @@ class DTLSSocket(SocketBase):
             return
         self._check_alive("Recv")
         q = self._q
-        q.rq.append((buf, recv_view(buf, len, "Recv")))
+        q.add(buf, len, "Recv")
         if q.held:
             self._pump_held()
             self._check_end()
@@ -1033,22 +940,22 @@ class DTLSSocket(SocketBase):
         if st is S.BINDING:
             self._shutdown_wanted = True
         elif st is S.CONNECTING and self._core is None:
-            self._finish(ShutdownReason.SOCKET_SHUTDOWN_NORMAL)
+            self._end(ShutdownReason.SOCKET_SHUTDOWN_NORMAL)
         elif st in _HANDSHAKING:
             self._shutdown_wanted = True
             if not self._in_alpn:  # else the handshake is done: close_notify after the callback
-                self._finish(ShutdownReason.SOCKET_SHUTDOWN_NORMAL)
+                self._end(ShutdownReason.SOCKET_SHUTDOWN_NORMAL)
         elif st is S.CONNECTED:
             self._close_now()
         elif st in (S.IDLE, S.BOUND, S.LISTENING):
-            self._finish(ShutdownReason.SOCKET_SHUTDOWN_NORMAL)
+            self._end(ShutdownReason.SOCKET_SHUTDOWN_NORMAL)
 
     def _close_now(self) -> None:
         core = self._core
         if core is not None:
             core.close()  # close_notify, unless the connection already ended
             self._flush(core)
-        self._finish(ShutdownReason.SOCKET_SHUTDOWN_NORMAL)
+        self._end(ShutdownReason.SOCKET_SHUTDOWN_NORMAL)
 
     def Delete(self) -> None:
         """Release the socket at once (and the UDP socket it was upgraded from): it makes
@@ -1058,25 +965,7 @@ class DTLSSocket(SocketBase):
         if self._state is S.CONNECTED and core is not None and self._peer_end is None:
             core.close()  # best effort: the peer learns it is gone
             self._flush(core)
-        self._set_state(S.DELETED)
-        self._release()
-        self._pending.clear()
-        self._user = None
-        _LIVE.discard(self)
+        super().Delete()
         udp, self._udp = self._udp, None
         if udp is not None and not udp.deleted():
             udp.Delete()
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _clear_reuse(tr: Any) -> None:
-    """libuv (uvloop) sets SO_REUSEADDR on every UDP socket; without `reuseAddr` the
-    port must stay ours alone."""
-    sock = tr.get_extra_info("socket") if tr is not None else None
-    try:
-        if sock is not None and sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)
-    except OSError:
-        pass

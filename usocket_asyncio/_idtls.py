@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from OpenSSL import SSL
 
-from ._base import _as_view
+from ._base import as_view
 from ._context import SocketContext, default_server_cert
 from ._dtls_core import (
     ApplicationData,
@@ -229,7 +229,7 @@ class IDtls:
         """Offer one datagram the app's socket received. Returns True when it is DTLS
         (first byte 20..63, RFC 7983) and the engine took it; False for anything else
         (STUN 0..3, RTP/RTCP 128..191, ...), which stays the app's."""
-        mv = _as_view(buf, "DtlsRecv")
+        mv = as_view(buf, "DtlsRecv")
         n = mv.nbytes if len is None else len
         if n <= 0 or n > mv.nbytes or not 20 <= mv[0] <= 63:
             return False
@@ -255,7 +255,7 @@ class IDtls:
             )
         if conn.ended:
             return
-        mv = _as_view(buf, "DtlsSendApplicationData")
+        mv = as_view(buf, "DtlsSendApplicationData")
         if len is not None:
             if len < 0 or len > mv.nbytes:
                 raise ValueError(

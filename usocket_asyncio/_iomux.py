@@ -212,11 +212,11 @@ class IIoMux:
             loop.close()
 
     def _delete_sockets(self) -> None:
-        from ._base import _LIVE
+        from ._base import LIVE
         from ._types import SocketModeError
 
-        for sock in [s for s in _LIVE if getattr(s, "_mux", None) is self]:
-            if sock in _LIVE:  # deleting one may delete others (a DTLS listener's peers)
+        for sock in [s for s in LIVE if getattr(s, "_mux", None) is self]:
+            if sock in LIVE:  # deleting one may delete others (a DTLS listener's peers)
                 try:
                     sock.Delete()
                 except SocketModeError:

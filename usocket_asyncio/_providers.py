@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeGuard, TypeVar
 
 from ._api import ISocket, ISocketContext, ISocketProvider, USocket
 from ._base import HeldCallbacks, SocketBase, check_loop_thread, check_user
@@ -141,22 +141,22 @@ class TLSSocketProvider(SocketProviderBase):
         to send go out before the handshake; bytes it had read but not yet delivered
         are taken as the start of the peer's handshake. A connected UDP socket is
         upgraded to DTLS the same way."""
-        if isinstance(fromTCPSocket, TLSSocket):
+        if _is_a(fromTCPSocket, TLSSocket):
             raise SocketModeError(
                 "UpgradeToTLSSocket on a TLS socket: it already speaks TLS; pass the TCP socket"
             )
         check_user(user)
         ctx = as_context(socketContext, log)
         server_side = bool(initServerSide)
-        if isinstance(fromTCPSocket, StreamSocket):
+        if _is_a(fromTCPSocket, StreamSocket):
             tcp = fromTCPSocket
             tls = TLSSocket(iomux, user, log, tcp._use_ipv6, ctx)
             return _upgrading(tls, lambda: tls._begin_upgrade(tcp, server_side))
-        if isinstance(fromTCPSocket, DTLSSocket):
+        if _is_a(fromTCPSocket, DTLSSocket):
             raise SocketModeError(
                 "UpgradeToTLSSocket on a DTLS socket: it already speaks DTLS; pass the UDP socket"
             )
-        if not isinstance(fromTCPSocket, UDPSocket):
+        if not _is_a(fromTCPSocket, UDPSocket):
             raise TypeError("UpgradeToTLSSocket takes a TCP socket (TLS) or a UDP socket (DTLS)")
         udp = fromTCPSocket
         refusal = udp.hand_over_refusal()
@@ -167,6 +167,16 @@ class TLSSocketProvider(SocketProviderBase):
             )
         dtls = DTLSSocket(iomux, user, log, udp.uses_ipv6(), ctx)
         return _upgrading(dtls, lambda: dtls._begin_upgrade(udp, server_side))
+
+
+_T = TypeVar("_T")
+
+
+def _is_a(sock: object, cls: type[_T]) -> TypeGuard[_T]:
+    """`isinstance(sock, cls)` without ABCMeta's caches: in the compiled build the socket
+    classes share `ISocket`'s (mypyc gives a compiled subclass of an ABC no cache of its
+    own), so one answer for one class would stand for all of them."""
+    return cls in type(sock).__mro__
 
 
 def _upgrading(sock: SocketBase, begin: Callable[[], None]) -> ISocket:

@@ -62,7 +62,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from ._api import ISocket, USocket
-from ._base import S
+from ._base import HELD, S
 from ._context import SocketContext
 from ._errors import CONNECT, HANDSHAKE, reason_of, translate
 from ._stream import HOLD_LIMIT, StreamSocket, connect_any
@@ -226,8 +226,7 @@ class TLSSocket(StreamSocket):
             self._task = None
             if self._state in _HANDSHAKING:
                 reason, why = translate(e, HANDSHAKE)
-                self._fail_log("TLS upgrade failed", why)
-                self._finish(reason, direct=True)
+                self._event(self._open_failed, reason, "TLS upgrade failed", why)
             return
         self._task = None
         self._raw_tr = None
@@ -277,7 +276,7 @@ class TLSSocket(StreamSocket):
             return
         if self._hstart != self._hend:
             if self._rhead:
-                self._mark_due()
+                self._push(HELD)
             elif self._hend - self._hstart >= HOLD_LIMIT and not self._paused:
                 self._paused = True
                 self._tr.pause_reading()
@@ -309,7 +308,7 @@ class TLSSocket(StreamSocket):
             return False
         if ok is not None and not ok:
             self._fail_log("ALPN", f"the app refused {proto!r}")
-            self._finish(ShutdownReason.SOCKET_ALPN_SELECTION_FAILED, direct=True)
+            self._end(ShutdownReason.SOCKET_ALPN_SELECTION_FAILED)
             return False
         return True
 

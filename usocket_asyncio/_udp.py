@@ -5,8 +5,9 @@ Theory of operation
 A `UDPSocket` is both the app's `ISocket` and the `DatagramProtocol` of its transport, so
 a datagram from the transport reaches the app's callback with no hop in between. The
 library makes the OS socket itself (so it can tell `SOCKET_OPEN_FAILED`,
-`SOCKET_ADDR_IN_USE`, `SOCKET_BIND_FAILED` and `SOCKET_CONNECT_FAILED` apart) and hands
-it to `loop.create_datagram_endpoint(sock=...)`, on asyncio and uvloop alike.
+`SOCKET_ADDR_IN_USE`, `SOCKET_BIND_FAILED` and `SOCKET_CONNECT_FAILED` apart; the
+opening is `_datagram`'s, shared with DTLS sockets) and hands it to
+`loop.create_datagram_endpoint(sock=...)`, on asyncio and uvloop alike.
 
 Modes. The first of `Bind` or `Connect` fixes the mode (API.md item 2):
 
@@ -37,15 +38,16 @@ is empty: a datagram the kernel took is complete on return, the others complete 
 to `error_received`: it is logged and never ends the socket; the `SocketSendResult` of
 that datagram still follows, since the datagram has left the socket.
 
-Callbacks. As in the stream engine, a result that completes inside the app's own call
-(a send, a `Recv` that a held datagram can fill, `RecvCancel`, an early failure) is
-recorded as due and delivered from the loop's batch (`_Deferred`) or, inside a
-transport event, right after the app's callback returns (the same code:
-`_base.DeferringSocket`).
+Callbacks. As in the stream engine, every event enters through `SocketBase._event`
+(the per-datagram one, `datagram_received`, calls the user itself), and a result that
+completes inside the app's own call (a send, a `Recv` that a held datagram can fill,
+`RecvCancel`, an early failure) goes to the socket's deferral queue (`_base`): delivered
+in call order right after the app's callback returns, or from the loop's batch.
 
-The end. `_finish(reason)` is the one place a socket ends. `Shutdown` closes the
+The end. `SocketBase._end(reason)` is the one place a socket ends. `Shutdown` closes the
 transport, which first sends what it still queues; `connection_lost` then gives the
-single `SocketShutdown(SOCKET_SHUTDOWN_NORMAL)`.
+single `SocketShutdown(SOCKET_SHUTDOWN_NORMAL)`. A socket handed to DTLS (`hand_over`)
+ends silently: its user hears nothing more.
 """
 
 from __future__ import annotations
@@ -55,14 +57,21 @@ import errno
 import ipaddress
 import socket
 from asyncio import _get_running_loop
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
-from ._address import Address, AddressError, format_ip, parse_address
+from ._address import Address, format_ip
 from ._api import Buffer, USocket
-from ._base import _LIVE, DeferringSocket, S, State, off_loop
+from ._base import HELD, S, SocketBase, State, off_loop, transitions
 from ._datagram import DROP_LOG_EVERY as DROP_LOG_EVERY
-from ._datagram import Handover, RecvQueue, recv_view
-from ._errors import BIND, CONNECT, OPEN, translate
+from ._datagram import (
+    Handover,
+    OpenError,
+    RecvQueue,
+    clear_reuse,
+    copies_needed,
+    open_bound,
+    open_connected,
+)
 from ._types import IPaddr, LogFlags, ShutdownReason, SocketModeError
 
 if TYPE_CHECKING:
@@ -74,19 +83,32 @@ HOLD_DATAGRAMS = 256
 HOLD_BYTES = 256 * 1024
 """Bytes held for an app with no pending `Recv` before new datagrams are dropped."""
 
-UDP_TRANSITIONS: dict[State, frozenset[State]] = {
-    S.IDLE: frozenset({S.BINDING, S.CONNECTING, S.CLOSED, S.DELETED}),
-    S.BINDING: frozenset({S.BOUND, S.CLOSED, S.DELETED}),
-    S.BOUND: frozenset({S.CLOSING, S.CLOSED, S.DELETED}),
-    S.CONNECTING: frozenset({S.CONNECTED, S.CLOSED, S.DELETED}),
-    S.CONNECTED: frozenset({S.CLOSING, S.CLOSED, S.DELETED}),
-    S.CLOSING: frozenset({S.CLOSED, S.DELETED}),
-    S.CLOSED: frozenset({S.DELETED}),
-    S.DELETED: frozenset(),
-}
+UDP_TRANSITIONS = transitions(
+    {
+        S.IDLE: (S.BINDING, S.CONNECTING),
+        S.BINDING: (S.BOUND,),
+        S.BOUND: (S.CLOSING,),
+        S.CONNECTING: (S.CONNECTED,),
+        S.CONNECTED: (S.CLOSING,),
+        S.CLOSING: (),
+    }
+)
 """The legal moves of a UDP socket (LISTENING and ACCEPTING are never used)."""
 
 _OPEN = (S.BOUND, S.CONNECTED)
+
+_SENDTO_REFUSED = (
+    "SendTo before Bind: call Bind first (Bind(None, 0) picks any port), then SendTo; or "
+    "Connect and use Send",
+    "SendTo on a connected UDP socket: use Send (Connect fixed the peer), or Bind a new "
+    "socket to send to any peer",
+)
+_SEND_REFUSED = (
+    "Send before Connect: Connect('ip:port') fixes the peer first; or Bind and use SendTo",
+    "Send on a bound UDP socket: use SendTo(buf, len, addr, port), or Connect a new socket "
+    "to fix the peer",
+)
+"""What `SendTo` and `Send` say when refused: before Bind/Connect, in the other mode."""
 
 # Source addresses seen by bound sockets -> ipaddress objects (parsing is the costly
 # part of a datagram's way in; peers repeat). Bounded: cleared when full.
@@ -114,143 +136,11 @@ def ip_of(host: str) -> IPaddr:
     return ip
 
 
-class OpenError(Exception):
-    """Opening a UDP socket failed: the contract's reason and what to log."""
-
-    def __init__(self, reason: ShutdownReason, what: str, detail: object) -> None:
-        super().__init__(f"{what}: {detail}")
-        self.reason = reason
-        self.what = what
-        self.detail = detail
-
-
-def os_failure(what: str, exc: OSError, phase: int) -> OpenError:
-    """The `OpenError` of `exc`, met in `phase`: its reason and detail by `translate`."""
-    reason, why = translate(exc, phase)
-    return OpenError(reason, what, why)
-
-
-def bound_udp_socket(family: int, sockaddr: Any, reuseAddr: bool) -> socket.socket:
-    """A non-blocking UDP socket bound to `sockaddr` ("::" also takes IPv4).
-
-    Raises:
-        OpenError: with `SOCKET_OPEN_FAILED`, `SOCKET_ADDR_IN_USE` or `SOCKET_BIND_FAILED`.
-    """
-    try:
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-    except OSError as e:
-        raise os_failure("Bind: socket() failed", e, OPEN) from e
-    try:
-        sock.setblocking(False)
-        if reuseAddr:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6 and sockaddr[0] in ("::", "::0"):
-            try:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-            except OSError:
-                pass
-        sock.bind(sockaddr)
-    except OSError as e:
-        sock.close()
-        raise os_failure("Bind failed", e, BIND) from e
-    return sock
-
-
-def connected_udp_socket(infos: list[tuple[int, Any]]) -> socket.socket:
-    """A non-blocking UDP socket connected to the first of `infos` (family, sockaddr)
-    that works.
-
-    Raises:
-        OpenError: with `SOCKET_OPEN_FAILED` or `SOCKET_CONNECT_FAILED`.
-    """
-    last: OpenError | None = None
-    for family, sockaddr in infos:
-        try:
-            sock = socket.socket(family, socket.SOCK_DGRAM)
-        except OSError as e:
-            last = os_failure("Connect: socket() failed", e, OPEN)
-            continue
-        try:
-            sock.setblocking(False)
-            sock.connect(sockaddr)
-        except OSError as e:
-            sock.close()
-            last = os_failure("Connect failed", e, CONNECT)
-            continue
-        return sock
-    if last is None:
-        last = OpenError(ShutdownReason.SOCKET_CONNECT_FAILED, "Connect", "no address to try")
-    raise last
-
-
-async def connect_infos(
-    loop: asyncio.AbstractEventLoop, target: Address, use_ipv6: bool
-) -> list[tuple[int, Any]]:
-    """The (family, sockaddr) candidates for a Connect target (names resolved).
-
-    Raises:
-        OpenError: with `SOCKET_CONNECT_FAILED` when a name does not resolve.
-    """
-    if target.ip is not None:
-        fam = socket.AF_INET6 if target.ip.version == 6 else socket.AF_INET
-        return [(fam, (target.host, target.port))]
-    fam = socket.AF_INET6 if use_ipv6 else socket.AF_INET
-    try:
-        infos = await loop.getaddrinfo(target.host, target.port, family=fam, type=socket.SOCK_DGRAM)
-    except OSError as e:
-        raise os_failure("Connect: cannot resolve", e, CONNECT) from e
-    return [(info[0], info[4]) for info in infos]
-
-
-async def bind_target(
-    loop: asyncio.AbstractEventLoop, localAddr: str | None, localPort: int, use_ipv6: bool
-) -> tuple[int, Any]:
-    """The (family, sockaddr) to bind: None is all interfaces ("::" with `use_ipv6`).
-
-    Raises:
-        OpenError: `SOCKET_ADDRESS_INVALID` for a string that is no address,
-            `SOCKET_BIND_FAILED` for a name that does not resolve.
-    """
-    if not 0 <= int(localPort) <= 65535:
-        raise OpenError(
-            ShutdownReason.SOCKET_ADDRESS_INVALID,
-            "Bind: address invalid",
-            f"port {localPort} out of range",
-        )
-    if localAddr is None or localAddr == "":
-        if use_ipv6:
-            return socket.AF_INET6, ("::", localPort)
-        return socket.AF_INET, ("0.0.0.0", localPort)
-    try:
-        addr = parse_address(localAddr, need_port=False, default_port=localPort)
-    except AddressError as e:
-        raise OpenError(ShutdownReason.SOCKET_ADDRESS_INVALID, "Bind: address invalid", e) from e
-    if addr.ip is not None:
-        fam = socket.AF_INET6 if addr.ip.version == 6 else socket.AF_INET
-        return fam, (addr.host, addr.port)
-    fam = socket.AF_INET6 if use_ipv6 else socket.AF_INET
-    try:
-        infos = await loop.getaddrinfo(addr.host, addr.port, family=fam, type=socket.SOCK_DGRAM)
-    except OSError as e:
-        raise os_failure("Bind: cannot resolve", e, BIND) from e
-    return infos[0][0], infos[0][4]
-
-
-def copies_needed(transport: Any) -> bool:
-    """True when `transport.sendto` may keep a reference to the caller's buffer.
-
-    asyncio's datagram transport sends at once or copies what it queues; uvloop's queues
-    a reference to the buffer itself, so the caller's (mutable) buffer must be copied.
-    """
-    return not type(transport).__module__.startswith("asyncio")
-
-
-class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
+class UDPSocket(SocketBase, asyncio.DatagramProtocol):
     """A UDP socket: bound (`SendTo`, `SocketRecvFromResult`) or connected (`Send`,
     `SocketRecvResult`). See the module docstring for the rules."""
 
     __slots__ = (
-        "_blocked",
         "_cache",
         "_copy",
         "_family",
@@ -268,16 +158,16 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
         "_tr",
     )
 
-    TRANSITIONS: ClassVar[dict[State, frozenset[State]]] = UDP_TRANSITIONS
-    LOG_FLAG: ClassVar[int] = LogFlags.LOG_UDP
-    KIND: ClassVar[str] = "udp"
+    TRANSITIONS = UDP_TRANSITIONS
+    LOG_FLAG = LogFlags.LOG_UDP
+    KIND = "udp"
 
     def __init__(
         self, iomux: IIoMux, user: USocket | None, log: IInstanceLog, useIPv6: bool = False
     ) -> None:
         super().__init__(iomux, user, log, useIPv6)
-        self._tr: Any = None
         self._sock: socket.socket | None = None
+        self._tr: Any = None
         self._family = 0
         self._copy = True
         self._reuse = False
@@ -287,8 +177,7 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
             log, self.LOG_FLAG, self.KIND, id(self), "datagram", HOLD_DATAGRAMS, HOLD_BYTES
         )
         # send side
-        self._cache: list[tuple[bytes, Any]] = []
-        self._blocked = False
+        self._cache: list[tuple[Any, Any]] = []  # (datagram: bytes or bytearray, dst)
         self._shutdown_wanted = False
         self._last_ip: Any = None
         self._last_port = -1
@@ -297,7 +186,6 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
         self._src: Any = None
         self._src_ip: Any = None
         self._src_port = -1
-        _LIVE.add(self)
 
     @property
     def dropped(self) -> int:
@@ -307,10 +195,7 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
 
     # ------------------------------------------------------------------ state machine
 
-    @staticmethod
-    def _illegal(old: State, new: State) -> str:
-        if old is S.DELETED:
-            return "the socket was deleted; make a new one with the provider's CreateSocket"
+    def _illegal(self, old: State, new: State) -> str:
         if new is S.CONNECTING and old in (S.BINDING, S.BOUND):
             return (
                 "Connect on a bound UDP socket: the first of Bind or Connect fixes the mode. "
@@ -371,18 +256,9 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
         self._task = self._loop.create_task(self._bind(localAddr, port, reuseAddr))
 
     async def _bind(self, localAddr: str | None, localPort: int, reuseAddr: bool) -> None:
-        try:
-            family, sockaddr = await bind_target(self._loop, localAddr, localPort, self._use_ipv6)
-            if self._state is not S.BINDING:
-                return
-            sock = bound_udp_socket(family, sockaddr, reuseAddr)
-            self._reuse = reuseAddr
-        except OpenError as e:
-            self._task = None
-            self._fail_log(e.what, e.detail)
-            self._finish(e.reason, direct=True)
-            return
-        await self._attach(sock)
+        self._reuse = reuseAddr
+        opened = await open_bound(self._loop, localAddr, localPort, reuseAddr, self._use_ipv6)
+        await self._attach(opened)
 
     def Connect(self, address: str, serverName: str | None = None) -> None:
         """Fix the peer to `address` ("ip:port", "[v6]:port" or "name:port").
@@ -396,32 +272,25 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
         Raises:
             SocketModeError: Bind or Connect was called before.
         """
-        self._check_alive("Connect")
-        self._set_state(S.CONNECTING)
+        target = self._connect_target(address)
         self._server_name = serverName
-        try:
-            target = parse_address(address, need_port=True)
-        except AddressError as e:
-            self._fail_log("Connect: address invalid", e)
-            self._finish(ShutdownReason.SOCKET_ADDRESS_INVALID, direct=False)
-            return
-        self._task = self._loop.create_task(self._connect(target))
+        if target is not None:
+            self._task = self._loop.create_task(self._connect(target))
 
     async def _connect(self, target: Address) -> None:
-        try:
-            infos = await connect_infos(self._loop, target, self._use_ipv6)
-            if self._state is not S.CONNECTING:
-                return
-            sock = connected_udp_socket(infos)
-        except OpenError as e:
-            self._task = None
-            self._fail_log(e.what, e.detail)
-            self._finish(e.reason, direct=True)
-            return
-        await self._attach(sock)
+        await self._attach(await open_connected(self._loop, target, self._use_ipv6))
 
-    async def _attach(self, sock: socket.socket) -> None:
-        """Make `sock` the transport's; `connection_made` completes Bind/Connect."""
+    async def _attach(self, opened: socket.socket | OpenError) -> None:
+        """Make the socket opened the transport's (`connection_made` completes
+        Bind/Connect), or end with the reason it could not be opened."""
+        if isinstance(opened, OpenError):
+            self._task = None
+            self._event(self._open_failed, opened.reason, opened.what, opened.detail)
+            return
+        sock = opened
+        if self._state is not S.BINDING and self._state is not S.CONNECTING:
+            sock.close()
+            return
         self._sock = sock
         self._family = sock.family
         try:
@@ -434,8 +303,8 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
                 self._sock = None
                 sock.close()
             if self._state is S.BINDING or self._state is S.CONNECTING:
-                self._fail_log("cannot open the transport", repr(e))
-                self._finish(ShutdownReason.SOCKET_OPEN_FAILED, direct=True)
+                why = repr(e)
+                self._event(self._open_failed, ShutdownReason.SOCKET_OPEN_FAILED, "open", why)
             return
         self._task = None
 
@@ -463,7 +332,11 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
                 self._apply_qos()
             if bound and not self._reuse:
                 self._clear_reuse(tr)
-        self._in_event = True
+        self._event(self._opened, bound)
+
+    def _opened(self, bound: bool) -> None:
+        """Bound or connected (an event): cached datagrams go out, the app hears of it,
+        and a `Shutdown` made meanwhile begins."""
         cache, self._cache = self._cache, []
         for data, dst in cache:
             if bound:
@@ -474,30 +347,24 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
             self._callback("SocketBindResult", self._local[0], self._local[1])
         else:
             self._callback("SocketConnectComplete")
-        self._in_event = False
         if self._shutdown_wanted and self._state in _OPEN:
             self._begin_close()
-        if self._due:
-            self._run_due()
 
     def _clear_reuse(self, tr: Any) -> None:
         """libuv (uvloop) turns SO_REUSEADDR on for every UDP socket it opens; without
         `reuseAddr` the port must stay ours alone, as on the default loop."""
-        sock = tr.get_extra_info("socket")
         try:
-            if sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)
-        except (OSError, AttributeError) as e:
+            clear_reuse(tr)
+        except OSError as e:
             self._fail_log("cannot clear SO_REUSEADDR", e)
 
-    def _flush_to(self, data: bytes, dst: tuple[IPaddr, int]) -> None:
+    def _flush_to(self, data: Any, dst: tuple[IPaddr, int]) -> None:
         """Send a datagram cached while binding (its address checked against the family now)."""
         try:
             addr = self._dest(dst[0], dst[1])
         except ValueError as e:
             self._fail_log("SendTo dropped", e)
-            self._send_due += 1
-            self._mark_due()
+            self._push_sent(1)
             return
         self._put(data, addr)
 
@@ -510,13 +377,10 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
         if not rq or q.held:
             q.hold(data, addr)
             if rq:
-                self._in_event = True
-                self._deliver_held()
-                self._in_event = False
-                if self._due:
-                    self._run_due()
+                self._event(self._deliver_held)
             return
-        buf, n = q.fill(data)
+        buf, n = q.fill(data)  # the buffer is the app's again: it may resize it in the callback
+        # the per-datagram event, written out: see `SocketBase._event`
         self._in_event = True
         try:
             if st is S.CONNECTED:
@@ -528,9 +392,7 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
                 self._src_port = port = addr[1]
                 self._user.SocketRecvFromResult(self, buf, n, ip, port)
         except Exception as e:
-            self._loop.call_exception_handler(
-                {"message": "exception in a receive callback", "exception": e, "socket": self}
-            )
+            self._raised("SocketRecvResult" if st is S.CONNECTED else "SocketRecvFromResult", e)
         self._in_event = False
         if self._due:
             self._run_due()
@@ -565,29 +427,18 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._tr = None
         self._sock = None
+        self._event(self._lost, exc)
+
+    def _lost(self, exc: Exception | None) -> None:
+        """The transport is gone (an event)."""
         st = self._state
         if st is S.CLOSING:
             if exc is not None:
                 self._fail_log("lost while closing", repr(exc))
-            self._finish(ShutdownReason.SOCKET_SHUTDOWN_NORMAL, direct=True)
+            self._end(ShutdownReason.SOCKET_SHUTDOWN_NORMAL)
         elif st is S.BOUND or st is S.CONNECTED:
             self._fail_log("transport lost", repr(exc))
-            self._finish(ShutdownReason.SOCKET_LOST, direct=True)
-
-    def pause_writing(self) -> None:
-        self._blocked = True
-
-    def resume_writing(self) -> None:
-        self._blocked = False
-        if self._unreported:
-            self._send_due += self._unreported
-            self._unreported = 0
-            if self._state in _OPEN or self._state is S.CLOSING:
-                self._in_event = True
-                self._deliver_send_results()
-                self._in_event = False
-                if self._due:
-                    self._run_due()
+            self._end(ShutdownReason.SOCKET_LOST)
 
     # ------------------------------------------------------------------ ISocket: data
 
@@ -620,14 +471,7 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
             self._tr.sendto(data, addr)
         else:
             self._send_empty(addr)
-        if self._blocked:
-            self._unreported += 1
-        else:
-            self._send_due += 1
-            if not self._due:
-                self._due = True
-                if not self._in_event:
-                    self._mux._deferred.add(self)
+        self._count_send()
 
     def _send_empty(self, addr: Any) -> None:
         # Both loops' transports drop empty datagrams silently; send it ourselves.
@@ -678,23 +522,39 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
                 self._last_dst = addr
             self._put(self._data(buf, len, "SendTo", False), addr)
             return
-        if st is S.BINDING:
+        self._later("SendTo", buf, len, dstAddr, dstPort, S.BOUND, _SENDTO_REFUSED)
+
+    def _later(
+        self,
+        call: str,
+        buf: Buffer,
+        len: int | None,
+        dstAddr: Any,
+        dstPort: Any,
+        mode: State,
+        refused: tuple[str, str],
+    ) -> None:
+        """`call` when its datagram cannot go at once: cached while Bind/Connect is in
+        progress (`SendTo` checks the destination first), ignored once the socket is
+        shutting down or closed (`mode`, its open state, after `Shutdown`); else
+        `SocketModeError` with the first of `refused` before Bind/Connect, the second in
+        the other mode.
+
+        Raises:
+            SocketModeError: see above, or the socket is deleted.
+            ValueError: a `SendTo` destination that is no IP address and port.
+        """
+        st = self._state
+        bound = mode is S.BOUND
+        if st is (S.BINDING if bound else S.CONNECTING):
             if not self._shutdown_wanted:
-                dst = (self._parse_dst(dstAddr, dstPort), dstPort)
-                self._cache.append((self._data(buf, len, "SendTo", True), dst))
+                dst = (self._parse_dst(dstAddr, dstPort), dstPort) if bound else None
+                self._cache.append((self._data(buf, len, call, True), dst))
             return
-        if st is S.CLOSING or st is S.CLOSED or st is S.BOUND:
+        if st is S.CLOSING or st is S.CLOSED or st is mode:
             return
-        self._check_alive("SendTo")
-        if st is S.IDLE:
-            raise SocketModeError(
-                "SendTo before Bind: call Bind first (Bind(None, 0) picks any port), then "
-                "SendTo; or Connect and use Send"
-            )
-        raise SocketModeError(
-            "SendTo on a connected UDP socket: use Send (Connect fixed the peer), or Bind a "
-            "new socket to send to any peer"
-        )
+        self._check_alive(call)
+        raise SocketModeError(refused[0] if st is S.IDLE else refused[1])
 
     @staticmethod
     def _parse_dst(dstAddr: Any, dstPort: Any) -> IPaddr:
@@ -745,22 +605,7 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
         if st is S.CONNECTED and not self._shutdown_wanted:
             self._put(self._data(buf, len, "Send", False), None)
             return
-        if st is S.CONNECTING:
-            if not self._shutdown_wanted:
-                self._cache.append((self._data(buf, len, "Send", True), None))
-            return
-        if st is S.CLOSING or st is S.CLOSED or st is S.CONNECTED:
-            return
-        self._check_alive("Send")
-        if st is S.IDLE:
-            raise SocketModeError(
-                "Send before Connect: Connect('ip:port') fixes the peer first; or Bind and "
-                "use SendTo"
-            )
-        raise SocketModeError(
-            "Send on a bound UDP socket: use SendTo(buf, len, addr, port), or Connect a new "
-            "socket to fix the peer"
-        )
+        self._later("Send", buf, len, None, None, S.CONNECTED, _SEND_REFUSED)
 
     def Recv(
         self, buf: bytearray | memoryview, len: int | None = None, recvPartial: bool = False
@@ -793,15 +638,13 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
                 )
             q.rq.append((buf, mv))
             if q.held:
-                self._mark_due()
+                self._push(HELD)
             return
-        if st is S.CLOSING or st is S.CLOSED:
+        if self._recv_ignored(st):
             return
-        if st is S.DELETED:
-            self._check_alive("Recv")
-        q.rq.append((buf, recv_view(buf, len, "Recv")))
+        q.add(buf, len, "Recv")
         if q.held:
-            self._mark_due()
+            self._push(HELD)
 
     def RecvCancel(self) -> None:
         """Cancel every pending `Recv`: one `SocketRecvCanceled(socket, buf)` each, in
@@ -809,8 +652,8 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
         self._check_alive("RecvCancel")
         if not self._q.rq:
             return
-        self._canceled.extend(self._q.cancel())
-        self._mark_due()
+        for b in self._q.cancel():
+            self._push(("SocketRecvCanceled", (b,)))
 
     # ------------------------------------------------------------------ ISocket: the rest
 
@@ -853,7 +696,7 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
         elif st is S.BINDING or st is S.CONNECTING:
             self._shutdown_wanted = True
         elif st is S.IDLE:
-            self._finish(ShutdownReason.SOCKET_SHUTDOWN_NORMAL, direct=False)
+            self._end(ShutdownReason.SOCKET_SHUTDOWN_NORMAL)
 
     def hand_over(self) -> Handover:
         """Give the transport and the datagrams read so far to the DTLS socket that takes
@@ -864,12 +707,10 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
         peer = tr.get_extra_info("peername") if tr is not None else None
         self._tr = None
         self._sock = None
-        self._q.clear()
-        self._cache.clear()
-        self._canceled.clear()
-        self._send_due = self._unreported = 0
-        self._set_state(S.CLOSED)  # silently: its user gets no further callback
-        self._user = None
+        # inside SocketConnectComplete the opening task still awaits its transport:
+        # cancelling it (in _release) would close the transport the new owner takes over
+        self._task = None
+        self._end(ShutdownReason.SOCKET_SHUTDOWN_NORMAL, silent=True)  # its user hears no more
         return Handover(tr, held, peer, self._local, self._server_name)
 
     def hand_over_refusal(self) -> str | None:
@@ -892,6 +733,6 @@ class UDPSocket(DeferringSocket, asyncio.DatagramProtocol):
         self._q.clear()
         tr = self._tr
         if tr is None:
-            self._finish(ShutdownReason.SOCKET_SHUTDOWN_NORMAL, direct=False)
+            self._end(ShutdownReason.SOCKET_SHUTDOWN_NORMAL)
             return
         tr.close()  # sends what it queues first, then connection_lost

@@ -695,9 +695,9 @@ def drop_provider(prov: ISocketProvider, *contexts: ISocketContext | None) -> No
 
 def delete_live(mux: Mux) -> int:
     """Delete every socket the library still holds on this loop: how many there were."""
-    from usocket_asyncio._stream import _LIVE
+    from usocket_asyncio._base import LIVE
 
-    live = [s for s in _LIVE if getattr(s, "_loop", None) is mux.loop]
+    live = [s for s in LIVE if getattr(s, "_loop", None) is mux.loop]
     for s in live:
         s.Delete()
     return len(live)
@@ -1740,9 +1740,9 @@ def _open_fails(mux: Mux, kind: DatagramKind | StreamKind, module: Any, host: st
 
 def check_dgram_open_failed(mux: Mux, log: IInstanceLog, kind: DatagramKind) -> None:
     """socket() itself fails (EMFILE): SOCKET_OPEN_FAILED with the errno logged."""
-    import usocket_asyncio._udp as udp
+    import usocket_asyncio._datagram as datagram  # where UDP and DTLS sockets are made
 
-    _open_fails(mux, kind, udp, kind.host)
+    _open_fails(mux, kind, datagram, kind.host)
 
 
 def _rejected(mux: Mux, kind: DatagramKind | StreamKind, address: str) -> None:

@@ -32,7 +32,7 @@ from usocket_asyncio import (
     ISocket,
     SocketModeError,
 )
-from usocket_asyncio._stream import _LIVE
+from usocket_asyncio._base import LIVE
 
 from .loop import Mux, Recorder
 
@@ -284,7 +284,7 @@ class SocketMachine:
                     e.rec.gone = "deleted"
             self.mux.run_ready()
             self.check()
-            left = [s for s in _LIVE if getattr(s, "_loop", None) is self.mux.loop]
+            left = [s for s in LIVE if getattr(s, "_loop", None) is self.mux.loop]
             assert not left, f"deleted sockets still held by the library: {left}"
             STATS["runs"] += 1
             STATS["calls"] += self.calls
