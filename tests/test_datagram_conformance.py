@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from kit.conformance import DATAGRAM_BUGS, DATAGRAM_CHECKS, DATAGRAM_KINDS, run_dgram_check
+from kit.conformance import DATAGRAM_CHECKS, DATAGRAM_KINDS, run_dgram_check
 from kit.loop import Mux, have_ipv6
 
 from usocket_asyncio import IInstanceLog
@@ -22,11 +22,7 @@ def test_datagram_conformance(
     log: IInstanceLog,
     kind: str,
     check: Callable[..., None],
-    request: pytest.FixtureRequest,
 ) -> None:
     if DATAGRAM_KINDS[kind].use_ipv6 and not have_ipv6():
         pytest.skip("no IPv6 loopback")
-    bug = DATAGRAM_BUGS.get((check, kind))
-    if bug is not None:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=bug))
     run_dgram_check(check, mux, log, DATAGRAM_KINDS[kind])

@@ -147,6 +147,7 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
         "_last_dst",
         "_last_ip",
         "_last_port",
+        "_lost_reason",
         "_q",
         "_reuse",
         "_server_name",
@@ -179,6 +180,8 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
         # send side
         self._cache: list[tuple[Any, Any]] = []  # (datagram: bytes or bytearray, dst)
         self._shutdown_wanted = False
+        # the transport was lost while datagrams were held: they go to Recv first
+        self._lost_reason: ShutdownReason | None = None
         self._last_ip: Any = None
         self._last_port = -1
         self._last_dst: Any = None
@@ -418,6 +421,8 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
                 self._callback("SocketRecvFromResult", buf, n, ip, addr[1])
         if not held:
             q.drained()
+            if self._lost_reason is not None and self._state in _OPEN:
+                self._end(self._lost_reason)  # the last held datagram went to its Recv
 
     def error_received(self, exc: Exception) -> None:
         """An ICMP error or a failed send: logged, never the end of the socket."""
@@ -437,8 +442,18 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
                 self._fail_log("lost while closing", repr(exc))
             self._end(ShutdownReason.SOCKET_SHUTDOWN_NORMAL)
         elif st is S.BOUND or st is S.CONNECTED:
-            self._fail_log("transport lost", repr(exc))
-            self._end(ShutdownReason.SOCKET_LOST)
+            held = self._q.held.__len__()
+            if not held:
+                self._fail_log("transport lost", repr(exc))
+                self._end(ShutdownReason.SOCKET_LOST)
+                return
+            # as on a stream socket, what was read already still goes to Recv first;
+            # sends are dropped (and logged) from now on, then SOCKET_LOST
+            self._fail_log(f"transport lost ({held} held datagrams go to Recv first)", repr(exc))
+            self._lost_reason = ShutdownReason.SOCKET_LOST
+            self._shutdown_wanted = True
+            if self._q.rq:
+                self._deliver_held()
 
     # ------------------------------------------------------------------ ISocket: data
 
@@ -552,6 +567,8 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
                 self._cache.append((self._data(buf, len, call, True), dst))
             return
         if st is S.CLOSING or st is S.CLOSED or st is mode:
+            if self._lost_reason is not None and st is mode:
+                self._fail_log(f"{call} dropped", "the transport is gone")
             return
         self._check_alive(call)
         raise SocketModeError(refused[0] if st is S.IDLE else refused[1])
@@ -732,7 +749,7 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
         self._set_state(S.CLOSING)
         self._q.clear()
         tr = self._tr
-        if tr is None:
-            self._end(ShutdownReason.SOCKET_SHUTDOWN_NORMAL)
+        if tr is None:  # lost underneath (held datagrams were waiting): the honest reason
+            self._end(self._lost_reason or ShutdownReason.SOCKET_SHUTDOWN_NORMAL)
             return
         tr.close()  # sends what it queues first, then connection_lost

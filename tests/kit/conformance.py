@@ -1602,12 +1602,14 @@ def check_dgram_held_reach_recv_before_lost(
     kind.break_transport(p.a.sock)
     mux.run_ready()
     assert p.a.rec.names() == [kind.client_open], p.a.rec.events  # held, not ended
+    p.a.send(b"never sent")  # no transport: dropped (and logged), never reported as sent
     for _ in range(4):
         p.a.recv(bytearray(50))
     mux.run_until(lambda: p.a.rec.shutdown is not None)
     assert p.a.got() == [50] * 3
     assert p.a.rec.received == b"A" * 50 + b"B" * 50 + b"C" * 50
     mux.run_ready()
+    assert p.a.rec.sends_done == 0, p.a.rec.events
     ended_once(p.a.rec, ShutdownReason.SOCKET_LOST)
     close_dgram_pair(p)
 
@@ -2072,15 +2074,6 @@ DATAGRAM_APPLIES: dict[Callable[..., None], Callable[[DatagramKind], bool]] = {
 }
 """Checks that apply to some datagram kinds only (the others skip them)."""
 PURE_ONLY_CHECKS: set[Callable[..., None]] = {check_dgram_open_failed}
-DATAGRAM_BUGS: dict[tuple[Callable[..., None], str], str] = {
-    (check_dgram_held_reach_recv_before_lost, k): (
-        "library bug: a UDP socket whose transport is lost ends with SOCKET_LOST at once and "
-        "drops the datagrams it held, where DTLS (and every stream kind) hands them to the "
-        "Recvs that follow first (API.md item 5; no byte lost)"
-    )
-    for k in ("udp4-bound", "udp6-bound", "udp-connected")
-}
-"""(check, kind) pairs that fail because of a library bug: run as xfail(strict=True)."""
 """Checks that patch module internals: the compiled build skips them."""
 
 
