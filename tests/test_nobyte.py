@@ -259,3 +259,34 @@ def test_unix_path_live_reads_the_table(tmp_path: Any) -> None:
     assert unix_path_live("/run/abstract", str(table)) is False
     assert unix_path_live("/run/other", str(table)) is False
     assert unix_path_live("/run/x", str(tmp_path / "missing")) is None
+
+
+@pytest.mark.parametrize("version", ["tls12", "tls13"])
+def test_tls_close_notify_while_the_reader_is_behind_loses_nothing(
+    mux: Mux, log: IInstanceLog, ca: Any, short_tmp: str, version: str
+) -> None:
+    """The sender shuts down with megabytes queued while the reader takes 16 KiB every
+    15 ms (default kernel buffers): its close_notify arrives while the reader's socket
+    still holds bytes and has paused the transport. What the SSL object still holds must
+    be read into the hold then, not lost on a full one: every byte arrives (hash equal),
+    then BY_PEER, with nothing in the loop's exception handler."""
+    from kit.conformance import SLOW_PAUSE, SLOW_READ
+
+    p = make_pair(mux, log, tls_kind(ca, version), short_tmp)
+    data = random.Random(23).randbytes(int(3.6 * 1024 * 1024))
+    buf = bytearray(SLOW_READ)
+
+    def again(s: ISocket) -> None:
+        if p.srec.shutdown is None:
+            s.Recv(buf, None, True)
+
+    p.srec.hooks["recv"] = lambda s, b, n: mux.loop.call_later(SLOW_PAUSE, again, s)
+    call(p.crec, p.client.Send, data)
+    call(p.crec, p.client.Shutdown)
+    call(p.srec, p.server.Recv, buf, None, True)
+    mux.run_until(lambda: p.srec.shutdown is not None, timeout=40, what="the reader's end")
+    assert hashlib.sha256(p.srec.received).hexdigest() == hashlib.sha256(data).hexdigest(), (
+        f"{len(p.srec.received)} of {len(data)} bytes, then {p.srec.shutdown!r}"
+    )
+    assert p.srec.shutdown is R.SOCKET_SHUTDOWN_BY_PEER
+    close_pair(mux, p)

@@ -366,6 +366,9 @@ class TLSSocket(StreamSocket):
                     buf = self.get_buffer(len(data) - off)
                     n = min(len(buf), len(data) - off)
                     buf[:n] = data[off : off + n]
+                    # let go of the view before buffer_updated: the next get_buffer may
+                    # grow the hold, which a live view of it forbids (BufferError)
+                    del buf
                     self.buffer_updated(n)
                     off += n
         except ssl.SSLZeroReturnError:
@@ -378,8 +381,15 @@ class TLSSocket(StreamSocket):
             self._early_ends.append(("lost", exc))
             return
         if exc is None and self._state is S.CONNECTED and self._peer_end is None:
-            self._fail_log("connection lost", _TRUNCATED)
-            self._peer_end = ShutdownReason.SOCKET_LOST
+            # uvloop ends a connection whose reading we paused with this alone, at the
+            # peer's EOF: what its SSL object still holds (and a close_notify among it)
+            # is read into the hold first, not lost
+            sslobj = self._tr.get_extra_info("ssl_object") if self._tr is not None else None
+            if sslobj is not None and self._close_notify_seen():
+                self._peer_end = ShutdownReason.SOCKET_SHUTDOWN_BY_PEER
+            elif self._state is S.CONNECTED:
+                self._fail_log("connection lost", _TRUNCATED)
+                self._peer_end = ShutdownReason.SOCKET_LOST
         super().connection_lost(exc)
 
     # ------------------------------------------------------------------ the end
