@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kit.loop import Mux, Recorder
+from kit.loop import Mux, R, Recorder
 from kit.streams import captured_log, expect_end
 from OpenSSL import SSL
 
@@ -21,7 +21,6 @@ from usocket_asyncio import (
     LOG_TLS,
     CreateTCPSocketProvider,
     CreateTLSSocketProvider,
-    ShutdownReason,
 )
 from usocket_asyncio._address import parse_address
 from usocket_asyncio._errors import (
@@ -38,9 +37,6 @@ from usocket_asyncio._errors import (
     translate,
 )
 from usocket_asyncio._stream import connect_any
-
-R = ShutdownReason
-
 
 # --------------------------------------------------------------------------- real failures
 

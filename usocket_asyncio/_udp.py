@@ -147,7 +147,7 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
         "_last_dst",
         "_last_ip",
         "_last_port",
-        "_lost_reason",
+        "_peer_end",
         "_q",
         "_reuse",
         "_server_name",
@@ -180,8 +180,8 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
         # send side
         self._cache: list[tuple[Any, Any]] = []  # (datagram: bytes or bytearray, dst)
         self._shutdown_wanted = False
-        # the transport was lost while datagrams were held: they go to Recv first
-        self._lost_reason: ShutdownReason | None = None
+        # set when the transport is lost: the datagrams held go to Recv first, then this end
+        self._peer_end: ShutdownReason | None = None
         self._last_ip: Any = None
         self._last_port = -1
         self._last_dst: Any = None
@@ -421,8 +421,12 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
                 self._callback("SocketRecvFromResult", buf, n, ip, addr[1])
         if not held:
             q.drained()
-            if self._lost_reason is not None and self._state in _OPEN:
-                self._end(self._lost_reason)  # the last held datagram went to its Recv
+            self._check_end()
+
+    def _check_end(self) -> None:
+        """The transport is gone: end once every held datagram went to a Recv."""
+        if self._peer_end is not None and not self._q.held and self._state in _OPEN:
+            self._end(self._peer_end)
 
     def error_received(self, exc: Exception) -> None:
         """An ICMP error or a failed send: logged, never the end of the socket."""
@@ -442,18 +446,16 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
                 self._fail_log("lost while closing", repr(exc))
             self._end(ShutdownReason.SOCKET_SHUTDOWN_NORMAL)
         elif st is S.BOUND or st is S.CONNECTED:
-            held = self._q.held.__len__()
-            if not held:
-                self._fail_log("transport lost", repr(exc))
-                self._end(ShutdownReason.SOCKET_LOST)
-                return
             # as on a stream socket, what was read already still goes to Recv first;
             # sends are dropped (and logged) from now on, then SOCKET_LOST
-            self._fail_log(f"transport lost ({held} held datagrams go to Recv first)", repr(exc))
-            self._lost_reason = ShutdownReason.SOCKET_LOST
+            held = self._q.held.__len__()
+            what = f"transport lost ({held} held datagrams go to Recv first)"
+            self._fail_log(what if held else "transport lost", repr(exc))
+            self._peer_end = ShutdownReason.SOCKET_LOST
             self._shutdown_wanted = True
-            if self._q.rq:
+            if held and self._q.rq:
                 self._deliver_held()
+            self._check_end()
 
     # ------------------------------------------------------------------ ISocket: data
 
@@ -567,7 +569,7 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
                 self._cache.append((self._data(buf, len, call, True), dst))
             return
         if st is S.CLOSING or st is S.CLOSED or st is mode:
-            if self._lost_reason is not None and st is mode:
+            if self._peer_end is not None and st is mode:
                 self._fail_log(f"{call} dropped", "the transport is gone")
             return
         self._check_alive(call)
@@ -750,6 +752,6 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
         self._q.clear()
         tr = self._tr
         if tr is None:  # lost underneath (held datagrams were waiting): the honest reason
-            self._end(self._lost_reason or ShutdownReason.SOCKET_SHUTDOWN_NORMAL)
+            self._end(self._peer_end or ShutdownReason.SOCKET_SHUTDOWN_NORMAL)
             return
         tr.close()  # sends what it queues first, then connection_lost
