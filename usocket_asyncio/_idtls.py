@@ -87,7 +87,8 @@ _DEFAULT_CONFIGS: dict[tuple[bool, bool, bool], DtlsConfig] = {}
 
 class UDtls:
     """The app's side of an `IDtls`: override what it needs. Every callback gets the
-    `userCtx` given to `IDtls.Create`."""
+    `userCtx` given to `IDtls.Create`. Callbacks run one at a time: what a call made
+    inside one causes is called back once it returned."""
 
     def DtlsInitialized(self, ctx: Any, fingerprint: bytes) -> None:
         """The fingerprint (SHA-256, 32 bytes) of this side's certificate, for the SDP."""
@@ -102,7 +103,9 @@ class UDtls:
         """Stop the app's timer."""
 
     def DtlsConnectionClosed(self, ctx: Any, error: int) -> None:
-        """The connection ended: 0 = closed normally, else a `ShutdownReason` value."""
+        """The connection ended: 0 = closed normally, else a `ShutdownReason` value.
+        Every datagram due (a close_notify) went to `DtlsSend` before, and nothing is
+        called back after it: the app may close its socket here."""
 
     def DtlsSend(self, ctx: Any, buf: bytes, len: int) -> None:
         """Send this datagram to the peer."""
