@@ -321,7 +321,8 @@ def is_client_hello(datagram: bytes) -> bool:
 class SimSide(UDtls):
     """One side of two `IDtls` engines on a `SimNet`, recording every callback as
     (name, *args) in `trace` and checking, as it goes, the rules every callback keeps:
-    none runs inside another, none after `DtlsConnectionClosed`, none but one
+    none runs inside another, none but `DtlsSend` while a datagram the engine produced
+    is still to go, none after `DtlsConnectionClosed`, none but one
     `DtlsTimerStop` after `DtlsAbortConnect` returned, `DtlsTimerStop` only for a running
     timer. `hook`: (callback name, action) run once, inside the first such callback for
     which `when()` is true; between ("hook", name) and ("return", name) in `trace`."""
@@ -371,6 +372,8 @@ class SimSide(UDtls):
             self.violations.append(f"{name} after DtlsConnectionClosed")
         if self.aborted and (name != "timer_stop" or "timer_stop" in self.after_abort()):
             self.violations.append(f"{name} after DtlsAbortConnect")
+        if name != "send" and self.unsent():
+            self.violations.append(f"{name} while datagrams were still to go to DtlsSend")
         self.trace.append((name, *args))
         hook = self.hook
         if hook is not None and hook[0] == name and self.when():
@@ -382,6 +385,12 @@ class SimSide(UDtls):
             finally:
                 self.depth -= 1
             self.trace.append(("return", name))
+
+    def unsent(self) -> int:
+        """Datagrams the engine produced and has not handed to `DtlsSend` yet."""
+        eng = self.eng
+        conn = eng._conn
+        return len(eng._sendq) + (len(conn._out) if conn is not None else 0)
 
     def after_abort(self) -> list[str]:
         names = self.names()
