@@ -485,6 +485,7 @@ class NominatedLate(Endpoint):
         self.nomination = ITimer(mux, self)
         self.hellos = 0
         self.hellos_at_first_send: int | None = None
+        self.hellos_at_connected: int | None = None
 
     def SocketRecvFromResult(
         self, socket: ISocket, buf: Any, len: int, srcAddr: IPaddr, srcPort: int
@@ -510,6 +511,10 @@ class NominatedLate(Endpoint):
             self.hellos_at_first_send = self.hellos
         super().DtlsSend(ctx, buf, len)
 
+    def DtlsConnected(self, ctx: Any) -> None:
+        self.hellos_at_connected = self.hellos
+        super().DtlsConnected(ctx)
+
     def close(self) -> None:
         self.nomination.Cancel()
         super().close()
@@ -523,7 +528,8 @@ def test_openssl_client_hello_before_connect(
 ) -> None:
     """openssl s_client's first ClientHello reaches DtlsRecv 50 ms before DtlsConnect:
     the engine answers that very ClientHello (not openssl's resend of it, 1 s later),
-    and the handshake completes after the two of the cookie exchange."""
+    and the handshake completes after the two of the cookie exchange (counted, not
+    timed)."""
     srv = NominatedLate(mux, log, fingerprint=None)
     mux.run_until(lambda: srv.port != 0)
     args = ["openssl", "s_client", "-dtls1_2", "-connect", f"127.0.0.1:{srv.port}"]
@@ -535,6 +541,8 @@ def test_openssl_client_hello_before_connect(
         # a ClientHello lost at DtlsConnect would be answered only after openssl's
         # resend: two ClientHellos before the first DtlsSend
         assert srv.hellos_at_first_send == 1, srv.hellos
+        # and none resent: the cookie exchange's two, no more
+        assert srv.hellos_at_connected == 2, srv.hellos
         hello_then_close(mux, srv, proc, "s_client")
     assert srv.closed == 0
     srv.close()
