@@ -419,6 +419,23 @@ def test_client_hello_before_connect_is_held_and_fed_at_connect(options: int) ->
     assert len(hellos) == (1 if options & DTLS_OPTION_NO_COOKIE else 2)
 
 
+def test_held_client_hello_and_a_paused_connect() -> None:
+    """A held ClientHello given to a paused DtlsConnect: the answer waits for
+    DtlsUnpause, then the handshake completes with no timer fired."""
+    net = SimNet()
+    c, s = net.c, net.s
+    c.eng.DtlsConnect(False, SRTP, "127.0.0.1", None, OWN_FP)
+    net.run(lambda: bool(s.received))
+    s.eng.DtlsConnect(True, SRTP | DTLS_OPTION_NO_COOKIE, "127.0.0.1", None, OWN_FP, True)
+    assert s.trace == []
+    net.now += 0.05
+    s.eng.DtlsUnpause()
+    names = s.names()  # the server's flight, then its timer
+    assert names[-1] == "timer_start" and set(names[:-1]) == {"send"}, names
+    net.run(lambda: c.connected and s.connected)
+    assert c.connected and s.connected and net.timeouts == 0
+
+
 def test_datagrams_before_connect_are_bounded_and_drops_logged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -10,7 +10,8 @@ out. The engine keeps time only by those timeouts (its clock advances to each ti
 end), and OpenSSL keeps its own: `to` is what OpenSSL's timer has left.
 
 It is a thin layer over `_dtls_core.DtlsConnection`: the callbacks are the engine's
-events, delivered inside the call that caused them (an engine, not a socket).
+events, delivered inside the call that caused them (an engine, not a socket) when that
+call was made outside any callback, else once the callback it was made in returned.
 
 Theory of operation
 -------------------
