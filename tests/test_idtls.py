@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
 import sys
+import tracemalloc
 from typing import Any
 
 import pytest
-from kit.dtls import OWN_FP, SRTP, Endpoint
-from kit.loop import Mux, R, free_port
+from kit.dtls import OWN_FP, SRTP, Endpoint, SimNet, is_client_hello
+from kit.loop import Mux, R, free_port, wake
 from kit.peers import (
     EXPORT,
     client_against,
@@ -33,9 +35,14 @@ from usocket_asyncio import (
     DTLS_OPTION_NO_MUTUAL,
     IDtls,
     IInstanceLog,
+    IPaddr,
+    ISocket,
+    ITimer,
+    LogFlags,
     SocketModeError,
     UDtls,
 )
+from usocket_asyncio._idtls import EARLY_MAX, EARLY_MAX_BYTES
 
 STUN = bytes([0, 1, 0, 0]) + bytes.fromhex("2112a442") + bytes(12)
 RTP = bytes([0x80, 0x00, 0x00, 0x01]) + bytes(8) + b"rtp payload"
@@ -386,4 +393,264 @@ def test_gnutls_cli_against_engine_server(
         assert srv.keys == (keying_material(output(proc)), "SRTP_AES128_CM_SHA1_80")
         hello_then_close(mux, srv, proc, "gnutls-cli")
     assert srv.closed == 0
+    srv.close()
+
+
+# --------------------------------------------------------------------------- early datagrams
+
+
+@pytest.mark.parametrize("options", [SRTP, SRTP | DTLS_OPTION_NO_COOKIE])
+def test_client_hello_before_connect_is_held_and_fed_at_connect(options: int) -> None:
+    """A passive side starts its engine 50 ms after the peer's ClientHello came (a
+    browser's comes before its ICE nomination): the ClientHello is held, fed to the
+    engine at DtlsConnect, and the handshake completes before the client's first
+    retransmission timeout (1 s on the simulated clock), with no timer fired."""
+    net = SimNet()
+    c, s = net.c, net.s
+    c.eng.DtlsConnect(False, SRTP, "127.0.0.1", None, OWN_FP)
+    net.run(lambda: bool(s.received))
+    assert is_client_hello(s.received[0]) and s.names() == []  # taken, nothing said yet
+    net.now += 0.05
+    s.eng.DtlsConnect(True, options, "127.0.0.1", None, OWN_FP)
+    net.run(lambda: c.connected and s.connected)
+    assert c.connected and s.connected, (c.trace, s.trace)
+    assert net.timeouts == 0 and net.now < 1.0, net.now
+    hellos = [t for t in c.trace if t[0] == "send" and is_client_hello(t[1])]
+    assert len(hellos) == (1 if options & DTLS_OPTION_NO_COOKIE else 2)
+
+
+def test_held_client_hello_and_a_paused_connect() -> None:
+    """A held ClientHello given to a paused DtlsConnect: the answer waits for
+    DtlsUnpause, then the handshake completes with no timer fired."""
+    net = SimNet()
+    c, s = net.c, net.s
+    c.eng.DtlsConnect(False, SRTP, "127.0.0.1", None, OWN_FP)
+    net.run(lambda: bool(s.received))
+    s.eng.DtlsConnect(True, SRTP | DTLS_OPTION_NO_COOKIE, "127.0.0.1", None, OWN_FP, True)
+    assert s.trace == []
+    net.now += 0.05
+    s.eng.DtlsUnpause()
+    names = s.names()  # the server's flight, then its timer
+    assert names[-1] == "timer_start" and set(names[:-1]) == {"send"}, names
+    net.run(lambda: c.connected and s.connected)
+    assert c.connected and s.connected and net.timeouts == 0
+
+
+def test_datagrams_before_connect_are_bounded_and_drops_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A flood of DTLS datagrams before DtlsConnect: the engine takes each (True), holds
+    at most EARLY_MAX of them and EARLY_MAX_BYTES, logs the first drop and, at
+    DtlsConnect, how many were dropped; the ClientHello that came first still
+    completes the handshake without a retransmission."""
+    net = SimNet()
+    c, s = net.c, net.s
+    s.eng = IDtls.Create(s, "s", IInstanceLog(LogFlags.LOG_DTLS))
+    c.eng.DtlsConnect(False, SRTP, "127.0.0.1", None, OWN_FP)
+    net.run(lambda: bool(s.received))
+    rng = random.Random(7)
+    flood = 5000
+    junk = [bytes([23, 0xFE, 0xFD]) + rng.randbytes(1197) for _ in range(16)]
+    with caplog.at_level("INFO", logger="usocket_asyncio"):
+        tracemalloc.start()
+        try:
+            before = tracemalloc.take_snapshot()
+            for i in range(flood):
+                assert s.eng.DtlsRecv(junk[i % 16], None, "127.0.0.1", 5000)
+            grown = sum(
+                st.size_diff for st in tracemalloc.take_snapshot().compare_to(before, "filename")
+            )
+        finally:
+            tracemalloc.stop()
+        held = s.eng._early
+        assert len(held) <= EARLY_MAX and sum(len(d) for d, _, _ in held) <= EARLY_MAX_BYTES
+        assert grown < 64 * 1024, grown  # the flood was 6 MB
+        drops = [
+            r.getMessage() for r in caplog.records if "before DtlsConnect: dropped" in r.message
+        ]
+        assert len(drops) == 1, drops
+        s.eng.DtlsConnect(True, SRTP, "127.0.0.1", None, OWN_FP)
+    dropped = flood - (len(held) - 1)
+    assert f"({dropped} more were dropped)" in caplog.text, caplog.text
+    net.run(lambda: c.connected and s.connected)
+    assert c.connected and s.connected and net.timeouts == 0
+
+
+def test_nothing_held_after_abort_or_for_other_datagrams() -> None:
+    """Non-DTLS datagrams before DtlsConnect stay the app's (False, not held); an engine
+    aborted before DtlsConnect holds nothing and refuses DtlsConnect."""
+    net = SimNet()
+    s = net.s
+    assert not s.eng.DtlsRecv(STUN, None, "127.0.0.1", 1)
+    assert not s.eng.DtlsRecv(RTP, None, "127.0.0.1", 1)
+    assert s.eng._early == []
+    s.eng.DtlsAbortConnect()
+    assert s.eng.DtlsRecv(bytes([22, 0xFE, 0xFD]) + bytes(20), None, "127.0.0.1", 1)
+    assert s.eng._early == []
+    with pytest.raises(SocketModeError, match="new IDtls"):
+        s.eng.DtlsConnect(True, SRTP, "127.0.0.1", None, OWN_FP)
+    assert s.trace == []
+
+
+class NominatedLate(Endpoint):
+    """A passive media endpoint that starts its engine on ICE nomination, 50 ms after
+    the peer's first datagram came (a browser sends its ClientHello first); every
+    datagram goes to DtlsRecv from the start. Counts the ClientHellos it saw."""
+
+    def __init__(self, mux: Mux, log: IInstanceLog, **kw: Any) -> None:
+        super().__init__(mux, log, True, **kw)
+        self.nomination = ITimer(mux, self)
+        self.hellos = 0
+        self.hellos_at_first_send: int | None = None
+        self.hellos_at_connected: int | None = None
+
+    def SocketRecvFromResult(
+        self, socket: ISocket, buf: Any, len: int, srcAddr: IPaddr, srcPort: int
+    ) -> None:
+        data = bytes(buf[:len])
+        self.hellos += is_client_hello(data)
+        if self.peer is None:
+            self.peer = (srcAddr, srcPort)
+            self.nomination.Start(50)
+        if not self.dtls.DtlsRecv(buf, len, srcAddr, srcPort):
+            self.other.append(data)
+        socket.Recv(buf)
+        wake()
+
+    def TimerOnTimeout(self, timer: ITimer) -> None:
+        if timer is self.nomination:
+            self.connect()
+        else:
+            super().TimerOnTimeout(timer)
+
+    def DtlsSend(self, ctx: Any, buf: bytes, len: int) -> None:
+        if self.hellos_at_first_send is None:
+            self.hellos_at_first_send = self.hellos
+        super().DtlsSend(ctx, buf, len)
+
+    def DtlsConnected(self, ctx: Any) -> None:
+        self.hellos_at_connected = self.hellos
+        super().DtlsConnected(ctx)
+
+    def close(self) -> None:
+        self.nomination.Cancel()
+        super().close()
+
+
+@pytest.mark.interop
+@pytest.mark.timeout(40)
+@needs_openssl
+def test_openssl_client_hello_before_connect(
+    mux: Mux, log: IInstanceLog, files: dict[str, str]
+) -> None:
+    """openssl s_client's first ClientHello reaches DtlsRecv 50 ms before DtlsConnect:
+    the engine answers that very ClientHello (not openssl's resend of it, 1 s later),
+    and the handshake completes after the two of the cookie exchange (counted, not
+    timed)."""
+    srv = NominatedLate(mux, log, fingerprint=None)
+    mux.run_until(lambda: srv.port != 0)
+    args = ["openssl", "s_client", "-dtls1_2", "-connect", f"127.0.0.1:{srv.port}"]
+    args += ["-use_srtp", "SRTP_AES128_CM_SHA1_80", "-mtu", "1200", "-ign_eof"]
+    args += ["-cert", files["client"]]
+    with peer(args, b"hello from s_client\n") as proc:
+        mux.run_until(lambda: bool(srv.received), 20, "s_client's line")
+        assert srv.connected and srv.received == [b"hello from s_client\n"]
+        # a ClientHello lost at DtlsConnect would be answered only after openssl's
+        # resend: two ClientHellos before the first DtlsSend
+        assert srv.hellos_at_first_send == 1, srv.hellos
+        # and none resent: the cookie exchange's two, no more
+        assert srv.hellos_at_connected == 2, srv.hellos
+        hello_then_close(mux, srv, proc, "s_client")
+    assert srv.closed == 0
+    srv.close()
+
+
+# ------------------------------------------------------------------- close inside a callback
+
+
+class ClosesOnFirstRecord(Endpoint):
+    """Closes the association inside DtlsRecvApplicationData (on the peer's first
+    record) and its UDP socket inside DtlsConnectionClosed, the natural place: a
+    close_notify handed to DtlsSend after that could never leave."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.deleted = False
+        self.late: list[str] = []
+
+    def SocketRecvFromResult(
+        self, socket: ISocket, buf: Any, len: int, srcAddr: IPaddr, srcPort: int
+    ) -> None:
+        if self.peer is None:
+            self.peer = (srcAddr, srcPort)
+            self.connect()
+        self.dtls.DtlsRecv(buf, len, srcAddr, srcPort)
+        if not self.deleted:  # the socket may have gone inside DtlsRecv
+            socket.Recv(buf)
+        wake()
+
+    def DtlsRecvApplicationData(self, ctx: Any, buf: bytes, len: int) -> None:
+        super().DtlsRecvApplicationData(ctx, buf, len)
+        self.dtls.DtlsClose()
+
+    def DtlsConnectionClosed(self, ctx: Any, error: int) -> None:
+        super().DtlsConnectionClosed(ctx, error)
+        self.udp.Delete()
+        self.deleted = True
+
+    def DtlsSend(self, ctx: Any, buf: bytes, len: int) -> None:
+        if self.deleted:
+            self.late.append(f"DtlsSend of {len} bytes after DtlsConnectionClosed")
+            return
+        super().DtlsSend(ctx, buf, len)
+
+    def close(self) -> None:
+        self.timer.Cancel()
+        if not self.deleted:
+            self.udp.Delete()
+
+
+@pytest.mark.interop
+@pytest.mark.timeout(40)
+@needs_openssl
+def test_close_inside_a_callback_against_openssl_s_server(
+    mux: Mux, log: IInstanceLog, files: dict[str, str]
+) -> None:
+    port = free_port(socket.AF_INET, socket.SOCK_DGRAM)
+    args = ["openssl", "s_server", "-dtls1_2", "-accept", f"127.0.0.1:{port}"]
+    args += ["-cert", files["server"], "-use_srtp", "SRTP_AES128_CM_SHA1_80", "-naccept", "1"]
+    with ready_peer(args, "ACCEPT") as proc:
+        cli = ClosesOnFirstRecord(
+            mux, log, False, fingerprint=fingerprint_of(files["server"]), peer_port=port
+        )
+        mux.run_until(lambda: cli.port != 0)
+        cli.connect()
+        mux.run_until(lambda: cli.connected or cli.closed is not None, 15, "the handshake")
+        assert cli.connected
+        assert proc.stdin is not None
+        proc.stdin.write(b"hello from s_server\n")
+        proc.stdin.flush()
+        mux.run_until(lambda: cli.closed is not None, 10, "the line, then the close")
+        assert cli.received == [b"hello from s_server\n"] and cli.closed == 0
+        assert cli.deleted and cli.late == []
+        wait_for_exit(mux, proc, "s_server to see close_notify", 10)
+    cli.close()
+
+
+@pytest.mark.interop
+@pytest.mark.timeout(40)
+@needs_openssl
+def test_close_inside_a_callback_against_openssl_s_client(
+    mux: Mux, log: IInstanceLog, files: dict[str, str]
+) -> None:
+    srv = ClosesOnFirstRecord(mux, log, True, fingerprint=None)
+    mux.run_until(lambda: srv.port != 0)
+    args = ["openssl", "s_client", "-dtls1_2", "-connect", f"127.0.0.1:{srv.port}"]
+    args += ["-use_srtp", "SRTP_AES128_CM_SHA1_80", "-mtu", "1200", "-ign_eof"]
+    args += ["-cert", files["client"]]
+    with peer(args, b"hello from s_client\n") as proc:
+        mux.run_until(lambda: srv.closed is not None, 20, "s_client's line, then the close")
+        assert srv.received == [b"hello from s_client\n"] and srv.closed == 0
+        assert srv.deleted and srv.late == []
+        wait_for_exit(mux, proc, "s_client to see close_notify", 10)
     srv.close()

@@ -10,12 +10,45 @@ out. The engine keeps time only by those timeouts (its clock advances to each ti
 end), and OpenSSL keeps its own: `to` is what OpenSSL's timer has left.
 
 It is a thin layer over `_dtls_core.DtlsConnection`: the callbacks are the engine's
-events, delivered inside the call that caused them (an engine, not a socket).
+events, delivered inside the call that caused them (an engine, not a socket) when that
+call was made outside any callback, else once the callback it was made in returned.
+
+Theory of operation
+-------------------
+Who owns each datagram. Outgoing: what the core wants sent moves into `_sendq`, and
+leaves it one `DtlsSend` at a time, oldest first; a paused engine keeps it there until
+`DtlsUnpause`. Incoming: `DtlsRecv` gives a DTLS datagram to the core at once; one that
+comes before `DtlsConnect` (a browser's ClientHello ahead of its ICE nomination) is
+held in `_early`, at most `EARLY_MAX` datagrams and `EARLY_MAX_BYTES` bytes (beyond that
+it is dropped and logged under LOG_DTLS), and fed to the core at `DtlsConnect`, in order.
+
+One delivery loop (`_deliver`) makes every callback, one at a time; a call made inside a
+callback only changes the core's state, and the loop, which runs until nothing is due,
+delivers what it caused once that callback has returned. Each turn of the loop takes,
+in this order: a datagram of `_sendq` (`DtlsSend`); else the core's next event; else the
+end, if it is due (`DtlsTimerStop` if a timer runs, then `DtlsConnectionClosed`); else
+the timer the core wants (`DtlsTimerStart`/`DtlsTimerStop`). So the datagrams a call
+produces reach `DtlsSend` before any event the same call causes (the close_notify
+before `DtlsConnectionClosed`), and an event comes only after every callback before it
+returned.
+
+What ends the association: the peer's close_notify (`DtlsConnectionClosed(0)`, once
+our reply is sent) or a failure (`DtlsConnectionClosed(reason)`), both from the core;
+`DtlsClose` (`DtlsConnectionClosed(0)`, after the close_notify; events the core still
+held are dropped); `DtlsAbortConnect` (nothing more: no datagram, no event, only
+`DtlsTimerStop` for a running timer). After `DtlsConnectionClosed` nothing is called
+back. Calls after the end: `DtlsSendApplicationData` raises `SocketModeError` once the
+app knows the association is over (its own `DtlsClose`/`DtlsAbortConnect`, or
+`DtlsConnectionClosed` begun) and drops the record while the end it has not yet been
+told of is on its way; `DtlsClose`, `DtlsAbortConnect`, `DtlsTimeout`, `DtlsUnpause`
+do nothing, and `DtlsRecv` still says True for a DTLS datagram (a peer's datagram or a
+fired timer may race with the end; none is the caller's mistake).
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from OpenSSL import SSL
@@ -28,6 +61,7 @@ from ._dtls_core import (
     ConnectionFailed,
     DtlsConfig,
     DtlsConnection,
+    DtlsEvent,
     HandshakeCompleted,
 )
 from ._errors import detail
@@ -44,12 +78,18 @@ DTLS_OPTION_NO_MUTUAL = 2
 DTLS_OPTION_USE_SRTP = 4
 """Negotiate use_srtp; the keys arrive by `DtlsSrtpKeys`."""
 
+EARLY_MAX = 4
+"""DTLS datagrams held when they come before `DtlsConnect` (more are dropped, logged)."""
+EARLY_MAX_BYTES = 8192
+"""Bytes held when DTLS datagrams come before `DtlsConnect`."""
+
 _DEFAULT_CONFIGS: dict[tuple[bool, bool, bool], DtlsConfig] = {}
 
 
 class UDtls:
     """The app's side of an `IDtls`: override what it needs. Every callback gets the
-    `userCtx` given to `IDtls.Create`."""
+    `userCtx` given to `IDtls.Create`. Callbacks run one at a time: what a call made
+    inside one causes is called back once it returned."""
 
     def DtlsInitialized(self, ctx: Any, fingerprint: bytes) -> None:
         """The fingerprint (SHA-256, 32 bytes) of this side's certificate, for the SDP."""
@@ -64,7 +104,9 @@ class UDtls:
         """Stop the app's timer."""
 
     def DtlsConnectionClosed(self, ctx: Any, error: int) -> None:
-        """The connection ended: 0 = closed normally, else a `ShutdownReason` value."""
+        """The connection ended: 0 = closed normally, else a `ShutdownReason` value.
+        Every datagram due (a close_notify) went to `DtlsSend` before, and nothing is
+        called back after it: the app may close its socket here."""
 
     def DtlsSend(self, ctx: Any, buf: bytes, len: int) -> None:
         """Send this datagram to the peer."""
@@ -80,17 +122,23 @@ class IDtls:
     """One DTLS association, driven by the app. See the module docstring and API.md."""
 
     __slots__ = (
-        "_closed",
+        "_by_app",
         "_conn",
+        "_connect_due",
+        "_connected",
         "_ctx",
+        "_done",
+        "_early",
+        "_early_bytes",
+        "_early_drops",
+        "_end",
         "_log",
         "_now",
         "_paused",
         "_pumping",
-        "_repump",
+        "_sendq",
         "_timer_at",
         "_user",
-        "_waiting",
     )
 
     def __init__(self, user: UDtls, userCtx: object, log: IInstanceLog) -> None:
@@ -103,10 +151,21 @@ class IDtls:
         self._now = 0.0
         self._timer_at: float | None = None
         self._paused = False
-        self._waiting: list[bytes] = []
+        self._sendq: deque[bytes] = deque()
         self._pumping = False
-        self._repump = False
-        self._closed = False
+        # the end: the DtlsConnectionClosed error due (None: none yet); the app ended it
+        # (DtlsClose, DtlsAbortConnect); no callback more (DtlsConnectionClosed begun, or
+        # the abort's DtlsTimerStop)
+        self._end: int | None = None
+        self._by_app = False
+        self._done = False
+        # DtlsConnected is due (after DtlsSrtpKeys) / was called
+        self._connect_due = False
+        self._connected = False
+        # DTLS datagrams that came before DtlsConnect: (data, address, port)
+        self._early: list[tuple[bytes, str, int]] = []
+        self._early_bytes = 0
+        self._early_drops = 0
 
     @staticmethod
     def Create(user: UDtls, userCtx: object, log: IInstanceLog) -> IDtls:
@@ -141,14 +200,19 @@ class IDtls:
         certificate, from its SDP) pins the peer's certificate instead. `paused`: no
         datagram is sent until `DtlsUnpause`.
 
+        The DTLS datagrams `DtlsRecv` took before this call are given to the engine
+        now, in the order they came; what they lead to (`DtlsSend` of the answer,
+        `DtlsTimerStart`) is called back inside this call.
+
         Raises:
-            SocketModeError: called twice on one engine.
+            SocketModeError: called twice on one engine, or after `DtlsAbortConnect`.
             ValueError: a fingerprint that is not 32 bytes; a context's certificate
                 OpenSSL refuses.
         """
-        if self._conn is not None or self._closed:
+        if self._conn is not None or self._by_app:
             raise SocketModeError(
-                "DtlsConnect on an engine that already connected: make a new IDtls per association"
+                "DtlsConnect on an engine that already connected (or was aborted): make a "
+                "new IDtls per association"
             )
         use_srtp = bool(options & DTLS_OPTION_USE_SRTP)
         mutual = not (server and options & DTLS_OPTION_NO_MUTUAL)
@@ -167,7 +231,8 @@ class IDtls:
             tag="idtls",
         )
         self._conn = conn
-        self._log.Log(
+        log = self._log
+        log.Log(
             LogFlags.LOG_DTLS,
             "idtls %x: connect as %s to %s, options %d%s%s",
             id(self),
@@ -177,8 +242,23 @@ class IDtls:
             ", pinned" if fingerprint is not None else "",
             ", paused" if paused else "",
         )
+        early, self._early, self._early_bytes = self._early, [], 0
+        if early or self._early_drops:
+            log.Log(
+                LogFlags.LOG_DTLS,
+                "idtls %x: %d DTLS datagrams came before DtlsConnect: fed to the engine "
+                "now (%d more were dropped)",
+                id(self),
+                early.__len__(),
+                self._early_drops,
+            )
         conn.start(self._now)
         self._pump()
+        for data, addr, port in early:
+            if self._end is not None or self._done or conn.ended:
+                break
+            conn.receive_datagram(data, self._now, (addr, port))
+            self._pump()
 
     @staticmethod
     def _config(
@@ -206,21 +286,24 @@ class IDtls:
         )
 
     def DtlsUnpause(self) -> None:
-        """Send what a paused `DtlsConnect` held back; from now on nothing waits."""
+        """Send what a paused `DtlsConnect` held back; from now on nothing waits.
+        Does nothing when not paused, or after the end."""
         if not self._paused:
             return
         self._paused = False
-        self._pump()
+        if self._conn is not None:
+            self._pump()
 
     # ------------------------------------------------------------------ running
 
     def DtlsTimeout(self) -> None:
-        """The timer asked for by `DtlsTimerStart` ran out."""
+        """The timer asked for by `DtlsTimerStart` ran out. Does nothing when no timer
+        runs (one that fired while its `DtlsTimerStop` was on the way) or after the end."""
         conn = self._conn
         at = self._timer_at
-        self._timer_at = None
-        if conn is None or at is None:
+        if conn is None or at is None or self._end is not None or self._done:
             return
+        self._timer_at = None
         self._now = max(self._now, at)
         conn.handle_timer(self._now)
         self._pump()
@@ -228,32 +311,72 @@ class IDtls:
     def DtlsRecv(self, buf: Any, len: int | None, remoteAddr: Any, remotePort: int) -> bool:
         """Offer one datagram the app's socket received. Returns True when it is DTLS
         (first byte 20..63, RFC 7983) and the engine took it; False for anything else
-        (STUN 0..3, RTP/RTCP 128..191, ...), which stays the app's."""
+        (STUN 0..3, RTP/RTCP 128..191, ...), which stays the app's.
+
+        A DTLS datagram that comes before `DtlsConnect` is held (at most `EARLY_MAX`
+        datagrams, `EARLY_MAX_BYTES` bytes; beyond that dropped and logged under
+        LOG_DTLS) and given to the engine at `DtlsConnect`. After the end the engine
+        still takes DTLS datagrams (True), and drops them."""
         mv = as_view(buf, "DtlsRecv")
         n = mv.nbytes if len is None else len
         if n <= 0 or n > mv.nbytes or not 20 <= mv[0] <= 63:
             return False
         conn = self._conn
-        if conn is None or conn.ended:
-            return True  # DTLS, but no association takes it: dropped
+        if conn is None:
+            if not self._by_app:
+                self._hold_early(mv[:n].tobytes(), str(remoteAddr), int(remotePort))
+            return True
+        if self._end is not None or self._done or conn.ended:
+            return True  # DTLS, but the association is over: dropped
         conn.receive_datagram(mv[:n].tobytes(), self._now, (str(remoteAddr), int(remotePort)))
         self._pump()
         return True
 
+    def _hold_early(self, data: bytes, addr: str, port: int) -> None:
+        size = data.__len__()
+        early = self._early
+        if early.__len__() < EARLY_MAX and self._early_bytes + size <= EARLY_MAX_BYTES:
+            early.append((data, addr, port))
+            self._early_bytes += size
+            return
+        self._early_drops += 1
+        if self._early_drops == 1:
+            self._log.Log(
+                LogFlags.LOG_DTLS,
+                "idtls %x: a DTLS datagram of %d bytes from %s:%d before DtlsConnect: dropped "
+                "(%d datagrams, %d bytes held; at most %d, %d bytes)",
+                id(self),
+                size,
+                addr,
+                port,
+                early.__len__(),
+                self._early_bytes,
+                EARLY_MAX,
+                EARLY_MAX_BYTES,
+            )
+
     def DtlsSendApplicationData(self, buf: Any, len: int | None = None) -> None:
-        """Send the first `len` bytes of `buf` (all with None) as one record. Ignored
-        after the connection ended.
+        """Send the first `len` bytes of `buf` (all with None) as one record: a
+        `DtlsSend` of it follows (inside this call, or, made inside a callback, once
+        that callback returned). Dropped when the association ended by the peer or a
+        failure and `DtlsConnectionClosed` is still on its way.
 
         Raises:
-            SocketModeError: before `DtlsConnected`.
+            SocketModeError: before `DtlsConnected`; after the app's own `DtlsClose` or
+                `DtlsAbortConnect`, or inside or after `DtlsConnectionClosed`.
             ValueError: larger than the cleartext MTU (1200 - 37 bytes), or empty.
         """
         conn = self._conn
-        if conn is None or (not conn.established and not conn.ended):
+        if self._by_app or self._done:
+            raise SocketModeError(
+                "DtlsSendApplicationData after DtlsClose, DtlsAbortConnect or "
+                "DtlsConnectionClosed: the association is over; make a new IDtls for a new one"
+            )
+        if conn is None or not self._connected:
             raise SocketModeError(
                 "DtlsSendApplicationData before DtlsConnected: send once the handshake is done"
             )
-        if conn.ended:
+        if self._end is not None or conn.ended:
             return
         mv = as_view(buf, "DtlsSendApplicationData")
         if len is not None:
@@ -266,88 +389,111 @@ class IDtls:
         self._pump()
 
     def DtlsClose(self) -> None:
-        """Send close_notify (once the handshake is done), then
-        `DtlsConnectionClosed(ctx, 0)`. Nothing follows it."""
+        """End the association: `DtlsSend` of the close_notify (once the handshake is
+        done), `DtlsTimerStop` if a timer runs, then `DtlsConnectionClosed(ctx, 0)`;
+        nothing follows it. Inside a callback these come once that callback returned.
+        Does nothing before `DtlsConnect` and once the end is on its way or done."""
         conn = self._conn
-        if conn is None or conn.ended or self._closed:
+        if conn is None or self._end is not None or self._done:
             return
+        self._by_app = True
+        self._end = 0
         conn.close()
         self._pump()
-        self._closed = True
-        self._user.DtlsConnectionClosed(self._ctx, 0)
 
     def DtlsAbortConnect(self) -> None:
         """Stop at once: nothing more is sent, a running timer gets `DtlsTimerStop`, and
-        no other callback follows."""
+        no other callback follows. Does nothing once `DtlsConnectionClosed` has begun."""
+        self._early.clear()
+        self._early_bytes = 0
+        if self._done:
+            return
+        self._by_app = True
+        self._done = True
+        self._sendq.clear()
         conn = self._conn
-        self._closed = True
-        self._waiting.clear()
         if conn is not None:
             conn.abort()
-        if self._timer_at is not None:
-            self._timer_at = None
-            self._user.DtlsTimerStop(self._ctx)
+        if self._pumping:
+            return  # the delivery loop stops the timer once the callback returned
+        self._stop_timer()
 
     # ------------------------------------------------------------------ the engine's output
 
     def _pump(self) -> None:
+        """Deliver what is due; inside a callback, leave it to the loop already running."""
         if self._pumping:
-            self._repump = True
             return
         self._pumping = True
         try:
-            self._repump = True
-            while self._repump:
-                self._repump = False
-                self._pump_once()
+            self._deliver()
         finally:
             self._pumping = False
 
-    def _pump_once(self) -> None:
+    def _deliver(self) -> None:
+        """The one place that calls back: see "Theory of operation"."""
         conn = self._conn
-        if conn is None:
-            return
-        user, ctx = self._user, self._ctx
-        out = conn.datagrams_to_send()
-        if self._closed and not out:
-            return
-        if self._paused:
-            self._waiting.extend(out)
-        else:
-            if self._waiting:
-                out = self._waiting + out
-                self._waiting = []
-            for d in out:
+        assert conn is not None
+        user, ctx, q = self._user, self._ctx, self._sendq
+        while True:
+            if self._done:
+                q.clear()
+                self._stop_timer()  # after DtlsAbortConnect; after the end, none runs
+                return
+            out = conn.datagrams_to_send()
+            if out:
+                q.extend(out)
+            if q and not self._paused:
+                d = q.popleft()
                 user.DtlsSend(ctx, d, d.__len__())
-        while not self._closed and (ev := conn.next_event()) is not None:
-            if isinstance(ev, HandshakeCompleted):
-                if ev.srtp_keys is not None and ev.srtp_profile is not None:
-                    user.DtlsSrtpKeys(ctx, ev.srtp_keys, ev.srtp_profile)
-                user.DtlsConnected(ctx)
-            elif isinstance(ev, ApplicationData):
-                user.DtlsRecvApplicationData(ctx, ev.data, ev.data.__len__())
-            elif isinstance(ev, CloseNotify):
-                self._closed = True
+                continue
+            end = self._end
+            if end is None:
+                if self._connect_due:
+                    self._connect_due = False
+                    self._connected = True
+                    user.DtlsConnected(ctx)
+                    continue
+                ev = conn.next_event()
+                if ev is not None:
+                    self._event(ev)
+                    continue
+            else:
+                if self._timer_at is not None:
+                    self._stop_timer()
+                    continue
+                q.clear()  # a paused engine's flight, never sent
+                self._done = True
+                user.DtlsConnectionClosed(ctx, end)
+                return
+            if self._paused:
+                return
+            at = conn.get_timer()
+            if at is None:
+                if self._timer_at is None:
+                    return
                 self._stop_timer()
-                user.DtlsConnectionClosed(ctx, 0)
-            elif isinstance(ev, ConnectionFailed):
-                self._closed = True
-                self._stop_timer()
-                self._log.Log(
-                    LogFlags.LOG_DTLS, "idtls %x: %s: %s", id(self), ev.reason.name, ev.detail
-                )
-                user.DtlsConnectionClosed(ctx, int(ev.reason))
-        if self._closed:
-            self._stop_timer()
-            return
-        if self._paused:
-            return
-        at = conn.get_timer()
-        if at is None:
-            self._stop_timer()
-        elif at != self._timer_at:
-            self._timer_at = at
-            user.DtlsTimerStart(ctx, max(0, math.ceil((at - self._now) * 1000)))
+            elif at != self._timer_at:
+                self._timer_at = at
+                user.DtlsTimerStart(ctx, max(0, math.ceil((at - self._now) * 1000)))
+            else:
+                return
+
+    def _event(self, ev: DtlsEvent) -> None:
+        user, ctx = self._user, self._ctx
+        if isinstance(ev, ApplicationData):
+            user.DtlsRecvApplicationData(ctx, ev.data, ev.data.__len__())
+        elif isinstance(ev, HandshakeCompleted):
+            self._connect_due = True
+            if ev.srtp_keys is not None and ev.srtp_profile is not None:
+                user.DtlsSrtpKeys(ctx, ev.srtp_keys, ev.srtp_profile)
+        elif isinstance(ev, CloseNotify):
+            self._end = 0  # DtlsConnectionClosed once our close_notify in reply is sent
+        elif isinstance(ev, ConnectionFailed):
+            self._log.Log(
+                LogFlags.LOG_DTLS, "idtls %x: %s: %s", id(self), ev.reason.name, ev.detail
+            )
+            self._end = int(ev.reason)
 
     def _stop_timer(self) -> None:
         if self._timer_at is not None:

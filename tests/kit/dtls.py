@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import heapq
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -299,3 +300,202 @@ class Endpoint(USocket, UDtls, UTimer):
     def close(self) -> None:
         self.timer.Cancel()
         self.udp.Delete()
+
+
+# --------------------------------------------------------------------------- IDtls, simulated
+
+
+def record_kind(datagram: bytes) -> tuple[int, int]:
+    """(content type, epoch) of the first DTLS record of `datagram`: (21, >=1) is an
+    encrypted alert (a close_notify after the handshake), (23, 1) application data."""
+    return datagram[0], int.from_bytes(datagram[3:5], "big")
+
+
+def is_client_hello(datagram: bytes) -> bool:
+    """Does `datagram` begin with an epoch-0 handshake record holding a ClientHello?"""
+    return (
+        len(datagram) >= 25 and datagram[0] == 22 and datagram[3:5] == b"\0\0" and datagram[13] == 1
+    )
+
+
+class SimSide(UDtls):
+    """One side of two `IDtls` engines on a `SimNet`, recording every callback as
+    (name, *args) in `trace` and checking, as it goes, the rules every callback keeps:
+    none runs inside another, none but `DtlsSend` while a datagram the engine produced
+    is still to go, none after `DtlsConnectionClosed`, none but one
+    `DtlsTimerStop` after `DtlsAbortConnect` returned, `DtlsTimerStop` only for a running
+    timer. `hook`: (callback name, action) run once, inside the first such callback for
+    which `when()` is true; between ("hook", name) and ("return", name) in `trace`."""
+
+    def __init__(self, net: SimNet, name: str) -> None:
+        self.net = net
+        self.name = name
+        self.eng = IDtls.Create(self, name, IInstanceLog(0))
+        self.trace: list[tuple[Any, ...]] = []
+        self.violations: list[str] = []
+        self.timer_due: float | None = None
+        self.depth = 0
+        self.aborted = False  # DtlsAbortConnect returned
+        self.by_app = False  # DtlsClose or DtlsAbortConnect called
+        self.data: list[bytes] = []
+        self.received: list[bytes] = []  # DTLS datagrams handed to DtlsRecv, in order
+        self.hook: tuple[str, Callable[[SimSide], None]] | None = None
+        self.when: Callable[[], bool] = lambda: True
+        self.peer: SimSide | None = None
+
+    def names(self) -> list[str]:
+        return [t[0] for t in self.trace]
+
+    @property
+    def connected(self) -> bool:
+        return "connected" in self.names()
+
+    @property
+    def closed(self) -> int | None:
+        for t in self.trace:
+            if t[0] == "closed":
+                return int(t[1])
+        return None
+
+    @property
+    def over(self) -> bool:
+        """The app knows the association is over (its own close or abort, or the end)."""
+        return self.by_app or self.closed is not None
+
+    def timer_running(self) -> bool:
+        return self.timer_due is not None
+
+    def _cb(self, name: str, *args: Any) -> None:
+        if self.depth:
+            self.violations.append(f"{name} inside another callback")
+        if self.closed is not None:
+            self.violations.append(f"{name} after DtlsConnectionClosed")
+        if self.aborted and (name != "timer_stop" or "timer_stop" in self.after_abort()):
+            self.violations.append(f"{name} after DtlsAbortConnect")
+        if name != "send" and self.unsent():
+            self.violations.append(f"{name} while datagrams were still to go to DtlsSend")
+        self.trace.append((name, *args))
+        hook = self.hook
+        if hook is not None and hook[0] == name and self.when():
+            self.hook = None
+            self.trace.append(("hook", name))
+            self.depth += 1
+            try:
+                hook[1](self)
+            finally:
+                self.depth -= 1
+            self.trace.append(("return", name))
+
+    def unsent(self) -> int:
+        """Datagrams the engine produced and has not handed to `DtlsSend` yet."""
+        eng = self.eng
+        conn = eng._conn
+        return len(eng._sendq) + (len(conn._out) if conn is not None else 0)
+
+    def after_abort(self) -> list[str]:
+        names = self.names()
+        i = names.index("aborted") if "aborted" in names else len(names)
+        return names[i + 1 :]
+
+    # calls the test makes at the top level, recorded
+    def close(self) -> None:
+        self.by_app = True
+        self.trace.append(("DtlsClose",))
+        self.eng.DtlsClose()
+
+    def abort(self) -> None:
+        self.by_app = True
+        self.eng.DtlsAbortConnect()
+        self.aborted = True
+        self.trace.append(("aborted",))
+
+    # UDtls
+    def DtlsSend(self, ctx: Any, buf: bytes, len: int) -> None:
+        assert ctx == self.name and len == buf.__len__()
+        self._cb("send", bytes(buf))
+        if self.closed is None and not self.aborted:
+            assert self.peer is not None
+            self.net.send(self.peer, bytes(buf))
+
+    def DtlsTimerStart(self, ctx: Any, to: int) -> None:
+        assert to >= 0
+        self.timer_due = self.net.now + to / 1000
+        self._cb("timer_start", to)
+
+    def DtlsTimerStop(self, ctx: Any) -> None:
+        if self.timer_due is None:
+            self.violations.append("DtlsTimerStop with no timer running")
+        self.timer_due = None
+        self._cb("timer_stop")
+
+    def DtlsSrtpKeys(self, ctx: Any, keys: bytes, profile: str) -> None:
+        self._cb("keys", profile)
+
+    def DtlsConnected(self, ctx: Any) -> None:
+        self._cb("connected")
+
+    def DtlsRecvApplicationData(self, ctx: Any, buf: bytes, len: int) -> None:
+        self.data.append(bytes(buf[:len]))
+        self._cb("data", bytes(buf[:len]))
+
+    def DtlsConnectionClosed(self, ctx: Any, error: int) -> None:
+        self._cb("closed", error)
+
+
+class SimNet:
+    """Two `SimSide`s on a simulated clock (`now`, seconds): each datagram arrives
+    `latency` after it was sent, in order; a side's timer fires at its due time (the
+    test's `DtlsTimeout`). Nothing reads a real clock."""
+
+    def __init__(self, latency: float = 0.001) -> None:
+        self.now = 0.0
+        self.latency = latency
+        self.flight: list[tuple[float, int, SimSide, bytes]] = []
+        self.seq = 0
+        self.c = SimSide(self, "c")
+        self.s = SimSide(self, "s")
+        self.c.peer, self.s.peer = self.s, self.c
+        self.timeouts = 0
+
+    def send(self, dst: SimSide, data: bytes) -> None:
+        self.seq += 1
+        heapq.heappush(self.flight, (self.now + self.latency, self.seq, dst, data))
+
+    def take(self, dst: SimSide) -> bytes | None:
+        """The next datagram on its way to `dst`, taken off the network (None: none)."""
+        for item in sorted(self.flight):
+            if item[2] is dst:
+                self.flight.remove(item)
+                heapq.heapify(self.flight)
+                return item[3]
+        return None
+
+    def step(self, limit: float) -> bool:
+        """Deliver the next datagram or fire the next timer, if before `limit`."""
+        best: tuple[float, int, SimSide | None, bytes | None] | None = None
+        if self.flight:
+            best = self.flight[0]
+        for side in (self.c, self.s):
+            due = side.timer_due
+            if due is not None and (best is None or due < best[0]):
+                best = (due, 0, side, None)
+        if best is None or best[0] > limit:
+            return False
+        t, _, dst, data = best
+        assert dst is not None
+        self.now = max(self.now, t)
+        if data is None:
+            dst.timer_due = None
+            self.timeouts += 1
+            dst.eng.DtlsTimeout()
+        else:
+            heapq.heappop(self.flight)
+            dst.received.append(data)
+            assert dst.eng.DtlsRecv(data, None, "127.0.0.1", 5000)
+        return True
+
+    def run(self, until: Callable[[], bool] = lambda: False, seconds: float = 120.0) -> None:
+        """Run until `until()` or nothing is left to do within `seconds` from now."""
+        limit = self.now + seconds
+        while not until() and self.step(limit):
+            pass
