@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from unittest import mock
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from usocket_asyncio import IInstanceLog, LogFlags
 from usocket_asyncio._media_types import (
@@ -35,6 +37,14 @@ from usocket_asyncio._media_types import (
     SetupRole,
 )
 from usocket_asyncio._sdp import MediaConfigFromSdp, MediaConfigToSdp, SdpAudioMid
+
+SETTINGS = settings(
+    derandomize=True,  # seeded: the same examples on every run
+    database=None,
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 FP256 = "sha-256 " + ":".join(f"{i * 7 % 256:02X}" for i in range(32))
 
@@ -321,6 +331,8 @@ def test_round_trip_plain_rtp_and_ptime_and_rtcp_port() -> None:
         (lambda c: setattr(c, "defAddr", "example.org"), "not an IP address"),
         (lambda c: setattr(c.ice, "icePwd", None), "without the other"),
         (lambda c: setattr(c.ice, "iceUfrag", "a b"), "cannot carry"),
+        (lambda c: setattr(c.ice, "iceUfrag", "abc"), "4-256"),
+        (lambda c: setattr(c.ice, "icePwd", "x" * 21), "22-256"),
         (lambda c: setattr(c.ice, "fingerprint", "md5 AB"), "fingerprint"),
         (lambda c: setattr(c.ice.candidateList[0], "type", 9), "CHANNEL_CANDIDATE_"),
         (lambda c: setattr(c.ice.candidateList[0], "addr", "x.local"), "not an IP address"),
@@ -438,3 +450,62 @@ def test_aiortc_offer_answered_by_us() -> None:
             await pc.close()
 
     assert _aiortc_run(call) == "stable"
+
+
+def test_candidate_components_in_any_order(media_log: tuple[IInstanceLog, _Lines]) -> None:
+    log, lines = media_log
+    sdp = (
+        "v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 4000 RTP/AVP 0\r\n"
+        "a=ice-ufrag:abcd\r\na=ice-pwd:0123456789abcdef012345\r\n"
+        "a=candidate:7 2 udp 100 127.0.0.1 4001 typ host\r\n"  # before its component 1
+        "a=candidate:7 1 udp 101 127.0.0.1 4000 typ host\r\n"
+        "a=candidate:7 1 udp 99 127.0.0.1 4002 typ host\r\n"  # same foundation, other port
+        "a=candidate:8 2 udp 98 127.0.0.1 4009 typ host\r\n"  # no component 1
+        "a=candidate:9 1 udp 97 127.0.0.1 0 typ host\r\n"  # port 0
+        "a=candidate:10 3 udp 96 127.0.0.1 4010 typ host\r\n"  # component 3
+        "a=candidate:11 1 udp 95 127.0.0.1 4011 typ unknown\r\n"
+    )
+    config, _, _ = MediaConfigFromSdp(sdp, log=log)
+    assert config.ice is not None
+    assert config.ice.candidateList == [
+        IceCandidate("127.0.0.1", 4000, 4001, 101, 100, CHANNEL_CANDIDATE_HOST, "7"),
+        IceCandidate("127.0.0.1", 4002, 4002, 99, 0, CHANNEL_CANDIDATE_HOST, "7"),
+    ]
+    text = "\n".join(lines.lines)
+    assert "8 127.0.0.1 component 2 skipped (no component 1)" in text
+    assert "(port 0)" in text and "(component 3)" in text and "(unknown type unknown)" in text
+
+
+@SETTINGS
+@given(st.text(max_size=300))
+def test_from_sdp_on_any_text_raises_only_value_error(text: str) -> None:
+    for sdp in (text, "v=0\r\n" + text, CHROME_OFFER[:200] + text):
+        try:
+            MediaConfigFromSdp(sdp)
+        except ValueError:
+            pass
+
+
+@SETTINGS
+@given(st.data())
+def test_from_sdp_on_damaged_chrome_sdp(data: st.DataObject) -> None:
+    """Chrome's offer with lines dropped, repeated or changed: a config or a ValueError."""
+    lines = CHROME_OFFER.split("\r\n")
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(lines) - 1))
+        action = data.draw(st.sampled_from(["drop", "repeat", "cut", "noise"]))
+        if action == "drop":
+            del lines[i]
+        elif action == "repeat":
+            lines.insert(i, lines[i])
+        elif action == "cut":
+            lines[i] = lines[i][: data.draw(st.integers(0, len(lines[i])))]
+        else:
+            lines[i] += data.draw(st.text(max_size=12))
+        if not lines:
+            break
+    try:
+        config, _, _ = MediaConfigFromSdp("\r\n".join(lines))
+    except ValueError:
+        return
+    assert config.codecList and config.type == MediaType.AUDIO
