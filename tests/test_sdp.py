@@ -8,8 +8,10 @@ restricted to 127.0.0.1 and no STUN server.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from collections.abc import Iterator
+from typing import Any
 from unittest import mock
 
 import pytest
@@ -359,11 +361,42 @@ def test_to_sdp_bad_arguments() -> None:
 # --- aiortc, a real WebRTC stack -------------------------------------------------------------
 
 
+def _loopback_config() -> MediaConfig:
+    """`_config` with its loopback candidates only: aiortc sends checks to every candidate
+    it is given, and no datagram may leave the machine. Port 9 (discard): nobody answers."""
+    config = _config(port=9)
+    assert config.ice is not None
+    config.ice.candidateList = [
+        c for c in config.ice.candidateList if ipaddress.ip_address(c.addr).is_loopback
+    ]
+    assert config.ice.candidateList
+    return config
+
+
 def _aiortc_run(coro_fn: object) -> object:
+    """Run aiortc on a loop of its own, its candidates on 127.0.0.1. Every datagram it
+    sends is recorded; one to an address off the machine is dropped, not sent, and fails
+    the test."""
+    from asyncio.selector_events import _SelectorDatagramTransport  # type: ignore[attr-defined]
+
     import aioice.ice
 
-    with mock.patch.object(aioice.ice, "get_host_addresses", return_value=["127.0.0.1"]):
-        return asyncio.run(coro_fn())  # type: ignore[operator]
+    real_sendto = _SelectorDatagramTransport.sendto
+    sent_to: list[Any] = []
+
+    def sendto(self: Any, data: Any, addr: Any = None) -> None:
+        sent_to.append(addr)
+        if addr is None or ipaddress.ip_address(addr[0]).is_loopback:
+            real_sendto(self, data, addr)
+
+    with (
+        mock.patch.object(aioice.ice, "get_host_addresses", return_value=["127.0.0.1"]),
+        mock.patch.object(_SelectorDatagramTransport, "sendto", sendto),
+    ):
+        result = asyncio.run(coro_fn())  # type: ignore[operator]
+    off = [a for a in sent_to if a is not None and not ipaddress.ip_address(a[0]).is_loopback]
+    assert not off, f"aiortc sent to {off}"
+    return result
 
 
 def test_reads_aiortc_offer() -> None:
@@ -400,7 +433,7 @@ def test_reads_aiortc_offer() -> None:
 def test_aiortc_answers_our_offer(setup: SetupRole) -> None:
     from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-    offer = MediaConfigToSdp(_config(port=9), setup, ssrc=1234)
+    offer = MediaConfigToSdp(_loopback_config(), setup, ssrc=1234)
 
     async def answer() -> str:
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
@@ -438,7 +471,7 @@ def test_aiortc_offer_answered_by_us() -> None:
             await pc.setLocalDescription(await pc.createOffer())
             offer = pc.localDescription.sdp
             remote, _, _ = MediaConfigFromSdp(offer)
-            mine = _config(port=9)
+            mine = _loopback_config()
             mine.codecList = [c for c in remote.codecList if c.coder == AudioCoder.G711_U]
             mine.codecList[0].number = 0
             mid = SdpAudioMid(offer)
