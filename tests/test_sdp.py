@@ -542,3 +542,74 @@ def test_from_sdp_on_damaged_chrome_sdp(data: st.DataObject) -> None:
     except ValueError:
         return
     assert config.codecList and config.type == MediaType.AUDIO
+
+
+# What Firefox writes (its shape: session-level fingerprint and ice-options, upper-case UDP,
+# candidates before the end-of-candidates of each section).
+FIREFOX_OFFER = """v=0
+o=mozilla...THIS_IS_SDPARTA-99.0 5129388411394870812 0 IN IP4 0.0.0.0
+s=-
+t=0 0
+a=fingerprint:sha-256 0A:1B:2C:3D:4E:5F:60:71:82:93:A4:B5:C6:D7:E8:F9:0A:1B:2C:3D:4E:5F:60:71:82:93:A4:B5:C6:D7:E8:F9
+a=group:BUNDLE 0
+a=ice-options:trickle
+a=msid-semantic:WMS *
+m=audio 40412 UDP/TLS/RTP/SAVPF 109 9 0 8 101
+c=IN IP4 127.0.0.1
+a=candidate:0 1 UDP 2122252543 127.0.0.1 40412 typ host
+a=candidate:1 1 TCP 2105524479 127.0.0.1 9 typ host tcptype active
+a=sendrecv
+a=end-of-candidates
+a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level
+a=extmap:2/recvonly urn:ietf:params:rtp-hdrext:csrc-audio-level
+a=extmap:3 urn:ietf:params:rtp-hdrext:sdes:mid
+a=fmtp:109 maxplaybackrate=48000;stereo=1;useinbandfec=1
+a=fmtp:101 0-15
+a=ice-pwd:2f3b0a5c0e9d6a7e4f1b2c3d4e5f6a7b
+a=ice-ufrag:8a1c2b3d
+a=mid:0
+a=msid:{5a2b1c0d-7e6f-4a3b-9c8d-1e2f3a4b5c6d} {0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0}
+a=rtcp-mux
+a=rtpmap:109 opus/48000/2
+a=rtpmap:9 G722/8000/1
+a=rtpmap:0 PCMU/8000
+a=rtpmap:8 PCMA/8000
+a=rtpmap:101 telephone-event/8000/1
+a=setup:actpass
+a=ssrc:2655508255 cname:{8a0b1c2d-3e4f-5a6b-7c8d-9e0f1a2b3c4d}
+""".replace("\n", "\r\n")
+
+
+def test_firefox_offer() -> None:
+    config, setup, lite = MediaConfigFromSdp(FIREFOX_OFFER)
+    assert (setup, lite, config.defPort) == (SetupRole.SETUP_ROLE_ACTPASS, False, 40412)
+    assert [(c.coder, c.pt, c.rate) for c in config.codecList] == [
+        (AudioCoder.OPUS_WB, 109, 48000),
+        (AudioCoder.G722, 9, 8000),  # G722/8000/1: the channel count written out
+        (AudioCoder.G711_U, 0, 8000),
+        (AudioCoder.G711_A, 8, 8000),
+        (AudioCoder.DTMF, 101, 8000),
+    ]
+    ice = config.ice
+    assert ice is not None and ice.rtcpMux
+    assert ice.fingerprint is not None and ice.fingerprint.startswith("sha-256 0A:1B:")
+    assert (ice.iceUfrag, ice.icePwd) == ("8a1c2b3d", "2f3b0a5c0e9d6a7e4f1b2c3d4e5f6a7b")
+    assert ice.candidateList == [
+        IceCandidate("127.0.0.1", 40412, 40412, 2122252543, 0, CHANNEL_CANDIDATE_HOST, "0")
+    ]
+
+
+def test_chrome_answer_without_candidates_yet() -> None:
+    """Chrome's answer before its candidates trickle in: port 9, c=0.0.0.0, a=setup:active."""
+    sdp = (
+        "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n"
+        "m=audio 9 UDP/TLS/RTP/SAVPF 0 101\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\n"
+        "a=ice-ufrag:Zx9q\r\na=ice-pwd:qwertyuiopasdfghjklzxcvb\r\na=ice-options:trickle\r\n"
+        f"a=fingerprint:{FP256}\r\na=setup:active\r\na=mid:0\r\na=sendrecv\r\na=rtcp-mux\r\n"
+        "a=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n"
+    )
+    config, setup, _ = MediaConfigFromSdp(sdp)
+    assert setup == SetupRole.SETUP_ROLE_ACTIVE
+    assert (config.defAddr, config.defPort) == ("0.0.0.0", 9)
+    assert config.ice is not None and config.ice.candidateList == []
+    assert config.ice.fingerprint == FP256
