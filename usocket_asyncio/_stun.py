@@ -374,10 +374,10 @@ def encode(
     if msg.unknown_attributes:
         value = b"".join(struct.pack("!H", t) for t in msg.unknown_attributes)
         body += _attr(ATTR_UNKNOWN_ATTRIBUTES, value, _pad)
-    if msg.realm is not None:
-        body += _attr(ATTR_REALM, msg.realm.encode(), _pad)
     if msg.nonce is not None:
         body += _attr(ATTR_NONCE, msg.nonce.encode(), _pad)
+    if msg.realm is not None:
+        body += _attr(ATTR_REALM, msg.realm.encode(), _pad)
     if msg.mapped_address is not None:
         body += _attr(ATTR_MAPPED_ADDRESS, _encode_address(msg.mapped_address, tid, False), _pad)
     if msg.xor_mapped_address is not None:
