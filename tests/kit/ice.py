@@ -19,7 +19,7 @@ import heapq
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from usocket_asyncio._ice import IceAgent, IceEvent
 from usocket_asyncio._stun import is_stun, parse
@@ -189,8 +189,7 @@ class UdpIce(asyncio.DatagramProtocol):
         return sockname[0], sockname[1]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         if not self.agent.receive(data, addr, self.loop.time()):
