@@ -15,7 +15,9 @@ from hypothesis import strategies as st
 from kit.ice import LitePeer, SimNet, StunServerPeer, stun_requests
 
 from usocket_asyncio._ice import (
+    FAILED,
     FROZEN,
+    IN_PROGRESS,
     MAX_PRFLX,
     MAX_REMOTE_CANDIDATES,
     MAX_TRANSACTIONS,
@@ -31,6 +33,9 @@ from usocket_asyncio._ice import (
     RoleChanged,
     candidate_priority,
     pair_priority,
+)
+from usocket_asyncio._ice import (
+    SUCCEEDED as PAIR_SUCCEEDED,
 )
 from usocket_asyncio._stun import (
     BINDING,
@@ -625,3 +630,63 @@ def test_ipv4_mapped_source_is_normalized() -> None:
     (answer,) = [(d, to) for d, to in b.datagrams_to_send(0.0) if parse(d).cls == SUCCESS]
     assert answer[1] == A and parse(answer[0]).xor_mapped_address == A
     assert [c.address for c in b.remote_candidates] == [A]  # the signalled one, no prflx
+
+
+def test_role_conflict_answer_alone_switches_the_role() -> None:
+    """Both controlling; the winner's checks are lost for a while, so the loser learns of
+    the conflict only from the 487 answers to its own checks: it switches at once."""
+    net = SimNet(drop=lambda s, d, data: s == B and parse(data).cls == REQUEST and net.now < 1.0)
+    net, a, b = make_pair(True, True, net=net, a_tie=1, b_tie=2**63)
+    introduce(net, a, b)
+    assert net.run_until(lambda: both_selected(a, b), 10.0)
+    ((at, ev),) = [(t, e) for t, e in net.events[id(a)] if isinstance(e, RoleChanged)]
+    assert ev == RoleChanged(False) and at == pytest.approx(2 * net.latency)
+    assert b.stats["role_conflict_487"] >= 1 and b.controlling and not a.controlling
+
+
+def test_a_check_from_the_peer_triggers_one_back_at_once() -> None:
+    """b has ten better (unreachable) candidates of a's before a's real one; a's check
+    makes b check that pair next (a triggered check), not after the other ten."""
+    net, a, b = make_pair()
+    decoys = [Candidate(f"10.8.0.{i}", 9, "host", 2**31 - i, f"d{i}") for i in range(1, 11)]
+    a.set_remote(b.local_ufrag, b.local_pwd, b.local_candidates, now=0.0)
+    b.set_remote(a.local_ufrag, a.local_pwd, [*decoys, *a.local_candidates], now=0.0)
+    assert net.run_until(lambda: both_selected(a, b), 5.0)
+    first_to_a = min(s.at for s in stun_requests(net.log, B) if s.dst == A)
+    assert first_to_a <= net.latency + b.ta + 1e-9
+    assert net.now < 0.2
+
+
+def test_an_answer_from_another_address_fails_the_pair() -> None:
+    """a's answers leave through a NAT: b's check to a's host address is answered from
+    NAT_A, which is not where it went (RFC 8445 §7.2.5.2.1): that pair fails; the
+    peer-reflexive one works."""
+    net = SimNet()
+    net.nat[A] = NAT_A
+    net, a, b = make_pair(net=net)
+    introduce(net, a, b)
+    assert net.run_until(lambda: both_selected(a, b), 5.0)
+    net.run_for(1.0)
+    assert b.selected == NAT_A
+    assert b._pairs[A].state == FAILED and b.stats["bad_response"] >= 1
+
+
+def test_a_forged_answer_does_not_count() -> None:
+    """An answer with the right transaction id from the right address, but not signed with
+    the peer's password, changes nothing; the genuine one does."""
+    net = SimNet()
+    a = IceAgent(True, rng=random.Random(1))
+    net.attach(a, a.add_host_candidate(*A).address)
+    pwd = "peer-password-0123456789"
+    a.set_remote("peer", pwd, [Candidate(*B, "host", 100, "1")], now=0.0)
+    net.run_for(0.01)
+    (req,) = stun_requests(net.log, A)
+    tid = parse(req.data).transaction_id
+    answer = StunMessage(BINDING, SUCCESS, tid, xor_mapped_address=A)
+    net.inject(B, A, encode(answer, b"forged-password-0123456789"))
+    net.run_for(0.1)
+    assert a.stats["bad_integrity"] == 1 and a._pairs[B].state == IN_PROGRESS
+    net.inject(B, A, encode(answer, pwd.encode()))
+    net.run_for(0.1)
+    assert a._pairs[B].state in (PAIR_SUCCEEDED, IN_PROGRESS)  # succeeded, now nominating
+    assert a._pairs[B].nominating
