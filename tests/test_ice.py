@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import itertools
 import random
+from typing import TypeVar
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -53,6 +54,8 @@ B = ("10.0.0.2", 2000)
 NAT_A = ("198.51.100.7", 40000)
 SERVER = ("192.0.2.100", 3478)
 
+E = TypeVar("E", bound=IceEvent)
+
 SETTINGS = settings(
     derandomize=True,  # seeded: the same examples on every run
     database=None,
@@ -88,7 +91,7 @@ def both_selected(a: IceAgent, b: IceAgent) -> bool:
     return a.selected is not None and b.selected is not None
 
 
-def of_type(events: list[IceEvent], kind: type) -> list[IceEvent]:
+def of_type(events: list[IceEvent], kind: type[E]) -> list[E]:
     return [e for e in events if isinstance(e, kind)]
 
 
@@ -690,3 +693,63 @@ def test_a_forged_answer_does_not_count() -> None:
     net.run_for(0.1)
     assert a._pairs[B].state in (PAIR_SUCCEEDED, IN_PROGRESS)  # succeeded, now nominating
     assert a._pairs[B].nominating
+
+
+def test_a_lost_nomination_fails_the_pair_and_never_spins() -> None:
+    """The peer answers a's first check but never gets the nominating one: that pair fails
+    after its retransmissions; with the other pair still being checked, a's timer must not
+    stay due (SimNet fails a timer that is due right after `handle_timer`)."""
+    net = SimNet(drop=lambda s, d, data: s == A and parse(data).use_candidate)
+    a = IceAgent(True, rng=random.Random(1))
+    net.attach(a, a.add_host_candidate(*A).address)
+    lite = LitePeer()
+    net.attach(lite, B)
+    silent = Candidate("10.0.0.3", 3000, "host", 50, "2")
+    a.set_remote(lite.ufrag, lite.pwd, [Candidate(*B, "host", 100, "1"), silent], now=0.0)
+    assert net.run_until(lambda: a.finished, 60.0)
+    assert net.events_of(a) == [IceFailed("all 2 candidate pairs failed")]
+    nominations = [s for s in stun_requests(net.log, A) if parse(s.data).use_candidate]
+    assert len(nominations) == 7  # one transaction, all its sends lost
+    assert lite.selected is None
+
+
+def test_controlled_side_moves_to_a_better_nominated_pair() -> None:
+    """An aggressive controlling peer nominates a worse pair first, then a better one: the
+    controlled side selects each in turn if better (never a worse one afterwards)."""
+    net = SimNet()
+    b = IceAgent(False, rng=random.Random(2))
+    net.attach(b, b.add_host_candidate(*B).address)
+    low, high = ("10.0.0.5", 5000), ("10.0.0.6", 6000)
+    peer_ufrag, peer_pwd = "peer", "peer-password-0123456789"
+    for addr in (low, high):  # the peer's two addresses answer b's checks
+        net.attach(LitePeer(peer_ufrag, peer_pwd), addr)
+    remotes = [Candidate(*low, "host", 100, "1"), Candidate(*high, "host", 200, "2")]
+    b.set_remote(peer_ufrag, peer_pwd, remotes, now=0.0)
+    net.run_for(0.5)  # b's checks of both pairs succeeded
+
+    def nominate(src: tuple[str, int]) -> None:
+        net.inject(src, B, check_from(b, peer_ufrag, use_candidate=True))
+        net.run_for(0.1)
+
+    nominate(low)
+    assert b.selected == low
+    nominate(high)
+    assert b.selected == high
+    nominate(low)
+    assert b.selected == high
+    selected = [e.remote.address for e in of_type(net.events_of(b), PairSelected)]
+    assert selected == [low, high]
+
+
+def test_ipv6_host_pair() -> None:
+    net = SimNet()
+    a = IceAgent(True, rng=random.Random(1))
+    b = IceAgent(False, rng=random.Random(2))
+    net.attach(a, a.add_host_candidate("2001:db8:0:0::1", 1000).address)
+    net.attach(b, b.add_host_candidate("2001:db8::2", 2000).address)
+    b.add_host_candidate("10.0.0.2", 2000)  # an IPv4 one: no pair with a's IPv6 candidate
+    introduce(net, a, b)
+    assert net.run_until(lambda: both_selected(a, b), 5.0)
+    assert a.selected == ("2001:db8::2", 2000) and b.selected == ("2001:db8::1", 1000)
+    assert len(a._pairs) == 1
+    assert all(parse(s.data).fingerprint for s in net.log)

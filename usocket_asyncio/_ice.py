@@ -44,7 +44,8 @@ the best Frozen pair is checked.
 Checks. One new check transaction per `ta` seconds (triggered checks first, then the
 best Waiting pair, then the best Frozen one); retransmissions are not paced. A check's
 first RTO is max(500 ms, ta x (Waiting + In-Progress pairs)) (RFC 8445 §14.3), doubling
-up to `CHECK_RTO_MAX`, `CHECK_SENDS` sends in all; no answer means the pair failed. An
+up to `CHECK_RTO_MAX` (or the first RTO, if larger), `CHECK_SENDS` sends in all (11.5 s
+with the first RTO at 500 ms); no answer after the last wait means the pair failed. An
 answer counts only with MESSAGE-INTEGRITY under the remote password and from the address
 the check went to (§7.2.5.2.1). A request from the remote (USERNAME "local:remote", our
 password) is answered with XOR-MAPPED-ADDRESS, MESSAGE-INTEGRITY and FINGERPRINT; its
@@ -330,6 +331,7 @@ class _Transaction:
         "last_wait",
         "next_at",
         "pair",
+        "rto_max",
         "sends_left",
         "started",
         "use_candidate",
@@ -342,6 +344,7 @@ class _Transaction:
         self.started = now
         self.next_at = now
         self.interval = 0.0
+        self.rto_max = 1e9
         self.last_wait = 0.0
         self.sends_left = 0
         self.pair: _Pair | None = None
@@ -645,8 +648,9 @@ class IceAgent:
         else:
             if self._connect_deadline is not None:
                 times.append(self._connect_deadline)
-            if self.controlling and self._first_valid is not None and not self._nominating():
-                times.append(self._first_valid + NOMINATION_DELAY)
+            nominate_at = self._nomination_at()
+            if nominate_at is not None:
+                times.append(nominate_at)
         return min(times) if times else None
 
     def handle_timer(self, now: float) -> None:
@@ -992,6 +996,7 @@ class IceAgent:
         tx.use_candidate = use
         busy = sum(1 for p in self._pairs.values() if p.state in (WAITING, IN_PROGRESS))
         tx.interval = max(CHECK_RTO_MIN, self.ta * busy)
+        tx.rto_max = max(CHECK_RTO_MAX, tx.interval)
         tx.sends_left = CHECK_SENDS
         tx.last_wait = 0.0
         self._transactions[tid] = tx
@@ -1021,7 +1026,7 @@ class IceAgent:
         tx.sends_left -= 1
         if tx.sends_left > 0:
             tx.next_at = now + tx.interval
-            tx.interval = min(tx.interval * 2, CHECK_RTO_MAX if tx.kind == _CHECK else 1e9)
+            tx.interval = min(tx.interval * 2, tx.rto_max)
         else:
             tx.next_at = now + (tx.last_wait or tx.interval)
 
@@ -1065,20 +1070,27 @@ class IceAgent:
     def _nominating(self) -> bool:
         return any(p.nominating for p in self._pairs.values())
 
-    def _maybe_nominate(self, now: float) -> None:
+    def _nomination_at(self) -> float | None:
+        """When the controlling side nominates at the latest, if it has a pair to nominate
+        and is not nominating one already."""
         if not self.controlling or self._selected is not None or self._first_valid is None:
+            return None
+        if self._nominating() or all(p.state != SUCCEEDED for p in self._pairs.values()):
+            return None
+        return self._first_valid + NOMINATION_DELAY
+
+    def _maybe_nominate(self, now: float) -> None:
+        deadline = self._nomination_at()
+        if deadline is None:
             return
-        if self._nominating():
-            return
-        valid = [p for p in self._pairs.values() if p.state == SUCCEEDED]
-        if not valid:
-            return
-        best = max(valid, key=lambda p: p.priority)
+        best = max(
+            (p for p in self._pairs.values() if p.state == SUCCEEDED), key=lambda p: p.priority
+        )
         better_pending = any(
             p.state in (FROZEN, WAITING, IN_PROGRESS) and p.priority > best.priority
             for p in self._pairs.values()
         )
-        if better_pending and now < self._first_valid + NOMINATION_DELAY:
+        if better_pending and now < deadline:
             return
         best.nominating = True
         self._trigger(best, first=True)

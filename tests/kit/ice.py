@@ -220,6 +220,9 @@ class SimNet:
             t = agent.get_timer()
             if t is not None and t <= self.now:
                 agent.handle_timer(self.now)
+                # what was due is done: a timer still due now would spin the caller's loop
+                t = agent.get_timer()
+                assert t is None or t > self.now, f"{agent} wants a timer at {t} <= {self.now}"
         self.flush()
         return True
 
