@@ -48,6 +48,7 @@ from usocket_asyncio._stun import (
     encode,
     parse,
 )
+from usocket_asyncio._types import SocketModeError
 
 A = ("10.0.0.1", 1000)
 B = ("10.0.0.2", 2000)
@@ -753,3 +754,18 @@ def test_ipv6_host_pair() -> None:
     assert a.selected == ("2001:db8::2", 2000) and b.selected == ("2001:db8::1", 1000)
     assert len(a._pairs) == 1
     assert all(parse(s.data).fingerprint for s in net.log)
+
+
+def test_set_role_before_the_remote_description() -> None:
+    """An app gathers first and learns its role at connect time: `set_role` sets it without
+    an event; after `set_remote` the role is the agent's to change."""
+    net, a, b = make_pair(False, True)
+    a.set_role(True)
+    b.set_role(False)
+    introduce(net, a, b)
+    assert net.run_until(lambda: both_selected(a, b), 5.0)
+    assert a.controlling and not b.controlling
+    assert not of_type(net.events_of(a) + net.events_of(b), RoleChanged)
+    assert [m.use_candidate for m in map(parse, _datas(net, A))][:2] == [False, True]
+    with pytest.raises(SocketModeError, match="before the remote description"):
+        a.set_role(False)

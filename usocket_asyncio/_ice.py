@@ -9,6 +9,7 @@ simulated one in the tests), and the agent says when it next wants to be woken
 (`get_timer`, an absolute time, or None). It is driven like `_dtls_core.DtlsConnection`:
 
     agent = IceAgent(controlling)                  # local_ufrag / local_pwd for the SDP
+    agent.set_role(controlling)                    # optional: the role, if known only later
     agent.add_host_candidate("192.0.2.1", port)    # each local address the socket serves
     agent.gather_srflx(server, base, now)          # optional: a STUN Binding to a server
     agent.set_remote(ufrag, pwd, candidates, lite=..., now=now)   # checks start
@@ -102,6 +103,7 @@ from ._stun import (
     is_stun,
     parse,
 )
+from ._types import SocketModeError
 
 HOST: Final = "host"
 SRFLX: Final = "srflx"
@@ -546,6 +548,22 @@ class IceAgent:
         tx.last_wait = GATHER_LAST_WAIT
         self._transactions[tid] = tx
         self._send_tx(tx, now)
+
+    def set_role(self, controlling: bool) -> None:
+        """Set this side's role before `set_remote` (an app that gathers first and learns
+        its role at connect time). No event: `RoleChanged` reports only the changes the
+        agent makes itself (a role conflict, an ice-lite remote).
+
+        Raises:
+            SocketModeError: after `set_remote`, when checks may have started: the role is
+                then the agent's to change (by the tie-breakers).
+        """
+        if self._remote_ufrag is not None:
+            raise SocketModeError(
+                "set_role after set_remote: give the role before the remote description "
+                "(or at construction); afterwards role conflicts are resolved by the agent"
+            )
+        self._set_role(bool(controlling), event=False)
 
     # ------------------------------------------------------------------ public: remote side
 
@@ -1057,7 +1075,7 @@ class IceAgent:
 
     # ------------------------------------------------------------------ roles, nomination
 
-    def _set_role(self, controlling: bool) -> None:
+    def _set_role(self, controlling: bool, event: bool = True) -> None:
         if controlling == self.controlling:
             return
         self.controlling = controlling
@@ -1065,7 +1083,8 @@ class IceAgent:
             p.set_priority(controlling)
             p.nominating = False
             p.nominated = False
-        self._events.append(RoleChanged(controlling))
+        if event:
+            self._events.append(RoleChanged(controlling))
 
     def _nominating(self) -> bool:
         return any(p.nominating for p in self._pairs.values())
