@@ -769,3 +769,28 @@ def test_set_role_before_the_remote_description() -> None:
     assert [m.use_candidate for m in map(parse, _datas(net, A))][:2] == [False, True]
     with pytest.raises(SocketModeError, match="before the remote description"):
         a.set_role(False)
+
+
+def test_transactions_are_capped() -> None:
+    """80 pairs that never answer: at most MAX_TRANSACTIONS checks are in flight; the rest
+    wait their turn (counted) and are all checked; then the agent fails."""
+    net = SimNet()
+    a = IceAgent(True, rng=random.Random(1))
+    net.attach(a, a.add_host_candidate(*A).address)
+    many = [
+        Candidate(f"10.2.{i // 200}.{i % 200 + 1}", 9, "host", 1000 + i, f"f{i}") for i in range(64)
+    ]
+    a.set_remote("peer", "peer-password-0123456789", many, now=0.0)
+    for i in range(16):  # and 16 peer-reflexive ones, from checks of the peer's
+        check = check_from(a, "peer", ice_controlling=None, ice_controlled=5)
+        net.inject((f"10.3.0.{i + 1}", 9), A, check)
+    peak = 0
+    while not a.finished and net.now < 600.0:
+        assert net.step()
+        peak = max(peak, len(a._transactions))
+    assert peak == MAX_TRANSACTIONS and a.stats["checks_deferred"] > 0
+    checked = {s.dst for s in stun_requests(net.log, A)}
+    assert len(checked) == 80
+    # the RTO grows with the pairs (4 s here): the connect deadline comes first
+    assert net.events_of(a) == [IceFailed("no candidate pair selected within 30 s")]
+    assert net.now == 30.0

@@ -26,7 +26,9 @@ controlling agent nominates a better pair), then at most one of `IceFailed` (no 
 worked: every pair failed, or none was selected within `CONNECT_TIMEOUT` of
 `set_remote`) or `ConsentLost` (the selected remote stopped answering for
 `consent_timeout`). After either the agent is finished: it answers nothing and sends
-nothing more, like after `close`.
+nothing more, like after `close`. Candidates may be added after `set_remote`
+(`add_remote_candidate`), but once every pair has failed the agent has failed: a caller
+that trickles candidates gives them before then (the media adapter gives them all at once).
 
 Who owns each datagram. Incoming: `receive` looks at the datagram before it returns and
 keeps nothing of it but what it learned (a candidate, a pair state). Outgoing: requests
