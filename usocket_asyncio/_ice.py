@@ -175,7 +175,18 @@ STATS_KEYS: Final = (
     "retransmissions",
     "requests_answered",
 )
-"""The counters of `IceAgent.stats`, all present from the start."""
+"""The counters of `IceAgent.stats`, all present from the start:
+
+- dropped input: `not_stun_parsed` (looked like STUN, did not parse), `bad_request` (a
+  request without USERNAME or MESSAGE-INTEGRITY, or not a Binding), `unknown_username`,
+  `bad_integrity` (a request or an answer), `unknown_attribute` (a request answered
+  with 420), `role_conflict_487` (a request answered with 487), `unmatched_response`
+  (no such transaction), `bad_response` (from another address than the request went
+  to, an unknown required attribute, or an error other than 487: the pair failed);
+- caps: `remote_candidates_dropped`, `prflx_dropped`, `local_prflx_dropped`,
+  `checks_deferred` (a check or consent check waited for a transaction slot);
+- activity: `checks_sent`, `retransmissions`, `requests_answered`.
+"""
 
 
 # --------------------------------------------------------------------------- data
@@ -392,7 +403,6 @@ class IceAgent:
         "_pairs",
         "_remote",
         "_remote_key",
-        "_remote_lite",
         "_remote_pwd",
         "_remote_ufrag",
         "_rng",
@@ -447,7 +457,6 @@ class IceAgent:
         self._remote_ufrag: str | None = None
         self._remote_pwd: str | None = None
         self._remote_key = b""
-        self._remote_lite = False
         self._local: list[Candidate] = []
         self._hosts: list[Candidate] = []
         self._foundations: dict[tuple[str, str, str], str] = {}
@@ -599,7 +608,6 @@ class IceAgent:
         self._remote_ufrag = ufrag
         self._remote_pwd = pwd
         self._remote_key = pwd.encode()
-        self._remote_lite = lite
         if self._state == _DONE:
             return
         if first:
