@@ -794,3 +794,57 @@ def test_transactions_are_capped() -> None:
     # the RTO grows with the pairs (4 s here): the connect deadline comes first
     assert net.events_of(a) == [IceFailed("no candidate pair selected within 30 s")]
     assert net.now == 30.0
+
+
+@settings(
+    derandomize=True,
+    database=None,
+    max_examples=400,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(
+    a_controlling=st.booleans(),
+    b_controlling=st.booleans(),
+    ties=st.tuples(st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1)).filter(
+        lambda t: t[0] != t[1]
+    ),
+    a_late=st.floats(0.0, 3.0),
+    b_late=st.floats(0.0, 3.0),
+    loss=st.floats(0.0, 0.6),
+    jitter=st.floats(0.0, 0.1),
+    nat=st.booleans(),
+    seed=st.integers(0, 2**32),
+)
+def test_any_start_converges(
+    a_controlling: bool,
+    b_controlling: bool,
+    ties: tuple[int, int],
+    a_late: float,
+    b_late: float,
+    loss: float,
+    jitter: float,
+    nat: bool,
+    seed: int,
+) -> None:
+    """Whatever the roles (conflicting or not), the order and delay of the descriptions,
+    the loss and reordering of the first 2 s and a NAT: both sides select the same pair
+    within 30 s, with opposite roles, and no timer is ever left due (SimNet checks)."""
+    rng = random.Random(seed)
+    net = SimNet(jitter=jitter, seed=seed)
+    net.drop = lambda s, d, data: net.now < 2.0 and rng.random() < loss
+    if nat:
+        net.nat[A] = NAT_A
+    net, a, b = make_pair(a_controlling, b_controlling, net=net, a_tie=ties[0], b_tie=ties[1])
+    pending = {a: (a_late, b), b: (b_late, a)}
+    while pending:
+        me = min(pending, key=lambda x: pending[x][0])
+        at, other = pending.pop(me)
+        if at > net.now:
+            net.run_for(at - net.now)
+        me.set_remote(other.local_ufrag, other.local_pwd, other.local_candidates, now=net.now)
+    assert net.run_until(lambda: both_selected(a, b), 30.0)
+    assert a.selected == B and b.selected == (NAT_A if nat else A)
+    assert a.controlling != b.controlling
+    assert a.controlling == (ties[0] > ties[1]) or a_controlling != b_controlling
+    assert not of_type(net.events_of(a) + net.events_of(b), IceFailed)

@@ -23,7 +23,8 @@ Events: `CandidateGathered` / `GatherFailed` (one per `gather_srflx`), `RoleChan
 (a role conflict, or an ice-lite remote, made this side change role), `PairSelected`
 (media may flow to `pair.remote`; on the controlled side it may come again when the
 controlling agent nominates a better pair), then at most one of `IceFailed` (no pair
-worked: every pair failed, or none was selected within `CONNECT_TIMEOUT` of
+worked: every pair failed, once `FAIL_GRACE` passed since `set_remote` (the peer's checks
+may still bring peer-reflexive pairs), or none was selected within `CONNECT_TIMEOUT` of
 `set_remote`) or `ConsentLost` (the selected remote stopped answering for
 `consent_timeout`). After either the agent is finished: it answers nothing and sends
 nothing more, like after `close`. Candidates may be added after `set_remote`
@@ -131,6 +132,9 @@ NOMINATION_DELAY: Final = 1.0
 best succeeded pair even if better pairs are still being checked."""
 CONNECT_TIMEOUT: Final = 30.0
 """Seconds after `set_remote` within which a pair must be selected, else `IceFailed`."""
+FAIL_GRACE: Final = 11.5
+"""Seconds after `set_remote` before "every pair failed" ends the agent: the peer's own
+checks (which bring new, peer-reflexive pairs) have had a check's lifetime to arrive."""
 MAX_REMOTE_CANDIDATES: Final = 64
 """Signalled remote candidates kept; more are dropped (counted)."""
 MAX_PRFLX: Final = 16
@@ -402,6 +406,7 @@ class IceAgent:
         "_out",
         "_pairs",
         "_remote",
+        "_remote_at",
         "_remote_key",
         "_remote_pwd",
         "_remote_ufrag",
@@ -473,6 +478,7 @@ class IceAgent:
         self._last_check = 0.0
         self._first_valid: float | None = None
         self._connect_deadline: float | None = None
+        self._remote_at = 0.0
         self._consent_next = 0.0
         self._consent_ok = 0.0
 
@@ -612,6 +618,7 @@ class IceAgent:
             return
         if first:
             self._connect_deadline = now + CONNECT_TIMEOUT
+            self._remote_at = now
             self._last_check = now - self.ta  # the first check may go at once
         if lite and not self.controlling:
             self._set_role(True)
@@ -679,6 +686,8 @@ class IceAgent:
             nominate_at = self._nomination_at()
             if nominate_at is not None:
                 times.append(nominate_at)
+            if self._all_failed():
+                times.append(self._remote_at + FAIL_GRACE)
         return min(times) if times else None
 
     def handle_timer(self, now: float) -> None:
@@ -703,6 +712,8 @@ class IceAgent:
                 self._send_consent(sel, now)
         elif self._connect_deadline is not None and now >= self._connect_deadline:
             self._finish(IceFailed(f"no candidate pair selected within {CONNECT_TIMEOUT:g} s"))
+        else:
+            self._check_failed(now)
 
     def next_event(self) -> IceEvent | None:
         """The next event, or None."""
@@ -1074,13 +1085,19 @@ class IceAgent:
     def _pair_failed(self, pair: _Pair, now: float) -> None:
         pair.state = FAILED
         pair.nominating = False
-        if pair is self._selected:
-            return  # a late check of the selected pair: consent decides
-        if (
+        if pair is not self._selected:  # (a late check of the selected pair: consent decides)
+            self._check_failed(now)
+
+    def _all_failed(self) -> bool:
+        return (
             self._selected is None
+            and bool(self._pairs)
             and not self._triggered
             and all(p.state == FAILED for p in self._pairs.values())
-        ):
+        )
+
+    def _check_failed(self, now: float) -> None:
+        if self._all_failed() and now >= self._remote_at + FAIL_GRACE:
             self._finish(IceFailed(f"all {len(self._pairs)} candidate pairs failed"))
 
     # ------------------------------------------------------------------ roles, nomination
