@@ -815,6 +815,7 @@ def test_transactions_are_capped() -> None:
     jitter=st.floats(0.0, 0.1),
     nat=st.booleans(),
     seed=st.integers(0, 2**32),
+    junk=st.lists(st.binary(min_size=20, max_size=80), max_size=10),
 )
 def test_any_start_converges(
     a_controlling: bool,
@@ -826,16 +827,21 @@ def test_any_start_converges(
     jitter: float,
     nat: bool,
     seed: int,
+    junk: list[bytes],
 ) -> None:
     """Whatever the roles (conflicting or not), the order and delay of the descriptions,
-    the loss and reordering of the first 2 s and a NAT: both sides select the same pair
-    within 30 s, with opposite roles, and no timer is ever left due (SimNet checks)."""
+    the loss and reordering of the first 2 s, a NAT, and junk that looks like STUN from
+    the peers' own addresses: both sides select the same pair within 30 s, with opposite
+    roles, and no timer is ever left due (SimNet checks)."""
     rng = random.Random(seed)
     net = SimNet(jitter=jitter, seed=seed)
     net.drop = lambda s, d, data: net.now < 2.0 and rng.random() < loss
     if nat:
         net.nat[A] = NAT_A
     net, a, b = make_pair(a_controlling, b_controlling, net=net, a_tie=ties[0], b_tie=ties[1])
+    for i, data in enumerate(junk):  # STUN-looking, unauthenticated, spoofed sources
+        data = b"\x00\x01" + data[2:4] + b"\x21\x12\xa4\x42" + data[8:]
+        net.inject(B if i % 2 else A, A if i % 2 else B, data)
     pending = {a: (a_late, b), b: (b_late, a)}
     while pending:
         me = min(pending, key=lambda x: pending[x][0])
