@@ -854,3 +854,16 @@ def test_any_start_converges(
     assert a.controlling != b.controlling
     assert a.controlling == (ties[0] > ties[1]) or a_controlling != b_controlling
     assert not of_type(net.events_of(a) + net.events_of(b), IceFailed)
+
+
+@pytest.mark.parametrize("a_controlling", [True, False])
+def test_remote_without_usable_candidates(a_controlling: bool) -> None:
+    """A browser hides its host addresses behind mDNS names, which the caller skips: a
+    knows no remote candidate at all, but b's checks teach it b's address (prflx)."""
+    net, a, b = make_pair(a_controlling, not a_controlling)
+    a.set_remote(b.local_ufrag, b.local_pwd, [], now=0.0)
+    b.set_remote(a.local_ufrag, a.local_pwd, a.local_candidates, now=0.0)
+    assert net.run_until(lambda: both_selected(a, b), 5.0)
+    assert a.selected == B and b.selected == A
+    assert [c.type for c in a.remote_candidates] == ["prflx"]
+    assert net.now < 0.2
