@@ -867,3 +867,23 @@ def test_remote_without_usable_candidates(a_controlling: bool) -> None:
     assert a.selected == B and b.selected == A
     assert [c.type for c in a.remote_candidates] == ["prflx"]
     assert net.now < 0.2
+
+
+def test_a_success_unfreezes_its_foundation() -> None:
+    """A pair succeeds: the Frozen pairs of its foundation become Waiting, and so does a
+    pair of that foundation added later (RFC 8445 §7.2.5.3.3)."""
+    net = SimNet()
+    a = IceAgent(True, rng=random.Random(1))
+    net.attach(a, a.add_host_candidate(*A).address)
+    lite = LitePeer()
+    net.attach(lite, B)
+    first = Candidate(*B, "host", 300, "f")
+    frozen = Candidate("10.0.0.7", 7000, "host", 200, "f")
+    a.set_remote(lite.ufrag, lite.pwd, [first, frozen], now=0.0)
+    assert a._pairs[frozen.address].state == FROZEN
+    net.run_for(0.03)  # the first check and its answer; nothing else yet
+    assert a._pairs[B].state == PAIR_SUCCEEDED
+    assert a._pairs[frozen.address].state == WAITING
+    late = Candidate("10.0.0.8", 8000, "host", 100, "f")
+    a.add_remote_candidate(late, net.now)
+    assert a._pairs[late.address].state == WAITING

@@ -22,14 +22,15 @@ simulated one in the tests), and the agent says when it next wants to be woken
 Events: `CandidateGathered` / `GatherFailed` (one per `gather_srflx`), `RoleChanged`
 (a role conflict, or an ice-lite remote, made this side change role), `PairSelected`
 (media may flow to `pair.remote`; on the controlled side it may come again when the
-controlling agent nominates a better pair), then at most one of `IceFailed` (no pair
-worked: every pair failed, once `FAIL_GRACE` passed since `set_remote` (the peer's checks
-may still bring peer-reflexive pairs), or none was selected within `CONNECT_TIMEOUT` of
-`set_remote`) or `ConsentLost` (the selected remote stopped answering for
-`consent_timeout`). After either the agent is finished: it answers nothing and sends
-nothing more, like after `close`. Candidates may be added after `set_remote`
-(`add_remote_candidate`), but once every pair has failed the agent has failed: a caller
-that trickles candidates gives them before then (the media adapter gives them all at once).
+controlling agent nominates a better pair), then at most one of `IceFailed` or
+`ConsentLost`. `IceFailed`: no pair was selected within `CONNECT_TIMEOUT` of
+`set_remote`, or every pair failed and `FAIL_GRACE` has passed since `set_remote` (until
+then the peer's checks may still bring peer-reflexive pairs). `ConsentLost`: the
+selected remote stopped answering for `consent_timeout`. After either the agent is
+finished: it answers nothing and sends nothing more, like after `close`. Candidates may
+be added after `set_remote` (`add_remote_candidate`), but once the agent has failed they
+come too late: a caller that trickles candidates gives them within `FAIL_GRACE` (the media
+adapter gives them all at once).
 
 Who owns each datagram. Incoming: `receive` looks at the datagram before it returns and
 keeps nothing of it but what it learned (a candidate, a pair state). Outgoing: requests
@@ -41,9 +42,9 @@ candidate: a pair is (the base, a remote candidate), the base being the first ho
 candidate of the remote's address family; server-reflexive candidates are only
 signalled (RFC 8445 §6.1.2.4 replaces them by their base). Pairs are keyed by the remote
 address. Pair priority, foundation and the frozen rule are RFC 8445's (§6.1.2.3,
-§6.1.2.6): a new pair is Waiting unless a pair of its foundation is already Waiting or
-In-Progress (then Frozen); a success unfreezes its foundation; when nothing is Waiting,
-the best Frozen pair is checked.
+§6.1.2.6): a new pair is Frozen if a pair of its foundation is already Waiting or
+In-Progress and none has succeeded, else Waiting; a success unfreezes its foundation;
+when nothing is Waiting, the best Frozen pair is checked.
 
 Checks. One new check transaction per `ta` seconds (triggered checks first, then the
 best Waiting pair, then the best Frozen one); retransmissions are not paced. A check's
@@ -792,11 +793,9 @@ class IceAgent:
         if base is None:
             return None
         pair = _Pair(base, remote, self.controlling)
-        busy = any(
-            p.foundation == pair.foundation and p.state in (WAITING, IN_PROGRESS, SUCCEEDED)
-            for p in self._pairs.values()
-        )
-        pair.state = FROZEN if busy else WAITING
+        kin = [p.state for p in self._pairs.values() if p.foundation == pair.foundation]
+        busy = WAITING in kin or IN_PROGRESS in kin
+        pair.state = WAITING if SUCCEEDED in kin or not busy else FROZEN
         self._pairs[remote.address] = pair
         return pair
 
