@@ -540,7 +540,8 @@ class IceAgent:
         `base` is a host candidate's (addr, port). Leads to exactly one `CandidateGathered`
         (the candidate is also added to `local_candidates` unless it equals its base, as on
         loopback) or `GatherFailed` (an error answer, or none after 39.5 s of RFC 8489
-        retransmissions).
+        retransmissions), unless the agent is finished first (closed, failed: then
+        nothing). Not paced by `ta`: a few servers, once.
 
         Raises:
             ValueError: `base` is not a host candidate, or `server` not an IP literal.
