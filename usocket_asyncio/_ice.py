@@ -812,7 +812,7 @@ class IceAgent:
                 mapped[0],
                 mapped[1],
                 PRFLX,
-                candidate_priority(PRFLX),
+                self._prflx_priority(base),  # what the check said in PRIORITY
                 self._foundation(PRFLX, base.addr, ""),
                 base.addr,
                 base.port,
@@ -1051,7 +1051,7 @@ class IceAgent:
             REQUEST,
             tid,
             username=f"{self._remote_ufrag}:{self.local_ufrag}",
-            priority=candidate_priority(PRFLX, (pair.local.priority >> 8) & 0xFFFF),
+            priority=self._prflx_priority(pair.local),
             use_candidate=use_candidate,
         )
         if self.controlling:
@@ -1059,6 +1059,12 @@ class IceAgent:
         else:
             req.ice_controlled = self.tie_breaker
         return encode(req, self._remote_key)
+
+    @staticmethod
+    def _prflx_priority(base: Candidate) -> int:
+        """The PRIORITY of a check from `base`: a peer-reflexive candidate's priority with
+        the base's local preference (RFC 8445 §7.1.1)."""
+        return candidate_priority(PRFLX, (base.priority >> 8) & 0xFFFF)
 
     def _send_tx(self, tx: _Transaction, now: float) -> None:
         self._out.append((tx.data, tx.dest))
