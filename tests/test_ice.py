@@ -19,6 +19,7 @@ from usocket_asyncio._ice import (
     FAILED,
     FROZEN,
     IN_PROGRESS,
+    MAX_LOCAL_PRFLX,
     MAX_PRFLX,
     MAX_REMOTE_CANDIDATES,
     MAX_TRANSACTIONS,
@@ -887,3 +888,66 @@ def test_a_success_unfreezes_its_foundation() -> None:
     late = Candidate("10.0.0.8", 8000, "host", 100, "f")
     a.add_remote_candidate(late, net.now)
     assert a._pairs[late.address].state == WAITING
+
+
+@settings(
+    derandomize=True,
+    database=None,
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(
+    controlling=st.booleans(),
+    moves=st.lists(
+        st.tuples(
+            st.integers(0, 40),  # source address
+            st.sampled_from(["check", "answer", "error", "wait"]),
+            st.booleans(),  # USE-CANDIDATE
+            st.sampled_from([None, "controlling", "controlled"]),
+            st.integers(0, 2**64 - 1),  # tie-breaker, or error code
+        ),
+        max_size=60,
+    ),
+)
+def test_authenticated_peer_any_sequence_stays_bounded(
+    controlling: bool, moves: list[tuple[int, str, bool, str | None, int]]
+) -> None:
+    """Someone with the credentials sends any sequence of checks (any role, tie-breaker,
+    USE-CANDIDATE, from any of 41 addresses), answers to the agent's own transactions
+    (success or any error) and waits: nothing raises, every table stays within its cap,
+    and no timer is left due (SimNet checks)."""
+    net = SimNet()
+    a = IceAgent(controlling, rng=random.Random(1))
+    net.attach(a, a.add_host_candidate(*A).address)
+    pwd = "peer-password-0123456789"
+    a.set_remote("peer", pwd, [Candidate("10.0.0.9", 9, "host", 100, "1")], now=0.0)
+    for i, (src_i, kind, use, role, number) in enumerate(moves):
+        src = (f"10.7.0.{src_i}", 7000 + src_i)
+        if kind == "check":
+            attrs: dict[str, object] = {"use_candidate": use, "ice_controlling": None}
+            if role is not None:
+                attrs[f"ice_{role}"] = number
+            msg = StunMessage(BINDING, REQUEST, i.to_bytes(12, "big"))
+            msg.username, msg.priority = f"{a.local_ufrag}:peer", number >> 40
+            for k, v in attrs.items():
+                setattr(msg, k, v)
+            net.inject(src, A, encode(msg, a.local_pwd.encode()))
+        elif kind in ("answer", "error"):
+            mine = [(parse(s.data), s.dst) for s in net.log if s.src == A]
+            mine = [(m, dst) for m, dst in mine if m.cls == REQUEST]
+            if mine:
+                req, dst = mine[number % len(mine)]
+                tid = req.transaction_id
+                reply = StunMessage(BINDING, SUCCESS, tid, xor_mapped_address=src)
+                if kind == "error":
+                    reply = StunMessage(BINDING, ERROR, tid, error_code=(300 + number % 400, ""))
+                # from where the request went (a valid answer), or from elsewhere
+                net.inject(dst if use else src, A, encode(reply, pwd.encode()))
+        net.run_for(0.2 if kind == "wait" else 0.02)
+        assert len(a.remote_candidates) <= MAX_REMOTE_CANDIDATES + MAX_PRFLX
+        assert len(a._transactions) <= MAX_TRANSACTIONS
+        assert len(a._triggered) <= len(a._pairs) <= MAX_REMOTE_CANDIDATES + MAX_PRFLX
+        assert len([c for c in a.local_candidates if c.type == "prflx"]) <= MAX_LOCAL_PRFLX
+    net.run_for(60.0)
+    assert a.finished or a.selected is not None
