@@ -1,5 +1,6 @@
-"""Callback dispatch: the callbacks a user's class does not write are never called (and
-cost nothing), and a socket made with user None holds its callbacks until `SetUser`.
+"""Callback dispatch: a callback the user does not have is never called (and a
+`SocketSendResult` it lacks costs nothing), and a socket made with user None holds its
+callbacks until `SetUser`. (Callbacks however the app writes them: test_callbacks_anyway.)
 
 - an echo whose user writes no `SocketSendResult` moves every byte intact, ends with
   exactly one `SocketShutdown`, and `Shutdown` still sends every byte first;
@@ -33,7 +34,7 @@ from usocket_asyncio import (
     ShutdownReason,
     USocket,
 )
-from usocket_asyncio._base import callback_skips
+from usocket_asyncio._base import writes
 
 R = ShutdownReason
 
@@ -65,11 +66,14 @@ class CountsSends(Minimal):
         self.sends += 1
 
 
-def test_skips_are_decided_per_class() -> None:
-    assert "SocketSendResult" in callback_skips(Minimal())
-    assert "SocketSendResult" not in callback_skips(CountsSends())
-    assert "SocketRecvCanceled" in callback_skips(CountsSends())
-    assert callback_skips(Recorder()) == frozenset()
+def test_what_a_user_writes_is_looked_up_on_the_user() -> None:
+    assert not writes(Minimal(), "SocketSendResult")
+    assert writes(CountsSends(), "SocketSendResult")
+    assert not writes(CountsSends(), "SocketRecvCanceled")
+    assert all(writes(Recorder(), n) for n in ("SocketSendResult", "SocketRecvCanceled"))
+    user = Minimal()
+    user.SocketSendResult = lambda s: None  # type: ignore[method-assign,assignment]
+    assert writes(user, "SocketSendResult") and not writes(Minimal(), "SocketSendResult")
 
 
 def _server(mux: Mux, log: IInstanceLog, user: USocket) -> tuple[ISocket, list[ISocket], int]:

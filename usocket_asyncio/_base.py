@@ -16,7 +16,7 @@ States. Every change of state goes through `_set_state`, which checks the kind's
 Events and callbacks. `_event(fn, *args)` is the one entry of a loop event (a
 transport's, a task's, a timer's, a replayed callback): it runs `fn` with `_in_event`
 set and, once `fn` returns, delivers what fell due meanwhile. `_callback` calls the user
-(unless its class does not write the callback) and `_raised` is the one place a raising
+(the callback looked up on the user when due) and `_raised` is the one place a raising
 callback is reported to the loop's exception handler; the socket carries on. Only the
 per-read event of a stream and the per-datagram event of UDP set `_in_event` and call
 the user themselves, for the figure beside `_event`.
@@ -39,17 +39,20 @@ takes over (`UpgradeToTLSSocket`), and, through `_abandon`, for one the app neve
 (a denied connection, a failed upgrade). `Delete` releases the socket at once, with no
 callback ever again.
 
-The user. `_set_user` is the one place a socket takes a user: it also takes what the
-user's class writes (`callback_skips`, decided once per class and cached), so a callback
-the app did not write (`OPTIONAL_CALLBACKS`) is never counted, scheduled or called: a
-`Send` for a user without `SocketSendResult` leaves nothing due (`_w_send`). A socket
+The user. `_set_user` is the one place a socket takes a user. The user receives every
+callback it has, however it has it (a method of its class, also one added later, a
+function set on the instance, a mock's, one `__getattr__` forwards): `_callback` looks
+the callback up on the user when it is due. Only `SocketSendResult` is decided ahead
+(`_w_send`, by `writes`, on the user itself): a `Send` for a user without one leaves
+nothing due, which keeps the plain echo's speed; it is looked at again when the socket
+opens and before each callback of the slow path (`_recheck_send`), and at `SetUser`. A socket
 made with user None has a `HeldCallbacks` recorder as its user until `SetUser` names one;
 then `_replay_held` delivers what was recorded, in order, from the loop.
 
 Only slow paths and what every kind does alike live here; each kind keeps its per-event
 methods (receive, send) to itself, so no event pays for an extra call. Every socket the
-library made stays in `LIVE` until the app deletes it, so the app need keep no
-reference.
+library made stays in the mux layer's `LIVE` until the app deletes it, so the app need
+keep no reference; the thread check of every call is the mux's too (`IIoMux.on_loop`).
 """
 
 from __future__ import annotations
@@ -57,13 +60,14 @@ from __future__ import annotations
 import asyncio
 import enum
 import socket
-from asyncio import _get_running_loop
+from _thread import get_ident
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from ._address import AddressError, parse_address
 from ._api import ISocket, USocket
+from ._iomux import LIVE as LIVE
 from ._types import QOS_DSCP, QosTrafficType, ShutdownReason, SocketModeError
 
 try:
@@ -78,9 +82,6 @@ if TYPE_CHECKING:
     from ._iomux import IIoMux
     from ._log import IInstanceLog
 
-# Every socket the library made, until the app deletes it (the app need keep no reference).
-LIVE: set[ISocket] = set()
-
 OPTIONAL_CALLBACKS: Final = (
     "SocketConnectComplete",
     "SocketBindResult",
@@ -91,29 +92,26 @@ OPTIONAL_CALLBACKS: Final = (
     "SocketUpgradeToTLSComplete",
     "SocketAcceptSelectedALPNProtocol",
 )
-"""The callbacks a user may leave unwritten: one the user's class does not override (or
-lacks) is never counted, scheduled or called. (`SocketRecvResult` and
+"""The callbacks a user may leave unwritten (`SocketRecvResult` and
 `SocketRecvFromResult` are always called: an app that calls `Recv` writes them;
-`SocketShutdown` is abstract.) Not written, `SocketListenResult` denies every connection
+`SocketShutdown` is abstract). Not written, `SocketListenResult` denies every connection
 and `SocketAcceptSelectedALPNProtocol` accepts the protocol, as the defaults do."""
 
-_NO_SKIPS: Final[frozenset[str]] = frozenset()
-_SKIPS: dict[type, frozenset[str]] = {}
-"""The unwritten optional callbacks of each user class, decided at its first use."""
 
-
-def callback_skips(user: object) -> frozenset[str]:
-    """The optional callbacks `user`'s class does not write (decided once per class)."""
-    cls = type(user)
-    skips = _SKIPS.get(cls)
-    if skips is None:
-        names = []
-        for name in OPTIONAL_CALLBACKS:
-            fn = getattr(cls, name, None)
-            if fn is None or fn is getattr(USocket, name):
-                names.append(name)
-        skips = _SKIPS[cls] = frozenset(names)
-    return skips
+def writes(user: object, name: str) -> bool:
+    """Does `user` have the callback `name`, however it has it: a method of its class
+    (added before or after its first socket), a function set on the instance, a
+    `unittest.mock.Mock`'s attribute, a name `__getattr__`/`__getattribute__` forwards?
+    Looked up on the user itself, as a call would; `USocket`'s own default (which does
+    nothing) is no callback."""
+    try:
+        fn = getattr(user, name)
+    except Exception:  # AttributeError, or whatever a forwarding __getattr__ raises
+        return False
+    if fn is None:
+        return False
+    default = getattr(USocket, name, None)
+    return fn is not default and getattr(fn, "__func__", None) is not default
 
 
 class State(enum.Enum):
@@ -195,26 +193,6 @@ def set_qos(sock: socket.socket, traffic: QosTrafficType) -> None:
             pass
     else:
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
-
-
-def off_loop(loop: asyncio.AbstractEventLoop, call: str) -> None:
-    """The caller is not on the thread running `loop` (`_get_running_loop()` said so):
-    raise `SocketModeError` if `loop` runs in another thread. (While no loop runs, calls
-    are fine from anywhere: they take effect when it runs.)"""
-    if loop.is_running():
-        raise SocketModeError(
-            f"{call} from a thread other than the one running the loop: the library is "
-            "single-threaded; hand the call to the loop with "
-            f"loop.call_soon_threadsafe(...) (only IIoMux.Terminate() may be called from "
-            "any thread)"
-        )
-
-
-def check_loop_thread(loop: asyncio.AbstractEventLoop, call: str) -> None:
-    """Raise `SocketModeError` when called from a thread other than the one running
-    `loop` (the check every public call makes; a socket's own is `_check_thread`)."""
-    if _get_running_loop() is not loop:
-        off_loop(loop, call)
 
 
 def check_user(user: object) -> None:
@@ -300,7 +278,6 @@ class SocketBase(ISocket):
         "_qos",
         "_queue",
         "_send_due",
-        "_skips",
         "_state",
         "_task",
         "_unreported",
@@ -319,7 +296,6 @@ class SocketBase(ISocket):
         self._mux = iomux
         self._loop = iomux.loop
         self._user: Any = None
-        self._skips = _NO_SKIPS
         self._w_send = False
         self._set_user(user)
         self._log = log
@@ -360,17 +336,15 @@ class SocketBase(ISocket):
 
     def _check_thread(self, call: str) -> None:
         """Raise `SocketModeError` when `call` comes from a thread other than the one
-        running the socket's loop. Every public call makes this check. The per-request
-        calls (Send, Recv) skip it inside the socket's own event (`_in_event`: only the
-        loop's thread sets it), since `_get_running_loop()` costs a `getpid()` system
-        call each time; a call from another thread that races with the socket's own
-        callback may therefore slip through."""
-        if _get_running_loop() is not self._loop:
-            off_loop(self._loop, call)
+        running the socket's loop. Every public call makes this check, inside callbacks
+        too: one `get_ident()` compared with the thread the mux recorded
+        (`IIoMux.on_loop`; the per-request calls write it out)."""
+        if get_ident() != self._mux._thread:
+            self._mux.on_loop(call)
 
     def _check_alive(self, call: str) -> None:
-        if _get_running_loop() is not self._loop:
-            off_loop(self._loop, call)
+        if get_ident() != self._mux._thread:
+            self._mux.on_loop(call)
         if self._state is S.DELETED:
             raise SocketModeError(f"{call} after Delete(): the socket is gone; make a new one")
 
@@ -380,20 +354,37 @@ class SocketBase(ISocket):
     # ------------------------------------------------------------------ callbacks
 
     def _set_user(self, user: Any) -> None:
-        """Make `user` the socket's user, with what its class writes: `_skips` (the
-        optional callbacks it does not) and `_w_send` (it writes `SocketSendResult`)."""
+        """Make `user` the socket's user, and look at the user itself (`writes`: its
+        class now, its instance, a mock, a forwarding `__getattr__`) for whether it has
+        `SocketSendResult` (`_w_send`)."""
         self._user = user
-        skips = _NO_SKIPS if user is None else callback_skips(user)
-        self._skips = skips
-        self._w_send = user is not None and "SocketSendResult" not in skips
+        self._w_send = user is not None and writes(user, "SocketSendResult")
+
+    def _recheck_send(self) -> None:
+        """Look again whether the user has `SocketSendResult` (`_set_user`'s decision,
+        made when the socket took it): when the socket opens, and before each callback
+        of the slow path, so that one the app sets later, on the instance or on the
+        class, counts from then on."""
+        user = self._user
+        if user is not None:
+            self._w_send = writes(user, "SocketSendResult")
 
     def _callback(self, name: str, *args: Any) -> Any:
-        """Call the user's `name` (unless its class does not write it); what it raises
-        goes to the loop's exception handler (`_raised`) and the socket carries on."""
-        if name in self._skips:
-            return None
+        """Call the user's `name`, looked up on the user now, as the app wrote it
+        (class, instance, mock, `__getattr__`); a user without it (or with `USocket`'s
+        default, which does nothing) is not called. What the callback raises goes to the
+        loop's exception handler (`_raised`) and the socket carries on."""
         try:
-            return getattr(self._user, name)(self, *args)
+            fn = getattr(self._user, name)
+        except AttributeError:
+            return None
+        except Exception as e:  # a forwarding __getattr__ that fails
+            self._raised(name, e)
+            return None
+        if not self._w_send and name != "SocketSendResult":
+            self._recheck_send()
+        try:
+            return fn(self, *args)
         except Exception as e:
             self._raised(name, e)
             return None
@@ -714,6 +705,10 @@ class SocketBase(ISocket):
         """Deliver one held callback as an event: what the app's calls in it complete
         follows it."""
         self._event(self._callback, name, *args)
+
+    def SendTo(self, buf: Any, len: int | None, dstAddr: Any, dstPort: Any) -> None:
+        """UDP's: ignored on the other kinds (after the thread check every call makes)."""
+        self._check_thread("SendTo")
 
     def GetLocalAddress(self) -> tuple[str, int]:
         """The local address and port ("" and 0 until Bind/Connect completed; for a

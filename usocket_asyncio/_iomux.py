@@ -1,17 +1,52 @@
 """IIoMux, the event loop, and ITimer/UTimer.
 
 This is the only module that knows about uvloop, and it imports it only when asked.
-It also owns the per-loop batch of deferred results (see `_Deferred`).
+It also owns what belongs to the loop rather than to a socket: the per-loop batch of
+deferred results (`_Deferred`), the thread that runs the loop (`IIoMux.on_loop`, the
+thread check of every public call) and the sockets the library keeps alive (`LIVE`).
+It imports nothing from the socket layer.
+
+The loop's thread. A loop runs in one thread at a time; the library is single-threaded
+and every public call checks that it comes from that thread (or that no thread runs the
+loop: then calls are fine from anywhere and take effect when it runs). The mux records
+the thread's id (`_thread`): `Run()` when it starts the loop, a mux made on the running
+loop (`FromLoop()` inside it) at once, and a loop the app runs itself (`FromLoop(loop)`
+before it runs, `run_until_complete`) at the first call made in it, by the exact test
+(`asyncio._get_running_loop()`, which costs a `getpid()` system call). A call then
+costs one `threading.get_ident()` (a C call, no system call) compared with the record,
+inside callbacks too: a thread the app started inside a callback cannot slip a call
+through while the loop's thread is in that callback. Only when the ids differ does the
+exact test decide: the loop runs in this thread after all (run later, or again in
+another thread: recorded now), it runs in another thread (`SocketModeError`), or no
+thread runs it (fine).
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
+from _thread import get_ident
+from asyncio import _get_running_loop
 from collections.abc import Callable
 from typing import Any
 
-from ._base import check_loop_thread
+from ._types import SocketModeError
+
+LIVE: set[Any] = set()
+"""Every socket the library made, until the app deletes it (the app need keep no
+reference). A socket adds itself when it is made and leaves at `Delete`."""
+
+
+def not_on_loop(loop: asyncio.AbstractEventLoop, call: str) -> None:
+    """The caller is not on the thread running `loop` (`_get_running_loop()` said so):
+    raise `SocketModeError` if `loop` runs in another thread. (While no loop runs, calls
+    are fine from anywhere: they take effect when it runs.)"""
+    if loop.is_running():
+        raise SocketModeError(
+            f"{call} from a thread other than the one running the loop: the library is "
+            "single-threaded; hand the call to the loop with "
+            f"loop.call_soon_threadsafe(...) (only IIoMux.Terminate() may be called from "
+            "any thread)"
+        )
 
 
 class _Deferred:
@@ -61,7 +96,16 @@ class IIoMux:
         owns_loop: whether the mux made the loop (then `Close()` closes it).
     """
 
-    __slots__ = ("_deferred", "_in_run", "_loop", "_owns_loop", "_terminated", "_waiters")
+    __slots__ = (
+        "_deferred",
+        "_in_run",
+        "_loop",
+        "_owns_loop",
+        "_read_area",
+        "_terminated",
+        "_thread",
+        "_waiters",
+    )
 
     def __init__(self, loop: asyncio.AbstractEventLoop, owns_loop: bool = False) -> None:
         self._loop = loop
@@ -70,6 +114,31 @@ class IIoMux:
         self._in_run = False
         self._terminated = False
         self._waiters: list[asyncio.Future[None]] = []
+        self._read_area: bytearray | None = None
+        """The bytes the loop's stream sockets read into and copy out at once (made by
+        the first one; the loop reads one socket at a time)."""
+        self._thread = 0
+        """The id of the thread that runs the loop (0: none seen yet); see the module."""
+        if _get_running_loop() is loop:
+            self._thread = get_ident()
+
+    def on_loop(self, call: str) -> None:
+        """The thread check of every public call: return when the caller may call now
+        (it is the thread running the loop, or no thread runs it); else raise.
+
+        The sockets' per-request calls write the fast test out
+        (`get_ident() != mux._thread`) and call this only when it fails.
+
+        Raises:
+            SocketModeError: `call` comes from a thread other than the one running the
+                loop.
+        """
+        if get_ident() == self._thread:
+            return
+        if _get_running_loop() is self._loop:
+            self._thread = get_ident()  # a loop run later, or run again in this thread
+            return
+        not_on_loop(self._loop, call)
 
     @staticmethod
     def Create(*, uvloop: bool = False) -> IIoMux:
@@ -142,10 +211,12 @@ class IIoMux:
                 "await iomux.Terminated() instead"
             )
         self._in_run = True
+        self._thread = get_ident()
         try:
             self._loop.run_forever()
         finally:
             self._in_run = False
+            self._thread = 0
 
     def Terminate(self) -> None:
         """End the mux: `Run()` returns after the current loop iteration, and every
@@ -158,7 +229,7 @@ class IIoMux:
         loop = self._loop
         if loop.is_closed():
             return
-        if loop.is_running() and threading.current_thread() is not _loop_thread(loop):
+        if loop.is_running() and _get_running_loop() is not loop:
             loop.call_soon_threadsafe(self._terminate)
         else:
             self._terminate()
@@ -212,25 +283,12 @@ class IIoMux:
             loop.close()
 
     def _delete_sockets(self) -> None:
-        from ._base import LIVE
-        from ._types import SocketModeError
-
         for sock in [s for s in LIVE if getattr(s, "_mux", None) is self]:
             if sock in LIVE:  # deleting one may delete others (a DTLS listener's peers)
                 try:
                     sock.Delete()
                 except SocketModeError:
                     pass
-
-
-def _loop_thread(loop: asyncio.AbstractEventLoop) -> threading.Thread | None:
-    # asyncio stores the running thread id; uvloop does not expose it. Comparing with the
-    # running loop of the current thread tells the same.
-    try:
-        running = asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-    return threading.current_thread() if running is loop else None
 
 
 class UTimer:
@@ -257,20 +315,20 @@ class ITimer:
 
     def Start(self, ms: int) -> None:
         """(Re)start: `TimerOnTimeout` follows after `ms` milliseconds."""
-        check_loop_thread(self._iomux.loop, "ITimer.Start")
+        self._iomux.on_loop("ITimer.Start")
         self.Cancel()
         self._handle = self._iomux.loop.call_later(max(0, ms) / 1000.0, self._fire)
 
     def Cancel(self) -> None:
         """Stop the timer; no `TimerOnTimeout` follows."""
-        check_loop_thread(self._iomux.loop, "ITimer.Cancel")
+        self._iomux.on_loop("ITimer.Cancel")
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
 
     def IsRunning(self) -> bool:
         """True between `Start` and the timeout (or `Cancel`)."""
-        check_loop_thread(self._iomux.loop, "ITimer.IsRunning")
+        self._iomux.on_loop("ITimer.IsRunning")
         return self._handle is not None
 
     def _fire(self) -> None:

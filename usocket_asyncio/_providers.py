@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeGuard, TypeVar
 
 from ._api import ISocket, ISocketContext, ISocketProvider, USocket
-from ._base import HeldCallbacks, SocketBase, check_loop_thread, check_user
+from ._base import HeldCallbacks, SocketBase, check_user
 from ._context import SocketContext, as_context
 from ._dtls import DTLSSocket
 from ._local import LocalSocket
@@ -57,7 +57,7 @@ class SocketProviderBase(ISocketProvider):
         Raises:
             TypeError: `user` is no `USocket`.
         """
-        check_loop_thread(iomux.loop, "CreateSocket")
+        iomux.on_loop("CreateSocket")
         target: Any = user
         if user is None:
             target = HeldCallbacks()
@@ -141,6 +141,7 @@ class TLSSocketProvider(SocketProviderBase):
         to send go out before the handshake; bytes it had read but not yet delivered
         are taken as the start of the peer's handshake. A connected UDP socket is
         upgraded to DTLS the same way."""
+        iomux.on_loop("UpgradeToTLSSocket")
         if _is_a(fromTCPSocket, TLSSocket):
             raise SocketModeError(
                 "UpgradeToTLSSocket on a TLS socket: it already speaks TLS; pass the TCP socket"

@@ -6,10 +6,17 @@ A `StreamSocket` is both the app's `ISocket` and the asyncio protocol of its tra
 so an event from the transport reaches the app's callback with no hop in between.
 
 Receiving. The app's pending `Recv` buffers form a queue; the head is kept in plain
-attributes. While a `Recv` is pending and nothing is held, `get_buffer` hands the
-transport the app's own buffer (the bytearray itself, or a view of the part to fill), so
-the kernel writes straight into it; once its result is delivered the socket drops every
-reference, so the app may resize the buffer. When no
+attributes. The buffer a `SocketRecvResult` gets is the app's from that moment: it may
+resize it inside the callback. So the transport is handed the app's buffer only where it
+lets go of it before `buffer_updated` (asyncio's plain socket transport, which reads with
+`recv_into` and keeps only a reference), and only the bytearray itself, filled from its
+start (a view we made would stay exported while the callback runs): the kernel writes
+straight into it. Everywhere else (uvloop, which holds a `Py_buffer` of what `get_buffer`
+returned until `buffer_updated` returns; the SSL layers, which keep a view; a part of
+the buffer) the transport reads into the loop's read area (`IIoMux._read_area`, one per
+loop: a loop reads one socket at a time and the bytes are copied out at once) and
+`buffer_updated` copies them into the buffer before the callback. (Figure beside
+`_AREA`.) When no
 `Recv` is pending, bytes go to a fixed hold area; once `HOLD_LIMIT` bytes are held the
 transport is paused, and it resumes when the app's `Recv` calls drain the hold. A peer
 flooding a socket that never reads therefore costs at most `HOLD_LIMIT` bytes here.
@@ -58,13 +65,13 @@ import builtins
 import errno
 import os
 import socket
-from asyncio import _get_running_loop
+from _thread import get_ident
 from collections import deque
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from ._address import Address, AddressError, format_ip, parse_address
 from ._api import Buffer, USocket
-from ._base import ENDED, HELD, S, SocketBase, State, off_loop, transitions
+from ._base import ENDED, HELD, S, SocketBase, State, transitions
 from ._errors import (
     ACCEPT,
     BIND,
@@ -101,6 +108,18 @@ made, into `_stall_limit`.)"""
 
 _CONNECTED: Final = State.CONNECTED
 """For the per-request paths: a module constant is one lookup (`S.CONNECTED` two)."""
+
+_HOLD: Final = 0
+_USER: Final = 1
+_AREA: Final = 2
+"""What the transport reads into (`get_buffer`, then `buffer_updated`): the hold area,
+the head Recv's buffer itself, or the loop's read area, copied into that buffer."""
+# The copy out of the read area is what makes the buffer the app's on uvloop; it costs.
+# Ir per 1 KiB request, pure uvloop plain echo (python -m benchmarks.callgrind --loop
+# uvloop --impls usocket-plain): into the app's buffer (uvloop keeps it exported through
+# the callback: BufferError on a resize) 13,988; copied from a bytearray area 15,659;
+# copied from a memoryview area 16,927 (bytearray's slice assignment copies a memoryview
+# into a temporary bytearray first). Asyncio's plain transport keeps the zero copy.
 
 _ACCEPT_RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
@@ -164,6 +183,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
     __slots__ = (
         "_accept_decided",
         "_accept_target",
+        "_area",
         "_cache",
         "_drain_left",
         "_drain_mark",
@@ -172,7 +192,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         "_hold",
         "_hstart",
         "_in_listen_result",
-        "_into_user",
+        "_into",
         "_listener",
         "_lsock",
         "_paused",
@@ -190,6 +210,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         "_stall_limit",
         "_timer",
         "_tr",
+        "_zero_copy",
     )
 
     TRANSITIONS = TRANSITIONS
@@ -209,13 +230,18 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         self._rq: deque[tuple[Any, memoryview, int, bool]] = deque()
         self._rhead = False
         self._rbuf: Any = None
-        # what the transport reads into: the head Recv's bytearray itself when it takes
-        # the whole buffer (no view: nothing stays exported), else a view of it
+        # the head Recv's buffer as it is filled: the bytearray itself when it takes the
+        # whole buffer, else a view of it (never handed to the transport: see get_buffer)
         self._rmv: Any = None
         self._rwant = 0
         self._rpos = 0
         self._rpartial = False
-        self._into_user = False
+        self._into = _HOLD
+        self._zero_copy = False
+        area = iomux._read_area
+        if area is None:
+            area = iomux._read_area = bytearray(HOLD_LIMIT)
+        self._area: bytearray = area
         self._hold: bytearray | None = None
         self._hstart = 0
         self._hend = 0
@@ -328,6 +354,8 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
             tr.abort()
             return
         self._tr = tr
+        # the one transport known to let go of the buffer before `buffer_updated`
+        self._zero_copy = type(tr).__module__ == "asyncio.selector_events"
         tr.set_write_buffer_limits(high=0)
         accepted = self._state is S.ACCEPTING
         self._set_state(S.CONNECTED)
@@ -339,6 +367,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
     def _ready(self, accepted: bool) -> None:
         """The connection is up (an event): cached sends go out, the app hears of it,
         and a `Shutdown` made while connecting begins."""
+        self._recheck_send()  # a SocketSendResult the app set since the socket took its user
         if self._transport_ready():
             for data in self._cache:
                 self._write(data)
@@ -365,11 +394,12 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
 
     def get_buffer(self, sizehint: int) -> Any:
         if self._rhead and self._hstart == self._hend:
-            self._into_user = True
-            if self._rpos == 0:
-                return self._rmv
-            return memoryview(self._rmv)[self._rpos :]
-        self._into_user = False
+            if self._zero_copy and self._rpos == 0 and self._rmv is self._rbuf:
+                self._into = _USER
+                return self._rbuf
+            self._into = _AREA
+            return self._area
+        self._into = _HOLD
         hold = self._hold
         if hold is None:
             hold = self._hold = bytearray(HOLD_LIMIT)
@@ -383,8 +413,14 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         return memoryview(hold)[self._hend :]
 
     def buffer_updated(self, nbytes: int) -> None:
-        if self._into_user:
+        into = self._into
+        if into:
             pos = self._rpos + nbytes
+            if into == _AREA:
+                if pos > self._rwant:  # more than the head Recv takes: the hold sorts it out
+                    self._area_to_hold(nbytes)
+                    return
+                self._rmv[self._rpos : pos] = self._area[:nbytes]
             if self._rpartial or pos == self._rwant:
                 buf = self._rbuf
                 q = self._rq
@@ -428,6 +464,16 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         elif self._hend - self._hstart >= HOLD_LIMIT and not self._paused and self._tr is not None:
             self._paused = True
             self._tr.pause_reading()
+
+    def _area_to_hold(self, nbytes: int) -> None:
+        """What the loop's read area got goes to the (empty) hold, and from there to the
+        pending Recvs, as bytes read while none was pending do."""
+        hold = self._hold
+        if hold is None:
+            hold = self._hold = bytearray(HOLD_LIMIT)
+        hold[:nbytes] = self._area[:nbytes]
+        self._hstart, self._hend = 0, nbytes
+        self._event(self._deliver_held)
 
     def _deliver_held(self) -> None:
         """Move held bytes into pending Recvs (we are in an event or in `_run_due`)."""
@@ -550,8 +596,8 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         for `Recv`; its `SocketShutdown` follows them).
         """
         st = self._state
-        if not self._in_event and _get_running_loop() is not self._loop:
-            off_loop(self._loop, "Send")  # (inside its own event a socket is on its loop)
+        if get_ident() != self._mux._thread:
+            self._mux.on_loop("Send")  # the thread check, exact (see `_iomux`)
         data: Any
         tb = type(buf)
         if tb is bytearray:
@@ -621,8 +667,8 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
                 other than the loop's.
         """
         st = self._state
-        if not self._in_event and _get_running_loop() is not self._loop:
-            off_loop(self._loop, "Recv")  # (inside its own event a socket is on its loop)
+        if get_ident() != self._mux._thread:
+            self._mux.on_loop("Recv")  # the thread check, exact (see `_iomux`)
         mv: Any
         if st is _CONNECTED and type(buf) is bytearray and not self._rhead:
             # the common case, kept short: the only Recv, into a bytearray, which the
@@ -694,9 +740,8 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         self._rhead = False
         self._rbuf = self._rmv = None
         self._rpos = 0
-        if "SocketRecvCanceled" not in self._skips:
-            for b in bufs:
-                self._push(("SocketRecvCanceled", (b,)))
+        for b in bufs:
+            self._push(("SocketRecvCanceled", (b,)))
 
     def _raw_socket(self) -> socket.socket | None:
         if self._lsock is not None:

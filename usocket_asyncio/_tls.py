@@ -2,9 +2,11 @@
 
 Theory of operation
 -------------------
-A `TLSSocket` is a `StreamSocket` whose transport is the loop's SSL transport, so the
-engine's zero-copy receive path is unchanged: the SSL protocol decrypts straight into
-the buffer that `get_buffer` hands out (the app's `Recv` buffer, or the hold area).
+A `TLSSocket` is a `StreamSocket` whose transport is the loop's SSL transport: the SSL
+protocol decrypts into the buffer that `get_buffer` hands out, the loop's read area (or
+the hold area), never the app's `Recv` buffer: both loops' SSL layers keep a view of it
+while `buffer_updated` runs, and the app may resize its buffer inside the callback. The
+engine copies the bytes into the app's buffer before the callback.
 
 Opening. A client connects a plain socket first (`sock_connect`), a server socket
 accepts with the engine's accept loop; either way the TCP transport is opened with

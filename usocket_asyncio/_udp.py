@@ -56,12 +56,12 @@ import asyncio
 import errno
 import ipaddress
 import socket
-from asyncio import _get_running_loop
+from _thread import get_ident
 from typing import TYPE_CHECKING, Any
 
 from ._address import Address, format_ip
 from ._api import Buffer, USocket
-from ._base import HELD, S, SocketBase, State, off_loop, transitions
+from ._base import HELD, S, SocketBase, State, transitions
 from ._datagram import DROP_LOG_EVERY as DROP_LOG_EVERY
 from ._datagram import (
     Handover,
@@ -340,6 +340,7 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
     def _opened(self, bound: bool) -> None:
         """Bound or connected (an event): cached datagrams go out, the app hears of it,
         and a `Shutdown` made meanwhile begins."""
+        self._recheck_send()  # a SocketSendResult the app set since the socket took its user
         cache, self._cache = self._cache, []
         for data, dst in cache:
             if bound:
@@ -524,8 +525,8 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
             SocketModeError: the socket is connected (use `Send`), not bound yet (call
                 `Bind` first), or deleted.
         """
-        if not self._in_event and _get_running_loop() is not self._loop:
-            off_loop(self._loop, "SendTo")  # (inside its own event a socket is on its loop)
+        if get_ident() != self._mux._thread:
+            self._mux.on_loop("SendTo")  # the thread check, exact (see `_iomux`)
         st = self._state
         if st is S.BOUND and not self._shutdown_wanted:
             if dstAddr is self._src_ip and dstPort == self._src_port:
@@ -618,8 +619,8 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
             SocketModeError: the socket is bound (use `SendTo`), idle (call `Connect`
                 first), or deleted.
         """
-        if not self._in_event and _get_running_loop() is not self._loop:
-            off_loop(self._loop, "Send")  # (inside its own event a socket is on its loop)
+        if get_ident() != self._mux._thread:
+            self._mux.on_loop("Send")  # the thread check, exact (see `_iomux`)
         st = self._state
         if st is S.CONNECTED and not self._shutdown_wanted:
             self._put(self._data(buf, len, "Send", False), None)
@@ -640,8 +641,8 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
         Raises:
             ValueError: `buf` is read-only or `len` is not 1..len(buf).
         """
-        if not self._in_event and _get_running_loop() is not self._loop:
-            off_loop(self._loop, "Recv")  # (inside its own event a socket is on its loop)
+        if get_ident() != self._mux._thread:
+            self._mux.on_loop("Recv")  # the thread check, exact (see `_iomux`)
         st = self._state
         q = self._q
         if type(buf) is bytearray and (st is S.BOUND or st is S.CONNECTED):

@@ -35,7 +35,7 @@ from usocket_asyncio import (
 )
 from usocket_asyncio._context import SocketContext
 
-from .loop import ALL_LOG_FLAGS, Mux, Recorder
+from .loop import ALL_LOG_FLAGS, InstanceRecorder, Mux, Recorder
 
 ContextMaker = Callable[[ISocketProvider, IInstanceLog], ISocketContext | None]
 """Makes a kind's server or client context from its provider (None: no context)."""
@@ -106,15 +106,17 @@ def listen(
     kind: StreamKind,
     tmp: str,
     srec_factory: Callable[[], Recorder] = Recorder,
+    lrec: Recorder | None = None,
 ) -> tuple[ISocket, Recorder, list[tuple[ISocket, Recorder]], str]:
-    """A listening library socket that accepts every peer with a fresh Recorder.
+    """A listening library socket (its user `lrec`, a fresh Recorder by default) that
+    accepts every peer with a fresh Recorder.
 
     Returns the listener, its recorder, the list the accepted (socket, recorder) pairs
     are appended to (at SocketAcceptComplete), and the address to connect to.
     """
     prov = kind.provider()
     ctx = kind.server_context(prov, log)
-    lrec = Recorder("listener")
+    lrec = lrec or Recorder("listener")
     accepted: list[tuple[ISocket, Recorder]] = []
 
     def on_listen(sock: ISocket, addr: str, port: int) -> None:
@@ -593,6 +595,166 @@ def check_delete_inside_callbacks(mux: Mux, log: IInstanceLog, kind: StreamKind,
             s.Delete()
         except SocketModeError:
             pass
+
+
+def check_callbacks_set_on_the_instance(
+    mux: Mux, log: IInstanceLog, kind: StreamKind, tmp: str
+) -> None:
+    """Callbacks set on the user object, not its class (`user.SocketSendResult = fn`),
+    are called as methods are: on the listener (bind, listen), the client (connect,
+    send, recv), the accepted socket (accept, send, recv, canceled), and a user set by
+    `SetUser`, also one whose `SocketSendResult` is set after the socket took it."""
+    _lsock, lrec, accepted, address = listen(
+        mux, log, kind, tmp, InstanceRecorder, InstanceRecorder("listener")
+    )
+    crec = InstanceRecorder("client")
+    client, _ = connect(mux, log, kind, address, crec)
+    mux.run_until(lambda: bool(accepted) and "connect" in crec.names(), what="connect+accept")
+    assert lrec.names() == ["bind", "listen"], lrec.events
+    server, srec = accepted[0]
+    assert srec.names() == ["accept"]
+    call(crec, client.Send, b"ping")
+    call(crec, client.Recv, bytearray(4))
+    call(srec, server.Recv, bytearray(4))
+    srec.hooks["recv"] = lambda s, b, n: s.Send(b"pong")
+    mux.run_until(lambda: crec.received == b"pong" and srec.sends_done == 1, what="ping-pong")
+    assert srec.received == b"ping" and crec.sends_done == 1
+    first = bytearray(8)
+    call(srec, server.Recv, first)
+    call(srec, server.RecvCancel)
+    mux.run_until(lambda: "canceled" in srec.names(), what="SocketRecvCanceled")
+    assert srec.events[-1] == ("canceled", first)
+    # SetUser: a user whose callbacks are on the instance, SocketSendResult set only
+    # after the socket took it (and after a first Send, which hears nothing); SetUser
+    # again looks at once
+    other = InstanceRecorder("other")
+    del other.SocketSendResult
+    call(srec, server.SetUser, other)
+    call(other, server.Send, b"1")
+    mux.run_ready()
+    other.SocketSendResult = lambda s: other._rec("late")  # type: ignore[method-assign,assignment]
+    call(other, server.SetUser, other)
+    other.hooks["recv"] = lambda s, b, n: s.Send(b"2")
+    call(other, server.Recv, bytearray(3))
+    call(crec, client.Recv, bytearray(2))
+    call(crec, client.Send, b"abc")
+    mux.run_until(lambda: other.names() == ["recv", "late"], what="the late SocketSendResult")
+    mux.run_until(lambda: crec.received == b"pong12", what="the bytes of both Sends")
+    for r in (lrec, crec, srec, other):
+        assert not r.violations, (r.name, r.violations)
+    for sock in (client, server, _lsock):
+        sock.Delete()
+
+
+def socket_calls(s: ISocket, address: str, host: str) -> dict[str, Callable[[], object]]:
+    """Every public call of a socket (with arguments that would be fine on its thread or
+    raise for the mode only after the thread check)."""
+    return {
+        "Connect": lambda: s.Connect(address),
+        "Bind": lambda: s.Bind(host, 0),
+        "Listen": s.Listen,
+        "Accept": lambda: s.Accept(None),
+        "Send": lambda: s.Send(b"x"),
+        "SendTo": lambda: s.SendTo(b"x", None, host, 9),
+        "Recv": lambda: s.Recv(bytearray(4)),
+        "RecvCancel": s.RecvCancel,
+        "SetUser": lambda: s.SetUser(Recorder("never")),
+        "GetLocalAddress": s.GetLocalAddress,
+        "SetQoS": lambda: s.SetQoS(u.QosTrafficType(0)),
+        "Shutdown": s.Shutdown,
+        "Delete": s.Delete,
+    }
+
+
+def check_calls_from_a_thread_inside_a_callback(
+    mux: Mux, log: IInstanceLog, kind: StreamKind, tmp: str
+) -> None:
+    """Every public call of a socket, made from a thread the app starts inside one of
+    the socket's callbacks while the loop's thread waits in it (SocketRecvResult,
+    SocketSendResult, a listener's SocketListenResult), raises SocketModeError and
+    changes nothing."""
+    from .streams import from_a_thread_here, refused
+
+    p = make_pair(mux, log, kind, tmp)
+    host = kind.loopback or "127.0.0.1"
+    said: dict[str, dict[str, str]] = {}
+
+    def inside(where: str, s: ISocket) -> None:
+        said[where] = from_a_thread_here(socket_calls(s, p.address, host))
+
+    p.srec.hooks["recv"] = lambda s, b, n: inside("recv", s)
+    p.crec.hooks["send"] = lambda s: inside("send", s)
+    p.lrec.hooks["listen"] = lambda s, a, port: inside("listen", s)
+    call(p.srec, p.server.Recv, bytearray(4))
+    call(p.crec, p.client.Send, b"abcd")
+    c2, c2rec = connect(mux, log, kind, p.address)
+    mux.run_until(lambda: len(said) == 3, what="the three callbacks")
+    mux.run_until(lambda: c2rec.shutdown is not None, what="the second client denied")
+    for where, got in said.items():
+        refused(got, socket_calls(p.client, p.address, host))
+        assert where in ("recv", "send", "listen")
+    # nothing changed: the pair still works both ways
+    call(p.srec, p.server.Recv, bytearray(2))
+    call(p.crec, p.client.Send, b"ok")
+    call(p.crec, p.client.Recv, bytearray(4))
+    call(p.srec, p.server.Send, b"back")
+    mux.run_until(lambda: p.srec.received == b"abcdok" and p.crec.received == b"back")
+    c2.Delete()
+    close_pair(mux, p)
+
+
+def _resize(rec: Recorder, errors: list[BaseException]) -> Callable[..., None]:
+    """A receive hook that consumes the bytes the way a parser does: `del buf[:n]`, then
+    `buf.extend(...)`, inside the callback; what that raises is collected."""
+
+    def hook(s: ISocket, buf: Any, n: int, *rest: Any) -> None:
+        before = bytes(buf[n:])
+        try:
+            del buf[:n]
+            buf.extend(b"\xaa" * 3)
+            buf[:0] = b"grow" * 100
+        except BufferError as e:
+            errors.append(e)
+            return
+        assert bytes(buf) == b"grow" * 100 + before + b"\xaa" * 3
+
+    return hook
+
+
+def check_resize_the_buffer_inside_recv_result(
+    mux: Mux, log: IInstanceLog, kind: StreamKind, tmp: str
+) -> None:
+    """The buffer `SocketRecvResult` gets is the app's from that moment: resized inside
+    the callback (`del buf[:n]`, `buf.extend`), for every shape of Recv (the whole
+    buffer, partial; a shorter `len`; an exact Recv filled in pieces; Recvs queued
+    behind it), and the library never writes into it again."""
+    p = make_pair(mux, log, kind, tmp)
+    errors: list[BaseException] = []
+    p.srec.hooks["recv"] = _resize(p.srec, errors)
+    bufs = [bytearray(64), bytearray(32), bytearray(10), bytearray(5), bytearray(5)]
+    call(p.srec, p.server.Recv, bufs[0], None, True)
+    call(p.crec, p.client.Send, b"A" * 20)
+    mux.run_until(lambda: len(p.srec.received) == 20, what="whole, partial")
+    call(p.srec, p.server.Recv, bufs[1], 16)
+    call(p.crec, p.client.Send, b"B" * 16)
+    mux.run_until(lambda: len(p.srec.received) == 36, what="a shorter len")
+    call(p.srec, p.server.Recv, bufs[2], 10)
+    call(p.crec, p.client.Send, b"C" * 4)
+    mux.run_ready()
+    call(p.crec, p.client.Send, b"D" * 6)
+    mux.run_until(lambda: len(p.srec.received) == 46, what="exact, in pieces")
+    call(p.srec, p.server.Recv, bufs[3], 5)
+    call(p.srec, p.server.Recv, bufs[4], 5)
+    call(p.crec, p.client.Send, b"E" * 5 + b"F" * 5)
+    mux.run_until(lambda: len(p.srec.received) == 56, what="queued Recvs")
+    assert not errors, errors
+    assert p.srec.received == b"A" * 20 + b"B" * 16 + b"C" * 4 + b"D" * 6 + b"E" * 5 + b"F" * 5
+    snapshot = [bytes(b) for b in bufs]
+    call(p.srec, p.server.Recv, bytearray(8), None, True)
+    call(p.crec, p.client.Send, b"G" * 8)
+    mux.run_until(lambda: len(p.srec.received) == 64, what="one more")
+    assert [bytes(b) for b in bufs] == snapshot, "the library wrote into a delivered buffer"
+    close_pair(mux, p)
 
 
 def check_raising_callback(mux: Mux, log: IInstanceLog, kind: StreamKind, tmp: str) -> None:
@@ -1169,12 +1331,14 @@ def dgram_server(
     brec: Callable[[], Recorder] = lambda: Recorder("b"),
     host: str | None = None,
     prov: ISocketProvider | None = None,
+    lrec: Recorder | None = None,
 ) -> DgServer:
-    """Bind the server side on `host` (the kind's loopback by default) and wait for it."""
+    """Bind the server side on `host` (the kind's loopback by default) and wait for it
+    (a listener's user: `lrec`, a fresh Recorder by default)."""
     prov = prov or kind.provider()
     ctx = kind.server_context(prov, log)
     if kind.listener:
-        rec = Recorder("listener")
+        rec = lrec or Recorder("listener")
         peers: list[End] = []
         srv: DgServer
 
@@ -1556,6 +1720,116 @@ def check_dgram_set_user(mux: Mux, log: IInstanceLog, kind: DatagramKind) -> Non
     assert sorted(other.names()[:2]) == sorted([kind.client_recv, "send"])
     shut_down_a(mux, p)
     assert old.shutdown is None and not old.violations
+    close_dgram_pair(p)
+
+
+def check_dgram_callbacks_set_on_the_instance(
+    mux: Mux, log: IInstanceLog, kind: DatagramKind
+) -> None:
+    """Callbacks set on the user object, not its class (`user.SocketSendResult = fn`),
+    are called as methods are: on both ends (bind or connect, a DTLS listener's listen
+    and the accepted peer's accept, send results, receive results, canceled), and on a
+    user set by `SetUser`."""
+    srv = dgram_server(
+        mux, log, kind, lambda: InstanceRecorder("b"), lrec=InstanceRecorder("listener")
+    )
+    a = dgram_client(mux, log, kind, srv.port, InstanceRecorder("a"))
+    b = dgram_wait(mux, kind, a, srv)
+    if kind.listener:
+        assert srv.rec.names() == ["bind", "listen"], srv.rec.events
+    assert b.rec.names() == [kind.server_open] and a.rec.names() == [kind.client_open]
+    b.recv(bytearray(8))
+    a.send(b"ping")
+    mux.run_until(lambda: b.rec.received == b"ping" and a.rec.sends_done == 1, what="a to b")
+    a.recv(bytearray(8))
+    b.send(b"pong")
+    mux.run_until(lambda: a.rec.received == b"pong" and b.rec.sends_done == 1, what="b to a")
+    first = bytearray(8)
+    b.recv(first)
+    call(b.rec, b.sock.RecvCancel)
+    mux.run_until(lambda: "canceled" in b.rec.names(), what="SocketRecvCanceled")
+    assert b.rec.events[-1] == ("canceled", first)
+    other = InstanceRecorder("other")
+    call(a.rec, a.sock.SetUser, other)
+    a.rec = other
+    a.recv(bytearray(8))
+    b.recv(bytearray(8))
+    a.send(b"again")
+    b.send(b"back")
+    mux.run_until(lambda: other.received == b"back" and other.sends_done == 1, what="other")
+    mux.run_until(lambda: b.rec.received == b"pingagain", what="b got it")
+    end_clean([srv.rec, b.rec, other], [a.sock, b.sock, srv.sock])
+
+
+def end_clean(recs: list[Recorder], socks: list[ISocket]) -> None:
+    """No recorder saw a contract violation; delete the sockets (one may appear twice,
+    or be deleted already: a bound UDP `b` is its server socket)."""
+    for r in recs:
+        assert not r.violations, (r.name, r.violations)
+    for sock in socks:
+        try:
+            sock.Delete()
+        except SocketModeError:
+            pass
+
+
+def check_dgram_resize_the_buffer_inside_recv_result(
+    mux: Mux, log: IInstanceLog, kind: DatagramKind
+) -> None:
+    """The buffer `SocketRecvResult`/`SocketRecvFromResult` gets is the app's from that
+    moment: resized inside the callback (`del buf[:n]`, `buf.extend`), whether the
+    datagram found its Recv waiting or was held first, with a shorter `len` too; the
+    library never writes into it again."""
+    p = make_dgram_pair(mux, log, kind)
+    errors: list[BaseException] = []
+    p.b.rec.hooks[p.b.recv_name] = _resize(p.b.rec, errors)
+    bufs = [bytearray(64), bytearray(32), bytearray(16)]
+    p.b.recv(bufs[0])
+    p.a.send(b"A" * 20)
+    mux.run_until(lambda: len(p.b.got()) == 1, what="a waiting Recv")
+    p.b.recv(bufs[1], 10)
+    p.a.send(b"B" * 10)
+    mux.run_until(lambda: len(p.b.got()) == 2, what="a shorter len")
+    p.a.send(b"C" * 12)
+    mux.run_until(lambda: len(p.b.sock._q.held) == 1, what="held")  # type: ignore[attr-defined]
+    p.b.recv(bufs[2])
+    mux.run_until(lambda: len(p.b.got()) == 3, what="a held datagram")
+    assert not errors, errors
+    assert p.b.rec.received == b"A" * 20 + b"B" * 10 + b"C" * 12
+    snapshot = [bytes(b) for b in bufs]
+    p.b.recv(bytearray(8))
+    p.a.send(b"D" * 8)
+    mux.run_until(lambda: len(p.b.got()) == 4, what="one more")
+    assert [bytes(b) for b in bufs] == snapshot, "the library wrote into a delivered buffer"
+    close_dgram_pair(p)
+
+
+def check_dgram_calls_from_a_thread_inside_a_callback(
+    mux: Mux, log: IInstanceLog, kind: DatagramKind
+) -> None:
+    """Every public call of a datagram socket, made from a thread the app starts inside
+    one of its callbacks while the loop's thread waits in it (the receive result, the
+    send result), raises SocketModeError and changes nothing."""
+    from .streams import from_a_thread_here, refused
+
+    p = make_dgram_pair(mux, log, kind)
+    address = kind.address(p.srv.port)
+    said: dict[str, dict[str, str]] = {}
+
+    def inside(where: str, s: ISocket) -> None:
+        said[where] = from_a_thread_here(socket_calls(s, address, kind.host))
+
+    p.b.rec.hooks[p.b.recv_name] = lambda s, *a: inside("recv", s)
+    p.a.rec.hooks["send"] = lambda s: inside("send", s)
+    p.b.recv(bytearray(8))
+    p.a.send(b"one")
+    mux.run_until(lambda: len(said) == 2, what="both callbacks")
+    for got in said.values():
+        refused(got, socket_calls(p.a.sock, address, kind.host))
+    p.b.rec.hooks.pop(p.b.recv_name)
+    p.b.recv(bytearray(8))
+    p.a.send(b"two")
+    mux.run_until(lambda: p.b.rec.received == b"onetwo", what="still works")
     close_dgram_pair(p)
 
 
@@ -2052,6 +2326,9 @@ DATAGRAM_CHECKS: list[Callable[[Mux, IInstanceLog, DatagramKind], None]] = [
     check_dgram_raising_callback,
     check_dgram_recv_partial_makes_no_difference,
     check_dgram_set_user,
+    check_dgram_callbacks_set_on_the_instance,
+    check_dgram_resize_the_buffer_inside_recv_result,
+    check_dgram_calls_from_a_thread_inside_a_callback,
     check_dgram_calls_from_another_thread_raise,
     check_dgram_held_reach_recv_before_lost,
     check_dgram_without_recv_holds_a_bounded_number,
@@ -2105,6 +2382,9 @@ ALL_CHECKS: list[Callable[..., None]] = [
     check_shutdown_slow_reader,
     check_shutdown_stalled_reader,
     check_delete_inside_callbacks,
+    check_callbacks_set_on_the_instance,
+    check_resize_the_buffer_inside_recv_result,
+    check_calls_from_a_thread_inside_a_callback,
     check_raising_callback,
     check_wrong_mode,
     check_bad_addresses,

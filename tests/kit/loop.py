@@ -13,6 +13,7 @@ import asyncio
 import os
 import socket
 import time
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -222,6 +223,39 @@ class Recorder(USocket):
         self._rec("alpn", protocol)
         r = self._hook("alpn", socket, protocol)
         return True if r is None else bool(r)
+
+
+USER_CALLBACKS = (
+    "SocketConnectComplete",
+    "SocketBindResult",
+    "SocketListenResult",
+    "SocketAcceptComplete",
+    "SocketShutdown",
+    "SocketSendResult",
+    "SocketRecvResult",
+    "SocketRecvFromResult",
+    "SocketRecvCanceled",
+    "SocketUpgradeToTLSComplete",
+    "SocketAcceptSelectedALPNProtocol",
+)
+"""Every callback of `USocket`."""
+
+
+class InstanceRecorder(Recorder):
+    """A `Recorder` whose callbacks are set on the instance (`user.SocketSendResult =
+    fn`), as an app may write them: its class has `USocket`'s defaults, which do
+    nothing (SocketShutdown, which a class must implement, records nothing either)."""
+
+    def __init__(self, name: str = "") -> None:
+        super().__init__(name)
+        for cb in USER_CALLBACKS:
+            setattr(self, cb, types.MethodType(getattr(Recorder, cb), self))
+
+
+for _cb in USER_CALLBACKS:
+    if _cb != "SocketShutdown":
+        setattr(InstanceRecorder, _cb, getattr(USocket, _cb))
+InstanceRecorder.SocketShutdown = lambda self, socket, reason: None  # type: ignore[method-assign]
 
 
 def free_port(family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM) -> int:

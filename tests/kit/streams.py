@@ -118,6 +118,17 @@ def expect_end(
     return sock, rec
 
 
+def _calling(calls: dict[str, Callable[[], object]], said: dict[str, str]) -> None:
+    """Make each of `calls`, noting what each said ("accepted", or the SocketModeError's
+    message)."""
+    for name, fn in calls.items():
+        try:
+            fn()
+            said[name] = "accepted"
+        except SocketModeError as e:
+            said[name] = str(e)
+
+
 def from_another_thread(mux: Mux, calls: dict[str, Callable[[], object]]) -> dict[str, str]:
     """Run each of `calls` on another thread while the loop runs: what each said
     ("accepted", or the SocketModeError's message)."""
@@ -126,12 +137,7 @@ def from_another_thread(mux: Mux, calls: dict[str, Callable[[], object]]) -> dic
 
     def worker() -> None:
         try:
-            for name, fn in calls.items():
-                try:
-                    fn()
-                    said[name] = "accepted"
-                except SocketModeError as e:
-                    said[name] = str(e)
+            _calling(calls, said)
         finally:
             done.set()
 
@@ -140,3 +146,21 @@ def from_another_thread(mux: Mux, calls: dict[str, Callable[[], object]]) -> dic
     mux.run_until(done.is_set, what="the other thread")
     thread.join()
     return said
+
+
+def from_a_thread_here(calls: dict[str, Callable[[], object]]) -> dict[str, str]:
+    """Run each of `calls` on a thread started here and waited for here: called inside a
+    callback, the loop's thread stays in that callback while the other thread calls (an
+    app handing work off). What each said."""
+    said: dict[str, str] = {}
+    thread = threading.Thread(target=_calling, args=(calls, said))
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive(), "the calls from the other thread did not return"
+    return said
+
+
+def refused(said: dict[str, str], calls: dict[str, Callable[[], object]]) -> None:
+    """Every one of `calls` raised the thread check's SocketModeError."""
+    for name in calls:
+        assert "call_soon_threadsafe" in said.get(name, ""), (name, said.get(name))
