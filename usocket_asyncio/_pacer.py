@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import math
 
-from ._base import check_loop_thread
 from ._iomux import IIoMux
 
 
@@ -73,7 +72,7 @@ class IPeriodicTimer:
             ValueError: the interval is not a positive finite number.
             SocketModeError: called from a thread other than the loop's.
         """
-        check_loop_thread(self._iomux.loop, "IPeriodicTimer.Start")
+        self._iomux.on_loop("IPeriodicTimer.Start")
         if (
             isinstance(interval_ms, bool)
             or not isinstance(interval_ms, int | float)
@@ -93,14 +92,14 @@ class IPeriodicTimer:
 
     def Cancel(self) -> None:
         """Stop the timer; no `PeriodicTimerOnTick` follows. Harmless when stopped."""
-        check_loop_thread(self._iomux.loop, "IPeriodicTimer.Cancel")
+        self._iomux.on_loop("IPeriodicTimer.Cancel")
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
 
     def IsRunning(self) -> bool:
         """True between `Start` and `Cancel`."""
-        check_loop_thread(self._iomux.loop, "IPeriodicTimer.IsRunning")
+        self._iomux.on_loop("IPeriodicTimer.IsRunning")
         return self._handle is not None
 
     def Ticks(self) -> int:
