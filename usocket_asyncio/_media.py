@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import collections
 import enum
-import hashlib
 import ipaddress
 import math
 import random
@@ -61,8 +60,8 @@ from typing import TYPE_CHECKING, Any
 
 from ._api import ISocket, ISocketContext, ISocketProvider, USocket
 from ._base import as_view, check_loop_thread
-from ._iomux import ITimer, UTimer, call_user
 from ._idtls import DTLS_OPTION_NO_COOKIE, DTLS_OPTION_USE_SRTP, IDtls, UDtls
+from ._iomux import ITimer, UTimer, call_user
 from ._types import IPaddr, LogFlags, ShutdownReason, SocketModeError
 
 if TYPE_CHECKING:
@@ -340,11 +339,13 @@ class IMedia:
         "_dtls_server",
         "_dtls_timer",
         "_dtmf_pt_rx",
+        "_dtmf_timer",
         "_early_dtls",
         "_flush_handle",
         "_flushing",
         "_glue",
         "_held",
+        "_ice_at",
         "_ice_timer",
         "_in_event",
         "_init_args",
@@ -369,7 +370,6 @@ class IMedia:
         "_sock",
         "_state",
         "_stats_timer",
-        "_dtmf_timer",
         "_tx",
         "_udp_provider",
         "_user",
@@ -417,6 +417,7 @@ class IMedia:
         )
         self._dtmf_pt_rx: set[int] = set()
         self._rtp: Any = None  # the RTP/RTCP state, made at Connect
+        self._ice_at: float | None = None
         self._ice_timer = ITimer(iomux, self._glue)
         self._dtls_timer = ITimer(iomux, self._glue)
         self._rtcp_timer = ITimer(iomux, self._glue)
@@ -551,9 +552,7 @@ class IMedia:
             raise SocketModeError("IMedia.Initialize twice: make a new IMedia per stream")
         if media is not None and media != MediaType.AUDIO:
             raise ValueError("this version of IMedia does audio only: media=MediaType.AUDIO")
-        if not (0 <= minPort <= 65535 and 0 <= maxPort <= 65535) or (
-            maxPort and minPort > maxPort
-        ):
+        if not (0 <= minPort <= 65535 and 0 <= maxPort <= 65535) or (maxPort and minPort > maxPort):
             raise ValueError(f"port range {minPort}..{maxPort}: give 0..65535 with min <= max")
         addrs = list(localAddresses) if localAddresses is not None else host_addresses()
         for a in addrs:
@@ -691,9 +690,7 @@ class IMedia:
             addr = parse_address(server)
             ipaddress.ip_address(addr.host)
         except ValueError:
-            self._log.Log(
-                LOG, "media %x: STUN server %r skipped: give 'ip:port'", id(self), server
-            )
+            self._log.Log(LOG, "media %x: STUN server %r skipped: give 'ip:port'", id(self), server)
             return None
         return addr.host, addr.port
 
@@ -765,9 +762,7 @@ class IMedia:
             self._init_args["gathering"] -= 1
             self._gathered()
         elif isinstance(ev, _ice.GatherFailed):
-            self._log.Log(
-                LOG, "media %x: STUN server %s: %s", id(self), ev.server, ev.reason
-            )
+            self._log.Log(LOG, "media %x: STUN server %s: %s", id(self), ev.server, ev.reason)
             self._init_args["gathering"] -= 1
             self._gathered()
         elif isinstance(ev, _ice.PairSelected):
@@ -845,7 +840,8 @@ class IMedia:
                 len(ice.candidateList),
                 ", DTLS as " + ("server" if self._dtls_server else "client") if fp else "",
             )
-            agent.set_role(controlling)
+            if agent.controlling != controlling:
+                agent._set_role(controlling)  # before any pair: no conflict, just the role
             agent.set_remote(
                 ice.iceUfrag,
                 ice.icePwd,
@@ -905,9 +901,7 @@ class IMedia:
 
     def _dtls_connected(self) -> None:
         if self._tx is None:
-            self._fail(
-                "DTLS agreed no SRTP profile", "FAULT_CODE_RTP_DTLS_SRTP_FAILED", "dtls"
-            )
+            self._fail("DTLS agreed no SRTP profile", "FAULT_CODE_RTP_DTLS_SRTP_FAILED", "dtls")
             return
         self._connected()
 
@@ -1014,7 +1008,12 @@ class IMedia:
                 c.not_media += 1
                 self._once("stun", "STUN from %s:%d with no ICE: dropped", host, port)
                 return
+            stats = agent.stats
+            before = sum(stats[k] for k in _STUN_REJECTIONS)
             if not agent.receive(bytes(buf[:n]), src, self._loop.time()):
+                c.not_media += 1
+                self._once("stun-not", "not STUN from %s:%d (first byte 0..3)", host, port)
+            elif sum(stats[k] for k in _STUN_REJECTIONS) != before:
                 c.stun_rejected += 1
                 self._once("stun-bad", "STUN from %s:%d refused by the ICE agent", host, port)
             self._pump_ice()
@@ -1181,10 +1180,10 @@ class IMedia:
         """
         self._check("RtcpSend")
         pkt = _payload(buf, len, "RtcpSend")
-        if len_ok := (pkt.__len__() >= 8 and pkt[0] >> 6 == 2 and 192 <= pkt[1] <= 223):
-            pass
-        if not len_ok:
-            raise ValueError("RtcpSend: an RTCP packet is 8 bytes or more, version 2, type 192..223")
+        if not (pkt.__len__() >= 8 and pkt[0] >> 6 == 2 and 192 <= pkt[1] <= 223):
+            raise ValueError(
+                "RtcpSend: an RTCP packet is 8 bytes or more, version 2, type 192..223"
+            )
         if not self._sending:
             if self._state is _State.CONNECTED or self._state is _State.FAILED:
                 return
@@ -1380,4 +1379,125 @@ def _addr_of(c: Any) -> tuple[str, int]:
     """(IP text, port) of an ICE agent's candidate or address tuple."""
     if isinstance(c, tuple):
         return str(ipaddress.ip_address(c[0])), int(c[1])
-    return str(ipaddress.ip_address(c.host)), int(c.port)
+    return str(ipaddress.ip_address(c.addr)), int(c.port)
+
+
+MAX_SOURCES = 8
+"""Remote SSRCs whose statistics are kept; a new one beyond replaces the oldest."""
+
+
+class _RtpState:
+    """This stream's RTP and RTCP state (RFC 3550): what it sends (SSRC, sequence
+    numbers, counts for its sender reports), what it receives (one receiver per remote
+    SSRC: sequence, loss and jitter, A.1-A.8), the peer's reports about this stream,
+    and the RFC 4733 DTMF sender and receiver."""
+
+    __slots__ = ("last_seq", "pt", "rate", "seq", "sources", "ssrc")
+
+    def __init__(self, rng: random.Random, pt: int, rate: int) -> None:
+        self.ssrc = rng.getrandbits(32)
+        self.seq = rng.getrandbits(16)
+        self.pt = pt
+        self.rate = rate
+        self.last_seq: int | None = None
+        self.sources: dict[int, Any] = {}
+
+    def header(
+        self, payload: bytes, timestamp: int, pt: int | None, marker: bool, now: float
+    ) -> bytes:
+        seq = self.seq
+        self.seq = (seq + 1) & 0xFFFF
+        b1 = (self.pt if pt is None else pt) | (0x80 if marker else 0)
+        return _RTP_HEADER.pack(0x80, b1, seq, timestamp & 0xFFFFFFFF, self.ssrc)
+
+    def rtp_in(self, ssrc: int, seq: int, ts: int, now: float) -> bool:
+        """Count one packet; True when its SSRC is new."""
+        if ssrc in self.sources:
+            return False
+        if len(self.sources) >= MAX_SOURCES:
+            self.sources.pop(next(iter(self.sources)))
+        self.sources[ssrc] = None
+        return True
+
+    def seq_diff(self, seq: int) -> int:
+        last = self.last_seq
+        self.last_seq = seq
+        if last is None:
+            return 1
+        d = (seq - last) & 0xFFFF
+        return d - 0x10000 if d >= 0x8000 else d
+
+    def rtcp_in(self, pkt: bytes, now: float) -> None:
+        pass
+
+    def report(self, now: float) -> bytes:
+        return bytes([0x80, 201, 0, 1]) + self.ssrc.to_bytes(4, "big")
+
+    def statistics(self) -> list[Any]:
+        return []
+
+    def dtmf_queue(self, digit: str, pt: int) -> bool:
+        return False
+
+    def dtmf_next(self) -> tuple[bytes, int, int, bool, bool] | None:
+        return None
+
+    def dtmf_in(self, payload: bytes, ts: int) -> list[tuple[bool, str]]:
+        return []
+
+
+_STUN_REJECTIONS = (
+    "not_stun_parsed",
+    "bad_request",
+    "unknown_username",
+    "bad_integrity",
+    "unknown_attribute",
+    "unmatched_response",
+    "bad_response",
+)
+
+
+def _to_sdk(c: Any) -> Any:
+    """An ICE agent's candidate as the SDK's `IceCandidate` (RTP and RTCP muxed)."""
+    from ._media_types import (
+        CHANNEL_CANDIDATE_HOST,
+        CHANNEL_CANDIDATE_PRFLX,
+        CHANNEL_CANDIDATE_RELAY,
+        CHANNEL_CANDIDATE_SRFLX,
+        IceCandidate,
+    )
+
+    kind = {
+        "host": CHANNEL_CANDIDATE_HOST,
+        "srflx": CHANNEL_CANDIDATE_SRFLX,
+        "prflx": CHANNEL_CANDIDATE_PRFLX,
+        "relay": CHANNEL_CANDIDATE_RELAY,
+    }[c.type]
+    return IceCandidate(
+        addr=c.addr,
+        rtpPort=c.port,
+        rtcpPort=c.port,
+        rtpPriority=c.priority,
+        rtcpPriority=c.priority - 1 if c.priority else 0,
+        type=kind,
+        foundation=c.foundation,
+        relatedAddr=c.related_addr,
+        relatedRtpPort=c.related_port,
+        relatedRtcpPort=c.related_port,
+    )
+
+
+def _from_sdk(c: Any) -> Any:
+    """The SDK's `IceCandidate` as the ICE agent's (component 1: the RTP port)."""
+    from ._ice import Candidate
+
+    kind = ("host", "srflx", "prflx", "relay")[c.type]
+    return Candidate(
+        addr=c.addr,
+        port=c.rtpPort,
+        type=kind,
+        priority=c.rtpPriority,
+        foundation=c.foundation,
+        related_addr=c.relatedAddr,
+        related_port=c.relatedRtpPort,
+    )
