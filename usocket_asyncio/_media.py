@@ -55,6 +55,7 @@ import random
 import secrets
 import socket
 import struct
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -82,8 +83,8 @@ RTCP_INTERVAL = 1.0
 """Seconds between two RTCP reports (each randomized to 0.5..1.5 times, RFC 3550 6.2)."""
 STATISTICS_INTERVAL = 5.0
 """Seconds between two rounds of `EventMediaStatistics` (one for each direction)."""
-DTMF_INTERVAL_MS = 20
-"""Milliseconds between two RFC 4733 packets of a digit."""
+DTMF_END_MS = 300
+"""A received digit whose end packets were all lost ends this long after its last packet."""
 
 
 class _State(enum.Enum):
@@ -190,6 +191,7 @@ class MediaCounters:
             beyond `EARLY_DTLS`.
         held_dropped: payloads dropped because the app's `Recv`s fell behind.
         rtp_received: RTP packets accepted; rtcp_received: RTCP packets accepted.
+        rtp_lost: packets of the current remote source lost so far (RFC 3550 A.3).
         rtp_sent: RTP packets sent.
     """
 
@@ -199,6 +201,7 @@ class MediaCounters:
         "held_dropped",
         "not_media",
         "rtcp_received",
+        "rtp_lost",
         "rtp_received",
         "rtp_sent",
         "srtcp_failed",
@@ -215,6 +218,7 @@ class MediaCounters:
         self.early = 0
         self.held_dropped = 0
         self.rtp_received = 0
+        self.rtp_lost = 0
         self.rtcp_received = 0
         self.rtp_sent = 0
 
@@ -339,6 +343,7 @@ class IMedia:
         "_dtls_server",
         "_dtls_timer",
         "_dtmf_pt_rx",
+        "_dtmf_rx_timer",
         "_dtmf_timer",
         "_early_dtls",
         "_flush_handle",
@@ -423,6 +428,7 @@ class IMedia:
         self._rtcp_timer = ITimer(iomux, self._glue)
         self._stats_timer = ITimer(iomux, self._glue)
         self._dtmf_timer = ITimer(iomux, self._glue)
+        self._dtmf_rx_timer = ITimer(iomux, self._glue)
 
     def __repr__(self) -> str:
         return f"<IMedia {id(self):x} {self._state.value} port {self._port}>"
@@ -953,6 +959,7 @@ class IMedia:
         self._rtcp_timer.Cancel()
         self._stats_timer.Cancel()
         self._dtmf_timer.Cancel()
+        self._dtmf_rx_timer.Cancel()
 
     def _stop_media(self, text: str) -> None:
         self._fail(text, "FAULT_CODE_RTP_NO_MEDIA_DATA", "udp")
@@ -1081,7 +1088,9 @@ class IMedia:
                     )
                 return
             c.rtcp_received += 1
-            rtp.rtcp_in(pkt, self._loop.time())
+            if not rtp.rtcp_in(pkt, self._loop.time(), time.time()):
+                c.not_media += 1
+                self._once("rtcp-bad", "malformed RTCP from %s:%d dropped", host, port)
             return
         pkt = rx.Unprotect(data) if rx is not None else data
         if pkt is None:
@@ -1112,8 +1121,12 @@ class IMedia:
         if rtp.rtp_in(ssrc, seq, ts, self._loop.time()):
             self._emit("MediaRtpRecv", host, port, ssrc, pt)
         if pt in self._dtmf_pt_rx:
-            for kind, digit in rtp.dtmf_in(payload, ts):
-                self._emit("MediaRtpDtmfNearStart" if kind else "MediaRtpDtmfNear", digit)
+            for start, digit in rtp.dtmf_in(payload, ts, self._loop.time()):
+                self._emit("MediaRtpDtmfNearStart" if start else "MediaRtpDtmfNear", digit)
+            if rtp.dtmf_rx.active:
+                self._dtmf_rx_timer.Start(DTMF_END_MS)
+            else:
+                self._dtmf_rx_timer.Cancel()
             return
         held = self._held
         if len(held) == held.maxlen:
@@ -1219,8 +1232,10 @@ class IMedia:
 
     def RtpDtmf(self, digit: str, pt: int) -> None:
         """Send `digit` ('0'-'9', '*', '#', 'A'-'D') as an RFC 4733 telephone-event with
-        payload type `pt`, paced every 20 ms (start, updates, three end packets). A digit
-        sent while another is still going waits for it. No callback follows.
+        payload type `pt`: 100 ms of tone, a packet every 50 ms, then the end packet three
+        times 20 ms apart (RFC 4733 2.5.1), paced by a timer, on the timestamp of the
+        moment the digit starts. A digit sent while another is still going waits for it.
+        No callback follows.
 
         Raises:
             SocketModeError: before `MediaConnectResult(media, None)`, or after `Close`.
@@ -1266,6 +1281,7 @@ class IMedia:
             self._rtcp_timer,
             self._stats_timer,
             self._dtmf_timer,
+            self._dtmf_rx_timer,
         ):
             t.Cancel()
         sock, self._sock = self._sock, None
@@ -1290,6 +1306,8 @@ class IMedia:
     @property
     def counters(self) -> MediaCounters:
         """What the stream dropped and passed, by kind (beyond the SDK)."""
+        if self._rtp is not None:
+            self._counters.rtp_lost = self._rtp.lost()
         return self._counters
 
     @property
@@ -1312,12 +1330,17 @@ class IMedia:
                     self._dtls.DtlsTimeout()
             elif timer is self._rtcp_timer:
                 if self._sending and self._rtp is not None:
-                    self._rtcp_out(self._rtp.report(self._loop.time()))
+                    self._rtcp_out(self._rtp.report(self._loop.time(), time.time()))
                     self._rtcp_timer.Start(self._rtcp_delay())
             elif timer is self._stats_timer:
                 self._statistics()
             elif timer is self._dtmf_timer:
                 self._dtmf_tick()
+            elif timer is self._dtmf_rx_timer:
+                if self._rtp is not None:
+                    for start, digit in self._rtp.dtmf_poll(self._loop.time() + 0.001):
+                        name = "MediaRtpDtmfNearStart" if start else "MediaRtpDtmfNear"
+                        self._emit(name, digit)
         finally:
             self._event_end()
 
@@ -1336,13 +1359,13 @@ class IMedia:
     def _dtmf_tick(self) -> None:
         if not self._sending or self._rtp is None:
             return
-        out = self._rtp.dtmf_next()
+        out = self._rtp.dtmf_next(self._loop.time())
         if out is None:
             return
-        payload, ts, pt, marker, more = out
+        payload, ts, pt, marker, wait = out
         self._rtp_out(payload, ts, pt, marker)
-        if more:
-            self._dtmf_timer.Start(DTMF_INTERVAL_MS)
+        if wait is not None:
+            self._dtmf_timer.Start(wait)
 
 
 def _payload(buf: Any, len: int | None, call: str) -> bytes:
@@ -1384,42 +1407,103 @@ def _addr_of(c: Any) -> tuple[str, int]:
 
 MAX_SOURCES = 8
 """Remote SSRCs whose statistics are kept; a new one beyond replaces the oldest."""
+CNAME = b"usocket_asyncio"
+"""The CNAME of this side's SDES (RFC 3550 6.5.1; one per stream would do as well)."""
+
+
+class _Source:
+    """One remote SSRC: its RFC 3550 receiver statistics and its statistics interval."""
+
+    __slots__ = ("expected_prior", "received_prior", "stats")
+
+    def __init__(self, rate: int) -> None:
+        from ._rtp import RtpReceiveStats
+
+        self.stats = RtpReceiveStats(rate)
+        self.expected_prior = 0
+        self.received_prior = 0
 
 
 class _RtpState:
-    """This stream's RTP and RTCP state (RFC 3550): what it sends (SSRC, sequence
-    numbers, counts for its sender reports), what it receives (one receiver per remote
-    SSRC: sequence, loss and jitter, A.1-A.8), the peer's reports about this stream,
-    and the RFC 4733 DTMF sender and receiver."""
+    """This stream's RTP and RTCP state (RFC 3550) over the sans-IO helpers of `_rtp`:
+    what it sends (SSRC, sequence numbers, counts for its sender reports), what it
+    receives (one `RtpReceiveStats` per remote SSRC, at most `MAX_SOURCES`), the peer's
+    last report about this stream, and the RFC 4733 DTMF sender queue and receiver."""
 
-    __slots__ = ("last_seq", "pt", "rate", "seq", "sources", "ssrc")
+    __slots__ = (
+        "dtmf_out",
+        "dtmf_rx",
+        "dtmf_ts",
+        "last_seq",
+        "last_time",
+        "last_ts",
+        "peer_block",
+        "pt",
+        "rate",
+        "rtt",
+        "send",
+        "seq",
+        "sources",
+        "ssrc",
+    )
 
     def __init__(self, rng: random.Random, pt: int, rate: int) -> None:
+        from ._rtp import DtmfReceiver, RtpSendStats
+
         self.ssrc = rng.getrandbits(32)
         self.seq = rng.getrandbits(16)
         self.pt = pt
         self.rate = rate
         self.last_seq: int | None = None
-        self.sources: dict[int, Any] = {}
+        self.last_ts = rng.getrandbits(32)
+        self.last_time: float | None = None
+        self.sources: dict[int, _Source] = {}
+        self.send = RtpSendStats(rate)
+        self.peer_block: Any = None  # the peer's last report block about this stream
+        self.rtt: float | None = None  # seconds
+        self.dtmf_out: collections.deque[tuple[int, Any]] = collections.deque()
+        self.dtmf_ts = 0
+        self.dtmf_rx = DtmfReceiver()
+
+    # -- sending ----------------------------------------------------------------------
 
     def header(
         self, payload: bytes, timestamp: int, pt: int | None, marker: bool, now: float
     ) -> bytes:
+        """The header of the next packet (and count it for the sender report)."""
         seq = self.seq
         self.seq = (seq + 1) & 0xFFFF
-        b1 = (self.pt if pt is None else pt) | (0x80 if marker else 0)
-        return _RTP_HEADER.pack(0x80, b1, seq, timestamp & 0xFFFFFFFF, self.ssrc)
+        ts = timestamp & 0xFFFFFFFF
+        if pt is None:
+            self.last_ts = ts
+            self.last_time = now
+            self.send.sent(len(payload), ts, now)
+            b1 = self.pt | (0x80 if self.send.packets == 1 else 0)  # M: the first packet
+        else:
+            b1 = pt | (0x80 if marker else 0)
+        return _RTP_HEADER.pack(0x80, b1, seq, ts, self.ssrc)
+
+    def now_ts(self, now: float) -> int:
+        """The RTP timestamp of `now`: the last audio timestamp advanced by the time since."""
+        if self.last_time is None:
+            return self.last_ts
+        return (self.last_ts + int((now - self.last_time) * self.rate)) & 0xFFFFFFFF
+
+    # -- receiving --------------------------------------------------------------------
 
     def rtp_in(self, ssrc: int, seq: int, ts: int, now: float) -> bool:
         """Count one packet; True when its SSRC is new."""
-        if ssrc in self.sources:
-            return False
-        if len(self.sources) >= MAX_SOURCES:
-            self.sources.pop(next(iter(self.sources)))
-        self.sources[ssrc] = None
-        return True
+        src = self.sources.get(ssrc)
+        new = src is None
+        if src is None:
+            if len(self.sources) >= MAX_SOURCES:
+                self.sources.pop(next(iter(self.sources)))
+            src = self.sources[ssrc] = _Source(self.rate)
+        src.stats.update(seq, ts, now)
+        return new
 
     def seq_diff(self, seq: int) -> int:
+        """`sequenceNumberDiff` of a payload handed to the app: against the previous."""
         last = self.last_seq
         self.last_seq = seq
         if last is None:
@@ -1427,23 +1511,120 @@ class _RtpState:
         d = (seq - last) & 0xFFFF
         return d - 0x10000 if d >= 0x8000 else d
 
-    def rtcp_in(self, pkt: bytes, now: float) -> None:
-        pass
+    def rtcp_in(self, pkt: bytes, now: float, unix_now: float) -> bool:
+        """Take the peer's compound RTCP packet; False if it does not parse."""
+        from ._rtp import ReceiverReport, SenderReport, ntp_time, parse_rtcp, round_trip
 
-    def report(self, now: float) -> bytes:
-        return bytes([0x80, 201, 0, 1]) + self.ssrc.to_bytes(4, "big")
+        try:
+            packets = parse_rtcp(pkt)
+        except ValueError:
+            return False
+        for p in packets:
+            if isinstance(p, SenderReport):
+                src = self.sources.get(p.ssrc)
+                if src is not None:
+                    src.stats.sender_report(p.ntp, now)
+            if isinstance(p, SenderReport | ReceiverReport):
+                for b in p.reports:
+                    if b.ssrc == self.ssrc:
+                        self.peer_block = b
+                        rtt = round_trip(ntp_time(unix_now), b.lsr, b.dlsr)
+                        if rtt is not None:
+                            self.rtt = rtt
+        return True
+
+    # -- RTCP out ---------------------------------------------------------------------
+
+    def report(self, now: float, unix_now: float) -> bytes:
+        """This side's compound report: SR (once it sent) or RR, with a block per
+        source, then SDES with the CNAME."""
+        from ._rtp import ReceiverReport, Sdes, pack_rtcp
+
+        blocks = [s.stats.report_block(ssrc, now) for ssrc, s in self.sources.items()]
+        first: Any = self.send.sender_report(self.ssrc, now, unix_now, blocks)
+        if first is not None:
+            first.rtp_timestamp = self.now_ts(now)
+        else:
+            first = ReceiverReport(self.ssrc, blocks)
+        return pack_rtcp([first, Sdes([(self.ssrc, [(1, CNAME)])])])
 
     def statistics(self) -> list[Any]:
-        return []
+        """`EventMediaStatistics` for the peer's view (xmit True, from its last report)
+        and this side's (xmit False, since the previous call), each when there is one."""
+        from ._media_types import EventMediaStatistics
+
+        rtt = round(self.rtt * 1000) if self.rtt is not None else 0
+        out = []
+        b = self.peer_block
+        if b is not None:
+            self.peer_block = None
+            out.append(
+                EventMediaStatistics(
+                    xmit=True,
+                    loss=b.fraction_lost,
+                    jitter=round(b.jitter * 1000 / self.rate),
+                    roundTrip=rtt,
+                )
+            )
+        src = self._main()
+        if src is not None:
+            st = src.stats
+            expected, received = st.expected, st.received
+            exp_i = expected - src.expected_prior
+            lost_i = exp_i - (received - src.received_prior)
+            src.expected_prior, src.received_prior = expected, received
+            if exp_i > 0:
+                loss = min(255, (lost_i << 8) // exp_i) if lost_i > 0 else 0
+                out.append(
+                    EventMediaStatistics(
+                        xmit=False, loss=loss, jitter=round(st.jitter_ms), roundTrip=rtt
+                    )
+                )
+        return out
+
+    def _main(self) -> _Source | None:
+        """The source media comes from: the newest."""
+        if not self.sources:
+            return None
+        return self.sources[next(reversed(self.sources))]
+
+    def lost(self) -> int:
+        """Packets lost from the main source so far (RFC 3550 A.3; < 0 with duplicates)."""
+        src = self._main()
+        return src.stats.lost if src is not None else 0
+
+    # -- DTMF -------------------------------------------------------------------------
 
     def dtmf_queue(self, digit: str, pt: int) -> bool:
-        return False
+        """Queue one digit's packets; True when nothing else was queued (start the pacer)."""
+        from ._rtp import dtmf_packets
 
-    def dtmf_next(self) -> tuple[bytes, int, int, bool, bool] | None:
-        return None
+        idle = not self.dtmf_out
+        for p in dtmf_packets(digit, clock_rate=self.rate):
+            self.dtmf_out.append((pt, p))
+        return idle
 
-    def dtmf_in(self, payload: bytes, ts: int) -> list[tuple[bool, str]]:
-        return []
+    def dtmf_next(self, now: float) -> tuple[bytes, int, int, bool, int | None] | None:
+        """The next DTMF packet: (payload, timestamp, pt, marker, ms until the one after
+        or None)."""
+        if not self.dtmf_out:
+            return None
+        pt, p = self.dtmf_out.popleft()
+        if p.marker:
+            self.dtmf_ts = self.now_ts(now)
+        wait = None
+        if self.dtmf_out:
+            nxt = self.dtmf_out[0][1]
+            wait = 0 if nxt.marker else max(0, nxt.offset_ms - p.offset_ms)
+        return p.payload, self.dtmf_ts, pt, p.marker, wait
+
+    def dtmf_in(self, payload: bytes, ts: int, now: float) -> list[tuple[bool, str]]:
+        """A telephone-event packet: (True, digit) for a start, (False, digit) for an end."""
+        return [(k == "start", d) for k, d in self.dtmf_rx.on_packet(ts, payload, now)]
+
+    def dtmf_poll(self, now: float) -> list[tuple[bool, str]]:
+        """End a digit whose end packets were all lost."""
+        return [(k == "start", d) for k, d in self.dtmf_rx.poll(now)]
 
 
 _STUN_REJECTIONS = (
