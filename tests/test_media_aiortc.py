@@ -17,7 +17,6 @@ from kit.media import FRAME, MediaRecorder, Sender, dominant_frequency, tone_pay
 from kit.webrtc import AiortcPeer, loopback_only
 
 from usocket_asyncio import (
-    CHANNEL_MEDIA_STATISTICS,
     SETUP_ROLE_ACTIVE,
     SETUP_ROLE_ACTPASS,
     SETUP_ROLE_PASSIVE,
@@ -29,8 +28,8 @@ from usocket_asyncio import (
     MediaConfigFromSdp,
     MediaConfigToSdp,
     SdpAudioMid,
+    _media,
 )
-from usocket_asyncio import _media
 
 __all__ = ["loopback_only"]
 
@@ -116,7 +115,9 @@ def fast_stats(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_media, "STATISTICS_INTERVAL", 0.5)
 
 
-@pytest.mark.parametrize("we_are_dtls_server", [False, True], ids=["imedia-client", "imedia-server"])
+@pytest.mark.parametrize(
+    "we_are_dtls_server", [False, True], ids=["imedia-client", "imedia-server"]
+)
 def test_aiortc_offers_imedia_answers(
     mux: Mux, mlog: IInstanceLog, loopback_only: None, fast_stats: None, we_are_dtls_server: bool
 ) -> None:
@@ -137,7 +138,8 @@ def test_aiortc_offers_imedia_answers(
         user.in_call = False
         mux.run_until(lambda: user.connect_error is not False, timeout=15, what="connected")
         assert user.connect_error is None
-        assert remote.codecList[0].coder == AudioCoder.G711_U
+        first: AudioCoder = remote.codecList[0].coder
+        assert first == AudioCoder.G711_U
         check_audio(mux, peer, media, user)
         check_rtcp(mux, peer, user)
         assert media.counters.srtp_failed == 0

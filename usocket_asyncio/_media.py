@@ -83,6 +83,8 @@ RTCP_INTERVAL = 1.0
 """Seconds between two RTCP reports (each randomized to 0.5..1.5 times, RFC 3550 6.2)."""
 STATISTICS_INTERVAL = 5.0
 """Seconds between two rounds of `EventMediaStatistics` (one for each direction)."""
+DTMF_GAP_MS = 50
+"""Milliseconds between the last packet of a digit and the first of the next."""
 DTMF_END_MS = 300
 """A received digit whose end packets were all lost ends this long after its last packet."""
 
@@ -192,6 +194,7 @@ class MediaCounters:
         held_dropped: payloads dropped because the app's `Recv`s fell behind.
         rtp_received: RTP packets accepted; rtcp_received: RTCP packets accepted.
         rtp_lost: packets of the current remote source lost so far (RFC 3550 A.3).
+        peer_lost: packets of this stream the peer's last report says it lost.
         rtp_sent: RTP packets sent.
     """
 
@@ -200,6 +203,7 @@ class MediaCounters:
         "foreign",
         "held_dropped",
         "not_media",
+        "peer_lost",
         "rtcp_received",
         "rtp_lost",
         "rtp_received",
@@ -219,6 +223,7 @@ class MediaCounters:
         self.held_dropped = 0
         self.rtp_received = 0
         self.rtp_lost = 0
+        self.peer_lost = 0
         self.rtcp_received = 0
         self.rtp_sent = 0
 
@@ -1306,8 +1311,10 @@ class IMedia:
     @property
     def counters(self) -> MediaCounters:
         """What the stream dropped and passed, by kind (beyond the SDK)."""
-        if self._rtp is not None:
-            self._counters.rtp_lost = self._rtp.lost()
+        rtp = self._rtp
+        if rtp is not None:
+            self._counters.rtp_lost = rtp.lost()
+            self._counters.peer_lost = rtp.peer_lost
         return self._counters
 
     @property
@@ -1336,11 +1343,10 @@ class IMedia:
                 self._statistics()
             elif timer is self._dtmf_timer:
                 self._dtmf_tick()
-            elif timer is self._dtmf_rx_timer:
-                if self._rtp is not None:
-                    for start, digit in self._rtp.dtmf_poll(self._loop.time() + 0.001):
-                        name = "MediaRtpDtmfNearStart" if start else "MediaRtpDtmfNear"
-                        self._emit(name, digit)
+            elif timer is self._dtmf_rx_timer and self._rtp is not None:
+                for start, digit in self._rtp.dtmf_poll(self._loop.time() + 0.001):
+                    name = "MediaRtpDtmfNearStart" if start else "MediaRtpDtmfNear"
+                    self._emit(name, digit)
         finally:
             self._event_end()
 
@@ -1438,6 +1444,7 @@ class _RtpState:
         "last_time",
         "last_ts",
         "peer_block",
+        "peer_lost",
         "pt",
         "rate",
         "rtt",
@@ -1460,6 +1467,7 @@ class _RtpState:
         self.sources: dict[int, _Source] = {}
         self.send = RtpSendStats(rate)
         self.peer_block: Any = None  # the peer's last report block about this stream
+        self.peer_lost = 0
         self.rtt: float | None = None  # seconds
         self.dtmf_out: collections.deque[tuple[int, Any]] = collections.deque()
         self.dtmf_ts = 0
@@ -1485,8 +1493,8 @@ class _RtpState:
 
     def now_ts(self, now: float) -> int:
         """The RTP timestamp of `now`: the last audio timestamp advanced by the time since."""
-        if self.last_time is None:
-            return self.last_ts
+        if self.last_time is None:  # no audio yet: the clock starts at the first use
+            self.last_time = now
         return (self.last_ts + int((now - self.last_time) * self.rate)) & 0xFFFFFFFF
 
     # -- receiving --------------------------------------------------------------------
@@ -1528,6 +1536,7 @@ class _RtpState:
                 for b in p.reports:
                     if b.ssrc == self.ssrc:
                         self.peer_block = b
+                        self.peer_lost = b.lost
                         rtt = round_trip(ntp_time(unix_now), b.lsr, b.dlsr)
                         if rtt is not None:
                             self.rtt = rtt
@@ -1615,7 +1624,7 @@ class _RtpState:
         wait = None
         if self.dtmf_out:
             nxt = self.dtmf_out[0][1]
-            wait = 0 if nxt.marker else max(0, nxt.offset_ms - p.offset_ms)
+            wait = DTMF_GAP_MS if nxt.marker else max(0, nxt.offset_ms - p.offset_ms)
         return p.payload, self.dtmf_ts, pt, p.marker, wait
 
     def dtmf_in(self, payload: bytes, ts: int, now: float) -> list[tuple[bool, str]]:
