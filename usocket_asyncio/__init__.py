@@ -66,12 +66,14 @@ from ._media_types import (
     MediaType,
     SetupRole,
 )
+from ._pacer import IPeriodicTimer, UPeriodicTimer
 from ._providers import (
     CreateLocalSocketProvider,
     CreateTCPSocketProvider,
     CreateTLSSocketProvider,
     CreateUDPSocketProvider,
 )
+from ._rtp import G711ADecode, G711AEncode, G711UDecode, G711UEncode
 from ._sdp import MediaConfigFromSdp, MediaConfigToSdp, SdpAudioMid
 from ._srtp import ISrtpSession, SrtpKeys
 from ._types import (
@@ -243,6 +245,10 @@ __all__ = [
     "CreateUDPSocketProvider",
     "EventMediaError",
     "EventMediaStatistics",
+    "G711ADecode",
+    "G711AEncode",
+    "G711UDecode",
+    "G711UEncode",
     "IDns",
     "IDtls",
     "IInstanceLog",
@@ -250,6 +256,7 @@ __all__ = [
     "IMedia",
     "IMediaProvider",
     "IPaddr",
+    "IPeriodicTimer",
     "ISocket",
     "ISocketContext",
     "ISocketProvider",
@@ -274,6 +281,7 @@ __all__ = [
     "UDns",
     "UDtls",
     "UMedia",
+    "UPeriodicTimer",
     "USocket",
     "USocketCallbackWarning",
     "UTimer",
