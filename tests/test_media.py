@@ -12,28 +12,33 @@ from typing import Any
 
 import pytest
 from kit.loop import Mux
-from kit.media import FRAME, MediaRecorder, Sender, payload_for
-from kit.relays import DatagramFaults, DatagramRelay
+from kit.media import (
+    PACKETS,
+    MediaRecorder,
+    Sender,
+    check_intact,
+    close,
+    connect,
+    exchange,
+    make,
+    payload_for,
+    relayed_call,
+)
+from kit.relays import DatagramFaults
 
 from usocket_asyncio import (
     FAULT_CODE_RTP_ICE_FAILED,
-    SETUP_ROLE_ACTIVE,
-    SETUP_ROLE_ACTPASS,
     SETUP_ROLE_NONE,
     AudioCoder,
     Codec,
     CreateMediaProvider,
-    IceCandidate,
     IInstanceLog,
-    IMedia,
     LogFlags,
     MediaConfig,
     MediaType,
     SocketModeError,
     _media,
 )
-
-PACKETS = 40
 
 
 @pytest.fixture
@@ -46,77 +51,6 @@ def fast_stats(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(_media, "STATISTICS_INTERVAL", 0.5)
     monkeypatch.setattr(_media, "RTCP_INTERVAL", 0.3)
     yield
-
-
-def make(mux: Mux, log: IInstanceLog, name: str, **kw: Any) -> tuple[IMedia, MediaRecorder]:
-    user = MediaRecorder(name)
-    media = CreateMediaProvider().CreateMedia(mux, user, log)
-    user.in_call = True
-    media.Initialize(None, None, None, 0, 0, localAddresses=["127.0.0.1"], **kw)
-    user.in_call = False
-    mux.run_until(lambda: user.initialized, what=f"{name}: initialized")
-    assert user.config is not None, f"{name}: Initialize failed"
-    assert user.names() == ["init"]
-    return media, user
-
-
-def connect(
-    mux: Mux,
-    a: tuple[IMedia, MediaRecorder],
-    b: tuple[IMedia, MediaRecorder],
-    a_controls: bool = True,
-    b_controls: bool = False,
-    cfg_for_a: Any = None,
-    cfg_for_b: Any = None,
-) -> None:
-    """A offers (actpass), B answers active: B is the DTLS client."""
-    (ma, ua), (mb, ub) = a, b
-    ua.in_call = ub.in_call = True
-    mb.Connect(cfg_for_b or ua.config, not b_controls, SETUP_ROLE_ACTPASS)
-    ma.Connect(cfg_for_a or ub.config, not a_controls, SETUP_ROLE_ACTIVE)
-    ua.in_call = ub.in_call = False
-    mux.run_until(
-        lambda: ua.connect_error is not False and ub.connect_error is not False,
-        timeout=15,
-        what="both connected",
-    )
-    assert ua.connect_error is None and ub.connect_error is None, (
-        ua.connect_error,
-        ub.connect_error,
-    )
-
-
-def close(mux: Mux, *pairs: tuple[IMedia, MediaRecorder]) -> None:
-    for m, u in pairs:
-        u.in_call = True
-        m.Close()
-        u.in_call = False
-    mux.run_until(lambda: all(u.closed for _, u in pairs), what="MediaCloseComplete")
-    mux.run_ready()
-    for _, u in pairs:
-        assert u.names()[-1] == "closed"
-        assert u.violations == [], u.violations
-
-
-def exchange(
-    mux: Mux, a: tuple[IMedia, MediaRecorder], b: tuple[IMedia, MediaRecorder], n: int = PACKETS
-) -> tuple[Sender, Sender]:
-    """Each side sends `n` hashed payloads; wait until each got what it can get."""
-    (ma, ua), (mb, ub) = a, b
-    sa = Sender(mux, ma, n, lambda i: payload_for(b"a", i))
-    sb = Sender(mux, mb, n, lambda i: payload_for(b"b", i))
-    sa.start()
-    sb.start()
-    mux.run_until(lambda: sa.done and sb.done and ua.sent == n and ub.sent == n, timeout=10)
-    return sa, sb
-
-
-def check_intact(got: MediaRecorder, seed: bytes, n: int = PACKETS) -> None:
-    assert got.payloads == [payload_for(seed, i) for i in range(n)]
-    assert got.timestamps == [1000 + i * FRAME for i in range(n)]
-    assert got.diffs == [1] * n
-    assert got.markers[0] and not any(got.markers[1:])
-    assert len(got.ssrcs) == 1 and got.names().index("ssrc") < got.names().index("recv")
 
 
 # --------------------------------------------------------------------------- calls
@@ -172,8 +106,6 @@ def test_loss_and_reordering_through_a_relay(
     B's statistics and A's view from B's reports count exactly that."""
     monkeypatch.setattr(_media, "STATISTICS_INTERVAL", 1.6)  # one interval covers the call
     monkeypatch.setattr(_media, "RTCP_INTERVAL", 0.3)
-    a = make(mux, mlog, "a")
-    b = make(mux, mlog, "b")
     rtp_of: dict[int, int] = {}  # the relay's datagram index -> A's RTP packet index
     drops = {5, 17, 30}
     holds = {10, 25}
@@ -187,16 +119,8 @@ def test_loss_and_reordering_through_a_relay(
                 return "hold"  # goes out after the next one: a swap
         return "pass"
 
-    relay = DatagramRelay(mux.loop, f"127.0.0.1:{b[0].localPort}", up=DatagramFaults(rule=rule))
+    a, b, relay = relayed_call(mux, mlog, up=DatagramFaults(rule=rule))
     try:
-        host, port = relay.address.rsplit(":", 1)
-        via_relay = _media_config_copy(b[1].config)
-        via_relay.ice.candidateList = [
-            IceCandidate(host, int(port), int(port), 2130706431, 0, 0, "relay1")
-        ]
-        no_candidates = _media_config_copy(a[1].config)
-        no_candidates.ice.candidateList = []  # B learns A through the relay (prflx)
-        connect(mux, a, b, cfg_for_a=via_relay, cfg_for_b=no_candidates)
         exchange(mux, a, b)
         want = PACKETS - len(drops)
         mux.run_until(lambda: len(b[1].payloads) == want, timeout=5, what="B's payloads")
@@ -218,12 +142,6 @@ def test_loss_and_reordering_through_a_relay(
         close(mux, a, b)
     finally:
         relay.close()
-
-
-def _media_config_copy(cfg: Any) -> Any:
-    import copy
-
-    return copy.deepcopy(cfg)
 
 
 def plain_config(port: int) -> MediaConfig:

@@ -19,9 +19,21 @@ from typing import Any
 
 import numpy as np
 
-from usocket_asyncio import IIoMux, IMedia, ITimer, UMedia, UTimer
+from usocket_asyncio import (
+    SETUP_ROLE_ACTIVE,
+    SETUP_ROLE_ACTPASS,
+    CreateMediaProvider,
+    IceCandidate,
+    IInstanceLog,
+    IIoMux,
+    IMedia,
+    ITimer,
+    UMedia,
+    UTimer,
+)
 
-from .loop import wake
+from .loop import Mux, wake
+from .relays import DatagramFaults, DatagramRelay
 
 RATE = 8000
 FRAME = 160  # samples per 20 ms packet at 8 kHz
@@ -230,3 +242,108 @@ class Sender(UTimer):
 def tone_payload(freq: float) -> Callable[[int], bytes]:
     """`make(i)` for a `Sender`: 20 ms of a phase-continuous tone in mu-law."""
     return lambda i: ulaw_encode(tone(freq, i * FRAME, FRAME))
+
+
+# --------------------------------------------------------------------------- calls
+
+PACKETS = 40
+"""Payloads each way in a test call (0.8 s at 20 ms)."""
+
+Side = tuple[IMedia, MediaRecorder]
+
+
+def make(mux: Mux, log: IInstanceLog, name: str, **kw: Any) -> tuple[IMedia, MediaRecorder]:
+    user = MediaRecorder(name)
+    media = CreateMediaProvider().CreateMedia(mux, user, log)
+    user.in_call = True
+    media.Initialize(None, None, None, 0, 0, localAddresses=["127.0.0.1"], **kw)
+    user.in_call = False
+    mux.run_until(lambda: user.initialized, what=f"{name}: initialized")
+    assert user.config is not None, f"{name}: Initialize failed"
+    assert user.names() == ["init"]
+    return media, user
+
+
+def connect(
+    mux: Mux,
+    a: tuple[IMedia, MediaRecorder],
+    b: tuple[IMedia, MediaRecorder],
+    a_controls: bool = True,
+    b_controls: bool = False,
+    cfg_for_a: Any = None,
+    cfg_for_b: Any = None,
+) -> None:
+    """A offers (actpass), B answers active: B is the DTLS client."""
+    (ma, ua), (mb, ub) = a, b
+    ua.in_call = ub.in_call = True
+    mb.Connect(cfg_for_b or ua.config, not b_controls, SETUP_ROLE_ACTPASS)
+    ma.Connect(cfg_for_a or ub.config, not a_controls, SETUP_ROLE_ACTIVE)
+    ua.in_call = ub.in_call = False
+    mux.run_until(
+        lambda: ua.connect_error is not False and ub.connect_error is not False,
+        timeout=15,
+        what="both connected",
+    )
+    assert ua.connect_error is None and ub.connect_error is None, (
+        ua.connect_error,
+        ub.connect_error,
+    )
+
+
+def close(mux: Mux, *pairs: tuple[IMedia, MediaRecorder]) -> None:
+    for m, u in pairs:
+        u.in_call = True
+        m.Close()
+        u.in_call = False
+    mux.run_until(lambda: all(u.closed for _, u in pairs), what="MediaCloseComplete")
+    mux.run_ready()
+    for _, u in pairs:
+        assert u.names()[-1] == "closed"
+        assert u.violations == [], u.violations
+
+
+def exchange(
+    mux: Mux, a: tuple[IMedia, MediaRecorder], b: tuple[IMedia, MediaRecorder], n: int = PACKETS
+) -> tuple[Sender, Sender]:
+    """Each side sends `n` hashed payloads; wait until each got what it can get."""
+    (ma, ua), (mb, ub) = a, b
+    sa = Sender(mux, ma, n, lambda i: payload_for(b"a", i))
+    sb = Sender(mux, mb, n, lambda i: payload_for(b"b", i))
+    sa.start()
+    sb.start()
+    mux.run_until(lambda: sa.done and sb.done and ua.sent == n and ub.sent == n, timeout=10)
+    return sa, sb
+
+
+def check_intact(got: MediaRecorder, seed: bytes, n: int = PACKETS) -> None:
+    assert got.payloads == [payload_for(seed, i) for i in range(n)]
+    assert got.timestamps == [1000 + i * FRAME for i in range(n)]
+    assert got.diffs == [1] * n
+    assert got.markers[0] and not any(got.markers[1:])
+    assert len(got.ssrcs) == 1 and got.names().index("ssrc") < got.names().index("recv")
+
+
+def relayed_call(
+    mux: Mux,
+    log: IInstanceLog,
+    up: DatagramFaults | None = None,
+    down: DatagramFaults | None = None,
+) -> tuple[Side, Side, DatagramRelay]:
+    """A calls B through a `DatagramRelay` (A is its client): A knows B only as the
+    relay's address, B knows no candidate of A and learns it (peer-reflexive) from the
+    checks that come through the relay; so every datagram of the call passes the relay
+    ("up" is A to B). Returns both sides, connected, and the relay (close it)."""
+    import copy
+
+    a = make(mux, log, "a")
+    b = make(mux, log, "b")
+    relay = DatagramRelay(mux.loop, f"127.0.0.1:{b[0].localPort}", up=up, down=down)
+    host, port = relay.address.rsplit(":", 1)
+    via_relay = copy.deepcopy(b[1].config)
+    via_relay.ice.candidateList = [
+        IceCandidate(host, int(port), int(port), 2130706431, 0, 0, "relay1")
+    ]
+    no_candidates = copy.deepcopy(a[1].config)
+    no_candidates.ice.candidateList = []
+    connect(mux, a, b, cfg_for_a=via_relay, cfg_for_b=no_candidates)
+    return a, b, relay
