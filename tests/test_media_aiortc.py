@@ -17,6 +17,7 @@ from kit.media import FRAME, MediaRecorder, Sender, dominant_frequency, tone_pay
 from kit.webrtc import AiortcPeer, loopback_only
 
 from usocket_asyncio import (
+    FAULT_CODE_RTP_DTLS_SRTP_FAILED,
     SETUP_ROLE_ACTIVE,
     SETUP_ROLE_ACTPASS,
     SETUP_ROLE_PASSIVE,
@@ -167,6 +168,60 @@ def test_imedia_offers_aiortc_answers(
         assert user.connect_error is None
         check_audio(mux, peer, media, user)
         check_rtcp(mux, peer, user)
+        close_media(mux, media, user)
+    finally:
+        peer.close()
+        media.Close()
+
+
+def _aiortc_profiles() -> list[str]:
+    from aiortc import rtcdtlstransport
+
+    return [p.openssl_profile.decode() for p in rtcdtlstransport.SRTP_PROFILES]
+
+
+@pytest.mark.parametrize("profile", _aiortc_profiles())
+def test_each_srtp_profile_aiortc_offers(
+    mux: Mux,
+    mlog: IInstanceLog,
+    loopback_only: None,
+    monkeypatch: pytest.MonkeyPatch,
+    profile: str,
+) -> None:
+    """aiortc offering one profile at a time: the ones the DTLS engine negotiates carry
+    audio; one it does not fails the connect with FAULT_CODE_RTP_DTLS_SRTP_FAILED."""
+    from aiortc import rtcdtlstransport
+
+    from usocket_asyncio._dtls_core import SRTP_PROFILES
+
+    only = [p for p in rtcdtlstransport.SRTP_PROFILES if p.openssl_profile.decode() == profile]
+    monkeypatch.setattr(rtcdtlstransport, "SRTP_PROFILES", only)
+    supported = profile in SRTP_PROFILES.decode().split(":")
+    peer = AiortcPeer(mux, TONE_IN)
+    media, user = new_media(mux, mlog, "answerer")
+    try:
+        offer = peer.offer()
+        remote, setup, _ = MediaConfigFromSdp(offer)
+        negotiate(remote, user.config)
+        peer.take_answer(
+            MediaConfigToSdp(user.config, SETUP_ROLE_ACTIVE, mid=SdpAudioMid(offer) or "0")
+        )
+        media.Connect(remote, True, setup)
+        mux.run_until(lambda: user.connect_error is not False, timeout=15, what="connect result")
+        if supported:
+            assert user.connect_error is None
+            assert media.GetSrtpProfile() == profile
+            sender = Sender(mux, media, 20, tone_payload(TONE_OUT))
+            sender.start()
+            mux.run_until(
+                lambda: sender.done and len(user.payloads) >= 20 and len(peer.frames) >= 10,
+                timeout=10,
+            )
+            assert user.error_codes() == []
+        else:
+            assert user.connect_error is not None and "DTLS" in user.connect_error
+            assert user.error_codes() == [FAULT_CODE_RTP_DTLS_SRTP_FAILED]
+            assert media.GetSrtpProfile() is None
         close_media(mux, media, user)
     finally:
         peer.close()

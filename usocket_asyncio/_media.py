@@ -368,6 +368,7 @@ class IMedia:
         "_out",
         "_port",
         "_ports",
+        "_profile",
         "_recvs",
         "_remote",
         "_remote_config",
@@ -417,6 +418,7 @@ class IMedia:
         self._early_dtls: list[tuple[bytes, tuple[str, int]]] = []
         self._remote: tuple[str, int] | None = None
         self._tx: Any = None
+        self._profile: str | None = None
         self._rx: Any = None
         self._sending = False
         self._connect_reported = False
@@ -905,6 +907,7 @@ class IMedia:
     def _srtp_keys(self, keys: bytes, profile: str) -> None:
         from ._srtp import ISrtpSession, SrtpKeys
 
+        self._profile = profile
         lk, ls, rk, rs = SrtpKeys(keys, profile, self._dtls_server)
         self._tx = ISrtpSession.Create(lk, ls, profile)
         self._rx = ISrtpSession.Create(rk, rs, profile)
@@ -1316,6 +1319,11 @@ class IMedia:
             self._counters.rtp_lost = rtp.lost()
             self._counters.peer_lost = rtp.peer_lost
         return self._counters
+
+    def GetSrtpProfile(self) -> str | None:
+        """The SRTP profile DTLS agreed (e.g. "SRTP_AEAD_AES_128_GCM"), or None (plain RTP,
+        or not yet) (beyond the SDK, as `ISocket.GetSrtpProfile`)."""
+        return self._profile
 
     @property
     def localPort(self) -> int:
