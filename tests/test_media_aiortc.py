@@ -219,7 +219,7 @@ def test_each_srtp_profile_aiortc_offers(
             )
             assert user.error_codes() == []
         else:
-            assert user.connect_error is not None and "DTLS" in user.connect_error
+            assert isinstance(user.connect_error, str) and "DTLS" in user.connect_error
             assert user.error_codes() == [FAULT_CODE_RTP_DTLS_SRTP_FAILED]
             assert media.GetSrtpProfile() is None
         close_media(mux, media, user)
