@@ -61,6 +61,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._api import ISocket, ISocketContext, ISocketProvider, USocket
 from ._base import as_view, check_loop_thread
+from ._dns import UDns
 from ._idtls import DTLS_OPTION_NO_COOKIE, DTLS_OPTION_USE_SRTP, IDtls, UDtls
 from ._iomux import ITimer, UTimer, call_user
 from ._types import IPaddr, LogFlags, ShutdownReason, SocketModeError
@@ -278,6 +279,26 @@ class _Glue(USocket, UDtls, UTimer):
     # the timers
     def TimerOnTimeout(self, timer: ITimer) -> None:
         self.m._timeout(timer)
+
+
+class _StunLookup(UDns):
+    """The lookup of one STUN server's name: the first address of the family of the
+    stream's base goes to `IMedia._stun_resolved`, once."""
+
+    __slots__ = ("done", "m", "name", "port", "v6")
+
+    def __init__(self, m: IMedia, name: str, port: int) -> None:
+        self.m = m
+        self.name = name
+        self.port = port
+        self.v6 = ipaddress.ip_address(m._base_address()).version == 6
+        self.done = False
+
+    def DnsGetHostByNameResult(self, addr: str | None, isIPv6: bool) -> None:
+        if self.done or (addr is not None and isIPv6 != self.v6):
+            return
+        self.done = True
+        self.m._stun_resolved(self.name, addr, self.port)
 
 
 def _fingerprint(text: str | None) -> tuple[str, bytes] | None:
@@ -681,7 +702,7 @@ class IMedia:
         base = (self._base_address(), self._port)
         now = self._loop.time()
         for server in self._init_args["stun"]:
-            target = self._stun_target(server)
+            target = self._stun_target(server)  # None: skipped, or looked up first
             if target is None:
                 continue
             self._init_args["gathering"] += 1
@@ -696,16 +717,45 @@ class IMedia:
         return self._local_addrs[0]
 
     def _stun_target(self, server: str) -> tuple[str, int] | None:
-        """("ip", port) of a "host:port" STUN server (names are not resolved: logged)."""
+        """("ip", port) of a "host:port" STUN server; a name is looked up (`IDns`), and
+        its gather starts when the address is known (None is returned then)."""
         from ._address import parse_address
 
         try:
             addr = parse_address(server)
+        except ValueError:
+            self._log.Log(
+                LOG, "media %x: STUN server %r skipped: give 'host:port'", id(self), server
+            )
+            return None
+        try:
             ipaddress.ip_address(addr.host)
         except ValueError:
-            self._log.Log(LOG, "media %x: STUN server %r skipped: give 'ip:port'", id(self), server)
+            from ._dns import IDns
+
+            self._init_args["gathering"] += 1
+            lookup = _StunLookup(self, addr.host, addr.port)
+            IDns.Create(self._iomux).GetHostByName(addr.host, lookup, self._log, all=True)
             return None
         return addr.host, addr.port
+
+    def _stun_resolved(self, name: str, ip: str | None, port: int) -> None:
+        """A STUN server's name was looked up (`ip` None: not found in time)."""
+        if self._state is not _State.INITIALIZING or self._agent is None:
+            return
+        self._in_event = True
+        try:
+            if ip is None:
+                self._log.Log(LOG, "media %x: STUN server %s: no address", id(self), name)
+                self._init_args["gathering"] -= 1
+                self._gathered()
+                return
+            self._agent.gather_srflx(
+                (ip, port), (self._base_address(), self._port), self._loop.time()
+            )
+            self._pump_ice()
+        finally:
+            self._event_end()
 
     def _gathered(self) -> None:
         """Initialize is complete once every STUN server answered or gave up."""
