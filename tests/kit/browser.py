@@ -30,17 +30,27 @@ Run as a script, it is the child that a test starts inside the namespace:
 
 serves SITE_DIR on 127.0.0.1, opens each PATH, and prints one JSON object mapping each PATH
 to its first `h1`'s text, its errors and the URLs it requested.
+
+    python tests/kit/browser.py served [--flag F]... [--query Q] --until JS -- SERVER...
+
+starts the command SERVER, reads the first http://127.0.0.1:PORT/ address it prints, opens
+it (with Q appended) in a browser with the extra flags, awaits the JavaScript promise JS in
+the page, then stops the server with SIGINT; prints one JSON object: JS's value, the
+page's errors and console, and the server's exit code and output.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import functools
 import http.server
 import json
 import os
+import re
 import select
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -386,15 +396,73 @@ def check_pages(site: str, paths: Sequence[str]) -> dict[str, dict[str, Any]]:
     return results
 
 
+def first_address(server: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
+    """The first http://127.0.0.1:PORT/ that `server` prints on stdout, within `timeout` s,
+    and what it printed up to there."""
+    assert server.stdout is not None
+    deadline = time.monotonic() + timeout
+    seen = ""
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([server.stdout], [], [], deadline - time.monotonic())
+        if not ready:
+            break
+        line = server.stdout.readline()
+        if not line:
+            break
+        seen += line
+        found = re.search(r"http://127\.0\.0\.1:\d+/", line)
+        if found:
+            return found.group(0), seen
+    raise BrowserError(f"the server printed no http://127.0.0.1:PORT/ address: {seen!r}")
+
+
+def open_served(
+    server_args: Sequence[str], flags: Sequence[str], query: str, until: str, timeout: float
+) -> dict[str, Any]:
+    """Start a server, open its page, await `until` in it, stop the server (SIGINT)."""
+    server = subprocess.Popen(
+        server_args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    result: dict[str, Any] = {}
+    printed = ""
+    try:
+        base, printed = first_address(server, 20)
+        with Browser(flags, timeout=timeout + 10) as browser:
+            page = browser.open(base + query)
+            result["value"] = page.evaluate(until, await_promise=True)
+            result["errors"] = page.errors(base.rstrip("/"))
+            result["console"] = page.console()
+    finally:
+        if server.poll() is None:
+            server.send_signal(signal.SIGINT)
+        try:
+            out, err = server.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            out, err = server.communicate()
+    result.update(server_rc=server.returncode, server_stdout=printed + out, server_stderr=err)
+    return result
+
+
 def main(argv: Sequence[str]) -> int:
-    if len(argv) < 2 or argv[0] != "pages":
-        print("usage: browser.py pages SITE_DIR PATH...", file=sys.stderr)
-        return 2
     if not only_loopback():
         print(json.dumps({"error": f"not a private namespace: {socket.if_nameindex()}"}))
         return 2
-    print(json.dumps(check_pages(argv[1], argv[2:])))
-    return 0
+    if len(argv) >= 2 and argv[0] == "pages":
+        print(json.dumps(check_pages(argv[1], argv[2:])))
+        return 0
+    if argv and argv[0] == "served":
+        p = argparse.ArgumentParser(prog="browser.py served")
+        p.add_argument("--flag", action="append", default=[])
+        p.add_argument("--query", default="")
+        p.add_argument("--until", required=True)
+        p.add_argument("--timeout", type=float, default=30.0)
+        p.add_argument("server", nargs="+")
+        a = p.parse_args(argv[1:])
+        print(json.dumps(open_served(a.server, a.flag, a.query, a.until, a.timeout)))
+        return 0
+    print(__doc__, file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":
