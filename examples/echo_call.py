@@ -26,6 +26,13 @@ application around the library:
   and the packets received (`getStats`). It shows them, logs them on the console and
   POSTs them to `/report`, where they are logged (`-v`: the media log too).
 
+The echo's candidate is 127.0.0.1. A desktop browser that was allowed the microphone
+offers its host addresses (never loopback) and its checks from them reach that port on the
+same machine; with the tone and no microphone permission, Chrome hides its addresses
+behind mDNS names, which the echo skips, and the call depends on Chrome's checks reaching
+it (the echo then learns the address from them). The offer goes out once gathering is
+complete, or after 3 s with the candidates there are.
+
 Bounds: 8 calls at once, each at most `--call-seconds` (300 s) long; requests up to 64 KiB,
 read within 10 s; only requests whose Host is this server (a page elsewhere cannot post
 offers to it). Ctrl-C hangs up every call and exits 0.
@@ -87,8 +94,10 @@ function state(s) {
 }
 
 async function gathered(pc) {
+  // the offer goes with every candidate gathered, or with those there are after 3 s
   if (pc.iceGatheringState === "complete") return;
   await new Promise((resolve) => {
+    setTimeout(resolve, 3000);
     pc.addEventListener("icegatheringstatechange", () => {
       if (pc.iceGatheringState === "complete") resolve();
     });
