@@ -9,6 +9,7 @@ simulated one in the tests), and the agent says when it next wants to be woken
 (`get_timer`, an absolute time, or None). It is driven like `_dtls_core.DtlsConnection`:
 
     agent = IceAgent(controlling)                  # local_ufrag / local_pwd for the SDP
+    agent.set_role(controlling)                    # optional: the role, if known only later
     agent.add_host_candidate("192.0.2.1", port)    # each local address the socket serves
     agent.gather_srflx(server, base, now)          # optional: a STUN Binding to a server
     agent.set_remote(ufrag, pwd, candidates, lite=..., now=now)   # checks start
@@ -25,7 +26,9 @@ controlling agent nominates a better pair), then at most one of `IceFailed` (no 
 worked: every pair failed, or none was selected within `CONNECT_TIMEOUT` of
 `set_remote`) or `ConsentLost` (the selected remote stopped answering for
 `consent_timeout`). After either the agent is finished: it answers nothing and sends
-nothing more, like after `close`.
+nothing more, like after `close`. Candidates may be added after `set_remote`
+(`add_remote_candidate`), but once every pair has failed the agent has failed: a caller
+that trickles candidates gives them before then (the media adapter gives them all at once).
 
 Who owns each datagram. Incoming: `receive` looks at the datagram before it returns and
 keeps nothing of it but what it learned (a candidate, a pair state). Outgoing: requests
@@ -44,7 +47,8 @@ the best Frozen pair is checked.
 Checks. One new check transaction per `ta` seconds (triggered checks first, then the
 best Waiting pair, then the best Frozen one); retransmissions are not paced. A check's
 first RTO is max(500 ms, ta x (Waiting + In-Progress pairs)) (RFC 8445 §14.3), doubling
-up to `CHECK_RTO_MAX`, `CHECK_SENDS` sends in all; no answer means the pair failed. An
+up to `CHECK_RTO_MAX` (or the first RTO, if larger), `CHECK_SENDS` sends in all (11.5 s
+with the first RTO at 500 ms); no answer after the last wait means the pair failed. An
 answer counts only with MESSAGE-INTEGRITY under the remote password and from the address
 the check went to (§7.2.5.2.1). A request from the remote (USERNAME "local:remote", our
 password) is answered with XOR-MAPPED-ADDRESS, MESSAGE-INTEGRITY and FINGERPRINT; its
@@ -101,6 +105,7 @@ from ._stun import (
     is_stun,
     parse,
 )
+from ._types import SocketModeError
 
 HOST: Final = "host"
 SRFLX: Final = "srflx"
@@ -170,7 +175,18 @@ STATS_KEYS: Final = (
     "retransmissions",
     "requests_answered",
 )
-"""The counters of `IceAgent.stats`, all present from the start."""
+"""The counters of `IceAgent.stats`, all present from the start:
+
+- dropped input: `not_stun_parsed` (looked like STUN, did not parse), `bad_request` (a
+  request without USERNAME or MESSAGE-INTEGRITY, or not a Binding), `unknown_username`,
+  `bad_integrity` (a request or an answer), `unknown_attribute` (a request answered
+  with 420), `role_conflict_487` (a request answered with 487), `unmatched_response`
+  (no such transaction), `bad_response` (from another address than the request went
+  to, an unknown required attribute, or an error other than 487: the pair failed);
+- caps: `remote_candidates_dropped`, `prflx_dropped`, `local_prflx_dropped`,
+  `checks_deferred` (a check or consent check waited for a transaction slot);
+- activity: `checks_sent`, `retransmissions`, `requests_answered`.
+"""
 
 
 # --------------------------------------------------------------------------- data
@@ -330,6 +346,7 @@ class _Transaction:
         "last_wait",
         "next_at",
         "pair",
+        "rto_max",
         "sends_left",
         "started",
         "use_candidate",
@@ -342,6 +359,7 @@ class _Transaction:
         self.started = now
         self.next_at = now
         self.interval = 0.0
+        self.rto_max = 1e9
         self.last_wait = 0.0
         self.sends_left = 0
         self.pair: _Pair | None = None
@@ -385,7 +403,6 @@ class IceAgent:
         "_pairs",
         "_remote",
         "_remote_key",
-        "_remote_lite",
         "_remote_pwd",
         "_remote_ufrag",
         "_rng",
@@ -440,7 +457,6 @@ class IceAgent:
         self._remote_ufrag: str | None = None
         self._remote_pwd: str | None = None
         self._remote_key = b""
-        self._remote_lite = False
         self._local: list[Candidate] = []
         self._hosts: list[Candidate] = []
         self._foundations: dict[tuple[str, str, str], str] = {}
@@ -544,6 +560,22 @@ class IceAgent:
         self._transactions[tid] = tx
         self._send_tx(tx, now)
 
+    def set_role(self, controlling: bool) -> None:
+        """Set this side's role before `set_remote` (an app that gathers first and learns
+        its role at connect time). No event: `RoleChanged` reports only the changes the
+        agent makes itself (a role conflict, an ice-lite remote).
+
+        Raises:
+            SocketModeError: after `set_remote`, when checks may have started: the role is
+                then the agent's to change (by the tie-breakers).
+        """
+        if self._remote_ufrag is not None:
+            raise SocketModeError(
+                "set_role after set_remote: give the role before the remote description "
+                "(or at construction); afterwards role conflicts are resolved by the agent"
+            )
+        self._set_role(bool(controlling), event=False)
+
     # ------------------------------------------------------------------ public: remote side
 
     def set_remote(
@@ -576,7 +608,6 @@ class IceAgent:
         self._remote_ufrag = ufrag
         self._remote_pwd = pwd
         self._remote_key = pwd.encode()
-        self._remote_lite = lite
         if self._state == _DONE:
             return
         if first:
@@ -645,8 +676,9 @@ class IceAgent:
         else:
             if self._connect_deadline is not None:
                 times.append(self._connect_deadline)
-            if self.controlling and self._first_valid is not None and not self._nominating():
-                times.append(self._first_valid + NOMINATION_DELAY)
+            nominate_at = self._nomination_at()
+            if nominate_at is not None:
+                times.append(nominate_at)
         return min(times) if times else None
 
     def handle_timer(self, now: float) -> None:
@@ -992,6 +1024,7 @@ class IceAgent:
         tx.use_candidate = use
         busy = sum(1 for p in self._pairs.values() if p.state in (WAITING, IN_PROGRESS))
         tx.interval = max(CHECK_RTO_MIN, self.ta * busy)
+        tx.rto_max = max(CHECK_RTO_MAX, tx.interval)
         tx.sends_left = CHECK_SENDS
         tx.last_wait = 0.0
         self._transactions[tid] = tx
@@ -1021,7 +1054,7 @@ class IceAgent:
         tx.sends_left -= 1
         if tx.sends_left > 0:
             tx.next_at = now + tx.interval
-            tx.interval = min(tx.interval * 2, CHECK_RTO_MAX if tx.kind == _CHECK else 1e9)
+            tx.interval = min(tx.interval * 2, tx.rto_max)
         else:
             tx.next_at = now + (tx.last_wait or tx.interval)
 
@@ -1052,7 +1085,7 @@ class IceAgent:
 
     # ------------------------------------------------------------------ roles, nomination
 
-    def _set_role(self, controlling: bool) -> None:
+    def _set_role(self, controlling: bool, event: bool = True) -> None:
         if controlling == self.controlling:
             return
         self.controlling = controlling
@@ -1060,25 +1093,33 @@ class IceAgent:
             p.set_priority(controlling)
             p.nominating = False
             p.nominated = False
-        self._events.append(RoleChanged(controlling))
+        if event:
+            self._events.append(RoleChanged(controlling))
 
     def _nominating(self) -> bool:
         return any(p.nominating for p in self._pairs.values())
 
-    def _maybe_nominate(self, now: float) -> None:
+    def _nomination_at(self) -> float | None:
+        """When the controlling side nominates at the latest, if it has a pair to nominate
+        and is not nominating one already."""
         if not self.controlling or self._selected is not None or self._first_valid is None:
+            return None
+        if self._nominating() or all(p.state != SUCCEEDED for p in self._pairs.values()):
+            return None
+        return self._first_valid + NOMINATION_DELAY
+
+    def _maybe_nominate(self, now: float) -> None:
+        deadline = self._nomination_at()
+        if deadline is None:
             return
-        if self._nominating():
-            return
-        valid = [p for p in self._pairs.values() if p.state == SUCCEEDED]
-        if not valid:
-            return
-        best = max(valid, key=lambda p: p.priority)
+        best = max(
+            (p for p in self._pairs.values() if p.state == SUCCEEDED), key=lambda p: p.priority
+        )
         better_pending = any(
             p.state in (FROZEN, WAITING, IN_PROGRESS) and p.priority > best.priority
             for p in self._pairs.values()
         )
-        if better_pending and now < self._first_valid + NOMINATION_DELAY:
+        if better_pending and now < deadline:
             return
         best.nominating = True
         self._trigger(best, first=True)

@@ -19,14 +19,114 @@ import heapq
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from usocket_asyncio._ice import IceAgent, IceEvent
-from usocket_asyncio._stun import is_stun, parse
+from usocket_asyncio._stun import (
+    BINDING,
+    ERROR,
+    REQUEST,
+    SUCCESS,
+    StunError,
+    StunMessage,
+    check_integrity,
+    encode,
+    is_stun,
+    parse,
+)
 
 from .loop import wake
 
 Addr = tuple[str, int]
+
+
+class Endpoint(Protocol):
+    """What `SimNet` drives: an `IceAgent`, or one of the small peers below."""
+
+    def receive(self, data: bytes, addr: Addr, now: float) -> bool: ...
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]: ...
+    def get_timer(self) -> float | None: ...
+    def handle_timer(self, now: float) -> None: ...
+    def next_event(self) -> IceEvent | None: ...
+
+
+class LitePeer:
+    """An ice-lite peer (RFC 8445 §2.5): it answers the checks that carry its credentials
+    and sends none; a USE-CANDIDATE check selects the pair. Records what it saw."""
+
+    def __init__(self, ufrag: str = "lite", pwd: str = "lite-password-0123456789") -> None:
+        self.ufrag = ufrag
+        self.pwd = pwd
+        self.requests: list[StunMessage] = []
+        self.selected: Addr | None = None
+        self._out: list[tuple[bytes, Addr]] = []
+
+    def receive(self, data: bytes, addr: Addr, now: float) -> bool:
+        if not is_stun(data):
+            return False
+        try:
+            msg = parse(data)
+        except StunError:
+            return True
+        if msg.cls != REQUEST or not (msg.username or "").startswith(self.ufrag + ":"):
+            return True
+        if not check_integrity(msg, self.pwd.encode()):
+            return True
+        self.requests.append(msg)
+        if msg.use_candidate:
+            self.selected = addr
+        answer = StunMessage(BINDING, SUCCESS, msg.transaction_id, xor_mapped_address=addr)
+        self._out.append((encode(answer, self.pwd.encode()), addr))
+        return True
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
+        out, self._out = self._out, []
+        return out
+
+    def get_timer(self) -> float | None:
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        pass
+
+    def next_event(self) -> IceEvent | None:
+        return None
+
+
+class StunServerPeer:
+    """A STUN server: answers each Binding request with the source address it saw, or
+    with `error` (code, reason), or not at all (`silent`)."""
+
+    def __init__(self, error: tuple[int, str] | None = None, silent: bool = False) -> None:
+        self.error = error
+        self.silent = silent
+        self.requests: list[tuple[float, Addr]] = []
+        self._out: list[tuple[bytes, Addr]] = []
+
+    def receive(self, data: bytes, addr: Addr, now: float) -> bool:
+        msg = parse(data)
+        self.requests.append((now, addr))
+        if self.silent:
+            return True
+        if self.error is not None:
+            answer = StunMessage(BINDING, ERROR, msg.transaction_id, error_code=self.error)
+        else:
+            answer = StunMessage(BINDING, SUCCESS, msg.transaction_id, xor_mapped_address=addr)
+        self._out.append((encode(answer), addr))
+        return True
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
+        out, self._out = self._out, []
+        return out
+
+    def get_timer(self) -> float | None:
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        pass
+
+    def next_event(self) -> IceEvent | None:
+        return None
 
 
 @dataclass
@@ -49,7 +149,7 @@ class SimNet:
     seed: int = 0
     drop: Callable[[Addr, Addr, bytes], bool] | None = None
     now: float = 0.0
-    agents: dict[Addr, IceAgent] = field(default_factory=dict)
+    agents: dict[Addr, Endpoint] = field(default_factory=dict)
     nat: dict[Addr, Addr] = field(default_factory=dict)
     log: list[Sent] = field(default_factory=list)
     events: dict[int, list[tuple[float, IceEvent]]] = field(default_factory=dict)
@@ -60,12 +160,12 @@ class SimNet:
     def __post_init__(self) -> None:
         self._rng.seed(self.seed)
 
-    def attach(self, agent: IceAgent, addr: Addr) -> None:
+    def attach(self, agent: Endpoint, addr: Addr) -> None:
         """`agent` receives what is sent to `addr` (its host candidate's address)."""
         self.agents[addr] = agent
         self.events.setdefault(id(agent), [])
 
-    def events_of(self, agent: IceAgent) -> list[IceEvent]:
+    def events_of(self, agent: Endpoint) -> list[IceEvent]:
         """The events `agent` gave so far, in order."""
         return [e for _, e in self.events[id(agent)]]
 
@@ -81,9 +181,6 @@ class SimNet:
         delay = self.latency + (self._rng.uniform(0, self.jitter) if self.jitter else 0.0)
         self._seq += 1
         heapq.heappush(self._queue, (self.now + delay, self._seq, src, dst, data))
-
-    def _source(self, agent: IceAgent) -> Addr:
-        return next(a for a, ag in self.agents.items() if ag is agent)
 
     def flush(self) -> None:
         """Collect what every agent wants to send now, and its events."""
@@ -123,6 +220,9 @@ class SimNet:
             t = agent.get_timer()
             if t is not None and t <= self.now:
                 agent.handle_timer(self.now)
+                # what was due is done: a timer still due now would spin the caller's loop
+                t = agent.get_timer()
+                assert t is None or t > self.now, f"{agent} wants a timer at {t} <= {self.now}"
         self.flush()
         return True
 
