@@ -8,11 +8,15 @@ restricted to 127.0.0.1 and no STUN server.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from collections.abc import Iterator
+from typing import Any
 from unittest import mock
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from usocket_asyncio import IInstanceLog, LogFlags
 from usocket_asyncio._media_types import (
@@ -35,6 +39,14 @@ from usocket_asyncio._media_types import (
     SetupRole,
 )
 from usocket_asyncio._sdp import MediaConfigFromSdp, MediaConfigToSdp, SdpAudioMid
+
+SETTINGS = settings(
+    derandomize=True,  # seeded: the same examples on every run
+    database=None,
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 FP256 = "sha-256 " + ":".join(f"{i * 7 % 256:02X}" for i in range(32))
 
@@ -321,6 +333,8 @@ def test_round_trip_plain_rtp_and_ptime_and_rtcp_port() -> None:
         (lambda c: setattr(c, "defAddr", "example.org"), "not an IP address"),
         (lambda c: setattr(c.ice, "icePwd", None), "without the other"),
         (lambda c: setattr(c.ice, "iceUfrag", "a b"), "cannot carry"),
+        (lambda c: setattr(c.ice, "iceUfrag", "abc"), "4-256"),
+        (lambda c: setattr(c.ice, "icePwd", "x" * 21), "22-256"),
         (lambda c: setattr(c.ice, "fingerprint", "md5 AB"), "fingerprint"),
         (lambda c: setattr(c.ice.candidateList[0], "type", 9), "CHANNEL_CANDIDATE_"),
         (lambda c: setattr(c.ice.candidateList[0], "addr", "x.local"), "not an IP address"),
@@ -347,11 +361,42 @@ def test_to_sdp_bad_arguments() -> None:
 # --- aiortc, a real WebRTC stack -------------------------------------------------------------
 
 
+def _loopback_config() -> MediaConfig:
+    """`_config` with its loopback candidates only: aiortc sends checks to every candidate
+    it is given, and no datagram may leave the machine. Port 9 (discard): nobody answers."""
+    config = _config(port=9)
+    assert config.ice is not None
+    config.ice.candidateList = [
+        c for c in config.ice.candidateList if ipaddress.ip_address(c.addr).is_loopback
+    ]
+    assert config.ice.candidateList
+    return config
+
+
 def _aiortc_run(coro_fn: object) -> object:
+    """Run aiortc on a loop of its own, its candidates on 127.0.0.1. Every datagram it
+    sends is recorded; one to an address off the machine is dropped, not sent, and fails
+    the test."""
+    from asyncio.selector_events import _SelectorDatagramTransport  # type: ignore[attr-defined]
+
     import aioice.ice
 
-    with mock.patch.object(aioice.ice, "get_host_addresses", return_value=["127.0.0.1"]):
-        return asyncio.run(coro_fn())  # type: ignore[operator]
+    real_sendto = _SelectorDatagramTransport.sendto
+    sent_to: list[Any] = []
+
+    def sendto(self: Any, data: Any, addr: Any = None) -> None:
+        sent_to.append(addr)
+        if addr is None or ipaddress.ip_address(addr[0]).is_loopback:
+            real_sendto(self, data, addr)
+
+    with (
+        mock.patch.object(aioice.ice, "get_host_addresses", return_value=["127.0.0.1"]),
+        mock.patch.object(_SelectorDatagramTransport, "sendto", sendto),
+    ):
+        result = asyncio.run(coro_fn())  # type: ignore[operator]
+    off = [a for a in sent_to if a is not None and not ipaddress.ip_address(a[0]).is_loopback]
+    assert not off, f"aiortc sent to {off}"
+    return result
 
 
 def test_reads_aiortc_offer() -> None:
@@ -388,7 +433,7 @@ def test_reads_aiortc_offer() -> None:
 def test_aiortc_answers_our_offer(setup: SetupRole) -> None:
     from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-    offer = MediaConfigToSdp(_config(port=9), setup, ssrc=1234)
+    offer = MediaConfigToSdp(_loopback_config(), setup, ssrc=1234)
 
     async def answer() -> str:
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
@@ -426,7 +471,7 @@ def test_aiortc_offer_answered_by_us() -> None:
             await pc.setLocalDescription(await pc.createOffer())
             offer = pc.localDescription.sdp
             remote, _, _ = MediaConfigFromSdp(offer)
-            mine = _config(port=9)
+            mine = _loopback_config()
             mine.codecList = [c for c in remote.codecList if c.coder == AudioCoder.G711_U]
             mine.codecList[0].number = 0
             mid = SdpAudioMid(offer)
@@ -438,3 +483,133 @@ def test_aiortc_offer_answered_by_us() -> None:
             await pc.close()
 
     assert _aiortc_run(call) == "stable"
+
+
+def test_candidate_components_in_any_order(media_log: tuple[IInstanceLog, _Lines]) -> None:
+    log, lines = media_log
+    sdp = (
+        "v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 4000 RTP/AVP 0\r\n"
+        "a=ice-ufrag:abcd\r\na=ice-pwd:0123456789abcdef012345\r\n"
+        "a=candidate:7 2 udp 100 127.0.0.1 4001 typ host\r\n"  # before its component 1
+        "a=candidate:7 1 udp 101 127.0.0.1 4000 typ host\r\n"
+        "a=candidate:7 1 udp 99 127.0.0.1 4002 typ host\r\n"  # same foundation, other port
+        "a=candidate:8 2 udp 98 127.0.0.1 4009 typ host\r\n"  # no component 1
+        "a=candidate:9 1 udp 97 127.0.0.1 0 typ host\r\n"  # port 0
+        "a=candidate:10 3 udp 96 127.0.0.1 4010 typ host\r\n"  # component 3
+        "a=candidate:11 1 udp 95 127.0.0.1 4011 typ unknown\r\n"
+    )
+    config, _, _ = MediaConfigFromSdp(sdp, log=log)
+    assert config.ice is not None
+    assert config.ice.candidateList == [
+        IceCandidate("127.0.0.1", 4000, 4001, 101, 100, CHANNEL_CANDIDATE_HOST, "7"),
+        IceCandidate("127.0.0.1", 4002, 4002, 99, 0, CHANNEL_CANDIDATE_HOST, "7"),
+    ]
+    text = "\n".join(lines.lines)
+    assert "8 127.0.0.1 component 2 skipped (no component 1)" in text
+    assert "(port 0)" in text and "(component 3)" in text and "(unknown type unknown)" in text
+
+
+@SETTINGS
+@given(st.text(max_size=300))
+def test_from_sdp_on_any_text_raises_only_value_error(text: str) -> None:
+    for sdp in (text, "v=0\r\n" + text, CHROME_OFFER[:200] + text):
+        try:
+            MediaConfigFromSdp(sdp)
+        except ValueError:
+            pass
+
+
+@SETTINGS
+@given(st.data())
+def test_from_sdp_on_damaged_chrome_sdp(data: st.DataObject) -> None:
+    """Chrome's offer with lines dropped, repeated or changed: a config or a ValueError."""
+    lines = CHROME_OFFER.split("\r\n")
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(lines) - 1))
+        action = data.draw(st.sampled_from(["drop", "repeat", "cut", "noise"]))
+        if action == "drop":
+            del lines[i]
+        elif action == "repeat":
+            lines.insert(i, lines[i])
+        elif action == "cut":
+            lines[i] = lines[i][: data.draw(st.integers(0, len(lines[i])))]
+        else:
+            lines[i] += data.draw(st.text(max_size=12))
+        if not lines:
+            break
+    try:
+        config, _, _ = MediaConfigFromSdp("\r\n".join(lines))
+    except ValueError:
+        return
+    assert config.codecList and config.type == MediaType.AUDIO
+
+
+# What Firefox writes (its shape: session-level fingerprint and ice-options, upper-case UDP,
+# candidates before the end-of-candidates of each section).
+FIREFOX_OFFER = """v=0
+o=mozilla...THIS_IS_SDPARTA-99.0 5129388411394870812 0 IN IP4 0.0.0.0
+s=-
+t=0 0
+a=fingerprint:sha-256 0A:1B:2C:3D:4E:5F:60:71:82:93:A4:B5:C6:D7:E8:F9:0A:1B:2C:3D:4E:5F:60:71:82:93:A4:B5:C6:D7:E8:F9
+a=group:BUNDLE 0
+a=ice-options:trickle
+a=msid-semantic:WMS *
+m=audio 40412 UDP/TLS/RTP/SAVPF 109 9 0 8 101
+c=IN IP4 127.0.0.1
+a=candidate:0 1 UDP 2122252543 127.0.0.1 40412 typ host
+a=candidate:1 1 TCP 2105524479 127.0.0.1 9 typ host tcptype active
+a=sendrecv
+a=end-of-candidates
+a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level
+a=extmap:2/recvonly urn:ietf:params:rtp-hdrext:csrc-audio-level
+a=extmap:3 urn:ietf:params:rtp-hdrext:sdes:mid
+a=fmtp:109 maxplaybackrate=48000;stereo=1;useinbandfec=1
+a=fmtp:101 0-15
+a=ice-pwd:2f3b0a5c0e9d6a7e4f1b2c3d4e5f6a7b
+a=ice-ufrag:8a1c2b3d
+a=mid:0
+a=msid:{5a2b1c0d-7e6f-4a3b-9c8d-1e2f3a4b5c6d} {0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0}
+a=rtcp-mux
+a=rtpmap:109 opus/48000/2
+a=rtpmap:9 G722/8000/1
+a=rtpmap:0 PCMU/8000
+a=rtpmap:8 PCMA/8000
+a=rtpmap:101 telephone-event/8000/1
+a=setup:actpass
+a=ssrc:2655508255 cname:{8a0b1c2d-3e4f-5a6b-7c8d-9e0f1a2b3c4d}
+""".replace("\n", "\r\n")
+
+
+def test_firefox_offer() -> None:
+    config, setup, lite = MediaConfigFromSdp(FIREFOX_OFFER)
+    assert (setup, lite, config.defPort) == (SetupRole.SETUP_ROLE_ACTPASS, False, 40412)
+    assert [(c.coder, c.pt, c.rate) for c in config.codecList] == [
+        (AudioCoder.OPUS_WB, 109, 48000),
+        (AudioCoder.G722, 9, 8000),  # G722/8000/1: the channel count written out
+        (AudioCoder.G711_U, 0, 8000),
+        (AudioCoder.G711_A, 8, 8000),
+        (AudioCoder.DTMF, 101, 8000),
+    ]
+    ice = config.ice
+    assert ice is not None and ice.rtcpMux
+    assert ice.fingerprint is not None and ice.fingerprint.startswith("sha-256 0A:1B:")
+    assert (ice.iceUfrag, ice.icePwd) == ("8a1c2b3d", "2f3b0a5c0e9d6a7e4f1b2c3d4e5f6a7b")
+    assert ice.candidateList == [
+        IceCandidate("127.0.0.1", 40412, 40412, 2122252543, 0, CHANNEL_CANDIDATE_HOST, "0")
+    ]
+
+
+def test_chrome_answer_without_candidates_yet() -> None:
+    """Chrome's answer before its candidates trickle in: port 9, c=0.0.0.0, a=setup:active."""
+    sdp = (
+        "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n"
+        "m=audio 9 UDP/TLS/RTP/SAVPF 0 101\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\n"
+        "a=ice-ufrag:Zx9q\r\na=ice-pwd:qwertyuiopasdfghjklzxcvb\r\na=ice-options:trickle\r\n"
+        f"a=fingerprint:{FP256}\r\na=setup:active\r\na=mid:0\r\na=sendrecv\r\na=rtcp-mux\r\n"
+        "a=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n"
+    )
+    config, setup, _ = MediaConfigFromSdp(sdp)
+    assert setup == SetupRole.SETUP_ROLE_ACTIVE
+    assert (config.defAddr, config.defPort) == ("0.0.0.0", 9)
+    assert config.ice is not None and config.ice.candidateList == []
+    assert config.ice.fingerprint == FP256

@@ -1,4 +1,4 @@
-"""ISrtpSession and SrtpKeys: against pylibsrtp used directly in each direction, both
+"""ISrtpSession and SrtpKeys: against pylibsrtp used directly in each direction, the three
 profiles; tampered and replayed packets rejected; the RFC 5764 key split; and (Hypothesis)
 random payloads and sequence numbers, across the 16-bit wrap, round-tripping; and the
 DTLS-SRTP call example, which runs them over the IDtls engine on one UDP port per side."""
@@ -7,20 +7,37 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
+import socket
 import subprocess
 import sys
+from typing import Any
 
 import pylibsrtp
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from kit.certs import connect, delete
+from kit.dtls import dtls_ctx
+from kit.loop import Mux, free_port
+from kit.peers import keying_material, output, ready_peer, wait_for_output
 
-from usocket_asyncio import ISrtpSession, SrtpKeys
+from usocket_asyncio import IInstanceLog, ISocketProvider, ISrtpSession, SrtpKeys
+from usocket_asyncio._context import default_server_cert
+from usocket_asyncio._dtls import DTLSSocket
+from usocket_asyncio._dtls_core import (
+    SRTP_PROFILES,
+    ConnectionFailed,
+    DtlsConfig,
+    DtlsConnection,
+    HandshakeCompleted,
+)
 
 PROFILES = {
     # name: (key, salt, pylibsrtp's constant)
     "SRTP_AES128_CM_SHA1_80": (16, 14, pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80),
     "SRTP_AEAD_AES_128_GCM": (16, 12, pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM),
+    "SRTP_AEAD_AES_256_GCM": (32, 12, pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_256_GCM),
 }
 
 SETTINGS = settings(
@@ -189,6 +206,7 @@ def test_protecting_a_sequence_number_twice_raises(profile: str) -> None:
         (bytes(15), bytes(14), "SRTP_AES128_CM_SHA1_80", ValueError, "16-byte master key"),
         (bytes(16), bytes(12), "SRTP_AES128_CM_SHA1_80", ValueError, "14-byte master salt"),
         (bytes(16), bytes(14), "SRTP_AEAD_AES_128_GCM", ValueError, "12-byte master salt"),
+        (bytes(16), bytes(12), "SRTP_AEAD_AES_256_GCM", ValueError, "32-byte master key"),
         (bytes(30), b"", "SRTP_AES128_CM_SHA1_80", ValueError, "SrtpKeys"),
         ("0" * 16, bytes(14), "SRTP_AES128_CM_SHA1_80", TypeError, "masterKey"),
         (bytes(16), None, "SRTP_AES128_CM_SHA1_80", TypeError, "masterSalt"),
@@ -271,6 +289,7 @@ def test_create_without_pylibsrtp_names_the_extra(monkeypatch: pytest.MonkeyPatc
         # RFC 5764 §4.2: client_write_key | server_write_key | client_salt | server_salt
         ("SRTP_AES128_CM_SHA1_80", range(0, 16), range(16, 32), range(32, 46), range(46, 60)),
         ("SRTP_AEAD_AES_128_GCM", range(0, 16), range(16, 32), range(32, 44), range(44, 56)),
+        ("SRTP_AEAD_AES_256_GCM", range(0, 32), range(32, 64), range(64, 76), range(76, 88)),
     ],
 )
 def test_srtp_keys_layout(
@@ -312,6 +331,7 @@ def test_srtp_keys_sides_agree_and_media_flows(profile: str) -> None:
         (bytes(59), "SRTP_AES128_CM_SHA1_80", ValueError, "60 bytes"),
         (bytes(56), "SRTP_AES128_CM_SHA1_80", ValueError, "not 56"),
         (bytes(60), "SRTP_AEAD_AES_128_GCM", ValueError, "56 bytes"),
+        (bytes(56), "SRTP_AEAD_AES_256_GCM", ValueError, "88 bytes"),
         (bytes(60), "SRTP_NULL_SHA1_80", ValueError, "unknown SRTP profile"),
         ("0" * 60, "SRTP_AES128_CM_SHA1_80", TypeError, "keying material"),
     ],
@@ -375,3 +395,85 @@ def test_srtp_call_example_runs_and_exits_0(flag: list[str]) -> None:
         ) in run.stdout
     assert "every payload arrived intact" in run.stdout
     assert "Traceback" not in run.stderr
+
+
+# -- SRTP_AEAD_AES_256_GCM through the DTLS engine -----------------------------------------------
+
+
+def _engines_agree(server_profiles: bytes) -> tuple[HandshakeCompleted, HandshakeCompleted]:
+    """A client engine with the default offer and a server offering `server_profiles`,
+    joined directly (no loss): both HandshakeCompleted events."""
+    pem = default_server_cert().pem
+    client = DtlsConnection(DtlsConfig(False, pem, use_srtp=True, verify=False))
+    server = DtlsConnection(
+        DtlsConfig(True, pem, use_srtp=True, srtp_profiles=server_profiles),
+        peer=("127.0.0.1", 40000),
+    )
+    done: dict[str, HandshakeCompleted] = {}
+    client.start(0.0)
+    server.start(0.0)
+    for _ in range(50):
+        for src, dst, addr in ((client, server, ("127.0.0.1", 40000)), (server, client, None)):
+            for datagram in src.datagrams_to_send():
+                dst.receive_datagram(datagram, 0.0, addr)
+        for key, conn in (("c", client), ("s", server)):
+            while (ev := conn.next_event()) is not None:
+                assert not isinstance(ev, ConnectionFailed), ev
+                if isinstance(ev, HandshakeCompleted):
+                    done[key] = ev
+        if len(done) == 2:
+            return done["c"], done["s"]
+    raise AssertionError("the handshake did not complete")
+
+
+def test_the_engine_offers_aes_256_gcm_and_media_flows() -> None:
+    """A server that takes only SRTP_AEAD_AES_256_GCM (profile 0x0008) agrees on it with
+    the engine's default offer; the 88 bytes of keying material both sides export split
+    into keys that carry media both ways."""
+    c, s = _engines_agree(b"SRTP_AEAD_AES_256_GCM")
+    assert c.srtp_profile == s.srtp_profile == "SRTP_AEAD_AES_256_GCM"
+    assert c.srtp_keys is not None and c.srtp_keys == s.srtp_keys and len(c.srtp_keys) == 88
+    profile = "SRTP_AEAD_AES_256_GCM"
+    ck, csalt, crk, crsalt = SrtpKeys(c.srtp_keys, profile, False)
+    sk, ssalt, srk, srsalt = SrtpKeys(c.srtp_keys, profile, True)
+    up = ISrtpSession.Create(ck, csalt, profile).Protect(rtp_header(7), b"from the client")
+    down = ISrtpSession.Create(sk, ssalt, profile).Protect(rtp_header(9), b"from the server")
+    assert ISrtpSession.Create(srk, srsalt, profile).Unprotect(up) == rtp_header(7) + (
+        b"from the client"
+    )
+    assert ISrtpSession.Create(crk, crsalt, profile).Unprotect(down) == rtp_header(9) + (
+        b"from the server"
+    )
+
+
+def test_the_engine_still_prefers_aes_128_gcm() -> None:
+    """Offered everything, the engine as server keeps its own first choice."""
+    c, s = _engines_agree(SRTP_PROFILES)
+    assert c.srtp_profile == s.srtp_profile == "SRTP_AEAD_AES_128_GCM"
+
+
+@pytest.mark.interop
+@pytest.mark.timeout(30)
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
+def test_library_client_against_s_server_aes_256_gcm(
+    mux: Mux, log: IInstanceLog, ca: Any, prov: ISocketProvider, files: dict[str, str]
+) -> None:
+    """openssl s_server offering only SRTP_AEAD_AES_256_GCM: the library's DTLS client
+    agrees on it and exports the same 88 bytes of keying material openssl prints."""
+    port = free_port(socket.AF_INET, socket.SOCK_DGRAM)
+    args = ["openssl", "s_server", "-dtls1_2", "-accept", f"127.0.0.1:{port}"]
+    args += ["-cert", files["server"], "-use_srtp", "SRTP_AEAD_AES_256_GCM", "-naccept", "1"]
+    args += ["-keymatexport", "EXTRACTOR-dtls_srtp", "-keymatexportlen", "88"]
+    with ready_peer(args, "ACCEPT") as proc:
+        cctx = dtls_ctx(prov, log, trust=ca.cert_pem.bytes())
+        cli, crec = connect(mux, log, prov, cctx, port, "localhost")
+        mux.run_until(lambda: crec.events != [], 10, "the handshake")
+        assert crec.names() == ["connect"], (crec.events, output(proc))
+        assert isinstance(cli, DTLSSocket)
+        wait_for_output(mux, proc, "Keying material:")
+        assert "SRTP Extension negotiated, profile=SRTP_AEAD_AES_256_GCM" in output(proc)
+        assert cli.GetSrtpProfile() == "SRTP_AEAD_AES_256_GCM"
+        keys = cli.GetSrtpKeys()
+        assert keys is not None and len(keys) == 88
+        assert keys == keying_material(output(proc))
+        delete(cli)

@@ -105,7 +105,7 @@ MAX_PEERS = 1024
 """Peers (in handshake or established) of one listening socket; more are dropped."""
 CIPHERS = b"ECDHE+AESGCM:ECDHE+CHACHA20"
 """The DTLS 1.2 cipher suites: AEAD only, forward secret."""
-SRTP_PROFILES = b"SRTP_AEAD_AES_128_GCM:SRTP_AES128_CM_SHA1_80"
+SRTP_PROFILES = b"SRTP_AEAD_AES_128_GCM:SRTP_AES128_CM_SHA1_80:SRTP_AEAD_AES_256_GCM"
 """The SRTP protection profiles offered with SRTP, most preferred first."""
 SRTP_LABEL = b"EXTRACTOR-dtls_srtp"
 """The RFC 5764 exporter label of the SRTP keying material."""

@@ -192,7 +192,8 @@ def _fingerprint(values: list[str], log: IInstanceLog | None) -> str | None:
 
 
 def _candidates(values: list[str], log: IInstanceLog | None) -> list[IceCandidate]:
-    found: dict[tuple[str, str, int], IceCandidate] = {}
+    result: list[IceCandidate] = []
+    rtcp: list[IceCandidate] = []  # component 2, RTCP port in rtpPort until joined
     for value in values:
         parts = value.split()
         if len(parts) < 8 or parts[6] != "typ":
@@ -222,32 +223,36 @@ def _candidates(values: list[str], log: IInstanceLog | None) -> list[IceCandidat
         extra = dict(zip(parts[8::2], parts[9::2], strict=False))
         raddr = extra.get("raddr")
         rport = _port(extra["rport"], f"a=candidate:{value}: rport") if "rport" in extra else 0
-        key = (foundation, addr, _CANDIDATE_TYPES[kind])
-        cand = found.get(key)
-        if cand is None:
-            cand = IceCandidate(
-                addr=addr,
-                rtpPort=0,
-                rtcpPort=0,
-                rtpPriority=0,
-                rtcpPriority=0,
-                type=_CANDIDATE_TYPES[kind],
-                foundation=foundation,
-                relatedAddr=raddr,
-            )
-            found[key] = cand
-        if component == "1":
-            cand.rtpPort, cand.rtpPriority, cand.relatedRtpPort = rtp_port, int(priority), rport
-        else:
-            cand.rtcpPort, cand.rtcpPriority, cand.relatedRtcpPort = rtp_port, int(priority), rport
-    result = []
-    for cand in found.values():
-        if cand.rtpPort == 0:  # a component 2 alone: no RTP
-            _log(log, "SDP: candidate %s %s skipped (no component 1)", cand.foundation, cand.addr)
+        if rtp_port == 0:
+            _log(log, "SDP: candidate %s skipped (port 0)", value)
             continue
+        cand = IceCandidate(
+            addr, rtp_port, 0, int(priority), 0, _CANDIDATE_TYPES[kind], foundation, raddr
+        )
+        if component == "1":
+            cand.relatedRtpPort = rport
+            result.append(cand)
+        else:
+            cand.relatedRtcpPort = rport
+            rtcp.append(cand)
+    # a component 2 joins the first component 1 of its foundation, type and address that
+    # has none yet (SDP lists them in any order)
+    for c2 in rtcp:
+        for cand in result:
+            if cand.rtcpPort == 0 and (cand.foundation, cand.addr, cand.type) == (
+                c2.foundation,
+                c2.addr,
+                c2.type,
+            ):
+                cand.rtcpPort, cand.rtcpPriority = c2.rtpPort, c2.rtpPriority
+                cand.relatedRtcpPort = c2.relatedRtcpPort
+                break
+        else:
+            _log(log, "SDP: candidate %s %s component 2 skipped (no component 1)", c2.foundation,
+                 c2.addr)  # fmt: skip
+    for cand in result:
         if cand.rtcpPort == 0:  # RTCP on the RTP port (rtcp-mux)
             cand.rtcpPort = cand.rtpPort
-        result.append(cand)
     return result
 
 
@@ -412,9 +417,14 @@ def _check_config(config: MediaConfig) -> None:
     if ice is not None:
         if (ice.iceUfrag is None) != (ice.icePwd is None):
             raise ValueError("IceCandidates has one of iceUfrag and icePwd without the other")
-        for text in (ice.iceUfrag, ice.icePwd):
+        for text, least in ((ice.iceUfrag, 4), (ice.icePwd, 22)):
             if text is not None and not _ICE_CHARS.match(text):
                 raise ValueError(f"the ICE credential {text!r} has characters SDP cannot carry")
+            if text is not None and not least <= len(text) <= 256:
+                raise ValueError(
+                    f"the ICE credential {text!r} is {len(text)} characters; RFC 8839 wants "
+                    f"{least}-256 (ice-ufrag 4, ice-pwd 22 at least)"
+                )
         if ice.fingerprint is not None:
             parts = ice.fingerprint.split()
             if len(parts) != 2 or parts[0].lower() not in _HASHES or not _HEX_PAIRS.match(parts[1]):

@@ -24,6 +24,13 @@ if TYPE_CHECKING:
 _PROFILES: dict[str, tuple[int, int]] = {
     "SRTP_AES128_CM_SHA1_80": (16, 14),
     "SRTP_AEAD_AES_128_GCM": (16, 12),
+    "SRTP_AEAD_AES_256_GCM": (32, 12),
+}
+# profile name -> the name of pylibsrtp's Policy constant
+_LIBSRTP: dict[str, str] = {
+    "SRTP_AES128_CM_SHA1_80": "SRTP_PROFILE_AES128_CM_SHA1_80",
+    "SRTP_AEAD_AES_128_GCM": "SRTP_PROFILE_AEAD_AES_128_GCM",
+    "SRTP_AEAD_AES_256_GCM": "SRTP_PROFILE_AEAD_AES_256_GCM",
 }
 
 # pylibsrtp processes packets in a buffer of 1500 bytes that must also hold the trailer
@@ -73,7 +80,8 @@ def SrtpKeys(keys: _Bytes, profile: str, server: bool) -> tuple[bytes, bytes, by
 
     The layout is RFC 5764 §4.2: client key | server key | client salt | server salt,
     2 * (key + salt) bytes in all: 60 for `SRTP_AES128_CM_SHA1_80`, 56 for
-    `SRTP_AEAD_AES_128_GCM` (what `DtlsSrtpKeys` and `GetSrtpKeys` give).
+    `SRTP_AEAD_AES_128_GCM`, 88 for `SRTP_AEAD_AES_256_GCM` (what `DtlsSrtpKeys` and
+    `GetSrtpKeys` give).
 
     Args:
         keys: the keying material.
@@ -146,10 +154,10 @@ class ISrtpSession:
         """A session for `profile` with the given master key and salt.
 
         Args:
-            masterKey: 16 bytes for both profiles.
-            masterSalt: 14 bytes for `SRTP_AES128_CM_SHA1_80`, 12 for `SRTP_AEAD_AES_128_GCM`.
-            profile: `"SRTP_AES128_CM_SHA1_80"` or `"SRTP_AEAD_AES_128_GCM"`, the names the
-                DTLS engine reports.
+            masterKey: 16 bytes (32 for `SRTP_AEAD_AES_256_GCM`).
+            masterSalt: 14 bytes for `SRTP_AES128_CM_SHA1_80`, 12 for the two AEAD profiles.
+            profile: `"SRTP_AES128_CM_SHA1_80"`, `"SRTP_AEAD_AES_128_GCM"` or
+                `"SRTP_AEAD_AES_256_GCM"`, the names the DTLS engine reports.
 
         Raises:
             ImportError: pylibsrtp is not installed (the `[srtp]` extra).
@@ -175,9 +183,7 @@ class ISrtpSession:
             ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND
             if outbound
             else pylibsrtp.Policy.SSRC_ANY_INBOUND,
-            srtp_profile=pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80
-            if self._profile == "SRTP_AES128_CM_SHA1_80"
-            else pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM,
+            srtp_profile=getattr(pylibsrtp.Policy, _LIBSRTP[self._profile]),
         )
         return pylibsrtp.Session(policy)
 
