@@ -903,8 +903,7 @@ class IMedia:
                 len(ice.candidateList),
                 ", DTLS as " + ("server" if self._dtls_server else "client") if fp else "",
             )
-            if agent.controlling != controlling:
-                agent._set_role(controlling)  # before any pair: no conflict, just the role
+            agent.set_role(controlling)
             agent.set_remote(
                 ice.iceUfrag,
                 ice.icePwd,
