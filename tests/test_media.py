@@ -6,6 +6,7 @@ MediaCloseComplete, caller mistakes raise at once, one thread)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -186,6 +187,26 @@ def test_statistics_both_ways(mux: Mux, mlog: IInstanceLog, fast_stats: None) ->
 # --------------------------------------------------------------------------- the rules
 
 
+def test_recv_into_a_view_truncates(mux: Mux, mlog: IInstanceLog) -> None:
+    """A Recv buffer (here a slice of a view) shorter than the payload gets its first
+    bytes (the truncation is logged); bad buffers and lengths raise at once."""
+    a = make(mux, mlog, "a")
+    b = make(mux, mlog, "b")
+    a[1].auto_recv = False
+    connect(mux, a, b)
+    view = memoryview(bytearray(100))[10:60]
+    a[0].Recv(view, 40)
+    with pytest.raises(ValueError, match="len=51"):
+        a[0].Recv(view, 51)
+    with pytest.raises(ValueError, match="writable"):
+        a[0].Recv(b"read-only")
+    b[0].RtpSend(payload_for(b"b", 0), None, 0)
+    mux.run_until(lambda: len(a[1].payloads) == 1)
+    assert a[1].payloads == [payload_for(b"b", 0)[:40]]
+    assert bytes(view[:40]) == payload_for(b"b", 0)[:40]
+    close(mux, a, b)
+
+
 def test_caller_mistakes_raise_at_once(mux: Mux, mlog: IInstanceLog) -> None:
     user = MediaRecorder("x")
     media = CreateMediaProvider().CreateMedia(mux, user, mlog)
@@ -259,22 +280,37 @@ def test_calls_from_another_thread_raise(mux: Mux, mlog: IInstanceLog) -> None:
     close(mux, a)
 
 
-def test_nothing_after_close_complete(mux: Mux, mlog: IInstanceLog) -> None:
-    """Close in the middle of a call: MediaCloseComplete last, nothing after it; the
-    peer's media then stops at the closed port."""
+def test_close_mid_call(mux: Mux, mlog: IInstanceLog, caplog: pytest.LogCaptureFixture) -> None:
+    """Close in the middle of a call: the peer gets close_notify, the port is closed,
+    every timer is cancelled, MediaCloseComplete is the last callback and nothing follows
+    it while the peer keeps sending to the closed port."""
+    import socket
+
+    caplog.set_level(logging.INFO)
     a = make(mux, mlog, "a")
     b = make(mux, mlog, "b")
     connect(mux, a, b)
+    port = a[0].localPort
     sb = Sender(mux, b[0], 200, lambda i: payload_for(b"b", i), ms=5)
     sb.start()
     mux.run_until(lambda: len(a[1].payloads) > 5)
     a[1].in_call = True
     a[0].Close()
     a[1].in_call = False
+    assert "closed" not in a[1].names()  # not inside Close
     mux.run_until(lambda: a[1].closed)
     n = len(a[1].events)
-    mux.run_for(0.2)
+    mux.run_until(
+        lambda: any("the peer closed DTLS" in r.getMessage() for r in caplog.records),
+        timeout=5,
+        what="B got close_notify",
+    )
+    mux.run_for(0.1)
     assert len(a[1].events) == n and a[1].violations == []
+    timers = [getattr(a[0], f) for f in dir(a[0]) if f.endswith("_timer")]
+    assert len(timers) >= 6 and not any(t.IsRunning() for t in timers)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", port))  # the port is free again
     sb.stop()
     close(mux, b)
 

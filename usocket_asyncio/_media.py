@@ -444,7 +444,7 @@ class IMedia:
         self._sending = False
         self._connect_reported = False
         self._send_kinds: collections.deque[bool] = collections.deque()
-        self._recvs: collections.deque[tuple[Any, int]] = collections.deque()
+        self._recvs: collections.deque[tuple[Any, memoryview, int]] = collections.deque()
         self._held: collections.deque[tuple[bytes, int, int, bool]] = collections.deque(
             maxlen=HOLD_PAYLOADS
         )
@@ -1011,8 +1011,10 @@ class IMedia:
             mt.CHANNEL_MEDIA_ERROR,
             mt.EventMediaError(getattr(mt, code), text, src),
         )
-        if self._dtls is not None and src != "dtls":
-            self._dtls.DtlsAbortConnect() if self._tx is None else None
+        dtls = self._dtls
+        if dtls is not None and self._tx is None and src != "dtls":
+            dtls.DtlsAbortConnect()  # a handshake under way stops (an established one: Close)
+            self._dtls_timer.Cancel()
         self._rtcp_timer.Cancel()
         self._stats_timer.Cancel()
         self._dtmf_timer.Cancel()
@@ -1197,11 +1199,11 @@ class IMedia:
         rtp = self._rtp
         while held and recvs:
             payload, seq, ts, marker = held.popleft()
-            buf, want = recvs.popleft()
+            buf, mv, want = recvs.popleft()
             n = min(want, len(payload))
             if n < len(payload):
                 self._once("trunc", "payload of %d bytes truncated to %d", len(payload), n)
-            buf[:n] = payload[:n]
+            mv[:n] = payload[:n]
             self._emit("MediaRtpRecvResult", buf, n, ts, rtp.seq_diff(seq), marker)
 
     # ------------------------------------------------------------------ the app's calls
@@ -1278,12 +1280,19 @@ class IMedia:
         """
         self._check("Recv")
         mv = as_view(buf, "IMedia.Recv")
+        if mv.format != "B" or not mv.c_contiguous:
+            try:
+                mv = mv.cast("B")
+            except TypeError:
+                raise ValueError(
+                    "IMedia.Recv needs a contiguous buffer (a bytearray, or a memoryview of one)"
+                ) from None
         if mv.readonly:
             raise ValueError("IMedia.Recv needs a writable buffer (bytearray or memoryview)")
         want = mv.nbytes if len is None else len
         if want < 0 or want > mv.nbytes:
             raise ValueError(f"IMedia.Recv: len={len} but the buffer holds {mv.nbytes} bytes")
-        self._recvs.append((buf if isinstance(buf, bytearray) else mv, want))
+        self._recvs.append((buf, mv, want))
         if self._held:
             self._deliver()
 
