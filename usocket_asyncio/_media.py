@@ -59,11 +59,44 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from . import _ice
+from . import _media_types as mt
+from ._address import parse_address
 from ._api import ISocket, ISocketContext, ISocketProvider, USocket
 from ._base import as_view, check_loop_thread
-from ._dns import UDns
+from ._context import _make_self_signed
+from ._dns import IDns, UDns
 from ._idtls import DTLS_OPTION_NO_COOKIE, DTLS_OPTION_USE_SRTP, IDtls, UDtls
 from ._iomux import ITimer, UTimer, call_user
+from ._media_types import (
+    CHANNEL_CANDIDATE_HOST,
+    CHANNEL_CANDIDATE_PRFLX,
+    CHANNEL_CANDIDATE_RELAY,
+    CHANNEL_CANDIDATE_SRFLX,
+    AudioCoder,
+    Codec,
+    EventMediaStatistics,
+    IceCandidate,
+    IceCandidates,
+    MediaConfig,
+    MediaType,
+    SetupRole,
+)
+from ._providers import CreateTLSSocketProvider, CreateUDPSocketProvider
+from ._rtp import (
+    DtmfReceiver,
+    ReceiverReport,
+    RtpReceiveStats,
+    RtpSendStats,
+    Sdes,
+    SenderReport,
+    dtmf_packets,
+    ntp_time,
+    pack_rtcp,
+    parse_rtcp,
+    round_trip,
+)
+from ._srtp import ISrtpSession, SrtpKeys
 from ._types import IPaddr, LogFlags, ShutdownReason, SocketModeError
 
 if TYPE_CHECKING:
@@ -530,7 +563,7 @@ class IMedia:
         turnServers: Sequence[str] | None = None,
         turnUsername: str | None = None,
         turnPassword: str | None = None,
-        media: Any = None,
+        media: MediaType = MediaType.AUDIO,
         stunSlow: bool = False,
         turnOnly: bool = False,
         iceNoHost: bool = False,
@@ -574,7 +607,6 @@ class IMedia:
             ValueError: a port range or address that cannot be.
             SocketModeError: called twice, or after `Close`.
         """
-        from ._media_types import MediaType
 
         self._check("Initialize")
         if turnServers or turnOnly:
@@ -584,7 +616,7 @@ class IMedia:
             )
         if self._state is not _State.IDLE:
             raise SocketModeError("IMedia.Initialize twice: make a new IMedia per stream")
-        if media is not None and media != MediaType.AUDIO:
+        if media != MediaType.AUDIO:
             raise ValueError("this version of IMedia does audio only: media=MediaType.AUDIO")
         if not (0 <= minPort <= 65535 and 0 <= maxPort <= 65535) or (maxPort and minPort > maxPort):
             raise ValueError(f"port range {minPort}..{maxPort}: give 0..65535 with min <= max")
@@ -597,8 +629,6 @@ class IMedia:
         if not addrs:
             raise ValueError("localAddresses is empty: give at least one address")
         if udpSocketProvider is None:
-            from ._providers import CreateUDPSocketProvider
-
             udpSocketProvider = CreateUDPSocketProvider()
         self._udp_provider = udpSocketProvider
         self._local_addrs = addrs
@@ -609,9 +639,6 @@ class IMedia:
             "dropRx": max(0, min(100, int(dropMediaRx))),
         }
         if socketContext is None:
-            from ._context import _make_self_signed
-            from ._providers import CreateTLSSocketProvider
-
             socketContext = CreateTLSSocketProvider(None).CreateSocketContext(self._log)
             socketContext.SetServerCertificate(_make_self_signed().pem)
         self._ctx = socketContext
@@ -690,9 +717,8 @@ class IMedia:
     def _start_ice(self) -> None:
         """The port is open: make the ICE agent, its host candidates, and ask the STUN
         servers for server-reflexive ones; `_gathered` completes Initialize."""
-        from ._ice import IceAgent
 
-        agent = IceAgent(True, rng=self._rng)  # the role is the app's word at Connect
+        agent = _ice.IceAgent(True, rng=self._rng)  # the role is the app's word at Connect
         self._agent = agent
         self._ice_at = None
         if not self._init_args["noHost"]:
@@ -719,7 +745,6 @@ class IMedia:
     def _stun_target(self, server: str) -> tuple[str, int] | None:
         """("ip", port) of a "host:port" STUN server; a name is looked up (`IDns`), and
         its gather starts when the address is known (None is returned then)."""
-        from ._address import parse_address
 
         try:
             addr = parse_address(server)
@@ -731,8 +756,6 @@ class IMedia:
         try:
             ipaddress.ip_address(addr.host)
         except ValueError:
-            from ._dns import IDns
-
             self._init_args["gathering"] += 1
             lookup = _StunLookup(self, addr.host, addr.port)
             IDns.Create(self._iomux).GetHostByName(addr.host, lookup, self._log, all=True)
@@ -766,13 +789,6 @@ class IMedia:
         self._emit("MediaInitializeComplete", self._local_config)
 
     def _make_local_config(self) -> Any:
-        from ._media_types import (
-            AudioCoder,
-            Codec,
-            IceCandidates,
-            MediaConfig,
-            MediaType,
-        )
 
         assert self._ctx is not None
         fp = self._ctx.GetCertificateFingerprint()
@@ -818,7 +834,6 @@ class IMedia:
             self._ice_timer.Start(max(0, math.ceil((at - now) * 1000)))
 
     def _ice_event(self, ev: Any) -> None:
-        from . import _ice
 
         if isinstance(ev, _ice.CandidateGathered):
             self._log.Log(LOG, "media %x: candidate %s", id(self), ev.candidate)
@@ -867,7 +882,6 @@ class IMedia:
             ValueError: a config with no codec to send, or a fingerprint SDP would not
                 write.
         """
-        from ._media_types import AudioCoder, SetupRole
 
         self._check("Connect")
         if self._state is not _State.READY:
@@ -954,7 +968,6 @@ class IMedia:
                 self._counters.foreign += 1
 
     def _srtp_keys(self, keys: bytes, profile: str) -> None:
-        from ._srtp import ISrtpSession, SrtpKeys
 
         self._profile = profile
         lk, ls, rk, rs = SrtpKeys(keys, profile, self._dtls_server)
@@ -994,7 +1007,6 @@ class IMedia:
 
     def _fail(self, text: str, code: str, src: str) -> None:
         """ICE or DTLS failed, or consent was lost: stop the media and say why."""
-        from . import _media_types as mt
 
         st = self._state
         if st is _State.CLOSING or st is _State.CLOSED or st is _State.FAILED:
@@ -1117,7 +1129,6 @@ class IMedia:
             self._once("other", "datagram from %s:%d is no STUN/DTLS/RTP: dropped", host, port)
 
     def _media_in(self, data: bytes, host: str, port: int) -> None:
-        from . import _media_types as mt
 
         c = self._counters
         rtp = self._rtp
@@ -1420,7 +1431,6 @@ class IMedia:
         return int(RTCP_INTERVAL * (0.5 + self._rng.random()) * 1000)
 
     def _statistics(self) -> None:
-        from . import _media_types as mt
 
         if self._rtp is None or self._state is not _State.CONNECTED:
             return
@@ -1489,7 +1499,6 @@ class _Source:
     __slots__ = ("expected_prior", "received_prior", "stats")
 
     def __init__(self, rate: int) -> None:
-        from ._rtp import RtpReceiveStats
 
         self.stats = RtpReceiveStats(rate)
         self.expected_prior = 0
@@ -1521,7 +1530,6 @@ class _RtpState:
     )
 
     def __init__(self, rng: random.Random, pt: int, rate: int) -> None:
-        from ._rtp import DtmfReceiver, RtpSendStats
 
         self.ssrc = rng.getrandbits(32)
         self.seq = rng.getrandbits(16)
@@ -1587,7 +1595,6 @@ class _RtpState:
 
     def rtcp_in(self, pkt: bytes, now: float, unix_now: float) -> bool:
         """Take the peer's compound RTCP packet; False if it does not parse."""
-        from ._rtp import ReceiverReport, SenderReport, ntp_time, parse_rtcp, round_trip
 
         try:
             packets = parse_rtcp(pkt)
@@ -1613,7 +1620,6 @@ class _RtpState:
     def report(self, now: float, unix_now: float) -> bytes:
         """This side's compound report: SR (once it sent) or RR, with a block per
         source, then SDES with the CNAME."""
-        from ._rtp import ReceiverReport, Sdes, pack_rtcp
 
         blocks = [s.stats.report_block(ssrc, now) for ssrc, s in self.sources.items()]
         first: Any = self.send.sender_report(self.ssrc, now, unix_now, blocks)
@@ -1626,7 +1632,6 @@ class _RtpState:
     def statistics(self) -> list[Any]:
         """`EventMediaStatistics` for the peer's view (xmit True, from its last report)
         and this side's (xmit False, since the previous call), each when there is one."""
-        from ._media_types import EventMediaStatistics
 
         rtt = round(self.rtt * 1000) if self.rtt is not None else 0
         out = []
@@ -1672,7 +1677,6 @@ class _RtpState:
 
     def dtmf_queue(self, digit: str, pt: int) -> bool:
         """Queue one digit's packets; True when nothing else was queued (start the pacer)."""
-        from ._rtp import dtmf_packets
 
         idle = not self.dtmf_out
         for p in dtmf_packets(digit, clock_rate=self.rate):
@@ -1715,13 +1719,6 @@ _STUN_REJECTIONS = (
 
 def _to_sdk(c: Any) -> Any:
     """An ICE agent's candidate as the SDK's `IceCandidate` (RTP and RTCP muxed)."""
-    from ._media_types import (
-        CHANNEL_CANDIDATE_HOST,
-        CHANNEL_CANDIDATE_PRFLX,
-        CHANNEL_CANDIDATE_RELAY,
-        CHANNEL_CANDIDATE_SRFLX,
-        IceCandidate,
-    )
 
     kind = {
         "host": CHANNEL_CANDIDATE_HOST,
@@ -1745,10 +1742,9 @@ def _to_sdk(c: Any) -> Any:
 
 def _from_sdk(c: Any) -> Any:
     """The SDK's `IceCandidate` as the ICE agent's (component 1: the RTP port)."""
-    from ._ice import Candidate
 
     kind = ("host", "srflx", "prflx", "relay")[c.type]
-    return Candidate(
+    return _ice.Candidate(
         addr=c.addr,
         port=c.rtpPort,
         type=kind,
