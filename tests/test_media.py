@@ -234,6 +234,19 @@ def test_caller_mistakes_raise_at_once(mux: Mux, mlog: IInstanceLog) -> None:
     assert user.names() == ["init", "closed"]
 
 
+def test_default_local_addresses() -> None:
+    """Without localAddresses the host's interface addresses are used: IP literals,
+    no duplicates, loopback (if any) last."""
+    import ipaddress
+
+    addrs = _media.host_addresses()
+    assert addrs and len(set(addrs)) == len(addrs)
+    ips = [ipaddress.ip_address(a) for a in addrs]
+    loop = [ip.is_loopback for ip in ips]
+    assert loop == sorted(loop)
+    assert not any(ip.version == 6 and ip.is_link_local for ip in ips)
+
+
 def test_port_range(mux: Mux, mlog: IInstanceLog) -> None:
     """minPort..maxPort bound the port; a taken port is skipped."""
     import socket

@@ -32,7 +32,19 @@ soon as the datagram was handled: nothing of the peer's is kept but bounded queu
 (payloads waiting for the app's `Recv`, `HOLD_PAYLOADS`; early DTLS, `EARLY_DTLS`).
 
 Payloads go to the app in arrival order, one per `Recv`; `MediaRtpRecv` comes first
-for each new SSRC. What this side sends goes to the selected remote address only.
+for each new SSRC. What this side sends goes to the selected remote address only; each
+`SendTo` of the socket is noted (RTP or not) so that its `SocketSendResult` becomes
+`MediaRtpSendResult` for the app's packets only.
+
+The life of a stream. `Initialize` binds the port (the next port of the range after an
+address in use), adds the host candidates and asks each STUN server (a name is looked
+up first) for the server-reflexive address; `MediaInitializeComplete` comes once every
+server answered or gave up. `Connect` gives the agent its role and the remote's
+candidates (or, without ICE credentials, fixes the plain peer's address); the first
+`PairSelected` starts DTLS (this side's certificate, the remote's pinned by its
+fingerprint), whose keys make the SRTP sessions; `MediaConnectResult(None)` comes when
+DTLS is done (at once on the selected pair without a fingerprint), and with it the RTCP
+and statistics timers start.
 
 Callbacks. Every callback to the app goes through one queue (`_emit`): during a network
 event (a datagram, a timer) it is run at the end of the event, once the stream's state is
@@ -607,7 +619,6 @@ class IMedia:
             ValueError: a port range or address that cannot be.
             SocketModeError: called twice, or after `Close`.
         """
-
         self._check("Initialize")
         if turnServers or turnOnly:
             raise NotImplementedError(
@@ -646,7 +657,7 @@ class IMedia:
             self._ports = [0]
         else:
             hi = maxPort or minPort
-            span = list(range(minPort, hi + 1))
+            span = list(range(max(1, minPort), hi + 1))
             start = self._rng.randrange(len(span))
             self._ports = span[start:] + span[:start]
         self._set_state(_State.INITIALIZING)
