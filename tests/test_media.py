@@ -207,6 +207,30 @@ def test_recv_into_a_view_truncates(mux: Mux, mlog: IInstanceLog) -> None:
     close(mux, a, b)
 
 
+def test_rtcp_send_and_drop_media(
+    mux: Mux, mlog: IInstanceLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RtcpSend sends the app's RTCP (SRTCP-protected: the peer takes it); dropMediaTx
+    drops RTP as a lossy network would, each RtpSend still reported."""
+    monkeypatch.setattr(_media, "RTCP_INTERVAL", 60.0)  # no report of the stream's own
+    a = make(mux, mlog, "a", dropMediaTx=100)
+    b = make(mux, mlog, "b")
+    connect(mux, a, b)
+    (ma, ua), (mb, ub) = a, b
+    app = bytes([0x80, 204, 0, 2]) + (1234).to_bytes(4, "big") + b"test"  # APP "test"
+    ma.RtcpSend(app)
+    with pytest.raises(ValueError, match="RTCP packet"):
+        ma.RtcpSend(b"\x80\x00" + bytes(10))  # RTP, not RTCP
+    mux.run_until(lambda: mb.counters.rtcp_received == 1, timeout=5, what="the app's RTCP")
+    for i in range(10):
+        ma.RtpSend(payload_for(b"a", i), None, i * 160)
+    mux.run_until(lambda: ua.sent == 10, what="send results")
+    mux.run_for(0.1)
+    assert ub.payloads == [] and mb.counters.rtp_received == 0
+    assert mb.counters.srtcp_failed == 0
+    close(mux, a, b)
+
+
 def test_caller_mistakes_raise_at_once(mux: Mux, mlog: IInstanceLog) -> None:
     user = MediaRecorder("x")
     media = CreateMediaProvider().CreateMedia(mux, user, mlog)

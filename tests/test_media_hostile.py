@@ -25,6 +25,7 @@ from kit.media import (
 from kit.relays import DatagramFaults
 
 from usocket_asyncio import (
+    FAULT_CODE_RTP_SRTCP_AUTH_FAILED,
     FAULT_CODE_RTP_SRTP_AUTH_FAILED,
     IInstanceLog,
     LogFlags,
@@ -151,9 +152,11 @@ def test_srtp_bad_tags_and_replays_from_the_peer_address(
     caplog.set_level(logging.INFO)
     seen: list[bytes] = []
 
+    seen_rtcp: list[bytes] = []
+
     def keep_rtp(index: int, data: bytes) -> str:
-        if 128 <= data[0] <= 191 and not 192 <= data[1] <= 223:
-            seen.append(data)
+        if 128 <= data[0] <= 191:
+            (seen_rtcp if 192 <= data[1] <= 223 else seen).append(data)
         return "pass"
 
     a, b, relay = relayed_call(mux, mlog, down=DatagramFaults(rule=keep_rtp))
@@ -178,6 +181,22 @@ def test_srtp_bad_tags_and_replays_from_the_peer_address(
         assert len(ua.payloads) == PACKETS  # nothing of it delivered
         assert ua.error_codes() == [FAULT_CODE_RTP_SRTP_AUTH_FAILED]
         assert media_lines(caplog, "failed authentication or replay") == 1
+        # SRTCP likewise: a replayed and a forged report, each dropped and counted
+        mux.run_until(lambda: bool(seen_rtcp), timeout=5, what="an SRTCP report of B's")
+        good = ma.counters.rtcp_received
+        for p in seen_rtcp[:5]:
+            to_a.sendto(p, a_addr)
+            forged = bytearray(p)
+            forged[-5] ^= 1  # the tag (before the 4-byte SRTCP index)
+            to_a.sendto(bytes(forged), a_addr)
+        n = min(5, len(seen_rtcp))
+        mux.run_until(lambda: ma.counters.srtcp_failed >= 2 * n, timeout=5, what="SRTCP drops")
+        assert ma.counters.srtcp_failed == 2 * n
+        assert ma.counters.rtcp_received - good <= 2  # only B's own new reports counted
+        assert ua.error_codes() == [
+            FAULT_CODE_RTP_SRTP_AUTH_FAILED,
+            FAULT_CODE_RTP_SRTCP_AUTH_FAILED,
+        ]
         close(mux, a, b)
     finally:
         relay.close()
