@@ -31,8 +31,9 @@ class _Handle:
         self.cancelled = True
 
 
-class SimLoop:
-    """The part of an event loop a timer uses, on a simulated clock.
+class SimLoop(asyncio.AbstractEventLoop):
+    """The part of an event loop a timer uses, on a simulated clock (an AbstractEventLoop,
+    as the library's loop-thread check, compiled, wants one).
 
     `run(until)` runs the due callbacks in order of their deadlines; `lateness()` says how
     late each one runs (the loop busy with other work), and `now` only moves forward.
@@ -51,11 +52,14 @@ class SimLoop:
     def is_running(self) -> bool:
         return False
 
-    def call_at(self, when: float, fn: Callable[[], None]) -> _Handle:
+    def call_at(self, when: float, fn: Callable[[], None]) -> _Handle:  # type: ignore[override]
         handle = _Handle(when, fn)
         self.armed.append(when)
         heapq.heappush(self._heap, (when, next(self._seq), handle))
         return handle
+
+    def call_later(self, delay: float, fn: Callable[[], None]) -> _Handle:  # type: ignore[override]
+        return self.call_at(self.now + delay, fn)
 
     def run(self, until: float) -> None:
         while self._heap and self._heap[0][0] <= until:
@@ -82,8 +86,8 @@ class Ticks(UPeriodicTimer):
 
 
 def _sim(lateness: Callable[[], float] = lambda: 0.0) -> tuple[SimLoop, IIoMux]:
-    loop = SimLoop(lateness)
-    return loop, IIoMux(loop)  # type: ignore[arg-type]
+    loop = SimLoop(lateness)  # type: ignore[abstract]
+    return loop, IIoMux(loop)
 
 
 def test_500_ticks_at_20ms_on_time_do_not_drift() -> None:
@@ -129,13 +133,6 @@ def test_what_a_restarted_one_shot_timer_does() -> None:
             self.count += 1
             timer.Start(20)
 
-    loop_time = loop.time
-
-    # ITimer uses call_later: give the simulated loop one
-    def call_later(delay: float, fn: Callable[[], None]) -> _Handle:
-        return loop.call_at(loop_time() + delay, fn)
-
-    loop.call_later = call_later  # type: ignore[attr-defined]
     again = Again()
     ITimer(mux, again).Start(20)
     loop.run(loop.now + 1000.0)
@@ -243,11 +240,12 @@ def test_real_loop_deadlines_on_the_grid(mux: Mux) -> None:
     user = Ticks()
     user.clock = mux.loop.time
     t = IPeriodicTimer(mux, user)
-    whens: list[float] = []
+    whens: list[float | None] = []
 
     def on(timer: IPeriodicTimer, ticks: int) -> None:
-        assert timer._handle is not None
-        whens.append(timer._handle.when())
+        # uvloop runs a deadline less than 0.5 ms away as call_soon: a Handle with no when()
+        when = getattr(timer._handle, "when", None)  # uvloop's TimerHandle is its own class
+        whens.append(when() if when is not None else None)
 
     user.on = on
     t.Start(5)
@@ -258,12 +256,13 @@ def test_real_loop_deadlines_on_the_grid(mux: Mux) -> None:
     assert sum(user.ticks) == n
     # the deadline armed after the callback that brought the count to k is origin + (k+1)*i
     counts = list(itertools.accumulate(user.ticks))
-    # asyncio keeps the float given to call_at; libuv counts its timers in whole ms, so
-    # uvloop's handle holds the deadline rounded to the ms: off by less than 1 ms, and not
-    # more after 50 ticks than after 1 (nothing accumulates)
-    resolution = 0.0 if mux.kind == "asyncio" else 0.001
+    # asyncio keeps the float given to call_at; libuv counts its timers in whole ms from
+    # its own ms clock, so uvloop's handle holds the deadline rounded twice to the ms: off
+    # by up to about 1 ms, and not more after 50 ticks than after 1 (nothing accumulates)
+    resolution = 0.0 if mux.kind == "asyncio" else 0.0015
     for when, k in zip(whens, counts, strict=True):
-        assert abs(when - (origin + (k + 1) * 0.005)) <= resolution
+        assert when is None or abs(when - (origin + (k + 1) * 0.005)) <= resolution
+    assert any(w is not None for w in whens)
     # no callback before its deadline (beyond the loop's clock resolution)
     for k, at in zip(counts, user.times, strict=True):
         assert at >= origin + k * 0.005 - 0.002

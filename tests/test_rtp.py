@@ -551,7 +551,7 @@ def test_dtmf_receiver_ignores_other_events_and_garbage() -> None:
     assert not rx.active
 
 
-@SETTINGS
+@settings(SETTINGS, max_examples=100)
 @given(st.data())
 def test_dtmf_any_loss_gives_one_start_and_one_end_per_digit(data: st.DataObject) -> None:
     """Send "0123456789*#ABCD" through any loss and reordering within a digit's packets,

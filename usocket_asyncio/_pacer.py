@@ -117,7 +117,10 @@ class IPeriodicTimer:
     def _fire(self) -> None:
         now = self._iomux.loop.time()
         origin, interval = self._origin, self._interval
-        k = self._k + 1  # the deadline armed (asyncio may run it up to a clock tick early)
+        # the deadline armed: it counts even if the loop ran it a little early (asyncio by
+        # up to its clock resolution; uvloop, whose timers are whole ms, runs a deadline
+        # less than 0.5 ms away at once)
+        k = self._k + 1
         late = math.floor((now - origin) / interval)
         if late > k:
             k = late

@@ -313,9 +313,7 @@ def MediaConfigFromSdp(
         TypeError: `sdp` is not a str.
     """
     session, sections = _split(sdp)
-    audio = next(
-        (s for s in sections if s.media is not None and s.media.startswith("audio ")), None
-    )
+    audio = _first_audio(sections)
     if audio is None or audio.media is None:
         raise ValueError("the SDP has no audio section (m=audio ...)")
     fields = audio.media.split()
@@ -384,9 +382,7 @@ def SdpAudioMid(sdp: str) -> str | None:
         ValueError: not SDP, or no audio section.
     """
     _, sections = _split(sdp)
-    audio = next(
-        (s for s in sections if s.media is not None and s.media.startswith("audio ")), None
-    )
+    audio = _first_audio(sections)
     if audio is None:
         raise ValueError("the SDP has no audio section (m=audio ...)")
     return audio.get("mid")
