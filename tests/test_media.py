@@ -68,7 +68,8 @@ def test_imedia_calls_imedia_with_full_ice(
     a = make(mux, mlog, "a")
     b = make(mux, mlog, "b")
     connect(mux, a, b, a_controls, b_controls)
-    mux.run_until(lambda: len(a[1].payloads) == 0 and len(b[1].payloads) == 0)
+    # a conflict was resolved by the tie-breakers: exactly one side controls now
+    assert a[0]._agent.controlling != b[0]._agent.controlling
     exchange(mux, a, b)
     mux.run_until(lambda: len(a[1].payloads) == PACKETS and len(b[1].payloads) == PACKETS)
     check_intact(a[1], b"b")
