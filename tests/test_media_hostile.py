@@ -242,3 +242,41 @@ def test_slow_reader_bounded(mux: Mux, mlog: IInstanceLog) -> None:
     assert a[1].payloads == [payload_for(b"b", 30)]  # the oldest kept
     assert a[1].diffs == [1]
     close(mux, a, b)
+
+
+def test_noise_from_the_peer_address(mux: Mux, mlog: IInstanceLog) -> None:
+    """Random datagrams of every first-byte class from the selected remote's own address
+    (the relay's): nothing raises, nothing is delivered, the call carries on."""
+    import random
+
+    a, b, relay = relayed_call(mux, mlog)
+    try:
+        (ma, ua) = a
+        rnd = random.Random(7)
+        to_a = relay._front
+        a_addr = ("127.0.0.1", ma.localPort)
+        for i in range(600):
+            first = rnd.choice(
+                [rnd.randrange(0, 4), rnd.randrange(20, 64), rnd.randrange(128, 192)]
+            )
+            size = rnd.randrange(1, 300)
+            data = bytes([first]) + rnd.randbytes(size)
+            if first < 4 and i % 2:  # a STUN header that parses further
+                data = (
+                    bytes([first, 1])
+                    + len(data[20:]).to_bytes(2, "big")
+                    + b"\x21\x12\xa4\x42"
+                    + data[8:]
+                )
+            to_a.sendto(data, a_addr)
+            if i % 32 == 31:
+                mux.run_ready()
+        mux.run_ready()
+        assert ua.payloads == [] and ua.dtmf == []
+        exchange(mux, a, b)
+        mux.run_until(lambda: len(ua.payloads) == PACKETS, timeout=5)
+        assert ua.payloads == [payload_for(b"b", i) for i in range(PACKETS)]
+        assert ua.connect_error is None and ua.violations == []
+        close(mux, a, b)
+    finally:
+        relay.close()
