@@ -25,7 +25,7 @@ from kit.media import (
     payload_for,
     relayed_call,
 )
-from kit.relays import DatagramFaults
+from kit.relays import DatagramFaults, drop_first, dtls_content_type
 
 from usocket_asyncio import (
     FAULT_CODE_RTP_ICE_FAILED,
@@ -141,6 +141,24 @@ def test_loss_and_reordering_through_a_relay(
         mux.run_until(lambda: any(not s.xmit for s in b[1].stats), timeout=5, what="B's stats")
         first = next(s for s in b[1].stats if not s.xmit)
         assert first.loss == (len(drops) << 8) // PACKETS  # 3 of 40 in the one interval
+        close(mux, a, b)
+    finally:
+        relay.close()
+
+
+@pytest.mark.parametrize("way", ["up", "down"])
+def test_lost_dtls_flight_is_resent(mux: Mux, mlog: IInstanceLog, way: str) -> None:
+    """The relay drops the first DTLS handshake datagram one way: the stream's DTLS
+    timer resends it and the call connects."""
+    rule = drop_first(1, lambda d: dtls_content_type(d) == 22)
+    faults = DatagramFaults(rule=rule)
+    a, b, relay = relayed_call(
+        mux, mlog, up=faults if way == "up" else None, down=faults if way == "down" else None
+    )
+    try:
+        assert relay.ways[way].dropped, "no DTLS handshake datagram was dropped"
+        exchange(mux, a, b, 5)
+        mux.run_until(lambda: len(b[1].payloads) == 5 and len(a[1].payloads) == 5)
         close(mux, a, b)
     finally:
         relay.close()
