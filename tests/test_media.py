@@ -267,6 +267,10 @@ def test_caller_mistakes_raise_at_once(mux: Mux, mlog: IInstanceLog) -> None:
     with pytest.raises(SocketModeError, match="twice"):
         media.Initialize(None, None, None, 0, 0, localAddresses=["127.0.0.1"])
     mux.run_until(lambda: user.initialized)
+    with pytest.raises(ValueError, match="no IP address literal"):
+        bad = plain_config(9)
+        bad.defAddr = "peer.example"
+        media.Connect(bad, False, SETUP_ROLE_NONE)
     with pytest.raises(ValueError, match="DTMF digit"):
         media.Connect(plain_config(9), False, SETUP_ROLE_NONE)
         media.RtpDtmf("x", 101)

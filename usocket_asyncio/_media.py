@@ -800,7 +800,6 @@ class IMedia:
         self._emit("MediaInitializeComplete", self._local_config)
 
     def _make_local_config(self) -> Any:
-
         assert self._ctx is not None
         fp = self._ctx.GetCertificateFingerprint()
         cands = [_to_sdk(c) for c in self._agent.local_candidates]
@@ -845,7 +844,6 @@ class IMedia:
             self._ice_timer.Start(max(0, math.ceil((at - now) * 1000)))
 
     def _ice_event(self, ev: Any) -> None:
-
         if isinstance(ev, _ice.CandidateGathered):
             self._log.Log(LOG, "media %x: candidate %s", id(self), ev.candidate)
             self._init_args["gathering"] -= 1
@@ -893,7 +891,6 @@ class IMedia:
             ValueError: a config with no codec to send, or a fingerprint SDP would not
                 write.
         """
-
         self._check("Connect")
         if self._state is not _State.READY:
             raise SocketModeError(
@@ -906,6 +903,17 @@ class IMedia:
             raise ValueError("the remote config has no codec to send with (codecList)")
         ice = cfg.ice
         fp = _fingerprint(ice.fingerprint if ice is not None else None)
+        use_ice = ice is not None and bool(ice.iceUfrag) and bool(ice.icePwd)
+        plain: tuple[str, int] | None = None
+        if not use_ice:
+            try:
+                plain = (str(ipaddress.ip_address(cfg.defAddr)), int(cfg.defPort))
+            except ValueError:
+                raise ValueError(
+                    f"the plain RTP peer's defAddr {cfg.defAddr!r} is no IP address literal"
+                ) from None
+            if not 0 < plain[1] < 65536:
+                raise ValueError(f"the plain RTP peer's defPort {cfg.defPort} is not 1..65535")
         self._remote_config = cfg
         self._dtmf_pt_rx = {c.pt for c in cfg.codecList if c.coder == AudioCoder.DTMF}
         if self._local_config is not None:
@@ -918,7 +926,8 @@ class IMedia:
             self._dtls_server = SetupRole(remoteDtlsRole) == SetupRole.SETUP_ROLE_ACTIVE
         self._set_state(_State.CONNECTING)
         agent = self._agent
-        if ice is not None and ice.iceUfrag and ice.icePwd:
+        if use_ice:
+            assert ice is not None
             controlling = not iceRemoteRole
             self._log.Log(
                 LOG,
@@ -932,7 +941,7 @@ class IMedia:
             agent.set_remote(
                 ice.iceUfrag,
                 ice.icePwd,
-                [_from_sdk(c) for c in ice.candidateList if c.type != 3],
+                [_from_sdk(c) for c in ice.candidateList],
                 now=self._loop.time(),
             )
             self._pump_ice()
@@ -944,7 +953,8 @@ class IMedia:
                 agent.close()
                 self._agent = None
                 self._ice_timer.Cancel()
-            self._select((str(ipaddress.ip_address(cfg.defAddr)), int(cfg.defPort)))
+            assert plain is not None
+            self._select(plain)
 
     def _select(self, remote: tuple[str, int]) -> None:
         """The pair to send on is chosen (or changed)."""
@@ -979,7 +989,6 @@ class IMedia:
                 self._counters.foreign += 1
 
     def _srtp_keys(self, keys: bytes, profile: str) -> None:
-
         self._profile = profile
         lk, ls, rk, rs = SrtpKeys(keys, profile, self._dtls_server)
         self._tx = ISrtpSession.Create(lk, ls, profile)
@@ -1140,7 +1149,6 @@ class IMedia:
             self._once("other", "datagram from %s:%d is no STUN/DTLS/RTP: dropped", host, port)
 
     def _media_in(self, data: bytes, host: str, port: int) -> None:
-
         c = self._counters
         rtp = self._rtp
         st = self._state
@@ -1442,7 +1450,6 @@ class IMedia:
         return int(RTCP_INTERVAL * (0.5 + self._rng.random()) * 1000)
 
     def _statistics(self) -> None:
-
         if self._rtp is None or self._state is not _State.CONNECTED:
             return
         for stats in self._rtp.statistics():
@@ -1510,7 +1517,6 @@ class _Source:
     __slots__ = ("expected_prior", "received_prior", "stats")
 
     def __init__(self, rate: int) -> None:
-
         self.stats = RtpReceiveStats(rate)
         self.expected_prior = 0
         self.received_prior = 0
@@ -1541,7 +1547,6 @@ class _RtpState:
     )
 
     def __init__(self, rng: random.Random, pt: int, rate: int) -> None:
-
         self.ssrc = rng.getrandbits(32)
         self.seq = rng.getrandbits(16)
         self.pt = pt
