@@ -28,7 +28,10 @@ from kit.media import (
 from kit.relays import DatagramFaults, drop_first, dtls_content_type
 
 from usocket_asyncio import (
+    FAULT_CODE_RTP_DTLS_SRTP_FAILED,
     FAULT_CODE_RTP_ICE_FAILED,
+    SETUP_ROLE_ACTIVE,
+    SETUP_ROLE_ACTPASS,
     SETUP_ROLE_NONE,
     AudioCoder,
     Codec,
@@ -247,6 +250,60 @@ def test_rtcp_send_and_drop_media(
     mux.run_for(0.1)
     assert ub.payloads == [] and mb.counters.rtp_received == 0
     assert mb.counters.srtcp_failed == 0
+    close(mux, a, b)
+
+
+def test_ice_failure_is_the_connect_result(
+    mux: Mux, mlog: IInstanceLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The only remote candidate never answers: every check fails, and Connect ends with
+    MediaConnectResult(media, "ICE failed: ...") and FAULT_CODE_RTP_ICE_FAILED."""
+    import copy
+    import socket
+
+    from usocket_asyncio import _ice
+
+    monkeypatch.setattr(_ice, "CHECK_RTO_MIN", 0.05)
+    monkeypatch.setattr(_ice, "CHECK_RTO_MAX", 0.05)
+    monkeypatch.setattr(_ice, "CHECK_SENDS", 2)
+    monkeypatch.setattr(_ice, "FAIL_GRACE", 0.3)  # no late candidate is coming
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    try:
+        a = make(mux, mlog, "a")
+        b = make(mux, mlog, "b")
+        cfg = copy.deepcopy(b[1].config)
+        cfg.ice.candidateList[0].rtpPort = silent.getsockname()[1]
+        a[0].Connect(cfg, False, SETUP_ROLE_ACTIVE)
+        mux.run_until(lambda: a[1].connect_error is not False, timeout=5, what="ICE failed")
+        assert isinstance(a[1].connect_error, str) and "ICE failed" in a[1].connect_error
+        assert a[1].error_codes() == [FAULT_CODE_RTP_ICE_FAILED]
+        a[0].RtpSend(b"x", None, 0)  # ignored after the failure (logged once)
+        mux.run_ready()
+        assert a[1].sent == 0
+        close(mux, a, b)
+    finally:
+        silent.close()
+
+
+def test_a_fingerprint_other_than_sha256_fails_the_connect(mux: Mux, mlog: IInstanceLog) -> None:
+    """The DTLS engine pins SHA-256 digests: a peer's sha-384 fingerprint is read, and
+    Connect then fails with FAULT_CODE_RTP_DTLS_SRTP_FAILED saying so."""
+    import copy
+
+    a = make(mux, mlog, "a")
+    b = make(mux, mlog, "b")
+    cfg = copy.deepcopy(b[1].config)
+    cfg.ice.fingerprint = "sha-384 " + ":".join(["AB"] * 48)
+    b[0].Connect(a[1].config, True, SETUP_ROLE_ACTPASS)
+    a[0].Connect(cfg, False, SETUP_ROLE_ACTIVE)
+    mux.run_until(lambda: a[1].connect_error is not False, timeout=5, what="connect result")
+    assert isinstance(a[1].connect_error, str) and "sha-256" in a[1].connect_error
+    assert a[1].error_codes() == [FAULT_CODE_RTP_DTLS_SRTP_FAILED]
+    with pytest.raises(ValueError, match="fingerprint"):
+        bad = copy.deepcopy(cfg)
+        bad.ice.fingerprint = "sha-256 12:34"  # too short for its hash
+        make(mux, mlog, "c")[0].Connect(bad, False, SETUP_ROLE_ACTIVE)
     close(mux, a, b)
 
 
