@@ -307,6 +307,30 @@ def test_a_fingerprint_other_than_sha256_fails_the_connect(mux: Mux, mlog: IInst
     close(mux, a, b)
 
 
+@pytest.mark.parametrize("wrong_side", ["client", "server"])
+def test_a_certificate_that_is_not_the_fingerprints_fails(
+    mux: Mux, mlog: IInstanceLog, wrong_side: str
+) -> None:
+    """The remote's certificate is pinned by its fingerprint: a side given a wrong one
+    ends its connect with FAULT_CODE_RTP_DTLS_SRTP_FAILED, and no media flows."""
+    import copy
+
+    a = make(mux, mlog, "a")  # the DTLS server (B answers active)
+    b = make(mux, mlog, "b")
+    wrong = "sha-256 " + ":".join(["5A"] * 32)
+    cfg_for_a = copy.deepcopy(b[1].config)
+    cfg_for_b = copy.deepcopy(a[1].config)
+    (cfg_for_b if wrong_side == "client" else cfg_for_a).ice.fingerprint = wrong
+    b[0].Connect(cfg_for_b, True, SETUP_ROLE_ACTPASS)
+    a[0].Connect(cfg_for_a, False, SETUP_ROLE_ACTIVE)
+    checker = b if wrong_side == "client" else a
+    mux.run_until(lambda: checker[1].connect_error is not False, timeout=10, what="failure")
+    assert isinstance(checker[1].connect_error, str) and "DTLS" in checker[1].connect_error
+    assert checker[1].error_codes() == [FAULT_CODE_RTP_DTLS_SRTP_FAILED]
+    assert checker[0].GetSrtpProfile() is None
+    close(mux, a, b)
+
+
 def test_caller_mistakes_raise_at_once(mux: Mux, mlog: IInstanceLog) -> None:
     user = MediaRecorder("x")
     media = CreateMediaProvider().CreateMedia(mux, user, mlog)

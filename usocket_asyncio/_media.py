@@ -1243,7 +1243,7 @@ class IMedia:
         selected pair: this stream's SSRC and next sequence number, the payload type of
         the remote's first codec, `timestamp`. Leads to `MediaRtpSendResult` once the
         kernel has it. Ignored (and logged once) when the media stopped (consent lost,
-        the peer closed).
+        the peer closed) or never started (the connect failed).
 
         Raises:
             SocketModeError: before `MediaConnectResult(media, None)`, or after `Close`.
