@@ -33,6 +33,7 @@ from usocket_asyncio import (
     SETUP_ROLE_ACTIVE,
     SETUP_ROLE_ACTPASS,
     SETUP_ROLE_NONE,
+    SETUP_ROLE_PASSIVE,
     AudioCoder,
     Codec,
     CreateMediaProvider,
@@ -81,6 +82,20 @@ def test_imedia_calls_imedia_with_full_ice(
         c = m.counters
         assert c.srtp_failed == c.foreign == c.stun_rejected == c.held_dropped == 0
         assert c.rtp_received == PACKETS and c.rtp_sent == PACKETS
+    close(mux, a, b)
+
+
+def test_remote_passive_makes_this_side_the_dtls_client(mux: Mux, mlog: IInstanceLog) -> None:
+    """remoteDtlsRole PASSIVE: this side is the client; the other side, told ACTIVE, is
+    the server; media flows."""
+    a = make(mux, mlog, "a")
+    b = make(mux, mlog, "b")
+    b[0].Connect(a[1].config, True, SETUP_ROLE_ACTIVE)  # A will be active: B serves
+    a[0].Connect(b[1].config, False, SETUP_ROLE_PASSIVE)  # B is passive: A is the client
+    mux.run_until(lambda: a[1].connected and b[1].connected, timeout=10, what="connected")
+    assert (a[0]._dtls_server, b[0]._dtls_server) == (False, True)
+    exchange(mux, a, b, 5)
+    mux.run_until(lambda: len(a[1].payloads) == 5 and len(b[1].payloads) == 5)
     close(mux, a, b)
 
 
