@@ -37,6 +37,8 @@ from usocket_asyncio import (
     AudioCoder,
     Codec,
     CreateMediaProvider,
+    IceCandidate,
+    IceCandidates,
     IInstanceLog,
     LogFlags,
     MediaConfig,
@@ -180,6 +182,78 @@ def test_lost_dtls_flight_is_resent(mux: Mux, mlog: IInstanceLog, way: str) -> N
         close(mux, a, b)
     finally:
         relay.close()
+
+
+class LitePeer:
+    """An ice-lite peer in a few lines: it answers Binding requests for its ufrag (with
+    integrity under its password), sends no checks, and echoes RTP back."""
+
+    UFRAG = "lite"
+    PWD = "litepasswordlitepassword"
+
+    def __init__(self, mux: Mux) -> None:
+        import socket
+
+        self.loop = mux.loop
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.port = self.sock.getsockname()[1]
+        self.answered = 0
+        self.echoed = 0
+        self.loop.add_reader(self.sock.fileno(), self._readable)
+
+    def _readable(self) -> None:
+        from usocket_asyncio._stun import BINDING, REQUEST, SUCCESS, StunMessage, encode, parse
+
+        try:
+            data, src = self.sock.recvfrom(2048)
+        except BlockingIOError:
+            return
+        if data[0] < 4:
+            msg = parse(data)
+            if msg.cls == REQUEST and (msg.username or "").startswith(self.UFRAG + ":"):
+                answer = StunMessage(BINDING, SUCCESS, msg.transaction_id, xor_mapped_address=src)
+                self.sock.sendto(encode(answer, self.PWD.encode()), src)
+                self.answered += 1
+        elif 128 <= data[0] <= 191 and not 192 <= data[1] <= 223:
+            self.sock.sendto(data, src)
+            self.echoed += 1
+
+    def config(self) -> MediaConfig:
+        cfg = plain_config(self.port)
+        cfg.ice = IceCandidates(
+            None,
+            self.UFRAG,
+            self.PWD,
+            True,
+            [IceCandidate("127.0.0.1", self.port, self.port, 2130706431, 0, 0, "1")],
+        )
+        return cfg
+
+    def close(self) -> None:
+        self.loop.remove_reader(self.sock.fileno())
+        self.sock.close()
+
+
+def test_ice_lite_peer_without_dtls(mux: Mux, mlog: IInstanceLog) -> None:
+    """An ice-lite remote sends no checks: this side controls (iceRemoteRole False),
+    checks, nominates, and plain RTP (no fingerprint) flows on the selected pair."""
+    lite = LitePeer(mux)
+    try:
+        a = make(mux, mlog, "a")
+        a[0].Connect(lite.config(), False, SETUP_ROLE_NONE)
+        mux.run_until(lambda: a[1].connect_error is not False, timeout=10, what="connected")
+        assert a[1].connect_error is None and lite.answered >= 2  # a check and the nomination
+        assert a[0].GetSrtpProfile() is None
+        for i in range(5):
+            a[0].RtpSend(payload_for(b"lite", i), None, i * 160)
+        mux.run_until(lambda: len(a[1].payloads) == 5, timeout=5, what="the echo")
+        assert a[1].payloads == [payload_for(b"lite", i) for i in range(5)]
+        assert a[1].ssrcs[0][1] == lite.port
+        close(mux, a)
+    finally:
+        lite.close()
 
 
 def plain_config(port: int) -> MediaConfig:
