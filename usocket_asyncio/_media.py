@@ -410,6 +410,8 @@ class IMedia:
         "_connect_reported",
         "_counters",
         "_ctx",
+        "_drop_rx",
+        "_drop_tx",
         "_dtls",
         "_dtls_server",
         "_dtls_timer",
@@ -419,18 +421,19 @@ class IMedia:
         "_early_dtls",
         "_flush_handle",
         "_flushing",
+        "_gathering",
         "_glue",
         "_held",
         "_ice_at",
         "_ice_timer",
         "_in_event",
-        "_init_args",
         "_iomux",
         "_local_addrs",
         "_local_config",
         "_log",
         "_logged",
         "_loop",
+        "_no_host",
         "_out",
         "_port",
         "_ports",
@@ -447,6 +450,7 @@ class IMedia:
         "_sock",
         "_state",
         "_stats_timer",
+        "_stun_servers",
         "_tx",
         "_udp_provider",
         "_user",
@@ -473,7 +477,11 @@ class IMedia:
         self._ports: list[int] = []
         self._port = 0
         self._local_addrs: list[str] = []
-        self._init_args: dict[str, Any] = {}
+        self._stun_servers: list[str] = []
+        self._no_host = False
+        self._drop_tx = 0  # percent of RTP dropped on the way out (the SDK's test aid)
+        self._drop_rx = 0  # ... and on the way in
+        self._gathering = 0  # STUN servers (and lookups) not done yet
         self._ctx: ISocketContext | None = None
         self._local_config: Any = None
         self._remote_config: Any = None
@@ -643,12 +651,10 @@ class IMedia:
             udpSocketProvider = CreateUDPSocketProvider()
         self._udp_provider = udpSocketProvider
         self._local_addrs = addrs
-        self._init_args = {
-            "stun": list(stunServers or []),
-            "noHost": bool(iceNoHost),
-            "dropTx": max(0, min(100, int(dropMediaTx))),
-            "dropRx": max(0, min(100, int(dropMediaRx))),
-        }
+        self._stun_servers = list(stunServers or [])
+        self._no_host = bool(iceNoHost)
+        self._drop_tx = max(0, min(100, int(dropMediaTx)))
+        self._drop_rx = max(0, min(100, int(dropMediaRx)))
         if socketContext is None:
             socketContext = CreateTLSSocketProvider(None).CreateSocketContext(self._log)
             socketContext.SetServerCertificate(_make_self_signed().pem)
@@ -732,17 +738,17 @@ class IMedia:
         agent = _ice.IceAgent(True, rng=self._rng)  # the role is the app's word at Connect
         self._agent = agent
         self._ice_at = None
-        if not self._init_args["noHost"]:
+        if not self._no_host:
             for a in self._local_addrs:
                 agent.add_host_candidate(a, self._port)
-        self._init_args["gathering"] = 0
+        self._gathering = 0
         base = (self._base_address(), self._port)
         now = self._loop.time()
-        for server in self._init_args["stun"]:
+        for server in self._stun_servers:
             target = self._stun_target(server)  # None: skipped, or looked up first
             if target is None:
                 continue
-            self._init_args["gathering"] += 1
+            self._gathering += 1
             agent.gather_srflx(target, base, now)
         self._pump_ice()
         self._gathered()
@@ -767,7 +773,7 @@ class IMedia:
         try:
             ipaddress.ip_address(addr.host)
         except ValueError:
-            self._init_args["gathering"] += 1
+            self._gathering += 1
             lookup = _StunLookup(self, addr.host, addr.port)
             IDns.Create(self._iomux).GetHostByName(addr.host, lookup, self._log, all=True)
             return None
@@ -781,7 +787,7 @@ class IMedia:
         try:
             if ip is None:
                 self._log.Log(LOG, "media %x: STUN server %s: no address", id(self), name)
-                self._init_args["gathering"] -= 1
+                self._gathering -= 1
                 self._gathered()
                 return
             self._agent.gather_srflx(
@@ -793,7 +799,7 @@ class IMedia:
 
     def _gathered(self) -> None:
         """Initialize is complete once every STUN server answered or gave up."""
-        if self._state is not _State.INITIALIZING or self._init_args.get("gathering", 0) > 0:
+        if self._state is not _State.INITIALIZING or self._gathering > 0:
             return
         self._local_config = self._make_local_config()
         self._set_state(_State.READY)
@@ -846,11 +852,11 @@ class IMedia:
     def _ice_event(self, ev: Any) -> None:
         if isinstance(ev, _ice.CandidateGathered):
             self._log.Log(LOG, "media %x: candidate %s", id(self), ev.candidate)
-            self._init_args["gathering"] -= 1
+            self._gathering -= 1
             self._gathered()
         elif isinstance(ev, _ice.GatherFailed):
             self._log.Log(LOG, "media %x: STUN server %s: %s", id(self), ev.server, ev.reason)
-            self._init_args["gathering"] -= 1
+            self._gathering -= 1
             self._gathered()
         elif isinstance(ev, _ice.PairSelected):
             self._select(_addr_of(ev.remote))
@@ -1196,7 +1202,7 @@ class IMedia:
                     ),
                 )
             return
-        drop = self._init_args.get("dropRx", 0)
+        drop = self._drop_rx
         if drop and self._rng.random() * 100 < drop:
             return
         parsed = _parse_rtp(pkt)
@@ -1266,7 +1272,7 @@ class IMedia:
         tx = self._tx
         pkt = tx.Protect(header, payload) if tx is not None else header + payload
         self._counters.rtp_sent += 1
-        drop = self._init_args.get("dropTx", 0)
+        drop = self._drop_tx
         if drop and self._rng.random() * 100 < drop:
             self._emit("MediaRtpSendResult")
             return
