@@ -149,7 +149,7 @@ class _State(enum.Enum):
 _MOVES: dict[_State, frozenset[_State]] = {
     _State.IDLE: frozenset({_State.INITIALIZING, _State.CLOSING}),
     _State.INITIALIZING: frozenset({_State.READY, _State.FAILED, _State.CLOSING}),
-    _State.READY: frozenset({_State.CONNECTING, _State.CLOSING}),
+    _State.READY: frozenset({_State.CONNECTING, _State.FAILED, _State.CLOSING}),
     _State.CONNECTING: frozenset({_State.CONNECTED, _State.FAILED, _State.CLOSING}),
     _State.CONNECTED: frozenset({_State.FAILED, _State.CLOSING}),
     _State.FAILED: frozenset({_State.CLOSING}),
@@ -900,8 +900,8 @@ class IMedia:
         self._check("Connect")
         if self._state is not _State.READY:
             raise SocketModeError(
-                "IMedia.Connect before MediaInitializeComplete gave a config, or twice: "
-                "connect once, after MediaInitializeComplete"
+                f"IMedia.Connect on a stream that is {self._state.value}: connect once, "
+                "after MediaInitializeComplete gave a config"
             )
         cfg = remoteMediaConfig
         send = [c for c in cfg.codecList if c.coder not in (AudioCoder.DTMF, AudioCoder.CN)]
@@ -1042,7 +1042,10 @@ class IMedia:
         if st is _State.CONNECTING:
             self._set_state(_State.FAILED)
             self._emit("MediaConnectResult", text)
-        elif st is _State.CONNECTED:
+        elif st is _State.INITIALIZING:
+            self._set_state(_State.FAILED)
+            self._emit("MediaInitializeComplete", None)
+        else:
             self._set_state(_State.FAILED)
         self._emit(
             "MediaEventReceived",
