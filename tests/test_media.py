@@ -283,6 +283,20 @@ def test_plain_rtp_peer(mux: Mux, mlog: IInstanceLog) -> None:
     close(mux, a, b)
 
 
+def test_payload_type_is_the_remotes_first_audio_codec(mux: Mux, mlog: IInstanceLog) -> None:
+    a = make(mux, mlog, "a")
+    b = make(mux, mlog, "b")
+    for_a = plain_config(b[0].localPort)
+    for_a.codecList = [Codec(AudioCoder.DTMF, 0, 101, 8000), Codec(AudioCoder.G711_A, 1, 8, 8000)]
+    a[0].Connect(for_a, False, SETUP_ROLE_NONE)
+    b[0].Connect(plain_config(a[0].localPort), False, SETUP_ROLE_NONE)
+    mux.run_until(lambda: a[1].connected and b[1].connected)
+    a[0].RtpSend(b"x" * 160, None, 0)
+    mux.run_until(lambda: bool(b[1].ssrcs))
+    assert b[1].ssrcs[0][3] == 8  # PCMA: telephone-event is not an audio codec to send with
+    close(mux, a, b)
+
+
 def test_statistics_both_ways(mux: Mux, mlog: IInstanceLog, fast_stats: None) -> None:
     a = make(mux, mlog, "a")
     b = make(mux, mlog, "b")
