@@ -1250,9 +1250,10 @@ class IMedia:
     def RtpSend(self, buf: Any, len: int | None, timestamp: int) -> None:
         """Send one payload as one RTP packet (SRTP once DTLS gave the keys) to the
         selected pair: this stream's SSRC and next sequence number, the payload type of
-        the remote's first codec (telephone-event and CN skipped), `timestamp`. Leads to `MediaRtpSendResult` once the
-        kernel has it. Ignored (and logged once) when the media stopped (consent lost,
-        the peer closed) or never started (the connect failed).
+        the remote's first codec (telephone-event and CN skipped), `timestamp`. Leads
+        to `MediaRtpSendResult` once the kernel has it. Ignored (and logged once) when
+        the media stopped (consent lost, the peer closed) or never started (the connect
+        failed).
 
         Raises:
             SocketModeError: before `MediaConnectResult(media, None)`, or after `Close`.
