@@ -165,6 +165,7 @@ class IDtls:
             fingerprint=fingerprint,
             log=self._log,
             tag="idtls",
+            log_id=id(self),
         )
         self._conn = conn
         self._log.Log(
@@ -228,10 +229,16 @@ class IDtls:
     def DtlsRecv(self, buf: Any, len: int | None, remoteAddr: Any, remotePort: int) -> bool:
         """Offer one datagram the app's socket received. Returns True when it is DTLS
         (first byte 20..63, RFC 7983) and the engine took it; False for anything else
-        (STUN 0..3, RTP/RTCP 128..191, ...), which stays the app's."""
+        (STUN 0..3, RTP/RTCP 128..191, ...), which stays the app's.
+
+        Raises:
+            ValueError: `len` is larger than the buffer.
+        """
         mv = as_view(buf, "DtlsRecv")
         n = mv.nbytes if len is None else len
-        if n <= 0 or n > mv.nbytes or not 20 <= mv[0] <= 63:
+        if n > mv.nbytes:
+            raise ValueError(f"DtlsRecv: len={n} but the buffer holds {mv.nbytes} bytes")
+        if n <= 0 or not 20 <= mv[0] <= 63:
             return False
         conn = self._conn
         if conn is None or conn.ended:
@@ -330,12 +337,9 @@ class IDtls:
                 self._closed = True
                 self._stop_timer()
                 user.DtlsConnectionClosed(ctx, 0)
-            elif isinstance(ev, ConnectionFailed):
+            elif isinstance(ev, ConnectionFailed):  # the engine logged it, under our id
                 self._closed = True
                 self._stop_timer()
-                self._log.Log(
-                    LogFlags.LOG_DTLS, "idtls %x: %s: %s", id(self), ev.reason.name, ev.detail
-                )
                 user.DtlsConnectionClosed(ctx, int(ev.reason))
         if self._closed:
             self._stop_timer()
