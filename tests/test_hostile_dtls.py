@@ -8,7 +8,11 @@
   connects afterwards;
 - records with a forged or damaged MAC, and a replayed record, after the handshake:
   dropped (DTLS ignores bad records), the connection carries on, later records arrive;
-- records after close_notify, in the same datagram and later: not delivered.
+- records after close_notify, in the same datagram and later: not delivered;
+- a flood of ClientHellos padded to 65507 bytes and of junk datagrams at a listener:
+  a genuine client still completes its handshake within 1 s;
+- one stray epoch-0 record at an IDtls client and at an IDtls server without cookies
+  (the app gives `DtlsRecv` every datagram of its port): the handshake completes.
 
 The hostile peer is a hand-driven pyOpenSSL DTLS client on memory BIOs (`RawDTLS`), so
 the test can damage, replay and reorder its records at will.
@@ -25,12 +29,13 @@ from functools import partial
 import pytest
 from kit.certs import Server, connect, delete, ended_once
 from kit.conformance import call
-from kit.dtls import RawClient, dtls_ctx, peers_of, wait_connected
+from kit.dtls import SRTP, Endpoint, RawClient, dtls_ctx, peers_of, wait_connected
 from kit.loop import Mux, R, Recorder
 from kit.relays import DatagramRelay
 from OpenSSL import SSL
 
 from usocket_asyncio import (
+    DTLS_OPTION_NO_COOKIE,
     IInstanceLog,
     ISocket,
     ISocketProvider,
@@ -363,4 +368,136 @@ def test_records_after_close_notify_are_not_delivered(
     ended_once(prec, R.SOCKET_SHUTDOWN_BY_PEER)
     assert peers_of(srv.listener) == {}
     raw.close()
+    srv.close()
+
+
+# --------------------------------------------------------------------------- engine floods
+
+FLOOD_OVERSIZED = 120
+"""ClientHellos padded to 65507 bytes in the flood (before the fix, three made every
+later client fail after 30 s, and each kept about 49 KB in OpenSSL's read BIO)."""
+FLOOD_JUNK = 1500
+"""Junk datagrams in the flood: random bytes, records with a wrong version or a length
+past the datagram, epoch-0 handshake fragments far ahead, early ChangeCipherSpecs."""
+
+
+def padded(hello: bytes, how: int) -> bytes:
+    """`hello` made 65507 bytes long: padded with zeros, with copies of itself, or with
+    its record length claiming the whole datagram."""
+    size = 65507
+    if how == 0:
+        return hello + bytes(size - len(hello))
+    if how == 1:
+        return (hello * (size // len(hello) + 1))[:size]
+    d = bytearray(hello + bytes(size - len(hello)))
+    d[11:13] = (size - 13).to_bytes(2, "big")
+    return bytes(d)
+
+
+def _record(ctype: int, seq: int, body: bytes) -> bytes:
+    return (
+        bytes([ctype, 0xFE, 0xFD, 0, 0])
+        + seq.to_bytes(6, "big")
+        + len(body).to_bytes(2, "big")
+        + body
+    )
+
+
+def _fragment(mseq: int, body: bytes) -> bytes:
+    n = len(body).to_bytes(3, "big")
+    return bytes([11]) + n + mseq.to_bytes(2, "big") + bytes(3) + n + body
+
+
+STRAY = _record(22, 9, _fragment(20, b"\x01\x02\x03\x04"))
+"""A well-formed epoch-0 fragment of handshake message 20 (OpenSSL drops it)."""
+
+
+def junk(rng: random.Random, i: int) -> bytes:
+    kind = i % 5
+    if kind == 0:
+        return bytes([rng.randint(20, 63)]) + rng.randbytes(rng.randint(0, 200))
+    if kind == 1:
+        return bytes([22, 0x03, 0x03]) + rng.randbytes(40)
+    if kind == 2:
+        return _record(22, 9, _fragment(5, rng.randbytes(40)))[:30]
+    if kind == 3:
+        return _record(22, 9, _fragment(1000 + i, rng.randbytes(8)))
+    return _record(20, 9, b"\x01")
+
+
+def test_listener_under_a_flood_still_completes_a_genuine_handshake(
+    mux: Mux, log: IInstanceLog, prov: ISocketProvider
+) -> None:
+    """ClientHellos padded to 65507 bytes and junk datagrams from eight sources at a
+    listener, before and during a genuine client's handshake: the client connects within
+    1 s of its Connect (the bound is the wait), the listener holds only that peer, and
+    its app heard of no other."""
+    rng = random.Random(79)
+    srv = Server(mux, log, prov, dtls_ctx(prov, log))
+    hello_src = RawClient(srv.port)
+    hello = hello_src.client_hello()
+    hello_src.close()
+    flood = [padded(hello, i % 3) for i in range(FLOOD_OVERSIZED)]
+    flood += [junk(rng, i) for i in range(FLOOD_JUNK)]
+    rng.shuffle(flood)
+    senders = [big_sender() for _ in range(8)]
+    dst = ("127.0.0.1", srv.port)
+    at = [0]
+
+    def burst(n: int) -> None:
+        for d in flood[at[0] : at[0] + n]:
+            senders[at[0] % len(senders)].sendto(d, dst)
+            at[0] += 1
+
+    try:
+        half = len(flood) // 2
+        while at[0] < half:  # the first half before the client starts, in bursts
+            burst(16)
+            mux.run_for(0.002)
+        assert srv.lrec.names() == ["bind"]
+        cli, crec = connect(mux, log, prov, dtls_ctx(prov, log, verify=False), srv.port, None)
+
+        def keep_flooding() -> None:
+            burst(16)
+            if at[0] < len(flood) and crec.shutdown is None:
+                mux.loop.call_later(0.002, keep_flooding)
+
+        keep_flooding()
+        wait_connected(mux, srv, crec, timeout=1.0)
+    finally:
+        for s in senders:
+            s.close()
+    assert list(peers_of(srv.listener).values()) == [srv.socks[0]]
+    assert srv.lrec.names() == ["bind", "listen"]
+    print(f"\n[dtls flood] {mux.kind}: {at[0]} datagrams, the genuine client connected")
+    delete(cli)
+    srv.close()
+
+
+@pytest.mark.parametrize("target", ["client", "no-cookie server"])
+def test_a_stray_record_does_not_stall_an_idtls_handshake(
+    mux: Mux, log: IInstanceLog, target: str
+) -> None:
+    """A stranger sends one stray epoch-0 handshake record to the port of an IDtls
+    client, or of an IDtls server without cookies, in its handshake (the app gives
+    `DtlsRecv` every datagram of its port): the handshake completes within 2 s.
+    Before, the engine held the peer's ChangeCipherSpec for a message that never came,
+    until the 30 s deadline."""
+    srv = Endpoint(mux, log, True, options=SRTP | DTLS_OPTION_NO_COOKIE)
+    mux.run_until(lambda: srv.port != 0)
+    cli = Endpoint(mux, log, False, peer_port=srv.port)
+    mux.run_until(lambda: cli.port != 0)
+    srv.peer = ("127.0.0.1", cli.port)
+    # the target's handshake starts first (a client's ClientHello finds no server yet
+    # and is resent after 100 ms), the stray reaches it, then the other side starts
+    first, second = (cli, srv) if target == "client" else (srv, cli)
+    first.connect()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
+        stranger.sendto(STRAY, ("127.0.0.1", first.port))
+        mux.run_for(0.05)
+    second.connect()
+    mux.run_until(lambda: cli.connected and srv.connected, 2.0, "the handshake")
+    assert cli.keys == srv.keys and cli.keys is not None
+    assert cli.closed is None and srv.closed is None
+    cli.close()
     srv.close()
