@@ -20,6 +20,7 @@ the test can damage, replay and reorder its records at will.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import random
 import socket
@@ -443,6 +444,7 @@ def test_listener_under_a_flood_still_completes_a_genuine_handshake(
     senders = [big_sender() for _ in range(8)]
     dst = ("127.0.0.1", srv.port)
     at = [0]
+    handle: list[asyncio.TimerHandle | None] = [None]
 
     def burst(n: int) -> None:
         for d in flood[at[0] : at[0] + n]:
@@ -459,12 +461,14 @@ def test_listener_under_a_flood_still_completes_a_genuine_handshake(
 
         def keep_flooding() -> None:
             burst(16)
-            if at[0] < len(flood) and crec.shutdown is None:
-                mux.loop.call_later(0.002, keep_flooding)
+            if at[0] < len(flood):
+                handle[0] = mux.loop.call_later(0.002, keep_flooding)
 
         keep_flooding()
         wait_connected(mux, srv, crec, timeout=1.0)
     finally:
+        if handle[0] is not None:
+            handle[0].cancel()
         for s in senders:
             s.close()
     assert list(peers_of(srv.listener).values()) == [srv.socks[0]]
