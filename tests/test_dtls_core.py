@@ -27,6 +27,7 @@ from usocket_asyncio._dtls_core import (
     DtlsConnection,
     DtlsEvent,
     HandshakeCompleted,
+    held_part,
     is_client_hello,
     is_dtls,
     split_records,
@@ -960,3 +961,46 @@ def test_dtls_recv_len_larger_than_the_buffer_raises() -> None:
         d.DtlsRecv(ch[:100], 500, "127.0.0.1", 5000)
     assert d.DtlsRecv(ch, len(ch), "127.0.0.1", 5000)
     assert not d.DtlsRecv(b"\x80" + ch[1:], None, "127.0.0.1", 5000)  # RTP: the app's
+
+
+@pytest.mark.parametrize(
+    "setup", ["client certificate", "no client certificate", "server asks for none"]
+)
+def test_every_flight_reversed_costs_no_resend(setup: str) -> None:
+    """At a 300-byte MTU each flight takes several datagrams; every flight is delivered
+    last datagram first, both ways, so each ChangeCipherSpec comes before the messages
+    it follows. The engines hold it until OpenSSL's state says it is next: the handshake
+    completes with no timer and no datagram sent twice."""
+    ccfg = client_config()
+    scfg = server_config()
+    if setup == "no client certificate":
+        ccfg = DtlsConfig(False, None, use_srtp=True, verify=False)
+    elif setup == "server asks for none":
+        scfg = server_config(mutual=False)
+    c = DtlsConnection(ccfg, mtu=300)
+    s = DtlsConnection(scfg, cookie=False, peer=CLIENT_ADDR, mtu=300)
+    c.start(0.0)
+    s.start(0.0)
+    sent: list[bytes] = []
+    for _ in range(20):
+        for src, dst in ((c, s), (s, c)):
+            out = src.datagrams_to_send()
+            sent += out
+            for d in reversed(out):
+                dst.receive_datagram(d, 0.0, CLIENT_ADDR)
+        if s.established and c.established:
+            break
+    assert s.established and c.established
+    assert len(set(sent)) == len(sent)  # nothing resent
+    assert any(d[0] == 20 or d.find(b"\x14\xfe\xfd\x00\x00") > 0 for d in sent)
+
+
+def test_held_part_is_the_change_cipher_spec_and_its_finished() -> None:
+    """What an early ChangeCipherSpec holds is bounded: itself and the Finished after
+    it (epoch 1, at most 256 bytes); what follows is dropped."""
+    ccs = record(20, 7, b"\x01")
+    fin = record(22, 0, bytes(48), epoch=1)
+    app = record(23, 1, bytes(MAX_RECORD_LENGTH), epoch=1)
+    assert held_part(ccs + fin + app + app) == ccs + fin
+    assert held_part(ccs + app) == ccs
+    assert held_part(ccs + record(22, 0, bytes(300), epoch=1)) == ccs

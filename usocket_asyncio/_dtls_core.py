@@ -54,13 +54,13 @@ datagrams cannot make the engine an amplifier. The handshake as a whole has a de
 Reordering. OpenSSL buffers handshake messages that come early, but drops a
 ChangeCipherSpec that comes before the messages it follows; only a re-encoded resend
 would bring it back. The engine therefore holds a ChangeCipherSpec that comes while
-OpenSSL's own state says it is not the next thing to read (with the rest of its
-datagram: one tail at most, a newer one replaces it), and gives it to OpenSSL once that
-state is reached: a flight that arrives out of order costs no resend. The engine asks
-OpenSSL (`get_state_string`) rather than keeping its own account of the peer's
-messages, so its view of the handshake is never more than OpenSSL's: a stray record
-OpenSSL drops changes nothing, and the work per datagram does not grow with what came
-before.
+OpenSSL's own state says it is not the next thing to read (with the Finished that
+follows it in its datagram, `held_part`: one at most, a newer one replaces it), and
+gives it to OpenSSL once that state is reached: a flight that arrives out of order costs
+no resend. The engine asks OpenSSL (`get_state_string`) rather than keeping its own
+account of the peer's messages, so its view of the handshake is never more than
+OpenSSL's: a stray record OpenSSL drops changes nothing, and the work per datagram does
+not grow with what came before.
 
 Server side. With `cookie=True` a server answers a ClientHello without a valid cookie
 statelessly with a HelloVerifyRequest (`DTLSv1_listen`); the cookie is HMAC-SHA256
@@ -166,6 +166,9 @@ at most 2^14 + 13 bytes (an epoch-0 record holds at most 2^14 bytes of plaintext
 _PACKET_MAX = _HEADER + MAX_RECORD_LENGTH
 """The most bytes written into OpenSSL's read BIO at once: OpenSSL reads them in one go."""
 _SCRATCH = 4096
+_HELD_NEXT_MAX = 256
+"""The largest record held after an early ChangeCipherSpec (its Finished is about 61
+bytes)."""
 # OpenSSL states after which the peer's ChangeCipherSpec is the next thing it reads
 # (SSL_state_string_long; DTLS 1.2): our Finished was written (a full handshake's
 # last flight of the client, a resumed one's of the server), or a server read the
@@ -311,6 +314,21 @@ def first_ccs(data: bytes) -> int:
             return off
         off += _HEADER + ((data[off + 11] << 8) | data[off + 12])
     return -1
+
+
+def held_part(tail: bytes) -> bytes:
+    """What of a datagram's tail that starts with an early ChangeCipherSpec is held: the
+    ChangeCipherSpec and the record after it when that is the Finished (epoch 1,
+    handshake, at most `_HELD_NEXT_MAX` bytes). What follows (application data, or
+    anything else) is dropped: the held part of a connection is at most
+    14 + `_HELD_NEXT_MAX` bytes."""
+    ccs_end = _HEADER + ((tail[11] << 8) | tail[12])
+    nxt = tail[ccs_end : ccs_end + _HEADER]
+    if len(nxt) == _HEADER and nxt[0] == 22 and nxt[3:5] == b"\0\1":
+        end = ccs_end + _HEADER + ((nxt[11] << 8) | nxt[12])
+        if end - ccs_end <= _HELD_NEXT_MAX:
+            return tail[:end]
+    return tail[:ccs_end]
 
 
 def _message_seqs(data: bytes) -> Iterator[tuple[int, int, int]]:
@@ -890,7 +908,7 @@ class DtlsConnection:
                     else:
                         if self._held_tail is None:
                             self._logf("ChangeCipherSpec before the rest of the flight: held")
-                        self._held_tail = data[ccs:]
+                        self._held_tail = held_part(data[ccs:])
             self._feed_held()
             return
         self._feed(data)
