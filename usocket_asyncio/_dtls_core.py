@@ -143,7 +143,12 @@ COOKIE_WINDOW = 60.0
 RTO_INITIAL = 0.1
 """Seconds before a flight is first resent, by default (`rto_initial`): short, as media
 stacks use (a browser resends after about 50 ms); RFC 6347 §4.2.4.1 suggests 1 s for
-paths whose round trip is unknown. The wait doubles at each resend up to `RTO_MAX`."""
+paths whose round trip is unknown. The wait doubles at each resend up to `RTO_MAX`.
+Measured (`python -m benchmarks.dtls --lossy`, simulated, 300 seeds): at 10% loss the
+90th percentile handshake takes 0.21 s (1 s: 2.01 s); with 100 ms of round trip and no
+loss it sends no more datagrams than 1 s does (0.05 s would send 15 instead of 6).
+Through the loopback relay at 20% loss each way: median 0.10 s, p90 0.81 s (1 s:
+2.0 s, 12 s)."""
 RTO_MAX = 60.0
 """The longest wait between two resends of a flight (RFC 6347 §4.2.4.1)."""
 MAX_RECORD_LENGTH = 2**14 + 2048
