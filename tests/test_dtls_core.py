@@ -589,6 +589,13 @@ STRAYS = {
     "message_seq-20": record(22, 9, fragment(20, b"\x01\x02\x03\x04")),
     # a record whose length runs past the end of its datagram
     "runs-past": record(22, 9, fragment(5, b"\x01" * 40))[:30],
+    # a record number far ahead (OpenSSL's replay window would move past the peer's)
+    "record-number-far-ahead": record(22, 2**48 - 2, fragment(20, b"\x01\x02\x03\x04")),
+    # the peer's next record numbers, each on a fragment OpenSSL drops (it would mark
+    # them as seen, and drop the peer's records with those numbers as replays)
+    "marks-the-next-numbers": b"".join(
+        record(22, i, fragment(30 + i, b"\x01\x02\x03\x04")) for i in range(64)
+    ),
 }
 
 
@@ -646,11 +653,12 @@ def test_oversized_datagrams_at_a_server_engine(cookie: bool) -> None:
 @pytest.mark.parametrize("stray", sorted(STRAYS))
 @pytest.mark.parametrize("target", ["client", "no-cookie server"])
 def test_a_stray_record_does_not_stall_the_handshake(stray: str, target: str) -> None:
-    """One stray epoch-0 handshake record (a fragment of message 20, or a record whose
-    length runs past its datagram) at a client or a server without cookies: OpenSSL
-    drops it, and the handshake completes without a resend. Before, the engine noted
-    it and held the peer's ChangeCipherSpec for a gap that never filled: the handshake
-    failed at its deadline."""
+    """One stray datagram of epoch-0 handshake records (a fragment of message 20, a
+    record whose length runs past its datagram, a record number far ahead, the peer's
+    next 64 record numbers) at a client or a server without cookies: the handshake
+    completes without a resend. Before, the engine noted the stray message and held the
+    peer's ChangeCipherSpec for a gap that never filled, and OpenSSL's replay window
+    took the stray record numbers: the handshake failed at its deadline."""
     c, s = pair(cookie=False)
     w = Wire(c, s)
     c.start(0.0)
@@ -723,7 +731,7 @@ def test_junk_never_reaches_openssl() -> None:
 
 def test_the_bookkeeping_is_bounded_whatever_arrives() -> None:
     """A server in handshake gets 20,000 epoch-0 handshake records OpenSSL drops (each
-    a new message number), then an early ChangeCipherSpec, then
+    a new record number and message number), then an early ChangeCipherSpec, then
     20,000 more: traced memory stays flat, at most one record goes to OpenSSL per
     datagram, and the genuine handshake then completes without a resend. Before, each
     datagram left an entry in three sets and one list (5.8 MB per 100,000), and each one
@@ -737,10 +745,9 @@ def test_the_bookkeeping_is_bounded_whatever_arrives() -> None:
     c.start(0.0)
     s.start(0.0)
     ch = c.datagrams_to_send()
-    # one record number for all (a record number far ahead would move OpenSSL's own
-    # replay window past the genuine ones: see SECURITY.md), a new message number each
-    primers = [record(22, 5, fragment(1000 + i % 60000, b"\0" * 8)) for i in range(40_000)]
-    early_ccs = record(20, 6, b"\x01") + record(22, 0, bytes(40), epoch=1)
+    # a new record number and message number each
+    primers = [record(22, 100 + i, fragment(1000 + i % 60000, b"\0" * 8)) for i in range(40_000)]
+    early_ccs = record(20, 99_000, b"\x01") + record(22, 0, bytes(40), epoch=1)
     gc.collect()
     tracemalloc.start()
     try:

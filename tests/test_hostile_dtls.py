@@ -409,8 +409,12 @@ def _fragment(mseq: int, body: bytes) -> bytes:
     return bytes([11]) + n + mseq.to_bytes(2, "big") + bytes(3) + n + body
 
 
-STRAY = _record(22, 9, _fragment(20, b"\x01\x02\x03\x04"))
-"""A well-formed epoch-0 fragment of handshake message 20 (OpenSSL drops it)."""
+STRAYS = {
+    # a well-formed epoch-0 fragment of handshake message 20 (OpenSSL drops it)
+    "message_seq-20": _record(22, 9, _fragment(20, b"\x01\x02\x03\x04")),
+    # the same, with a record number far ahead
+    "record-number-far-ahead": _record(22, 2**48 - 2, _fragment(20, b"\x01\x02\x03\x04")),
+}
 
 
 def junk(rng: random.Random, i: int) -> bytes:
@@ -478,12 +482,14 @@ def test_listener_under_a_flood_still_completes_a_genuine_handshake(
     srv.close()
 
 
+@pytest.mark.parametrize("stray", sorted(STRAYS))
 @pytest.mark.parametrize("target", ["client", "no-cookie server"])
 def test_a_stray_record_does_not_stall_an_idtls_handshake(
-    mux: Mux, log: IInstanceLog, target: str
+    mux: Mux, log: IInstanceLog, target: str, stray: str
 ) -> None:
-    """A stranger sends one stray epoch-0 handshake record to the port of an IDtls
-    client, or of an IDtls server without cookies, in its handshake (the app gives
+    """A stranger sends one stray epoch-0 handshake record (a message far ahead; also
+    with a record number far ahead) to the port of an IDtls client, or of an IDtls
+    server without cookies, in its handshake (the app gives
     `DtlsRecv` every datagram of its port): the handshake completes within 2 s.
     Before, the engine held the peer's ChangeCipherSpec for a message that never came,
     until the 30 s deadline."""
@@ -497,7 +503,7 @@ def test_a_stray_record_does_not_stall_an_idtls_handshake(
     first, second = (cli, srv) if target == "client" else (srv, cli)
     first.connect()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
-        stranger.sendto(STRAY, ("127.0.0.1", first.port))
+        stranger.sendto(STRAYS[stray], ("127.0.0.1", first.port))
         mux.run_for(0.05)
     second.connect()
     mux.run_until(lambda: cli.connected and srv.connected, 2.0, "the handshake")

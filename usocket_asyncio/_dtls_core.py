@@ -24,7 +24,9 @@ Who owns each datagram.
   BIO in packets OpenSSL reads whole (`_PACKET_MAX`; for `DTLSv1_listen` only the first
   record, a ClientHello of at most 2^14 bytes), and OpenSSL runs on each before the call
   returns; whatever OpenSSL left unread is then discarded (`_discard_unread`), so no
-  byte of one datagram is ever read in front of the next. Nothing is kept but a bounded
+  byte of one datagram is ever read in front of the next. Epoch-0 records (no MAC) are
+  numbered by the engine as they are fed (`_renumber`): a stranger's record number
+  cannot move OpenSSL's replay window. Nothing is kept but a bounded
   set of digests of handshake datagrams (to notice a peer's retransmission, below) and
   at most one held datagram tail (reordering, below).
 - Outgoing: what OpenSSL wrote is split into records (13-byte headers) and packed into
@@ -661,6 +663,7 @@ class DtlsConnection:
         "_rto_initial",
         "_rtx_at",
         "_rx_since_flight",
+        "_seq0",
         "_tag",
         "_timeout",
         "_verify_error",
@@ -742,6 +745,7 @@ class DtlsConnection:
         self._rto = self._rto_initial
         self._flight: list[bytes] = []
         self._flight_mseq = -1  # the highest handshake message_seq of the kept flight
+        self._seq0 = 0  # the record number the next epoch-0 record fed to OpenSSL gets
         # digests of the peer's handshake datagrams since our last flight, and of those
         # that led to it (a repeat of one means the peer did not get our flight)
         self._rx_since_flight: deque[bytes] = deque(maxlen=_SEEN_MAX)
@@ -944,7 +948,7 @@ class DtlsConnection:
                 if end > at and rec_end - at > _PACKET_MAX:
                     break
                 end = rec_end
-            conn.bio_write(data[at:end] if at or end < n else data)
+            conn.bio_write(self._renumber(data[at:end] if at or end < n else data))
             at = end
             if self.state == HANDSHAKE:
                 self._step()
@@ -952,6 +956,27 @@ class DtlsConnection:
                 self._read_records()
             if self._conn is conn and _discard_unread(conn):
                 self._logf("OpenSSL left bytes of a datagram unread: discarded")
+
+    def _renumber(self, data: bytes) -> bytes:
+        """`data` (well-formed records) with each epoch-0 record numbered by the engine,
+        in the order they are fed. Epoch-0 records carry no MAC: OpenSSL's replay
+        window would move to any record number a stranger sends (one record far ahead
+        and the peer's real ones count as old), and mark the numbers of records whose
+        content it then drops. Numbered here, a stranger's record takes only the next
+        number; a repeat of the peer's handshake message is dropped by its message
+        number instead, as a resend with a new record number would be. (Records of
+        later epochs are authenticated and go as they came.)"""
+        off = 0
+        n = len(data)
+        out: bytearray | None = None
+        while off + _HEADER <= n:
+            if data[off + 3] == 0 and data[off + 4] == 0:
+                if out is None:
+                    out = bytearray(data)
+                out[off + 5 : off + 11] = self._seq0.to_bytes(6, "big")
+                self._seq0 += 1
+            off += _HEADER + ((data[off + 11] << 8) | data[off + 12])
+        return data if out is None else bytes(out)
 
     # ------------------------------------------------------------------ reordering
 
@@ -1061,6 +1086,8 @@ class DtlsConnection:
             self._conn = self._make_ssl(None)  # its state is unknown: start afresh
             return False
         _discard_unread(conn)
+        # OpenSSL reads on from the ClientHello's record number (`_renumber`)
+        self._seq0 = int.from_bytes(data[5:11], "big") + 1
         whole = data[: valid_prefix(data)]  # as `receive_datagram` sees a repeat of it
         self._rx_since_flight.append(hashlib.blake2b(whole, digest_size=16).digest())
         return True
