@@ -633,7 +633,7 @@ def test_oversized_datagrams_at_a_server_engine(cookie: bool) -> None:
     completes without a resend."""
     c, s = pair(cookie=cookie)
     junk = list(padded_hellos().values())
-    junk.append(record(23, 1, bytes(MAX_RECORD_LENGTH)) * 4)
+    junk.append(record(23, 1, bytes(MAX_RECORD_LENGTH), epoch=1) * 4)
     for d in junk if cookie else junk[-1:]:
         s.receive_datagram(d, 0.0, CLIENT_ADDR)
     s.datagrams_to_send()  # a HelloVerifyRequest to the stranger, at most
@@ -714,7 +714,10 @@ def test_junk_never_reaches_openssl() -> None:
     c, s = pair(cookie=False)
     spy = CountingSSL(s._conn)
     s._conn = spy  # type: ignore[assignment]
-    junk = junk_datagrams(rng, 2000)
+    junk = [b"", *junk_datagrams(rng, 2000)]
+    junk.append(record(23, 1, b"application data in epoch 0"))
+    junk.append(record(22, 1, b"epoch 2", epoch=2))
+    junk.append(record(20, 1, b"\x01", epoch=1))
     for d in junk:
         s.receive_datagram(d, 0.0, CLIENT_ADDR)
     assert spy.writes == 0
@@ -1011,3 +1014,25 @@ def test_held_part_is_the_change_cipher_spec_and_its_finished() -> None:
     assert held_part(ccs + fin + app + app) == ccs + fin
     assert held_part(ccs + app) == ccs
     assert held_part(ccs + record(22, 0, bytes(300), epoch=1)) == ccs
+
+
+def test_junk_is_logged_once_per_thousand(caplog: pytest.LogCaptureFixture) -> None:
+    """2,500 junk datagrams at an engine that logs LOG_DTLS: three lines, each with the
+    count so far (a flood does not become a flood of log lines)."""
+    import logging
+
+    from usocket_asyncio import IInstanceLog, LogFlags
+
+    s = DtlsConnection(
+        server_config(), cookie=False, peer=CLIENT_ADDR, log=IInstanceLog(LogFlags.LOG_DTLS)
+    )
+    s.start(0.0)
+    with caplog.at_level(logging.INFO, logger="usocket_asyncio"):
+        for d in junk_datagrams(random.Random(3), 2500):
+            s.receive_datagram(d, 0.0, CLIENT_ADDR)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 3, lines
+    assert [("(1 such" in lines[0]), ("(1001 such" in lines[1]), ("(2001 such" in lines[2])] == [
+        True
+    ] * 3
+    assert s.junk == 2500

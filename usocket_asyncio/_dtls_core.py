@@ -173,6 +173,7 @@ at most 2^14 + 13 bytes (an epoch-0 record holds at most 2^14 bytes of plaintext
 _PACKET_MAX = _HEADER + MAX_RECORD_LENGTH
 """The most bytes written into OpenSSL's read BIO at once: OpenSSL reads them in one go."""
 _SCRATCH = 4096
+_JUNK_LOG_EVERY = 1000
 _HELD_NEXT_MAX = 256
 """The largest record held after an early ChangeCipherSpec (its Finished is about 61
 bytes)."""
@@ -294,13 +295,19 @@ def alert_record(seq: int) -> bytes:
 
 def valid_prefix(data: bytes, limit: int = MAX_RECORDS) -> int:
     """The length of the leading run of well-formed DTLS records in `data`: a content
-    type 20..23, version DTLS 1.x, a body of at most `MAX_RECORD_LENGTH` that ends within
-    `data`; at most `limit` records. 0: nothing OpenSSL could use."""
+    type 20..23, version DTLS 1.x, an epoch DTLS 1.2 can have (0 or 1: a
+    ChangeCipherSpec in epoch 0, application data in epoch 1), a body of at most
+    `MAX_RECORD_LENGTH` that ends within `data`; at most `limit` records. 0: nothing
+    OpenSSL could use."""
     off = 0
     n = len(data)
     count = 0
     while count < limit and off + _HEADER <= n:
-        if not 20 <= data[off] <= 23 or data[off + 1] != 0xFE or data[off + 2] not in (0xFD, 0xFF):
+        ctype = data[off]
+        if not 20 <= ctype <= 23 or data[off + 1] != 0xFE or data[off + 2] not in (0xFD, 0xFF):
+            break
+        epoch = data[off + 4] if data[off + 3] == 0 else 2
+        if epoch > 1 or (ctype == 20 and epoch) or (ctype == 23 and not epoch):
             break
         length = (data[off + 11] << 8) | data[off + 12]
         end = off + _HEADER + length
@@ -671,6 +678,7 @@ class DtlsConnection:
         "alpn",
         "config",
         "cookie",
+        "junk",
         "log_id",
         "peer_fingerprint",
         "server",
@@ -736,6 +744,8 @@ class DtlsConnection:
         self._log = log
         self._tag = tag
         self.log_id = id(self) if log_id is None else log_id
+        self.junk = 0
+        """Datagrams of which the header parse dropped something (`valid_prefix`)."""
         self._now = 0.0
         self._out: list[bytes] = []
         self._events: deque[DtlsEvent] = deque()
@@ -888,11 +898,19 @@ class DtlsConnection:
         if st == ENDED or self._conn is None:
             return
         n = valid_prefix(data)
-        if n == 0:
-            return  # no record OpenSSL could use (a zero-length datagram holds none)
         if n < len(data):
-            self._logf("dropped %d bytes of a datagram that are no DTLS record", len(data) - n)
+            self.junk += 1
+            if self.junk % _JUNK_LOG_EVERY == 1:
+                self._logf(
+                    "dropped %d bytes of a datagram that are no DTLS record it can use "
+                    "(%d such datagrams so far, one line per %d)",
+                    len(data) - n,
+                    self.junk,
+                    _JUNK_LOG_EVERY,
+                )
             data = data[:n]
+        if n == 0:
+            return  # nothing OpenSSL could use (BIO_write refuses a zero-length datagram)
         if st == LISTEN:
             self._listen(data)
             return
