@@ -511,3 +511,36 @@ def test_a_stray_record_does_not_stall_an_idtls_handshake(
     assert cli.closed is None and srv.closed is None
     cli.close()
     srv.close()
+
+
+# --------------------------------------------------------------------------- the log
+
+
+def test_one_id_per_socket_and_the_failure_logged_once(
+    mux: Mux, prov: ISocketProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client whose verification fails (the server's certificate is self-signed): the
+    engine's lines carry the socket's id, as the socket's own do, and the failure with
+    OpenSSL's detail is logged once (before: the engine's id and the socket's, and the
+    failure from both)."""
+    import logging
+
+    from usocket_asyncio import LogFlags
+
+    log = IInstanceLog(LogFlags.LOG_DTLS)
+    srv = Server(mux, log, prov, dtls_ctx(prov, log))
+    with caplog.at_level(logging.INFO, logger="usocket_asyncio"):
+        cli, crec = connect(mux, log, prov, dtls_ctx(prov, log), srv.port, None)
+        mux.run_until(lambda: crec.shutdown is not None, 10, "the failed handshake")
+    ended_once(crec, R.SOCKET_TLS_HANDSHAKE_FAILED)
+    import re
+
+    lines = [r.getMessage().removeprefix("LOG_DTLS ") for r in caplog.records]
+    ids = {m.group(1) for line in lines if (m := re.match(r"dtls ([0-9a-f]+): ", line))}
+    sockets = {line.split()[1][:-1] for line in lines if re.match(r"dtls \S+ idle -> ", line)}
+    assert ids == sockets, lines  # every id in the log is a socket's (no engine's own)
+    mine = [line for line in lines if line.startswith(f"dtls {id(cli):x}: ")]
+    assert sum("self-signed certificate" in line for line in lines) == 1, lines
+    assert sum("self-signed certificate" in line for line in mine) == 1, mine
+    delete(cli)
+    srv.close()
