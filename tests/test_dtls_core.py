@@ -4,14 +4,21 @@ loop, on a simulated clock (nothing sleeps; a lost flight costs simulated second
 
 from __future__ import annotations
 
+import gc
 import hashlib
+import logging
+import os
 import random
+import subprocess
+import sys
+import time
+import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from usocket_asyncio import ShutdownReason
+from usocket_asyncio import IDtls, IInstanceLog, LogFlags, ShutdownReason, UDtls
 from usocket_asyncio._context import default_server_cert
 from usocket_asyncio._dtls_core import (
     COOKIE_WINDOW,
@@ -739,9 +746,6 @@ def test_the_bookkeeping_is_bounded_whatever_arrives() -> None:
     datagram, and the genuine handshake then completes without a resend. Before, each
     datagram left an entry in three sets and one list (5.8 MB per 100,000), and each one
     after the early ChangeCipherSpec cost a walk over all of them."""
-    import gc
-    import tracemalloc
-
     c, s = pair(cookie=False)
     spy = CountingSSL(s._conn)
     s._conn = spy  # type: ignore[assignment]
@@ -830,8 +834,6 @@ def test_openssls_own_resend_is_not_packed_before_the_next_flight() -> None:
     accepts it at once. Before, both were packed into one datagram and the server read
     only the first (a stall until the next resend). This test waits 1 s of real time:
     OpenSSL's own timer reads no other clock."""
-    import time
-
     lst = CookieListener(server_config())
     c = DtlsConnection(client_config())
     c.start(0.0)
@@ -881,9 +883,6 @@ def test_log_one_id_per_association_and_each_failure_once(
 ) -> None:
     """An `IDtls` whose handshake fails (a wrong pin): every log line of the
     association carries the IDtls's id, and the failure is logged once."""
-    import logging
-
-    from usocket_asyncio import IDtls, IInstanceLog, LogFlags, UDtls
 
     class Quiet(UDtls):
         def __init__(self) -> None:
@@ -918,10 +917,6 @@ def test_rss_under_oversized_client_hellos_in_a_child_process() -> None:
     """600 ClientHellos padded to 65507 bytes from 600 sources at one listener: the
     child's resident size grows by less than 4 MiB (before: about 30 MB, all of it in
     OpenSSL's read BIO, where tracemalloc does not see it)."""
-    import os
-    import subprocess
-    import sys
-
     code = """
 import gc
 from usocket_asyncio._context import default_server_cert
@@ -958,7 +953,6 @@ print(rss() - base)
 def test_dtls_recv_len_larger_than_the_buffer_raises() -> None:
     """A caller's mistake raises at once (before: False, as for a datagram that is not
     DTLS, so the app passed it on as its own)."""
-    from usocket_asyncio import IDtls, IInstanceLog, UDtls
 
     class Sink(UDtls):
         def DtlsSend(self, ctx: Any, buf: bytes, len: int) -> None:
@@ -1019,10 +1013,6 @@ def test_held_part_is_the_change_cipher_spec_and_its_finished() -> None:
 def test_junk_is_logged_once_per_thousand(caplog: pytest.LogCaptureFixture) -> None:
     """2,500 junk datagrams at an engine that logs LOG_DTLS: three lines, each with the
     count so far (a flood does not become a flood of log lines)."""
-    import logging
-
-    from usocket_asyncio import IInstanceLog, LogFlags
-
     s = DtlsConnection(
         server_config(), cookie=False, peer=CLIENT_ADDR, log=IInstanceLog(LogFlags.LOG_DTLS)
     )

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import random
+import re
 import socket
 import tracemalloc
 from functools import partial
@@ -40,6 +42,7 @@ from usocket_asyncio import (
     IInstanceLog,
     ISocket,
     ISocketProvider,
+    LogFlags,
 )
 from usocket_asyncio._dtls import pack_records, split_records
 
@@ -523,18 +526,12 @@ def test_one_id_per_socket_and_the_failure_logged_once(
     engine's lines carry the socket's id, as the socket's own do, and the failure with
     OpenSSL's detail is logged once (before: the engine's id and the socket's, and the
     failure from both)."""
-    import logging
-
-    from usocket_asyncio import LogFlags
-
     log = IInstanceLog(LogFlags.LOG_DTLS)
     srv = Server(mux, log, prov, dtls_ctx(prov, log))
     with caplog.at_level(logging.INFO, logger="usocket_asyncio"):
         cli, crec = connect(mux, log, prov, dtls_ctx(prov, log), srv.port, None)
         mux.run_until(lambda: crec.shutdown is not None, 10, "the failed handshake")
     ended_once(crec, R.SOCKET_TLS_HANDSHAKE_FAILED)
-    import re
-
     lines = [r.getMessage().removeprefix("LOG_DTLS ") for r in caplog.records]
     ids = {m.group(1) for line in lines if (m := re.match(r"dtls ([0-9a-f]+): ", line))}
     sockets = {line.split()[1][:-1] for line in lines if re.match(r"dtls \S+ idle -> ", line)}
