@@ -952,6 +952,7 @@ class DtlsConnection:
                     self._feed(data[:ccs])
                 if self.state == HANDSHAKE:
                     if self._ccs_ready():
+                        self._held_tail = None  # this ChangeCipherSpec supersedes it
                         self._feed(data[ccs:])
                     else:
                         if self._held_tail is None:
@@ -1228,6 +1229,7 @@ class DtlsConnection:
     def _handshake_done(self, conn: SSL.Connection) -> None:
         self._rtx_at = None
         self._deadline = None
+        self._held_tail = None
         peer = conn.get_peer_certificate(as_cryptography=True)
         if peer is not None:
             self.peer_fingerprint = cert_fingerprint(peer)
