@@ -237,7 +237,10 @@ class IDtls:
         mv = as_view(buf, "DtlsRecv")
         n = mv.nbytes if len is None else len
         if n > mv.nbytes:
-            raise ValueError(f"DtlsRecv: len={n} but the buffer holds {mv.nbytes} bytes")
+            raise ValueError(
+                f"DtlsRecv: len={n} but the buffer holds {mv.nbytes} bytes; pass the "
+                "number of bytes received (None: the whole buffer)"
+            )
         if n <= 0 or not 20 <= mv[0] <= 63:
             return False
         conn = self._conn
