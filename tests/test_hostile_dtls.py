@@ -8,7 +8,11 @@
   connects afterwards;
 - records with a forged or damaged MAC, and a replayed record, after the handshake:
   dropped (DTLS ignores bad records), the connection carries on, later records arrive;
-- records after close_notify, in the same datagram and later: not delivered.
+- records after close_notify, in the same datagram and later: not delivered;
+- a flood of ClientHellos padded to 65507 bytes and of junk datagrams at a listener:
+  a genuine client still completes its handshake within 1 s;
+- one stray epoch-0 record at an IDtls client and at an IDtls server without cookies
+  (the app gives `DtlsRecv` every datagram of its port): the handshake completes.
 
 The hostile peer is a hand-driven pyOpenSSL DTLS client on memory BIOs (`RawDTLS`), so
 the test can damage, replay and reorder its records at will.
@@ -16,8 +20,11 @@ the test can damage, replay and reorder its records at will.
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import logging
 import random
+import re
 import socket
 import tracemalloc
 from functools import partial
@@ -25,15 +32,17 @@ from functools import partial
 import pytest
 from kit.certs import Server, connect, delete, ended_once
 from kit.conformance import call
-from kit.dtls import RawClient, dtls_ctx, peers_of, wait_connected
+from kit.dtls import SRTP, Endpoint, RawClient, dtls_ctx, peers_of, wait_connected
 from kit.loop import Mux, R, Recorder
 from kit.relays import DatagramRelay
 from OpenSSL import SSL
 
 from usocket_asyncio import (
+    DTLS_OPTION_NO_COOKIE,
     IInstanceLog,
     ISocket,
     ISocketProvider,
+    LogFlags,
 )
 from usocket_asyncio._dtls import pack_records, split_records
 
@@ -363,4 +372,202 @@ def test_records_after_close_notify_are_not_delivered(
     ended_once(prec, R.SOCKET_SHUTDOWN_BY_PEER)
     assert peers_of(srv.listener) == {}
     raw.close()
+    srv.close()
+
+
+# --------------------------------------------------------------------------- engine floods
+
+FLOOD_OVERSIZED = 120
+"""ClientHellos padded to 65507 bytes in the flood (before the fix, three made every
+later client fail after 30 s, and each kept about 49 KB in OpenSSL's read BIO)."""
+FLOOD_JUNK = 1500
+"""Junk datagrams in the flood: random bytes, records with a wrong version or a length
+past the datagram, epoch-0 handshake fragments far ahead, early ChangeCipherSpecs."""
+
+
+def padded(hello: bytes, how: int) -> bytes:
+    """`hello` made 65507 bytes long: padded with zeros, with copies of itself, or with
+    its record length claiming the whole datagram."""
+    size = 65507
+    if how == 0:
+        return hello + bytes(size - len(hello))
+    if how == 1:
+        return (hello * (size // len(hello) + 1))[:size]
+    d = bytearray(hello + bytes(size - len(hello)))
+    d[11:13] = (size - 13).to_bytes(2, "big")
+    return bytes(d)
+
+
+def _record(ctype: int, seq: int, body: bytes) -> bytes:
+    return (
+        bytes([ctype, 0xFE, 0xFD, 0, 0])
+        + seq.to_bytes(6, "big")
+        + len(body).to_bytes(2, "big")
+        + body
+    )
+
+
+def _fragment(mseq: int, body: bytes) -> bytes:
+    n = len(body).to_bytes(3, "big")
+    return bytes([11]) + n + mseq.to_bytes(2, "big") + bytes(3) + n + body
+
+
+STRAYS = {
+    # a well-formed epoch-0 fragment of handshake message 20 (OpenSSL drops it)
+    "message_seq-20": _record(22, 9, _fragment(20, b"\x01\x02\x03\x04")),
+    # the same, with a record number far ahead
+    "record-number-far-ahead": _record(22, 2**48 - 2, _fragment(20, b"\x01\x02\x03\x04")),
+}
+
+
+def junk(rng: random.Random, i: int) -> bytes:
+    kind = i % 5
+    if kind == 0:
+        return bytes([rng.randint(20, 63)]) + rng.randbytes(rng.randint(0, 200))
+    if kind == 1:
+        return bytes([22, 0x03, 0x03]) + rng.randbytes(40)
+    if kind == 2:
+        return _record(22, 9, _fragment(5, rng.randbytes(40)))[:30]
+    if kind == 3:
+        return _record(22, 9, _fragment(1000 + i, rng.randbytes(8)))
+    return _record(20, 9, b"\x01")
+
+
+def test_listener_under_a_flood_still_completes_a_genuine_handshake(
+    mux: Mux, log: IInstanceLog, prov: ISocketProvider
+) -> None:
+    """ClientHellos padded to 65507 bytes and junk datagrams from eight sources at a
+    listener, before and during a genuine client's handshake: the client connects within
+    1 s of its Connect (the bound is the wait), the listener holds only that peer, and
+    its app heard of no other."""
+    rng = random.Random(79)
+    srv = Server(mux, log, prov, dtls_ctx(prov, log))
+    hello_src = RawClient(srv.port)
+    hello = hello_src.client_hello()
+    hello_src.close()
+    flood = [padded(hello, i % 3) for i in range(FLOOD_OVERSIZED)]
+    flood += [junk(rng, i) for i in range(FLOOD_JUNK)]
+    rng.shuffle(flood)
+    senders = [big_sender() for _ in range(8)]
+    dst = ("127.0.0.1", srv.port)
+    at = [0]
+    handle: list[asyncio.TimerHandle | None] = [None]
+
+    def burst(n: int) -> None:
+        for d in flood[at[0] : at[0] + n]:
+            senders[at[0] % len(senders)].sendto(d, dst)
+            at[0] += 1
+
+    try:
+        half = len(flood) // 2
+        while at[0] < half:  # the first half before the client starts, in bursts
+            burst(16)
+            mux.run_for(0.002)
+        assert srv.lrec.names() == ["bind"]
+        cli, crec = connect(mux, log, prov, dtls_ctx(prov, log, verify=False), srv.port, None)
+
+        def keep_flooding() -> None:
+            burst(16)
+            if at[0] < len(flood):
+                handle[0] = mux.loop.call_later(0.002, keep_flooding)
+
+        keep_flooding()
+        wait_connected(mux, srv, crec, timeout=1.0)
+    finally:
+        if handle[0] is not None:
+            handle[0].cancel()
+        for s in senders:
+            s.close()
+    assert list(peers_of(srv.listener).values()) == [srv.socks[0]]
+    assert srv.lrec.names() == ["bind", "listen"]
+    print(f"\n[dtls flood] {mux.kind}: {at[0]} datagrams, the genuine client connected")
+    delete(cli)
+    srv.close()
+
+
+@pytest.mark.parametrize("stray", sorted(STRAYS))
+@pytest.mark.parametrize("target", ["client", "no-cookie server"])
+def test_a_stray_record_does_not_stall_an_idtls_handshake(
+    mux: Mux, log: IInstanceLog, target: str, stray: str
+) -> None:
+    """A stranger sends one stray epoch-0 handshake record (a message far ahead; also
+    with a record number far ahead) to the port of an IDtls client, or of an IDtls
+    server without cookies, in its handshake (the app gives
+    `DtlsRecv` every datagram of its port): the handshake completes within 2 s.
+    Before, the engine held the peer's ChangeCipherSpec for a message that never came,
+    until the 30 s deadline."""
+    srv = Endpoint(mux, log, True, options=SRTP | DTLS_OPTION_NO_COOKIE)
+    mux.run_until(lambda: srv.port != 0)
+    cli = Endpoint(mux, log, False, peer_port=srv.port)
+    mux.run_until(lambda: cli.port != 0)
+    srv.peer = ("127.0.0.1", cli.port)
+    # the target's handshake starts first (a client's ClientHello finds no server yet
+    # and is resent after 100 ms), the stray reaches it, then the other side starts
+    first, second = (cli, srv) if target == "client" else (srv, cli)
+    first.connect()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
+        stranger.sendto(STRAYS[stray], ("127.0.0.1", first.port))
+        mux.run_for(0.05)
+    second.connect()
+    mux.run_until(lambda: cli.connected and srv.connected, 2.0, "the handshake")
+    assert cli.keys == srv.keys and cli.keys is not None
+    assert cli.closed is None and srv.closed is None
+    cli.close()
+    srv.close()
+
+
+# --------------------------------------------------------------------------- the log
+
+
+def test_one_id_per_socket_and_the_failure_logged_once(
+    mux: Mux, prov: ISocketProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client whose verification fails (the server's certificate is self-signed): the
+    engine's lines carry the socket's id, as the socket's own do, and the failure with
+    OpenSSL's detail is logged once (before: the engine's id and the socket's, and the
+    failure from both)."""
+    log = IInstanceLog(LogFlags.LOG_DTLS)
+    srv = Server(mux, log, prov, dtls_ctx(prov, log))
+    with caplog.at_level(logging.INFO, logger="usocket_asyncio"):
+        cli, crec = connect(mux, log, prov, dtls_ctx(prov, log), srv.port, None)
+        mux.run_until(lambda: crec.shutdown is not None, 10, "the failed handshake")
+    ended_once(crec, R.SOCKET_TLS_HANDSHAKE_FAILED)
+    lines = [r.getMessage().removeprefix("LOG_DTLS ") for r in caplog.records]
+    ids = {m.group(1) for line in lines if (m := re.match(r"dtls ([0-9a-f]+): ", line))}
+    sockets = {line.split()[1][:-1] for line in lines if re.match(r"dtls \S+ idle -> ", line)}
+    assert ids == sockets, lines  # every id in the log is a socket's (no engine's own)
+    mine = [line for line in lines if line.startswith(f"dtls {id(cli):x}: ")]
+    assert sum("self-signed certificate" in line for line in lines) == 1, lines
+    assert sum("self-signed certificate" in line for line in mine) == 1, mine
+    delete(cli)
+    srv.close()
+
+
+def test_oversized_client_hellos_at_an_idtls_server_with_cookies(
+    mux: Mux, log: IInstanceLog
+) -> None:
+    """Three ClientHellos padded to 65507 bytes from a stranger at the port of an IDtls
+    server that runs the cookie exchange: its client still completes the handshake
+    within 2 s (before, the unread rest of each was read in front of every later
+    datagram, and the handshake failed)."""
+    srv = Endpoint(mux, log, True, recv_size=65536)  # the datagrams reach DtlsRecv whole
+    mux.run_until(lambda: srv.port != 0)
+    cli = Endpoint(mux, log, False, peer_port=srv.port)
+    mux.run_until(lambda: cli.port != 0)
+    hello_src = RawClient(srv.port)
+    hello = hello_src.client_hello()
+    hello_src.close()
+    with big_sender() as stranger:
+        # the server's answers to the stranger go to the stranger (the kit's endpoint
+        # sends to one peer), not to the client, which would hold them until DtlsConnect
+        srv.peer = stranger.getsockname()
+        srv.connect()
+        for how in range(3):
+            stranger.sendto(padded(hello, how), ("127.0.0.1", srv.port))
+        mux.run_for(0.05)
+    srv.peer = ("127.0.0.1", cli.port)
+    cli.connect()
+    mux.run_until(lambda: cli.connected and srv.connected, 2.0, "the handshake")
+    assert cli.keys == srv.keys and cli.keys is not None
+    cli.close()
     srv.close()

@@ -402,17 +402,14 @@ class DTLSSocket(SocketBase):
         elif isinstance(ev, HandshakeCompleted):
             self._handshake_done(core, ev)
         elif isinstance(ev, CloseNotify):
-            self._log.Log(self.LOG_FLAG, "dtls %x: close_notify from the peer", id(self))
+            # the engine logged it, under this socket's id (as the failures below)
             if self._peer_end is None:
                 self._peer_end = ShutdownReason.SOCKET_SHUTDOWN_BY_PEER
         elif isinstance(ev, ConnectionFailed):
             if self._state in _HANDSHAKING:
-                self._fail_log("DTLS handshake", ev.detail)
                 self._end(ev.reason)
-            else:
-                self._fail_log("DTLS error", ev.detail)
-                if self._peer_end is None:
-                    self._peer_end = ev.reason
+            elif self._peer_end is None:
+                self._peer_end = ev.reason
 
     def _handshake_done(self, core: DtlsConnection, ev: HandshakeCompleted) -> None:
         self._srtp_profile = ev.srtp_profile
@@ -554,6 +551,7 @@ class DTLSSocket(SocketBase):
             handshake_timeout=HANDSHAKE_TIMEOUT,
             log=self._log,
             tag=self.KIND,
+            log_id=id(self),
         )
 
     def _begin(self, core: DtlsConnection) -> None:
@@ -734,6 +732,7 @@ class DTLSSocket(SocketBase):
         peer._mtu = conn.mtu
         peer._local = self._local
         peer._core = conn
+        conn.log_id = id(peer)  # the engine's lines carry the peer socket's id
         ep.peers[addr] = peer
         peer._event(peer._begin_accepted)
 

@@ -229,6 +229,7 @@ class IDtls:
             fingerprint=fingerprint,
             log=self._log,
             tag="idtls",
+            log_id=id(self),
         )
         self._conn = conn
         log = self._log
@@ -316,10 +317,19 @@ class IDtls:
         A DTLS datagram that comes before `DtlsConnect` is held (at most `EARLY_MAX`
         datagrams, `EARLY_MAX_BYTES` bytes; beyond that dropped and logged under
         LOG_DTLS) and given to the engine at `DtlsConnect`. After the end the engine
-        still takes DTLS datagrams (True), and drops them."""
+        still takes DTLS datagrams (True), and drops them.
+
+        Raises:
+            ValueError: `len` is larger than the buffer.
+        """
         mv = as_view(buf, "DtlsRecv")
         n = mv.nbytes if len is None else len
-        if n <= 0 or n > mv.nbytes or not 20 <= mv[0] <= 63:
+        if n > mv.nbytes:
+            raise ValueError(
+                f"DtlsRecv: len={n} but the buffer holds {mv.nbytes} bytes; pass the "
+                "number of bytes received (None: the whole buffer)"
+            )
+        if n <= 0 or not 20 <= mv[0] <= 63:
             return False
         conn = self._conn
         if conn is None:
@@ -489,10 +499,7 @@ class IDtls:
                 user.DtlsSrtpKeys(ctx, ev.srtp_keys, ev.srtp_profile)
         elif isinstance(ev, CloseNotify):
             self._end = 0  # DtlsConnectionClosed once our close_notify in reply is sent
-        elif isinstance(ev, ConnectionFailed):
-            self._log.Log(
-                LogFlags.LOG_DTLS, "idtls %x: %s: %s", id(self), ev.reason.name, ev.detail
-            )
+        elif isinstance(ev, ConnectionFailed):  # the engine logged it, under our id
             self._end = int(ev.reason)
 
     def _stop_timer(self) -> None:

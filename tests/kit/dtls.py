@@ -220,8 +220,11 @@ class Endpoint(USocket, UDtls, UTimer):
         options: int = SRTP,
         fingerprint: bytes | None = OWN_FP,
         peer_port: int | None = None,
+        recv_size: int = 2048,
     ) -> None:
+        """`recv_size`: the bytes of each `Recv` buffer (a larger datagram is cut)."""
         self.mux = mux
+        self.recv_size = recv_size
         self.server = server
         self.options = options
         self.fingerprint = fingerprint
@@ -247,7 +250,7 @@ class Endpoint(USocket, UDtls, UTimer):
     # USocket
     def SocketBindResult(self, socket: ISocket, localAddr: str, localPort: int) -> None:
         self.port = localPort
-        socket.Recv(bytearray(2048))
+        socket.Recv(bytearray(self.recv_size))
         wake()
 
     def SocketRecvFromResult(
