@@ -352,6 +352,24 @@ def test_close_of_a_from_loop_mux_ends_its_lookups(kind: str) -> None:
         loop.close()
 
 
+@pytest.mark.pure_only
+@pytest.mark.parametrize("kind", LOOPS)
+def test_close_after_the_app_closed_its_loop_is_quiet(kind: str, resolver: FakeResolver) -> None:
+    """A FromLoop() mux whose loop the app closed with a lookup pending: Close() neither
+    raises nor calls back (the lookup ended with the loop)."""
+    resolver.answer = None  # never answers
+    loop = IIoMux.Create(uvloop=kind == "uvloop").loop
+    mux = IIoMux.FromLoop(loop)
+    rec = DnsRecorder()
+    IDns.Create(mux).GetHostByName("pending.example", rec, IInstanceLog(LOG_DNS), 60000)
+    loop.run_until_complete(asyncio.sleep(0.01))
+    assert resolver.asked == ["pending.example"]
+    loop.close()
+    mux.Close()
+    gc.collect()
+    assert rec.results == []
+
+
 @pytest.mark.parametrize("kind", LOOPS)
 @pytest.mark.parametrize("from_loop", [False, True], ids=["create", "from_loop"])
 def test_get_host_by_name_after_close_says_what_to_do(kind: str, from_loop: bool) -> None:

@@ -209,10 +209,10 @@ class IIoMux:
         """
         self._closed = True
         jobs, self._jobs = self._jobs, set()
+        if self._loop.is_closed():
+            return  # (its tasks ended with it: cancelling one now would need the loop)
         for job in jobs:
             job.cancel()
-        if self._loop.is_closed():
-            return
         self._delete_sockets()
         if not self._owns_loop or self._loop.is_running():
             return
