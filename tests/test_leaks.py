@@ -130,8 +130,8 @@ def test_deleted_while_opening_leaves_nothing(
         return _open(kit, case, users[-1], sink)
 
     _cycles(mux, CYCLES, one)
-    assert fd_count() - fds == 0, f"{fd_count() - fds} descriptors left by {CYCLES} sockets"
-    assert live_transports() - transports == 0
+    assert fd_count() - fds <= 0, f"{fd_count() - fds} descriptors left by {CYCLES} sockets"
+    assert live_transports() - transports <= 0
     assert not [v for u in users for v in u.violations]
     assert _close_quietly(mux) == []
 
@@ -174,49 +174,43 @@ def test_closed_in_its_open_callback_leaves_nothing(
     assert {tuple(u.names()) for u in users} == {tuple(want)}
     if act == "Shutdown":
         assert {u.shutdown for u in users} == {ShutdownReason.SOCKET_SHUTDOWN_NORMAL}
-    assert fd_count() - fds == 0, f"{fd_count() - fds} descriptors left by {CYCLES} sockets"
-    assert live_transports() - transports == 0
+    assert fd_count() - fds <= 0, f"{fd_count() - fds} descriptors left by {CYCLES} sockets"
+    assert live_transports() - transports <= 0
     assert _close_quietly(mux) == []
 
 
 def test_datagrams_read_while_opening_come_after_the_bind_result(
     mux: Mux, log: IInstanceLog
 ) -> None:
-    """A datagram read between the transport's `connection_made` and `SocketBindResult`
-    is held and goes to the `Recv` pending once the app heard of the bind: never before,
-    never lost."""
-    port = 0
+    """Datagrams that arrive once the port is bound, before the app heard of the bind
+    (uvloop reads some before `SocketBindResult` can run), are held and go to the `Recv`s
+    pending after it: never before it, none lost."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind(("127.0.0.1", 0))
         port = int(probe.getsockname()[1])
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sender.setblocking(False)
     rec = Recorder()
     sock = CreateUDPSocketProvider().CreateSocket(mux, rec, log)
-    bufs = [bytearray(64) for _ in range(4)]
-    for b in bufs:
-        sock.Recv(b)
-    sent = 0
+    for _ in range(8):
+        sock.Recv(bytearray(64))
+    sent: list[bytes] = []
 
-    def spray() -> None:  # one datagram per loop iteration until the bind was reported
-        nonlocal sent
-        if "bind" in rec.names() and sent > 3:
-            return
-        try:
-            sender.sendto(b"x%d" % sent, ("127.0.0.1", port))
-            sent += 1
-        except OSError:
-            pass
-        mux.loop.call_soon(spray)
+    def spray() -> None:
+        # one datagram per loop iteration from the moment the kernel has the port (the
+        # library's own socket exists) until four were sent: loopback loses none
+        if getattr(sock, "_sock", None) is not None or rec.events:
+            sent.append(b"x%d;" % len(sent))
+            sender.sendto(sent[-1], ("127.0.0.1", port))
+        if len(sent) < 4:
+            mux.loop.call_soon(spray)
 
     try:
         sock.Bind("127.0.0.1", port)
         mux.loop.call_soon(spray)
-        mux.run_until(lambda: len(rec.events) >= 2, what="the bind and a datagram")
-        names = rec.names()
-        assert names[0] == "bind", rec.events
-        assert set(names[1:]) <= {"recvfrom"}, rec.events
-        assert rec.received.startswith(b"x")
+        mux.run_until(lambda: len(rec.events) >= 5, what="the bind and four datagrams")
+        assert rec.names() == ["bind", "recvfrom", "recvfrom", "recvfrom", "recvfrom"], rec.events
+        assert bytes(rec.received) == b"".join(sent) == b"x0;x1;x2;x3;"
+        assert not rec.violations
     finally:
         sender.close()
         sock.Delete()
