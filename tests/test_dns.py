@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from kit.loop import LOOPS, Mux
 
-from usocket_asyncio import IDns, IInstanceLog, IIoMux, UDns, _dns
+from usocket_asyncio import IDns, IInstanceLog, IIoMux, SocketModeError, UDns, _dns
 
 LOG_DNS = 0x8  # LogFlags.LOG_DNS
 
@@ -258,6 +258,137 @@ def test_a_lookup_pending_when_the_loop_closes_ends_silently(
     gc.collect()
     assert rec.results == []
     assert errors == []
+
+
+# -- IIoMux.Close(): pending lookups end without a callback -----------------------------------
+
+
+def _closing_mux(kind: str) -> tuple[IIoMux, list[dict[str, Any]]]:
+    mux = IIoMux.Create(uvloop=kind == "uvloop")
+    errors: list[dict[str, Any]] = []
+    mux.loop.set_exception_handler(lambda loop, ctx: errors.append(ctx))
+    return mux, errors
+
+
+class ClosingRecorder(DnsRecorder):
+    """Records results and flags one that runs inside `IIoMux.Close()`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_close = False
+
+    def DnsGetHostByNameResult(self, addr: str | None, isIPv6: bool) -> None:
+        if self.in_close:
+            self.violations.append(f"DnsGetHostByNameResult({addr!r}) inside Close()")
+        super().DnsGetHostByNameResult(addr, isIPv6)
+
+
+@pytest.mark.parametrize("kind", LOOPS)
+@pytest.mark.parametrize("all", [False, True])
+def test_close_ends_an_ip_literal_lookup_without_a_callback(kind: str, all: bool) -> None:
+    """The answer of a literal is due on the next loop iteration: Close() runs the loop
+    (to finish the sockets' closes) and must not deliver it."""
+    mux, errors = _closing_mux(kind)
+    rec = ClosingRecorder()
+    IDns.Create(mux).GetHostByName("127.0.0.1", rec, IInstanceLog(LOG_DNS), all=all)
+    rec.in_close = True
+    mux.Close()
+    rec.in_close = False
+    assert rec.violations == [] and rec.results == []
+    assert errors == []
+
+
+@pytest.mark.pure_only
+@pytest.mark.parametrize("kind", LOOPS)
+@pytest.mark.parametrize("all", [False, True])
+def test_close_ends_an_answered_lookup_without_a_callback(
+    kind: str, all: bool, resolver: FakeResolver
+) -> None:
+    """getaddrinfo has the answer ready but the lookup's task has not run yet."""
+    resolver.answer = [info("127.0.0.7")]
+    mux, errors = _closing_mux(kind)
+    rec = ClosingRecorder()
+    IDns.Create(mux).GetHostByName("ready.example", rec, IInstanceLog(LOG_DNS), all=all)
+    rec.in_close = True
+    mux.Close()
+    rec.in_close = False
+    assert rec.violations == [] and rec.results == []
+    assert errors == []
+
+
+@pytest.mark.parametrize("kind", LOOPS)
+def test_close_in_a_result_callback_stops_the_results(kind: str) -> None:
+    """all=True: the app closes the mux in the first result; the end marker and the
+    other addresses never come."""
+    mux, errors = _closing_mux(kind)
+
+    class CloseAtFirst(DnsRecorder):
+        def DnsGetHostByNameResult(self, addr: str | None, isIPv6: bool) -> None:
+            super().DnsGetHostByNameResult(addr, isIPv6)
+            mux.Terminate()
+            mux.Close()
+
+    rec = CloseAtFirst()
+    IDns.Create(mux).GetHostByName("::1", rec, IInstanceLog(LOG_DNS), all=True)
+    mux.Run()
+    mux.Close()
+    assert rec.results == [("::1", True)]
+    assert errors == []
+
+
+@pytest.mark.parametrize("kind", LOOPS)
+def test_close_of_a_from_loop_mux_ends_its_lookups(kind: str) -> None:
+    """A FromLoop() mux: its loop goes on running after Close(), its lookups end."""
+    loop = IIoMux.Create(uvloop=kind == "uvloop").loop
+    try:
+        mux = IIoMux.FromLoop(loop)
+        rec = DnsRecorder()
+        IDns.Create(mux).GetHostByName("127.0.0.1", rec, IInstanceLog(LOG_DNS), all=True)
+        mux.Close()
+        loop.run_until_complete(asyncio.sleep(0.01))
+        assert rec.results == []
+        assert not loop.is_closed()
+    finally:
+        loop.close()
+
+
+@pytest.mark.pure_only
+@pytest.mark.parametrize("kind", LOOPS)
+def test_close_after_the_app_closed_its_loop_is_quiet(kind: str, resolver: FakeResolver) -> None:
+    """A FromLoop() mux whose loop the app closed with a lookup pending: Close() neither
+    raises nor calls back (the lookup ended with the loop)."""
+    resolver.answer = None  # never answers
+    loop = IIoMux.Create(uvloop=kind == "uvloop").loop
+    mux = IIoMux.FromLoop(loop)
+    rec = DnsRecorder()
+    IDns.Create(mux).GetHostByName("pending.example", rec, IInstanceLog(LOG_DNS), 60000)
+    loop.run_until_complete(asyncio.sleep(0.01))
+    assert resolver.asked == ["pending.example"]
+    loop.close()
+    mux.Close()
+    gc.collect()
+    assert rec.results == []
+
+
+@pytest.mark.parametrize("kind", LOOPS)
+@pytest.mark.parametrize("from_loop", [False, True], ids=["create", "from_loop"])
+def test_get_host_by_name_after_close_says_what_to_do(kind: str, from_loop: bool) -> None:
+    made = IIoMux.Create(uvloop=kind == "uvloop")
+    mux = IIoMux.FromLoop(made.loop) if from_loop else made
+    dns = IDns.Create(mux)
+    mux.Close()
+    rec = DnsRecorder()
+    try:
+        with pytest.raises(SocketModeError, match=r"after IIoMux\.Close\(\).*new mux"):
+            dns.GetHostByName("localhost", rec, IInstanceLog(LOG_DNS))
+        with pytest.raises(SocketModeError, match=r"after IIoMux\.Close\(\)"):
+            dns.GetHostByName("127.0.0.1", rec, IInstanceLog(LOG_DNS))
+        gc.collect()  # a coroutine made and never awaited would warn here (an error)
+        if from_loop:
+            made.loop.run_until_complete(asyncio.sleep(0.01))
+        assert rec.results == []
+    finally:
+        made.Close()
 
 
 # -- the caller's mistakes ------------------------------------------------------------------

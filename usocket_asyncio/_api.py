@@ -504,6 +504,15 @@ class ISocketContext(abc.ABC):
         """Beyond the SDK: verify no peer (an explicit opt-out; never the default)."""
 
     @abc.abstractmethod
+    def SetTLSProfile(self, profile: str) -> None:
+        """Beyond the SDK: "intermediate" (the default: TLS 1.2 and 1.3) or "modern"
+        (TLS 1.3 only) for TLS sockets made from now on, servers and clients.
+
+        Raises:
+            ValueError: any other name.
+        """
+
+    @abc.abstractmethod
     def Delete(self) -> None:
         """Release the context; sockets made with it live on. Using it afterwards raises
         `SocketModeError`."""

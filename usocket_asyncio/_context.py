@@ -43,6 +43,34 @@ if TYPE_CHECKING:
 MIN_TLS_VERSION = ssl.TLSVersion.TLSv1_2
 """The oldest TLS version any socket accepts."""
 
+# What a TLS server offers, after Mozilla's "intermediate" configuration (version 5.7,
+# https://ssl-config.mozilla.org/): TLS 1.2 and 1.3; for TLS 1.2 ECDHE with AES-GCM or
+# ChaCha20-Poly1305 only (AEAD and forward secret, as the DTLS engine's CIPHERS); TLS 1.3
+# keeps OpenSSL's three suites, all of Mozilla's list. The DHE suites Mozilla also allows
+# are left out: Python's `ssl` sets no DH parameters, so OpenSSL could not use them.
+SERVER_CIPHERS = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+)
+"""The TLS 1.2 cipher suites a server offers (OpenSSL names)."""
+
+SERVER_GROUPS = "X25519:prime256v1:secp384r1"
+"""The key-exchange groups a server accepts where Python can set a list of them
+(`ssl.SSLContext.set_groups`, Python 3.15 and later)."""
+
+SERVER_GROUP_SINGLE = "prime256v1"
+"""Where Python can set one group only (`set_ecdh_curve`, Python 3.11 to 3.14): P-256,
+the one of Mozilla's three every TLS client has. A TLS 1.3 client that sent only an
+X25519 key share is asked for a P-256 one (HelloRetryRequest: one more round trip)."""
+
+DEFAULT_CERT_DAYS = 365
+"""Lifetime of the default self-signed certificate (scanners flag more than 366 days)."""
+
+PROFILES = ("intermediate", "modern")
+"""`SetTLSProfile` names: "intermediate" (the default: TLS 1.2 and 1.3) and "modern"
+(TLS 1.3 only)."""
+
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.*?-----END \1-----", re.DOTALL)
 _KEY_LABELS = (b"PRIVATE KEY", b"RSA PRIVATE KEY", b"EC PRIVATE KEY", b"DSA PRIVATE KEY")
 
@@ -150,15 +178,15 @@ def default_server_cert() -> CertKey:
 def _make_self_signed() -> CertKey:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "usocket_asyncio self-signed")])
-    now = datetime.datetime.now(datetime.UTC)
+    start = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=1)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=3650))
+        .not_valid_before(start)
+        .not_valid_after(start + datetime.timedelta(days=DEFAULT_CERT_DAYS))
         .add_extension(
             x509.SubjectAlternativeName(
                 [
@@ -170,6 +198,12 @@ def _make_self_signed() -> CertKey:
             critical=False,
         )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        # the key identifiers RFC 5280 asks for: verifiers that pin this certificate as
+        # a trust anchor (sslyze, cryptography's) refuse one without them
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False
+        )
         .sign(key, hashes.SHA256())
     )
     pem = serialization.Encoding.PEM
@@ -241,6 +275,7 @@ class SocketContext(ISocketContext):
         self._alpn: list[str] = []
         self._cache: dict[bool, ssl.SSLContext] = {}
         self._deleted = False
+        self._profile = "intermediate"
 
     def _changed(self) -> None:
         if self._deleted:
@@ -341,6 +376,28 @@ class SocketContext(ISocketContext):
             LogFlags.LOG_TLS, "tls context %x: certificate verification disabled", id(self)
         )
 
+    def SetTLSProfile(self, profile: str) -> None:
+        """Beyond the SDK: the TLS versions TLS sockets made from now on accept.
+
+        "intermediate" (the default) is TLS 1.2 and 1.3, Mozilla's "intermediate"
+        configuration; "modern" is TLS 1.3 only (Mozilla's "modern" protocol rule), for
+        server and client sockets alike: a peer that cannot speak TLS 1.3 fails with
+        `SOCKET_TLS_HANDSHAKE_FAILED`. Cipher suites, groups and the certificate rules stay
+        as SECURITY.md describes. DTLS sockets are not affected (DTLS 1.2 is the only
+        version OpenSSL offers).
+
+        Raises:
+            ValueError: `profile` is not "intermediate" or "modern".
+        """
+        if profile not in PROFILES:
+            raise ValueError(
+                f"SetTLSProfile: unknown profile {profile!r}; use 'intermediate' (TLS 1.2 "
+                "and 1.3, the default) or 'modern' (TLS 1.3 only)"
+            )
+        self._changed()
+        self._profile = profile
+        self.log.Log(LogFlags.LOG_TLS, "tls context %x: profile %s", id(self), profile)
+
     def Delete(self) -> None:
         """Release the context; sockets made with it live on with their settings."""
         self._deleted = True
@@ -385,9 +442,17 @@ class SocketContext(ISocketContext):
             self._cache[server] = ctx
         return ctx
 
+    @property
+    def profile(self) -> str:
+        """The `SetTLSProfile` name in use."""
+        return self._profile
+
     def _base(self, purpose: int) -> ssl.SSLContext:
         ctx = ssl.SSLContext(purpose)
-        ctx.minimum_version = MIN_TLS_VERSION
+        if self._profile == "modern":
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        else:
+            ctx.minimum_version = MIN_TLS_VERSION
         if self.tls_max_version is not None:
             ctx.maximum_version = self.tls_max_version
         if self._alpn:
@@ -412,6 +477,7 @@ class SocketContext(ISocketContext):
 
     def _build_server_for(self, ck: CertKey) -> ssl.SSLContext:
         ctx = self._base(ssl.PROTOCOL_TLS_SERVER)
+        harden_server(ctx)
         load_cert_key(ctx, ck)
         if self._verify and self._trusted is not None:
             ctx.verify_mode = ssl.CERT_REQUIRED
@@ -432,6 +498,30 @@ class SocketContext(ISocketContext):
 
             ctx.sni_callback = pick
         return ctx
+
+
+def restrict_groups(ctx: ssl.SSLContext) -> str:
+    """Limit the key-exchange groups of server context `ctx` to Mozilla's: all three
+    (`SERVER_GROUPS`) where Python has `set_groups` (3.15 and later), else P-256 alone
+    (`SERVER_GROUP_SINGLE`, through `set_ecdh_curve`, which sets one group). What was set."""
+    set_groups = getattr(ctx, "set_groups", None)
+    if set_groups is not None:
+        set_groups(SERVER_GROUPS)
+        return SERVER_GROUPS
+    ctx.set_ecdh_curve(SERVER_GROUP_SINGLE)
+    return SERVER_GROUP_SINGLE
+
+
+def harden_server(ctx: ssl.SSLContext) -> None:
+    """What a server offers beyond Python's defaults, to meet Mozilla's "intermediate"
+    configuration (see SECURITY.md): AEAD, forward-secret TLS 1.2 suites only
+    (`SERVER_CIPHERS`); the client's order of them (all are strong, and a client without
+    AES hardware prefers ChaCha20); Mozilla's groups (`restrict_groups`); and no
+    renegotiation, whatever the OpenSSL version's default (`OP_NO_RENEGOTIATION`)."""
+    ctx.set_ciphers(SERVER_CIPHERS)
+    ctx.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
+    ctx.options |= ssl.OP_NO_RENEGOTIATION
+    restrict_groups(ctx)
 
 
 def as_context(ctx: ISocketContext | None, log: IInstanceLog) -> SocketContext:

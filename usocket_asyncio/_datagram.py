@@ -24,6 +24,23 @@ so that `SOCKET_OPEN_FAILED`, `SOCKET_ADDR_IN_USE`, `SOCKET_BIND_FAILED` and
 `Connect` give the socket or the `OpenError` with the contract's reason and what to log;
 `copies_needed` tells whether a transport keeps the caller's buffer.
 
+Making the transport. `loop.create_datagram_endpoint(sock=...)` makes the transport at
+once, schedules the protocol's `connection_made` and then waits for it. Two ways out of
+that wait leak on uvloop unless the owner takes care (asyncio is clean either way):
+
+- a transport closed *inside* `connection_made` is never freed: uvloop starts reading
+  after `connection_made` returns, on the closed transport, and keeps a reference for
+  that reading that nothing releases;
+- when the wait is cancelled (the socket deleted while it opens), uvloop neither closes
+  the transport it made nor stops its `connection_made`; asyncio closes it itself.
+
+So the rule for both kinds: `connection_made` only records the transport, and no app
+callback runs inside it (the socket goes on once the wait has returned, in its opening
+task); a transport that arrives for a socket already ended is dropped by `drop_transport`,
+right after `connection_made`; the owner of a cancelled opening closes the transport
+if it already came, else drops it when it comes. Each way out closes the transport, and
+with it the socket (on uvloop the transport owns the socket's descriptor from then on).
+
 `Handover` is what a connected UDP socket gives a DTLS socket that takes it over
 (`UpgradeToTLSSocket`): its transport, the datagrams it had read and held, its peer,
 its local address and the server name given to `Connect`. After the hand-over the UDP
@@ -324,6 +341,13 @@ async def bind_target(
     except OSError as e:
         raise os_failure("Bind: cannot resolve", e, BIND) from e
     return infos[0][0], infos[0][4]
+
+
+def drop_transport(tr: Any) -> None:
+    """Abort datagram transport `tr`, made for a socket that ended while it was being
+    made, from the loop right after its `connection_made` (never inside it: see the
+    module docstring). Call it from `connection_made` or later, on the loop."""
+    asyncio.get_running_loop().call_soon(tr.abort)
 
 
 def copies_needed(transport: Any) -> bool:

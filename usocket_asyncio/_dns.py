@@ -1,11 +1,17 @@
 """IDns / UDns: the SDK's resolver (`common/interface/dns.h`) on `loop.getaddrinfo`.
 
-Each lookup of a name is one task that awaits the loop's `getaddrinfo` (a thread of the
+Each lookup is one task: for a name it awaits the loop's `getaddrinfo` (a thread of the
 default executor on asyncio, libuv's resolver on uvloop) under the caller's timeout, so the
-loop never blocks. An IP literal is answered on the next loop iteration without a lookup.
+loop never blocks; an IP literal is answered on the next loop iteration without a lookup.
 Results reach `UDns.DnsGetHostByNameResult` from the loop, never inside `GetHostByName`;
-an exception raised there goes to the loop's exception handler. A lookup still pending
-when the loop closes ends silently: no callback, nothing in the exception handler.
+an exception raised there goes to the loop's exception handler.
+
+The end. The mux tracks each lookup's task (`IIoMux._add_job`). `IIoMux.Close()` cancels
+those still pending before anything else, so a lookup pending at `Close()` ends silently:
+no callback inside `Close()` or after it (also when `Close()` is called from a result
+callback: the results left are not delivered), nothing in the exception handler. A lookup
+pending when an app closes the loop itself ends the same way. `GetHostByName` after
+`Close()` raises `SocketModeError`.
 """
 
 from __future__ import annotations
@@ -76,6 +82,7 @@ class IDns:
             TypeError: `host` is not a str, `user` has no `DnsGetHostByNameResult`, or
                 `log` is not an `IInstanceLog`.
             ValueError: `timeout` is not a positive number of milliseconds.
+            SocketModeError: the mux was closed (`IIoMux.Close()`).
         """
         if not isinstance(host, str):
             raise TypeError(
@@ -90,30 +97,37 @@ class IDns:
             raise TypeError(f"GetHostByName takes an IInstanceLog, not {type(log).__name__}")
         if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout <= 0:
             raise ValueError(f"the timeout is a positive number of milliseconds, not {timeout!r}")
-        loop = self._iomux.loop
+        iomux = self._iomux
+        iomux._check_open("GetHostByName")
+        loop = iomux.loop
         try:
             ip = ipaddress.ip_address(host)
         except ValueError:
-            pass
+            literal = None
+            log.Log(_LOG_DNS, "GetHostByName(%s) timeout=%d all=%d", host, timeout, all)
         else:
+            literal = (str(ip), ip.version == 6)
             log.Log(_LOG_DNS, "GetHostByName(%s): an IP literal, no lookup", host)
-            loop.call_soon(_deliver, loop, user, [(str(ip), ip.version == 6)], all)
-            return
-        log.Log(_LOG_DNS, "GetHostByName(%s) timeout=%d all=%d", host, timeout, all)
-        task = loop.create_task(_lookup(loop, host, user, log, timeout, all))
+        task = loop.create_task(_lookup(iomux, host, literal, user, log, timeout, all))
         # A lookup still pending when the app closes its loop is not an error of the app's:
         # asyncio.gather turns this report off for its children in the same way.
         task._log_destroy_pending = False  # type: ignore[attr-defined]
+        iomux._add_job(task)
 
 
 async def _lookup(
-    loop: asyncio.AbstractEventLoop,
+    iomux: IIoMux,
     host: str,
+    literal: tuple[str, bool] | None,
     user: UDns,
     log: IInstanceLog,
     timeout: int,
     all: bool,
 ) -> None:
+    loop = iomux.loop
+    if literal is not None:
+        _deliver(iomux, user, [literal], all)
+        return
     found: list[tuple[str, bool]] = []
     try:
         async with asyncio.timeout(timeout / 1000.0):
@@ -131,17 +145,19 @@ async def _lookup(
             if entry not in found:
                 found.append(entry)
         log.Log(_LOG_DNS, "GetHostByName(%s): %s", host, " ".join(a for a, _ in found) or "none")
-    _deliver(loop, user, found, all)
+    _deliver(iomux, user, found, all)
 
 
-def _deliver(
-    loop: asyncio.AbstractEventLoop, user: UDns, found: list[tuple[str, bool]], all: bool
-) -> None:
+def _deliver(iomux: IIoMux, user: UDns, found: list[tuple[str, bool]], all: bool) -> None:
+    """The results, in order; none once the mux is closed (a callback may close it)."""
+    loop = iomux.loop
     result = user.DnsGetHostByNameResult
     if not all:
         addr, v6 = found[0] if found else (None, False)
-        call_user(loop, result, addr, v6)
+        if not iomux._is_closed():
+            call_user(loop, result, addr, v6)
         return
-    for addr, v6 in found:
+    for addr, v6 in [*found, (None, False)]:
+        if iomux._is_closed():
+            return
         call_user(loop, result, addr, v6)
-    call_user(loop, result, None, False)

@@ -81,7 +81,14 @@ from ._address import Address, format_ip
 from ._api import Buffer, USocket
 from ._base import ENDED, S, SocketBase, State, as_view, transitions
 from ._context import SocketContext
-from ._datagram import RecvQueue, clear_reuse, copies_needed, open_bound, open_connected
+from ._datagram import (
+    RecvQueue,
+    clear_reuse,
+    copies_needed,
+    drop_transport,
+    open_bound,
+    open_connected,
+)
 from ._dtls_core import COOKIE_WINDOW as COOKIE_WINDOW
 from ._dtls_core import DEFAULT_MTU as DEFAULT_MTU
 from ._dtls_core import DTLS1_2_VERSION as DTLS1_2_VERSION
@@ -155,10 +162,11 @@ class _Endpoint(asyncio.DatagramProtocol):
     """One UDP transport: one connected DTLS socket (`owner`), or a listener and the
     peers it accepted (`listener`, `peers` by source address)."""
 
-    __slots__ = ("copy", "listener", "offering", "owner", "peers", "qos_sock", "tr")
+    __slots__ = ("abandoned", "copy", "listener", "offering", "owner", "peers", "qos_sock", "tr")
 
     def __init__(self) -> None:
         self.tr: Any = None
+        self.abandoned = False  # the socket it was made for ended while it was made
         self.owner: DTLSSocket | None = None
         self.listener: DTLSSocket | None = None
         self.peers: dict[Any, DTLSSocket] = {}
@@ -167,8 +175,19 @@ class _Endpoint(asyncio.DatagramProtocol):
         self.offering = 0  # SocketListenResult callbacks running (a peer may be accepted)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.abandoned:
+            drop_transport(transport)
+            return
         self.tr = transport
         self.copy = copies_needed(transport)
+
+    def abandon(self) -> None:
+        """The opening was cancelled (see `_datagram`, "Making the transport"): close the
+        transport now if it came, else as soon as it comes."""
+        self.abandoned = True
+        tr, self.tr = self.tr, None
+        if tr is not None:
+            tr.abort()
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         owner = self.owner
@@ -506,7 +525,9 @@ class DTLSSocket(SocketBase):
         try:
             await self._loop.create_datagram_endpoint(lambda: ep, sock=sock)
         except asyncio.CancelledError:
-            sock.close()
+            # the transport has the socket: closing it closes the socket (on uvloop, a
+            # socket.close() of ours would leave the descriptor to the transport)
+            ep.abandon()
             raise
         except Exception as e:
             self._task = None

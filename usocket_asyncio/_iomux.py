@@ -97,8 +97,10 @@ class IIoMux:
     """
 
     __slots__ = (
+        "_closed",
         "_deferred",
         "_in_run",
+        "_jobs",
         "_loop",
         "_owns_loop",
         "_read_area",
@@ -113,7 +115,11 @@ class IIoMux:
         self._deferred = _Deferred(loop)
         self._in_run = False
         self._terminated = False
+        self._closed = False
         self._waiters: list[asyncio.Future[None]] = []
+        # work that ends in an app callback and is no socket's (DNS lookups): Close()
+        # cancels it first, so that no such callback runs inside or after Close()
+        self._jobs: set[asyncio.Task[None]] = set()
         self._read_area: bytearray | None = None
         """The bytes the loop's stream sockets read into and copy out at once (made by
         the first one; the loop reads one socket at a time)."""
@@ -258,14 +264,19 @@ class IIoMux:
     def Close(self) -> None:
         """Beyond the SDK: end the mux's sockets, and close a loop made by `Create()`.
 
-        Every socket still open on the mux is deleted first (no callback follows, as for
+        Lookups still pending (`IDns.GetHostByName`) end first, without a callback, then
+        every socket still open on the mux is deleted (no callback follows, as for
         `ISocket.Delete()`), quietly: no `ResourceWarning` for an unclosed transport, no
-        pending task left behind. A loop made by `Create()` then finishes its closes and
-        its remaining tasks (cancelled) and is closed; a `FromLoop()` loop is never closed.
-        Calling it twice is harmless.
+        pending task left behind. No app callback runs inside `Close()` or after it. A loop
+        made by `Create()` then finishes its closes and its remaining tasks (cancelled) and
+        is closed; a `FromLoop()` loop is never closed. Calling it twice is harmless.
         """
+        self._closed = True
+        jobs, self._jobs = self._jobs, set()
         if self._loop.is_closed():
-            return
+            return  # (its tasks ended with it: cancelling one now would need the loop)
+        for job in jobs:
+            job.cancel()
         self._delete_sockets()
         if not self._owns_loop or self._loop.is_running():
             return
@@ -281,6 +292,28 @@ class IIoMux:
             loop.run_until_complete(asyncio.sleep(0))
         finally:
             loop.close()
+
+    def _check_open(self, call: str) -> None:
+        """Raise unless the mux may take new work (it was not closed).
+
+        Raises:
+            SocketModeError: `Close()` was called (or the loop is closed).
+        """
+        if self._closed or self._loop.is_closed():
+            raise SocketModeError(
+                f"{call} after IIoMux.Close(): the mux is closed; make the call before "
+                "Close(), or make a new mux (IIoMux.Create()) and use that"
+            )
+
+    def _add_job(self, job: asyncio.Task[None]) -> None:
+        """Track `job`, work that ends in an app callback and belongs to no socket (a DNS
+        lookup), until it is done; `Close()` cancels what is left."""
+        self._jobs.add(job)
+        job.add_done_callback(self._jobs.discard)
+
+    def _is_closed(self) -> bool:
+        """True once `Close()` was called: no app callback may run any more."""
+        return self._closed
 
     def _delete_sockets(self) -> None:
         for sock in [s for s in LIVE if getattr(s, "_mux", None) is self]:

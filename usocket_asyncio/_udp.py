@@ -69,6 +69,7 @@ from ._datagram import (
     RecvQueue,
     clear_reuse,
     copies_needed,
+    drop_transport,
     open_bound,
     open_connected,
 )
@@ -284,8 +285,10 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
         await self._attach(await open_connected(self._loop, target, self._use_ipv6))
 
     async def _attach(self, opened: socket.socket | OpenError) -> None:
-        """Make the socket opened the transport's (`connection_made` completes
-        Bind/Connect), or end with the reason it could not be opened."""
+        """Make the socket opened the transport's and complete Bind/Connect (`_made`,
+        once `connection_made` has returned: see `_datagram`, "Making the transport"),
+        or end with the reason it could not be opened. Cancelled (the socket ended
+        meanwhile), it leaves the transport to `_release` or to `connection_made`."""
         if isinstance(opened, OpenError):
             self._task = None
             self._event(self._open_failed, opened.reason, opened.what, opened.detail)
@@ -310,6 +313,13 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
                 self._event(self._open_failed, ShutdownReason.SOCKET_OPEN_FAILED, "open", why)
             return
         self._task = None
+        st = self._state
+        if st is S.BINDING or st is S.CONNECTING:
+            if self._tr is not None:
+                self._event(self._made, st is S.BINDING)
+            else:  # lost before it was ours (connection_lost came first)
+                why = "the transport closed as it was made"
+                self._event(self._open_failed, ShutdownReason.SOCKET_OPEN_FAILED, "open", why)
 
     # ------------------------------------------------------------------ transport events
 
@@ -317,12 +327,17 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
         tr: Any = transport
         st = self._state
         if st is not S.BINDING and st is not S.CONNECTING:
-            tr.abort()
+            drop_transport(tr)  # ended while the transport was made
             return
+        # only recorded here: the socket goes on in `_attach` once this has returned
         self._tr = tr
         self._copy = copies_needed(tr)
         tr.set_write_buffer_limits(high=0)
-        bound = st is S.BINDING
+        if st is S.BINDING and not self._reuse:
+            self._clear_reuse(tr)  # at once: the port is ours alone from the start
+
+    def _made(self, bound: bool) -> None:
+        """The transport is ours (an event): bound or connected, then `_opened`."""
         self._set_state(S.BOUND if bound else S.CONNECTED)
         sock = self._sock
         if sock is not None:
@@ -333,13 +348,12 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
                 pass
             if self._qos is not None:
                 self._apply_qos()
-            if bound and not self._reuse:
-                self._clear_reuse(tr)
-        self._event(self._opened, bound)
+        self._opened(bound)
 
     def _opened(self, bound: bool) -> None:
         """Bound or connected (an event): cached datagrams go out, the app hears of it,
-        and a `Shutdown` made meanwhile begins."""
+        datagrams read before go to the `Recv`s pending, and a `Shutdown` made meanwhile
+        begins."""
         self._recheck_send()  # a SocketSendResult the app set since the socket took its user
         cache, self._cache = self._cache, []
         for data, dst in cache:
@@ -351,6 +365,8 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
             self._callback("SocketBindResult", self._local[0], self._local[1])
         else:
             self._callback("SocketConnectComplete")
+        if self._q.held and self._q.rq and self._state in _OPEN:
+            self._push(HELD)  # read between connection_made and now
         if self._shutdown_wanted and self._state in _OPEN:
             self._begin_close()
 
@@ -375,6 +391,8 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: Any) -> None:
         st = self._state
         if st is not S.BOUND and st is not S.CONNECTED:
+            if self._tr is not None and (st is S.BINDING or st is S.CONNECTING):
+                self._q.hold(data, addr)  # the app hears of the socket first (`_made`)
             return
         q = self._q
         rq = q.rq
@@ -727,8 +745,8 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
         peer = tr.get_extra_info("peername") if tr is not None else None
         self._tr = None
         self._sock = None
-        # inside SocketConnectComplete the opening task still awaits its transport:
-        # cancelling it (in _release) would close the transport the new owner takes over
+        # inside SocketConnectComplete the opening task runs (it is not cancelled, and
+        # nothing of it may close the transport the new owner takes over)
         self._task = None
         self._end(ShutdownReason.SOCKET_SHUTDOWN_NORMAL, silent=True)  # its user hears no more
         return Handover(tr, held, peer, self._local, self._server_name)
