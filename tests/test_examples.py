@@ -16,11 +16,14 @@ from typing import Any
 
 import pytest
 from kit.loop import Mux
+from kit.webrtc import loopback_only
 
 from examples.echo_client import EchoClient
 from examples.echo_server import EchoServer
 from usocket_asyncio import IInstanceLog, ShutdownReason
 from usocket_asyncio._base import LIVE
+
+__all__ = ["loopback_only"]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -189,7 +192,7 @@ def test_server_and_client_processes() -> None:
     assert "echo: 127.0.0.1 gone (SOCKET_SHUTDOWN_BY_PEER), 2 lines" in out
 
 
-@pytest.mark.parametrize("module", ["echo_server", "echo_client", "demo"])
+@pytest.mark.parametrize("module", ["echo_server", "echo_client", "demo", "media_echo"])
 def test_examples_have_help(module: str) -> None:
     r = subprocess.run(
         [sys.executable, "-m", f"examples.{module}", "--help"],
@@ -199,3 +202,78 @@ def test_examples_have_help(module: str) -> None:
         timeout=30,
     )
     assert r.returncode == 0 and "--uvloop" in r.stdout, r.stderr
+
+
+def test_media_echo_echoes_an_aiortc_call(mux: Mux, loopback_only: None) -> None:
+    """aiortc calls the echo test with a 440 Hz tone: the tone comes back (by its
+    frequency)."""
+    import numpy as np
+    from kit.media import dominant_frequency
+    from kit.webrtc import AiortcPeer
+
+    from examples.media_echo import EchoCall
+
+    log = IInstanceLog(0)
+    peer = AiortcPeer(mux, 440.0)
+    answers: list[str | None] = []
+    ended: list[bool] = []
+    try:
+        offer = peer.offer()
+        call = EchoCall(
+            mux,
+            log,
+            offer,
+            answers.append,
+            addresses=["127.0.0.1"],
+            on_end=lambda: ended.append(True),
+        )
+        mux.run_until(lambda: bool(answers), what="the echo's answer")
+        assert answers[0] is not None and "a=setup:active" in answers[0]
+        peer.take_answer(answers[0])
+        mux.run_until(lambda: len(peer.frames) >= 50, timeout=15, what="the echo")
+        got = np.concatenate(peer.frames[10:])
+        assert abs(dominant_frequency(got, peer_rate(peer)) - 440.0) < 15
+        assert call.echoed >= 40 and call.error is None
+        call.hang_up()
+        mux.run_until(lambda: bool(ended), what="MediaCloseComplete")
+    finally:
+        peer.close()
+
+
+def peer_rate(peer: Any) -> int:
+    (rate,) = peer.rates
+    return int(rate)
+
+
+def test_media_echo_returns_payloads_and_digits(mux: Mux) -> None:
+    """An IMedia caller: every payload comes back byte for byte, in order, and the
+    digits too."""
+    from kit.media import PACKETS, Sender, make, payload_for
+
+    from examples.media_echo import EchoCall
+    from usocket_asyncio import SETUP_ROLE_ACTPASS, MediaConfigFromSdp, MediaConfigToSdp
+
+    log = IInstanceLog(0)
+    media, user = make(mux, log, "caller")
+    answers: list[str | None] = []
+    offer = MediaConfigToSdp(user.config, SETUP_ROLE_ACTPASS)
+    call = EchoCall(mux, log, offer, answers.append, addresses=["127.0.0.1"])
+    mux.run_until(lambda: bool(answers), what="the answer")
+    assert answers[0] is not None
+    remote, setup, _ = MediaConfigFromSdp(answers[0])
+    media.Connect(remote, False, setup)
+    mux.run_until(lambda: user.connect_error is not False, timeout=10, what="connected")
+    assert user.connect_error is None
+    sender = Sender(mux, media, PACKETS, lambda i: payload_for(b"echo", i))
+    sender.start()
+    media.RtpDtmf("7", 101)
+    mux.run_until(
+        lambda: len(user.payloads) == PACKETS and ("end", "7") in user.dtmf,
+        timeout=10,
+        what="the echo",
+    )
+    assert user.payloads == [payload_for(b"echo", i) for i in range(PACKETS)]
+    assert user.dtmf == [("start", "7"), ("end", "7")] and call.digits == ["7"]
+    call.hang_up()
+    media.Close()
+    mux.run_until(lambda: user.closed)

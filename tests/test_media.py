@@ -1,0 +1,342 @@
+"""IMedia calling IMedia on loopback: full ICE on both sides (role conflicts included),
+DTLS-SRTP, payloads checked by content, DTMF both ways, loss and reordering through the
+kit's datagram relay (the statistics match what the relay did), a plain RTP peer without
+ICE or DTLS, and the contract's rules (no callback inside the call, nothing after
+MediaCloseComplete, caller mistakes raise at once, one thread)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kit.loop import Mux
+from kit.media import (
+    PACKETS,
+    MediaRecorder,
+    Sender,
+    check_intact,
+    close,
+    connect,
+    exchange,
+    make,
+    payload_for,
+    relayed_call,
+)
+from kit.relays import DatagramFaults
+
+from usocket_asyncio import (
+    FAULT_CODE_RTP_ICE_FAILED,
+    SETUP_ROLE_NONE,
+    AudioCoder,
+    Codec,
+    CreateMediaProvider,
+    IInstanceLog,
+    LogFlags,
+    MediaConfig,
+    MediaType,
+    SocketModeError,
+    _media,
+)
+
+
+@pytest.fixture
+def mlog() -> IInstanceLog:
+    return IInstanceLog(int(LogFlags.LOG_MEDIA))
+
+
+@pytest.fixture
+def fast_stats(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setattr(_media, "STATISTICS_INTERVAL", 0.5)
+    monkeypatch.setattr(_media, "RTCP_INTERVAL", 0.3)
+    yield
+
+
+# --------------------------------------------------------------------------- calls
+
+
+@pytest.mark.parametrize(
+    "a_controls,b_controls",
+    [(True, False), (True, True), (False, False)],
+    ids=["roles-agreed", "both-controlling", "both-controlled"],
+)
+def test_imedia_calls_imedia_with_full_ice(
+    mux: Mux, mlog: IInstanceLog, a_controls: bool, b_controls: bool
+) -> None:
+    a = make(mux, mlog, "a")
+    b = make(mux, mlog, "b")
+    connect(mux, a, b, a_controls, b_controls)
+    mux.run_until(lambda: len(a[1].payloads) == 0 and len(b[1].payloads) == 0)
+    exchange(mux, a, b)
+    mux.run_until(lambda: len(a[1].payloads) == PACKETS and len(b[1].payloads) == PACKETS)
+    check_intact(a[1], b"b")
+    check_intact(b[1], b"a")
+    for m, _ in (a, b):
+        c = m.counters
+        assert c.srtp_failed == c.foreign == c.stun_rejected == c.held_dropped == 0
+        assert c.rtp_received == PACKETS and c.rtp_sent == PACKETS
+    close(mux, a, b)
+
+
+def test_dtmf_both_ways(mux: Mux, mlog: IInstanceLog) -> None:
+    a = make(mux, mlog, "a")
+    b = make(mux, mlog, "b")
+    connect(mux, a, b)
+    (ma, ua), (mb, ub) = a, b
+    ua.in_call = ub.in_call = True
+    for d in "1#9":
+        ma.RtpDtmf(d, 101)
+    mb.RtpDtmf("*", 101)
+    mb.RtpDtmf("d", 101)
+    ua.in_call = ub.in_call = False
+    want_b = [(k, d) for d in "1#9" for k in ("start", "end")]
+    want_a = [(k, d) for d in "*D" for k in ("start", "end")]
+    mux.run_until(lambda: len(ub.dtmf) >= 6 and len(ua.dtmf) >= 4, timeout=5, what="digits")
+    mux.run_for(0.35)  # a late redundant end would show now
+    assert ub.dtmf == want_b and ua.dtmf == want_a, (ua.dtmf, ub.dtmf)
+    assert ua.payloads == ub.payloads == []  # telephone-events are no audio payloads
+    close(mux, a, b)
+
+
+def test_loss_and_reordering_through_a_relay(
+    mux: Mux, mlog: IInstanceLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sends to B through the relay, which drops three of A's RTP packets and swaps two;
+    B's statistics and A's view from B's reports count exactly that."""
+    monkeypatch.setattr(_media, "STATISTICS_INTERVAL", 1.6)  # one interval covers the call
+    monkeypatch.setattr(_media, "RTCP_INTERVAL", 0.3)
+    rtp_of: dict[int, int] = {}  # the relay's datagram index -> A's RTP packet index
+    drops = {5, 17, 30}
+    holds = {10, 25}
+
+    def rule(index: int, data: bytes) -> str:
+        if 128 <= data[0] <= 191 and not 192 <= data[1] <= 223:  # RTP, not RTCP
+            i = rtp_of[index] = len(rtp_of)
+            if i in drops:
+                return "drop"
+            if i in holds:
+                return "hold"  # goes out after the next one: a swap
+        return "pass"
+
+    a, b, relay = relayed_call(mux, mlog, up=DatagramFaults(rule=rule))
+    try:
+        exchange(mux, a, b)
+        want = PACKETS - len(drops)
+        mux.run_until(lambda: len(b[1].payloads) == want, timeout=5, what="B's payloads")
+        got = b[1].payloads
+        assert sorted(got) == sorted(payload_for(b"a", i) for i in range(PACKETS) if i not in drops)
+        order = [next(i for i in range(PACKETS) if payload_for(b"a", i) == p) for p in got]
+        # what the relay forwarded, in the order it did (a held packet goes out after
+        # the next datagram, which may be RTCP or STUN): B got exactly that, in that order
+        expect = [rtp_of[i] for i in relay.ways["up"].order if i in rtp_of]
+        assert order == expect
+        assert order != sorted(order)  # the holds did reorder
+        diffs = [order[0] - 0 + 1] + [order[k] - order[k - 1] for k in range(1, len(order))]
+        assert b[1].diffs[1:] == diffs[1:]
+        assert b[0].counters.rtp_lost == len(drops)
+        mux.run_until(lambda: a[0].counters.peer_lost == len(drops), timeout=5, what="B's RR")
+        mux.run_until(lambda: any(not s.xmit for s in b[1].stats), timeout=5, what="B's stats")
+        first = next(s for s in b[1].stats if not s.xmit)
+        assert first.loss == (len(drops) << 8) // PACKETS  # 3 of 40 in the one interval
+        close(mux, a, b)
+    finally:
+        relay.close()
+
+
+def plain_config(port: int) -> MediaConfig:
+    return MediaConfig(
+        MediaType.AUDIO,
+        "127.0.0.1",
+        port,
+        None,
+        [Codec(AudioCoder.G711_U, 0, 0, 8000), Codec(AudioCoder.DTMF, 1, 101, 8000)],
+    )
+
+
+def test_plain_rtp_peer(mux: Mux, mlog: IInstanceLog) -> None:
+    a = make(mux, mlog, "a")
+    b = make(mux, mlog, "b")
+    (ma, ua), (mb, ub) = a, b
+    ua.in_call = ub.in_call = True
+    ma.Connect(plain_config(mb.localPort), False, SETUP_ROLE_NONE)
+    mb.Connect(plain_config(ma.localPort), False, SETUP_ROLE_NONE)
+    ua.in_call = ub.in_call = False
+    mux.run_until(lambda: ua.connected and ub.connected, what="plain connect")
+    exchange(mux, a, b)
+    mux.run_until(lambda: len(ua.payloads) == PACKETS and len(ub.payloads) == PACKETS)
+    check_intact(ua, b"b")
+    check_intact(ub, b"a")
+    assert ma.counters.stun_rejected == 0 and ma.counters.not_media == 0
+    close(mux, a, b)
+
+
+def test_statistics_both_ways(mux: Mux, mlog: IInstanceLog, fast_stats: None) -> None:
+    a = make(mux, mlog, "a")
+    b = make(mux, mlog, "b")
+    connect(mux, a, b)
+    exchange(mux, a, b)
+    for _, u in (a, b):
+        mux.run_until(lambda u=u: {s.xmit for s in u.stats} == {True, False}, timeout=5)  # type: ignore[misc]
+        assert all(s.loss == 0 and s.jitter < 50 for s in u.stats)
+        assert any(s.roundTrip >= 0 for s in u.stats if s.xmit)
+    close(mux, a, b)
+
+
+# --------------------------------------------------------------------------- the rules
+
+
+def test_recv_into_a_view_truncates(mux: Mux, mlog: IInstanceLog) -> None:
+    """A Recv buffer (here a slice of a view) shorter than the payload gets its first
+    bytes (the truncation is logged); bad buffers and lengths raise at once."""
+    a = make(mux, mlog, "a")
+    b = make(mux, mlog, "b")
+    a[1].auto_recv = False
+    connect(mux, a, b)
+    view = memoryview(bytearray(100))[10:60]
+    a[0].Recv(view, 40)
+    with pytest.raises(ValueError, match="len=51"):
+        a[0].Recv(view, 51)
+    with pytest.raises(ValueError, match="writable"):
+        a[0].Recv(b"read-only")
+    b[0].RtpSend(payload_for(b"b", 0), None, 0)
+    mux.run_until(lambda: len(a[1].payloads) == 1)
+    assert a[1].payloads == [payload_for(b"b", 0)[:40]]
+    assert bytes(view[:40]) == payload_for(b"b", 0)[:40]
+    close(mux, a, b)
+
+
+def test_caller_mistakes_raise_at_once(mux: Mux, mlog: IInstanceLog) -> None:
+    user = MediaRecorder("x")
+    media = CreateMediaProvider().CreateMedia(mux, user, mlog)
+    with pytest.raises(NotImplementedError, match="TURN"):
+        media.Initialize(None, None, None, 0, 0, turnServers=["127.0.0.1:3478"])
+    with pytest.raises(ValueError, match="port range"):
+        media.Initialize(None, None, None, 5000, 4000, localAddresses=["127.0.0.1"])
+    with pytest.raises(SocketModeError, match="MediaConnectResult"):
+        media.RtpSend(b"x", None, 0)
+    with pytest.raises(SocketModeError, match="MediaInitializeComplete"):
+        media.Connect(plain_config(9), False, SETUP_ROLE_NONE)
+    with pytest.raises(TypeError):
+        CreateMediaProvider().CreateMedia(mux, None, mlog)  # type: ignore[arg-type]
+    media.Initialize(None, None, None, 0, 0, localAddresses=["127.0.0.1"])
+    with pytest.raises(SocketModeError, match="twice"):
+        media.Initialize(None, None, None, 0, 0, localAddresses=["127.0.0.1"])
+    mux.run_until(lambda: user.initialized)
+    with pytest.raises(ValueError, match="DTMF digit"):
+        media.Connect(plain_config(9), False, SETUP_ROLE_NONE)
+        media.RtpDtmf("x", 101)
+    media.Close()
+    with pytest.raises(SocketModeError, match="after Close"):
+        media.Recv(bytearray(10))
+    mux.run_until(lambda: user.closed)
+    assert user.names() == ["init", "closed"]
+
+
+def test_port_range(mux: Mux, mlog: IInstanceLog) -> None:
+    """minPort..maxPort bound the port; a taken port is skipped."""
+    import socket
+
+    blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    blocker.bind(("127.0.0.1", 0))
+    taken = blocker.getsockname()[1]
+    try:
+        users = []
+        for _ in range(3):
+            user = MediaRecorder()
+            media = CreateMediaProvider().CreateMedia(mux, user, mlog)
+            media.Initialize(None, None, None, taken, taken + 1, localAddresses=["127.0.0.1"])
+            users.append((media, user))
+        mux.run_until(lambda: all(u.initialized for _, u in users))
+        ports = [m.localPort for m, u in users if u.config is not None]
+        assert ports in ([taken + 1], [])  # one free port in the range, at most one gets it
+        assert sum(u.config is None for _, u in users) == 3 - len(ports)
+        for m, _ in users:
+            m.Close()
+        mux.run_until(lambda: all(u.closed for _, u in users))
+    finally:
+        blocker.close()
+
+
+def test_calls_from_another_thread_raise(mux: Mux, mlog: IInstanceLog) -> None:
+    a = make(mux, mlog, "a")
+    errors: list[BaseException] = []
+
+    def other() -> None:
+        try:
+            a[0].Recv(bytearray(10))
+        except BaseException as e:
+            errors.append(e)
+
+    async def run_thread() -> None:
+        t = threading.Thread(target=other)
+        t.start()
+        while t.is_alive():
+            await __import__("asyncio").sleep(0.01)
+
+    mux.loop.run_until_complete(run_thread())
+    assert len(errors) == 1 and isinstance(errors[0], SocketModeError)
+    close(mux, a)
+
+
+def test_close_mid_call(mux: Mux, mlog: IInstanceLog, caplog: pytest.LogCaptureFixture) -> None:
+    """Close in the middle of a call: the peer gets close_notify, the port is closed,
+    every timer is cancelled, MediaCloseComplete is the last callback and nothing follows
+    it while the peer keeps sending to the closed port."""
+    import socket
+
+    caplog.set_level(logging.INFO)
+    a = make(mux, mlog, "a")
+    b = make(mux, mlog, "b")
+    connect(mux, a, b)
+    port = a[0].localPort
+    sb = Sender(mux, b[0], 200, lambda i: payload_for(b"b", i), ms=5)
+    sb.start()
+    mux.run_until(lambda: len(a[1].payloads) > 5)
+    a[1].in_call = True
+    a[0].Close()
+    a[1].in_call = False
+    assert "closed" not in a[1].names()  # not inside Close
+    mux.run_until(lambda: a[1].closed)
+    n = len(a[1].events)
+    mux.run_until(
+        lambda: any("the peer closed DTLS" in r.getMessage() for r in caplog.records),
+        timeout=5,
+        what="B got close_notify",
+    )
+    mux.run_for(0.1)
+    assert len(a[1].events) == n and a[1].violations == []
+    timers = [getattr(a[0], f) for f in dir(a[0]) if f.endswith("_timer")]
+    assert len(timers) >= 6 and not any(t.IsRunning() for t in timers)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", port))  # the port is free again
+    sb.stop()
+    close(mux, b)
+
+
+def test_consent_loss_reports_ice_failed(
+    mux: Mux, mlog: IInstanceLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The peer goes away (its port closes): consent expires and CHANNEL_MEDIA_ERROR
+    says FAULT_CODE_RTP_ICE_FAILED; sending stops."""
+    from usocket_asyncio import _ice
+
+    real = _ice.IceAgent.__init__
+
+    def short(self: Any, *a: Any, **kw: Any) -> None:
+        kw["consent_interval"] = 0.1
+        kw["consent_timeout"] = 0.6
+        real(self, *a, **kw)
+
+    monkeypatch.setattr(_ice.IceAgent, "__init__", short)
+    a = make(mux, mlog, "a")
+    b = make(mux, mlog, "b")
+    connect(mux, a, b)
+    close(mux, b)
+    mux.run_until(lambda: a[1].errors != [], timeout=5, what="consent lost")
+    assert a[1].error_codes() == [FAULT_CODE_RTP_ICE_FAILED]
+    a[0].RtpSend(b"late", None, 0)  # ignored: the media stopped
+    mux.run_for(0.05)
+    assert a[1].sent == 0
+    close(mux, a)
