@@ -19,6 +19,7 @@ from usocket_asyncio._ice import (
     FAILED,
     FROZEN,
     IN_PROGRESS,
+    MAX_LOCAL_PRFLX,
     MAX_PRFLX,
     MAX_REMOTE_CANDIDATES,
     MAX_TRANSACTIONS,
@@ -794,3 +795,159 @@ def test_transactions_are_capped() -> None:
     # the RTO grows with the pairs (4 s here): the connect deadline comes first
     assert net.events_of(a) == [IceFailed("no candidate pair selected within 30 s")]
     assert net.now == 30.0
+
+
+@settings(
+    derandomize=True,
+    database=None,
+    max_examples=400,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(
+    a_controlling=st.booleans(),
+    b_controlling=st.booleans(),
+    ties=st.tuples(st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1)).filter(
+        lambda t: t[0] != t[1]
+    ),
+    a_late=st.floats(0.0, 3.0),
+    b_late=st.floats(0.0, 3.0),
+    loss=st.floats(0.0, 0.6),
+    jitter=st.floats(0.0, 0.1),
+    nat=st.booleans(),
+    seed=st.integers(0, 2**32),
+    junk=st.lists(st.binary(min_size=20, max_size=80), max_size=10),
+)
+def test_any_start_converges(
+    a_controlling: bool,
+    b_controlling: bool,
+    ties: tuple[int, int],
+    a_late: float,
+    b_late: float,
+    loss: float,
+    jitter: float,
+    nat: bool,
+    seed: int,
+    junk: list[bytes],
+) -> None:
+    """Whatever the roles (conflicting or not), the order and delay of the descriptions,
+    the loss and reordering of the first 2 s, a NAT, and junk that looks like STUN from
+    the peers' own addresses: both sides select the same pair within 30 s, with opposite
+    roles, and no timer is ever left due (SimNet checks)."""
+    rng = random.Random(seed)
+    net = SimNet(jitter=jitter, seed=seed)
+    net.drop = lambda s, d, data: net.now < 2.0 and rng.random() < loss
+    if nat:
+        net.nat[A] = NAT_A
+    net, a, b = make_pair(a_controlling, b_controlling, net=net, a_tie=ties[0], b_tie=ties[1])
+    for i, data in enumerate(junk):  # STUN-looking, unauthenticated, spoofed sources
+        data = b"\x00\x01" + data[2:4] + b"\x21\x12\xa4\x42" + data[8:]
+        net.inject(B if i % 2 else A, A if i % 2 else B, data)
+    pending = {a: (a_late, b), b: (b_late, a)}
+    while pending:
+        me = min(pending, key=lambda x: pending[x][0])
+        at, other = pending.pop(me)
+        if at > net.now:
+            net.run_for(at - net.now)
+        me.set_remote(other.local_ufrag, other.local_pwd, other.local_candidates, now=net.now)
+    assert net.run_until(lambda: both_selected(a, b), 30.0)
+    assert a.selected == B and b.selected == (NAT_A if nat else A)
+    assert a.controlling != b.controlling
+    assert a.controlling == (ties[0] > ties[1]) or a_controlling != b_controlling
+    assert not of_type(net.events_of(a) + net.events_of(b), IceFailed)
+
+
+@pytest.mark.parametrize("a_controlling", [True, False])
+def test_remote_without_usable_candidates(a_controlling: bool) -> None:
+    """A browser hides its host addresses behind mDNS names, which the caller skips: a
+    knows no remote candidate at all, but b's checks teach it b's address (prflx)."""
+    net, a, b = make_pair(a_controlling, not a_controlling)
+    a.set_remote(b.local_ufrag, b.local_pwd, [], now=0.0)
+    b.set_remote(a.local_ufrag, a.local_pwd, a.local_candidates, now=0.0)
+    assert net.run_until(lambda: both_selected(a, b), 5.0)
+    assert a.selected == B and b.selected == A
+    assert [c.type for c in a.remote_candidates] == ["prflx"]
+    assert net.now < 0.2
+
+
+def test_a_success_unfreezes_its_foundation() -> None:
+    """A pair succeeds: the Frozen pairs of its foundation become Waiting, and so does a
+    pair of that foundation added later (RFC 8445 §7.2.5.3.3)."""
+    net = SimNet()
+    a = IceAgent(True, rng=random.Random(1))
+    net.attach(a, a.add_host_candidate(*A).address)
+    lite = LitePeer()
+    net.attach(lite, B)
+    first = Candidate(*B, "host", 300, "f")
+    frozen = Candidate("10.0.0.7", 7000, "host", 200, "f")
+    a.set_remote(lite.ufrag, lite.pwd, [first, frozen], now=0.0)
+    assert a._pairs[frozen.address].state == FROZEN
+    net.run_for(0.03)  # the first check and its answer; nothing else yet
+    assert a._pairs[B].state == PAIR_SUCCEEDED
+    assert a._pairs[frozen.address].state == WAITING
+    late = Candidate("10.0.0.8", 8000, "host", 100, "f")
+    a.add_remote_candidate(late, net.now)
+    assert a._pairs[late.address].state == WAITING
+
+
+@settings(
+    derandomize=True,
+    database=None,
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(
+    controlling=st.booleans(),
+    moves=st.lists(
+        st.tuples(
+            st.integers(0, 40),  # source address
+            st.sampled_from(["check", "answer", "error", "wait"]),
+            st.booleans(),  # USE-CANDIDATE
+            st.sampled_from([None, "controlling", "controlled"]),
+            st.integers(0, 2**64 - 1),  # tie-breaker, or error code
+        ),
+        max_size=60,
+    ),
+)
+def test_authenticated_peer_any_sequence_stays_bounded(
+    controlling: bool, moves: list[tuple[int, str, bool, str | None, int]]
+) -> None:
+    """Someone with the credentials sends any sequence of checks (any role, tie-breaker,
+    USE-CANDIDATE, from any of 41 addresses), answers to the agent's own transactions
+    (success or any error) and waits: nothing raises, every table stays within its cap,
+    and no timer is left due (SimNet checks)."""
+    net = SimNet()
+    a = IceAgent(controlling, rng=random.Random(1))
+    net.attach(a, a.add_host_candidate(*A).address)
+    pwd = "peer-password-0123456789"
+    a.set_remote("peer", pwd, [Candidate("10.0.0.9", 9, "host", 100, "1")], now=0.0)
+    for i, (src_i, kind, use, role, number) in enumerate(moves):
+        src = (f"10.7.0.{src_i}", 7000 + src_i)
+        if kind == "check":
+            attrs: dict[str, object] = {"use_candidate": use, "ice_controlling": None}
+            if role is not None:
+                attrs[f"ice_{role}"] = number
+            msg = StunMessage(BINDING, REQUEST, i.to_bytes(12, "big"))
+            msg.username, msg.priority = f"{a.local_ufrag}:peer", number >> 40
+            for k, v in attrs.items():
+                setattr(msg, k, v)
+            net.inject(src, A, encode(msg, a.local_pwd.encode()))
+        elif kind in ("answer", "error"):
+            mine = [(parse(s.data), s.dst) for s in net.log if s.src == A]
+            mine = [(m, dst) for m, dst in mine if m.cls == REQUEST]
+            if mine:
+                req, dst = mine[number % len(mine)]
+                tid = req.transaction_id
+                reply = StunMessage(BINDING, SUCCESS, tid, xor_mapped_address=src)
+                if kind == "error":
+                    reply = StunMessage(BINDING, ERROR, tid, error_code=(300 + number % 400, ""))
+                # from where the request went (a valid answer), or from elsewhere
+                net.inject(dst if use else src, A, encode(reply, pwd.encode()))
+        net.run_for(0.2 if kind == "wait" else 0.02)
+        assert len(a.remote_candidates) <= MAX_REMOTE_CANDIDATES + MAX_PRFLX
+        assert len(a._transactions) <= MAX_TRANSACTIONS
+        assert len(a._triggered) <= len(a._pairs) <= MAX_REMOTE_CANDIDATES + MAX_PRFLX
+        assert len([c for c in a.local_candidates if c.type == "prflx"]) <= MAX_LOCAL_PRFLX
+    net.run_for(60.0)
+    assert a.finished or a.selected is not None

@@ -13,6 +13,7 @@ import aioice.ice
 import pytest
 from kit.ice import UdpIce
 from kit.loop import Mux
+from kit.relays import DatagramFaults, DatagramRelay
 from kit.stunserver import TURNSERVER, coturn
 
 from usocket_asyncio._ice import (
@@ -146,3 +147,57 @@ def test_srflx_from_coturn(mux: Mux, stun_server: tuple[str, int]) -> None:
         assert agent.get_timer() is None  # the transaction is over
     finally:
         ours.close()
+
+
+@pytest.mark.parametrize("ours_controlling", [True, False], ids=["we-control", "aioice-controls"])
+def test_aioice_behind_a_lossy_relay_learns_peer_reflexive(
+    mux: Mux, loopback_only: None, ours_controlling: bool
+) -> None:
+    """We are told aioice's candidate is a relay's address (the relay forwards to aioice
+    and loses our first check); aioice's own checks come straight from its real address,
+    which we never heard of: a peer-reflexive candidate. Both sides select a pair."""
+    loop = mux.loop
+
+    async def setup() -> tuple[UdpIce, aioice.Connection]:
+        ours = await UdpIce.open(IceAgent(ours_controlling))
+        peer = aioice.Connection(ice_controlling=not ours_controlling, components=1)
+        await peer.gather_candidates()
+        return ours, peer
+
+    ours, peer = loop.run_until_complete(setup())
+    agent = ours.agent
+    (real,) = peer.local_candidates
+    relay = DatagramRelay(loop, f"127.0.0.1:{real.port}", up=DatagramFaults(drop=frozenset({0})))
+    try:
+        host, port = relay.address.rsplit(":", 1)
+        front = (host, int(port))
+        peer.remote_username = agent.local_ufrag
+        peer.remote_password = agent.local_pwd
+
+        async def feed_peer() -> None:
+            for c in agent.local_candidates:
+                await peer.add_remote_candidate(to_aioice(c))
+            await peer.add_remote_candidate(None)
+
+        loop.run_until_complete(feed_peer())
+        told = Candidate(*front, "host", real.priority, real.foundation)
+        agent.set_remote(peer.local_username, peer.local_password, [told], now=loop.time())
+        ours.pump()
+        connect = loop.create_task(peer.connect())
+        mux.run_until(
+            lambda: connect.done() and agent.selected is not None and relay.ways["up"].seen >= 2,
+            20,
+            "both sides connected, our check through the relay resent",
+        )
+        connect.result()
+        assert relay.ways["up"].dropped == [0] and agent.stats["retransmissions"] >= 1
+        (prflx,) = [c for c in agent.remote_candidates if c.type == "prflx"]
+        assert prflx.address == ("127.0.0.1", real.port)
+        assert agent.selected in (front, prflx.address)
+        loop.run_until_complete(peer.send(b"\x80from aioice"))
+        mux.run_until(lambda: bool(ours.other), 5, "aioice's data")
+        assert ours.other[0][0] == b"\x80from aioice"
+    finally:
+        relay.close()
+        ours.close()
+        loop.run_until_complete(peer.close())

@@ -25,14 +25,20 @@ from kit.media import (
     payload_for,
     relayed_call,
 )
-from kit.relays import DatagramFaults
+from kit.relays import DatagramFaults, drop_first, dtls_content_type
 
 from usocket_asyncio import (
+    FAULT_CODE_RTP_DTLS_SRTP_FAILED,
     FAULT_CODE_RTP_ICE_FAILED,
+    SETUP_ROLE_ACTIVE,
+    SETUP_ROLE_ACTPASS,
     SETUP_ROLE_NONE,
+    SETUP_ROLE_PASSIVE,
     AudioCoder,
     Codec,
     CreateMediaProvider,
+    IceCandidate,
+    IceCandidates,
     IInstanceLog,
     LogFlags,
     MediaConfig,
@@ -68,7 +74,8 @@ def test_imedia_calls_imedia_with_full_ice(
     a = make(mux, mlog, "a")
     b = make(mux, mlog, "b")
     connect(mux, a, b, a_controls, b_controls)
-    mux.run_until(lambda: len(a[1].payloads) == 0 and len(b[1].payloads) == 0)
+    # a conflict was resolved by the tie-breakers: exactly one side controls now
+    assert a[0]._agent.controlling != b[0]._agent.controlling
     exchange(mux, a, b)
     mux.run_until(lambda: len(a[1].payloads) == PACKETS and len(b[1].payloads) == PACKETS)
     check_intact(a[1], b"b")
@@ -77,6 +84,20 @@ def test_imedia_calls_imedia_with_full_ice(
         c = m.counters
         assert c.srtp_failed == c.foreign == c.stun_rejected == c.held_dropped == 0
         assert c.rtp_received == PACKETS and c.rtp_sent == PACKETS
+    close(mux, a, b)
+
+
+def test_remote_passive_makes_this_side_the_dtls_client(mux: Mux, mlog: IInstanceLog) -> None:
+    """remoteDtlsRole PASSIVE: this side is the client; the other side, told ACTIVE, is
+    the server; media flows."""
+    a = make(mux, mlog, "a")
+    b = make(mux, mlog, "b")
+    b[0].Connect(a[1].config, True, SETUP_ROLE_ACTIVE)  # A will be active: B serves
+    a[0].Connect(b[1].config, False, SETUP_ROLE_PASSIVE)  # B is passive: A is the client
+    mux.run_until(lambda: a[1].connected and b[1].connected, timeout=10, what="connected")
+    assert (a[0]._dtls_server, b[0]._dtls_server) == (False, True)
+    exchange(mux, a, b, 5)
+    mux.run_until(lambda: len(a[1].payloads) == 5 and len(b[1].payloads) == 5)
     close(mux, a, b)
 
 
@@ -145,6 +166,96 @@ def test_loss_and_reordering_through_a_relay(
         relay.close()
 
 
+@pytest.mark.parametrize("way", ["up", "down"])
+def test_lost_dtls_flight_is_resent(mux: Mux, mlog: IInstanceLog, way: str) -> None:
+    """The relay drops the first DTLS handshake datagram one way: the stream's DTLS
+    timer resends it and the call connects."""
+    rule = drop_first(1, lambda d: dtls_content_type(d) == 22)
+    faults = DatagramFaults(rule=rule)
+    a, b, relay = relayed_call(
+        mux, mlog, up=faults if way == "up" else None, down=faults if way == "down" else None
+    )
+    try:
+        assert relay.ways[way].dropped, "no DTLS handshake datagram was dropped"
+        exchange(mux, a, b, 5)
+        mux.run_until(lambda: len(b[1].payloads) == 5 and len(a[1].payloads) == 5)
+        close(mux, a, b)
+    finally:
+        relay.close()
+
+
+class LitePeer:
+    """An ice-lite peer in a few lines: it answers Binding requests for its ufrag (with
+    integrity under its password), sends no checks, and echoes RTP back."""
+
+    UFRAG = "lite"
+    PWD = "litepasswordlitepassword"
+
+    def __init__(self, mux: Mux) -> None:
+        import socket
+
+        self.loop = mux.loop
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.port = self.sock.getsockname()[1]
+        self.answered = 0
+        self.echoed = 0
+        self.loop.add_reader(self.sock.fileno(), self._readable)
+
+    def _readable(self) -> None:
+        from usocket_asyncio._stun import BINDING, REQUEST, SUCCESS, StunMessage, encode, parse
+
+        try:
+            data, src = self.sock.recvfrom(2048)
+        except BlockingIOError:
+            return
+        if data[0] < 4:
+            msg = parse(data)
+            if msg.cls == REQUEST and (msg.username or "").startswith(self.UFRAG + ":"):
+                answer = StunMessage(BINDING, SUCCESS, msg.transaction_id, xor_mapped_address=src)
+                self.sock.sendto(encode(answer, self.PWD.encode()), src)
+                self.answered += 1
+        elif 128 <= data[0] <= 191 and not 192 <= data[1] <= 223:
+            self.sock.sendto(data, src)
+            self.echoed += 1
+
+    def config(self) -> MediaConfig:
+        cfg = plain_config(self.port)
+        cfg.ice = IceCandidates(
+            None,
+            self.UFRAG,
+            self.PWD,
+            True,
+            [IceCandidate("127.0.0.1", self.port, self.port, 2130706431, 0, 0, "1")],
+        )
+        return cfg
+
+    def close(self) -> None:
+        self.loop.remove_reader(self.sock.fileno())
+        self.sock.close()
+
+
+def test_ice_lite_peer_without_dtls(mux: Mux, mlog: IInstanceLog) -> None:
+    """An ice-lite remote sends no checks: this side controls (iceRemoteRole False),
+    checks, nominates, and plain RTP (no fingerprint) flows on the selected pair."""
+    lite = LitePeer(mux)
+    try:
+        a = make(mux, mlog, "a")
+        a[0].Connect(lite.config(), False, SETUP_ROLE_NONE)
+        mux.run_until(lambda: a[1].connect_error is not False, timeout=10, what="connected")
+        assert a[1].connect_error is None and lite.answered >= 2  # a check and the nomination
+        assert a[0].GetSrtpProfile() is None
+        for i in range(5):
+            a[0].RtpSend(payload_for(b"lite", i), None, i * 160)
+        mux.run_until(lambda: len(a[1].payloads) == 5, timeout=5, what="the echo")
+        assert a[1].payloads == [payload_for(b"lite", i) for i in range(5)]
+        assert a[1].ssrcs[0][1] == lite.port
+        close(mux, a)
+    finally:
+        lite.close()
+
+
 def plain_config(port: int) -> MediaConfig:
     return MediaConfig(
         MediaType.AUDIO,
@@ -169,6 +280,20 @@ def test_plain_rtp_peer(mux: Mux, mlog: IInstanceLog) -> None:
     check_intact(ua, b"b")
     check_intact(ub, b"a")
     assert ma.counters.stun_rejected == 0 and ma.counters.not_media == 0
+    close(mux, a, b)
+
+
+def test_payload_type_is_the_remotes_first_audio_codec(mux: Mux, mlog: IInstanceLog) -> None:
+    a = make(mux, mlog, "a")
+    b = make(mux, mlog, "b")
+    for_a = plain_config(b[0].localPort)
+    for_a.codecList = [Codec(AudioCoder.DTMF, 0, 101, 8000), Codec(AudioCoder.G711_A, 1, 8, 8000)]
+    a[0].Connect(for_a, False, SETUP_ROLE_NONE)
+    b[0].Connect(plain_config(a[0].localPort), False, SETUP_ROLE_NONE)
+    mux.run_until(lambda: a[1].connected and b[1].connected)
+    a[0].RtpSend(b"x" * 160, None, 0)
+    mux.run_until(lambda: bool(b[1].ssrcs))
+    assert b[1].ssrcs[0][3] == 8  # PCMA: telephone-event is not an audio codec to send with
     close(mux, a, b)
 
 
@@ -207,6 +332,108 @@ def test_recv_into_a_view_truncates(mux: Mux, mlog: IInstanceLog) -> None:
     close(mux, a, b)
 
 
+def test_rtcp_send_and_drop_media(
+    mux: Mux, mlog: IInstanceLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RtcpSend sends the app's RTCP (SRTCP-protected: the peer takes it); dropMediaTx
+    drops RTP as a lossy network would, each RtpSend still reported."""
+    monkeypatch.setattr(_media, "RTCP_INTERVAL", 60.0)  # no report of the stream's own
+    a = make(mux, mlog, "a", dropMediaTx=100)
+    b = make(mux, mlog, "b")
+    connect(mux, a, b)
+    (ma, ua), (mb, ub) = a, b
+    app = bytes([0x80, 204, 0, 2]) + (1234).to_bytes(4, "big") + b"test"  # APP "test"
+    ma.RtcpSend(app)
+    with pytest.raises(ValueError, match="RTCP packet"):
+        ma.RtcpSend(b"\x80\x00" + bytes(10))  # RTP, not RTCP
+    mux.run_until(lambda: mb.counters.rtcp_received == 1, timeout=5, what="the app's RTCP")
+    for i in range(10):
+        ma.RtpSend(payload_for(b"a", i), None, i * 160)
+    mux.run_until(lambda: ua.sent == 10, what="send results")
+    mux.run_for(0.1)
+    assert ub.payloads == [] and mb.counters.rtp_received == 0
+    assert mb.counters.srtcp_failed == 0
+    close(mux, a, b)
+
+
+def test_ice_failure_is_the_connect_result(
+    mux: Mux, mlog: IInstanceLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The only remote candidate never answers: every check fails, and Connect ends with
+    MediaConnectResult(media, "ICE failed: ...") and FAULT_CODE_RTP_ICE_FAILED."""
+    import copy
+    import socket
+
+    from usocket_asyncio import _ice
+
+    monkeypatch.setattr(_ice, "CHECK_RTO_MIN", 0.05)
+    monkeypatch.setattr(_ice, "CHECK_RTO_MAX", 0.05)
+    monkeypatch.setattr(_ice, "CHECK_SENDS", 2)
+    monkeypatch.setattr(_ice, "FAIL_GRACE", 0.3)  # no late candidate is coming
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    try:
+        a = make(mux, mlog, "a")
+        b = make(mux, mlog, "b")
+        cfg = copy.deepcopy(b[1].config)
+        cfg.ice.candidateList[0].rtpPort = silent.getsockname()[1]
+        a[0].Connect(cfg, False, SETUP_ROLE_ACTIVE)
+        mux.run_until(lambda: a[1].connect_error is not False, timeout=5, what="ICE failed")
+        assert isinstance(a[1].connect_error, str) and "ICE failed" in a[1].connect_error
+        assert a[1].error_codes() == [FAULT_CODE_RTP_ICE_FAILED]
+        a[0].RtpSend(b"x", None, 0)  # ignored after the failure (logged once)
+        mux.run_ready()
+        assert a[1].sent == 0
+        close(mux, a, b)
+    finally:
+        silent.close()
+
+
+def test_a_fingerprint_other_than_sha256_fails_the_connect(mux: Mux, mlog: IInstanceLog) -> None:
+    """The DTLS engine pins SHA-256 digests: a peer's sha-384 fingerprint is read, and
+    Connect then fails with FAULT_CODE_RTP_DTLS_SRTP_FAILED saying so."""
+    import copy
+
+    a = make(mux, mlog, "a")
+    b = make(mux, mlog, "b")
+    cfg = copy.deepcopy(b[1].config)
+    cfg.ice.fingerprint = "sha-384 " + ":".join(["AB"] * 48)
+    b[0].Connect(a[1].config, True, SETUP_ROLE_ACTPASS)
+    a[0].Connect(cfg, False, SETUP_ROLE_ACTIVE)
+    mux.run_until(lambda: a[1].connect_error is not False, timeout=5, what="connect result")
+    assert isinstance(a[1].connect_error, str) and "sha-256" in a[1].connect_error
+    assert a[1].error_codes() == [FAULT_CODE_RTP_DTLS_SRTP_FAILED]
+    with pytest.raises(ValueError, match="fingerprint"):
+        bad = copy.deepcopy(cfg)
+        bad.ice.fingerprint = "sha-256 12:34"  # too short for its hash
+        make(mux, mlog, "c")[0].Connect(bad, False, SETUP_ROLE_ACTIVE)
+    close(mux, a, b)
+
+
+@pytest.mark.parametrize("wrong_side", ["client", "server"])
+def test_a_certificate_that_is_not_the_fingerprints_fails(
+    mux: Mux, mlog: IInstanceLog, wrong_side: str
+) -> None:
+    """The remote's certificate is pinned by its fingerprint: a side given a wrong one
+    ends its connect with FAULT_CODE_RTP_DTLS_SRTP_FAILED, and no media flows."""
+    import copy
+
+    a = make(mux, mlog, "a")  # the DTLS server (B answers active)
+    b = make(mux, mlog, "b")
+    wrong = "sha-256 " + ":".join(["5A"] * 32)
+    cfg_for_a = copy.deepcopy(b[1].config)
+    cfg_for_b = copy.deepcopy(a[1].config)
+    (cfg_for_b if wrong_side == "client" else cfg_for_a).ice.fingerprint = wrong
+    b[0].Connect(cfg_for_b, True, SETUP_ROLE_ACTPASS)
+    a[0].Connect(cfg_for_a, False, SETUP_ROLE_ACTIVE)
+    checker = b if wrong_side == "client" else a
+    mux.run_until(lambda: checker[1].connect_error is not False, timeout=10, what="failure")
+    assert isinstance(checker[1].connect_error, str) and "DTLS" in checker[1].connect_error
+    assert checker[1].error_codes() == [FAULT_CODE_RTP_DTLS_SRTP_FAILED]
+    assert checker[0].GetSrtpProfile() is None
+    close(mux, a, b)
+
+
 def test_caller_mistakes_raise_at_once(mux: Mux, mlog: IInstanceLog) -> None:
     user = MediaRecorder("x")
     media = CreateMediaProvider().CreateMedia(mux, user, mlog)
@@ -224,6 +451,10 @@ def test_caller_mistakes_raise_at_once(mux: Mux, mlog: IInstanceLog) -> None:
     with pytest.raises(SocketModeError, match="twice"):
         media.Initialize(None, None, None, 0, 0, localAddresses=["127.0.0.1"])
     mux.run_until(lambda: user.initialized)
+    with pytest.raises(ValueError, match="no IP address literal"):
+        bad = plain_config(9)
+        bad.defAddr = "peer.example"
+        media.Connect(bad, False, SETUP_ROLE_NONE)
     with pytest.raises(ValueError, match="DTMF digit"):
         media.Connect(plain_config(9), False, SETUP_ROLE_NONE)
         media.RtpDtmf("x", 101)
@@ -232,6 +463,19 @@ def test_caller_mistakes_raise_at_once(mux: Mux, mlog: IInstanceLog) -> None:
         media.Recv(bytearray(10))
     mux.run_until(lambda: user.closed)
     assert user.names() == ["init", "closed"]
+
+
+def test_default_local_addresses() -> None:
+    """Without localAddresses the host's interface addresses are used: IP literals,
+    no duplicates, loopback (if any) last."""
+    import ipaddress
+
+    addrs = _media.host_addresses()
+    assert addrs and len(set(addrs)) == len(addrs)
+    ips = [ipaddress.ip_address(a) for a in addrs]
+    loop = [ip.is_loopback for ip in ips]
+    assert loop == sorted(loop)
+    assert not any(ip.version == 6 and ip.is_link_local for ip in ips)
 
 
 def test_port_range(mux: Mux, mlog: IInstanceLog) -> None:

@@ -8,6 +8,7 @@ aiortc gathers on 127.0.0.1 only (`loopback_only`) and asks no STUN server
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -152,8 +153,13 @@ def test_aiortc_offers_imedia_answers(
 
 
 def test_imedia_offers_aiortc_answers(
-    mux: Mux, mlog: IInstanceLog, loopback_only: None, fast_stats: None
+    mux: Mux,
+    mlog: IInstanceLog,
+    loopback_only: None,
+    fast_stats: None,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO)
     peer = AiortcPeer(mux, TONE_IN)
     media, user = new_media(mux, mlog, "offerer")
     try:
@@ -166,6 +172,8 @@ def test_imedia_offers_aiortc_answers(
         user.in_call = False
         mux.run_until(lambda: user.connect_error is not False, timeout=15, what="connected")
         assert user.connect_error is None
+        # DTLS 1.2: the engine's only version, and what aiortc 1.16 negotiates with it
+        assert any("handshake done: DTLSv1.2" in r.getMessage() for r in caplog.records)
         check_audio(mux, peer, media, user)
         check_rtcp(mux, peer, user)
         close_media(mux, media, user)

@@ -25,6 +25,7 @@ from kit.media import (
 from kit.relays import DatagramFaults
 
 from usocket_asyncio import (
+    FAULT_CODE_RTP_SRTCP_AUTH_FAILED,
     FAULT_CODE_RTP_SRTP_AUTH_FAILED,
     IInstanceLog,
     LogFlags,
@@ -151,9 +152,11 @@ def test_srtp_bad_tags_and_replays_from_the_peer_address(
     caplog.set_level(logging.INFO)
     seen: list[bytes] = []
 
+    seen_rtcp: list[bytes] = []
+
     def keep_rtp(index: int, data: bytes) -> str:
-        if 128 <= data[0] <= 191 and not 192 <= data[1] <= 223:
-            seen.append(data)
+        if 128 <= data[0] <= 191:
+            (seen_rtcp if 192 <= data[1] <= 223 else seen).append(data)
         return "pass"
 
     a, b, relay = relayed_call(mux, mlog, down=DatagramFaults(rule=keep_rtp))
@@ -178,6 +181,22 @@ def test_srtp_bad_tags_and_replays_from_the_peer_address(
         assert len(ua.payloads) == PACKETS  # nothing of it delivered
         assert ua.error_codes() == [FAULT_CODE_RTP_SRTP_AUTH_FAILED]
         assert media_lines(caplog, "failed authentication or replay") == 1
+        # SRTCP likewise: a replayed and a forged report, each dropped and counted
+        mux.run_until(lambda: bool(seen_rtcp), timeout=5, what="an SRTCP report of B's")
+        good = ma.counters.rtcp_received
+        for p in seen_rtcp[:5]:
+            to_a.sendto(p, a_addr)
+            forged = bytearray(p)
+            forged[-5] ^= 1  # the tag (before the 4-byte SRTCP index)
+            to_a.sendto(bytes(forged), a_addr)
+        n = min(5, len(seen_rtcp))
+        mux.run_until(lambda: ma.counters.srtcp_failed >= 2 * n, timeout=5, what="SRTCP drops")
+        assert ma.counters.srtcp_failed == 2 * n
+        assert ma.counters.rtcp_received - good <= 2  # only B's own new reports counted
+        assert ua.error_codes() == [
+            FAULT_CODE_RTP_SRTP_AUTH_FAILED,
+            FAULT_CODE_RTP_SRTCP_AUTH_FAILED,
+        ]
         close(mux, a, b)
     finally:
         relay.close()
@@ -215,8 +234,49 @@ def test_slow_reader_bounded(mux: Mux, mlog: IInstanceLog) -> None:
     assert a[0].counters.held_dropped == 30
     assert len(a[0]._held) == _media.HOLD_PAYLOADS
     buf = bytearray(400)
-    a[0].Recv(buf)
+    a[1].in_call = True
+    a[0].Recv(buf)  # a payload is there: its result still comes from the loop, not here
+    a[1].in_call = False
     mux.run_until(lambda: len(a[1].payloads) == 1)
+    assert a[1].violations == []
     assert a[1].payloads == [payload_for(b"b", 30)]  # the oldest kept
     assert a[1].diffs == [1]
     close(mux, a, b)
+
+
+def test_noise_from_the_peer_address(mux: Mux, mlog: IInstanceLog) -> None:
+    """Random datagrams of every first-byte class from the selected remote's own address
+    (the relay's): nothing raises, nothing is delivered, the call carries on."""
+    import random
+
+    a, b, relay = relayed_call(mux, mlog)
+    try:
+        (ma, ua) = a
+        rnd = random.Random(7)
+        to_a = relay._front
+        a_addr = ("127.0.0.1", ma.localPort)
+        for i in range(600):
+            first = rnd.choice(
+                [rnd.randrange(0, 4), rnd.randrange(20, 64), rnd.randrange(128, 192)]
+            )
+            size = rnd.randrange(1, 300)
+            data = bytes([first]) + rnd.randbytes(size)
+            if first < 4 and i % 2:  # a STUN header that parses further
+                data = (
+                    bytes([first, 1])
+                    + len(data[20:]).to_bytes(2, "big")
+                    + b"\x21\x12\xa4\x42"
+                    + data[8:]
+                )
+            to_a.sendto(data, a_addr)
+            if i % 32 == 31:
+                mux.run_ready()
+        mux.run_ready()
+        assert ua.payloads == [] and ua.dtmf == []
+        exchange(mux, a, b)
+        mux.run_until(lambda: len(ua.payloads) == PACKETS, timeout=5)
+        assert ua.payloads == [payload_for(b"b", i) for i in range(PACKETS)]
+        assert ua.connect_error is None and ua.violations == []
+        close(mux, a, b)
+    finally:
+        relay.close()

@@ -22,13 +22,15 @@ simulated one in the tests), and the agent says when it next wants to be woken
 Events: `CandidateGathered` / `GatherFailed` (one per `gather_srflx`), `RoleChanged`
 (a role conflict, or an ice-lite remote, made this side change role), `PairSelected`
 (media may flow to `pair.remote`; on the controlled side it may come again when the
-controlling agent nominates a better pair), then at most one of `IceFailed` (no pair
-worked: every pair failed, or none was selected within `CONNECT_TIMEOUT` of
-`set_remote`) or `ConsentLost` (the selected remote stopped answering for
-`consent_timeout`). After either the agent is finished: it answers nothing and sends
-nothing more, like after `close`. Candidates may be added after `set_remote`
-(`add_remote_candidate`), but once every pair has failed the agent has failed: a caller
-that trickles candidates gives them before then (the media adapter gives them all at once).
+controlling agent nominates a better pair), then at most one of `IceFailed` or
+`ConsentLost`. `IceFailed`: no pair was selected within `CONNECT_TIMEOUT` of
+`set_remote`, or every pair failed and `FAIL_GRACE` has passed since `set_remote` (until
+then the peer's checks may still bring peer-reflexive pairs). `ConsentLost`: the
+selected remote stopped answering for `consent_timeout`. After either the agent is
+finished: it answers nothing and sends nothing more, like after `close`. Candidates may
+be added after `set_remote` (`add_remote_candidate`), but once the agent has failed they
+come too late: a caller that trickles candidates gives them within `FAIL_GRACE` (the media
+adapter gives them all at once).
 
 Who owns each datagram. Incoming: `receive` looks at the datagram before it returns and
 keeps nothing of it but what it learned (a candidate, a pair state). Outgoing: requests
@@ -40,9 +42,9 @@ candidate: a pair is (the base, a remote candidate), the base being the first ho
 candidate of the remote's address family; server-reflexive candidates are only
 signalled (RFC 8445 §6.1.2.4 replaces them by their base). Pairs are keyed by the remote
 address. Pair priority, foundation and the frozen rule are RFC 8445's (§6.1.2.3,
-§6.1.2.6): a new pair is Waiting unless a pair of its foundation is already Waiting or
-In-Progress (then Frozen); a success unfreezes its foundation; when nothing is Waiting,
-the best Frozen pair is checked.
+§6.1.2.6): a new pair is Frozen if a pair of its foundation is already Waiting or
+In-Progress and none has succeeded, else Waiting; a success unfreezes its foundation;
+when nothing is Waiting, the best Frozen pair is checked.
 
 Checks. One new check transaction per `ta` seconds (triggered checks first, then the
 best Waiting pair, then the best Frozen one); retransmissions are not paced. A check's
@@ -131,6 +133,9 @@ NOMINATION_DELAY: Final = 1.0
 best succeeded pair even if better pairs are still being checked."""
 CONNECT_TIMEOUT: Final = 30.0
 """Seconds after `set_remote` within which a pair must be selected, else `IceFailed`."""
+FAIL_GRACE: Final = 11.5
+"""Seconds after `set_remote` before "every pair failed" ends the agent: the peer's own
+checks (which bring new, peer-reflexive pairs) have had a check's lifetime to arrive."""
 MAX_REMOTE_CANDIDATES: Final = 64
 """Signalled remote candidates kept; more are dropped (counted)."""
 MAX_PRFLX: Final = 16
@@ -402,6 +407,7 @@ class IceAgent:
         "_out",
         "_pairs",
         "_remote",
+        "_remote_at",
         "_remote_key",
         "_remote_pwd",
         "_remote_ufrag",
@@ -473,6 +479,7 @@ class IceAgent:
         self._last_check = 0.0
         self._first_valid: float | None = None
         self._connect_deadline: float | None = None
+        self._remote_at = 0.0
         self._consent_next = 0.0
         self._consent_ok = 0.0
 
@@ -533,7 +540,8 @@ class IceAgent:
         `base` is a host candidate's (addr, port). Leads to exactly one `CandidateGathered`
         (the candidate is also added to `local_candidates` unless it equals its base, as on
         loopback) or `GatherFailed` (an error answer, or none after 39.5 s of RFC 8489
-        retransmissions).
+        retransmissions), unless the agent is finished first (closed, failed: then
+        nothing). Not paced by `ta`: a few servers, once.
 
         Raises:
             ValueError: `base` is not a host candidate, or `server` not an IP literal.
@@ -612,6 +620,7 @@ class IceAgent:
             return
         if first:
             self._connect_deadline = now + CONNECT_TIMEOUT
+            self._remote_at = now
             self._last_check = now - self.ta  # the first check may go at once
         if lite and not self.controlling:
             self._set_role(True)
@@ -679,6 +688,8 @@ class IceAgent:
             nominate_at = self._nomination_at()
             if nominate_at is not None:
                 times.append(nominate_at)
+            if self._all_failed():
+                times.append(self._remote_at + FAIL_GRACE)
         return min(times) if times else None
 
     def handle_timer(self, now: float) -> None:
@@ -703,6 +714,8 @@ class IceAgent:
                 self._send_consent(sel, now)
         elif self._connect_deadline is not None and now >= self._connect_deadline:
             self._finish(IceFailed(f"no candidate pair selected within {CONNECT_TIMEOUT:g} s"))
+        else:
+            self._check_failed(now)
 
     def next_event(self) -> IceEvent | None:
         """The next event, or None."""
@@ -781,11 +794,9 @@ class IceAgent:
         if base is None:
             return None
         pair = _Pair(base, remote, self.controlling)
-        busy = any(
-            p.foundation == pair.foundation and p.state in (WAITING, IN_PROGRESS, SUCCEEDED)
-            for p in self._pairs.values()
-        )
-        pair.state = FROZEN if busy else WAITING
+        kin = [p.state for p in self._pairs.values() if p.foundation == pair.foundation]
+        busy = WAITING in kin or IN_PROGRESS in kin
+        pair.state = WAITING if SUCCEEDED in kin or not busy else FROZEN
         self._pairs[remote.address] = pair
         return pair
 
@@ -801,7 +812,7 @@ class IceAgent:
                 mapped[0],
                 mapped[1],
                 PRFLX,
-                candidate_priority(PRFLX),
+                self._prflx_priority(base),  # what the check said in PRIORITY
                 self._foundation(PRFLX, base.addr, ""),
                 base.addr,
                 base.port,
@@ -1040,7 +1051,7 @@ class IceAgent:
             REQUEST,
             tid,
             username=f"{self._remote_ufrag}:{self.local_ufrag}",
-            priority=candidate_priority(PRFLX, (pair.local.priority >> 8) & 0xFFFF),
+            priority=self._prflx_priority(pair.local),
             use_candidate=use_candidate,
         )
         if self.controlling:
@@ -1048,6 +1059,12 @@ class IceAgent:
         else:
             req.ice_controlled = self.tie_breaker
         return encode(req, self._remote_key)
+
+    @staticmethod
+    def _prflx_priority(base: Candidate) -> int:
+        """The PRIORITY of a check from `base`: a peer-reflexive candidate's priority with
+        the base's local preference (RFC 8445 §7.1.1)."""
+        return candidate_priority(PRFLX, (base.priority >> 8) & 0xFFFF)
 
     def _send_tx(self, tx: _Transaction, now: float) -> None:
         self._out.append((tx.data, tx.dest))
@@ -1074,13 +1091,19 @@ class IceAgent:
     def _pair_failed(self, pair: _Pair, now: float) -> None:
         pair.state = FAILED
         pair.nominating = False
-        if pair is self._selected:
-            return  # a late check of the selected pair: consent decides
-        if (
+        if pair is not self._selected:  # (a late check of the selected pair: consent decides)
+            self._check_failed(now)
+
+    def _all_failed(self) -> bool:
+        return (
             self._selected is None
+            and bool(self._pairs)
             and not self._triggered
             and all(p.state == FAILED for p in self._pairs.values())
-        ):
+        )
+
+    def _check_failed(self, now: float) -> None:
+        if self._all_failed() and now >= self._remote_at + FAIL_GRACE:
             self._finish(IceFailed(f"all {len(self._pairs)} candidate pairs failed"))
 
     # ------------------------------------------------------------------ roles, nomination

@@ -32,7 +32,19 @@ soon as the datagram was handled: nothing of the peer's is kept but bounded queu
 (payloads waiting for the app's `Recv`, `HOLD_PAYLOADS`; early DTLS, `EARLY_DTLS`).
 
 Payloads go to the app in arrival order, one per `Recv`; `MediaRtpRecv` comes first
-for each new SSRC. What this side sends goes to the selected remote address only.
+for each new SSRC. What this side sends goes to the selected remote address only; each
+`SendTo` of the socket is noted (RTP or not) so that its `SocketSendResult` becomes
+`MediaRtpSendResult` for the app's packets only.
+
+The life of a stream. `Initialize` binds the port (the next port of the range after an
+address in use), adds the host candidates and asks each STUN server (a name is looked
+up first) for the server-reflexive address; `MediaInitializeComplete` comes once every
+server answered or gave up. `Connect` gives the agent its role and the remote's
+candidates (or, without ICE credentials, fixes the plain peer's address); the first
+`PairSelected` starts DTLS (this side's certificate, the remote's pinned by its
+fingerprint), whose keys make the SRTP sessions; `MediaConnectResult(None)` comes when
+DTLS is done (at once on the selected pair without a fingerprint), and with it the RTCP
+and statistics timers start.
 
 Callbacks. Every callback to the app goes through one queue (`_emit`): during a network
 event (a datagram, a timer) it is run at the end of the event, once the stream's state is
@@ -59,11 +71,44 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from . import _ice
+from . import _media_types as mt
+from ._address import parse_address
 from ._api import ISocket, ISocketContext, ISocketProvider, USocket
 from ._base import as_view, check_loop_thread
-from ._dns import UDns
+from ._context import _make_self_signed
+from ._dns import IDns, UDns
 from ._idtls import DTLS_OPTION_NO_COOKIE, DTLS_OPTION_USE_SRTP, IDtls, UDtls
 from ._iomux import ITimer, UTimer, call_user
+from ._media_types import (
+    CHANNEL_CANDIDATE_HOST,
+    CHANNEL_CANDIDATE_PRFLX,
+    CHANNEL_CANDIDATE_RELAY,
+    CHANNEL_CANDIDATE_SRFLX,
+    AudioCoder,
+    Codec,
+    EventMediaStatistics,
+    IceCandidate,
+    IceCandidates,
+    MediaConfig,
+    MediaType,
+    SetupRole,
+)
+from ._providers import CreateTLSSocketProvider, CreateUDPSocketProvider
+from ._rtp import (
+    DtmfReceiver,
+    ReceiverReport,
+    RtpReceiveStats,
+    RtpSendStats,
+    Sdes,
+    SenderReport,
+    dtmf_packets,
+    ntp_time,
+    pack_rtcp,
+    parse_rtcp,
+    round_trip,
+)
+from ._srtp import ISrtpSession, SrtpKeys
 from ._types import IPaddr, LogFlags, ShutdownReason, SocketModeError
 
 if TYPE_CHECKING:
@@ -104,7 +149,7 @@ class _State(enum.Enum):
 _MOVES: dict[_State, frozenset[_State]] = {
     _State.IDLE: frozenset({_State.INITIALIZING, _State.CLOSING}),
     _State.INITIALIZING: frozenset({_State.READY, _State.FAILED, _State.CLOSING}),
-    _State.READY: frozenset({_State.CONNECTING, _State.CLOSING}),
+    _State.READY: frozenset({_State.CONNECTING, _State.FAILED, _State.CLOSING}),
     _State.CONNECTING: frozenset({_State.CONNECTED, _State.FAILED, _State.CLOSING}),
     _State.CONNECTED: frozenset({_State.FAILED, _State.CLOSING}),
     _State.FAILED: frozenset({_State.CLOSING}),
@@ -365,6 +410,8 @@ class IMedia:
         "_connect_reported",
         "_counters",
         "_ctx",
+        "_drop_rx",
+        "_drop_tx",
         "_dtls",
         "_dtls_server",
         "_dtls_timer",
@@ -374,18 +421,19 @@ class IMedia:
         "_early_dtls",
         "_flush_handle",
         "_flushing",
+        "_gathering",
         "_glue",
         "_held",
         "_ice_at",
         "_ice_timer",
         "_in_event",
-        "_init_args",
         "_iomux",
         "_local_addrs",
         "_local_config",
         "_log",
         "_logged",
         "_loop",
+        "_no_host",
         "_out",
         "_port",
         "_ports",
@@ -402,6 +450,7 @@ class IMedia:
         "_sock",
         "_state",
         "_stats_timer",
+        "_stun_servers",
         "_tx",
         "_udp_provider",
         "_user",
@@ -428,7 +477,11 @@ class IMedia:
         self._ports: list[int] = []
         self._port = 0
         self._local_addrs: list[str] = []
-        self._init_args: dict[str, Any] = {}
+        self._stun_servers: list[str] = []
+        self._no_host = False
+        self._drop_tx = 0  # percent of RTP dropped on the way out (the SDK's test aid)
+        self._drop_rx = 0  # ... and on the way in
+        self._gathering = 0  # STUN servers (and lookups) not done yet
         self._ctx: ISocketContext | None = None
         self._local_config: Any = None
         self._remote_config: Any = None
@@ -530,7 +583,7 @@ class IMedia:
         turnServers: Sequence[str] | None = None,
         turnUsername: str | None = None,
         turnPassword: str | None = None,
-        media: Any = None,
+        media: MediaType = MediaType.AUDIO,
         stunSlow: bool = False,
         turnOnly: bool = False,
         iceNoHost: bool = False,
@@ -574,8 +627,6 @@ class IMedia:
             ValueError: a port range or address that cannot be.
             SocketModeError: called twice, or after `Close`.
         """
-        from ._media_types import MediaType
-
         self._check("Initialize")
         if turnServers or turnOnly:
             raise NotImplementedError(
@@ -584,7 +635,7 @@ class IMedia:
             )
         if self._state is not _State.IDLE:
             raise SocketModeError("IMedia.Initialize twice: make a new IMedia per stream")
-        if media is not None and media != MediaType.AUDIO:
+        if media != MediaType.AUDIO:
             raise ValueError("this version of IMedia does audio only: media=MediaType.AUDIO")
         if not (0 <= minPort <= 65535 and 0 <= maxPort <= 65535) or (maxPort and minPort > maxPort):
             raise ValueError(f"port range {minPort}..{maxPort}: give 0..65535 with min <= max")
@@ -597,21 +648,14 @@ class IMedia:
         if not addrs:
             raise ValueError("localAddresses is empty: give at least one address")
         if udpSocketProvider is None:
-            from ._providers import CreateUDPSocketProvider
-
             udpSocketProvider = CreateUDPSocketProvider()
         self._udp_provider = udpSocketProvider
         self._local_addrs = addrs
-        self._init_args = {
-            "stun": list(stunServers or []),
-            "noHost": bool(iceNoHost),
-            "dropTx": max(0, min(100, int(dropMediaTx))),
-            "dropRx": max(0, min(100, int(dropMediaRx))),
-        }
+        self._stun_servers = list(stunServers or [])
+        self._no_host = bool(iceNoHost)
+        self._drop_tx = max(0, min(100, int(dropMediaTx)))
+        self._drop_rx = max(0, min(100, int(dropMediaRx)))
         if socketContext is None:
-            from ._context import _make_self_signed
-            from ._providers import CreateTLSSocketProvider
-
             socketContext = CreateTLSSocketProvider(None).CreateSocketContext(self._log)
             socketContext.SetServerCertificate(_make_self_signed().pem)
         self._ctx = socketContext
@@ -619,7 +663,7 @@ class IMedia:
             self._ports = [0]
         else:
             hi = maxPort or minPort
-            span = list(range(minPort, hi + 1))
+            span = list(range(max(1, minPort), hi + 1))
             start = self._rng.randrange(len(span))
             self._ports = span[start:] + span[:start]
         self._set_state(_State.INITIALIZING)
@@ -690,22 +734,21 @@ class IMedia:
     def _start_ice(self) -> None:
         """The port is open: make the ICE agent, its host candidates, and ask the STUN
         servers for server-reflexive ones; `_gathered` completes Initialize."""
-        from ._ice import IceAgent
 
-        agent = IceAgent(True, rng=self._rng)  # the role is the app's word at Connect
+        agent = _ice.IceAgent(True, rng=self._rng)  # the role is the app's word at Connect
         self._agent = agent
         self._ice_at = None
-        if not self._init_args["noHost"]:
+        if not self._no_host:
             for a in self._local_addrs:
                 agent.add_host_candidate(a, self._port)
-        self._init_args["gathering"] = 0
+        self._gathering = 0
         base = (self._base_address(), self._port)
         now = self._loop.time()
-        for server in self._init_args["stun"]:
+        for server in self._stun_servers:
             target = self._stun_target(server)  # None: skipped, or looked up first
             if target is None:
                 continue
-            self._init_args["gathering"] += 1
+            self._gathering += 1
             agent.gather_srflx(target, base, now)
         self._pump_ice()
         self._gathered()
@@ -719,7 +762,6 @@ class IMedia:
     def _stun_target(self, server: str) -> tuple[str, int] | None:
         """("ip", port) of a "host:port" STUN server; a name is looked up (`IDns`), and
         its gather starts when the address is known (None is returned then)."""
-        from ._address import parse_address
 
         try:
             addr = parse_address(server)
@@ -731,9 +773,7 @@ class IMedia:
         try:
             ipaddress.ip_address(addr.host)
         except ValueError:
-            from ._dns import IDns
-
-            self._init_args["gathering"] += 1
+            self._gathering += 1
             lookup = _StunLookup(self, addr.host, addr.port)
             IDns.Create(self._iomux).GetHostByName(addr.host, lookup, self._log, all=True)
             return None
@@ -747,7 +787,7 @@ class IMedia:
         try:
             if ip is None:
                 self._log.Log(LOG, "media %x: STUN server %s: no address", id(self), name)
-                self._init_args["gathering"] -= 1
+                self._gathering -= 1
                 self._gathered()
                 return
             self._agent.gather_srflx(
@@ -759,21 +799,13 @@ class IMedia:
 
     def _gathered(self) -> None:
         """Initialize is complete once every STUN server answered or gave up."""
-        if self._state is not _State.INITIALIZING or self._init_args.get("gathering", 0) > 0:
+        if self._state is not _State.INITIALIZING or self._gathering > 0:
             return
         self._local_config = self._make_local_config()
         self._set_state(_State.READY)
         self._emit("MediaInitializeComplete", self._local_config)
 
     def _make_local_config(self) -> Any:
-        from ._media_types import (
-            AudioCoder,
-            Codec,
-            IceCandidates,
-            MediaConfig,
-            MediaType,
-        )
-
         assert self._ctx is not None
         fp = self._ctx.GetCertificateFingerprint()
         cands = [_to_sdk(c) for c in self._agent.local_candidates]
@@ -818,15 +850,13 @@ class IMedia:
             self._ice_timer.Start(max(0, math.ceil((at - now) * 1000)))
 
     def _ice_event(self, ev: Any) -> None:
-        from . import _ice
-
         if isinstance(ev, _ice.CandidateGathered):
             self._log.Log(LOG, "media %x: candidate %s", id(self), ev.candidate)
-            self._init_args["gathering"] -= 1
+            self._gathering -= 1
             self._gathered()
         elif isinstance(ev, _ice.GatherFailed):
             self._log.Log(LOG, "media %x: STUN server %s: %s", id(self), ev.server, ev.reason)
-            self._init_args["gathering"] -= 1
+            self._gathering -= 1
             self._gathered()
         elif isinstance(ev, _ice.PairSelected):
             self._select(_addr_of(ev.remote))
@@ -867,13 +897,11 @@ class IMedia:
             ValueError: a config with no codec to send, or a fingerprint SDP would not
                 write.
         """
-        from ._media_types import AudioCoder, SetupRole
-
         self._check("Connect")
         if self._state is not _State.READY:
             raise SocketModeError(
-                "IMedia.Connect before MediaInitializeComplete gave a config, or twice: "
-                "connect once, after MediaInitializeComplete"
+                f"IMedia.Connect on a stream that is {self._state.value}: connect once, "
+                "after MediaInitializeComplete gave a config"
             )
         cfg = remoteMediaConfig
         send = [c for c in cfg.codecList if c.coder not in (AudioCoder.DTMF, AudioCoder.CN)]
@@ -881,6 +909,17 @@ class IMedia:
             raise ValueError("the remote config has no codec to send with (codecList)")
         ice = cfg.ice
         fp = _fingerprint(ice.fingerprint if ice is not None else None)
+        use_ice = ice is not None and bool(ice.iceUfrag) and bool(ice.icePwd)
+        plain: tuple[str, int] | None = None
+        if not use_ice:
+            try:
+                plain = (str(ipaddress.ip_address(cfg.defAddr)), int(cfg.defPort))
+            except ValueError:
+                raise ValueError(
+                    f"the plain RTP peer's defAddr {cfg.defAddr!r} is no IP address literal"
+                ) from None
+            if not 0 < plain[1] < 65536:
+                raise ValueError(f"the plain RTP peer's defPort {cfg.defPort} is not 1..65535")
         self._remote_config = cfg
         self._dtmf_pt_rx = {c.pt for c in cfg.codecList if c.coder == AudioCoder.DTMF}
         if self._local_config is not None:
@@ -893,7 +932,8 @@ class IMedia:
             self._dtls_server = SetupRole(remoteDtlsRole) == SetupRole.SETUP_ROLE_ACTIVE
         self._set_state(_State.CONNECTING)
         agent = self._agent
-        if ice is not None and ice.iceUfrag and ice.icePwd:
+        if use_ice:
+            assert ice is not None
             controlling = not iceRemoteRole
             self._log.Log(
                 LOG,
@@ -907,7 +947,7 @@ class IMedia:
             agent.set_remote(
                 ice.iceUfrag,
                 ice.icePwd,
-                [_from_sdk(c) for c in ice.candidateList if c.type != 3],
+                [_from_sdk(c) for c in ice.candidateList],
                 now=self._loop.time(),
             )
             self._pump_ice()
@@ -919,7 +959,8 @@ class IMedia:
                 agent.close()
                 self._agent = None
                 self._ice_timer.Cancel()
-            self._select((str(ipaddress.ip_address(cfg.defAddr)), int(cfg.defPort)))
+            assert plain is not None
+            self._select(plain)
 
     def _select(self, remote: tuple[str, int]) -> None:
         """The pair to send on is chosen (or changed)."""
@@ -954,8 +995,6 @@ class IMedia:
                 self._counters.foreign += 1
 
     def _srtp_keys(self, keys: bytes, profile: str) -> None:
-        from ._srtp import ISrtpSession, SrtpKeys
-
         self._profile = profile
         lk, ls, rk, rs = SrtpKeys(keys, profile, self._dtls_server)
         self._tx = ISrtpSession.Create(lk, ls, profile)
@@ -994,7 +1033,6 @@ class IMedia:
 
     def _fail(self, text: str, code: str, src: str) -> None:
         """ICE or DTLS failed, or consent was lost: stop the media and say why."""
-        from . import _media_types as mt
 
         st = self._state
         if st is _State.CLOSING or st is _State.CLOSED or st is _State.FAILED:
@@ -1004,7 +1042,10 @@ class IMedia:
         if st is _State.CONNECTING:
             self._set_state(_State.FAILED)
             self._emit("MediaConnectResult", text)
-        elif st is _State.CONNECTED:
+        elif st is _State.INITIALIZING:
+            self._set_state(_State.FAILED)
+            self._emit("MediaInitializeComplete", None)
+        else:
             self._set_state(_State.FAILED)
         self._emit(
             "MediaEventReceived",
@@ -1117,8 +1158,6 @@ class IMedia:
             self._once("other", "datagram from %s:%d is no STUN/DTLS/RTP: dropped", host, port)
 
     def _media_in(self, data: bytes, host: str, port: int) -> None:
-        from . import _media_types as mt
-
         c = self._counters
         rtp = self._rtp
         st = self._state
@@ -1166,7 +1205,7 @@ class IMedia:
                     ),
                 )
             return
-        drop = self._init_args.get("dropRx", 0)
+        drop = self._drop_rx
         if drop and self._rng.random() * 100 < drop:
             return
         parsed = _parse_rtp(pkt)
@@ -1211,9 +1250,10 @@ class IMedia:
     def RtpSend(self, buf: Any, len: int | None, timestamp: int) -> None:
         """Send one payload as one RTP packet (SRTP once DTLS gave the keys) to the
         selected pair: this stream's SSRC and next sequence number, the payload type of
-        the remote's first codec, `timestamp`. Leads to `MediaRtpSendResult` once the
-        kernel has it. Ignored (and logged once) when the media stopped (consent lost,
-        the peer closed).
+        the remote's first codec (telephone-event and CN skipped), `timestamp`. Leads
+        to `MediaRtpSendResult` once the kernel has it. Ignored (and logged once) when
+        the media stopped (consent lost, the peer closed) or never started (the connect
+        failed).
 
         Raises:
             SocketModeError: before `MediaConnectResult(media, None)`, or after `Close`.
@@ -1236,7 +1276,7 @@ class IMedia:
         tx = self._tx
         pkt = tx.Protect(header, payload) if tx is not None else header + payload
         self._counters.rtp_sent += 1
-        drop = self._init_args.get("dropTx", 0)
+        drop = self._drop_tx
         if drop and self._rng.random() * 100 < drop:
             self._emit("MediaRtpSendResult")
             return
@@ -1420,8 +1460,6 @@ class IMedia:
         return int(RTCP_INTERVAL * (0.5 + self._rng.random()) * 1000)
 
     def _statistics(self) -> None:
-        from . import _media_types as mt
-
         if self._rtp is None or self._state is not _State.CONNECTED:
             return
         for stats in self._rtp.statistics():
@@ -1489,8 +1527,6 @@ class _Source:
     __slots__ = ("expected_prior", "received_prior", "stats")
 
     def __init__(self, rate: int) -> None:
-        from ._rtp import RtpReceiveStats
-
         self.stats = RtpReceiveStats(rate)
         self.expected_prior = 0
         self.received_prior = 0
@@ -1521,8 +1557,6 @@ class _RtpState:
     )
 
     def __init__(self, rng: random.Random, pt: int, rate: int) -> None:
-        from ._rtp import DtmfReceiver, RtpSendStats
-
         self.ssrc = rng.getrandbits(32)
         self.seq = rng.getrandbits(16)
         self.pt = pt
@@ -1587,7 +1621,6 @@ class _RtpState:
 
     def rtcp_in(self, pkt: bytes, now: float, unix_now: float) -> bool:
         """Take the peer's compound RTCP packet; False if it does not parse."""
-        from ._rtp import ReceiverReport, SenderReport, ntp_time, parse_rtcp, round_trip
 
         try:
             packets = parse_rtcp(pkt)
@@ -1613,7 +1646,6 @@ class _RtpState:
     def report(self, now: float, unix_now: float) -> bytes:
         """This side's compound report: SR (once it sent) or RR, with a block per
         source, then SDES with the CNAME."""
-        from ._rtp import ReceiverReport, Sdes, pack_rtcp
 
         blocks = [s.stats.report_block(ssrc, now) for ssrc, s in self.sources.items()]
         first: Any = self.send.sender_report(self.ssrc, now, unix_now, blocks)
@@ -1626,7 +1658,6 @@ class _RtpState:
     def statistics(self) -> list[Any]:
         """`EventMediaStatistics` for the peer's view (xmit True, from its last report)
         and this side's (xmit False, since the previous call), each when there is one."""
-        from ._media_types import EventMediaStatistics
 
         rtt = round(self.rtt * 1000) if self.rtt is not None else 0
         out = []
@@ -1672,7 +1703,6 @@ class _RtpState:
 
     def dtmf_queue(self, digit: str, pt: int) -> bool:
         """Queue one digit's packets; True when nothing else was queued (start the pacer)."""
-        from ._rtp import dtmf_packets
 
         idle = not self.dtmf_out
         for p in dtmf_packets(digit, clock_rate=self.rate):
@@ -1715,13 +1745,6 @@ _STUN_REJECTIONS = (
 
 def _to_sdk(c: Any) -> Any:
     """An ICE agent's candidate as the SDK's `IceCandidate` (RTP and RTCP muxed)."""
-    from ._media_types import (
-        CHANNEL_CANDIDATE_HOST,
-        CHANNEL_CANDIDATE_PRFLX,
-        CHANNEL_CANDIDATE_RELAY,
-        CHANNEL_CANDIDATE_SRFLX,
-        IceCandidate,
-    )
 
     kind = {
         "host": CHANNEL_CANDIDATE_HOST,
@@ -1745,10 +1768,9 @@ def _to_sdk(c: Any) -> Any:
 
 def _from_sdk(c: Any) -> Any:
     """The SDK's `IceCandidate` as the ICE agent's (component 1: the RTP port)."""
-    from ._ice import Candidate
 
     kind = ("host", "srflx", "prflx", "relay")[c.type]
-    return Candidate(
+    return _ice.Candidate(
         addr=c.addr,
         port=c.rtpPort,
         type=kind,

@@ -7,6 +7,10 @@ source of what an address sends (and routes the answers back), so the peer sees 
 peer-reflexive address. `run_until(cond)` advances the clock from wake-up to wake-up
 (the agents' timers and the next arrival) until `cond()` holds or the time is up.
 
+Besides agents, `SimNet` drives the small peers here: `LitePeer` (an ice-lite peer that
+answers checks and sends none) and `StunServerPeer` (a STUN server that answers, fails
+or stays silent); `stun_requests` picks the requests out of the log.
+
 `UdpIce` drives an `IceAgent` over a real UDP socket on the running asyncio loop (a plain
 `DatagramProtocol` and one `call_at` timer), for the interop tests against aioice and a
 STUN server; it records the agent's events and wakes the tests' waits.
