@@ -70,7 +70,7 @@ TARGET_RATIO = 0.8
 TARGET_STREAMS = 2000
 
 FULL = {
-    "streams": 200,
+    "streams": 100,
     "windows": 10,
     "seconds": 3.0,
     "warmup": 0.5,
@@ -79,7 +79,7 @@ FULL = {
     "step_seconds": 3.0,
     "resolution": 0.1,
     "setups": 10,
-    "search_budget": 240.0,
+    "search_budget": 150.0,
 }
 QUICK = {
     "streams": 50,

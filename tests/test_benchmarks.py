@@ -257,7 +257,10 @@ def test_media_benchmark_in_its_smallest_form(tmp_path: Path) -> None:
         for impl in ("imedia", "raw"):
             cap = doc["capacity"][lp][impl]
             assert [s["n"] for s in cap["steps"]][:1] == [3]
-            assert cap["max_streams"] in (0, 3, 4, 5, 6)
+            # the answer agrees with its steps (which pass is the machine's business)
+            for step in cap["steps"]:
+                assert (step["n"] <= cap["max_streams"]) == step["passed"]
+            assert 0 <= cap["max_streams"] <= 6
             assert all(s["counters"]["bad"] == 0 for s in cap["steps"])
         (setup,) = doc["setup"][lp]
         assert 0 < setup["connect_ms"] <= setup["first_echo_ms"]
