@@ -43,6 +43,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -432,6 +433,9 @@ def run_callgrind(
         finally:
             pair.close()
         ir = callgrind.dump_total(Path(f"{out}.4"))
+        if args.cg_keep is not None:  # the measured window's dump, for callgrind_annotate
+            args.cg_keep.mkdir(parents=True, exist_ok=True)
+            shutil.copy(f"{out}.4", args.cg_keep / f"callgrind.out.{impl}-{loop}")
     echoed = rec["server"]["echoed"]
     result = {
         "loop": loop,
@@ -510,6 +514,14 @@ def markdown(doc: dict[str, Any]) -> str:
     """The summary as Markdown tables (what docs/performance-media.md shows)."""
     summ = doc["summary"]
     a = doc["args"]
+    lines: list[str] = []
+    if any("ratio" in row for row in summ.values()):
+        lines += paired_markdown(summ, a)
+    return "\n".join(lines + rest_markdown(summ, a))
+
+
+def paired_markdown(summ: dict[str, Any], a: dict[str, Any]) -> list[str]:
+    """The paired windows' table."""
     lines = [
         f"Paired windows: {a['windows']} per loop, {a['streams']} streams "
         f"({a['streams'] * 50:,} packets/s each way), {a['seconds']:g} s each; "
@@ -529,6 +541,12 @@ def markdown(doc: dict[str, Any]) -> str:
             f"**{r['median']:.2f}** ({r['q1']:.2f}-{r['q3']:.2f}; {r['min']:.2f}-{r['max']:.2f}) "
             f"| {im['us_per_pkt']:.1f} | {raw['us_per_pkt']:.1f} |"
         )
+    return lines
+
+
+def rest_markdown(summ: dict[str, Any], a: dict[str, Any]) -> list[str]:
+    """The capacity, callgrind and set-up tables (those the run made)."""
+    lines: list[str] = []
     if any("capacity" in row for row in summ.values()):
         lines += [
             "",
@@ -590,7 +608,7 @@ def markdown(doc: dict[str, Any]) -> str:
                     for k in ("initialize_ms", "connect_ms", "first_echo_ms", "total_ms")
                 ]
                 lines.append(f"| {loop} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return lines
 
 
 def cap_text(c: dict[str, Any] | None) -> str:
@@ -637,7 +655,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--loops", default=",".join(LOOPS), help="comma-separated: asyncio,uvloop")
     p.add_argument("--streams", type=int, help="streams in the paired windows (200; quick 50)")
-    p.add_argument("--windows", type=int, help="paired windows per loop (10; quick 5)")
+    p.add_argument("--windows", type=int, help="paired windows per loop (10; quick 5; 0: none)")
     p.add_argument("--seconds", type=float, help="measured seconds per window (3; quick 1)")
     p.add_argument("--warmup", type=float, help="seconds of traffic before each measurement")
     p.add_argument("--start", type=int, help="first N of the capacity search (100; quick 50)")
@@ -657,6 +675,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--cg-streams", type=int, default=5, help="streams under callgrind (5)")
     p.add_argument("--cg-seconds", type=float, default=4.0, help="measured seconds (4)")
+    p.add_argument(
+        "--cg-keep",
+        type=Path,
+        default=None,
+        help="a directory to keep each measured callgrind dump in (for callgrind_annotate)",
+    )
     p.add_argument("--late-ms", type=float, default=60.0, help="an echo later than this is late")
     p.add_argument("--grace", type=float, default=0.5, help="seconds to wait for the last echoes")
     p.add_argument(
@@ -680,8 +704,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if getattr(args, k) is None:
             setattr(args, k, v)
     args.loops = comma_list(p, args.loops, LOOPS, "loop")
-    if args.streams < 1 or args.windows < 1 or args.start < 1 or args.cap < args.start:
-        p.error("--streams, --windows and --start must be at least 1, --cap at least --start")
+    if args.streams < 1 or args.windows < 0 or args.start < 1 or args.cap < args.start:
+        p.error(
+            "--streams and --start must be at least 1, --windows 0 or more, --cap at least --start"
+        )
     args.late = args.late_ms / 1000
     return args
 
@@ -721,10 +747,11 @@ def main(argv: list[str] | None = None) -> int:
             if args.setups:
                 say(f"{loop}: {args.setups} IMedia set-ups, one at a time")
                 doc["setup"][loop] = setups(pairs["imedia"], args.setups)
-            say(f"{loop}: paired windows at {args.streams} streams")
-            for rec in paired_windows(pairs, args, rng, say):
-                rec["loop"] = loop
-                doc["windows"].append(rec)
+            if args.windows:
+                say(f"{loop}: paired windows at {args.streams} streams")
+                for rec in paired_windows(pairs, args, rng, say):
+                    rec["loop"] = loop
+                    doc["windows"].append(rec)
             if not args.no_search:
                 doc["capacity"][loop] = {}
                 for impl in IMPLS:
