@@ -448,6 +448,8 @@ class IMedia:
         "_send_kinds",
         "_sending",
         "_sock",
+        "_src_host",
+        "_src_ip",
         "_state",
         "_stats_timer",
         "_stun_servers",
@@ -497,6 +499,8 @@ class IMedia:
         self._sending = False
         self._connect_reported = False
         self._send_kinds: collections.deque[bool] = collections.deque()
+        self._src_ip: Any = None  # the last datagram's source, and its str()
+        self._src_host = ""
         self._recvs: collections.deque[tuple[Any, memoryview, int]] = collections.deque()
         self._held: collections.deque[tuple[bytes, int, int, bool]] = collections.deque(
             maxlen=HOLD_PAYLOADS
@@ -1094,7 +1098,10 @@ class IMedia:
         self._in_event = True
         try:
             if 0 < n < MAX_DATAGRAM:
-                self._demux(buf, n, str(src), port)
+                if src is not self._src_ip:  # one object per address (`ip_of`): one str()
+                    self._src_ip = src
+                    self._src_host = str(src)
+                self._demux(buf, n, self._src_host, port)
             else:
                 self._counters.not_media += 1
                 self._once("size", "datagram of %d bytes from %s:%d dropped", n, src, port)
