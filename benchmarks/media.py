@@ -493,6 +493,7 @@ def summarize(doc: dict[str, Any]) -> dict[str, Any]:
                         "client_limited",
                         "cpu_estimate",
                         "core_share",
+                        "generator_core_share",
                     )
                 }
                 for impl, c in caps.items()
@@ -554,16 +555,23 @@ def rest_markdown(summ: dict[str, Any], a: dict[str, Any]) -> list[str]:
             f"or lost, N up to {a['cap']} (~: the load generator was what failed first; "
             "≥: the cap or the time budget stopped the search).",
             "",
-            "| loop | IMedia streams | raw streams | share of the core a busy loop got "
-            "| IMedia, CPU estimate | raw, CPU estimate |",
+            "| loop | IMedia streams | raw streams | share of the server's / generator's "
+            "core a busy loop got (IMedia; raw) | IMedia, CPU estimate | raw, CPU estimate |",
             "|---|---|---|---|---|---|",
         ]
         for loop, row in summ.items():
             c = row.get("capacity")
             if c:
                 im, raw = c.get("imedia") or {}, c.get("raw") or {}
-                shares = "/".join(
-                    f"{x['core_share']:.0%}" for x in (im, raw) if x.get("core_share") is not None
+                shares = "; ".join(
+                    f"{x['core_share']:.0%}"
+                    + (
+                        f" / {x['generator_core_share']:.0%}"
+                        if x.get("generator_core_share") is not None
+                        else ""
+                    )
+                    for x in (im, raw)
+                    if x.get("core_share") is not None
                 )
                 lines.append(
                     f"| {loop} | {cap_text(im)} | {cap_text(raw)} | {shares} "
@@ -755,10 +763,14 @@ def main(argv: list[str] | None = None) -> int:
             if not args.no_search:
                 doc["capacity"][loop] = {}
                 for impl in IMPLS:
-                    share = core_share(scpu)
-                    say(f"{loop}: capacity of {impl} (a busy loop gets {share:.0%} of the CPU now)")
+                    share, gshare = core_share(scpu), core_share(ccpu)
+                    say(
+                        f"{loop}: capacity of {impl} (a busy loop gets {share:.0%} of the "
+                        f"server's CPU now, {gshare:.0%} of the generator's)"
+                    )
                     cap = capacity(pairs[impl], args, say)
                     cap["core_share"] = share
+                    cap["generator_core_share"] = gshare
                     doc["capacity"][loop][impl] = cap
                     pairs[impl].resize(0)
             if args.callgrind:
