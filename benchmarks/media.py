@@ -665,7 +665,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="smaller: 50 streams in the paired windows, capacity up to 400 (about 4 minutes)",
+        help="smaller: 50 streams in the paired windows, capacity up to 400 (about 2 minutes)",
     )
     p.add_argument("--loops", default=",".join(LOOPS), help="comma-separated: asyncio,uvloop")
     p.add_argument("--streams", type=int, help="streams in the paired windows (200; quick 50)")
