@@ -226,3 +226,58 @@ def test_compiled_server_in_a_tiny_run(tmp_path: Path) -> None:
     for row in doc["summary"]:
         assert row["ratios"]["compiled-plain"]["protocol"]["throughput"]["median"] > 0
         assert row["ratios"]["compiled-plain"]["protocol"]["cpu"]["median"] > 0
+
+
+@pytest.mark.timeout(150)
+def test_media_benchmark_in_its_smallest_form(tmp_path: Path) -> None:
+    """Both servers on both loops, 3 streams: every window, step and set-up is recorded,
+    each echo came back intact (no bad packet), and the summary pairs the windows."""
+    out = tmp_path / "media.json"
+    argv = [sys.executable, "-m", "benchmarks.media", "--loops", "asyncio,uvloop"]
+    argv += ["--streams", "3", "--windows", "2", "--seconds", "0.3", "--warmup", "0.1"]
+    argv += ["--start", "3", "--cap", "6", "--step-seconds", "0.3", "--grace", "0.2"]
+    argv += ["--setups", "1", "--json", str(out)]
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=140, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    seen = sorted((r["loop"], r["impl"], r["window"]) for r in doc["windows"])
+    assert seen == sorted(
+        (lp, impl, w) for lp in ("asyncio", "uvloop") for impl in ("imedia", "raw") for w in (0, 1)
+    )
+    for r in doc["windows"]:
+        assert r["count"] == 3 and r["sent"] > 0 and r["received"] > 0
+        assert r["late"] <= r["received"] <= r["sent"] and r["duplicate"] == 0
+        assert r["counters"]["bad"] == 0 and r["counters"]["foreign"] == 0
+        assert r["server"]["echoed"] > 0 and r["server"]["cpu"] > 0
+        assert r["pkt_per_cpu_s"] == pytest.approx(r["server"]["echoed"] / r["server"]["cpu"])
+    for lp in ("asyncio", "uvloop"):
+        row = doc["summary"][lp]
+        ratio = row["ratio"]
+        assert ratio["n"] == 2 and ratio["min"] <= ratio["median"] <= ratio["max"]
+        for impl in ("imedia", "raw"):
+            cap = doc["capacity"][lp][impl]
+            assert [s["n"] for s in cap["steps"]][:1] == [3]
+            # the answer agrees with its steps (which pass is the machine's business)
+            for step in cap["steps"]:
+                assert (step["n"] <= cap["max_streams"]) == step["passed"]
+            assert 0 <= cap["max_streams"] <= 6
+            assert all(s["counters"]["bad"] == 0 for s in cap["steps"])
+        (setup,) = doc["setup"][lp]
+        assert 0 < setup["connect_ms"] <= setup["first_echo_ms"]
+        assert setup["total_ms"] == pytest.approx(setup["initialize_ms"] + setup["first_echo_ms"])
+    assert "| loop | IMedia packets/CPU s | raw packets/CPU s |" in proc.stdout
+    assert "asyncio: IMedia / raw" in proc.stdout and "uvloop: IMedia / raw" in proc.stdout
+
+
+def test_media_benchmark_help_is_argparse() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.media", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0 and proc.stderr == ""
+    assert proc.stdout.startswith("usage: python -m benchmarks.media")
+    assert "--quick" in proc.stdout and "--callgrind" in proc.stdout

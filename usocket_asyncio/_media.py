@@ -221,6 +221,14 @@ class IMediaProvider:
         """The streams it made live on."""
 
 
+def _overrides(user: Any, name: str) -> bool:
+    """Does `user` have callback `name` of its own (not `UMedia`'s, which does nothing)?"""
+    own = getattr(user, "__dict__", None)
+    if own is not None and name in own:
+        return True
+    return getattr(type(user), name, None) is not getattr(UMedia, name)
+
+
 def CreateMediaProvider() -> IMediaProvider:
     """The media provider (the SDK's `CreateMediaProvider`)."""
     return IMediaProvider()
@@ -446,8 +454,11 @@ class IMedia:
         "_rtp",
         "_rx",
         "_send_kinds",
+        "_send_results",
         "_sending",
         "_sock",
+        "_src_host",
+        "_src_ip",
         "_state",
         "_stats_timer",
         "_stun_servers",
@@ -497,6 +508,10 @@ class IMedia:
         self._sending = False
         self._connect_reported = False
         self._send_kinds: collections.deque[bool] = collections.deque()
+        # an app that keeps UMedia's no-op MediaRtpSendResult is not called for each packet
+        self._send_results = _overrides(user, "MediaRtpSendResult")
+        self._src_ip: Any = None  # the last datagram's source, and its str()
+        self._src_host = ""
         self._recvs: collections.deque[tuple[Any, memoryview, int]] = collections.deque()
         self._held: collections.deque[tuple[bytes, int, int, bool]] = collections.deque(
             maxlen=HOLD_PAYLOADS
@@ -1085,7 +1100,7 @@ class IMedia:
     def _sent(self, sock: ISocket) -> None:
         if sock is not self._sock or not self._send_kinds:
             return
-        if self._send_kinds.popleft():
+        if self._send_kinds.popleft() and self._send_results:
             self._emit("MediaRtpSendResult")
 
     def _datagram(self, sock: ISocket, buf: Any, n: int, src: IPaddr, port: int) -> None:
@@ -1094,7 +1109,10 @@ class IMedia:
         self._in_event = True
         try:
             if 0 < n < MAX_DATAGRAM:
-                self._demux(buf, n, str(src), port)
+                if src is not self._src_ip:  # one object per address (`ip_of`): one str()
+                    self._src_ip = src
+                    self._src_host = str(src)
+                self._demux(buf, n, self._src_host, port)
             else:
                 self._counters.not_media += 1
                 self._once("size", "datagram of %d bytes from %s:%d dropped", n, src, port)

@@ -1,0 +1,519 @@
+"""The media benchmark's load generator: N paced SRTP streams over loopback, each echo
+checked.
+
+    python -m benchmarks.media_client [--cpu N] [--loop uvloop]
+
+One process, one UDP socket on 127.0.0.1 for every stream (the server gives each stream
+a port of its own; the generator tells its streams apart by the server's address). It
+keeps no library state on its hot path: pylibsrtp sessions and a few struct calls.
+
+Toward an IMedia server each stream is an ice-lite peer (it answers the server's
+connectivity and consent checks, sends none) and the DTLS server (the library's sans-IO
+DTLS engine, `_dtls_core`, offering only the benchmark's SRTP profile and pinning the
+server's certificate fingerprint); its SRTP keys come from that handshake. Toward the raw
+server the keys come from the shared seed (`media_wire.raw_keys`).
+
+A run sends the first `count` streams' packets, 50 a second each, the streams' phases
+spread evenly over the 20 ms period, for a warm-up then the measured seconds; each packet
+carries its send time. Each echo is decrypted with the server's key and checked (payload
+intact, the stream's own tag); a measured packet whose echo comes more than `late`
+seconds after it was sent is late, one whose echo has not come `grace` seconds after the
+last send is lost. The generator also reports its own CPU use and how far behind its
+schedule it fell (when it cannot keep up, the run measured the generator, not the server).
+
+Commands (one JSON line each on stdin; each answered with JSON lines on stdout):
+
+- ``{"cmd": "expect", "impl": "imedia"|"raw", "streams": [...], "seed", "profile"}``:
+  the server's new streams (id, port; imedia: ufrag, pwd, fingerprint). imedia: answers
+  this side's fingerprint and each stream's ufrag and pwd (the answer to the offer).
+- ``{"cmd": "keys", "ids": [...], "timeout": s}``: answers once those streams have their
+  SRTP keys (or failed, or the time is up); with ``"probe": true`` each stream sends one
+  packet as soon as it has its keys and the answer waits for its echo (the set-up time).
+- ``{"cmd": "drop", "ids": [...]}``: forget those streams.
+- ``{"cmd": "run", "count", "seconds", "warmup", "late", "grace"}``: answers
+  ``{"phase": "measure"}`` when the measured part begins, ``{"phase": "end"}`` when the
+  last packet is sent, then the result.
+- ``{"cmd": "quit"}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import math
+import random
+import resource
+import secrets
+import socket
+import sys
+import time
+from typing import Any
+
+from .media_wire import (
+    FILLER,
+    FRAME,
+    PAYLOAD,
+    PERIOD,
+    RTP,
+    TAG,
+    Commands,
+    pin,
+    raw_keys,
+    reply,
+    srtp_session,
+)
+
+HOST = "127.0.0.1"
+SOCKET_BUFFER = 4 << 20
+"""SO_RCVBUF and SO_SNDBUF of the generator's socket (the kernel caps them at rmem_max)."""
+HIST_STEP = 0.0001
+"""Round-trip histogram bucket: 0.1 ms."""
+HIST_SIZE = 20000
+"""Buckets: up to 2 s (a longer one is counted in the last)."""
+TICK = 0.001
+"""The shortest sleep between two batches of sends (a shorter one spins on uvloop, whose
+timers count whole milliseconds): packets due meanwhile go out together."""
+BEHIND = 0.010
+"""A send more than this late against its schedule counts as the generator falling behind."""
+
+
+class Stream:
+    """One stream's state on the generator's side."""
+
+    __slots__ = (
+        "addr",
+        "dtls",
+        "error",
+        "first_echo",
+        "keyed_at",
+        "mbase",
+        "n",
+        "probe",
+        "pwd",
+        "remote_fp",
+        "rx",
+        "seen",
+        "sid",
+        "ssrc",
+        "ts0",
+        "tx",
+        "ufrag",
+    )
+
+    def __init__(self, sid: int, addr: tuple[str, int]) -> None:
+        self.sid = sid
+        self.addr = addr
+        self.ssrc = random.getrandbits(32)
+        self.ts0 = random.getrandbits(32)
+        self.n = random.getrandbits(15)  # the first packet number (and sequence number)
+        self.tx: Any = None
+        self.rx: Any = None
+        self.ufrag = ""
+        self.pwd = ""
+        self.remote_fp: bytes | None = None
+        self.dtls: Any = None
+        self.error: str | None = None
+        self.keyed_at = 0.0
+        self.first_echo = 0.0
+        self.probe = False
+        self.mbase = -1
+        self.seen = bytearray()
+
+
+class Run:
+    """The counters of one run."""
+
+    def __init__(self, count: int, seconds: float, late: float) -> None:
+        self.count = count
+        self.late_after = late
+        self.sent = 0
+        self.received = 0
+        self.late = 0
+        self.duplicate = 0
+        self.hist = [0] * HIST_SIZE
+        self.lag_max = 0.0
+        self.behind = 0
+        self.slots = math.ceil(seconds / PERIOD) + 2
+
+
+class Generator(asyncio.DatagramProtocol):
+    def __init__(self, loop: asyncio.AbstractEventLoop, profile: str) -> None:
+        import pylibsrtp
+
+        from usocket_asyncio._context import default_server_cert
+        from usocket_asyncio._dtls_core import DtlsConfig
+
+        self.loop = loop
+        self.srtp_error = pylibsrtp.Error
+        self.transport: Any = None
+        self.by_addr: dict[tuple[str, int], Stream] = {}
+        self.by_id: dict[int, Stream] = {}
+        cert = default_server_cert()
+        self.fingerprint = "sha-256 " + hashlib.sha256(cert.leaf_der).digest().hex(":").upper()
+        self.profile = profile
+        self.dtls_config = DtlsConfig(True, cert.pem, use_srtp=True, srtp_profiles=profile.encode())
+        self.dtls_timer: asyncio.TimerHandle | None = None
+        self.counters = {"stun_answered": 0, "rtcp": 0, "bad": 0, "foreign": 0, "other": 0}
+        self.run: Run | None = None
+        self.active: list[Stream] = []
+
+    # ------------------------------------------------------------------ datagrams
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        st = self.by_addr.get(addr)
+        if st is None:
+            self.counters["foreign"] += 1
+            return
+        b = data[0]
+        if 128 <= b <= 191:
+            if 192 <= data[1] <= 223:
+                self.counters["rtcp"] += 1  # the server's reports: not echoes
+                return
+            rx = st.rx
+            try:
+                pkt = rx.unprotect(data)
+            except (self.srtp_error, AttributeError):
+                self.counters["bad"] += 1
+                return
+            b0 = pkt[0]
+            start = 12 + 4 * (b0 & 0x0F)
+            if b0 & 0x10:
+                start += 4 + 4 * int.from_bytes(pkt[start + 2 : start + 4], "big")
+            if len(pkt) - start != PAYLOAD or pkt[start + TAG.size :] != FILLER:
+                self.counters["bad"] += 1
+                return
+            sid, n, sent_at = TAG.unpack_from(pkt, start)
+            if sid != st.sid:
+                self.counters["bad"] += 1
+                return
+            now = time.monotonic()
+            if st.first_echo == 0.0:
+                st.first_echo = now
+            run = self.run
+            base = st.mbase
+            if run is None or base < 0 or n < base:
+                return
+            i = n - base
+            seen = st.seen
+            if i >= len(seen):
+                return
+            if seen[i]:
+                run.duplicate += 1
+                return
+            seen[i] = 1
+            rtt = now - sent_at
+            run.received += 1
+            if rtt > run.late_after:
+                run.late += 1
+            k = int(rtt / HIST_STEP)
+            run.hist[k if k < HIST_SIZE else HIST_SIZE - 1] += 1
+        elif b < 4:
+            self.stun(st, data, addr)
+        elif 20 <= b <= 63:
+            self.dtls_in(st, data, addr)
+        else:
+            self.counters["other"] += 1
+
+    def error_received(self, exc: Exception) -> None:
+        self.counters["other"] += 1
+
+    # ------------------------------------------------------------------ ice-lite
+
+    def stun(self, st: Stream, data: bytes, addr: tuple[str, int]) -> None:
+        from usocket_asyncio._stun import (
+            BINDING,
+            REQUEST,
+            SUCCESS,
+            StunError,
+            StunMessage,
+            check_integrity,
+            encode,
+            parse,
+        )
+
+        try:
+            msg = parse(data)
+        except StunError:
+            self.counters["other"] += 1
+            return
+        key = st.pwd.encode()
+        if msg.cls != REQUEST or not (msg.username or "").startswith(st.ufrag + ":"):
+            return
+        if not check_integrity(msg, key):
+            return
+        answer = StunMessage(BINDING, SUCCESS, msg.transaction_id, xor_mapped_address=addr)
+        self.transport.sendto(encode(answer, key), addr)
+        self.counters["stun_answered"] += 1
+
+    # ------------------------------------------------------------------ DTLS server
+
+    def dtls_in(self, st: Stream, data: bytes, addr: tuple[str, int]) -> None:
+        from usocket_asyncio._dtls_core import DtlsConnection
+
+        now = time.monotonic()
+        if st.dtls is None:
+            if st.remote_fp is None:
+                self.counters["other"] += 1
+                return
+            st.dtls = DtlsConnection(
+                self.dtls_config, peer=addr, cookie=False, fingerprint=st.remote_fp
+            )
+            st.dtls.start(now)
+        st.dtls.receive_datagram(data, now, addr)
+        self.dtls_pump(st)
+
+    def dtls_pump(self, st: Stream) -> None:
+        from usocket_asyncio import SrtpKeys
+        from usocket_asyncio._dtls_core import ConnectionFailed, HandshakeCompleted
+
+        conn = st.dtls
+        for d in conn.datagrams_to_send():
+            self.transport.sendto(d, st.addr)
+        while (ev := conn.next_event()) is not None:
+            if isinstance(ev, HandshakeCompleted):
+                if ev.srtp_keys is None or ev.srtp_profile != self.profile:
+                    st.error = f"DTLS agreed {ev.srtp_profile}, not {self.profile}"
+                    continue
+                lk, ls, rk, rs = SrtpKeys(ev.srtp_keys, ev.srtp_profile, True)
+                st.tx = srtp_session(lk + ls, self.profile, True)
+                st.rx = srtp_session(rk + rs, self.profile, False)
+                st.keyed_at = time.monotonic()
+                if st.probe:
+                    self.send_one(st, st.keyed_at)
+            elif isinstance(ev, ConnectionFailed):
+                st.error = f"DTLS failed: {ev}"
+        if conn.get_timer() is not None and self.dtls_timer is None:
+            self.dtls_timer = self.loop.call_later(0.05, self.dtls_tick)
+
+    def dtls_tick(self) -> None:
+        self.dtls_timer = None
+        now = time.monotonic()
+        for st in list(self.by_id.values()):
+            conn = st.dtls
+            if conn is None:
+                continue
+            at = conn.get_timer()
+            if at is not None and at <= now:
+                conn.handle_timer(now)
+                self.dtls_pump(st)
+            elif at is not None and self.dtls_timer is None:
+                self.dtls_timer = self.loop.call_later(0.05, self.dtls_tick)
+
+    # ------------------------------------------------------------------ sending
+
+    def send_one(self, st: Stream, now: float) -> None:
+        m = st.n
+        st.n = m + 1
+        header = RTP.pack(0x80, 0, m & 0xFFFF, (st.ts0 + m * FRAME) & 0xFFFFFFFF, st.ssrc)
+        self.transport.sendto(st.tx.protect(header + TAG.pack(st.sid, m, now) + FILLER), st.addr)
+
+    async def run_streams(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        count, seconds = cmd["count"], cmd["seconds"]
+        active = [self.by_id[i] for i in sorted(self.by_id)][:count]
+        if len(active) < count or any(st.tx is None for st in active):
+            return {"error": f"{count} keyed streams wanted, {len(active)} known"}
+        run = Run(count, seconds, cmd["late"])
+        for st in active:
+            st.mbase = -1
+            st.seen = bytearray(run.slots)
+        self.run = run
+        loop = self.loop
+        t0 = time.monotonic() + 0.005
+        t_measure = t0 + cmd["warmup"]
+        t_end = t_measure + seconds
+        step = PERIOD / count
+        transport = self.transport
+        k = 0
+        cycle = 0
+        due = t0
+        measuring = False
+        ru0: Any = None
+        w0 = 0.0
+        while due < t_end:
+            now = time.monotonic()
+            if not measuring and now >= t_measure:
+                measuring = True
+                reply({"phase": "measure"})
+                ru0 = resource.getrusage(resource.RUSAGE_SELF)
+                w0 = now
+            while due <= now and due < t_end:
+                st = active[k]
+                m = st.n
+                st.n = m + 1
+                header = RTP.pack(0x80, 0, m & 0xFFFF, (st.ts0 + m * FRAME) & 0xFFFFFFFF, st.ssrc)
+                transport.sendto(st.tx.protect(header + TAG.pack(st.sid, m, now) + FILLER), st.addr)
+                if due >= t_measure:
+                    if st.mbase < 0:
+                        st.mbase = m
+                    run.sent += 1
+                    lag = now - due
+                    if lag > BEHIND:
+                        run.behind += 1
+                        if lag > run.lag_max:
+                            run.lag_max = lag
+                k += 1
+                if k == count:
+                    k = 0
+                    cycle += 1
+                    due = t0 + cycle * PERIOD
+                else:
+                    due = t0 + cycle * PERIOD + k * step
+            await asyncio.sleep(max(TICK, due - time.monotonic()))
+        reply({"phase": "end"})
+        t1 = time.monotonic()
+        ru1 = resource.getrusage(resource.RUSAGE_SELF)
+        await asyncio.sleep(cmd["grace"])
+        self.run = None
+        for st in active:
+            st.mbase = -1
+        if ru0 is None:  # no measured part (seconds 0)
+            ru0 = ru1
+            w0 = t1
+        cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
+        wall = max(t1 - w0, 1e-9)
+        del loop
+        return {
+            "count": count,
+            "seconds": wall,
+            "sent": run.sent,
+            "received": run.received,
+            "late": run.late,
+            "lost": run.sent - run.received,
+            "duplicate": run.duplicate,
+            "rtt_ms": percentiles(run.hist),
+            "behind": run.behind,
+            "lag_max_ms": run.lag_max * 1000,
+            "client_cpu": cpu / wall,
+            "counters": dict(self.counters),
+        }
+
+    # ------------------------------------------------------------------ commands
+
+    def expect(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        from usocket_asyncio._media import _fingerprint
+
+        impl = cmd["impl"]
+        out = []
+        for s in cmd["streams"]:
+            st = Stream(s["id"], (HOST, s["port"]))
+            self.by_addr[st.addr] = st
+            self.by_id[st.sid] = st
+            if impl == "raw":
+                seed, profile = cmd["seed"], cmd["profile"]
+                st.tx = srtp_session(raw_keys(seed, st.sid, "up", profile), profile, True)
+                st.rx = srtp_session(raw_keys(seed, st.sid, "down", profile), profile, False)
+                st.keyed_at = time.monotonic()
+                continue
+            fp = _fingerprint(s["fingerprint"])
+            st.remote_fp = fp[1] if fp is not None else None
+            st.ufrag = "g" + secrets.token_hex(4)
+            st.pwd = secrets.token_hex(12)
+            st.probe = bool(cmd.get("probe"))
+            out.append({"id": st.sid, "ufrag": st.ufrag, "pwd": st.pwd})
+        return {"fingerprint": self.fingerprint, "streams": out}
+
+    async def keys(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        ids = cmd["ids"]
+        probe = bool(cmd.get("probe"))
+        deadline = time.monotonic() + cmd.get("timeout", 60.0)
+
+        def done(st: Stream) -> bool:
+            if st.error is not None:
+                return True
+            return st.first_echo != 0.0 if probe else st.tx is not None
+
+        while time.monotonic() < deadline:
+            if all(done(self.by_id[i]) for i in ids):
+                break
+            await asyncio.sleep(0.01)
+        sts = [self.by_id[i] for i in ids]
+        return {
+            "keyed": sum(1 for st in sts if st.tx is not None),
+            "errors": [st.error for st in sts if st.error is not None][:5],
+            "times": [[st.keyed_at, st.first_echo] for st in sts],
+        }
+
+    def drop(self, ids: list[int]) -> None:
+        for i in ids:
+            st = self.by_id.pop(i, None)
+            if st is not None:
+                self.by_addr.pop(st.addr, None)
+
+
+def percentiles(hist: list[int]) -> dict[str, float]:
+    """p50, p99 and max of a round-trip histogram, in ms (0 when empty)."""
+    total = sum(hist)
+    out = {"p50": 0.0, "p99": 0.0, "max": 0.0}
+    if not total:
+        return out
+    marks = [("p50", 0.5), ("p99", 0.99)]
+    acc = 0
+    for k, c in enumerate(hist):
+        if not c:
+            continue
+        acc += c
+        while marks and acc >= marks[0][1] * total:
+            out[marks.pop(0)[0]] = (k + 1) * HIST_STEP * 1000
+        out["max"] = (k + 1) * HIST_STEP * 1000
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.media_client")
+    p.add_argument("--cpu", type=int, default=None)
+    p.add_argument("--loop", default="uvloop", choices=("asyncio", "uvloop"))
+    p.add_argument("--profile", default="SRTP_AES128_CM_SHA1_80")
+    args = p.parse_args(argv)
+    pin(args.cpu)
+    from .servers import new_loop
+
+    loop = new_loop(args.loop)
+    asyncio.set_event_loop(loop)
+    gen = Generator(loop, args.profile)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+    sock.bind((HOST, 0))
+    sock.setblocking(False)
+    addr = sock.getsockname()
+    loop.run_until_complete(loop.create_datagram_endpoint(lambda: gen, sock=sock))
+
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def serve(cmd: dict[str, Any]) -> None:
+        op = cmd["cmd"]
+        if op == "run":
+            reply(await gen.run_streams(cmd))
+        elif op == "keys":
+            reply(await gen.keys(cmd))
+
+    def handle(cmd: dict[str, Any]) -> None:
+        op = cmd["cmd"]
+        if op == "expect":
+            reply(gen.expect(cmd))
+        elif op == "drop":
+            gen.drop(cmd["ids"])
+            reply({"dropped": len(cmd["ids"])})
+        elif op in ("run", "keys"):
+            task = loop.create_task(serve(cmd))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        elif op == "quit":
+            commands.close()
+            loop.call_soon(loop.stop)
+
+    commands = Commands(loop, handle, loop.stop)
+    reply({"ready": True, "addr": list(addr)})
+    loop.run_forever()
+    gen.transport.close()
+    loop.run_until_complete(asyncio.sleep(0))
+    loop.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

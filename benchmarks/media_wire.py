@@ -1,0 +1,107 @@
+"""What the media benchmark's processes share: the packet layout, the keys of the raw
+reference, and the line protocol on stdin/stdout.
+
+A test packet's payload is `PAYLOAD` bytes (20 ms of G.711 at 8 kHz): a tag (`TAG`: the
+stream's id, the packet's number in its stream and the load generator's clock when it
+sent it) and a fixed `FILLER`. An echo checks out when it decrypts under the server's
+key, its payload is the same `PAYLOAD` bytes, the tag names the stream it came back on,
+and the filler is intact.
+
+The raw reference has no DTLS: its keys come from `raw_keys(seed, stream, profile)` on
+both sides (the IMedia endpoints get theirs from DTLS-SRTP).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import sys
+from collections.abc import Callable
+from typing import Any
+
+PAYLOAD = 160
+"""Bytes of payload per packet: 20 ms of G.711 at 8 kHz."""
+FRAME = 160
+"""RTP timestamp units per packet (8 kHz, 20 ms)."""
+PERIOD = 0.020
+"""Seconds between two packets of one stream: 50 packets/s each way."""
+TAG = struct.Struct("!IId")
+"""stream id, packet number, send time (the load generator's monotonic clock)."""
+FILLER = bytes((i * 37 + 11) & 0xFF for i in range(PAYLOAD - TAG.size))
+RTP = struct.Struct("!BBHII")
+"""The fixed RTP header: V/P/X/CC, M/PT, sequence number, timestamp, SSRC."""
+PROFILES = ("SRTP_AES128_CM_SHA1_80", "SRTP_AEAD_AES_128_GCM")
+"""The SRTP profiles the DTLS engine negotiates (the benchmark offers one of them)."""
+KEY_SALT = {"SRTP_AES128_CM_SHA1_80": (16, 14), "SRTP_AEAD_AES_128_GCM": (16, 12)}
+
+
+def raw_keys(seed: int, stream: int, direction: str, profile: str) -> bytes:
+    """The key and salt (concatenated, as libsrtp takes them) of one direction ("up":
+    load generator to server, "down": back) of raw stream `stream`."""
+    key, salt = KEY_SALT[profile]
+    material = hashlib.sha256(f"{seed}/{stream}/{direction}".encode()).digest()
+    return material[: key + salt]
+
+
+def srtp_session(key_salt: bytes, profile: str, outbound: bool) -> Any:
+    """A pylibsrtp session for one direction (any SSRC)."""
+    import pylibsrtp
+
+    policy = pylibsrtp.Policy(
+        key=key_salt,
+        ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND
+        if outbound
+        else pylibsrtp.Policy.SSRC_ANY_INBOUND,
+        srtp_profile=getattr(pylibsrtp.Policy, "SRTP_PROFILE_" + profile[len("SRTP_") :]),
+    )
+    return pylibsrtp.Session(policy)
+
+
+def reply(obj: Any) -> None:
+    """One JSON line on stdout (to the orchestrator)."""
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def pin(cpu: int | None) -> None:
+    """Run this process on `cpu` only, where the OS allows it."""
+    if cpu is None or not hasattr(os, "sched_setaffinity"):
+        return
+    try:
+        os.sched_setaffinity(0, {cpu})
+    except OSError:
+        pass
+
+
+class Commands:
+    """Reads JSON commands, one a line, from stdin on the loop and hands each to `handle`;
+    end of input calls `eof`."""
+
+    def __init__(
+        self, loop: Any, handle: Callable[[dict[str, Any]], None], eof: Callable[[], None]
+    ) -> None:
+        self.loop = loop
+        self.handle = handle
+        self.eof = eof
+        self.pending = b""
+        loop.add_reader(0, self._readable)
+
+    def _readable(self) -> None:
+        data = os.read(0, 65536)
+        if not data:
+            self.close()
+            self.eof()
+            return
+        self.pending += data
+        while b"\n" in self.pending:
+            line, self.pending = self.pending.split(b"\n", 1)
+            if line.strip():
+                self.handle(json.loads(line))
+
+    def close(self) -> None:
+        try:
+            self.loop.remove_reader(0)
+        except Exception:
+            pass
