@@ -5,7 +5,9 @@ in both roles, with the keying material compared to what the tool exports.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import random
 import shutil
@@ -42,6 +44,7 @@ from usocket_asyncio import (
     SocketModeError,
     UDtls,
 )
+from usocket_asyncio._context import default_server_cert
 from usocket_asyncio._idtls import EARLY_MAX, EARLY_MAX_BYTES
 
 STUN = bytes([0, 1, 0, 0]) + bytes.fromhex("2112a442") + bytes(12)
@@ -206,6 +209,51 @@ def test_wrong_fingerprint_closes_with_the_handshake_reason() -> None:
     assert cs.timer is None and ss.timer is None
 
 
+@pytest.mark.parametrize("name", ["sha1", "sha224", "sha256", "sha384", "sha512"])
+def test_fingerprint_of_each_hash_pins_and_a_wrong_one_fails(name: str) -> None:
+    """`DtlsConnect`'s fingerprint is a digest whose length names its hash: the right
+    digest of each hash connects; the same length with one bit flipped closes both
+    engines with the handshake reason; the log says which hash pinned."""
+    right = hashlib.new(name, default_server_cert().leaf_der).digest()
+    (cs, c), (ss, s) = engines(cpin=right, spin=right)
+    shuttle((cs, c), (ss, s))
+    assert cs.calls[-1] == ss.calls[-1] == ("connected",)
+    assert cs.keys == ss.keys and cs.keys is not None
+    wrong = bytes([right[0] ^ 1]) + right[1:]
+    (cs, c), (ss, s) = engines(cpin=wrong, spin=right)
+    shuttle((cs, c), (ss, s))
+    assert cs.calls[-1] == ss.calls[-1] == ("closed", int(R.SOCKET_TLS_HANDSHAKE_FAILED))
+    assert ("connected",) not in cs.calls + ss.calls
+
+
+def test_pinning_is_logged_with_its_hash(caplog: pytest.LogCaptureFixture) -> None:
+    log = IInstanceLog(int(LogFlags.LOG_DTLS))
+    fp = hashlib.sha384(default_server_cert().leaf_der).digest()
+    with caplog.at_level(logging.DEBUG):
+        IDtls.Create(Side("c"), "c", log).DtlsConnect(False, SRTP, "127.0.0.1", None, fp)
+    assert "pinned by sha384" in caplog.text
+
+
+@pytest.mark.parametrize("rto", [0.05, 0.1, 1.0])
+def test_rto_initial_sets_the_first_resend(rto: float) -> None:
+    """`rtoInitial` (beyond the SDK): the first `DtlsTimerStart` after a flight asks for
+    that many ms, and a lost flight resent on it doubles the wait."""
+    log = IInstanceLog(0)
+    side = Side("c")
+    c = IDtls.Create(side, "c", log)
+    c.DtlsConnect(False, SRTP, "127.0.0.1", None, OWN_FP, rtoInitial=rto)
+    assert side.wire and side.timer is not None
+    assert abs(side.timer - rto * 1000) <= 1
+    first = side.timer
+    side.wire.clear()
+    c.DtlsTimeout()  # the ClientHello was lost
+    assert side.wire and side.timer is not None and abs(side.timer - 2 * first) <= 1
+    with pytest.raises(ValueError, match="rto_initial"):
+        IDtls.Create(Side("x"), "x", log).DtlsConnect(
+            False, SRTP, "127.0.0.1", None, OWN_FP, rtoInitial=0
+        )
+
+
 def test_no_common_srtp_profile() -> None:
     (cs, c), (ss, s) = engines(soptions=0)
     shuttle((cs, c), (ss, s))
@@ -225,7 +273,7 @@ def test_caller_mistakes_raise() -> None:
         c.DtlsSendApplicationData(b"early")
     with pytest.raises(SocketModeError, match="new IDtls"):
         c.DtlsConnect(False, 0, "127.0.0.1", None, None)
-    with pytest.raises(ValueError, match="32-byte"):
+    with pytest.raises(ValueError, match="32 sha-256"):
         IDtls.Create(Side("x"), "x", IInstanceLog(0)).DtlsConnect(
             False, 0, "127.0.0.1", None, b"short"
         )

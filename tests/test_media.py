@@ -6,6 +6,7 @@ MediaCloseComplete, caller mistakes raise at once, one thread)."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections.abc import Iterator
@@ -389,41 +390,61 @@ def test_ice_failure_is_the_connect_result(
         silent.close()
 
 
-def test_a_fingerprint_other_than_sha256_fails_the_connect(mux: Mux, mlog: IInstanceLog) -> None:
-    """The DTLS engine pins SHA-256 digests: a peer's sha-384 fingerprint is read, and
-    Connect then fails with FAULT_CODE_RTP_DTLS_SRTP_FAILED saying so."""
+def sdp_fingerprint(media: Any, name: str, flip: bool = False) -> str:
+    """The fingerprint of the certificate `media` presents, by hash `name` ("sha-384"),
+    as SDP writes it; `flip`: one bit of it wrong (the same length, another certificate's)."""
+    der = media._ctx._server[None].leaf_der  # the stream's own self-signed certificate
+    digest = bytearray(hashlib.new(name.replace("-", ""), der).digest())
+    if flip:
+        digest[-1] ^= 1
+    return name + " " + bytes(digest).hex(":").upper()
+
+
+@pytest.mark.parametrize("name", ["sha-1", "sha-224", "sha-384", "sha-512"])
+def test_a_remote_fingerprint_of_each_hash_connects(
+    mux: Mux, mlog: IInstanceLog, name: str
+) -> None:
+    """A peer's fingerprint by sha-1/224/384/512 (as MediaConfigFromSdp reads it) pins
+    its certificate by that hash: both sides connect and media flows intact."""
     import copy
 
     a = make(mux, mlog, "a")
     b = make(mux, mlog, "b")
-    cfg = copy.deepcopy(b[1].config)
-    cfg.ice.fingerprint = "sha-384 " + ":".join(["AB"] * 48)
-    b[0].Connect(a[1].config, True, SETUP_ROLE_ACTPASS)
-    a[0].Connect(cfg, False, SETUP_ROLE_ACTIVE)
-    mux.run_until(lambda: a[1].connect_error is not False, timeout=5, what="connect result")
-    assert isinstance(a[1].connect_error, str) and "sha-256" in a[1].connect_error
-    assert a[1].error_codes() == [FAULT_CODE_RTP_DTLS_SRTP_FAILED]
+    for m, u in (a, b):
+        assert u.config.ice.fingerprint == sdp_fingerprint(m, "sha-256")  # the cert hashed
+    cfg_for_a = copy.deepcopy(b[1].config)
+    cfg_for_b = copy.deepcopy(a[1].config)
+    cfg_for_a.ice.fingerprint = sdp_fingerprint(b[0], name)
+    cfg_for_b.ice.fingerprint = sdp_fingerprint(a[0], name)
+    connect(mux, a, b, cfg_for_a=cfg_for_a, cfg_for_b=cfg_for_b)
+    assert a[1].connect_error is None and b[1].connect_error is None
+    exchange(mux, a, b, 5)
+    mux.run_until(lambda: len(a[1].payloads) == 5 and len(b[1].payloads) == 5)
+    assert a[1].payloads == [payload_for(b"b", i) for i in range(5)]
+    assert b[1].payloads == [payload_for(b"a", i) for i in range(5)]
     with pytest.raises(ValueError, match="fingerprint"):
-        bad = copy.deepcopy(cfg)
-        bad.ice.fingerprint = "sha-256 12:34"  # too short for its hash
+        bad = copy.deepcopy(cfg_for_a)
+        bad.ice.fingerprint = name + " 12:34"  # too short for its hash
         make(mux, mlog, "c")[0].Connect(bad, False, SETUP_ROLE_ACTIVE)
     close(mux, a, b)
 
 
+@pytest.mark.parametrize("name", ["sha-1", "sha-224", "sha-256", "sha-384", "sha-512"])
 @pytest.mark.parametrize("wrong_side", ["client", "server"])
 def test_a_certificate_that_is_not_the_fingerprints_fails(
-    mux: Mux, mlog: IInstanceLog, wrong_side: str
+    mux: Mux, mlog: IInstanceLog, wrong_side: str, name: str
 ) -> None:
     """The remote's certificate is pinned by its fingerprint: a side given a wrong one
-    ends its connect with FAULT_CODE_RTP_DTLS_SRTP_FAILED, and no media flows."""
+    (of each hash: the right digest with one bit flipped) ends its connect with
+    FAULT_CODE_RTP_DTLS_SRTP_FAILED, and no media flows."""
     import copy
 
     a = make(mux, mlog, "a")  # the DTLS server (B answers active)
     b = make(mux, mlog, "b")
-    wrong = "sha-256 " + ":".join(["5A"] * 32)
     cfg_for_a = copy.deepcopy(b[1].config)
     cfg_for_b = copy.deepcopy(a[1].config)
-    (cfg_for_b if wrong_side == "client" else cfg_for_a).ice.fingerprint = wrong
+    cfg_for_a.ice.fingerprint = sdp_fingerprint(b[0], name, flip=wrong_side == "server")
+    cfg_for_b.ice.fingerprint = sdp_fingerprint(a[0], name, flip=wrong_side == "client")
     b[0].Connect(cfg_for_b, True, SETUP_ROLE_ACTPASS)
     a[0].Connect(cfg_for_a, False, SETUP_ROLE_ACTIVE)
     checker = b if wrong_side == "client" else a

@@ -56,6 +56,8 @@ from OpenSSL import SSL
 from ._base import as_view
 from ._context import SocketContext, default_server_cert
 from ._dtls_core import (
+    PIN_HASHES,
+    RTO_INITIAL,
     ApplicationData,
     CloseNotify,
     ConnectionFailed,
@@ -192,13 +194,22 @@ class IDtls:
         context: ISocketContext | None,
         fingerprint: bytes | None,
         paused: bool = False,
+        *,
+        rtoInitial: float = RTO_INITIAL,
     ) -> None:
         """Start the handshake as `server` or client, with `DTLS_OPTION_*` `options`,
         toward the peer at `remoteAddress` (its IP literal, for the cookie and the log).
         `context` holds this side's certificate (None: the default one) and, without a
-        `fingerprint`, the verification rule; a `fingerprint` (SHA-256 of the peer's
-        certificate, from its SDP) pins the peer's certificate instead. `paused`: no
-        datagram is sent until `DtlsUnpause`.
+        `fingerprint`, the verification rule; a `fingerprint` (the digest of the peer's
+        certificate, from its SDP's a=fingerprint) pins the peer's certificate instead.
+        Its length names the hash (beyond the SDK, which pins SHA-256 only): 20 bytes
+        SHA-1, 28 SHA-224, 32 SHA-256, 48 SHA-384, 64 SHA-512. `paused`: no datagram is
+        sent until `DtlsUnpause`.
+
+        `rtoInitial` (beyond the SDK, keyword only): seconds before a flight is first
+        resent (`RTO_INITIAL`, 0.1 s, as media stacks use; RFC 6347 suggests 1 s where
+        the round trip is unknown); each resend doubles the wait up to 60 s. The
+        `DtlsTimerStart` that follows a flight asks for that many ms.
 
         The DTLS datagrams `DtlsRecv` took before this call are given to the engine
         now, in the order they came; what they lead to (`DtlsSend` of the answer,
@@ -206,7 +217,8 @@ class IDtls:
 
         Raises:
             SocketModeError: called twice on one engine, or after `DtlsAbortConnect`.
-            ValueError: a fingerprint that is not 32 bytes; a context's certificate
+            ValueError: a fingerprint of none of those lengths; an `rtoInitial` that is
+                not a number of seconds from 0.001 to 60; a context's certificate
                 OpenSSL refuses.
         """
         if self._conn is not None or self._by_app:
@@ -227,6 +239,7 @@ class IDtls:
             cookie=bool(server) and not options & DTLS_OPTION_NO_COOKIE,
             verify_name=None if fingerprint is not None else str(remoteAddress),
             fingerprint=fingerprint,
+            rto_initial=rtoInitial,
             log=self._log,
             tag="idtls",
             log_id=id(self),
@@ -240,7 +253,9 @@ class IDtls:
             "server" if server else "client",
             remoteAddress,
             options,
-            ", pinned" if fingerprint is not None else "",
+            f", pinned by {PIN_HASHES.get(len(fingerprint), '?')}"
+            if fingerprint is not None
+            else "",
             ", paused" if paused else "",
         )
         early, self._early, self._early_bytes = self._early, [], 0
