@@ -49,7 +49,7 @@ import sys
 from collections.abc import Callable
 
 from examples.media_echo import EchoCall
-from usocket_asyncio import LOG_APP, LOG_MEDIA, IInstanceLog, IIoMux, MediaConfigFromSdp
+from usocket_asyncio import LOG_APP, LOG_DTLS, LOG_MEDIA, IInstanceLog, IIoMux, MediaConfigFromSdp
 
 MAX_CALLS = 8
 MAX_REQUEST = 64 * 1024
@@ -252,8 +252,11 @@ class EchoServer:
         call_seconds: how long a call may last.
     """
 
-    def __init__(self, iomux: IIoMux, log: IInstanceLog, call_seconds: float) -> None:
+    def __init__(
+        self, iomux: IIoMux, log: IInstanceLog, call_seconds: float, dtls_server: bool = False
+    ) -> None:
         self.iomux, self.log, self.call_seconds = iomux, log, call_seconds
+        self.dtls_server = dtls_server
         self.calls: dict[str, EchoCall] = {}
         self.next_call = 0
         self.port = 0
@@ -356,6 +359,7 @@ class EchoServer:
             self.call_seconds,
             ["127.0.0.1"],
             on_end=self.ended(ident),
+            dtls_server=self.dtls_server,
         )
         self.calls[ident] = call
         try:
@@ -385,10 +389,12 @@ class EchoServer:
             call.hang_up()
 
 
-async def serve(port: int, call_seconds: float, log: IInstanceLog) -> int:
+async def serve(
+    port: int, call_seconds: float, log: IInstanceLog, dtls_server: bool = False
+) -> int:
     """Run the server until SIGINT or SIGTERM; the number of packets echoed."""
     iomux = IIoMux.FromLoop()
-    echo = EchoServer(iomux, log, call_seconds)
+    echo = EchoServer(iomux, log, call_seconds, dtls_server)
     server = await asyncio.start_server(echo.handle, "127.0.0.1", port, limit=MAX_REQUEST)
     echo.port = server.sockets[0].getsockname()[1]
     stop = asyncio.Event()
@@ -417,17 +423,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--uvloop", action="store_true", help="run on uvloop")
     p.add_argument("--port", type=int, default=8080, help="the page's port (0: any free one)")
     p.add_argument("--call-seconds", type=float, default=300.0, help="longest call (default 300)")
-    p.add_argument("-v", "--verbose", action="store_true", help="also log the media")
+    p.add_argument(
+        "--dtls-server",
+        action="store_true",
+        help="answer a=setup:passive: the browser is the DTLS client (default: this side)",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="also log the media and DTLS")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    log = IInstanceLog(LOG_APP | (LOG_MEDIA if args.verbose else 0))
+    log = IInstanceLog(LOG_APP | (LOG_MEDIA | LOG_DTLS if args.verbose else 0))
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
     if args.uvloop:
         import uvloop
 
         loop_factory = uvloop.new_event_loop
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(serve(args.port, args.call_seconds, log))
+        runner.run(serve(args.port, args.call_seconds, log, args.dtls_server))
     return 0
 
 

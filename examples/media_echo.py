@@ -34,6 +34,7 @@ from usocket_asyncio import (
     LOG_APP,
     LOG_MEDIA,
     SETUP_ROLE_ACTIVE,
+    SETUP_ROLE_PASSIVE,
     AudioCoder,
     CreateMediaProvider,
     IInstanceLog,
@@ -63,6 +64,8 @@ class EchoCall(UMedia, UTimer):
         seconds: how long the call lasts (0: until `hang_up`).
         addresses: the host candidates' addresses (None: every interface).
         on_end: called once the call is over.
+        dtls_server: answer `a=setup:passive` (this side is the DTLS server and the caller
+            sends the ClientHello) instead of `active`.
     """
 
     def __init__(
@@ -74,6 +77,7 @@ class EchoCall(UMedia, UTimer):
         seconds: float = 0,
         addresses: list[str] | None = None,
         on_end: Callable[[], None] | None = None,
+        dtls_server: bool = False,
     ) -> None:
         self.log = log
         self.offer = offer
@@ -88,6 +92,7 @@ class EchoCall(UMedia, UTimer):
         self.timer = ITimer(iomux, self)
         self.seconds = seconds
         self.dtmf_pt = DEFAULT_PAYLOAD_TYPE_DTMF
+        self.dtls_server = dtls_server
         self.media: IMedia = CreateMediaProvider().CreateMedia(iomux, self, log)
         self.media.Initialize(None, None, None, 0, 0, localAddresses=addresses)
 
@@ -115,9 +120,12 @@ class EchoCall(UMedia, UTimer):
         local.codecList = [ours[c.coder] for c in remote.codecList if c.coder in ours]
         for c in local.codecList:
             c.pt = next(r.pt for r in remote.codecList if r.coder == c.coder)
-        answer = MediaConfigToSdp(local, SETUP_ROLE_ACTIVE, mid=SdpAudioMid(self.offer) or "0")
+        ours_setup = SETUP_ROLE_PASSIVE if self.dtls_server else SETUP_ROLE_ACTIVE
+        answer = MediaConfigToSdp(local, ours_setup, mid=SdpAudioMid(self.offer) or "0")
         self.log.Log(LOG_APP, "echo: answering with %d codecs", len(local.codecList))
-        media.Connect(remote, True, setup)  # the offerer controls ICE; we are the DTLS client
+        # the offerer controls ICE; we are the DTLS client (or server, told the caller is
+        # active: the answer said passive)
+        media.Connect(remote, True, SETUP_ROLE_ACTIVE if self.dtls_server else setup)
         self.on_answer(answer)
 
     def MediaConnectResult(self, media: IMedia, error: str | None) -> None:

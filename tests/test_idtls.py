@@ -45,7 +45,7 @@ from usocket_asyncio import (
     UDtls,
 )
 from usocket_asyncio._context import default_server_cert
-from usocket_asyncio._idtls import EARLY_MAX, EARLY_MAX_BYTES
+from usocket_asyncio._idtls import EARLY_MAX, EARLY_MAX_BYTES, HELLO_MAX, HELLO_PIECES
 
 STUN = bytes([0, 1, 0, 0]) + bytes.fromhex("2112a442") + bytes(12)
 RTP = bytes([0x80, 0x00, 0x00, 0x01]) + bytes(8) + b"rtp payload"
@@ -252,6 +252,74 @@ def test_rto_initial_sets_the_first_resend(rto: float) -> None:
         IDtls.Create(Side("x"), "x", log).DtlsConnect(
             False, SRTP, "127.0.0.1", None, OWN_FP, rtoInitial=0
         )
+
+
+def client_hello_datagrams(versions: list[int], key_share: int, mtu: int = 1200) -> list[bytes]:
+    """A ClientHello offering `versions` (supported_versions after a key share of
+    `key_share` bytes, as Chromium orders them), in as many fragments as `mtu` needs."""
+    ext = b""
+    for kind, data in (
+        (51, bytes(key_share)),
+        (43, bytes([2 * len(versions)]) + b"".join(v.to_bytes(2, "big") for v in versions)),
+    ):
+        ext += kind.to_bytes(2, "big") + len(data).to_bytes(2, "big") + data
+    body = b"\xfe\xfd" + bytes(32) + b"\0\0" + b"\0\2\xc0\x2b" + b"\1\0"
+    body += len(ext).to_bytes(2, "big") + ext
+    out = []
+    step = mtu - 25
+    for off in range(0, len(body), step):
+        frag = body[off : off + step]
+        hs = b"\1" + len(body).to_bytes(3, "big") + b"\0\0" + off.to_bytes(3, "big")
+        hs += len(frag).to_bytes(3, "big") + frag
+        out.append(b"\x16\xfe\xff" + bytes(8) + len(hs).to_bytes(2, "big") + hs)
+    return out
+
+
+def test_the_first_client_hellos_offered_versions_are_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Under LOG_DTLS the engine logs what the peer's first ClientHello offers, gathered
+    from its fragments in any order (a browser's DTLS 1.3 offer spans two datagrams):
+    a library client offers DTLS 1.2 alone; a 1.3 offer is logged as such, and its
+    handshake is still DTLS 1.2, logged at the end."""
+    log = IInstanceLog(int(LogFlags.LOG_DTLS))
+    with caplog.at_level(logging.DEBUG):
+        frags = client_hello_datagrams([0xFEFC, 0xFEFD], key_share=1258)
+        assert len(frags) == 2
+        server = IDtls.Create(Side("s"), "s", log)
+        server.DtlsConnect(True, SRTP | DTLS_OPTION_NO_COOKIE, "127.0.0.1", None, None)
+        assert server.DtlsRecv(frags[1], None, "127.0.0.1", 7)
+        assert "offers" not in caplog.text
+        assert server.DtlsRecv(frags[0], None, "127.0.0.1", 7)
+        assert "ClientHello from 127.0.0.1:7 offers DTLSv1.3, DTLSv1.2" in caplog.text
+        caplog.clear()
+        cs, ss = Side("c"), Side("s")
+        c, s = IDtls.Create(cs, "c", log), IDtls.Create(ss, "s", log)
+        s.DtlsConnect(True, SRTP, "127.0.0.1", None, OWN_FP)
+        c.DtlsConnect(False, SRTP, "127.0.0.1", None, OWN_FP)
+        shuttle((cs, c), (ss, s))
+        assert ("connected",) in ss.calls
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum("offers DTLSv1.2" in m for m in lines) == 1, lines
+    assert any("handshake done: DTLSv1.2 " in m for m in lines), lines
+
+
+def test_client_hello_gathering_is_bounded(caplog: pytest.LogCaptureFixture) -> None:
+    """A ClientHello longer than `HELLO_MAX`, or whose fragments never complete within
+    `HELLO_PIECES` datagrams, is not logged, and nothing is kept of it."""
+    log = IInstanceLog(int(LogFlags.LOG_DTLS))
+    with caplog.at_level(logging.DEBUG):
+        big = client_hello_datagrams([0xFEFD], key_share=HELLO_MAX)
+        e = IDtls.Create(Side("s"), "s", log)
+        e.DtlsRecv(big[0], None, "127.0.0.1", 7)
+        assert e._hello is False
+        first = client_hello_datagrams([0xFEFD], key_share=1258)[0]
+        e = IDtls.Create(Side("s"), "s", log)
+        for _ in range(HELLO_PIECES):
+            e.DtlsRecv(first, None, "127.0.0.1", 7)
+        assert e._hello is False
+        e.DtlsRecv(client_hello_datagrams([0xFEFD], key_share=1258)[1], None, "127.0.0.1", 7)
+    assert "offers" not in caplog.text
 
 
 def test_no_common_srtp_profile() -> None:

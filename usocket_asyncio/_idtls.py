@@ -120,6 +120,57 @@ class UDtls:
         """The RFC 5764 keying material and the SRTP profile (before `DtlsConnected`)."""
 
 
+_VERSIONS = {0xFEFF: "DTLSv1.0", 0xFEFD: "DTLSv1.2", 0xFEFC: "DTLSv1.3"}
+HELLO_MAX = 8192
+"""The longest ClientHello whose offered versions `IDtls` reads for its log (bytes)."""
+HELLO_PIECES = 8
+"""Datagrams `IDtls` looks at for the fragments of the peer's first ClientHello."""
+
+
+def hello_fragment(datagram: bytes) -> tuple[int, int, int, bytes] | None:
+    """(message_seq, length, fragment_offset, fragment) of the ClientHello fragment in the
+    datagram's first record; None when that record holds none."""
+    d = datagram
+    if len(d) < 25 or d[0] != 22 or d[13] != 1:
+        return None
+    length = int.from_bytes(d[14:17], "big")
+    offset = int.from_bytes(d[19:22], "big")
+    frag = d[25 : 25 + int.from_bytes(d[22:25], "big")]
+    if offset + len(frag) > length or 25 + len(frag) > 13 + int.from_bytes(d[11:13], "big"):
+        return None
+    return int.from_bytes(d[17:19], "big"), length, offset, frag
+
+
+def hello_versions(body: bytes) -> list[str]:
+    """The DTLS versions a ClientHello's body offers, most preferred first: its
+    supported_versions extension (RFC 9147 §5.3), else its legacy client_version. Empty
+    when the body cannot be read."""
+    if len(body) < 35:
+        return []
+    legacy = int.from_bytes(body[0:2], "big")
+    at = 34  # client_version, random
+    try:
+        at += 1 + body[at]  # session_id
+        at += 1 + body[at]  # cookie
+        at += 2 + int.from_bytes(body[at : at + 2], "big")  # cipher_suites
+        at += 1 + body[at]  # compression_methods
+        end = min(at + 2 + int.from_bytes(body[at : at + 2], "big"), len(body))
+        at += 2
+        while at + 4 <= end:
+            kind = int.from_bytes(body[at : at + 2], "big")
+            size = int.from_bytes(body[at + 2 : at + 4], "big")
+            if kind == 43:  # supported_versions: a length byte, then 2-byte versions
+                vs = body[at + 5 : at + 5 + body[at + 4]]
+                return [
+                    _VERSIONS.get(int.from_bytes(vs[i : i + 2], "big"), f"0x{vs[i : i + 2].hex()}")
+                    for i in range(0, len(vs) - 1, 2)
+                ]
+            at += 4 + size
+    except IndexError:
+        return []
+    return [_VERSIONS.get(legacy, f"0x{legacy:04x}")]
+
+
 class IDtls:
     """One DTLS association, driven by the app. See the module docstring and API.md."""
 
@@ -134,6 +185,7 @@ class IDtls:
         "_early_bytes",
         "_early_drops",
         "_end",
+        "_hello",
         "_log",
         "_now",
         "_paused",
@@ -168,6 +220,9 @@ class IDtls:
         self._early: list[tuple[bytes, str, int]] = []
         self._early_bytes = 0
         self._early_drops = 0
+        # the peer's first ClientHello, gathered for the log: [message_seq, body, bytes
+        # still missing, datagrams looked at]; None: none yet; False: logged (or given up)
+        self._hello: list[Any] | bool | None = None
 
     @staticmethod
     def Create(user: UDtls, userCtx: object, log: IInstanceLog) -> IDtls:
@@ -346,6 +401,8 @@ class IDtls:
             )
         if n <= 0 or not 20 <= mv[0] <= 63:
             return False
+        if self._hello is not False and mv[0] == 22 and n > 25 and mv[13] == 1:
+            self._gather_hello(mv[:n].tobytes(), remoteAddr, remotePort)
         conn = self._conn
         if conn is None:
             if not self._by_app:
@@ -356,6 +413,41 @@ class IDtls:
         conn.receive_datagram(mv[:n].tobytes(), self._now, (str(remoteAddr), int(remotePort)))
         self._pump()
         return True
+
+    def _gather_hello(self, data: bytes, addr: Any, port: int) -> None:
+        """Gather the peer's first ClientHello (it may come in fragments: a browser's
+        DTLS 1.3 offer, with its post-quantum key share, spans two datagrams) and log
+        the DTLS versions it offers under LOG_DTLS. Bounded: `HELLO_MAX` bytes,
+        `HELLO_PIECES` datagrams, then it gives up; nothing of it reaches the engine."""
+        log = self._log
+        piece = hello_fragment(data)
+        if not log.LogFlagSet(LogFlags.LOG_DTLS) or piece is None:
+            return
+        seq, length, offset, frag = piece
+        hello = self._hello
+        if not isinstance(hello, list):
+            if length > HELLO_MAX:
+                self._hello = False
+                return
+            hello = self._hello = [seq, bytearray(length), bytearray(b"\1" * length), 0]
+        hello[3] += 1
+        if seq == hello[0] and length == len(hello[1]):
+            hello[1][offset : offset + len(frag)] = frag
+            hello[2][offset : offset + len(frag)] = bytes(len(frag))
+        if any(hello[2]):
+            if hello[3] >= HELLO_PIECES:
+                self._hello = False
+            return
+        self._hello = False
+        offered = hello_versions(bytes(hello[1]))
+        log.Log(
+            LogFlags.LOG_DTLS,
+            "idtls %x: ClientHello from %s:%d offers %s",
+            id(self),
+            addr,
+            port,
+            ", ".join(offered) if offered else "versions this engine cannot read",
+        )
 
     def _hold_early(self, data: bytes, addr: str, port: int) -> None:
         size = data.__len__()
