@@ -49,7 +49,7 @@ import sys
 from collections.abc import Callable
 
 from examples.media_echo import EchoCall
-from usocket_asyncio import LOG_APP, LOG_DTLS, LOG_MEDIA, IInstanceLog, IIoMux, MediaConfigFromSdp
+from usocket_asyncio import LOG_APP, LOG_DTLS, LOG_MEDIA, IInstanceLog, IIoMux
 
 MAX_CALLS = 8
 MAX_REQUEST = 64 * 1024
@@ -338,29 +338,28 @@ class EchoServer:
         """Start an echo call for `offer`; (its id, the answer's SDP)."""
         if len(self.calls) >= MAX_CALLS:
             raise HttpError(503, f"{MAX_CALLS} calls already: hang one up first")
-        try:  # read before a port is spent on it
-            MediaConfigFromSdp(offer, log=self.log)
-        except ValueError as e:
-            raise HttpError(400, f"not an offer this echo can answer: {e}") from None
         answered: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-        self.next_call += 1
-        ident = str(self.next_call)
+        ident = str(self.next_call + 1)
 
         def on_answer(sdp: str | None) -> None:
             if not answered.done():
                 answered.set_result(sdp)
 
+        try:  # the offer is read before a port is spent on it
+            call = EchoCall(
+                self.iomux,
+                self.log,
+                offer,
+                on_answer,
+                self.call_seconds,
+                ["127.0.0.1"],
+                on_end=self.ended(ident),
+                dtls_server=self.dtls_server,
+            )
+        except ValueError as e:
+            raise HttpError(400, f"not an offer this echo can answer: {e}") from None
+        self.next_call += 1
         self.all_ended.clear()
-        call = EchoCall(
-            self.iomux,
-            self.log,
-            offer,
-            on_answer,
-            self.call_seconds,
-            ["127.0.0.1"],
-            on_end=self.ended(ident),
-            dtls_server=self.dtls_server,
-        )
         self.calls[ident] = call
         try:
             sdp = await asyncio.wait_for(answered, ANSWER_TIMEOUT)
