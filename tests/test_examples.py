@@ -307,8 +307,13 @@ def test_media_echo_refuses_a_bad_offer_at_once(mux: Mux, what: str) -> None:
     answers: list[str | None] = []
     opened: list[object] = []
     real = _media.IMedia.Initialize
+
+    def initialize(*a: Any, **k: Any) -> None:
+        opened.append(a)
+        real(*a, **k)
+
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(_media.IMedia, "Initialize", lambda *a, **k: opened.append(a) or real(*a, **k))
+        mp.setattr(_media.IMedia, "Initialize", initialize)
         with pytest.raises(ValueError, match="G.711" if what == "no G.711" else "."):
             EchoCall(
                 mux, IInstanceLog(0), BAD_OFFERS[what], answers.append, addresses=["127.0.0.1"]
