@@ -313,6 +313,61 @@ def test_payload_type_is_the_remotes_first_audio_codec(mux: Mux, mlog: IInstance
     close(mux, a, b)
 
 
+def test_rtp_header_random_ssrc_and_sequence_start(mux: Mux, mlog: IInstanceLog) -> None:
+    """RtpSend builds the header on the wire: version 2, the first packet marked, this
+    stream's SSRC (the one the peer's MediaRtpRecv reports), sequence numbers counting up
+    by one from a random start, the app's timestamps; SSRCs and starts differ between
+    streams."""
+    import socket
+
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    sink.settimeout(5)
+    starts: list[tuple[int, int]] = []
+    try:
+        for k in range(3):
+            m, u = make(mux, mlog, f"s{k}")
+            m.Connect(plain_config(sink.getsockname()[1]), False, SETUP_ROLE_NONE)
+            mux.run_until(lambda: u.connected)  # noqa: B023 (runs in this turn)
+            for i in range(4):
+                m.RtpSend(b"p" * 160, None, 1000 + 160 * i)
+            mux.run_until(lambda: u.sent == 4)  # noqa: B023
+            heads = [sink.recv(2048)[:12] for _ in range(4)]
+            assert [h[0] >> 6 for h in heads] == [2] * 4
+            assert [h[1] >> 7 for h in heads] == [1, 0, 0, 0]  # the marker on the first
+            assert {h[1] & 0x7F for h in heads} == {0}  # PCMU, the remote's first codec
+            seqs = [int.from_bytes(h[2:4], "big") for h in heads]
+            assert seqs == [(seqs[0] + i) & 0xFFFF for i in range(4)]
+            assert [int.from_bytes(h[4:8], "big") for h in heads] == [
+                1000 + 160 * i for i in range(4)
+            ]
+            ssrcs = {int.from_bytes(h[8:12], "big") for h in heads}
+            assert len(ssrcs) == 1
+            starts.append((ssrcs.pop(), seqs[0]))
+            close(mux, (m, u))
+    finally:
+        sink.close()
+    assert len({ssrc for ssrc, _ in starts}) == 3 and len({seq for _, seq in starts}) == 3
+
+
+def test_drop_media_rx_drops_received_rtp(mux: Mux, mlog: IInstanceLog) -> None:
+    """dropMediaRx=100 drops every RTP packet on the way in (the SDK's test aid): the
+    other side sent them, nothing is delivered; RTCP still arrives."""
+    a = make(mux, mlog, "a")
+    b = make(mux, mlog, "b", dropMediaRx=100)
+    connect(mux, a, b)
+    (ma, ua), (mb, ub) = a, b
+    for i in range(10):
+        ma.RtpSend(payload_for(b"a", i), None, i * 160)
+    mux.run_until(lambda: ua.sent == 10, what="send results")
+    app = bytes([0x80, 204, 0, 2]) + (1234).to_bytes(4, "big") + b"test"
+    ma.RtcpSend(app)
+    mux.run_until(lambda: mb.counters.rtcp_received >= 1, timeout=5, what="RTCP")
+    mux.run_for(0.1)
+    assert ub.payloads == [] and ub.ssrcs == []
+    close(mux, a, b)
+
+
 def test_statistics_both_ways(mux: Mux, mlog: IInstanceLog, fast_stats: None) -> None:
     a = make(mux, mlog, "a")
     b = make(mux, mlog, "b")
