@@ -322,6 +322,27 @@ def test_client_hello_gathering_is_bounded(caplog: pytest.LogCaptureFixture) -> 
     assert "offers" not in caplog.text
 
 
+def test_without_a_fingerprint_the_contexts_verification_applies() -> None:
+    """No fingerprint: the client's context decides. Verification on (the default) and
+    the server's self-signed certificate untrusted: the handshake fails; the same
+    context with `DisableCertificateVerification`: it connects."""
+    from usocket_asyncio import CreateTLSSocketProvider
+
+    for verify, want in ((True, ("closed", int(R.SOCKET_TLS_HANDSHAKE_FAILED))), (False, None)):
+        ctx = CreateTLSSocketProvider(None).CreateSocketContext(IInstanceLog(0))
+        if not verify:
+            ctx.DisableCertificateVerification()
+        cs, ss = Side("c"), Side("s")
+        c, s = IDtls.Create(cs, "c", IInstanceLog(0)), IDtls.Create(ss, "s", IInstanceLog(0))
+        s.DtlsConnect(True, SRTP | DTLS_OPTION_NO_MUTUAL, "127.0.0.1", None, None)
+        c.DtlsConnect(False, SRTP, "127.0.0.1", ctx, None)
+        shuttle((cs, c), (ss, s))
+        if want is None:
+            assert cs.calls[-1] == ss.calls[-1] == ("connected",)
+        else:
+            assert cs.calls[-1] == want and ("connected",) not in cs.calls
+
+
 def test_no_common_srtp_profile() -> None:
     (cs, c), (ss, s) = engines(soptions=0)
     shuttle((cs, c), (ss, s))
