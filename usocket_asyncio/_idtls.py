@@ -32,6 +32,13 @@ produces reach `DtlsSend` before any event the same call causes (the close_notif
 before `DtlsConnectionClosed`), and an event comes only after every callback before it
 returned.
 
+Log (LOG_DTLS). Besides the engine's lines (one id per association: the handshake's
+result with the version and cipher agreed, a failure with OpenSSL's detail), `DtlsRecv`
+gathers a copy of the peer's first ClientHello from its fragments (a browser's DTLS 1.3
+offer spans two datagrams; at most `HELLO_MAX` bytes over `HELLO_PIECES` datagrams) and
+logs the versions it offers, so that what a peer asked for and what was agreed (DTLS 1.2,
+the only version of this engine) read side by side.
+
 What ends the association: the peer's close_notify (`DtlsConnectionClosed(0)`, once
 our reply is sent) or a failure (`DtlsConnectionClosed(reason)`), both from the core;
 `DtlsClose` (`DtlsConnectionClosed(0)`, after the close_notify; events the core still
@@ -401,7 +408,13 @@ class IDtls:
             )
         if n <= 0 or not 20 <= mv[0] <= 63:
             return False
-        if self._hello is not False and mv[0] == 22 and n > 25 and mv[13] == 1:
+        if (
+            self._hello is not False
+            and mv[0] == 22
+            and n > 25
+            and mv[13] == 1
+            and self._log.LogFlagSet(LogFlags.LOG_DTLS)
+        ):
             self._gather_hello(mv[:n].tobytes(), remoteAddr, remotePort)
         conn = self._conn
         if conn is None:
@@ -418,10 +431,10 @@ class IDtls:
         """Gather the peer's first ClientHello (it may come in fragments: a browser's
         DTLS 1.3 offer, with its post-quantum key share, spans two datagrams) and log
         the DTLS versions it offers under LOG_DTLS. Bounded: `HELLO_MAX` bytes,
-        `HELLO_PIECES` datagrams, then it gives up; nothing of it reaches the engine."""
-        log = self._log
+        `HELLO_PIECES` datagrams, then it gives up. A copy for the log only: the
+        datagrams reach the engine unchanged."""
         piece = hello_fragment(data)
-        if not log.LogFlagSet(LogFlags.LOG_DTLS) or piece is None:
+        if piece is None:
             return
         seq, length, offset, frag = piece
         hello = self._hello
@@ -440,7 +453,7 @@ class IDtls:
             return
         self._hello = False
         offered = hello_versions(bytes(hello[1]))
-        log.Log(
+        self._log.Log(
             LogFlags.LOG_DTLS,
             "idtls %x: ClientHello from %s:%d offers %s",
             id(self),
