@@ -248,10 +248,16 @@ def test_rto_initial_sets_the_first_resend(rto: float) -> None:
     side.wire.clear()
     c.DtlsTimeout()  # the ClientHello was lost
     assert side.wire and side.timer is not None and abs(side.timer - 2 * first) <= 1
-    with pytest.raises(ValueError, match="rto_initial"):
-        IDtls.Create(Side("x"), "x", log).DtlsConnect(
-            False, SRTP, "127.0.0.1", None, OWN_FP, rtoInitial=0
-        )
+    for bad in (0, -1, 61, True, "0.1"):
+        with pytest.raises(ValueError, match="rtoInitial"):
+            IDtls.Create(Side("x"), "x", log).DtlsConnect(
+                False,
+                SRTP,
+                "127.0.0.1",
+                None,
+                OWN_FP,
+                rtoInitial=bad,  # type: ignore[arg-type]
+            )
 
 
 def client_hello_datagrams(versions: list[int], key_share: int, mtu: int = 1200) -> list[bytes]:

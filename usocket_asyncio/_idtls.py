@@ -65,6 +65,7 @@ from ._context import SocketContext, default_server_cert
 from ._dtls_core import (
     PIN_HASHES,
     RTO_INITIAL,
+    RTO_MAX,
     ApplicationData,
     CloseNotify,
     ConnectionFailed,
@@ -287,6 +288,15 @@ class IDtls:
             raise SocketModeError(
                 "DtlsConnect on an engine that already connected (or was aborted): make a "
                 "new IDtls per association"
+            )
+        if (
+            isinstance(rtoInitial, bool)
+            or not isinstance(rtoInitial, (int, float))
+            or not 0.001 <= rtoInitial <= RTO_MAX
+        ):
+            raise ValueError(
+                f"DtlsConnect: rtoInitial={rtoInitial!r}; pass the seconds before a lost "
+                f"flight is first resent, from 0.001 to {RTO_MAX:g} (0.1 suits media)"
             )
         use_srtp = bool(options & DTLS_OPTION_USE_SRTP)
         mutual = not (server and options & DTLS_OPTION_NO_MUTUAL)
