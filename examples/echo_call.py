@@ -1,6 +1,6 @@
 """A call anyone can try from a browser: the page calls an `IMedia` echo and plays it back.
 
-    python -m examples.echo_call [--uvloop] [--port 8080]
+    python -m examples.echo_call [--uvloop] [--port 8080] [--dtls-server] [-v]
 
 then open the address it prints (http://127.0.0.1:8080/) in Chrome, Chromium or Firefox on
 the same machine and press "Call": you hear what you say back, a second later. "Tone"
@@ -25,6 +25,11 @@ application around the library:
   not on top of them) and measures it: level and loudest frequency of what comes back,
   and the packets received (`getStats`). It shows them, logs them on the console and
   POSTs them to `/report`, where they are logged (`-v`: the media log too).
+
+The echo answers `a=setup:active` (it sends the DTLS ClientHello); `--dtls-server` makes it
+answer `passive`, so that the browser sends its own ClientHello (Chromium offers DTLS 1.3
+and 1.2; the echo agrees 1.2). `-v` logs the media and DTLS: the versions offered and
+agreed.
 
 The echo's candidate is 127.0.0.1. A desktop browser that was allowed the microphone
 offers its host addresses (never loopback) and its checks from them reach that port on the
