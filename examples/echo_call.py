@@ -1,6 +1,6 @@
 """A call anyone can try from a browser: the page calls an `IMedia` echo and plays it back.
 
-    python -m examples.echo_call [--uvloop] [--port 8080]
+    python -m examples.echo_call [--uvloop] [--port 8080] [--dtls-server] [-v]
 
 then open the address it prints (http://127.0.0.1:8080/) in Chrome, Chromium or Firefox on
 the same machine and press "Call": you hear what you say back, a second later. "Tone"
@@ -26,6 +26,11 @@ application around the library:
   and the packets received (`getStats`). It shows them, logs them on the console and
   POSTs them to `/report`, where they are logged (`-v`: the media log too).
 
+The echo answers `a=setup:active` (it sends the DTLS ClientHello); `--dtls-server` makes it
+answer `passive`, so that the browser sends its own ClientHello (Chromium offers DTLS 1.3
+and 1.2; the echo agrees 1.2). `-v` logs the media and DTLS: the versions offered and
+agreed.
+
 The echo's candidate is 127.0.0.1. A desktop browser that was allowed the microphone
 offers its host addresses (never loopback) and its checks from them reach that port on the
 same machine; with the tone and no microphone permission, Chrome hides its addresses
@@ -49,7 +54,7 @@ import sys
 from collections.abc import Callable
 
 from examples.media_echo import EchoCall
-from usocket_asyncio import LOG_APP, LOG_MEDIA, IInstanceLog, IIoMux, MediaConfigFromSdp
+from usocket_asyncio import LOG_APP, LOG_DTLS, LOG_MEDIA, IInstanceLog, IIoMux
 
 MAX_CALLS = 8
 MAX_REQUEST = 64 * 1024
@@ -252,8 +257,11 @@ class EchoServer:
         call_seconds: how long a call may last.
     """
 
-    def __init__(self, iomux: IIoMux, log: IInstanceLog, call_seconds: float) -> None:
+    def __init__(
+        self, iomux: IIoMux, log: IInstanceLog, call_seconds: float, dtls_server: bool = False
+    ) -> None:
         self.iomux, self.log, self.call_seconds = iomux, log, call_seconds
+        self.dtls_server = dtls_server
         self.calls: dict[str, EchoCall] = {}
         self.next_call = 0
         self.port = 0
@@ -335,28 +343,28 @@ class EchoServer:
         """Start an echo call for `offer`; (its id, the answer's SDP)."""
         if len(self.calls) >= MAX_CALLS:
             raise HttpError(503, f"{MAX_CALLS} calls already: hang one up first")
-        try:  # read before a port is spent on it
-            MediaConfigFromSdp(offer, log=self.log)
-        except ValueError as e:
-            raise HttpError(400, f"not an offer this echo can answer: {e}") from None
         answered: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-        self.next_call += 1
-        ident = str(self.next_call)
+        ident = str(self.next_call + 1)
 
         def on_answer(sdp: str | None) -> None:
             if not answered.done():
                 answered.set_result(sdp)
 
+        try:  # the offer is read before a port is spent on it
+            call = EchoCall(
+                self.iomux,
+                self.log,
+                offer,
+                on_answer,
+                self.call_seconds,
+                ["127.0.0.1"],
+                on_end=self.ended(ident),
+                dtls_server=self.dtls_server,
+            )
+        except ValueError as e:
+            raise HttpError(400, f"not an offer this echo can answer: {e}") from None
+        self.next_call += 1
         self.all_ended.clear()
-        call = EchoCall(
-            self.iomux,
-            self.log,
-            offer,
-            on_answer,
-            self.call_seconds,
-            ["127.0.0.1"],
-            on_end=self.ended(ident),
-        )
         self.calls[ident] = call
         try:
             sdp = await asyncio.wait_for(answered, ANSWER_TIMEOUT)
@@ -385,10 +393,12 @@ class EchoServer:
             call.hang_up()
 
 
-async def serve(port: int, call_seconds: float, log: IInstanceLog) -> int:
+async def serve(
+    port: int, call_seconds: float, log: IInstanceLog, dtls_server: bool = False
+) -> int:
     """Run the server until SIGINT or SIGTERM; the number of packets echoed."""
     iomux = IIoMux.FromLoop()
-    echo = EchoServer(iomux, log, call_seconds)
+    echo = EchoServer(iomux, log, call_seconds, dtls_server)
     server = await asyncio.start_server(echo.handle, "127.0.0.1", port, limit=MAX_REQUEST)
     echo.port = server.sockets[0].getsockname()[1]
     stop = asyncio.Event()
@@ -417,17 +427,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--uvloop", action="store_true", help="run on uvloop")
     p.add_argument("--port", type=int, default=8080, help="the page's port (0: any free one)")
     p.add_argument("--call-seconds", type=float, default=300.0, help="longest call (default 300)")
-    p.add_argument("-v", "--verbose", action="store_true", help="also log the media")
+    p.add_argument(
+        "--dtls-server",
+        action="store_true",
+        help="answer a=setup:passive: the browser is the DTLS client (default: this side)",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="also log the media and DTLS")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    log = IInstanceLog(LOG_APP | (LOG_MEDIA if args.verbose else 0))
+    log = IInstanceLog(LOG_APP | (LOG_MEDIA | LOG_DTLS if args.verbose else 0))
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
     if args.uvloop:
         import uvloop
 
         loop_factory = uvloop.new_event_loop
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(serve(args.port, args.call_seconds, log))
+        runner.run(serve(args.port, args.call_seconds, log, args.dtls_server))
     return 0
 
 

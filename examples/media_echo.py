@@ -7,11 +7,13 @@ and prints the answer on stdout, then echoes the call's audio for `--seconds`. A
 media work is the library's `IMedia`: the UDP port, ICE, DTLS-SRTP, RTP and RTCP. The app
 does what an SDK app does around it:
 
-1. `CreateMediaProvider().CreateMedia(iomux, user, log)`, then `Initialize(...)` with the
+1. Signalling is the app's: it reads the offer with `MediaConfigFromSdp` first (an offer
+   it cannot answer, malformed or without G.711, is a `ValueError` at once, before a port
+   is spent on it) and keeps the codecs it can echo (G.711, telephone-event) in the
+   offer's order.
+2. `CreateMediaProvider().CreateMedia(iomux, user, log)`, then `Initialize(...)` with the
    port range and the host addresses; `MediaInitializeComplete` gives this side's
-   `MediaConfig`.
-2. Signalling is the app's: it reads the offer with `MediaConfigFromSdp`, keeps the codecs
-   it can echo (G.711, telephone-event) in the offer's order, writes its answer with
+   `MediaConfig`, from which it writes its answer with
    `MediaConfigToSdp` (`a=setup:active`: this side is the DTLS client) and calls
    `Connect(remote, iceRemoteRole=True, remoteDtlsRole)` (the offerer controls ICE).
 3. `MediaConnectResult(media, None)`: it posts a `Recv`; each `MediaRtpRecvResult` goes
@@ -34,6 +36,7 @@ from usocket_asyncio import (
     LOG_APP,
     LOG_MEDIA,
     SETUP_ROLE_ACTIVE,
+    SETUP_ROLE_PASSIVE,
     AudioCoder,
     CreateMediaProvider,
     IInstanceLog,
@@ -63,6 +66,12 @@ class EchoCall(UMedia, UTimer):
         seconds: how long the call lasts (0: until `hang_up`).
         addresses: the host candidates' addresses (None: every interface).
         on_end: called once the call is over.
+        dtls_server: answer `a=setup:passive` (this side is the DTLS server and the caller
+            sends the ClientHello) instead of `active`.
+
+    Raises:
+        ValueError: an offer this echo cannot answer (malformed SDP, no G.711 codec),
+            with the reason; nothing was opened then.
     """
 
     def __init__(
@@ -74,7 +83,12 @@ class EchoCall(UMedia, UTimer):
         seconds: float = 0,
         addresses: list[str] | None = None,
         on_end: Callable[[], None] | None = None,
+        dtls_server: bool = False,
     ) -> None:
+        remote, setup, _lite = MediaConfigFromSdp(offer, log=log)  # ValueError: not an offer
+        remote.codecList = [c for c in remote.codecList if c.coder in ECHOED]
+        if not [c for c in remote.codecList if c.coder != AudioCoder.DTMF]:
+            raise ValueError("the offer has no G.711 codec to echo (PCMU or PCMA)")
         self.log = log
         self.offer = offer
         self.on_answer = on_answer
@@ -83,11 +97,12 @@ class EchoCall(UMedia, UTimer):
         self.digits: list[str] = []
         self.error: str | None = None
         self.ended = False
-        self.remote: MediaConfig | None = None
-        self.remote_setup: Any = None
+        self.remote: MediaConfig = remote
+        self.remote_setup: Any = setup
         self.timer = ITimer(iomux, self)
         self.seconds = seconds
         self.dtmf_pt = DEFAULT_PAYLOAD_TYPE_DTMF
+        self.dtls_server = dtls_server
         self.media: IMedia = CreateMediaProvider().CreateMedia(iomux, self, log)
         self.media.Initialize(None, None, None, 0, 0, localAddresses=addresses)
 
@@ -99,13 +114,7 @@ class EchoCall(UMedia, UTimer):
             self.on_answer(None)
             self.hang_up()
             return
-        remote, setup, _lite = MediaConfigFromSdp(self.offer, log=self.log)
-        remote.codecList = [c for c in remote.codecList if c.coder in ECHOED]
-        if not [c for c in remote.codecList if c.coder != AudioCoder.DTMF]:
-            self.error = "the offer has no G.711 codec to echo"
-            self.on_answer(None)
-            self.hang_up()
-            return
+        remote, setup = self.remote, self.remote_setup
         for c in remote.codecList:
             if c.coder == AudioCoder.DTMF:
                 self.dtmf_pt = c.pt
@@ -115,9 +124,12 @@ class EchoCall(UMedia, UTimer):
         local.codecList = [ours[c.coder] for c in remote.codecList if c.coder in ours]
         for c in local.codecList:
             c.pt = next(r.pt for r in remote.codecList if r.coder == c.coder)
-        answer = MediaConfigToSdp(local, SETUP_ROLE_ACTIVE, mid=SdpAudioMid(self.offer) or "0")
+        ours_setup = SETUP_ROLE_PASSIVE if self.dtls_server else SETUP_ROLE_ACTIVE
+        answer = MediaConfigToSdp(local, ours_setup, mid=SdpAudioMid(self.offer) or "0")
         self.log.Log(LOG_APP, "echo: answering with %d codecs", len(local.codecList))
-        media.Connect(remote, True, setup)  # the offerer controls ICE; we are the DTLS client
+        # the offerer controls ICE; we are the DTLS client (or server, told the caller is
+        # active: the answer said passive)
+        media.Connect(remote, True, SETUP_ROLE_ACTIVE if self.dtls_server else setup)
         self.on_answer(answer)
 
     def MediaConnectResult(self, media: IMedia, error: str | None) -> None:
@@ -195,7 +207,14 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(sdp)
             sys.stdout.flush()
 
-    call = EchoCall(iomux, log, offer, answered, args.seconds, args.address, on_end=iomux.Terminate)
+    try:
+        call = EchoCall(
+            iomux, log, offer, answered, args.seconds, args.address, on_end=iomux.Terminate
+        )
+    except ValueError as e:
+        iomux.Close()
+        print(f"media_echo: not an offer this echo can answer: {e}", file=sys.stderr)
+        return 2
     try:
         iomux.Run()
     finally:

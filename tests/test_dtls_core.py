@@ -466,9 +466,50 @@ def test_pin_refuses_a_client_without_certificate() -> None:
     assert failed(w, "s").reason is R.SOCKET_TLS_HANDSHAKE_FAILED
 
 
+HASHES = ["sha1", "sha224", "sha256", "sha384", "sha512"]
+
+
+def own_digest(name: str) -> bytes:
+    return hashlib.new(name, default_server_cert().leaf_der).digest()
+
+
+@pytest.mark.parametrize("name", HASHES)
+def test_each_hash_pins_both_sides(name: str) -> None:
+    """A fingerprint of each hash SDP writes pins the peer: its length names the hash,
+    and both sides complete with the certificate that digest names."""
+    fp = own_digest(name)
+    c, s = pair(client_pin=fp, server_pin=fp)
+    w = Wire(c, s)
+    w.handshake()
+    ce, se = completed(w, "c"), completed(w, "s")
+    assert ce.srtp_keys is not None and ce.srtp_keys == se.srtp_keys
+    assert ce.peer_fingerprint == se.peer_fingerprint == FP  # reported as SHA-256
+
+
+@pytest.mark.parametrize("name", HASHES)
+@pytest.mark.parametrize("side", ["client", "server"])
+def test_a_wrong_fingerprint_of_each_hash_fails(name: str, side: str) -> None:
+    """A digest of the right length for its hash but of another certificate (the right
+    one with a bit flipped) fails the handshake on the side that pinned it."""
+    right = own_digest(name)
+    wrong = bytes([right[0] ^ 1]) + right[1:]
+    c, s = pair(
+        client_pin=wrong if side == "client" else right,
+        server_pin=wrong if side == "server" else right,
+    )
+    w = Wire(c, s)
+    w.handshake()
+    key = side[0]
+    ev = failed(w, key)
+    assert ev.reason is R.SOCKET_TLS_HANDSHAKE_FAILED
+    assert "not the one pinned" in ev.detail and name.upper() in ev.detail
+    assert failed(w, "s" if key == "c" else "c").reason is R.SOCKET_TLS_HANDSHAKE_FAILED
+
+
 def test_bad_fingerprint_length_is_refused() -> None:
-    with pytest.raises(ValueError, match="32-byte"):
-        DtlsConnection(client_config(), fingerprint=b"\1" * 20)
+    for n in (0, 16, 31, 33, 65):
+        with pytest.raises(ValueError, match="32 sha-256"):
+            DtlsConnection(client_config(), fingerprint=b"\1" * n)
 
 
 def test_no_common_srtp_profile() -> None:

@@ -63,14 +63,24 @@ def write_tone(path: Path, hz: int, seconds: float = 1.0, rate: int = 48000) -> 
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.parametrize("loop", LOOPS)
-def test_a_browser_call_hears_its_tone_back(loop: str) -> None:
+@pytest.mark.parametrize(
+    "loop,dtls_server",
+    [(LOOPS[0], False), (LOOPS[-1], False), (LOOPS[0], True), (LOOPS[-1], True)],
+    ids=lambda v: {False: "echo-dtls-client", True: "echo-dtls-server"}.get(v, v),
+)
+def test_a_browser_call_hears_its_tone_back(loop: str, dtls_server: bool) -> None:
+    """... in DTLS 1.2, whichever side sends the ClientHello: the echo (its answer says
+    `a=setup:active`) offers DTLS 1.2 alone; Chromium (`--dtls-server`, the answer says
+    passive) offers DTLS 1.3 and 1.2, and the echo's engine, DTLS 1.2 only, agrees 1.2."""
     if chromium_binary() is None:
         pytest.skip("Chromium is not installed (.ci/run installs Debian's chromium)")
     why = namespace_unavailable()
     if why is not None:
         pytest.skip(why)
     server = [sys.executable, "-m", "examples.echo_call", "--port", "0", "--call-seconds", "60"]
+    server.append("-v")  # the media and DTLS log: the versions offered and agreed
+    if dtls_server:
+        server.append("--dtls-server")
     if loop == "uvloop":
         server.append("--uvloop")
     with tempfile.TemporaryDirectory() as tmp:
@@ -109,6 +119,16 @@ def test_a_browser_call_hears_its_tone_back(loop: str) -> None:
     assert done is not None, out
     assert int(done.group(1)) >= reports[-1]["packetsReceived"], (out, reports[-1])
     assert "the page heard" in log
+    # DTLS 1.2 was agreed; with Chromium as the DTLS client, what its ClientHello offered
+    assert re.search(r"idtls \w+: handshake done: DTLSv1\.2 ", log), log
+    hello = re.search(r"idtls \w+: ClientHello from \S+ offers (.*)", log)
+    if dtls_server:
+        assert hello is not None, log
+        # Chromium 156 offers "DTLSv1.3, DTLSv1.2" (its ClientHello, with an X25519MLKEM768
+        # key share, comes in two fragments); 1.2 must be among them for the call to work
+        assert "DTLSv1.2" in hello.group(1).split(", "), hello.group(1)
+    else:
+        assert hello is None, log  # the echo sent the ClientHello
 
 
 OFFER = (

@@ -20,7 +20,7 @@ from kit.webrtc import loopback_only
 
 from examples.echo_client import EchoClient
 from examples.echo_server import EchoServer
-from usocket_asyncio import IInstanceLog, ShutdownReason
+from usocket_asyncio import IInstanceLog, ShutdownReason, _media
 from usocket_asyncio._base import LIVE
 
 __all__ = ["loopback_only"]
@@ -277,3 +277,62 @@ def test_media_echo_returns_payloads_and_digits(mux: Mux) -> None:
     call.hang_up()
     media.Close()
     mux.run_until(lambda: user.closed)
+
+
+BAD_OFFERS = {
+    "not SDP": "hello, this is no offer",
+    "a broken fingerprint": (
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
+        "m=audio 9 UDP/TLS/RTP/SAVPF 0\r\nc=IN IP4 127.0.0.1\r\na=rtpmap:0 PCMU/8000\r\n"
+        "a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n"
+        "a=fingerprint:sha-256 12:34\r\na=setup:actpass\r\n"
+    ),
+    "no G.711": (
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
+        "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 127.0.0.1\r\n"
+        "a=rtpmap:111 opus/48000/2\r\na=ice-ufrag:abcd\r\n"
+        "a=ice-pwd:abcdefghijklmnopqrstuvwx\r\n"
+        "a=fingerprint:sha-256 " + ":".join(["AB"] * 32) + "\r\na=setup:actpass\r\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("what", list(BAD_OFFERS))
+def test_media_echo_refuses_a_bad_offer_at_once(mux: Mux, what: str) -> None:
+    """An offer the echo cannot answer is a ValueError from `EchoCall(...)` itself, with
+    the reason, before any port is opened: no answer is awaited that never comes, and
+    nothing reaches the loop's exception handler."""
+    from examples.media_echo import EchoCall
+
+    answers: list[str | None] = []
+    opened: list[object] = []
+    real = _media.IMedia.Initialize
+
+    def initialize(*a: Any, **k: Any) -> None:
+        opened.append(a)
+        real(*a, **k)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_media.IMedia, "Initialize", initialize)
+        with pytest.raises(ValueError, match="G.711" if what == "no G.711" else "."):
+            EchoCall(
+                mux, IInstanceLog(0), BAD_OFFERS[what], answers.append, addresses=["127.0.0.1"]
+            )
+    mux.run_for(0.1)
+    assert opened == [] and answers == [] and mux.errors == []
+
+
+def test_media_echo_process_says_why_at_once() -> None:
+    """`python -m examples.media_echo < bad.sdp` exits 2 at once with the reason on stderr
+    (not after --seconds, not silently)."""
+    r = subprocess.run(
+        [sys.executable, "-m", "examples.media_echo", "--address", "127.0.0.1", "--seconds", "30"],
+        cwd=ROOT,
+        input=BAD_OFFERS["a broken fingerprint"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "not an offer this echo can answer" in r.stderr and "fingerprint" in r.stderr, r.stderr
+    assert r.stdout == ""

@@ -5,7 +5,9 @@ in both roles, with the keying material compared to what the tool exports.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import random
 import shutil
@@ -42,7 +44,8 @@ from usocket_asyncio import (
     SocketModeError,
     UDtls,
 )
-from usocket_asyncio._idtls import EARLY_MAX, EARLY_MAX_BYTES
+from usocket_asyncio._context import default_server_cert
+from usocket_asyncio._idtls import EARLY_MAX, EARLY_MAX_BYTES, HELLO_MAX, HELLO_PIECES
 
 STUN = bytes([0, 1, 0, 0]) + bytes.fromhex("2112a442") + bytes(12)
 RTP = bytes([0x80, 0x00, 0x00, 0x01]) + bytes(8) + b"rtp payload"
@@ -206,6 +209,146 @@ def test_wrong_fingerprint_closes_with_the_handshake_reason() -> None:
     assert cs.timer is None and ss.timer is None
 
 
+@pytest.mark.parametrize("name", ["sha1", "sha224", "sha256", "sha384", "sha512"])
+def test_fingerprint_of_each_hash_pins_and_a_wrong_one_fails(name: str) -> None:
+    """`DtlsConnect`'s fingerprint is a digest whose length names its hash: the right
+    digest of each hash connects; the same length with one bit flipped closes both
+    engines with the handshake reason; the log says which hash pinned."""
+    right = hashlib.new(name, default_server_cert().leaf_der).digest()
+    (cs, c), (ss, s) = engines(cpin=right, spin=right)
+    shuttle((cs, c), (ss, s))
+    assert cs.calls[-1] == ss.calls[-1] == ("connected",)
+    assert cs.keys == ss.keys and cs.keys is not None
+    wrong = bytes([right[0] ^ 1]) + right[1:]
+    (cs, c), (ss, s) = engines(cpin=wrong, spin=right)
+    shuttle((cs, c), (ss, s))
+    assert cs.calls[-1] == ss.calls[-1] == ("closed", int(R.SOCKET_TLS_HANDSHAKE_FAILED))
+    assert ("connected",) not in cs.calls + ss.calls
+
+
+def test_pinning_is_logged_with_its_hash(caplog: pytest.LogCaptureFixture) -> None:
+    log = IInstanceLog(int(LogFlags.LOG_DTLS))
+    fp = hashlib.sha384(default_server_cert().leaf_der).digest()
+    with caplog.at_level(logging.DEBUG):
+        IDtls.Create(Side("c"), "c", log).DtlsConnect(False, SRTP, "127.0.0.1", None, fp)
+    assert "pinned by sha384" in caplog.text
+
+
+@pytest.mark.parametrize("rto", [0.05, 0.1, 1.0])
+def test_rto_initial_sets_the_first_resend(rto: float) -> None:
+    """`rtoInitial` (beyond the SDK): the first `DtlsTimerStart` after a flight asks for
+    that many ms, and a lost flight resent on it doubles the wait."""
+    log = IInstanceLog(0)
+    side = Side("c")
+    c = IDtls.Create(side, "c", log)
+    c.DtlsConnect(False, SRTP, "127.0.0.1", None, OWN_FP, rtoInitial=rto)
+    assert side.wire and side.timer is not None
+    assert abs(side.timer - rto * 1000) <= 1
+    first = side.timer
+    side.wire.clear()
+    c.DtlsTimeout()  # the ClientHello was lost
+    assert side.wire and side.timer is not None and abs(side.timer - 2 * first) <= 1
+    for bad in (0, -1, 61, True, "0.1"):
+        with pytest.raises(ValueError, match="rtoInitial"):
+            IDtls.Create(Side("x"), "x", log).DtlsConnect(
+                False,
+                SRTP,
+                "127.0.0.1",
+                None,
+                OWN_FP,
+                rtoInitial=bad,  # type: ignore[arg-type]
+            )
+
+
+def client_hello_datagrams(versions: list[int], key_share: int, mtu: int = 1200) -> list[bytes]:
+    """A ClientHello offering `versions` (supported_versions after a key share of
+    `key_share` bytes, as Chromium orders them), in as many fragments as `mtu` needs."""
+    ext = b""
+    for kind, data in (
+        (51, bytes(key_share)),
+        (43, bytes([2 * len(versions)]) + b"".join(v.to_bytes(2, "big") for v in versions)),
+    ):
+        ext += kind.to_bytes(2, "big") + len(data).to_bytes(2, "big") + data
+    body = b"\xfe\xfd" + bytes(32) + b"\0\0" + b"\0\2\xc0\x2b" + b"\1\0"
+    body += len(ext).to_bytes(2, "big") + ext
+    out = []
+    step = mtu - 25
+    for off in range(0, len(body), step):
+        frag = body[off : off + step]
+        hs = b"\1" + len(body).to_bytes(3, "big") + b"\0\0" + off.to_bytes(3, "big")
+        hs += len(frag).to_bytes(3, "big") + frag
+        out.append(b"\x16\xfe\xff" + bytes(8) + len(hs).to_bytes(2, "big") + hs)
+    return out
+
+
+def test_the_first_client_hellos_offered_versions_are_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Under LOG_DTLS the engine logs what the peer's first ClientHello offers, gathered
+    from its fragments in any order (a browser's DTLS 1.3 offer spans two datagrams):
+    a library client offers DTLS 1.2 alone; a 1.3 offer is logged as such, and its
+    handshake is still DTLS 1.2, logged at the end."""
+    log = IInstanceLog(int(LogFlags.LOG_DTLS))
+    with caplog.at_level(logging.DEBUG):
+        frags = client_hello_datagrams([0xFEFC, 0xFEFD], key_share=1258)
+        assert len(frags) == 2
+        server = IDtls.Create(Side("s"), "s", log)
+        server.DtlsConnect(True, SRTP | DTLS_OPTION_NO_COOKIE, "127.0.0.1", None, None)
+        assert server.DtlsRecv(frags[1], None, "127.0.0.1", 7)
+        assert "offers" not in caplog.text
+        assert server.DtlsRecv(frags[0], None, "127.0.0.1", 7)
+        assert "ClientHello from 127.0.0.1:7 offers DTLSv1.3, DTLSv1.2" in caplog.text
+        caplog.clear()
+        cs, ss = Side("c"), Side("s")
+        c, s = IDtls.Create(cs, "c", log), IDtls.Create(ss, "s", log)
+        s.DtlsConnect(True, SRTP, "127.0.0.1", None, OWN_FP)
+        c.DtlsConnect(False, SRTP, "127.0.0.1", None, OWN_FP)
+        shuttle((cs, c), (ss, s))
+        assert ("connected",) in ss.calls
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum("offers DTLSv1.2" in m for m in lines) == 1, lines
+    assert any("handshake done: DTLSv1.2 " in m for m in lines), lines
+
+
+def test_client_hello_gathering_is_bounded(caplog: pytest.LogCaptureFixture) -> None:
+    """A ClientHello longer than `HELLO_MAX`, or whose fragments never complete within
+    `HELLO_PIECES` datagrams, is not logged, and nothing is kept of it."""
+    log = IInstanceLog(int(LogFlags.LOG_DTLS))
+    with caplog.at_level(logging.DEBUG):
+        big = client_hello_datagrams([0xFEFD], key_share=HELLO_MAX)
+        e = IDtls.Create(Side("s"), "s", log)
+        e.DtlsRecv(big[0], None, "127.0.0.1", 7)
+        assert e._hello is False
+        first = client_hello_datagrams([0xFEFD], key_share=1258)[0]
+        e = IDtls.Create(Side("s"), "s", log)
+        for _ in range(HELLO_PIECES):
+            e.DtlsRecv(first, None, "127.0.0.1", 7)
+        assert e._hello is False
+        e.DtlsRecv(client_hello_datagrams([0xFEFD], key_share=1258)[1], None, "127.0.0.1", 7)
+    assert "offers" not in caplog.text
+
+
+def test_without_a_fingerprint_the_contexts_verification_applies() -> None:
+    """No fingerprint: the client's context decides. Verification on (the default) and
+    the server's self-signed certificate untrusted: the handshake fails; the same
+    context with `DisableCertificateVerification`: it connects."""
+    from usocket_asyncio import CreateTLSSocketProvider
+
+    for verify, want in ((True, ("closed", int(R.SOCKET_TLS_HANDSHAKE_FAILED))), (False, None)):
+        ctx = CreateTLSSocketProvider(None).CreateSocketContext(IInstanceLog(0))
+        if not verify:
+            ctx.DisableCertificateVerification()
+        cs, ss = Side("c"), Side("s")
+        c, s = IDtls.Create(cs, "c", IInstanceLog(0)), IDtls.Create(ss, "s", IInstanceLog(0))
+        s.DtlsConnect(True, SRTP | DTLS_OPTION_NO_MUTUAL, "127.0.0.1", None, None)
+        c.DtlsConnect(False, SRTP, "127.0.0.1", ctx, None)
+        shuttle((cs, c), (ss, s))
+        if want is None:
+            assert cs.calls[-1] == ss.calls[-1] == ("connected",)
+        else:
+            assert cs.calls[-1] == want and ("connected",) not in cs.calls
+
+
 def test_no_common_srtp_profile() -> None:
     (cs, c), (ss, s) = engines(soptions=0)
     shuttle((cs, c), (ss, s))
@@ -225,7 +368,7 @@ def test_caller_mistakes_raise() -> None:
         c.DtlsSendApplicationData(b"early")
     with pytest.raises(SocketModeError, match="new IDtls"):
         c.DtlsConnect(False, 0, "127.0.0.1", None, None)
-    with pytest.raises(ValueError, match="32-byte"):
+    with pytest.raises(ValueError, match="32 sha-256"):
         IDtls.Create(Side("x"), "x", IInstanceLog(0)).DtlsConnect(
             False, 0, "127.0.0.1", None, b"short"
         )

@@ -6,6 +6,7 @@ MediaCloseComplete, caller mistakes raise at once, one thread)."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections.abc import Iterator
@@ -169,14 +170,29 @@ def test_loss_and_reordering_through_a_relay(
 @pytest.mark.parametrize("way", ["up", "down"])
 def test_lost_dtls_flight_is_resent(mux: Mux, mlog: IInstanceLog, way: str) -> None:
     """The relay drops the first DTLS handshake datagram one way: the stream's DTLS
-    timer resends it and the call connects."""
-    rule = drop_first(1, lambda d: dtls_content_type(d) == 22)
+    timer resends it and the call connects, after about the short first timeout
+    (`DTLS_RTO_INITIAL`, 0.1 s), not RFC 6347's 1 s."""
+    assert _media.DTLS_RTO_INITIAL <= 0.2
+    drop_first_handshake = drop_first(1, lambda d: dtls_content_type(d) == 22)
+    dropped_at: list[float] = []
+
+    def rule(index: int, data: bytes) -> str:
+        verdict = drop_first_handshake(index, data)
+        if verdict == "drop":
+            dropped_at.append(mux.loop.time())
+        return verdict
+
     faults = DatagramFaults(rule=rule)
     a, b, relay = relayed_call(
         mux, mlog, up=faults if way == "up" else None, down=faults if way == "down" else None
     )
     try:
+        connected_at = mux.loop.time()  # relayed_call ran until both sides connected
         assert relay.ways[way].dropped, "no DTLS handshake datagram was dropped"
+        assert len(dropped_at) == 1
+        # the resend came after the short timeout (a 1 s first timeout costs >= 1 s);
+        # a generous bound, not a timing: the handshake itself takes a few ms
+        assert connected_at - dropped_at[0] < 0.6, connected_at - dropped_at[0]
         exchange(mux, a, b, 5)
         mux.run_until(lambda: len(b[1].payloads) == 5 and len(a[1].payloads) == 5)
         close(mux, a, b)
@@ -297,6 +313,61 @@ def test_payload_type_is_the_remotes_first_audio_codec(mux: Mux, mlog: IInstance
     close(mux, a, b)
 
 
+def test_rtp_header_random_ssrc_and_sequence_start(mux: Mux, mlog: IInstanceLog) -> None:
+    """RtpSend builds the header on the wire: version 2, the first packet marked, this
+    stream's SSRC (the one the peer's MediaRtpRecv reports), sequence numbers counting up
+    by one from a random start, the app's timestamps; SSRCs and starts differ between
+    streams."""
+    import socket
+
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    sink.settimeout(5)
+    starts: list[tuple[int, int]] = []
+    try:
+        for k in range(3):
+            m, u = make(mux, mlog, f"s{k}")
+            m.Connect(plain_config(sink.getsockname()[1]), False, SETUP_ROLE_NONE)
+            mux.run_until(lambda: u.connected)  # noqa: B023 (runs in this turn)
+            for i in range(4):
+                m.RtpSend(b"p" * 160, None, 1000 + 160 * i)
+            mux.run_until(lambda: u.sent == 4)  # noqa: B023
+            heads = [sink.recv(2048)[:12] for _ in range(4)]
+            assert [h[0] >> 6 for h in heads] == [2] * 4
+            assert [h[1] >> 7 for h in heads] == [1, 0, 0, 0]  # the marker on the first
+            assert {h[1] & 0x7F for h in heads} == {0}  # PCMU, the remote's first codec
+            seqs = [int.from_bytes(h[2:4], "big") for h in heads]
+            assert seqs == [(seqs[0] + i) & 0xFFFF for i in range(4)]
+            assert [int.from_bytes(h[4:8], "big") for h in heads] == [
+                1000 + 160 * i for i in range(4)
+            ]
+            ssrcs = {int.from_bytes(h[8:12], "big") for h in heads}
+            assert len(ssrcs) == 1
+            starts.append((ssrcs.pop(), seqs[0]))
+            close(mux, (m, u))
+    finally:
+        sink.close()
+    assert len({ssrc for ssrc, _ in starts}) == 3 and len({seq for _, seq in starts}) == 3
+
+
+def test_drop_media_rx_drops_received_rtp(mux: Mux, mlog: IInstanceLog) -> None:
+    """dropMediaRx=100 drops every RTP packet on the way in (the SDK's test aid): the
+    other side sent them, nothing is delivered; RTCP still arrives."""
+    a = make(mux, mlog, "a")
+    b = make(mux, mlog, "b", dropMediaRx=100)
+    connect(mux, a, b)
+    (ma, ua), (mb, ub) = a, b
+    for i in range(10):
+        ma.RtpSend(payload_for(b"a", i), None, i * 160)
+    mux.run_until(lambda: ua.sent == 10, what="send results")
+    app = bytes([0x80, 204, 0, 2]) + (1234).to_bytes(4, "big") + b"test"
+    ma.RtcpSend(app)
+    mux.run_until(lambda: mb.counters.rtcp_received >= 1, timeout=5, what="RTCP")
+    mux.run_for(0.1)
+    assert ub.payloads == [] and ub.ssrcs == []
+    close(mux, a, b)
+
+
 def test_statistics_both_ways(mux: Mux, mlog: IInstanceLog, fast_stats: None) -> None:
     a = make(mux, mlog, "a")
     b = make(mux, mlog, "b")
@@ -389,41 +460,61 @@ def test_ice_failure_is_the_connect_result(
         silent.close()
 
 
-def test_a_fingerprint_other_than_sha256_fails_the_connect(mux: Mux, mlog: IInstanceLog) -> None:
-    """The DTLS engine pins SHA-256 digests: a peer's sha-384 fingerprint is read, and
-    Connect then fails with FAULT_CODE_RTP_DTLS_SRTP_FAILED saying so."""
+def sdp_fingerprint(media: Any, name: str, flip: bool = False) -> str:
+    """The fingerprint of the certificate `media` presents, by hash `name` ("sha-384"),
+    as SDP writes it; `flip`: one bit of it wrong (the same length, another certificate's)."""
+    der = media._ctx._server[None].leaf_der  # the stream's own self-signed certificate
+    digest = bytearray(hashlib.new(name.replace("-", ""), der).digest())
+    if flip:
+        digest[-1] ^= 1
+    return name + " " + bytes(digest).hex(":").upper()
+
+
+@pytest.mark.parametrize("name", ["sha-1", "sha-224", "sha-384", "sha-512"])
+def test_a_remote_fingerprint_of_each_hash_connects(
+    mux: Mux, mlog: IInstanceLog, name: str
+) -> None:
+    """A peer's fingerprint by sha-1/224/384/512 (as MediaConfigFromSdp reads it) pins
+    its certificate by that hash: both sides connect and media flows intact."""
     import copy
 
     a = make(mux, mlog, "a")
     b = make(mux, mlog, "b")
-    cfg = copy.deepcopy(b[1].config)
-    cfg.ice.fingerprint = "sha-384 " + ":".join(["AB"] * 48)
-    b[0].Connect(a[1].config, True, SETUP_ROLE_ACTPASS)
-    a[0].Connect(cfg, False, SETUP_ROLE_ACTIVE)
-    mux.run_until(lambda: a[1].connect_error is not False, timeout=5, what="connect result")
-    assert isinstance(a[1].connect_error, str) and "sha-256" in a[1].connect_error
-    assert a[1].error_codes() == [FAULT_CODE_RTP_DTLS_SRTP_FAILED]
+    for m, u in (a, b):
+        assert u.config.ice.fingerprint == sdp_fingerprint(m, "sha-256")  # the cert hashed
+    cfg_for_a = copy.deepcopy(b[1].config)
+    cfg_for_b = copy.deepcopy(a[1].config)
+    cfg_for_a.ice.fingerprint = sdp_fingerprint(b[0], name)
+    cfg_for_b.ice.fingerprint = sdp_fingerprint(a[0], name)
+    connect(mux, a, b, cfg_for_a=cfg_for_a, cfg_for_b=cfg_for_b)
+    assert a[1].connect_error is None and b[1].connect_error is None
+    exchange(mux, a, b, 5)
+    mux.run_until(lambda: len(a[1].payloads) == 5 and len(b[1].payloads) == 5)
+    assert a[1].payloads == [payload_for(b"b", i) for i in range(5)]
+    assert b[1].payloads == [payload_for(b"a", i) for i in range(5)]
     with pytest.raises(ValueError, match="fingerprint"):
-        bad = copy.deepcopy(cfg)
-        bad.ice.fingerprint = "sha-256 12:34"  # too short for its hash
+        bad = copy.deepcopy(cfg_for_a)
+        bad.ice.fingerprint = name + " 12:34"  # too short for its hash
         make(mux, mlog, "c")[0].Connect(bad, False, SETUP_ROLE_ACTIVE)
     close(mux, a, b)
 
 
+@pytest.mark.parametrize("name", ["sha-1", "sha-224", "sha-256", "sha-384", "sha-512"])
 @pytest.mark.parametrize("wrong_side", ["client", "server"])
 def test_a_certificate_that_is_not_the_fingerprints_fails(
-    mux: Mux, mlog: IInstanceLog, wrong_side: str
+    mux: Mux, mlog: IInstanceLog, wrong_side: str, name: str
 ) -> None:
     """The remote's certificate is pinned by its fingerprint: a side given a wrong one
-    ends its connect with FAULT_CODE_RTP_DTLS_SRTP_FAILED, and no media flows."""
+    (of each hash: the right digest with one bit flipped) ends its connect with
+    FAULT_CODE_RTP_DTLS_SRTP_FAILED, and no media flows."""
     import copy
 
     a = make(mux, mlog, "a")  # the DTLS server (B answers active)
     b = make(mux, mlog, "b")
-    wrong = "sha-256 " + ":".join(["5A"] * 32)
     cfg_for_a = copy.deepcopy(b[1].config)
     cfg_for_b = copy.deepcopy(a[1].config)
-    (cfg_for_b if wrong_side == "client" else cfg_for_a).ice.fingerprint = wrong
+    cfg_for_a.ice.fingerprint = sdp_fingerprint(b[0], name, flip=wrong_side == "server")
+    cfg_for_b.ice.fingerprint = sdp_fingerprint(a[0], name, flip=wrong_side == "client")
     b[0].Connect(cfg_for_b, True, SETUP_ROLE_ACTPASS)
     a[0].Connect(cfg_for_a, False, SETUP_ROLE_ACTIVE)
     checker = b if wrong_side == "client" else a

@@ -71,9 +71,11 @@ secret, valid in its window and the next. `CookieListener` does the same for a
 listening socket, before any per-peer state exists, within the peer caps
 (`MAX_PEERS`, `MAX_HANDSHAKING_PEERS`).
 
-Verification. A `fingerprint` (SHA-256 of the DER of the peer's certificate, the SDP's
+Verification. A `fingerprint` (a digest of the DER of the peer's certificate, the SDP's
 a=fingerprint) pins the peer: it must present exactly that certificate, and no chain or
-name is checked (the WebRTC rule). Without one, the config's verification applies
+name is checked (the WebRTC rule). The digest's length names its hash (`PIN_HASHES`: 20
+bytes SHA-1, 28 SHA-224, 32 SHA-256, 48 SHA-384, 64 SHA-512, the hashes SDP writes), and
+the peer's certificate is hashed with that one. Without one, the config's verification applies
 (chain against the trust store, name against `verify_name`).
 
 What ends a connection (one `ConnectionFailed` or `CloseNotify` event, then nothing):
@@ -420,10 +422,15 @@ def name_matches(cert: x509.Certificate, name: str) -> bool:
     return False
 
 
-def cert_fingerprint(cert: crypto.X509 | x509.Certificate) -> bytes:
-    """SHA-256 of a certificate's DER."""
+PIN_HASHES = {20: "sha1", 28: "sha224", 32: "sha256", 48: "sha384", 64: "sha512"}
+"""A pinned fingerprint's length in bytes -> the hash it is a digest of (RFC 8122's
+hashes: SDP's sha-1, sha-224, sha-256, sha-384, sha-512; each has its own length)."""
+
+
+def cert_fingerprint(cert: crypto.X509 | x509.Certificate, hash_name: str = "sha256") -> bytes:
+    """A certificate's DER hashed by `hash_name` (a `hashlib` name; SHA-256 by default)."""
     c = cert.to_cryptography() if isinstance(cert, crypto.X509) else cert
-    return hashlib.sha256(c.public_bytes(serialization.Encoding.DER)).digest()
+    return hashlib.new(hash_name, c.public_bytes(serialization.Encoding.DER)).digest()
 
 
 def verify_message(err: int) -> str:
@@ -707,14 +714,15 @@ class DtlsConnection:
         for the cookie. `cookie`: a server runs the cookie exchange first.
         `server_name`: a client sends it by SNI (not an IP literal). `verify_name`: a
         client checks the server's certificate against it (when the config verifies).
-        `fingerprint`: pin the peer's certificate (32 bytes of SHA-256).
+        `fingerprint`: pin the peer's certificate (its digest; the length names the
+        hash, `PIN_HASHES`: 20 SHA-1, 28 SHA-224, 32 SHA-256, 48 SHA-384, 64 SHA-512).
         `rto_initial`: seconds before a flight is first resent (`RTO_INITIAL`, 0.1 s;
         RFC 6347 suggests 1 s where the path's round trip is unknown); each resend
         doubles the wait, up to `RTO_MAX`. `log_id`: the id the log lines carry (the
         adapter's own; default: this object's).
 
         Raises:
-            ValueError: a fingerprint that is not 32 bytes, an `mtu` out of range, an
+            ValueError: a fingerprint of none of those lengths, an `mtu` out of range, an
                 `rto_initial` that is not a number of seconds from 0.001 to `RTO_MAX`.
         """
         if (
@@ -726,10 +734,11 @@ class DtlsConnection:
                 f"rto_initial={rto_initial!r}: pass the seconds before the first resend, "
                 f"from 0.001 to {RTO_MAX:g} (0.1 suits media, 1 is RFC 6347's default)"
             )
-        if fingerprint is not None and len(fingerprint) != 32:
+        if fingerprint is not None and len(fingerprint) not in PIN_HASHES:
             raise ValueError(
-                f"fingerprint: {len(fingerprint)} bytes; pass the 32-byte SHA-256 of the "
-                "peer's certificate (the SDP's a=fingerprint, decoded from hex)"
+                f"fingerprint: {len(fingerprint)} bytes; pass the digest of the peer's "
+                "certificate (the SDP's a=fingerprint, decoded from hex): 20 bytes for "
+                "sha-1, 28 sha-224, 32 sha-256, 48 sha-384, 64 sha-512"
             )
         if type(mtu) is not int or not MIN_MTU <= mtu <= MAX_MTU:
             raise ValueError(f"mtu={mtu!r} must be an int from {MIN_MTU} to {MAX_MTU}")
@@ -1199,11 +1208,12 @@ class DtlsConnection:
         pin = self._pin
         if pin is not None:
             if depth == 0:
-                fp = cert_fingerprint(cert)
+                hash_name = PIN_HASHES[len(pin)]
+                fp = cert_fingerprint(cert, hash_name)
                 if not hmac.compare_digest(fp, pin):
                     self._verify_error = (
-                        f"the peer's certificate (SHA-256 {fp.hex()}) is not the one pinned "
-                        f"by its fingerprint ({pin.hex()})"
+                        f"the peer's certificate ({hash_name.upper()} {fp.hex()}) is not the "
+                        f"one pinned by its fingerprint ({pin.hex()})"
                     )
                     return False
             return True

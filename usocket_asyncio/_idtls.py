@@ -32,6 +32,13 @@ produces reach `DtlsSend` before any event the same call causes (the close_notif
 before `DtlsConnectionClosed`), and an event comes only after every callback before it
 returned.
 
+Log (LOG_DTLS). Besides the engine's lines (one id per association: the handshake's
+result with the version and cipher agreed, a failure with OpenSSL's detail), `DtlsRecv`
+gathers a copy of the peer's first ClientHello from its fragments (a browser's DTLS 1.3
+offer spans two datagrams; at most `HELLO_MAX` bytes over `HELLO_PIECES` datagrams) and
+logs the versions it offers, so that what a peer asked for and what was agreed (DTLS 1.2,
+the only version of this engine) read side by side.
+
 What ends the association: the peer's close_notify (`DtlsConnectionClosed(0)`, once
 our reply is sent) or a failure (`DtlsConnectionClosed(reason)`), both from the core;
 `DtlsClose` (`DtlsConnectionClosed(0)`, after the close_notify; events the core still
@@ -56,6 +63,9 @@ from OpenSSL import SSL
 from ._base import as_view
 from ._context import SocketContext, default_server_cert
 from ._dtls_core import (
+    PIN_HASHES,
+    RTO_INITIAL,
+    RTO_MAX,
     ApplicationData,
     CloseNotify,
     ConnectionFailed,
@@ -118,6 +128,57 @@ class UDtls:
         """The RFC 5764 keying material and the SRTP profile (before `DtlsConnected`)."""
 
 
+_VERSIONS = {0xFEFF: "DTLSv1.0", 0xFEFD: "DTLSv1.2", 0xFEFC: "DTLSv1.3"}
+HELLO_MAX = 8192
+"""The longest ClientHello whose offered versions `IDtls` reads for its log (bytes)."""
+HELLO_PIECES = 8
+"""Datagrams `IDtls` looks at for the fragments of the peer's first ClientHello."""
+
+
+def hello_fragment(datagram: bytes) -> tuple[int, int, int, bytes] | None:
+    """(message_seq, length, fragment_offset, fragment) of the ClientHello fragment in the
+    datagram's first record; None when that record holds none."""
+    d = datagram
+    if len(d) < 25 or d[0] != 22 or d[13] != 1:
+        return None
+    length = int.from_bytes(d[14:17], "big")
+    offset = int.from_bytes(d[19:22], "big")
+    frag = d[25 : 25 + int.from_bytes(d[22:25], "big")]
+    if offset + len(frag) > length or 25 + len(frag) > 13 + int.from_bytes(d[11:13], "big"):
+        return None
+    return int.from_bytes(d[17:19], "big"), length, offset, frag
+
+
+def hello_versions(body: bytes) -> list[str]:
+    """The DTLS versions a ClientHello's body offers, most preferred first: its
+    supported_versions extension (RFC 9147 §5.3), else its legacy client_version. Empty
+    when the body cannot be read."""
+    if len(body) < 35:
+        return []
+    legacy = int.from_bytes(body[0:2], "big")
+    at = 34  # client_version, random
+    try:
+        at += 1 + body[at]  # session_id
+        at += 1 + body[at]  # cookie
+        at += 2 + int.from_bytes(body[at : at + 2], "big")  # cipher_suites
+        at += 1 + body[at]  # compression_methods
+        end = min(at + 2 + int.from_bytes(body[at : at + 2], "big"), len(body))
+        at += 2
+        while at + 4 <= end:
+            kind = int.from_bytes(body[at : at + 2], "big")
+            size = int.from_bytes(body[at + 2 : at + 4], "big")
+            if kind == 43:  # supported_versions: a length byte, then 2-byte versions
+                vs = body[at + 5 : at + 5 + body[at + 4]]
+                return [
+                    _VERSIONS.get(int.from_bytes(vs[i : i + 2], "big"), f"0x{vs[i : i + 2].hex()}")
+                    for i in range(0, len(vs) - 1, 2)
+                ]
+            at += 4 + size
+    except IndexError:
+        return []
+    return [_VERSIONS.get(legacy, f"0x{legacy:04x}")]
+
+
 class IDtls:
     """One DTLS association, driven by the app. See the module docstring and API.md."""
 
@@ -132,6 +193,7 @@ class IDtls:
         "_early_bytes",
         "_early_drops",
         "_end",
+        "_hello",
         "_log",
         "_now",
         "_paused",
@@ -166,6 +228,9 @@ class IDtls:
         self._early: list[tuple[bytes, str, int]] = []
         self._early_bytes = 0
         self._early_drops = 0
+        # the peer's first ClientHello, gathered for the log: [message_seq, body, bytes
+        # still missing, datagrams looked at]; None: none yet; False: logged (or given up)
+        self._hello: list[Any] | bool | None = None
 
     @staticmethod
     def Create(user: UDtls, userCtx: object, log: IInstanceLog) -> IDtls:
@@ -192,13 +257,22 @@ class IDtls:
         context: ISocketContext | None,
         fingerprint: bytes | None,
         paused: bool = False,
+        *,
+        rtoInitial: float = RTO_INITIAL,
     ) -> None:
         """Start the handshake as `server` or client, with `DTLS_OPTION_*` `options`,
         toward the peer at `remoteAddress` (its IP literal, for the cookie and the log).
         `context` holds this side's certificate (None: the default one) and, without a
-        `fingerprint`, the verification rule; a `fingerprint` (SHA-256 of the peer's
-        certificate, from its SDP) pins the peer's certificate instead. `paused`: no
-        datagram is sent until `DtlsUnpause`.
+        `fingerprint`, the verification rule; a `fingerprint` (the digest of the peer's
+        certificate, from its SDP's a=fingerprint) pins the peer's certificate instead.
+        Its length names the hash (beyond the SDK, which pins SHA-256 only): 20 bytes
+        SHA-1, 28 SHA-224, 32 SHA-256, 48 SHA-384, 64 SHA-512. `paused`: no datagram is
+        sent until `DtlsUnpause`.
+
+        `rtoInitial` (beyond the SDK, keyword only): seconds before a flight is first
+        resent (`RTO_INITIAL`, 0.1 s, as media stacks use; RFC 6347 suggests 1 s where
+        the round trip is unknown); each resend doubles the wait up to 60 s. The
+        `DtlsTimerStart` that follows a flight asks for that many ms.
 
         The DTLS datagrams `DtlsRecv` took before this call are given to the engine
         now, in the order they came; what they lead to (`DtlsSend` of the answer,
@@ -206,13 +280,23 @@ class IDtls:
 
         Raises:
             SocketModeError: called twice on one engine, or after `DtlsAbortConnect`.
-            ValueError: a fingerprint that is not 32 bytes; a context's certificate
+            ValueError: a fingerprint of none of those lengths; an `rtoInitial` that is
+                not a number of seconds from 0.001 to 60; a context's certificate
                 OpenSSL refuses.
         """
         if self._conn is not None or self._by_app:
             raise SocketModeError(
                 "DtlsConnect on an engine that already connected (or was aborted): make a "
                 "new IDtls per association"
+            )
+        if (
+            isinstance(rtoInitial, bool)
+            or not isinstance(rtoInitial, (int, float))
+            or not 0.001 <= rtoInitial <= RTO_MAX
+        ):
+            raise ValueError(
+                f"DtlsConnect: rtoInitial={rtoInitial!r}; pass the seconds before a lost "
+                f"flight is first resent, from 0.001 to {RTO_MAX:g} (0.1 suits media)"
             )
         use_srtp = bool(options & DTLS_OPTION_USE_SRTP)
         mutual = not (server and options & DTLS_OPTION_NO_MUTUAL)
@@ -227,6 +311,7 @@ class IDtls:
             cookie=bool(server) and not options & DTLS_OPTION_NO_COOKIE,
             verify_name=None if fingerprint is not None else str(remoteAddress),
             fingerprint=fingerprint,
+            rto_initial=rtoInitial,
             log=self._log,
             tag="idtls",
             log_id=id(self),
@@ -240,7 +325,9 @@ class IDtls:
             "server" if server else "client",
             remoteAddress,
             options,
-            ", pinned" if fingerprint is not None else "",
+            f", pinned by {PIN_HASHES.get(len(fingerprint), '?')}"
+            if fingerprint is not None
+            else "",
             ", paused" if paused else "",
         )
         early, self._early, self._early_bytes = self._early, [], 0
@@ -331,6 +418,14 @@ class IDtls:
             )
         if n <= 0 or not 20 <= mv[0] <= 63:
             return False
+        if (
+            self._hello is not False
+            and mv[0] == 22
+            and n > 25
+            and mv[13] == 1
+            and self._log.LogFlagSet(LogFlags.LOG_DTLS)
+        ):
+            self._gather_hello(mv[:n].tobytes(), remoteAddr, remotePort)
         conn = self._conn
         if conn is None:
             if not self._by_app:
@@ -341,6 +436,41 @@ class IDtls:
         conn.receive_datagram(mv[:n].tobytes(), self._now, (str(remoteAddr), int(remotePort)))
         self._pump()
         return True
+
+    def _gather_hello(self, data: bytes, addr: Any, port: int) -> None:
+        """Gather the peer's first ClientHello (it may come in fragments: a browser's
+        DTLS 1.3 offer, with its post-quantum key share, spans two datagrams) and log
+        the DTLS versions it offers under LOG_DTLS. Bounded: `HELLO_MAX` bytes,
+        `HELLO_PIECES` datagrams, then it gives up. A copy for the log only: the
+        datagrams reach the engine unchanged."""
+        piece = hello_fragment(data)
+        if piece is None:
+            return
+        seq, length, offset, frag = piece
+        hello = self._hello
+        if not isinstance(hello, list):
+            if length > HELLO_MAX:
+                self._hello = False
+                return
+            hello = self._hello = [seq, bytearray(length), bytearray(b"\1" * length), 0]
+        hello[3] += 1
+        if seq == hello[0] and length == len(hello[1]):
+            hello[1][offset : offset + len(frag)] = frag
+            hello[2][offset : offset + len(frag)] = bytes(len(frag))
+        if any(hello[2]):
+            if hello[3] >= HELLO_PIECES:
+                self._hello = False
+            return
+        self._hello = False
+        offered = hello_versions(bytes(hello[1]))
+        self._log.Log(
+            LogFlags.LOG_DTLS,
+            "idtls %x: ClientHello from %s:%d offers %s",
+            id(self),
+            addr,
+            port,
+            ", ".join(offered) if offered else "versions this engine cannot read",
+        )
 
     def _hold_early(self, data: bytes, addr: str, port: int) -> None:
         size = data.__len__()

@@ -133,6 +133,9 @@ DTMF_GAP_MS = 50
 """Milliseconds between the last packet of a digit and the first of the next."""
 DTMF_END_MS = 300
 """A received digit whose end packets were all lost ends this long after its last packet."""
+DTLS_RTO_INITIAL = 0.1
+"""Seconds before a lost DTLS flight is first resent (`IDtls.DtlsConnect`'s `rtoInitial`):
+short, as browsers resend after about 50 ms, not RFC 6347's 1 s; it doubles at each resend."""
 
 
 class _State(enum.Enum):
@@ -990,18 +993,18 @@ class IMedia:
         if fp is None:
             self._connected()
             return
-        name, digest = fp
-        if name != "sha-256":
-            self._fail(
-                f"the remote fingerprint is {name}: this version pins sha-256 fingerprints",
-                "FAULT_CODE_RTP_DTLS_SRTP_FAILED",
-                "dtls",
-            )
-            return
         dtls = IDtls.Create(self._glue, self, self._log)
         self._dtls = dtls
         opts = DTLS_OPTION_USE_SRTP | (DTLS_OPTION_NO_COOKIE if self._dtls_server else 0)
-        dtls.DtlsConnect(self._dtls_server, opts, remote[0], self._ctx, digest)
+        # the digest's length names its hash (sha-1/224/256/384/512, as _fingerprint checked)
+        dtls.DtlsConnect(
+            self._dtls_server,
+            opts,
+            remote[0],
+            self._ctx,
+            fp[1],
+            rtoInitial=DTLS_RTO_INITIAL,
+        )
         early, self._early_dtls = self._early_dtls, []
         for data, src in early:
             if src == remote and self._dtls is dtls:
