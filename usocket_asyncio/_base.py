@@ -82,6 +82,10 @@ if TYPE_CHECKING:
     from ._iomux import IIoMux
     from ._log import IInstanceLog
 
+_get_ident: Final = get_ident
+"""`_thread.get_ident` as a module constant: the compiled build calls it without a look-up
+in the module's dict (the thread check, see `SocketBase._check_thread`)."""
+
 OPTIONAL_CALLBACKS: Final = (
     "SocketConnectComplete",
     "SocketBindResult",
@@ -274,6 +278,7 @@ class SocketBase(ISocket):
         "_local",
         "_log",
         "_loop",
+        "_loop_thread",
         "_mux",
         "_qos",
         "_queue",
@@ -295,6 +300,8 @@ class SocketBase(ISocket):
     ) -> None:
         self._mux = iomux
         self._loop = iomux.loop
+        # the mux's record of the loop's thread (a list of one id, shared: see `_iomux`)
+        self._loop_thread: list[int] = iomux._thread
         self._user: Any = None
         self._w_send = False
         self._set_user(user)
@@ -339,11 +346,11 @@ class SocketBase(ISocket):
         running the socket's loop. Every public call makes this check, inside callbacks
         too: one `get_ident()` compared with the thread the mux recorded
         (`IIoMux.on_loop`; the per-request calls write it out)."""
-        if get_ident() != self._mux._thread:
+        if _get_ident() != self._loop_thread[0]:
             self._mux.on_loop(call)
 
     def _check_alive(self, call: str) -> None:
-        if get_ident() != self._mux._thread:
+        if _get_ident() != self._loop_thread[0]:
             self._mux.on_loop(call)
         if self._state is S.DELETED:
             raise SocketModeError(f"{call} after Delete(): the socket is gone; make a new one")

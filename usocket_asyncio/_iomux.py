@@ -117,26 +117,29 @@ class IIoMux:
         self._read_area: bytearray | None = None
         """The bytes the loop's stream sockets read into and copy out at once (made by
         the first one; the loop reads one socket at a time)."""
-        self._thread = 0
-        """The id of the thread that runs the loop (0: none seen yet); see the module."""
+        self._thread = [0]
+        """The id of the thread that runs the loop (0: none seen yet), the one item of a
+        list: each socket keeps a reference to the list and reads the id with one index,
+        also in the compiled engine, where an attribute of the mux (a Python object)
+        would be a generic lookup. See the module."""
         if _get_running_loop() is loop:
-            self._thread = get_ident()
+            self._thread[0] = get_ident()
 
     def on_loop(self, call: str) -> None:
         """The thread check of every public call: return when the caller may call now
         (it is the thread running the loop, or no thread runs it); else raise.
 
         The sockets' per-request calls write the fast test out
-        (`get_ident() != mux._thread`) and call this only when it fails.
+        (`get_ident() != mux._thread[0]`) and call this only when it fails.
 
         Raises:
             SocketModeError: `call` comes from a thread other than the one running the
                 loop.
         """
-        if get_ident() == self._thread:
+        if get_ident() == self._thread[0]:
             return
         if _get_running_loop() is self._loop:
-            self._thread = get_ident()  # a loop run later, or run again in this thread
+            self._thread[0] = get_ident()  # a loop run later, or run again in this thread
             return
         not_on_loop(self._loop, call)
 
@@ -211,12 +214,12 @@ class IIoMux:
                 "await iomux.Terminated() instead"
             )
         self._in_run = True
-        self._thread = get_ident()
+        self._thread[0] = get_ident()
         try:
             self._loop.run_forever()
         finally:
             self._in_run = False
-            self._thread = 0
+            self._thread[0] = 0
 
     def Terminate(self) -> None:
         """End the mux: `Run()` returns after the current loop iteration, and every

@@ -65,6 +65,7 @@ import builtins
 import errno
 import os
 import socket
+import struct
 from _thread import get_ident
 from collections import deque
 from typing import TYPE_CHECKING, Any, ClassVar, Final
@@ -89,6 +90,10 @@ from ._types import LogFlags, ShutdownReason, SocketModeError
 if TYPE_CHECKING:
     from ._iomux import IIoMux
     from ._log import IInstanceLog
+
+_get_ident: Final = get_ident
+"""`_thread.get_ident` as a module constant: the compiled build calls it without a look-up
+in the module's dict (the thread check, see `SocketBase._check_thread`)."""
 
 HOLD_LIMIT = 64 * 1024
 """Bytes held for an app with no pending `Recv` before reading pauses."""
@@ -120,6 +125,18 @@ the head Recv's buffer itself, or the loop's read area, copied into that buffer.
 # the callback: BufferError on a resize) 13,988; copied from a bytearray area 15,659;
 # copied from a memoryview area 16,927 (bytearray's slice assignment copies a memoryview
 # into a temporary bytearray first). Asyncio's plain transport keeps the zero copy.
+
+_PACK_MAX: Final = 4096
+_PACKS: Final[list[Any]] = [None] * (_PACK_MAX + 1)
+"""`struct.Struct(f"{n}s").pack_into` for each read size n up to `_PACK_MAX`, made at
+its first use: `pack(buf, pos, area)` puts the first n bytes of the read area at `pos`
+in the app's buffer with one copy and no allocation (see `_AREA`)."""
+
+
+def _pack_for(n: int) -> Any:
+    pack = _PACKS[n] = struct.Struct(f"{n}s").pack_into
+    return pack
+
 
 _ACCEPT_RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
@@ -420,7 +437,13 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
                 if pos > self._rwant:  # more than the head Recv takes: the hold sorts it out
                     self._area_to_hold(nbytes)
                     return
-                self._rmv[self._rpos : pos] = self._area[:nbytes]
+                if nbytes <= _PACK_MAX:
+                    pack = _PACKS[nbytes]
+                    if pack is None:
+                        pack = _pack_for(nbytes)
+                    pack(self._rmv, self._rpos, self._area)
+                else:
+                    self._rmv[self._rpos : pos] = self._area[:nbytes]
             if self._rpartial or pos == self._rwant:
                 buf = self._rbuf
                 q = self._rq
@@ -596,7 +619,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         for `Recv`; its `SocketShutdown` follows them).
         """
         st = self._state
-        if get_ident() != self._mux._thread:
+        if _get_ident() != self._loop_thread[0]:
             self._mux.on_loop("Send")  # the thread check, exact (see `_iomux`)
         data: Any
         tb = type(buf)
@@ -667,7 +690,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
                 other than the loop's.
         """
         st = self._state
-        if get_ident() != self._mux._thread:
+        if _get_ident() != self._loop_thread[0]:
             self._mux.on_loop("Recv")  # the thread check, exact (see `_iomux`)
         mv: Any
         if st is _CONNECTED and type(buf) is bytearray and not self._rhead:
