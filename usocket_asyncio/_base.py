@@ -60,7 +60,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import socket
-from _thread import get_ident
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Final
@@ -82,9 +81,6 @@ if TYPE_CHECKING:
     from ._iomux import IIoMux
     from ._log import IInstanceLog
 
-_get_ident: Final = get_ident
-"""`_thread.get_ident` as a module constant: the compiled build calls it without a look-up
-in the module's dict (the thread check, see `SocketBase._check_thread`)."""
 
 OPTIONAL_CALLBACKS: Final = (
     "SocketConnectComplete",
@@ -278,8 +274,8 @@ class SocketBase(ISocket):
         "_local",
         "_log",
         "_loop",
-        "_loop_thread",
         "_mux",
+        "_owner",
         "_qos",
         "_queue",
         "_send_due",
@@ -300,8 +296,8 @@ class SocketBase(ISocket):
     ) -> None:
         self._mux = iomux
         self._loop = iomux.loop
-        # the mux's record of the loop's thread (a list of one id, shared: see `_iomux`)
-        self._loop_thread: list[int] = iomux._thread
+        # owned by the thread that runs the loop (the mux's lock, see `_iomux`)
+        self._owner: Any = iomux._owner
         self._user: Any = None
         self._w_send = False
         self._set_user(user)
@@ -344,13 +340,13 @@ class SocketBase(ISocket):
     def _check_thread(self, call: str) -> None:
         """Raise `SocketModeError` when `call` comes from a thread other than the one
         running the socket's loop. Every public call makes this check, inside callbacks
-        too: one `get_ident()` compared with the thread the mux recorded
-        (`IIoMux.on_loop`; the per-request calls write it out)."""
-        if _get_ident() != self._loop_thread[0]:
+        too: the calling thread owns the mux's lock (`_owner._is_owned()`, see `_iomux`;
+        `IIoMux.on_loop` decides when it does not; the per-request calls write it out)."""
+        if not self._owner._is_owned():
             self._mux.on_loop(call)
 
     def _check_alive(self, call: str) -> None:
-        if _get_ident() != self._loop_thread[0]:
+        if not self._owner._is_owned():
             self._mux.on_loop(call)
         if self._state is S.DELETED:
             raise SocketModeError(f"{call} after Delete(): the socket is gone; make a new one")

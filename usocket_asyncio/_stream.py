@@ -66,7 +66,6 @@ import errno
 import os
 import socket
 import struct
-from _thread import get_ident
 from collections import deque
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
@@ -91,9 +90,6 @@ if TYPE_CHECKING:
     from ._iomux import IIoMux
     from ._log import IInstanceLog
 
-_get_ident: Final = get_ident
-"""`_thread.get_ident` as a module constant: the compiled build calls it without a look-up
-in the module's dict (the thread check, see `SocketBase._check_thread`)."""
 
 HOLD_LIMIT = 64 * 1024
 """Bytes held for an app with no pending `Recv` before reading pauses."""
@@ -431,53 +427,58 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         into = self._into
-        if into:
+        if into == _AREA:
+            rpos = self._rpos
+            pos = rpos + nbytes
+            if pos > self._rwant:  # more than the head Recv takes: the hold sorts it out
+                self._area_to_hold(nbytes)
+                return
+            try:  # the copy into the app's buffer (figures beside `_AREA`)
+                _PACKS[nbytes](self._rmv, rpos, self._area)
+            except (IndexError, TypeError):  # above _PACK_MAX, or no pack for nbytes yet
+                self._copy_in(rpos, nbytes)
+        elif into:
             pos = self._rpos + nbytes
-            if into == _AREA:
-                if pos > self._rwant:  # more than the head Recv takes: the hold sorts it out
-                    self._area_to_hold(nbytes)
-                    return
-                if nbytes <= _PACK_MAX:
-                    pack = _PACKS[nbytes]
-                    if pack is None:
-                        pack = _pack_for(nbytes)
-                    pack(self._rmv, self._rpos, self._area)
-                else:
-                    self._rmv[self._rpos : pos] = self._area[:nbytes]
-            if self._rpartial or pos == self._rwant:
-                buf = self._rbuf
-                q = self._rq
-                if q:
-                    self._rbuf, self._rmv, self._rwant, self._rpartial = q.popleft()
-                else:
-                    self._rhead = False
-                    self._rbuf = self._rmv = None
-                self._rpos = 0
-                # the per-read event, written out: see `SocketBase._event`
-                self._in_event = True
-                try:
-                    self._user.SocketRecvResult(self, buf, pos)
-                except Exception as e:
-                    self._raised("SocketRecvResult", e)
-                if self._due:
-                    if self._send_due == 1 and self._state is _CONNECTED and not self._queue:
-                        # the flow-control echo: the result of the one Send the app made,
-                        # from this event (what `_run_due` would do, one frame less)
-                        self._send_due = 0
-                        self._due = False
-                        if self._w_send:
-                            try:
-                                self._user.SocketSendResult(self)
-                            except Exception as e:
-                                self._raised("SocketSendResult", e)
-                        if self._due:
-                            self._run_due()
-                    else:
-                        self._run_due()
-                self._in_event = False
-            else:
-                self._rpos = pos
+        else:
+            self._held(nbytes)
             return
+        if self._rpartial or pos == self._rwant:
+            buf = self._rbuf
+            q = self._rq
+            if q:
+                self._rbuf, self._rmv, self._rwant, self._rpartial = q.popleft()
+            else:
+                self._rhead = False
+                self._rbuf = self._rmv = None
+            self._rpos = 0
+            # the per-read event, written out: see `SocketBase._event`
+            self._in_event = True
+            try:
+                self._user.SocketRecvResult(self, buf, pos)
+            except Exception as e:
+                self._raised("SocketRecvResult", e)
+            if self._due:
+                if self._send_due == 1 and self._state is _CONNECTED and not self._queue:
+                    # the flow-control echo: the result of the one Send the app made,
+                    # from this event (what `_run_due` would do, one frame less)
+                    self._send_due = 0
+                    self._due = False
+                    if self._w_send:
+                        try:
+                            self._user.SocketSendResult(self)
+                        except Exception as e:
+                            self._raised("SocketSendResult", e)
+                    if self._due:
+                        self._run_due()
+                else:
+                    self._run_due()
+            self._in_event = False
+        else:
+            self._rpos = pos
+
+    def _held(self, nbytes: int) -> None:
+        """`buffer_updated` for bytes read into the hold (no Recv pending, or held bytes
+        ahead of it)."""
         if self._state is not S.CONNECTED:
             self._hstart = self._hend = 0  # closing: what the peer still sends is dropped
             return
@@ -487,6 +488,14 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         elif self._hend - self._hstart >= HOLD_LIMIT and not self._paused and self._tr is not None:
             self._paused = True
             self._tr.pause_reading()
+
+    def _copy_in(self, rpos: int, nbytes: int) -> None:
+        """The copy of `buffer_updated` for a read size with no pack yet (made now) or
+        larger than `_PACK_MAX` (a slice: its temporary costs little beside the bytes)."""
+        if nbytes <= _PACK_MAX:
+            _pack_for(nbytes)(self._rmv, rpos, self._area)
+        else:
+            self._rmv[rpos : rpos + nbytes] = self._area[:nbytes]
 
     def _area_to_hold(self, nbytes: int) -> None:
         """What the loop's read area got goes to the (empty) hold, and from there to the
@@ -619,7 +628,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         for `Recv`; its `SocketShutdown` follows them).
         """
         st = self._state
-        if _get_ident() != self._loop_thread[0]:
+        if not self._owner._is_owned():
             self._mux.on_loop("Send")  # the thread check, exact (see `_iomux`)
         data: Any
         tb = type(buf)
@@ -690,7 +699,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
                 other than the loop's.
         """
         st = self._state
-        if _get_ident() != self._loop_thread[0]:
+        if not self._owner._is_owned():
             self._mux.on_loop("Recv")  # the thread check, exact (see `_iomux`)
         mv: Any
         if st is _CONNECTED and type(buf) is bytearray and not self._rhead:

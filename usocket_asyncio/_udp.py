@@ -56,8 +56,7 @@ import asyncio
 import errno
 import ipaddress
 import socket
-from _thread import get_ident
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 from ._address import Address, format_ip
 from ._api import Buffer, USocket
@@ -78,9 +77,6 @@ if TYPE_CHECKING:
     from ._iomux import IIoMux
     from ._log import IInstanceLog
 
-_get_ident: Final = get_ident
-"""`_thread.get_ident` as a module constant: the compiled build calls it without a look-up
-in the module's dict (the thread check, see `SocketBase._check_thread`)."""
 
 HOLD_DATAGRAMS = 256
 """Datagrams held for an app with no pending `Recv` before new ones are dropped."""
@@ -529,7 +525,7 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
             SocketModeError: the socket is connected (use `Send`), not bound yet (call
                 `Bind` first), or deleted.
         """
-        if _get_ident() != self._loop_thread[0]:
+        if not self._owner._is_owned():
             self._mux.on_loop("SendTo")  # the thread check, exact (see `_iomux`)
         st = self._state
         if st is S.BOUND and not self._shutdown_wanted:
@@ -623,7 +619,7 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
             SocketModeError: the socket is bound (use `SendTo`), idle (call `Connect`
                 first), or deleted.
         """
-        if _get_ident() != self._loop_thread[0]:
+        if not self._owner._is_owned():
             self._mux.on_loop("Send")  # the thread check, exact (see `_iomux`)
         st = self._state
         if st is S.CONNECTED and not self._shutdown_wanted:
@@ -645,7 +641,7 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
         Raises:
             ValueError: `buf` is read-only or `len` is not 1..len(buf).
         """
-        if _get_ident() != self._loop_thread[0]:
+        if not self._owner._is_owned():
             self._mux.on_loop("Recv")  # the thread check, exact (see `_iomux`)
         st = self._state
         q = self._q
