@@ -500,3 +500,67 @@ def test_send_racing_upgrade_to_tls(mux: Mux, log: IInstanceLog, ca: Any, held: 
     delete(tls_c, upgraded[0], listener)
     for r in (c, s, crec, srec):
         assert not r.violations, r.violations
+
+
+# ----------------------------------------------------------------------------- UDP
+
+
+def test_udp_datagrams_of_every_buffer_kind(mux: Mux, log: IInstanceLog) -> None:
+    """UDP sends each datagram itself while the transport queues nothing: every kind of
+    buffer arrives as one datagram, intact and in order; one result each."""
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    peer.settimeout(5)
+    port = peer.getsockname()[1]
+    udp = provider("udp")
+    brec, crec = Recorder("bound"), Recorder("connected")
+    bound = udp.CreateSocket(mux, brec, log)
+    bound.Bind("127.0.0.1", 0)
+    conn = udp.CreateSocket(mux, crec, log)
+    conn.Connect(f"127.0.0.1:{port}")
+    mux.run_until(lambda: "bind" in brec.names() and "connect" in crec.names())
+    ba = bytearray(os.urandom(1500))
+    grams: list[tuple[Any, int | None]] = [
+        (b"bytes", None),
+        (ba, 1000),
+        (ba, None),
+        (memoryview(ba)[5:700], None),
+        (memoryview(ba), 9),
+    ]
+    try:
+        for buf, n in grams:
+            call(brec, bound.SendTo, buf, n, "127.0.0.1", port)
+            call(crec, conn.Send, buf, n)
+        want = [bytes(memoryview(b)[:n]) for b, n in grams for _ in range(2)]
+        ba[:] = bytes(len(ba))
+        got = [peer.recv(2048) for _ in want]
+        assert got == want
+        mux.run_until(lambda: brec.sends_done == len(grams) and crec.sends_done == len(grams))
+        assert inside(bound)._tr.get_write_buffer_size() == 0
+    finally:
+        peer.close()
+        delete(bound, conn)
+    assert not brec.violations and not crec.violations
+
+
+def test_udp_a_refused_datagram_is_logged_and_the_socket_carries_on(mux: Mux) -> None:
+    """The kernel refuses a direct send (the port was unreachable): logged, as the
+    transport does; no end of the socket, and its send result still follows."""
+    clog, lines = captured_log(int(LogFlags.LOG_UDP))
+    gone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    gone.bind(("127.0.0.1", 0))
+    port = gone.getsockname()[1]
+    gone.close()
+    rec = Recorder("udp")
+    sock = provider("udp").CreateSocket(mux, rec, clog)
+    sock.Connect(f"127.0.0.1:{port}")
+    mux.run_until(lambda: "connect" in rec.names())
+    call(rec, sock.Send, b"first")
+    mux.run_until(lambda: rec.sends_done == 1)
+    time.sleep(0.05)  # the ICMP error is pending on the socket; the loop has not run
+    call(rec, sock.Send, b"second")
+    mux.run_until(lambda: rec.sends_done == 2)
+    mux.run_until(lambda: any("refused" in ln.lower() for ln in lines.lines), what="the log line")
+    mux.run_for(0.05)
+    assert rec.shutdown is None and rec.names() == ["connect", "send", "send"]
+    sock.Delete()
