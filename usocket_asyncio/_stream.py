@@ -69,6 +69,7 @@ import struct
 from collections import deque
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
+from . import _direct
 from ._address import Address, AddressError, format_ip, parse_address
 from ._api import Buffer, USocket
 from ._base import ENDED, HELD, S, SocketBase, State, transitions
@@ -109,6 +110,20 @@ made, into `_stall_limit`.)"""
 
 _CONNECTED: Final = State.CONNECTED
 """For the per-request paths: a module constant is one lookup (`S.CONNECTED` two)."""
+_NOSIGNAL: Final = _direct.NOSIGNAL
+_FAST: Final = _direct.FAST
+"""The direct path's compiled helper is there: it sends part of a buffer without a slice."""
+
+
+def _owned(data: Any, start: int, end: int) -> Any:
+    """A copy the socket may keep of `data[start:end]` (`end` -1: to the end), `data`
+    being the app's buffer or a view of it: a slice of a bytearray is a new one already,
+    a slice of a view is made bytes."""
+    part = data[start:] if end < 0 else data[start:end]
+    if type(part) is memoryview:
+        return part.tobytes()
+    return part
+
 
 _HOLD: Final = 0
 _USER: Final = 1
@@ -198,6 +213,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         "_accept_target",
         "_area",
         "_cache",
+        "_direct",
         "_drain_left",
         "_drain_mark",
         "_draining",
@@ -261,6 +277,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         self._paused = False
         self._peer_end: ShutdownReason | None = None
         # send side
+        self._direct: Any = None  # the direct path's sender (`_direct.py`), while allowed
         self._cache: list[bytes | bytearray] = []
         self._shutdown_wanted = False
         self._draining = False
@@ -308,10 +325,17 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         self._hold = None
         self._hstart = self._hend = 0
         self._cache.clear()
+        self._drop_direct()
         tr, self._tr = self._tr, None
         if tr is not None:
             tr.close()
         self._close_listener()
+
+    def _drop_direct(self) -> None:
+        """No more direct sends: the descriptor may close, or go to another owner."""
+        d, self._direct = self._direct, None
+        if d is not None:
+            _direct.release(d)
 
     def _close_listener(self) -> None:
         lsock, self._lsock = self._lsock, None
@@ -370,6 +394,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         # the one transport known to let go of the buffer before `buffer_updated`
         self._zero_copy = type(tr).__module__ == "asyncio.selector_events"
         tr.set_write_buffer_limits(high=0)
+        self._direct = _direct.sender(tr)
         accepted = self._state is S.ACCEPTING
         self._set_state(S.CONNECTED)
         self._remember_local(tr)
@@ -559,6 +584,8 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         return True if self.KEEP_OPEN_ON_EOF else None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        # first of all: the transport closes its descriptor once this returns
+        self._drop_direct()
         self._tr = None
         self._event(self._lost, exc)
 
@@ -631,13 +658,28 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         if not self._owner._is_owned():
             self._mux.on_loop("Send")  # the thread check, exact (see `_iomux`)
         data: Any
+        # `data`: what to send, read from the buffer with at most one copy. `lent`: it is
+        # the app's own memory (its buffer or a view of it), which the socket copies
+        # before it keeps any of it (the app may reuse the buffer once `Send` returns).
+        # `cut` (the compiled helper only, `_FAST`): send the first `cut` bytes of the
+        # app's `data` without making a slice (-1: all of `data`).
+        lent = False
+        cut = -1
         tb = type(buf)
         if tb is bytearray:
-            # bytes, which both loops' transports take as they are (uvloop wraps anything
-            # else in a memoryview first)
-            data = bytes(buf) if len is None else bytes(buf[:len])
-            if len is not None and builtins.len(data) != len:
-                raise ValueError(f"Send: len={len} but the buffer holds {builtins.len(buf)} bytes")
+            if len is None:
+                data = buf
+                lent = True
+            elif _FAST and 0 <= len <= builtins.len(buf):
+                data = buf
+                lent = True
+                cut = len
+            else:  # a copy of its own (the transports take a bytearray as it is)
+                data = buf[:len]
+                if builtins.len(data) != len:
+                    raise ValueError(
+                        f"Send: len={len} but the buffer holds {builtins.len(buf)} bytes"
+                    )
         elif tb is bytes:
             data = buf[:len]  # all of a bytes is itself
             if len is not None and builtins.len(data) != len:
@@ -648,12 +690,35 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
                 mv = mv.cast("B")
             if len is not None and (len < 0 or len > mv.nbytes):
                 raise ValueError(f"Send: len={len} but the buffer holds {mv.nbytes} bytes")
-            data = mv[:len].tobytes() if len is not None else mv.tobytes()
+            data = mv
+            lent = True
+            if len is not None:
+                if _FAST:
+                    cut = len
+                else:
+                    data = mv[:len]
         if st is _CONNECTED and not self._shutdown_wanted:
             tr = self._tr
             if tr is None:  # lost while bytes wait for the app: nothing goes any more
                 return
-            tr.write(data)
+            d = self._direct
+            if d is not None and not self._blocked:
+                # the direct path (`_direct.py`): while the transport holds nothing, the
+                # kernel takes the bytes from here; what it does not take goes to the
+                # transport as a copy (which pauses it: the result waits, as below)
+                try:
+                    n = d.send(data, _NOSIGNAL) if cut < 0 else d.send(data, _NOSIGNAL, cut)
+                except BlockingIOError:
+                    n = 0
+                except OSError:  # the transport meets it again and ends with its reason
+                    self._drop_direct()
+                    n = 0
+                if n != (builtins.len(data) if cut < 0 else cut):
+                    tr.write(_owned(data, n, cut) if lent else data[n:])
+            elif lent:
+                tr.write(_owned(data, 0, cut))
+            else:
+                tr.write(data)
             # `_count_send()`, written out: the call costs 265 Ir per 1 KiB request
             # (pure uvloop plain echo, python -m benchmarks.callgrind: 13,019 / 12,754)
             if not self._blocked:
@@ -666,6 +731,8 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
             else:
                 self._unreported += 1
             return
+        if lent:
+            data = _owned(data, 0, cut)
         if st is S.CONNECTING or st is S.ACCEPTING:
             if not self._shutdown_wanted:
                 self._cache.append(data)
@@ -815,6 +882,9 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
 
     def _begin_close(self) -> None:
         self._set_state(S.CLOSING)
+        # from here every byte goes through the transport, behind what it holds, and our
+        # close follows the last one (no Send is taken any more)
+        self._drop_direct()
         self._rq.clear()
         self._rhead = False
         self._rbuf = self._rmv = None
@@ -895,6 +965,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
                 f"UpgradeToTLSSocket needs a connected socket; this one is {self._state.value}"
             )
         tr = self._tr
+        self._drop_direct()  # the descriptor is the new owner's now
         tr.pause_reading()
         data = bytes(self._rmv[: self._rpos]) if self._rhead and self._rpos else b""
         if self._hold is not None and self._hstart != self._hend:

@@ -30,13 +30,15 @@ bytes; datagram transports cannot pause reading, so beyond that the newest datag
 dropped, counted (`dropped`) and logged. `UpgradeToTLSSocket` takes the transport and
 the held datagrams over through `hand_over()` (a `_datagram.Handover`).
 
-Sending. Each `SendTo`/`Send` hands one datagram to the transport at once (cached while
-`Bind`/`Connect` is in progress). The transport's high-water mark is 0, so it calls
-`pause_writing` as soon as anything stays queued and `resume_writing` once the queue
-is empty: a datagram the kernel took is complete on return, the others complete at
-`resume_writing`. A send error (also an ICMP error reported by the kernel later) goes
-to `error_received`: it is logged and never ends the socket; the `SocketSendResult` of
-that datagram still follows, since the datagram has left the socket.
+Sending. Each `SendTo`/`Send` sends one datagram at once (cached while `Bind`/`Connect`
+is in progress): while the transport queues nothing, straight to the OS socket, else
+(and when the kernel cannot take it now) through the transport. The
+transport's high-water mark is 0, so it calls `pause_writing` as soon as anything stays
+queued and `resume_writing` once the queue is empty: a datagram the kernel took is
+complete on return, the others complete at `resume_writing`. A send error (also an ICMP
+error reported by the kernel later) goes to `error_received`: it is logged and never
+ends the socket; the `SocketSendResult` of that datagram still follows, since the
+datagram has left the socket.
 
 Callbacks. As in the stream engine, every event enters through `SocketBase._event`
 (the per-datagram one, `datagram_received`, calls the user itself), and a result that
@@ -484,9 +486,25 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
         return mv
 
     def _put(self, data: Any, addr: Any) -> None:
-        """Hand one datagram to the transport; its `SocketSendResult` is counted."""
+        """Send one datagram; its `SocketSendResult` is counted. While the transport
+        queues nothing (not `_blocked`) the socket sends it itself (the transport's
+        `sendto` costs more than the `send(2)` it makes); a datagram the kernel cannot
+        take now (EAGAIN) goes to the transport, which queues it. A datagram the kernel
+        refuses goes to `error_received` and is dropped, as both loops' transports do."""
+        sock = self._sock
         if data.__len__():
-            self._tr.sendto(data, addr)
+            if sock is not None and not self._blocked:
+                try:
+                    if addr is None:
+                        sock.send(data)
+                    else:
+                        sock.sendto(data, addr)
+                except (BlockingIOError, InterruptedError):
+                    self._tr.sendto(data, addr)
+                except OSError as e:
+                    self.error_received(e)
+            else:
+                self._tr.sendto(data, addr)
         else:
             self._send_empty(addr)
         self._count_send()
