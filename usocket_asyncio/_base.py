@@ -60,6 +60,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import socket
+from _thread import RLock
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Final
@@ -80,6 +81,11 @@ except ImportError:  # plain Python without mypy installed: the decorator does n
 if TYPE_CHECKING:
     from ._iomux import IIoMux
     from ._log import IInstanceLog
+
+is_owned: Final[Callable[[Any], bool]] = RLock.__dict__["_is_owned"]
+"""`RLock._is_owned`: `is_owned(sock._owner)` is the thread check of every call (see
+`_iomux`). Called as a module constant, the compiled build skips the method look-up of
+`sock._owner._is_owned()` (pure Python costs the same either way, 180-190 Ir)."""
 
 
 OPTIONAL_CALLBACKS: Final = (
@@ -342,11 +348,11 @@ class SocketBase(ISocket):
         running the socket's loop. Every public call makes this check, inside callbacks
         too: the calling thread owns the mux's lock (`_owner._is_owned()`, see `_iomux`;
         `IIoMux.on_loop` decides when it does not; the per-request calls write it out)."""
-        if not self._owner._is_owned():
+        if not is_owned(self._owner):
             self._mux.on_loop(call)
 
     def _check_alive(self, call: str) -> None:
-        if not self._owner._is_owned():
+        if not is_owned(self._owner):
             self._mux.on_loop(call)
         if self._state is S.DELETED:
             raise SocketModeError(f"{call} after Delete(): the socket is gone; make a new one")

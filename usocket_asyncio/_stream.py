@@ -72,7 +72,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 from . import _direct
 from ._address import Address, AddressError, format_ip, parse_address
 from ._api import Buffer, USocket
-from ._base import ENDED, HELD, S, SocketBase, State, transitions
+from ._base import ENDED, HELD, S, SocketBase, State, is_owned, transitions
 from ._errors import (
     ACCEPT,
     BIND,
@@ -655,7 +655,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         for `Recv`; its `SocketShutdown` follows them).
         """
         st = self._state
-        if not self._owner._is_owned():
+        if not is_owned(self._owner):
             self._mux.on_loop("Send")  # the thread check, exact (see `_iomux`)
         data: Any
         # `data`: what to send, read from the buffer with at most one copy. `lent`: it is
@@ -766,7 +766,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
                 other than the loop's.
         """
         st = self._state
-        if not self._owner._is_owned():
+        if not is_owned(self._owner):
             self._mux.on_loop("Recv")  # the thread check, exact (see `_iomux`)
         mv: Any
         if st is _CONNECTED and type(buf) is bytearray and not self._rhead:

@@ -62,7 +62,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._address import Address, format_ip
 from ._api import Buffer, USocket
-from ._base import HELD, S, SocketBase, State, transitions
+from ._base import HELD, S, SocketBase, State, is_owned, transitions
 from ._datagram import DROP_LOG_EVERY as DROP_LOG_EVERY
 from ._datagram import (
     Handover,
@@ -543,7 +543,7 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
             SocketModeError: the socket is connected (use `Send`), not bound yet (call
                 `Bind` first), or deleted.
         """
-        if not self._owner._is_owned():
+        if not is_owned(self._owner):
             self._mux.on_loop("SendTo")  # the thread check, exact (see `_iomux`)
         st = self._state
         if st is S.BOUND and not self._shutdown_wanted:
@@ -637,7 +637,7 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
             SocketModeError: the socket is bound (use `SendTo`), idle (call `Connect`
                 first), or deleted.
         """
-        if not self._owner._is_owned():
+        if not is_owned(self._owner):
             self._mux.on_loop("Send")  # the thread check, exact (see `_iomux`)
         st = self._state
         if st is S.CONNECTED and not self._shutdown_wanted:
@@ -659,7 +659,7 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
         Raises:
             ValueError: `buf` is read-only or `len` is not 1..len(buf).
         """
-        if not self._owner._is_owned():
+        if not is_owned(self._owner):
             self._mux.on_loop("Recv")  # the thread check, exact (see `_iomux`)
         st = self._state
         q = self._q
