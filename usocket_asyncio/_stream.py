@@ -136,12 +136,13 @@ the head Recv's buffer itself, or the loop's read area, copied into that buffer.
 # keeps it exported through the callback: BufferError on a resize) 12,743 / 8,835;
 # `buf[pos:end] = area[:n]` (a temporary bytearray, two copies) 15,615 / 11,626 (with the
 # thread check of that time); `_PACKS[n](buf, pos, area)` (one copy, nothing allocated:
-# about 700 Ir of which the argument parsing is 280) 14,230 / 9,950. A view of the area
+# about 700 Ir of which the argument parsing is 280) 14,210 / 9,947. A view of the area
 # costs more: bytearray's slice assignment copies anything but a bytearray into a
 # temporary first (16,927 pure). Asyncio's plain transport keeps the zero copy.
-# (uvloop also pays about 1,100 Ir per read for the `BufferedProtocol` path itself, the
-# GIL taken again and a context entered for `get_buffer`: a `data_received` path would
-# now copy no more than this one does.)
+# A `data_received` path on uvloop (a plain `Protocol` whose events are the socket's
+# methods, the bytes packed into the buffer) measured worse: 14,690 against 14,081 pure
+# (with the direct send), the 1 KiB `bytes` uvloop makes for each read (malloc, copy,
+# free) costing more than the `get_buffer` call it saves.
 
 _PACK_MAX: Final = 4096
 _PACKS: Final[list[Any]] = [None] * (_PACK_MAX + 1)
@@ -458,7 +459,9 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         into = self._into
-        if into == _AREA:
+        if into == _USER:
+            pos = self._rpos + nbytes
+        elif into == _AREA:
             rpos = self._rpos
             pos = rpos + nbytes
             if pos > self._rwant:  # more than the head Recv takes: the hold sorts it out
@@ -468,8 +471,6 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
                 _PACKS[nbytes](self._rmv, rpos, self._area)
             except (IndexError, TypeError):  # above _PACK_MAX, or no pack for nbytes yet
                 self._copy_in(rpos, nbytes)
-        elif into:
-            pos = self._rpos + nbytes
         else:
             self._held(nbytes)
             return
