@@ -469,7 +469,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
                 return
             try:  # the copy into the app's buffer (figures beside `_AREA`)
                 _PACKS[nbytes](self._rmv, rpos, self._area)
-            except (IndexError, TypeError):  # above _PACK_MAX, or no pack for nbytes yet
+            except (IndexError, TypeError, struct.error):  # see `_copy_in`
                 self._copy_in(rpos, nbytes)
         else:
             self._held(nbytes)
@@ -522,12 +522,15 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
             self._tr.pause_reading()
 
     def _copy_in(self, rpos: int, nbytes: int) -> None:
-        """The copy of `buffer_updated` for a read size with no pack yet (made now) or
-        larger than `_PACK_MAX` (a slice: its temporary costs little beside the bytes)."""
-        if nbytes <= _PACK_MAX:
-            _pack_for(nbytes)(self._rmv, rpos, self._area)
+        """The copy of `buffer_updated` for a read size with no pack yet (made now), one
+        larger than `_PACK_MAX`, or a buffer the app shrank while its Recv was pending
+        (a slice assignment, as before the packs: its temporary costs little beside the
+        bytes)."""
+        rmv = self._rmv
+        if nbytes <= _PACK_MAX and rpos + nbytes <= memoryview(rmv).nbytes:
+            _pack_for(nbytes)(rmv, rpos, self._area)
         else:
-            self._rmv[rpos : rpos + nbytes] = self._area[:nbytes]
+            rmv[rpos : rpos + nbytes] = self._area[:nbytes]
 
     def _area_to_hold(self, nbytes: int) -> None:
         """What the loop's read area got goes to the (empty) hold, and from there to the
