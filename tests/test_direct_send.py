@@ -370,7 +370,8 @@ def test_a_peer_reset_during_a_direct_write(
 ) -> None:
     """The peer resets (a local peer closes) and the Send comes before the loop noticed:
     the direct send fails, the transport meets the failure itself, and the socket ends
-    with SOCKET_LOST (the errno logged), once, with nothing after it."""
+    with SOCKET_LOST (the errno logged), once, with nothing after it, and no
+    SocketSendResult for the bytes that never left."""
     clog, lines = captured_log(int(LogFlags.LOG_TCP | LogFlags.LOG_LDS))
     sock, rec = connected(mux, clog, kind, peer)
     spy = spy_on(sock)
@@ -382,6 +383,7 @@ def test_a_peer_reset_during_a_direct_write(
     mux.run_until(lambda: rec.shutdown is not None, what="SocketShutdown")
     mux.run_for(0.05)
     ended_once(rec, R.SOCKET_LOST)
+    assert rec.names() == ["connect", "shutdown"], "no SocketSendResult: the bytes never left"
     assert any(("ECONNRESET" in ln or "EPIPE" in ln) for ln in lines.lines), lines.lines
     sock.Delete()
 

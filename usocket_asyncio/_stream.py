@@ -722,8 +722,11 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
                     n = 0
                 except OSError:  # the transport meets it again and ends with its reason
                     self._drop_direct()
-                    n = 0
-                if n != (builtins.len(data) if cut < 0 else cut):
+                    tr.write(_owned(data, 0, cut) if lent else data)
+                    if tr.is_closing():
+                        return  # the bytes never left: no result; connection_lost follows
+                    n = -1
+                if n >= 0 and n != (builtins.len(data) if cut < 0 else cut):
                     tr.write(_owned(data, n, cut) if lent else data[n:])
             elif lent:
                 tr.write(_owned(data, 0, cut))
