@@ -233,3 +233,48 @@ def test_a_loop_run_again_in_another_thread_is_that_threads(loop: str, log: IIns
         sock.Delete()  # no thread runs the loop now: fine from here
     finally:
         mux.Close()
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_run_lets_go_of_the_loop_when_it_returns(loop: str, log: IInstanceLog) -> None:
+    """`Run()` marks this thread as the loop's only while it runs: once it returned and
+    another thread runs the loop, this thread's calls raise, even before that thread
+    made any call of its own."""
+    mux = IIoMux.Create(uvloop=loop == "uvloop")
+    rec = Recorder()
+    said: list[str] = []
+    try:
+        sock = CreateUDPSocketProvider().CreateSocket(mux, rec, log)
+
+        def bound(s: ISocket, addr: str, port: int) -> None:
+            s.Recv(bytearray(4))  # a call made inside Run(): this thread is the loop's
+            mux.Terminate()
+
+        rec.hooks["bind"] = bound
+        sock.Bind("127.0.0.1", 0)
+        guard = mux.loop.call_later(10, mux.loop.stop)
+        mux.Run()
+        guard.cancel()
+        assert rec.names() == ["bind"]
+        inside = threading.Event()
+        leave = threading.Event()
+
+        async def hold() -> None:
+            inside.set()
+            while not leave.is_set():
+                await asyncio.sleep(0.005)
+
+        runner = threading.Thread(target=lambda: mux.loop.run_until_complete(hold()))
+        runner.start()
+        assert inside.wait(10)
+        try:
+            sock.GetLocalAddress()
+            said.append("accepted")
+        except SocketModeError as e:
+            said.append(str(e))
+        leave.set()
+        runner.join(10)
+        assert len(said) == 1 and "call_soon_threadsafe" in said[0], said
+        sock.Delete()
+    finally:
+        mux.Close()
