@@ -439,7 +439,8 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
 
     def get_buffer(self, sizehint: int) -> Any:
         if self._rhead and self._hstart == self._hend:
-            if self._zero_copy and self._rpos == 0 and self._rmv is self._rbuf:
+            # (`_rmv` is the bytearray itself only while nothing was put into it yet)
+            if self._zero_copy and self._rmv is self._rbuf:
                 self._into = _USER
                 return self._rbuf
             self._into = _AREA
@@ -459,9 +460,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         into = self._into
-        if into == _USER:
-            pos = self._rpos + nbytes
-        elif into == _AREA:
+        if into == _AREA:
             rpos = self._rpos
             pos = rpos + nbytes
             if pos > self._rwant:  # more than the head Recv takes: the hold sorts it out
@@ -471,6 +470,8 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
                 _PACKS[nbytes](self._rmv, rpos, self._area)
             except (IndexError, TypeError, struct.error):  # see `_copy_in`
                 self._copy_in(rpos, nbytes)
+        elif into:  # _USER: the transport read into the buffer itself
+            pos = self._rpos + nbytes
         else:
             self._held(nbytes)
             return
@@ -507,6 +508,8 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
             self._in_event = False
         else:
             self._rpos = pos
+            if self._rmv is self._rbuf:  # part filled: a view from now on (get_buffer)
+                self._rmv = memoryview(self._rbuf)
 
     def _held(self, nbytes: int) -> None:
         """`buffer_updated` for bytes read into the hold (no Recv pending, or held bytes
@@ -559,6 +562,8 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
                 hold = self._hold
             else:
                 self._rpos = pos
+                if self._rmv is self._rbuf:  # part filled: a view from now on (get_buffer)
+                    self._rmv = memoryview(self._rbuf)
         if self._hstart == self._hend:
             self._hstart = self._hend = 0
         if self._paused and self._hend - self._hstart < HOLD_LIMIT and self._tr is not None:
