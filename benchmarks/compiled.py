@@ -2,8 +2,9 @@
 
 `build()` copies the package, `setup.py` and `pyproject.toml` into
 `build/compiled/<key>/` and runs the project's own optional build there
-(`USOCKET_ASYNCIO_COMPILE=1 python setup.py build_ext --inplace`, i.e. mypyc). The key
-hashes the sources, the Python and the mypy version, so a build is made once and reused
+(`USOCKET_ASYNCIO_COMPILE=1 python setup.py build_ext --inplace`, i.e. mypyc, and Cython
+for the direct send path's helper). The key hashes the sources, the Python and the mypy
+version, so a build is made once and reused
 until the code changes. A server started with that directory as its working directory
 imports the compiled package (`python -m` puts the working directory first on the path).
 """
@@ -28,7 +29,9 @@ class BuildError(RuntimeError):
 
 
 def _sources() -> list[Path]:
-    files = [*sorted((ROOT / PACKAGE).glob("*.py")), ROOT / PACKAGE / "py.typed"]
+    pkg = ROOT / PACKAGE
+    files = [*sorted(pkg.glob("*.py")), *sorted(pkg.glob("*.pyx")), *sorted(pkg.glob("*.pyi"))]
+    files.append(pkg / "py.typed")
     return [*files, ROOT / "setup.py", ROOT / "pyproject.toml"]
 
 
@@ -38,8 +41,11 @@ def build_key() -> str:
         import mypy.version
 
         mypy_version = mypy.version.__version__
+        from importlib.metadata import version
+
+        mypy_version += " Cython " + version("Cython")
     except ImportError as e:
-        raise BuildError("the compiled build needs mypy: pip install -e '.[dev]'") from e
+        raise BuildError("the compiled build needs mypy and Cython: pip install -e '.[dev]'") from e
     h = hashlib.sha256()
     h.update(f"{platform.python_version()} {sys.implementation.cache_tag} {mypy_version}".encode())
     for path in _sources():
@@ -48,8 +54,10 @@ def build_key() -> str:
 
 
 def is_compiled_dir(directory: Path) -> bool:
-    """Does `directory` hold a compiled build of the package (its engine as an extension)?"""
-    return any((directory / PACKAGE).glob("_stream.*.so"))
+    """Does `directory` hold a compiled build of the package (its engine and the direct
+    send path's helper as extensions)?"""
+    pkg = directory / PACKAGE
+    return any(pkg.glob("_stream.*.so")) and any(pkg.glob("_fastsend.*.so"))
 
 
 def build() -> Path:

@@ -194,16 +194,22 @@ def markdown(doc: dict[str, Any]) -> str:
 
 def callgrind_markdown(results: list[dict[str, Any]]) -> str:
     """Instructions per request, and the ratio to raw `Protocol` on the same loop."""
-    ref = {(r["kind"], r["loop"]): r["ir_per_request"] for r in results if r["impl"] == REFERENCE}
+    ref = {
+        (r["kind"], r["loop"], r.get("size", 1024)): r["ir_per_request"]
+        for r in results
+        if r["impl"] == REFERENCE
+    }
     lines = [
-        "| kind | loop | server | instructions per request | x Protocol |",
-        "|---|---|---|--:|--:|",
+        "| kind | bytes | loop | server | instructions per request | x Protocol |",
+        "|---|--:|---|---|--:|--:|",
     ]
     for r in results:
-        base = ref.get((r["kind"], r["loop"]))
+        size = r.get("size", 1024)
+        base = ref.get((r["kind"], r["loop"], size))
         x = f"{r['ir_per_request'] / base:.2f}" if base else "-"
         lines.append(
-            f"| {r['kind']} | {r['loop']} | {r['impl']} | {r['ir_per_request']:,.0f} | {x} |"
+            f"| {r['kind']} | {size} | {r['loop']} | {r['impl']} "
+            f"| {r['ir_per_request']:,.0f} | {x} |"
         )
     return "\n".join(lines)
 
@@ -216,7 +222,9 @@ def compact(doc: dict[str, Any]) -> str:
     summary = doc["summary"]
     libs = lib_impls(summary)
     builds = [b for b in ("usocket", "compiled") if any(x.startswith(b + "-") for x in libs)]
-    styles = [s for s in ("plain", "flow", "window") if any(x.endswith("-" + s) for x in libs)]
+    from .servers import STYLES, lib_style
+
+    styles = [s for s in STYLES if any(lib_style(x) == s for x in libs)]
     cols = [(lp, b) for lp in LOOPS for b in builds]
     head = "| kind, workload | app style |" + "".join(
         f" {lp}{'' if b == 'usocket' else ', compiled'} |" for lp, b in cols

@@ -36,6 +36,7 @@ from .servers import (
     RAW_IMPLS,
     SLOW_IMPLS,
     STREAM_IMPLS,
+    base_style,
     comma_list,
     lib_build,
     lib_style,
@@ -165,8 +166,9 @@ def make_cert(directory: str) -> str:
 
 def runs_on(impl: str, kind: str, workload: str) -> bool:
     """Does server `impl` take part in `workload` on `kind`? The library's echo app
-    styles (benchmarks/servers.py): plain and flow for TCP and local ping-pong, plain for
-    UDP, and the windowed one for TLS and for bulk and echo (as in earlier runs)."""
+    styles (benchmarks/servers.py): plain and flow (each also written the other ways:
+    memoryview, bytes, small buffer) for TCP and local ping-pong, plain for UDP, and the
+    windowed one for TLS and for bulk and echo (as in earlier runs)."""
     if lib_build(impl) is None:
         return impl == REFERENCE if kind == "udp" else impl in RAW_IMPLS
     style = lib_style(impl)
@@ -174,7 +176,7 @@ def runs_on(impl: str, kind: str, workload: str) -> bool:
         return style == "plain"
     if kind == "tls" or WORKLOADS[workload]["op"] != "pingpong":
         return style == "window"
-    return style in ("plain", "flow")
+    return base_style(impl) in ("plain", "flow")
 
 
 def start_server(
@@ -410,7 +412,7 @@ def run_callgrind(args: argparse.Namespace, console: Any) -> list[dict[str, Any]
         console.print("no instruction counts: valgrind is not installed (apt-get install valgrind)")
         return []
     impls = [REFERENCE] + [
-        i for i in args.impls if lib_build(i) is not None and lib_style(i) in ("plain", "flow")
+        i for i in args.impls if lib_build(i) is not None and base_style(i) in ("plain", "flow")
     ]
     if len(impls) == 1:
         return []

@@ -21,6 +21,13 @@ echo app, each written as an SDK app writes it with ``Recv(buf, recvPartial=True
   sends still wait for their ``SocketSendResult``; then it receives again in that callback.
   TLS, bulk and echo use this one (their figures stay comparable with earlier runs).
 
+The plain and flow apps send the bytearray they received into (`Send(buf, len)`), a
+256 KiB one. Apps written other ways, each in both styles (``plain-mv``, ``flow-mv``, ...):
+
+- ``mv``: sends a memoryview slice of its 256 KiB buffer (`Send(view[:len])`).
+- ``bytes``: sends a `bytes` it made of what came (`Send(bytes(view[:len]))`).
+- ``small``: receives into a 1 KiB bytearray (`SMALL_SIZE`) and sends it (`Send(buf, len)`).
+
 The raw asyncio ones:
 
 - ``protocol``: `asyncio.Protocol` (``data_received`` -> ``write``), reading paused
@@ -52,6 +59,8 @@ from typing import Any
 MIB = 1 << 20
 RECV_SIZE = 256 * 1024
 """Bytes per read: asyncio's and uvloop's own read size."""
+SMALL_SIZE = 1024
+"""The buffer of the ``small`` echo apps."""
 MAX_IN_FLIGHT = 4
 """Sends the library echo app lets wait for their result before it stops receiving."""
 SLOW_CHUNK = 64 * 1024
@@ -60,7 +69,9 @@ ACK = b"K"
 
 BUILDS = ("usocket", "compiled")
 """The library's builds: pure Python, and the optional compiled build (setup.py)."""
-STYLES = ("plain", "flow", "window")
+APPS = ("mv", "bytes", "small")
+"""The echo apps written other ways (see the module docstring), each in both styles."""
+STYLES = ("plain", "flow", "window", *(f"{s}-{a}" for a in APPS for s in ("plain", "flow")))
 LIB_IMPLS = tuple(f"{b}-{s}" for b in BUILDS for s in STYLES)
 RAW_IMPLS = ("protocol", "buffered", "streams")
 STREAM_IMPLS = (*LIB_IMPLS, *RAW_IMPLS)
@@ -76,8 +87,15 @@ def lib_build(impl: str) -> str | None:
 
 
 def lib_style(impl: str) -> str:
-    """The echo app's style of a library implementation: "plain", "flow" or "window"."""
+    """The echo app's style of a library implementation: "plain", "flow" or "window",
+    or one of those written another way ("plain-mv", "flow-small", ...)."""
     return impl.partition("-")[2]
+
+
+def base_style(impl: str) -> str:
+    """The flow-control style of a library implementation, whatever way its app sends:
+    "plain", "flow" or "window"."""
+    return lib_style(impl).partition("-")[0]
 
 
 def new_loop(kind: str) -> asyncio.AbstractEventLoop:
@@ -208,6 +226,72 @@ def lib_server(
         def SocketShutdown(self, socket: Any, reason: Any) -> None:
             socket.Delete()
 
+    class PlainMvEcho(u.USocket):
+        """The plain echo sending memoryview slices of its buffer."""
+
+        __slots__ = ("buf", "mv")
+
+        def __init__(self) -> None:
+            self.buf = bytearray(RECV_SIZE)
+            self.mv = memoryview(self.buf)
+
+        def SocketAcceptComplete(self, socket: Any) -> None:
+            socket.Recv(self.buf, None, True)
+
+        def SocketRecvResult(self, socket: Any, buf: Any, len: int) -> None:
+            socket.Send(self.mv[:len])
+            socket.Recv(buf, None, True)
+
+        def SocketShutdown(self, socket: Any, reason: Any) -> None:
+            socket.Delete()
+
+    class FlowMvEcho(PlainMvEcho):
+        """The flow echo sending memoryview slices of its buffer."""
+
+        __slots__ = ()
+
+        def SocketRecvResult(self, socket: Any, buf: Any, len: int) -> None:
+            socket.Send(self.mv[:len])
+
+        def SocketSendResult(self, socket: Any) -> None:
+            socket.Recv(self.buf, None, True)
+
+    class PlainBytesEcho(PlainMvEcho):
+        """The plain echo sending a `bytes` of what came."""
+
+        __slots__ = ()
+
+        def SocketRecvResult(self, socket: Any, buf: Any, len: int) -> None:
+            socket.Send(bytes(self.mv[:len]))
+            socket.Recv(buf, None, True)
+
+    class FlowBytesEcho(PlainMvEcho):
+        """The flow echo sending a `bytes` of what came."""
+
+        __slots__ = ()
+
+        def SocketRecvResult(self, socket: Any, buf: Any, len: int) -> None:
+            socket.Send(bytes(self.mv[:len]))
+
+        def SocketSendResult(self, socket: Any) -> None:
+            socket.Recv(self.buf, None, True)
+
+    class PlainSmallEcho(PlainEcho):
+        """The plain echo with a 1 KiB buffer."""
+
+        __slots__ = ()
+
+        def __init__(self) -> None:
+            self.buf = bytearray(SMALL_SIZE)
+
+    class FlowSmallEcho(FlowEcho):
+        """The flow echo with a 1 KiB buffer."""
+
+        __slots__ = ()
+
+        def __init__(self) -> None:
+            self.buf = bytearray(SMALL_SIZE)
+
     class WindowEcho(u.USocket):
         """Receive, send what came, receive again; stop receiving while `MAX_IN_FLIGHT`
         sends wait for their `SocketSendResult` (a peer that does not read)."""
@@ -309,7 +393,17 @@ def lib_server(
             socket.Delete()
 
     addrs: dict[str, Any] = {}
-    echo = {"plain": PlainEcho, "flow": FlowEcho}.get(lib_style(args.impl), WindowEcho)
+    echoes: dict[str, Any] = {
+        "plain": PlainEcho,
+        "flow": FlowEcho,
+        "plain-mv": PlainMvEcho,
+        "flow-mv": FlowMvEcho,
+        "plain-bytes": PlainBytesEcho,
+        "flow-bytes": FlowBytesEcho,
+        "plain-small": PlainSmallEcho,
+        "flow-small": FlowSmallEcho,
+    }
+    echo = echoes.get(lib_style(args.impl), WindowEcho)
     services = {"echo": echo, "sink": SlowSink if args.impl == "usocket-slow" else SinkUser}
 
     class Listener(u.USocket):

@@ -141,6 +141,11 @@ def test_which_servers_run_which_workload() -> None:
     )
     assert runs_on("protocol", "udp", "udp1k-1") and not runs_on("streams", "udp", "udp1k-1")
     assert runs_on("buffered", "local", "bulk")
+    # the apps written other ways: ping-pong on tcp and local, in both styles
+    for app in ("usocket-plain-mv", "compiled-flow-bytes", "usocket-flow-small"):
+        assert runs_on(app, "tcp", "pp1k-10") and runs_on(app, "local", "pp64k-1")
+        assert not runs_on(app, "tcp", "bulk") and not runs_on(app, "tls", "pp1k-1")
+        assert not runs_on(app, "udp", "udp1k-1")
 
 
 def test_a_summary_from_before_the_styles_still_reads() -> None:
@@ -201,6 +206,31 @@ def test_callgrind_counts_instructions_per_request(tmp_path: Path) -> None:
         assert r["requests"] == CALLGRIND_REQUESTS and r["ir_window"] > r["ir_empty"] > 0
         assert r["ir_per_request"] == (r["ir_window"] - r["ir_empty"]) / CALLGRIND_REQUESTS
     assert "usocket-plain" in report.callgrind_markdown(results)
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_callgrind_has_udp_and_tls_cells(tmp_path: Path) -> None:
+    out = tmp_path / "cg.json"
+    argv = [sys.executable, "-m", "benchmarks.callgrind", "--kind", "udp,tls", "--loop", "uvloop"]
+    argv += ["--impls", "protocol,usocket-plain,usocket-flow", "--size", "1024,4096"]
+    argv += ["--requests", "50", "--json", str(out)]
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=170, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    # UDP: 1 KiB datagrams, one echo app (no flow style); TLS: each size, each style
+    assert [(r["kind"], r["size"], r["impl"]) for r in results] == [
+        ("udp", 1024, "protocol"),
+        ("udp", 1024, "usocket-plain"),
+        *(
+            ("tls", size, impl)
+            for size in (1024, 4096)
+            for impl in ("protocol", "usocket-plain", "usocket-flow")
+        ),
+    ]
+    for r in results:
+        assert r["ir_window"] > r["ir_empty"] > 0
+    assert "| tls | 4096 | uvloop | usocket-flow |" in report.callgrind_markdown(results)
 
 
 @pytest.mark.timeout(400)

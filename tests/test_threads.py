@@ -185,3 +185,96 @@ def test_while_no_thread_runs_the_loop_any_thread_may_call(loop: str, log: IInst
         sock.Delete()
     finally:
         mux.Close()
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_loop_run_again_in_another_thread_is_that_threads(loop: str, log: IInstanceLog) -> None:
+    """The app runs the loop in this thread, and a call made in it marks this thread as
+    the loop's; later another thread runs the loop and calls first. From then on that
+    thread's calls pass and this thread's raise, though it marked the loop before (the
+    mux marks the new thread with a new lock, which it hands to the sockets it has)."""
+    mux = IIoMux.Create(uvloop=loop == "uvloop")
+    rec = Recorder()
+    said: dict[str, str] = {}
+
+    def call(who: str) -> None:
+        try:
+            sock.Recv(bytearray(4))
+            said[who] = "accepted"
+        except SocketModeError as e:
+            said[who] = str(e)
+
+    try:
+        sock = CreateUDPSocketProvider().CreateSocket(mux, rec, log)
+
+        async def first() -> None:
+            sock.Bind("127.0.0.1", 0)  # made in the running loop: this thread is its
+            await asyncio.sleep(0.01)
+
+        mux.loop.run_until_complete(first())
+        assert rec.names() == ["bind"]
+        inside = threading.Event()
+        leave = threading.Event()
+
+        async def second() -> None:
+            call("the thread running the loop now")
+            inside.set()
+            while not leave.is_set():
+                await asyncio.sleep(0.005)
+
+        runner = threading.Thread(target=lambda: mux.loop.run_until_complete(second()))
+        runner.start()
+        assert inside.wait(10)
+        call("the thread that ran it before")
+        leave.set()
+        runner.join(10)
+        assert said["the thread running the loop now"] == "accepted", said
+        assert "call_soon_threadsafe" in said["the thread that ran it before"], said
+        sock.Delete()  # no thread runs the loop now: fine from here
+    finally:
+        mux.Close()
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_run_lets_go_of_the_loop_when_it_returns(loop: str, log: IInstanceLog) -> None:
+    """`Run()` marks this thread as the loop's only while it runs: once it returned and
+    another thread runs the loop, this thread's calls raise, even before that thread
+    made any call of its own."""
+    mux = IIoMux.Create(uvloop=loop == "uvloop")
+    rec = Recorder()
+    said: list[str] = []
+    try:
+        sock = CreateUDPSocketProvider().CreateSocket(mux, rec, log)
+
+        def bound(s: ISocket, addr: str, port: int) -> None:
+            s.Recv(bytearray(4))  # a call made inside Run(): this thread is the loop's
+            mux.Terminate()
+
+        rec.hooks["bind"] = bound
+        sock.Bind("127.0.0.1", 0)
+        guard = mux.loop.call_later(10, mux.loop.stop)
+        mux.Run()
+        guard.cancel()
+        assert rec.names() == ["bind"]
+        inside = threading.Event()
+        leave = threading.Event()
+
+        async def hold() -> None:
+            inside.set()
+            while not leave.is_set():
+                await asyncio.sleep(0.005)
+
+        runner = threading.Thread(target=lambda: mux.loop.run_until_complete(hold()))
+        runner.start()
+        assert inside.wait(10)
+        try:
+            sock.GetLocalAddress()
+            said.append("accepted")
+        except SocketModeError as e:
+            said.append(str(e))
+        leave.set()
+        runner.join(10)
+        assert len(said) == 1 and "call_soon_threadsafe" in said[0], said
+        sock.Delete()
+    finally:
+        mux.Close()

@@ -65,13 +65,14 @@ import builtins
 import errno
 import os
 import socket
-from _thread import get_ident
+import struct
 from collections import deque
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
+from . import _direct
 from ._address import Address, AddressError, format_ip, parse_address
 from ._api import Buffer, USocket
-from ._base import ENDED, HELD, S, SocketBase, State, transitions
+from ._base import ENDED, HELD, S, SocketBase, State, is_owned, transitions
 from ._errors import (
     ACCEPT,
     BIND,
@@ -89,6 +90,7 @@ from ._types import LogFlags, ShutdownReason, SocketModeError
 if TYPE_CHECKING:
     from ._iomux import IIoMux
     from ._log import IInstanceLog
+
 
 HOLD_LIMIT = 64 * 1024
 """Bytes held for an app with no pending `Recv` before reading pauses."""
@@ -108,6 +110,20 @@ made, into `_stall_limit`.)"""
 
 _CONNECTED: Final = State.CONNECTED
 """For the per-request paths: a module constant is one lookup (`S.CONNECTED` two)."""
+_NOSIGNAL: Final = _direct.NOSIGNAL
+_FAST: Final = _direct.FAST
+"""The direct path's compiled helper is there: it sends part of a buffer without a slice."""
+
+
+def _owned(data: Any, start: int, end: int) -> Any:
+    """A copy the socket may keep of `data[start:end]` (`end` -1: to the end), `data`
+    being the app's buffer or a view of it: a slice of a bytearray is a new one already,
+    a slice of a view is made bytes."""
+    part = data[start:] if end < 0 else data[start:end]
+    if type(part) is memoryview:
+        return part.tobytes()
+    return part
+
 
 _HOLD: Final = 0
 _USER: Final = 1
@@ -115,11 +131,31 @@ _AREA: Final = 2
 """What the transport reads into (`get_buffer`, then `buffer_updated`): the hold area,
 the head Recv's buffer itself, or the loop's read area, copied into that buffer."""
 # The copy out of the read area is what makes the buffer the app's on uvloop; it costs.
-# Ir per 1 KiB request, pure uvloop plain echo (python -m benchmarks.callgrind --loop
-# uvloop --impls usocket-plain): into the app's buffer (uvloop keeps it exported through
-# the callback: BufferError on a resize) 13,988; copied from a bytearray area 15,659;
-# copied from a memoryview area 16,927 (bytearray's slice assignment copies a memoryview
-# into a temporary bytearray first). Asyncio's plain transport keeps the zero copy.
+# Ir per 1 KiB request, uvloop plain echo (python -m benchmarks.callgrind --loop uvloop
+# --impls usocket-plain,compiled-plain), pure / compiled: into the app's buffer (uvloop
+# keeps it exported through the callback: BufferError on a resize) 12,743 / 8,835;
+# `buf[pos:end] = area[:n]` (a temporary bytearray, two copies) 15,615 / 11,626 (with the
+# thread check of that time); `_PACKS[n](buf, pos, area)` (one copy, nothing allocated:
+# about 700 Ir of which the argument parsing is 280) 14,267 / 9,948 (with this version's
+# thread check; 14,198 / 7,574 with the direct send of `Send`). A view of the area
+# costs more: bytearray's slice assignment copies anything but a bytearray into a
+# temporary first (16,927 pure). Asyncio's plain transport keeps the zero copy.
+# A `data_received` path on uvloop (a plain `Protocol` whose events are the socket's
+# methods, the bytes packed into the buffer) measured worse: 14,690 against 14,081 pure
+# (with the direct send), the 1 KiB `bytes` uvloop makes for each read (malloc, copy,
+# free) costing more than the `get_buffer` call it saves.
+
+_PACK_MAX: Final = 4096
+_PACKS: Final[list[Any]] = [None] * (_PACK_MAX + 1)
+"""`struct.Struct(f"{n}s").pack_into` for each read size n up to `_PACK_MAX`, made at
+its first use: `pack(buf, pos, area)` puts the first n bytes of the read area at `pos`
+in the app's buffer with one copy and no allocation (see `_AREA`)."""
+
+
+def _pack_for(n: int) -> Any:
+    pack = _PACKS[n] = struct.Struct(f"{n}s").pack_into
+    return pack
+
 
 _ACCEPT_RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
@@ -185,6 +221,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         "_accept_target",
         "_area",
         "_cache",
+        "_direct",
         "_drain_left",
         "_drain_mark",
         "_draining",
@@ -248,6 +285,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         self._paused = False
         self._peer_end: ShutdownReason | None = None
         # send side
+        self._direct: Any = None  # the direct path's sender (`_direct.py`), while allowed
         self._cache: list[bytes | bytearray] = []
         self._shutdown_wanted = False
         self._draining = False
@@ -295,10 +333,17 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         self._hold = None
         self._hstart = self._hend = 0
         self._cache.clear()
+        self._drop_direct()
         tr, self._tr = self._tr, None
         if tr is not None:
             tr.close()
         self._close_listener()
+
+    def _drop_direct(self) -> None:
+        """No more direct sends: the descriptor may close, or go to another owner."""
+        d, self._direct = self._direct, None
+        if d is not None:
+            _direct.release(d)
 
     def _close_listener(self) -> None:
         lsock, self._lsock = self._lsock, None
@@ -357,6 +402,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         # the one transport known to let go of the buffer before `buffer_updated`
         self._zero_copy = type(tr).__module__ == "asyncio.selector_events"
         tr.set_write_buffer_limits(high=0)
+        self._direct = _direct.sender(tr)
         accepted = self._state is S.ACCEPTING
         self._set_state(S.CONNECTED)
         self._remember_local(tr)
@@ -394,7 +440,8 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
 
     def get_buffer(self, sizehint: int) -> Any:
         if self._rhead and self._hstart == self._hend:
-            if self._zero_copy and self._rpos == 0 and self._rmv is self._rbuf:
+            # (`_rmv` is the bytearray itself only while nothing was put into it yet)
+            if self._zero_copy and self._rmv is self._rbuf:
                 self._into = _USER
                 return self._rbuf
             self._into = _AREA
@@ -414,47 +461,60 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         into = self._into
-        if into:
+        if into == _AREA:
+            rpos = self._rpos
+            pos = rpos + nbytes
+            if pos > self._rwant:  # more than the head Recv takes: the hold sorts it out
+                self._area_to_hold(nbytes)
+                return
+            try:  # the copy into the app's buffer (figures beside `_AREA`)
+                _PACKS[nbytes](self._rmv, rpos, self._area)
+            except (IndexError, TypeError, struct.error):  # see `_copy_in`
+                self._copy_in(rpos, nbytes)
+        elif into:  # _USER: the transport read into the buffer itself
             pos = self._rpos + nbytes
-            if into == _AREA:
-                if pos > self._rwant:  # more than the head Recv takes: the hold sorts it out
-                    self._area_to_hold(nbytes)
-                    return
-                self._rmv[self._rpos : pos] = self._area[:nbytes]
-            if self._rpartial or pos == self._rwant:
-                buf = self._rbuf
-                q = self._rq
-                if q:
-                    self._rbuf, self._rmv, self._rwant, self._rpartial = q.popleft()
-                else:
-                    self._rhead = False
-                    self._rbuf = self._rmv = None
-                self._rpos = 0
-                # the per-read event, written out: see `SocketBase._event`
-                self._in_event = True
-                try:
-                    self._user.SocketRecvResult(self, buf, pos)
-                except Exception as e:
-                    self._raised("SocketRecvResult", e)
-                if self._due:
-                    if self._send_due == 1 and self._state is _CONNECTED and not self._queue:
-                        # the flow-control echo: the result of the one Send the app made,
-                        # from this event (what `_run_due` would do, one frame less)
-                        self._send_due = 0
-                        self._due = False
-                        if self._w_send:
-                            try:
-                                self._user.SocketSendResult(self)
-                            except Exception as e:
-                                self._raised("SocketSendResult", e)
-                        if self._due:
-                            self._run_due()
-                    else:
-                        self._run_due()
-                self._in_event = False
-            else:
-                self._rpos = pos
+        else:
+            self._held(nbytes)
             return
+        if self._rpartial or pos == self._rwant:
+            buf = self._rbuf
+            q = self._rq
+            if q:
+                self._rbuf, self._rmv, self._rwant, self._rpartial = q.popleft()
+            else:
+                self._rhead = False
+                self._rbuf = self._rmv = None
+            self._rpos = 0
+            # the per-read event, written out: see `SocketBase._event`
+            self._in_event = True
+            try:
+                self._user.SocketRecvResult(self, buf, pos)
+            except Exception as e:
+                self._raised("SocketRecvResult", e)
+            if self._due:
+                if self._send_due == 1 and self._state is _CONNECTED and not self._queue:
+                    # the flow-control echo: the result of the one Send the app made,
+                    # from this event (what `_run_due` would do, one frame less)
+                    self._send_due = 0
+                    self._due = False
+                    if self._w_send:
+                        try:
+                            self._user.SocketSendResult(self)
+                        except Exception as e:
+                            self._raised("SocketSendResult", e)
+                    if self._due:
+                        self._run_due()
+                else:
+                    self._run_due()
+            self._in_event = False
+        else:
+            self._rpos = pos
+            if self._rmv is self._rbuf:  # part filled: a view from now on (get_buffer)
+                self._rmv = memoryview(self._rbuf)
+
+    def _held(self, nbytes: int) -> None:
+        """`buffer_updated` for bytes read into the hold (no Recv pending, or held bytes
+        ahead of it)."""
         if self._state is not S.CONNECTED:
             self._hstart = self._hend = 0  # closing: what the peer still sends is dropped
             return
@@ -464,6 +524,17 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         elif self._hend - self._hstart >= HOLD_LIMIT and not self._paused and self._tr is not None:
             self._paused = True
             self._tr.pause_reading()
+
+    def _copy_in(self, rpos: int, nbytes: int) -> None:
+        """The copy of `buffer_updated` for a read size with no pack yet (made now), one
+        larger than `_PACK_MAX`, or a buffer the app shrank while its Recv was pending
+        (a slice assignment, as before the packs: its temporary costs little beside the
+        bytes)."""
+        rmv = self._rmv
+        if nbytes <= _PACK_MAX and rpos + nbytes <= memoryview(rmv).nbytes:
+            _pack_for(nbytes)(rmv, rpos, self._area)
+        else:
+            rmv[rpos : rpos + nbytes] = self._area[:nbytes]
 
     def _area_to_hold(self, nbytes: int) -> None:
         """What the loop's read area got goes to the (empty) hold, and from there to the
@@ -492,6 +563,8 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
                 hold = self._hold
             else:
                 self._rpos = pos
+                if self._rmv is self._rbuf:  # part filled: a view from now on (get_buffer)
+                    self._rmv = memoryview(self._rbuf)
         if self._hstart == self._hend:
             self._hstart = self._hend = 0
         if self._paused and self._hend - self._hstart < HOLD_LIMIT and self._tr is not None:
@@ -527,6 +600,8 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         return True if self.KEEP_OPEN_ON_EOF else None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        # first of all: the transport closes its descriptor once this returns
+        self._drop_direct()
         self._tr = None
         self._event(self._lost, exc)
 
@@ -596,16 +671,31 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         for `Recv`; its `SocketShutdown` follows them).
         """
         st = self._state
-        if get_ident() != self._mux._thread:
+        if not is_owned(self._owner):
             self._mux.on_loop("Send")  # the thread check, exact (see `_iomux`)
         data: Any
+        # `data`: what to send, read from the buffer with at most one copy. `lent`: it is
+        # the app's own memory (its buffer or a view of it), which the socket copies
+        # before it keeps any of it (the app may reuse the buffer once `Send` returns).
+        # `cut` (the compiled helper only, `_FAST`): send the first `cut` bytes of the
+        # app's `data` without making a slice (-1: all of `data`).
+        lent = False
+        cut = -1
         tb = type(buf)
         if tb is bytearray:
-            # bytes, which both loops' transports take as they are (uvloop wraps anything
-            # else in a memoryview first)
-            data = bytes(buf) if len is None else bytes(buf[:len])
-            if len is not None and builtins.len(data) != len:
-                raise ValueError(f"Send: len={len} but the buffer holds {builtins.len(buf)} bytes")
+            if len is None:
+                data = buf
+                lent = True
+            elif _FAST and 0 <= len <= builtins.len(buf):
+                data = buf
+                lent = True
+                cut = len
+            else:  # a copy of its own (the transports take a bytearray as it is)
+                data = buf[:len]
+                if builtins.len(data) != len:
+                    raise ValueError(
+                        f"Send: len={len} but the buffer holds {builtins.len(buf)} bytes"
+                    )
         elif tb is bytes:
             data = buf[:len]  # all of a bytes is itself
             if len is not None and builtins.len(data) != len:
@@ -616,12 +706,38 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
                 mv = mv.cast("B")
             if len is not None and (len < 0 or len > mv.nbytes):
                 raise ValueError(f"Send: len={len} but the buffer holds {mv.nbytes} bytes")
-            data = mv[:len].tobytes() if len is not None else mv.tobytes()
+            data = mv
+            lent = True
+            if len is not None:
+                if _FAST:
+                    cut = len
+                else:
+                    data = mv[:len]
         if st is _CONNECTED and not self._shutdown_wanted:
             tr = self._tr
             if tr is None:  # lost while bytes wait for the app: nothing goes any more
                 return
-            tr.write(data)
+            d = self._direct
+            if d is not None and not self._blocked:
+                # the direct path (`_direct.py`): while the transport holds nothing, the
+                # kernel takes the bytes from here; what it does not take goes to the
+                # transport as a copy (which pauses it: the result waits, as below)
+                try:
+                    n = d.send(data, _NOSIGNAL) if cut < 0 else d.send(data, _NOSIGNAL, cut)
+                except BlockingIOError:
+                    n = 0
+                except OSError:  # the transport meets it again and ends with its reason
+                    self._drop_direct()
+                    tr.write(_owned(data, 0, cut) if lent else data)
+                    if tr.is_closing():
+                        return  # the bytes never left: no result; connection_lost follows
+                    n = -1
+                if n >= 0 and n != (builtins.len(data) if cut < 0 else cut):
+                    tr.write(_owned(data, n, cut) if lent else data[n:])
+            elif lent:
+                tr.write(_owned(data, 0, cut))
+            else:
+                tr.write(data)
             # `_count_send()`, written out: the call costs 265 Ir per 1 KiB request
             # (pure uvloop plain echo, python -m benchmarks.callgrind: 13,019 / 12,754)
             if not self._blocked:
@@ -634,6 +750,8 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
             else:
                 self._unreported += 1
             return
+        if lent:
+            data = _owned(data, 0, cut)
         if st is S.CONNECTING or st is S.ACCEPTING:
             if not self._shutdown_wanted:
                 self._cache.append(data)
@@ -667,7 +785,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
                 other than the loop's.
         """
         st = self._state
-        if get_ident() != self._mux._thread:
+        if not is_owned(self._owner):
             self._mux.on_loop("Recv")  # the thread check, exact (see `_iomux`)
         mv: Any
         if st is _CONNECTED and type(buf) is bytearray and not self._rhead:
@@ -783,6 +901,9 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
 
     def _begin_close(self) -> None:
         self._set_state(S.CLOSING)
+        # from here every byte goes through the transport, behind what it holds, and our
+        # close follows the last one (no Send is taken any more)
+        self._drop_direct()
         self._rq.clear()
         self._rhead = False
         self._rbuf = self._rmv = None
@@ -863,6 +984,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
                 f"UpgradeToTLSSocket needs a connected socket; this one is {self._state.value}"
             )
         tr = self._tr
+        self._drop_direct()  # the descriptor is the new owner's now
         tr.pause_reading()
         data = bytes(self._rmv[: self._rpos]) if self._rhead and self._rpos else b""
         if self._hold is not None and self._hstart != self._hend:

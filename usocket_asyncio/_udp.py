@@ -30,13 +30,15 @@ bytes; datagram transports cannot pause reading, so beyond that the newest datag
 dropped, counted (`dropped`) and logged. `UpgradeToTLSSocket` takes the transport and
 the held datagrams over through `hand_over()` (a `_datagram.Handover`).
 
-Sending. Each `SendTo`/`Send` hands one datagram to the transport at once (cached while
-`Bind`/`Connect` is in progress). The transport's high-water mark is 0, so it calls
-`pause_writing` as soon as anything stays queued and `resume_writing` once the queue
-is empty: a datagram the kernel took is complete on return, the others complete at
-`resume_writing`. A send error (also an ICMP error reported by the kernel later) goes
-to `error_received`: it is logged and never ends the socket; the `SocketSendResult` of
-that datagram still follows, since the datagram has left the socket.
+Sending. Each `SendTo`/`Send` sends one datagram at once (cached while `Bind`/`Connect`
+is in progress): while the transport queues nothing, straight to the OS socket, else
+(and when the kernel cannot take it now) through the transport. The
+transport's high-water mark is 0, so it calls `pause_writing` as soon as anything stays
+queued and `resume_writing` once the queue is empty: a datagram the kernel took is
+complete on return, the others complete at `resume_writing`. A send error (also an ICMP
+error reported by the kernel later) goes to `error_received`: it is logged and never
+ends the socket; the `SocketSendResult` of that datagram still follows, since the
+datagram has left the socket.
 
 Callbacks. As in the stream engine, every event enters through `SocketBase._event`
 (the per-datagram one, `datagram_received`, calls the user itself), and a result that
@@ -56,12 +58,11 @@ import asyncio
 import errno
 import ipaddress
 import socket
-from _thread import get_ident
 from typing import TYPE_CHECKING, Any
 
 from ._address import Address, format_ip
 from ._api import Buffer, USocket
-from ._base import HELD, S, SocketBase, State, transitions
+from ._base import HELD, S, SocketBase, State, is_owned, transitions
 from ._datagram import DROP_LOG_EVERY as DROP_LOG_EVERY
 from ._datagram import (
     Handover,
@@ -78,6 +79,7 @@ from ._types import IPaddr, LogFlags, ShutdownReason, SocketModeError
 if TYPE_CHECKING:
     from ._iomux import IIoMux
     from ._log import IInstanceLog
+
 
 HOLD_DATAGRAMS = 256
 """Datagrams held for an app with no pending `Recv` before new ones are dropped."""
@@ -502,9 +504,25 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
         return mv
 
     def _put(self, data: Any, addr: Any) -> None:
-        """Hand one datagram to the transport; its `SocketSendResult` is counted."""
+        """Send one datagram; its `SocketSendResult` is counted. While the transport
+        queues nothing (not `_blocked`) the socket sends it itself (the transport's
+        `sendto` costs more than the `send(2)` it makes); a datagram the kernel cannot
+        take now (EAGAIN) goes to the transport, which queues it. A datagram the kernel
+        refuses goes to `error_received` and is dropped, as both loops' transports do."""
+        sock = self._sock
         if data.__len__():
-            self._tr.sendto(data, addr)
+            if sock is not None and not self._blocked:
+                try:
+                    if addr is None:
+                        sock.send(data)
+                    else:
+                        sock.sendto(data, addr)
+                except (BlockingIOError, InterruptedError):
+                    self._tr.sendto(data, addr)
+                except OSError as e:
+                    self.error_received(e)
+            else:
+                self._tr.sendto(data, addr)
         else:
             self._send_empty(addr)
         self._count_send()
@@ -543,7 +561,7 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
             SocketModeError: the socket is connected (use `Send`), not bound yet (call
                 `Bind` first), or deleted.
         """
-        if get_ident() != self._mux._thread:
+        if not is_owned(self._owner):
             self._mux.on_loop("SendTo")  # the thread check, exact (see `_iomux`)
         st = self._state
         if st is S.BOUND and not self._shutdown_wanted:
@@ -637,7 +655,7 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
             SocketModeError: the socket is bound (use `SendTo`), idle (call `Connect`
                 first), or deleted.
         """
-        if get_ident() != self._mux._thread:
+        if not is_owned(self._owner):
             self._mux.on_loop("Send")  # the thread check, exact (see `_iomux`)
         st = self._state
         if st is S.CONNECTED and not self._shutdown_wanted:
@@ -659,7 +677,7 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
         Raises:
             ValueError: `buf` is read-only or `len` is not 1..len(buf).
         """
-        if get_ident() != self._mux._thread:
+        if not is_owned(self._owner):
             self._mux.on_loop("Recv")  # the thread check, exact (see `_iomux`)
         st = self._state
         q = self._q
