@@ -288,24 +288,23 @@ class MediaCounters:
 
 class _Glue(USocket, UDtls, UTimer):
     """The stream's private user of its socket, engine and timers (so that their
-    callbacks are not public methods of `IMedia`)."""
+    callbacks are not public methods of `IMedia`).
 
-    __slots__ = ("m",)
+    It has no `SocketSendResult`: a stream whose app keeps `UMedia`'s no-op
+    `MediaRtpSendResult` uses it, and its socket then reports no sends at all (the
+    UDP socket skips the results of a user without the callback). `_SendGlue` adds it.
+    `SocketRecvFromResult`, the per-datagram callback, is the stream's own `_datagram`
+    (a slot, set per instance: one call less for each datagram)."""
+
+    __slots__ = ("SocketRecvFromResult", "m")
 
     def __init__(self, m: IMedia) -> None:
         self.m = m
+        self.SocketRecvFromResult = m._datagram  # type: ignore[method-assign,assignment]
 
     # the UDP socket
     def SocketBindResult(self, socket: ISocket, localAddr: str, localPort: int) -> None:
         self.m._bound(socket, localPort)
-
-    def SocketRecvFromResult(
-        self, socket: ISocket, buf: Any, len: int, srcAddr: IPaddr, srcPort: int
-    ) -> None:
-        self.m._datagram(socket, buf, len, srcAddr, srcPort)
-
-    def SocketSendResult(self, socket: ISocket) -> None:
-        self.m._sent(socket)
 
     def SocketShutdown(self, socket: ISocket, reason: ShutdownReason) -> None:
         self.m._socket_end(socket, reason)
@@ -332,6 +331,16 @@ class _Glue(USocket, UDtls, UTimer):
     # the timers
     def TimerOnTimeout(self, timer: ITimer) -> None:
         self.m._timeout(timer)
+
+
+class _SendGlue(_Glue):
+    """`_Glue` with the socket's `SocketSendResult`: for an app with its own
+    `MediaRtpSendResult`."""
+
+    __slots__ = ()
+
+    def SocketSendResult(self, socket: ISocket) -> None:
+        self.m._sent(socket)
 
 
 class _StunLookup(UDns):
@@ -427,6 +436,11 @@ class IMedia:
         "_dtmf_rx_timer",
         "_dtmf_timer",
         "_early_dtls",
+        "_fast_ip",
+        "_fast_port",
+        "_fast_pt",
+        "_fast_ssrc",
+        "_fast_stats",
         "_flush_handle",
         "_flushing",
         "_gathering",
@@ -453,16 +467,19 @@ class IMedia:
         "_rtcp_timer",
         "_rtp",
         "_rx",
+        "_rx_unprotect",
         "_send_kinds",
         "_send_results",
         "_sending",
         "_sock",
         "_src_host",
         "_src_ip",
+        "_srtp_errors",
         "_state",
         "_stats_timer",
         "_stun_servers",
         "_tx",
+        "_tx_protect",
         "_udp_provider",
         "_user",
         "_want_dtls",
@@ -473,7 +490,10 @@ class IMedia:
         self._loop = iomux.loop
         self._user = user
         self._log = log
-        self._glue = _Glue(self)
+        # an app that keeps UMedia's no-op MediaRtpSendResult is not called for each packet,
+        # and its socket is asked for no send results (a glue without SocketSendResult)
+        self._send_results = _overrides(user, "MediaRtpSendResult")
+        self._glue: _Glue = _SendGlue(self) if self._send_results else _Glue(self)
         self._state = _State.IDLE
         self._rng = random.Random(secrets.randbits(64))
         self._counters = MediaCounters()
@@ -505,11 +525,21 @@ class IMedia:
         self._tx: Any = None
         self._profile: str | None = None
         self._rx: Any = None
+        # the libsrtp calls of the per-packet paths, straight (see `_srtp_keys`)
+        self._tx_protect: Any = None
+        self._rx_unprotect: Any = None
+        self._srtp_errors: tuple[type[Exception], ...] = (ValueError,)
+        # the receive fast path (`_fast_in`), armed by `_media_in`: the selected remote
+        # (its address object, as the socket gives it, and port), the SSRC and payload
+        # type of its audio, and that SSRC's statistics; `_fast_ip` None: not armed
+        self._fast_ip: Any = None
+        self._fast_port = 0
+        self._fast_ssrc = -1
+        self._fast_pt = -1
+        self._fast_stats: Any = None
         self._sending = False
         self._connect_reported = False
         self._send_kinds: collections.deque[bool] = collections.deque()
-        # an app that keeps UMedia's no-op MediaRtpSendResult is not called for each packet
-        self._send_results = _overrides(user, "MediaRtpSendResult")
         self._src_ip: Any = None  # the last datagram's source, and its str()
         self._src_host = ""
         self._recvs: collections.deque[tuple[Any, memoryview, int]] = collections.deque()
@@ -739,6 +769,7 @@ class IMedia:
             # the port is gone under a live stream (the transport was lost)
             self._log.Log(LOG, "media %x: the UDP socket ended: %s", id(self), reason.name)
             self._sock = None
+            self._fast_ip = None
             self._send_kinds.clear()
             self._stop_media("the UDP socket ended: " + reason.name)
         finally:
@@ -983,6 +1014,7 @@ class IMedia:
             return
         first = self._remote is None
         self._remote = remote
+        self._fast_ip = None  # the fast path re-arms on the new remote's first packet
         self._log.Log(LOG, "media %x: sending to %s:%d", id(self), remote[0], remote[1])
         if not first:
             return
@@ -1014,6 +1046,12 @@ class IMedia:
         lk, ls, rk, rs = SrtpKeys(keys, profile, self._dtls_server)
         self._tx = ISrtpSession.Create(lk, ls, profile)
         self._rx = ISrtpSession.Create(rk, rs, profile)
+        self._fast_ip = None
+        # the per-packet paths call libsrtp straight; what it raises is libsrtp's error
+        # (or ValueError for a packet longer than its buffer), as `ISrtpSession` catches
+        self._tx_protect = self._tx._outbound().protect
+        self._rx_unprotect = self._rx._inbound().unprotect
+        self._srtp_errors = (self._rx._error, ValueError)
         self._log.Log(LOG, "media %x: DTLS-SRTP %s", id(self), profile)
 
     def _dtls_connected(self) -> None:
@@ -1054,6 +1092,7 @@ class IMedia:
             return
         self._log.Log(LOG, "media %x: %s", id(self), text)
         self._sending = False
+        self._fast_ip = None
         if st is _State.CONNECTING:
             self._set_state(_State.FAILED)
             self._emit("MediaConnectResult", text)
@@ -1090,7 +1129,8 @@ class IMedia:
         except ValueError as e:  # an address of the wrong family (a peer's candidate)
             self._once("sendto", "not sent to %s:%d: %s", host, port, e)
             return
-        self._send_kinds.append(rtp)
+        if self._send_results:  # else the socket reports no sends (`_Glue`)
+            self._send_kinds.append(rtp)
 
     def _send_raw(self, data: bytes, rtp: bool) -> None:
         remote = self._remote
@@ -1100,10 +1140,28 @@ class IMedia:
     def _sent(self, sock: ISocket) -> None:
         if sock is not self._sock or not self._send_kinds:
             return
-        if self._send_kinds.popleft() and self._send_results:
-            self._emit("MediaRtpSendResult")
+        if self._send_kinds.popleft():
+            # the socket's result is a network event of its own (from the loop, never
+            # inside the app's call): the app hears at its end, with no deferral more
+            self._out.append(("MediaRtpSendResult", ()))
+            if not self._in_event and not self._flushing:
+                self._flush()
 
     def _datagram(self, sock: ISocket, buf: Any, n: int, src: IPaddr, port: int) -> None:
+        if (
+            src is self._fast_ip
+            and port == self._fast_port
+            and 12 <= n < MAX_DATAGRAM
+            and sock is self._sock
+            and self._recvs
+            and not self._held
+            and not self._out
+            and not self._flushing
+        ):
+            b0, b1, seq, ts, ssrc = _RTP_HEADER.unpack_from(buf)
+            if b0 == 0x80 and ssrc == self._fast_ssrc and b1 & 0x7F == self._fast_pt:
+                self._fast_in(sock, buf, n, b1, seq, ts)
+                return
         if sock is not self._sock:
             return
         self._in_event = True
@@ -1121,6 +1179,71 @@ class IMedia:
             if sock is self._sock and st is not _State.CLOSING and st is not _State.CLOSED:
                 sock.Recv(buf)  # the buffer is the stream's again: post it for the next
             self._event_end()
+
+    def _fast_in(self, sock: Any, buf: Any, n: int, b1: int, seq: int, ts: int) -> None:
+        """The receive fast path: an RTP packet of the audio the stream already takes,
+        from the selected remote, that `_datagram` saw has a 12-byte header (version
+        2, no padding, extension or CSRC), the known SSRC and payload type, with a
+        `Recv` posted and nothing queued for the app. It does what `_demux` and
+        `_media_in` do for such a packet, in one frame: unprotect (a failure is
+        dropped and counted as there), count it in its source's statistics, copy the
+        payload into the oldest `Recv`, post the socket's buffer again, and call the
+        app. Everything else (another address, SSRC or payload type, DTMF, RTCP,
+        STUN, DTLS, a held payload, a callback still queued) takes the slow path,
+        which re-arms this one (`_media_in`)."""
+        unprotect = self._rx_unprotect
+        if unprotect is None:
+            pkt = bytes(buf[:n])
+        else:
+            try:
+                pkt = unprotect(bytes(buf[:n]))
+            except self._srtp_errors:
+                self._in_event = True
+                try:
+                    remote = self._remote
+                    assert remote is not None
+                    self._srtp_failed(remote[0], remote[1])
+                finally:
+                    sock.Recv(buf)
+                    self._event_end()
+                return
+        self._counters.rtp_received += 1
+        self._fast_stats.update(seq, ts, self._loop.time())
+        rtp = self._rtp
+        last = rtp.last_seq
+        rtp.last_seq = seq
+        diff = 1 if last is None else ((seq - last + 0x8000) & 0xFFFF) - 0x8000
+        rbuf, mv, want = self._recvs.popleft()
+        k = pkt.__len__() - 12
+        if k > want:
+            self._once("trunc", "payload of %d bytes truncated to %d", k, want)
+            k = want
+        mv[:k] = pkt[12 : 12 + k]
+        sock.Recv(buf)  # the buffer is the stream's again: post it for the next
+        self._flushing = True
+        try:
+            call_user(self._loop, self._user.MediaRtpRecvResult, self, rbuf, k, ts, diff, b1 > 127)
+        finally:
+            self._flushing = False
+        if self._out:
+            self._flush()
+
+    def _srtp_failed(self, host: str, port: int) -> None:
+        """An SRTP packet failed authentication or the replay check: counted, the
+        first logged and reported."""
+        c = self._counters
+        c.srtp_failed += 1
+        if c.srtp_failed == 1:
+            self._once("srtp", "SRTP from %s:%d failed authentication or replay", host, port)
+            self._emit(
+                "MediaEventReceived",
+                mt.CHANNEL_MEDIA_ERROR,
+                mt.EventMediaError(
+                    mt.FAULT_CODE_RTP_SRTP_AUTH_FAILED,
+                    "an SRTP packet failed authentication or the replay check",
+                    "srtp",
+                ),
+            )
 
     def _demux(self, buf: Any, n: int, host: str, port: int) -> None:
         """RFC 7983: the first byte tells STUN, DTLS and RTP/RTCP apart."""
@@ -1210,18 +1333,7 @@ class IMedia:
             return
         pkt = rx.Unprotect(data) if rx is not None else data
         if pkt is None:
-            c.srtp_failed += 1
-            if c.srtp_failed == 1:
-                self._once("srtp", "SRTP from %s:%d failed authentication or replay", host, port)
-                self._emit(
-                    "MediaEventReceived",
-                    mt.CHANNEL_MEDIA_ERROR,
-                    mt.EventMediaError(
-                        mt.FAULT_CODE_RTP_SRTP_AUTH_FAILED,
-                        "an SRTP packet failed authentication or the replay check",
-                        "srtp",
-                    ),
-                )
+            self._srtp_failed(host, port)
             return
         drop = self._drop_rx
         if drop and self._rng.random() * 100 < drop:
@@ -1236,6 +1348,7 @@ class IMedia:
         pt = b1 & 0x7F
         if rtp.rtp_in(ssrc, seq, ts, self._loop.time()):
             self._emit("MediaRtpRecv", host, port, ssrc, pt)
+        self._fast_ip = None
         if pt in self._dtmf_pt_rx:
             for start, digit in rtp.dtmf_in(payload, ts, self._loop.time()):
                 self._emit("MediaRtpDtmfNearStart" if start else "MediaRtpDtmfNear", digit)
@@ -1250,6 +1363,14 @@ class IMedia:
             self._once("held", "the app's Recv is behind: oldest payload dropped")
         held.append((payload, seq, ts, bool(b1 & 0x80)))
         self._deliver()
+        if st is _State.CONNECTED and not drop and pkt[0] == 0x80 and not 64 <= pt <= 95:
+            # the fast path takes this source's next packets (`_fast_in`); a payload
+            # type in 64..95 with the marker set would read as RTCP (RFC 5761)
+            self._fast_ip = self._src_ip
+            self._fast_port = port
+            self._fast_ssrc = ssrc
+            self._fast_pt = pt
+            self._fast_stats = rtp.sources[ssrc].stats
 
     def _deliver(self) -> None:
         held, recvs = self._held, self._recvs
@@ -1389,6 +1510,7 @@ class IMedia:
             return
         self._set_state(_State.CLOSING)
         self._sending = False
+        self._fast_ip = None
         self._out.clear()
         self._held.clear()
         self._recvs.clear()
