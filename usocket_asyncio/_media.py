@@ -68,6 +68,7 @@ import secrets
 import socket
 import struct
 import time
+from _thread import get_ident
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -108,7 +109,7 @@ from ._rtp import (
     parse_rtcp,
     round_trip,
 )
-from ._srtp import ISrtpSession, SrtpKeys
+from ._srtp import _MAX_RTP, ISrtpSession, SrtpKeys
 from ._types import IPaddr, LogFlags, ShutdownReason, SocketModeError
 
 if TYPE_CHECKING:
@@ -415,6 +416,9 @@ def host_addresses() -> list[str]:
 
 
 _RTP_HEADER = struct.Struct("!BBHII")
+_FAST_PAYLOAD = _MAX_RTP - 12
+"""The largest payload `RtpSend`'s fast path sends: what `ISrtpSession.Protect` takes
+(a longer one takes the slow path, which raises its ValueError)."""
 
 
 class IMedia:
@@ -1398,6 +1402,39 @@ class IMedia:
             SocketModeError: before `MediaConnectResult(media, None)`, or after `Close`.
             ValueError: `len` larger than the buffer, or a payload too large for SRTP.
         """
+        if self._sending and get_ident() == self._iomux._thread:
+            # the fast path: a connected stream, the loop's thread, a bytearray or
+            # bytes whose payload fits SRTP; what `_rtp_out` and `_send_raw` do, in
+            # one frame (anything else: the checks and errors below)
+            t = type(buf)
+            if t is bytearray or t is bytes:
+                size = buf.__len__()
+                n = size if len is None else len
+                if 0 <= n <= size and n <= _FAST_PAYLOAD and not self._drop_tx:
+                    rtp = self._rtp
+                    seq = rtp.seq
+                    rtp.seq = (seq + 1) & 0xFFFF
+                    ts = timestamp & 0xFFFFFFFF
+                    now = self._loop.time()
+                    rtp.last_ts = ts
+                    rtp.last_time = now
+                    send = rtp.send
+                    send.sent(n, ts, now)
+                    b1 = rtp.pt | 0x80 if send.packets == 1 else rtp.pt  # M: the first packet
+                    head = _RTP_HEADER.pack(0x80, b1, seq, ts, rtp.ssrc)
+                    pkt = head + (buf if n == size else buf[:n])
+                    protect = self._tx_protect
+                    if protect is not None:
+                        try:
+                            pkt = protect(pkt)
+                        except self._srtp_errors as e:
+                            raise ValueError(
+                                f"libsrtp refused to protect sequence number {seq} ({e}): "
+                                "give every packet a new sequence number"
+                            ) from None
+                    self._counters.rtp_sent += 1
+                    self._send_raw(pkt, True)
+                    return
         self._check("RtpSend")
         payload = _payload(buf, len, "RtpSend")
         if not self._sending:
@@ -1457,6 +1494,18 @@ class IMedia:
             SocketModeError: after `Close`.
             ValueError: `len` larger than the buffer, or a read-only buffer.
         """
+        if (
+            type(buf) is bytearray
+            and self._state is _State.CONNECTED
+            and get_ident() == self._iomux._thread
+        ):  # the fast path: a bytearray on a connected stream, from the loop's thread
+            size = buf.__len__()
+            want = size if len is None else len
+            if 0 <= want <= size:
+                self._recvs.append((buf, memoryview(buf), want))
+                if self._held:
+                    self._deliver()
+                return
         self._check("Recv")
         mv = as_view(buf, "IMedia.Recv")
         if mv.format != "B" or not mv.c_contiguous:
