@@ -1225,8 +1225,16 @@ class IMedia:
         mv[:k] = pkt[12 : 12 + k]
         sock.Recv(buf)  # the buffer is the stream's again: post it for the next
         self._flushing = True
+        fn = self._user.MediaRtpRecvResult
         try:
-            call_user(self._loop, self._user.MediaRtpRecvResult, self, rbuf, k, ts, diff, b1 > 127)
+            fn(self, rbuf, k, ts, diff, b1 > 127)
+        except Exception as e:  # as `call_user`: the loop's exception handler gets it
+            self._loop.call_exception_handler(
+                {
+                    "message": f"exception in callback {getattr(fn, '__qualname__', fn)}",
+                    "exception": e,
+                }
+            )
         finally:
             self._flushing = False
         if self._out:
@@ -1419,8 +1427,11 @@ class IMedia:
                     rtp.last_ts = ts
                     rtp.last_time = now
                     send = rtp.send
-                    send.sent(n, ts, now)
-                    b1 = rtp.pt | 0x80 if send.packets == 1 else rtp.pt  # M: the first packet
+                    send.packets = packets = send.packets + 1  # `RtpSendStats.sent`, inline
+                    send.octets += n
+                    send.last_ts = ts
+                    send.last_time = now
+                    b1 = rtp.pt | 0x80 if packets == 1 else rtp.pt  # M: the first packet
                     head = _RTP_HEADER.pack(0x80, b1, seq, ts, rtp.ssrc)
                     pkt = head + (buf if n == size else buf[:n])
                     protect = self._tx_protect
@@ -1433,7 +1444,16 @@ class IMedia:
                                 "give every packet a new sequence number"
                             ) from None
                     self._counters.rtp_sent += 1
-                    self._send_raw(pkt, True)
+                    remote = self._remote
+                    sock = self._sock
+                    if remote is not None and sock is not None:  # `_send_to`, inline
+                        try:
+                            sock.SendTo(pkt, None, remote[0], remote[1])
+                        except ValueError as e:  # an address of the wrong family
+                            self._once("sendto", "not sent to %s:%d: %s", *remote, e)
+                            return
+                        if self._send_results:
+                            self._send_kinds.append(True)
                     return
         self._check("RtpSend")
         payload = _payload(buf, len, "RtpSend")
