@@ -2,7 +2,7 @@
 benchmark, benchmarks/media.py, counts each packet's instructions): the source address
 becomes a string once per address, not once per datagram, an app that keeps
 `UMedia`'s no-op `MediaRtpSendResult` is not called with it for every packet; and the
-fast paths (receive: `IMedia._fast_in`; `RtpSend`) give what the slow ones give."""
+fast paths (receive: in `IMedia._datagram`; `RtpSend`) give what the slow ones give."""
 
 from __future__ import annotations
 
@@ -132,7 +132,7 @@ def test_the_source_address_is_made_a_string_once_per_address(
     close(mux, a, b)
 
 
-# -- the receive fast path (`IMedia._fast_in`) ------------------------------------------
+# -- the receive fast path (in `IMedia._datagram`) --------------------------------------
 #
 # It takes an RTP packet of the audio the stream already takes (the selected remote's
 # address, the known SSRC and payload type, a 12-byte header) and leaves everything else

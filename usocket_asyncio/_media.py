@@ -533,9 +533,9 @@ class IMedia:
         self._tx_protect: Any = None
         self._rx_unprotect: Any = None
         self._srtp_errors: tuple[type[Exception], ...] = (ValueError,)
-        # the receive fast path (`_fast_in`), armed by `_media_in`: the selected remote
-        # (its address object, as the socket gives it, and port), the SSRC and payload
-        # type of its audio, and that SSRC's statistics; `_fast_ip` None: not armed
+        # the receive fast path (in `_datagram`), armed by `_media_in`: the selected
+        # remote (its address object, as the socket gives it, and port), the SSRC and
+        # payload type of its audio, and that SSRC's statistics; `_fast_ip` None: not armed
         self._fast_ip: Any = None
         self._fast_port = 0
         self._fast_ssrc = -1
@@ -1152,6 +1152,19 @@ class IMedia:
                 self._flush()
 
     def _datagram(self, sock: ISocket, buf: Any, n: int, src: IPaddr, port: int) -> None:
+        """The socket's `SocketRecvFromResult` (the glue's slot: called straight).
+
+        The fast path first: an RTP packet of the audio the stream already takes (from
+        the selected remote: the address object the socket gave and the port that armed
+        it; a 12-byte header: version 2, no padding, extension or CSRC; the known SSRC
+        and payload type), with a `Recv` posted and nothing queued for the app. It does
+        what `_demux` and `_media_in` do for such a packet, in this one frame:
+        unprotect (a failure is dropped and counted as there), count it in its source's
+        statistics, copy the payload into the oldest `Recv`, post the socket's buffer
+        again, and call the app. Everything else (another address, SSRC or payload
+        type, DTMF, RTCP, STUN, DTLS, a held payload, a callback still queued) takes
+        the slow path, which arms the fast one again (`_media_in`); so do a `_select`,
+        new keys, a failure, `Close` and the socket's end, which disarm it."""
         if (
             src is self._fast_ip
             and port == self._fast_port
@@ -1164,7 +1177,48 @@ class IMedia:
         ):
             b0, b1, seq, ts, ssrc = _RTP_HEADER.unpack_from(buf)
             if b0 == 0x80 and ssrc == self._fast_ssrc and b1 & 0x7F == self._fast_pt:
-                self._fast_in(sock, buf, n, b1, seq, ts)
+                unprotect = self._rx_unprotect
+                if unprotect is None:
+                    pkt = bytes(buf[:n])
+                else:
+                    try:
+                        pkt = unprotect(bytes(buf[:n]))
+                    except self._srtp_errors:
+                        self._in_event = True
+                        try:
+                            self._srtp_failed(str(src), port)
+                        finally:
+                            sock.Recv(buf)
+                            self._event_end()
+                        return
+                self._counters.rtp_received += 1
+                self._fast_stats.update(seq, ts, self._loop.time())
+                rtp = self._rtp
+                last = rtp.last_seq
+                rtp.last_seq = seq
+                diff = 1 if last is None else ((seq - last + 0x8000) & 0xFFFF) - 0x8000
+                rbuf, mv, want = self._recvs.popleft()
+                k = pkt.__len__() - 12
+                if k > want:
+                    self._once("trunc", "payload of %d bytes truncated to %d", k, want)
+                    k = want
+                mv[:k] = pkt[12 : 12 + k]
+                sock.Recv(buf)  # the buffer is the stream's again: post it for the next
+                self._flushing = True
+                fn = self._user.MediaRtpRecvResult
+                try:
+                    fn(self, rbuf, k, ts, diff, b1 > 127)
+                except Exception as e:  # as `call_user`: the loop's exception handler
+                    self._loop.call_exception_handler(
+                        {
+                            "message": f"exception in callback {getattr(fn, '__qualname__', fn)}",
+                            "exception": e,
+                        }
+                    )
+                finally:
+                    self._flushing = False
+                if self._out:
+                    self._flush()
                 return
         if sock is not self._sock:
             return
@@ -1183,62 +1237,6 @@ class IMedia:
             if sock is self._sock and st is not _State.CLOSING and st is not _State.CLOSED:
                 sock.Recv(buf)  # the buffer is the stream's again: post it for the next
             self._event_end()
-
-    def _fast_in(self, sock: Any, buf: Any, n: int, b1: int, seq: int, ts: int) -> None:
-        """The receive fast path: an RTP packet of the audio the stream already takes,
-        from the selected remote, that `_datagram` saw has a 12-byte header (version
-        2, no padding, extension or CSRC), the known SSRC and payload type, with a
-        `Recv` posted and nothing queued for the app. It does what `_demux` and
-        `_media_in` do for such a packet, in one frame: unprotect (a failure is
-        dropped and counted as there), count it in its source's statistics, copy the
-        payload into the oldest `Recv`, post the socket's buffer again, and call the
-        app. Everything else (another address, SSRC or payload type, DTMF, RTCP,
-        STUN, DTLS, a held payload, a callback still queued) takes the slow path,
-        which re-arms this one (`_media_in`)."""
-        unprotect = self._rx_unprotect
-        if unprotect is None:
-            pkt = bytes(buf[:n])
-        else:
-            try:
-                pkt = unprotect(bytes(buf[:n]))
-            except self._srtp_errors:
-                self._in_event = True
-                try:
-                    remote = self._remote
-                    assert remote is not None
-                    self._srtp_failed(remote[0], remote[1])
-                finally:
-                    sock.Recv(buf)
-                    self._event_end()
-                return
-        self._counters.rtp_received += 1
-        self._fast_stats.update(seq, ts, self._loop.time())
-        rtp = self._rtp
-        last = rtp.last_seq
-        rtp.last_seq = seq
-        diff = 1 if last is None else ((seq - last + 0x8000) & 0xFFFF) - 0x8000
-        rbuf, mv, want = self._recvs.popleft()
-        k = pkt.__len__() - 12
-        if k > want:
-            self._once("trunc", "payload of %d bytes truncated to %d", k, want)
-            k = want
-        mv[:k] = pkt[12 : 12 + k]
-        sock.Recv(buf)  # the buffer is the stream's again: post it for the next
-        self._flushing = True
-        fn = self._user.MediaRtpRecvResult
-        try:
-            fn(self, rbuf, k, ts, diff, b1 > 127)
-        except Exception as e:  # as `call_user`: the loop's exception handler gets it
-            self._loop.call_exception_handler(
-                {
-                    "message": f"exception in callback {getattr(fn, '__qualname__', fn)}",
-                    "exception": e,
-                }
-            )
-        finally:
-            self._flushing = False
-        if self._out:
-            self._flush()
 
     def _srtp_failed(self, host: str, port: int) -> None:
         """An SRTP packet failed authentication or the replay check: counted, the
@@ -1376,7 +1374,7 @@ class IMedia:
         held.append((payload, seq, ts, bool(b1 & 0x80)))
         self._deliver()
         if st is _State.CONNECTED and not drop and pkt[0] == 0x80 and not 64 <= pt <= 95:
-            # the fast path takes this source's next packets (`_fast_in`); a payload
+            # the fast path (`_datagram`) takes this source's next packets; a payload
             # type in 64..95 with the marker set would read as RTCP (RFC 5761)
             self._fast_ip = self._src_ip
             self._fast_port = port
