@@ -34,7 +34,20 @@ soon as the datagram was handled: nothing of the peer's is kept but bounded queu
 Payloads go to the app in arrival order, one per `Recv`; `MediaRtpRecv` comes first
 for each new SSRC. What this side sends goes to the selected remote address only; each
 `SendTo` of the socket is noted (RTP or not) so that its `SocketSendResult` becomes
-`MediaRtpSendResult` for the app's packets only.
+`MediaRtpSendResult` for the app's packets only; an app that keeps `UMedia`'s no-op
+`MediaRtpSendResult` gets a socket user without `SocketSendResult` (`_Glue`), so its
+socket reports no sends at all.
+
+The per-packet paths. An RTP packet of the audio already being received (the selected
+remote's address and port, the known SSRC and payload type, a plain 12-byte header)
+with a `Recv` posted and nothing queued for the app takes a fast path written out in
+`_datagram`: unprotect, statistics, copy, the app's `MediaRtpRecvResult`, in one frame.
+Every other datagram takes the slow path above (`_demux`, `_media_in`), which arms the
+fast one again for the next packet of that source; a new remote, new keys, a failure,
+`Close` or the socket's end disarm it. `RtpSend` and `Recv` have fast paths of their own
+for the common case (a bytearray or bytes on a connected stream, from the loop's
+thread); anything else takes the checked path with its errors. Both call libsrtp
+straight (`_tx_protect`, `_rx_unprotect`), with `ISrtpSession`'s limits and errors.
 
 The life of a stream. `Initialize` binds the port (the next port of the range after an
 address in use), adds the host candidates and asks each STUN server (a name is looked
