@@ -85,6 +85,14 @@ def test_no_send_result_for_an_app_that_keeps_the_no_op(
         return real(loop, fn, *args)
 
     monkeypatch.setattr(_media, "call_user", spy)
+    sent_results: list[IMedia] = []
+    real_sent = IMedia._sent
+
+    def sent_spy(self: IMedia, sock: Any) -> None:
+        sent_results.append(self)
+        real_sent(self, sock)
+
+    monkeypatch.setattr(IMedia, "_sent", sent_spy)
     a = make_with(mux, mlog, NoSendResult("a"))
     b = make(mux, mlog, "b")
     connect(mux, a, b)
@@ -104,6 +112,9 @@ def test_no_send_result_for_an_app_that_keeps_the_no_op(
     assert "MediaRtpSendResult" not in names_a
     assert names_b.count("MediaRtpSendResult") == PACKETS  # an app with its own gets each
     assert a[0].counters.rtp_sent == PACKETS
+    # a's socket reports no sends at all (its user has no SocketSendResult); b's each
+    assert a[0] not in sent_results
+    assert sent_results.count(b[0]) >= PACKETS
     close(mux, a, b)
 
 
