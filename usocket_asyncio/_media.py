@@ -34,7 +34,20 @@ soon as the datagram was handled: nothing of the peer's is kept but bounded queu
 Payloads go to the app in arrival order, one per `Recv`; `MediaRtpRecv` comes first
 for each new SSRC. What this side sends goes to the selected remote address only; each
 `SendTo` of the socket is noted (RTP or not) so that its `SocketSendResult` becomes
-`MediaRtpSendResult` for the app's packets only.
+`MediaRtpSendResult` for the app's packets only; an app that keeps `UMedia`'s no-op
+`MediaRtpSendResult` gets a socket user without `SocketSendResult` (`_Glue`), so its
+socket reports no sends at all.
+
+The per-packet paths. An RTP packet of the audio already being received (the selected
+remote's address and port, the known SSRC and payload type, a plain 12-byte header)
+with a `Recv` posted and nothing queued for the app takes a fast path written out in
+`_datagram`: unprotect, statistics, copy, the app's `MediaRtpRecvResult`, in one frame.
+Every other datagram takes the slow path above (`_demux`, `_media_in`), which arms the
+fast one again for the next packet of that source; a new remote, new keys, a failure,
+`Close` or the socket's end disarm it. `RtpSend` and `Recv` have fast paths of their own
+for the common case (a bytearray or bytes on a connected stream, from the loop's
+thread); anything else takes the checked path with its errors. Both call libsrtp
+straight (`_tx_protect`, `_rx_unprotect`), with `ISrtpSession`'s limits and errors.
 
 The life of a stream. `Initialize` binds the port (the next port of the range after an
 address in use), adds the host candidates and asks each STUN server (a name is looked
@@ -68,6 +81,7 @@ import secrets
 import socket
 import struct
 import time
+from _thread import get_ident
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -108,7 +122,7 @@ from ._rtp import (
     parse_rtcp,
     round_trip,
 )
-from ._srtp import ISrtpSession, SrtpKeys
+from ._srtp import _MAX_RTP, ISrtpSession, SrtpKeys
 from ._types import IPaddr, LogFlags, ShutdownReason, SocketModeError
 
 if TYPE_CHECKING:
@@ -291,24 +305,23 @@ class MediaCounters:
 
 class _Glue(USocket, UDtls, UTimer):
     """The stream's private user of its socket, engine and timers (so that their
-    callbacks are not public methods of `IMedia`)."""
+    callbacks are not public methods of `IMedia`).
 
-    __slots__ = ("m",)
+    It has no `SocketSendResult`: a stream whose app keeps `UMedia`'s no-op
+    `MediaRtpSendResult` uses it, and its socket then reports no sends at all (the
+    UDP socket skips the results of a user without the callback). `_SendGlue` adds it.
+    `SocketRecvFromResult`, the per-datagram callback, is the stream's own `_datagram`
+    (a slot, set per instance: one call less for each datagram)."""
+
+    __slots__ = ("SocketRecvFromResult", "m")
 
     def __init__(self, m: IMedia) -> None:
         self.m = m
+        self.SocketRecvFromResult = m._datagram  # type: ignore[method-assign,assignment]
 
     # the UDP socket
     def SocketBindResult(self, socket: ISocket, localAddr: str, localPort: int) -> None:
         self.m._bound(socket, localPort)
-
-    def SocketRecvFromResult(
-        self, socket: ISocket, buf: Any, len: int, srcAddr: IPaddr, srcPort: int
-    ) -> None:
-        self.m._datagram(socket, buf, len, srcAddr, srcPort)
-
-    def SocketSendResult(self, socket: ISocket) -> None:
-        self.m._sent(socket)
 
     def SocketShutdown(self, socket: ISocket, reason: ShutdownReason) -> None:
         self.m._socket_end(socket, reason)
@@ -335,6 +348,16 @@ class _Glue(USocket, UDtls, UTimer):
     # the timers
     def TimerOnTimeout(self, timer: ITimer) -> None:
         self.m._timeout(timer)
+
+
+class _SendGlue(_Glue):
+    """`_Glue` with the socket's `SocketSendResult`: for an app with its own
+    `MediaRtpSendResult`."""
+
+    __slots__ = ()
+
+    def SocketSendResult(self, socket: ISocket) -> None:
+        self.m._sent(socket)
 
 
 class _StunLookup(UDns):
@@ -409,6 +432,9 @@ def host_addresses() -> list[str]:
 
 
 _RTP_HEADER = struct.Struct("!BBHII")
+_FAST_PAYLOAD = _MAX_RTP - 12
+"""The largest payload `RtpSend`'s fast path sends: what `ISrtpSession.Protect` takes
+(a longer one takes the slow path, which raises its ValueError)."""
 
 
 class IMedia:
@@ -430,6 +456,11 @@ class IMedia:
         "_dtmf_rx_timer",
         "_dtmf_timer",
         "_early_dtls",
+        "_fast_ip",
+        "_fast_port",
+        "_fast_pt",
+        "_fast_ssrc",
+        "_fast_stats",
         "_flush_handle",
         "_flushing",
         "_gathering",
@@ -456,16 +487,19 @@ class IMedia:
         "_rtcp_timer",
         "_rtp",
         "_rx",
+        "_rx_unprotect",
         "_send_kinds",
         "_send_results",
         "_sending",
         "_sock",
         "_src_host",
         "_src_ip",
+        "_srtp_errors",
         "_state",
         "_stats_timer",
         "_stun_servers",
         "_tx",
+        "_tx_protect",
         "_udp_provider",
         "_user",
         "_want_dtls",
@@ -476,7 +510,10 @@ class IMedia:
         self._loop = iomux.loop
         self._user = user
         self._log = log
-        self._glue = _Glue(self)
+        # an app that keeps UMedia's no-op MediaRtpSendResult is not called for each packet,
+        # and its socket is asked for no send results (a glue without SocketSendResult)
+        self._send_results = _overrides(user, "MediaRtpSendResult")
+        self._glue: _Glue = _SendGlue(self) if self._send_results else _Glue(self)
         self._state = _State.IDLE
         self._rng = random.Random(secrets.randbits(64))
         self._counters = MediaCounters()
@@ -508,11 +545,21 @@ class IMedia:
         self._tx: Any = None
         self._profile: str | None = None
         self._rx: Any = None
+        # the libsrtp calls of the per-packet paths, straight (see `_srtp_keys`)
+        self._tx_protect: Any = None
+        self._rx_unprotect: Any = None
+        self._srtp_errors: tuple[type[Exception], ...] = (ValueError,)
+        # the receive fast path (in `_datagram`), armed by `_media_in`: the selected
+        # remote (its address object, as the socket gives it, and port), the SSRC and
+        # payload type of its audio, and that SSRC's statistics; `_fast_ip` None: not armed
+        self._fast_ip: Any = None
+        self._fast_port = 0
+        self._fast_ssrc = -1
+        self._fast_pt = -1
+        self._fast_stats: Any = None
         self._sending = False
         self._connect_reported = False
         self._send_kinds: collections.deque[bool] = collections.deque()
-        # an app that keeps UMedia's no-op MediaRtpSendResult is not called for each packet
-        self._send_results = _overrides(user, "MediaRtpSendResult")
         self._src_ip: Any = None  # the last datagram's source, and its str()
         self._src_host = ""
         self._recvs: collections.deque[tuple[Any, memoryview, int]] = collections.deque()
@@ -742,6 +789,7 @@ class IMedia:
             # the port is gone under a live stream (the transport was lost)
             self._log.Log(LOG, "media %x: the UDP socket ended: %s", id(self), reason.name)
             self._sock = None
+            self._fast_ip = None
             self._send_kinds.clear()
             self._stop_media("the UDP socket ended: " + reason.name)
         finally:
@@ -986,6 +1034,7 @@ class IMedia:
             return
         first = self._remote is None
         self._remote = remote
+        self._fast_ip = None  # the fast path re-arms on the new remote's first packet
         self._log.Log(LOG, "media %x: sending to %s:%d", id(self), remote[0], remote[1])
         if not first:
             return
@@ -1017,6 +1066,12 @@ class IMedia:
         lk, ls, rk, rs = SrtpKeys(keys, profile, self._dtls_server)
         self._tx = ISrtpSession.Create(lk, ls, profile)
         self._rx = ISrtpSession.Create(rk, rs, profile)
+        self._fast_ip = None
+        # the per-packet paths call libsrtp straight; what it raises is libsrtp's error
+        # (or ValueError for a packet longer than its buffer), as `ISrtpSession` catches
+        self._tx_protect = self._tx._outbound().protect
+        self._rx_unprotect = self._rx._inbound().unprotect
+        self._srtp_errors = (self._rx._error, ValueError)
         self._log.Log(LOG, "media %x: DTLS-SRTP %s", id(self), profile)
 
     def _dtls_connected(self) -> None:
@@ -1057,6 +1112,7 @@ class IMedia:
             return
         self._log.Log(LOG, "media %x: %s", id(self), text)
         self._sending = False
+        self._fast_ip = None
         if st is _State.CONNECTING:
             self._set_state(_State.FAILED)
             self._emit("MediaConnectResult", text)
@@ -1093,7 +1149,8 @@ class IMedia:
         except ValueError as e:  # an address of the wrong family (a peer's candidate)
             self._once("sendto", "not sent to %s:%d: %s", host, port, e)
             return
-        self._send_kinds.append(rtp)
+        if self._send_results:  # else the socket reports no sends (`_Glue`)
+            self._send_kinds.append(rtp)
 
     def _send_raw(self, data: bytes, rtp: bool) -> None:
         remote = self._remote
@@ -1103,10 +1160,82 @@ class IMedia:
     def _sent(self, sock: ISocket) -> None:
         if sock is not self._sock or not self._send_kinds:
             return
-        if self._send_kinds.popleft() and self._send_results:
-            self._emit("MediaRtpSendResult")
+        if self._send_kinds.popleft():
+            # the socket's result is a network event of its own (from the loop, never
+            # inside the app's call): the app hears at its end, with no deferral more
+            self._out.append(("MediaRtpSendResult", ()))
+            if not self._in_event and not self._flushing:
+                self._flush()
 
     def _datagram(self, sock: ISocket, buf: Any, n: int, src: IPaddr, port: int) -> None:
+        """The socket's `SocketRecvFromResult` (the glue's slot: called straight).
+
+        The fast path first: an RTP packet of the audio the stream already takes (from
+        the selected remote: the address object the socket gave and the port that armed
+        it; a 12-byte header: version 2, no padding, extension or CSRC; the known SSRC
+        and payload type), with a `Recv` posted and nothing queued for the app. It does
+        what `_demux` and `_media_in` do for such a packet, in this one frame:
+        unprotect (a failure is dropped and counted as there), count it in its source's
+        statistics, copy the payload into the oldest `Recv`, post the socket's buffer
+        again, and call the app. Everything else (another address, SSRC or payload
+        type, DTMF, RTCP, STUN, DTLS, a held payload, a callback still queued) takes
+        the slow path, which arms the fast one again (`_media_in`); so do a `_select`,
+        new keys, a failure, `Close` and the socket's end, which disarm it."""
+        if (
+            src is self._fast_ip
+            and port == self._fast_port
+            and 12 <= n < MAX_DATAGRAM
+            and sock is self._sock
+            and self._recvs
+            and not self._held
+            and not self._out
+            and not self._flushing
+        ):
+            b0, b1, seq, ts, ssrc = _RTP_HEADER.unpack_from(buf)
+            if b0 == 0x80 and ssrc == self._fast_ssrc and b1 & 0x7F == self._fast_pt:
+                unprotect = self._rx_unprotect
+                if unprotect is None:
+                    pkt = bytes(buf[:n])
+                else:
+                    try:
+                        pkt = unprotect(bytes(buf[:n]))
+                    except self._srtp_errors:
+                        self._in_event = True
+                        try:
+                            self._srtp_failed(str(src), port)
+                        finally:
+                            sock.Recv(buf)
+                            self._event_end()
+                        return
+                self._counters.rtp_received += 1
+                self._fast_stats.update(seq, ts, self._loop.time())
+                rtp = self._rtp
+                last = rtp.last_seq
+                rtp.last_seq = seq
+                diff = 1 if last is None else ((seq - last + 0x8000) & 0xFFFF) - 0x8000
+                rbuf, mv, want = self._recvs.popleft()
+                k = pkt.__len__() - 12
+                if k > want:
+                    self._once("trunc", "payload of %d bytes truncated to %d", k, want)
+                    k = want
+                mv[:k] = pkt[12 : 12 + k]
+                sock.Recv(buf)  # the buffer is the stream's again: post it for the next
+                self._flushing = True
+                fn = self._user.MediaRtpRecvResult
+                try:
+                    fn(self, rbuf, k, ts, diff, b1 > 127)
+                except Exception as e:  # as `call_user`: the loop's exception handler
+                    self._loop.call_exception_handler(
+                        {
+                            "message": f"exception in callback {getattr(fn, '__qualname__', fn)}",
+                            "exception": e,
+                        }
+                    )
+                finally:
+                    self._flushing = False
+                if self._out:
+                    self._flush()
+                return
         if sock is not self._sock:
             return
         self._in_event = True
@@ -1124,6 +1253,23 @@ class IMedia:
             if sock is self._sock and st is not _State.CLOSING and st is not _State.CLOSED:
                 sock.Recv(buf)  # the buffer is the stream's again: post it for the next
             self._event_end()
+
+    def _srtp_failed(self, host: str, port: int) -> None:
+        """An SRTP packet failed authentication or the replay check: counted, the
+        first logged and reported."""
+        c = self._counters
+        c.srtp_failed += 1
+        if c.srtp_failed == 1:
+            self._once("srtp", "SRTP from %s:%d failed authentication or replay", host, port)
+            self._emit(
+                "MediaEventReceived",
+                mt.CHANNEL_MEDIA_ERROR,
+                mt.EventMediaError(
+                    mt.FAULT_CODE_RTP_SRTP_AUTH_FAILED,
+                    "an SRTP packet failed authentication or the replay check",
+                    "srtp",
+                ),
+            )
 
     def _demux(self, buf: Any, n: int, host: str, port: int) -> None:
         """RFC 7983: the first byte tells STUN, DTLS and RTP/RTCP apart."""
@@ -1213,18 +1359,7 @@ class IMedia:
             return
         pkt = rx.Unprotect(data) if rx is not None else data
         if pkt is None:
-            c.srtp_failed += 1
-            if c.srtp_failed == 1:
-                self._once("srtp", "SRTP from %s:%d failed authentication or replay", host, port)
-                self._emit(
-                    "MediaEventReceived",
-                    mt.CHANNEL_MEDIA_ERROR,
-                    mt.EventMediaError(
-                        mt.FAULT_CODE_RTP_SRTP_AUTH_FAILED,
-                        "an SRTP packet failed authentication or the replay check",
-                        "srtp",
-                    ),
-                )
+            self._srtp_failed(host, port)
             return
         drop = self._drop_rx
         if drop and self._rng.random() * 100 < drop:
@@ -1239,6 +1374,7 @@ class IMedia:
         pt = b1 & 0x7F
         if rtp.rtp_in(ssrc, seq, ts, self._loop.time()):
             self._emit("MediaRtpRecv", host, port, ssrc, pt)
+        self._fast_ip = None
         if pt in self._dtmf_pt_rx:
             for start, digit in rtp.dtmf_in(payload, ts, self._loop.time()):
                 self._emit("MediaRtpDtmfNearStart" if start else "MediaRtpDtmfNear", digit)
@@ -1253,6 +1389,14 @@ class IMedia:
             self._once("held", "the app's Recv is behind: oldest payload dropped")
         held.append((payload, seq, ts, bool(b1 & 0x80)))
         self._deliver()
+        if st is _State.CONNECTED and not drop and pkt[0] == 0x80 and not 64 <= pt <= 95:
+            # the fast path (`_datagram`) takes this source's next packets; a payload
+            # type in 64..95 with the marker set would read as RTCP (RFC 5761)
+            self._fast_ip = self._src_ip
+            self._fast_port = port
+            self._fast_ssrc = ssrc
+            self._fast_pt = pt
+            self._fast_stats = rtp.sources[ssrc].stats
 
     def _deliver(self) -> None:
         held, recvs = self._held, self._recvs
@@ -1280,6 +1424,51 @@ class IMedia:
             SocketModeError: before `MediaConnectResult(media, None)`, or after `Close`.
             ValueError: `len` larger than the buffer, or a payload too large for SRTP.
         """
+        if self._sending and get_ident() == self._iomux._thread:
+            # the fast path: a connected stream, the loop's thread, a bytearray or
+            # bytes whose payload fits SRTP; what `_rtp_out` and `_send_raw` do, in
+            # one frame (anything else: the checks and errors below)
+            t = type(buf)
+            if t is bytearray or t is bytes:
+                size = buf.__len__()
+                n = size if len is None else len
+                if 0 <= n <= size and n <= _FAST_PAYLOAD and not self._drop_tx:
+                    rtp = self._rtp
+                    seq = rtp.seq
+                    rtp.seq = (seq + 1) & 0xFFFF
+                    ts = timestamp & 0xFFFFFFFF
+                    now = self._loop.time()
+                    rtp.last_ts = ts
+                    rtp.last_time = now
+                    send = rtp.send
+                    send.packets = packets = send.packets + 1  # `RtpSendStats.sent`, inline
+                    send.octets += n
+                    send.last_ts = ts
+                    send.last_time = now
+                    b1 = rtp.pt | 0x80 if packets == 1 else rtp.pt  # M: the first packet
+                    head = _RTP_HEADER.pack(0x80, b1, seq, ts, rtp.ssrc)
+                    pkt = head + (buf if n == size else buf[:n])
+                    protect = self._tx_protect
+                    if protect is not None:
+                        try:
+                            pkt = protect(pkt)
+                        except self._srtp_errors as e:
+                            raise ValueError(
+                                f"libsrtp refused to protect sequence number {seq} ({e}): "
+                                "give every packet a new sequence number"
+                            ) from None
+                    self._counters.rtp_sent += 1
+                    remote = self._remote
+                    sock = self._sock
+                    if remote is not None and sock is not None:  # `_send_to`, inline
+                        try:
+                            sock.SendTo(pkt, None, remote[0], remote[1])
+                        except ValueError as e:  # an address of the wrong family
+                            self._once("sendto", "not sent to %s:%d: %s", *remote, e)
+                            return
+                        if self._send_results:
+                            self._send_kinds.append(True)
+                    return
         self._check("RtpSend")
         payload = _payload(buf, len, "RtpSend")
         if not self._sending:
@@ -1339,6 +1528,18 @@ class IMedia:
             SocketModeError: after `Close`.
             ValueError: `len` larger than the buffer, or a read-only buffer.
         """
+        if (
+            type(buf) is bytearray
+            and self._state is _State.CONNECTED
+            and get_ident() == self._iomux._thread
+        ):  # the fast path: a bytearray on a connected stream, from the loop's thread
+            size = buf.__len__()
+            want = size if len is None else len
+            if 0 <= want <= size:
+                self._recvs.append((buf, memoryview(buf), want))
+                if self._held:
+                    self._deliver()
+                return
         self._check("Recv")
         mv = as_view(buf, "IMedia.Recv")
         if mv.format != "B" or not mv.c_contiguous:
@@ -1392,6 +1593,7 @@ class IMedia:
             return
         self._set_state(_State.CLOSING)
         self._sending = False
+        self._fast_ip = None
         self._out.clear()
         self._held.clear()
         self._recvs.clear()

@@ -666,7 +666,15 @@ class RtpReceiveStats:
             Whether the packet counts (False: the source is on probation, or the sequence
             number is out of range; the caller may drop it).
         """
-        if not self._update_seq(seq):
+        max_seq = self._max_seq
+        udelta = (seq - max_seq) & 0xFFFF
+        if udelta < _MAX_DROPOUT and self._started and not self._probation:
+            # the common case of `_update_seq`, inline: in order, or a gap ahead
+            if seq < max_seq:
+                self._cycles += _RTP_SEQ_MOD
+            self._max_seq = seq
+            self._received += 1
+        elif not self._update_seq(seq):
             return False
         # A.8: transit time in timestamp units; differences modulo 2**32 (timestamps wrap)
         arrival_ts = round(arrival * self._clock_rate)
@@ -758,11 +766,20 @@ class RtpReceiveStats:
 class RtpSendStats:
     """The send side of one source: what an SR says about it.
 
+    `sent` counts a packet; a per-packet path may update the attributes itself, as
+    `sent` does.
+
+    Attributes:
+        packets: RTP packets sent.
+        octets: their payload octets.
+        last_ts: the RTP timestamp of the last one (None before the first).
+        last_time: when it was sent, in seconds.
+
     Args:
         clock_rate: the RTP clock rate in Hz.
     """
 
-    __slots__ = ("_clock_rate", "_last_time", "_last_ts", "octets", "packets")
+    __slots__ = ("_clock_rate", "last_time", "last_ts", "octets", "packets")
 
     def __init__(self, clock_rate: int) -> None:
         if clock_rate <= 0:
@@ -770,8 +787,8 @@ class RtpSendStats:
         self._clock_rate = clock_rate
         self.packets = 0
         self.octets = 0
-        self._last_ts: int | None = None
-        self._last_time = 0.0
+        self.last_ts: int | None = None
+        self.last_time = 0.0
 
     def sent(self, payload_len: int, timestamp: int, now: float) -> None:
         """Count one RTP packet sent.
@@ -783,8 +800,8 @@ class RtpSendStats:
         """
         self.packets += 1
         self.octets += payload_len
-        self._last_ts = timestamp
-        self._last_time = now
+        self.last_ts = timestamp
+        self.last_time = now
 
     def sender_report(
         self, ssrc: int, now: float, unix_now: float, reports: list[ReportBlock] | None = None
@@ -800,10 +817,10 @@ class RtpSendStats:
             unix_now: the current Unix time (for the NTP timestamp).
             reports: report blocks to carry.
         """
-        if self._last_ts is None:
+        if self.last_ts is None:
             return None
-        elapsed = max(0.0, now - self._last_time)
-        rtp_ts = (self._last_ts + int(elapsed * self._clock_rate)) & 0xFFFFFFFF
+        elapsed = max(0.0, now - self.last_time)
+        rtp_ts = (self.last_ts + int(elapsed * self._clock_rate)) & 0xFFFFFFFF
         return SenderReport(
             ssrc=ssrc,
             ntp=ntp_time(unix_now),
