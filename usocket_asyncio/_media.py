@@ -81,7 +81,6 @@ import secrets
 import socket
 import struct
 import time
-from _thread import get_ident
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -1424,7 +1423,7 @@ class IMedia:
             SocketModeError: before `MediaConnectResult(media, None)`, or after `Close`.
             ValueError: `len` larger than the buffer, or a payload too large for SRTP.
         """
-        if self._sending and get_ident() == self._iomux._thread:
+        if self._sending and self._iomux._owner._is_owned():
             # the fast path: a connected stream, the loop's thread, a bytearray or
             # bytes whose payload fits SRTP; what `_rtp_out` and `_send_raw` do, in
             # one frame (anything else: the checks and errors below)
@@ -1531,7 +1530,7 @@ class IMedia:
         if (
             type(buf) is bytearray
             and self._state is _State.CONNECTED
-            and get_ident() == self._iomux._thread
+            and self._iomux._owner._is_owned()
         ):  # the fast path: a bytearray on a connected stream, from the loop's thread
             size = buf.__len__()
             want = size if len is None else len
