@@ -111,6 +111,8 @@ def _owned(data: Any, start: int, end: int) -> Any:
     """A copy the socket may keep of `data[start:end]` (`end` -1: to the end), `data`
     being the app's buffer or a view of it: a slice of a bytearray is a new one already,
     a slice of a view is made bytes."""
+    if start == 0 and end < 0:  # all of it: one copy, no slice
+        return data.tobytes() if type(data) is memoryview else bytes(data)
     part = data[start:] if end < 0 else data[start:end]
     if type(part) is memoryview:
         return part.tobytes()
@@ -181,6 +183,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         "_accept_target",
         "_cache",
         "_direct",
+        "_direct_bytes",
         "_drain_left",
         "_drain_mark",
         "_draining",
@@ -239,6 +242,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         self._peer_end: ShutdownReason | None = None
         # send side
         self._direct: Any = None  # the direct path's sender (`_direct.py`), while allowed
+        self._direct_bytes = False  # a `bytes` goes direct too (`_direct.takes_bytes`)
         self._cache: list[bytes | bytearray] = []
         self._shutdown_wanted = False
         self._draining = False
@@ -354,6 +358,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         self._tr = tr
         tr.set_write_buffer_limits(high=0)
         self._direct = _direct.sender(tr)
+        self._direct_bytes = _direct.takes_bytes(tr)
         accepted = self._state is S.ACCEPTING
         self._set_state(S.CONNECTED)
         self._remember_local(tr)
@@ -624,7 +629,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
             if tr is None:  # lost while bytes wait for the app: nothing goes any more
                 return
             d = self._direct
-            if d is not None and not self._blocked:
+            if d is not None and not self._blocked and (tb is not bytes or self._direct_bytes):
                 # the direct path (`_direct.py`): while the transport holds nothing, the
                 # kernel takes the bytes from here; what it does not take goes to the
                 # transport as a copy (which pauses it: the result waits, as below)
@@ -640,8 +645,10 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
                     n = -1
                 if n >= 0 and n != (builtins.len(data) if cut < 0 else cut):
                     tr.write(_owned(data, n, cut) if lent else data[n:])
-            elif lent:
+            elif cut >= 0:
                 tr.write(_owned(data, 0, cut))
+            elif lent:  # all of the app's buffer or view: one copy
+                tr.write(data.tobytes() if type(data) is memoryview else bytes(data))
             else:
                 tr.write(data)
             # `_count_send()`, written out: the call costs 265 Ir per 1 KiB request
