@@ -18,8 +18,11 @@ Sending. `Send` writes at once (cached until connected). The transport's high-wa
 is 0, so it calls `pause_writing` as soon as anything stays in its buffer and
 `resume_writing` once the buffer is empty again: a `Send` whose bytes all reached the
 kernel is complete on return; the others complete at `resume_writing`. This makes
-`SocketSendResult` exact and in order without per-send bookkeeping. (A TLS socket's
-transport is a writer that keeps the same promise for the records, see `_tls.py`.)
+`SocketSendResult` exact and in order without per-send bookkeeping. While the transport
+holds nothing, a TCP or local socket writes to the OS socket itself and hands only what
+the kernel does not take to the transport (the direct path, `_direct.py`); the promise
+is the same. (A TLS socket's transport is a writer that keeps the same promise for the
+records, see `_tls.py`.)
 
 Callbacks. Every transport event enters through `SocketBase._event` (the per-read one,
 `buffer_updated`, sets `_in_event` itself and calls the user directly, for the figure
