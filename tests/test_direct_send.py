@@ -456,13 +456,6 @@ def test_send_racing_upgrade_to_tls(mux: Mux, log: IInstanceLog, ca: Any, held: 
     """A plaintext Send (all taken by the kernel, or partly still in the transport) and
     UpgradeToTLSSocket at once: the plaintext arrives whole before the handshake; the
     TLS sockets never send directly, and the TCP socket handed over sends no more."""
-    if held:
-        pytest.skip(
-            "the SSL protocol (asyncio's and uvloop's) asserts in resume_writing when it "
-            "takes over a TCP transport paused for its earlier protocol (an upgrade while "
-            "the TCP socket still holds sent bytes, with or without the direct path); the "
-            "upgrade path does not handle it yet"
-        )
     tcp, tls = provider("tcp"), provider("tls")
     sctx = make_ctx(tls, log, cert=pem_of(ca, "127.0.0.1"))
     cctx = make_ctx(tls, log, trust=ca.cert_pem.bytes())

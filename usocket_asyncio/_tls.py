@@ -204,6 +204,16 @@ class TLSSocket(StreamSocket):
         try:
             if tr.is_closing():
                 raise ConnectionResetError("the TCP connection closed before the handshake")
+            if tr.get_write_buffer_size():
+                # plaintext the TCP socket sent is still in the transport, which paused
+                # that socket's writing: it goes first, whole, and the SSL protocol takes
+                # over a transport that is not paused (both loops' SSL protocols assert
+                # that a resume_writing follows their own pause_writing)
+                drained = _Draining(self._loop)
+                tr.set_protocol(drained)
+                await asyncio.wait_for(drained.done, HANDSHAKE_TIMEOUT)
+                if drained.data:
+                    pending += bytes(drained.data)
             tr.set_write_buffer_limits()  # the TCP socket's were for exact send results
             hostname = None
             if not server_side:
@@ -438,6 +448,29 @@ class _Opening(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.ended = exc or ConnectionResetError("the connection closed before the handshake")
+
+
+class _Draining(_Opening):
+    """The TCP transport's protocol while the plaintext an upgraded socket sent leaves
+    (reading stays paused): `done` completes when the transport resumes writing, that is
+    when its buffer is empty (the TCP socket's limits: high 0), or fails when the
+    connection ends first."""
+
+    __slots__ = ("done",)
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self.done: asyncio.Future[None] = loop.create_future()
+
+    def resume_writing(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if not self.done.done():
+            assert self.ended is not None
+            self.done.set_exception(self.ended)
 
 
 class _RawWatch(asyncio.BufferedProtocol):
