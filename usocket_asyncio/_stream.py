@@ -113,6 +113,8 @@ _CONNECTED: Final = State.CONNECTED
 _NOSIGNAL: Final = _direct.NOSIGNAL
 _FAST: Final = _direct.FAST
 """The direct path's compiled helper is there: it sends part of a buffer without a slice."""
+_len: Final = builtins.len
+"""`len` for the methods whose parameter of that name hides it (one lookup)."""
 
 
 def _owned(data: Any, start: int, end: int) -> Any:
@@ -402,7 +404,9 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         # the one transport known to let go of the buffer before `buffer_updated`
         self._zero_copy = type(tr).__module__ == "asyncio.selector_events"
         tr.set_write_buffer_limits(high=0)
-        self._direct = _direct.sender(tr)
+        # (none for a socket whose Shutdown came while connecting: `Send`'s fast path
+        # takes an open direct path to mean connected with no Shutdown asked)
+        self._direct = None if self._shutdown_wanted else _direct.sender(tr)
         accepted = self._state is S.ACCEPTING
         self._set_state(S.CONNECTED)
         self._remember_local(tr)
@@ -670,10 +674,44 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         `Shutdown`, and once the connection is lost (while bytes it brought still wait
         for `Recv`; its `SocketShutdown` follows them).
         """
-        st = self._state
         if not is_owned(self._owner):
             self._mux.on_loop("Send")  # the thread check, exact (see `_iomux`)
         data: Any
+        if not _FAST and type(buf) is bytearray:
+            d = self._direct
+            if d is not None and not self._blocked:
+                # the common case of the pure build, written out: a bytearray while the
+                # direct path is open (connected, no Shutdown asked, nothing in the
+                # transport). 64 opcodes in place of 102 per 1 KiB request, pure uvloop
+                # plain echo (python -m benchmarks.callgrind): 14,191 -> 13,429 Ir; flow
+                # 15,668 -> 14,899
+                if len is None:
+                    data = buf
+                    lent = True
+                else:
+                    data = buf[:len]  # a copy of its own
+                    lent = False
+                    if _len(data) != len:
+                        raise ValueError(f"Send: len={len} but the buffer holds {_len(buf)} bytes")
+                try:
+                    n = d.send(data, _NOSIGNAL)
+                except OSError as e:
+                    if not self._direct_rest(data, -1, lent, 0, e):
+                        return
+                else:
+                    if n != _len(data):
+                        self._direct_rest(data, -1, lent, n, None)
+                if not self._blocked:  # `_count_send()`, written out as below
+                    if self._w_send:
+                        self._send_due += 1
+                        if not self._due:
+                            self._due = True
+                            if not self._in_event:
+                                self._mux._deferred.add(self)
+                else:
+                    self._unreported += 1
+                return
+        st = self._state
         # `data`: what to send, read from the buffer with at most one copy. `lent`: it is
         # the app's own memory (its buffer or a view of it), which the socket copies
         # before it keeps any of it (the app may reuse the buffer once `Send` returns).
@@ -686,20 +724,18 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
             if len is None:
                 data = buf
                 lent = True
-            elif _FAST and 0 <= len <= builtins.len(buf):
+            elif _FAST and 0 <= len <= _len(buf):
                 data = buf
                 lent = True
                 cut = len
             else:  # a copy of its own (the transports take a bytearray as it is)
                 data = buf[:len]
-                if builtins.len(data) != len:
-                    raise ValueError(
-                        f"Send: len={len} but the buffer holds {builtins.len(buf)} bytes"
-                    )
+                if _len(data) != len:
+                    raise ValueError(f"Send: len={len} but the buffer holds {_len(buf)} bytes")
         elif tb is bytes:
             data = buf[:len]  # all of a bytes is itself
-            if len is not None and builtins.len(data) != len:
-                raise ValueError(f"Send: len={len} but the buffer holds {builtins.len(buf)} bytes")
+            if len is not None and _len(data) != len:
+                raise ValueError(f"Send: len={len} but the buffer holds {_len(buf)} bytes")
         else:
             mv = memoryview(buf)
             if mv.ndim != 1 or mv.itemsize != 1:
@@ -724,16 +760,12 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
                 # transport as a copy (which pauses it: the result waits, as below)
                 try:
                     n = d.send(data, _NOSIGNAL) if cut < 0 else d.send(data, _NOSIGNAL, cut)
-                except BlockingIOError:
-                    n = 0
-                except OSError:  # the transport meets it again and ends with its reason
-                    self._drop_direct()
-                    tr.write(_owned(data, 0, cut) if lent else data)
-                    if tr.is_closing():
-                        return  # the bytes never left: no result; connection_lost follows
-                    n = -1
-                if n >= 0 and n != (builtins.len(data) if cut < 0 else cut):
-                    tr.write(_owned(data, n, cut) if lent else data[n:])
+                except OSError as e:
+                    if not self._direct_rest(data, cut, lent, 0, e):
+                        return
+                else:
+                    if n != (_len(data) if cut < 0 else cut):
+                        self._direct_rest(data, cut, lent, n, None)
             elif lent:
                 tr.write(_owned(data, 0, cut))
             else:
@@ -763,6 +795,20 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
             f"Send on a socket that is {st.value}: Send needs a socket on which Connect was "
             "called, or one handed over by SocketAcceptComplete"
         )
+
+    def _direct_rest(self, data: Any, cut: int, lent: bool, n: int, err: OSError | None) -> bool:
+        """A direct send the kernel did not take whole (`n` bytes of `data`, or `err`):
+        the rest goes to the transport as a copy the socket owns (which pauses it, so the
+        result waits for the kernel). False: the bytes never left and get no result (the
+        transport met the error too and is closing; `connection_lost` follows)."""
+        tr = self._tr
+        if err is not None and not isinstance(err, BlockingIOError):
+            # the transport meets the error again and ends with its own reason
+            self._drop_direct()
+            tr.write(_owned(data, 0, cut) if lent else data)
+            return not tr.is_closing()
+        tr.write(_owned(data, n, cut) if lent else data[n:])
+        return True
 
     def _write(self, data: bytes | bytearray) -> None:
         self._tr.write(data)
