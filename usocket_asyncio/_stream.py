@@ -115,7 +115,8 @@ _NOSIGNAL: Final = _direct.NOSIGNAL
 _FAST: Final = _direct.FAST
 """The direct path's compiled helper is there: it sends part of a buffer without a slice."""
 _len: Final = builtins.len
-"""`len` for the methods whose parameter of that name hides it (one lookup)."""
+"""`len` for the pure fast path of `Send`, whose parameter of that name hides it (one
+lookup; mypyc compiles `builtins.len` itself into its own fast op, not this)."""
 _os_write: Final = os.write
 _SIGPIPE: Final = getattr(signal, "SIGPIPE", None)
 
@@ -139,7 +140,8 @@ def _write_fd_ok() -> bool:
     return h is signal.SIG_IGN or callable(h)
 
 
-"""`len` for the methods whose parameter of that name hides it (one lookup)."""
+"""`len` for the pure fast path of `Send`, whose parameter of that name hides it (one
+lookup; mypyc compiles `builtins.len` itself into its own fast op, not this)."""
 
 
 def _owned(data: Any, start: int, end: int) -> Any:
@@ -707,40 +709,39 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         if not is_owned(self._owner):
             self._mux.on_loop("Send")  # the thread check, exact (see `_iomux`)
         data: Any
-        if not _FAST and type(buf) is bytearray:
-            fd = self._dfd
-            if fd >= 0 and not self._blocked:
-                # the common case of the pure build, written out: a bytearray while the
-                # direct path is open (connected, no Shutdown asked, nothing in the
-                # transport). 65 opcodes in place of 102 per 1 KiB request, pure uvloop
-                # plain echo (python -m benchmarks.callgrind): 14,191 -> 13,429 Ir; flow
-                # 15,668 -> 14,899; with `os.write` (`_write_fd_ok`) 12,821 / 14,291
-                if len is None:
-                    data = buf
-                    lent = True
-                else:
-                    data = buf[:len]  # a copy of its own
-                    lent = False
-                    if _len(data) != len:
-                        raise ValueError(f"Send: len={len} but the buffer holds {_len(buf)} bytes")
-                try:
-                    n = _os_write(fd, data)  # see `_write_fd_ok`
-                except OSError as e:
-                    if not self._direct_rest(data, -1, lent, 0, e):
-                        return
-                else:
-                    if n != _len(data):
-                        self._direct_rest(data, -1, lent, n, None)
-                if not self._blocked:  # `_count_send()`, written out as below
-                    if self._w_send:
-                        self._send_due += 1
-                        if not self._due:
-                            self._due = True
-                            if not self._in_event:
-                                self._mux._deferred.add(self)
-                else:
-                    self._unreported += 1
-                return
+        fd = self._dfd  # (-1 in the compiled build with its helper: see `_write_fd_ok`)
+        if fd >= 0 and type(buf) is bytearray and not self._blocked:
+            # the common case of the pure build, written out: a bytearray while the
+            # direct path is open (connected, no Shutdown asked, nothing in the
+            # transport). 65 opcodes in place of 102 per 1 KiB request, pure uvloop
+            # plain echo (python -m benchmarks.callgrind): 14,191 -> 13,429 Ir; flow
+            # 15,668 -> 14,899; with `os.write` (`_write_fd_ok`) 12,821 / 14,291
+            if len is None:
+                data = buf
+                lent = True
+            else:
+                data = buf[:len]  # a copy of its own
+                lent = False
+                if _len(data) != len:
+                    raise ValueError(f"Send: len={len} but the buffer holds {_len(buf)} bytes")
+            try:
+                n = _os_write(fd, data)  # see `_write_fd_ok`
+            except OSError as e:
+                if not self._direct_rest(data, -1, lent, 0, e):
+                    return
+            else:
+                if n != _len(data):
+                    self._direct_rest(data, -1, lent, n, None)
+            if not self._blocked:  # `_count_send()`, written out as below
+                if self._w_send:
+                    self._send_due += 1
+                    if not self._due:
+                        self._due = True
+                        if not self._in_event:
+                            self._mux._deferred.add(self)
+            else:
+                self._unreported += 1
+            return
         st = self._state
         # `data`: what to send, read from the buffer with at most one copy. `lent`: it is
         # the app's own memory (its buffer or a view of it), which the socket copies
@@ -754,18 +755,20 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
             if len is None:
                 data = buf
                 lent = True
-            elif _FAST and 0 <= len <= _len(buf):
+            elif _FAST and 0 <= len <= builtins.len(buf):
                 data = buf
                 lent = True
                 cut = len
             else:  # a copy of its own (the transports take a bytearray as it is)
                 data = buf[:len]
-                if _len(data) != len:
-                    raise ValueError(f"Send: len={len} but the buffer holds {_len(buf)} bytes")
+                if builtins.len(data) != len:
+                    raise ValueError(
+                        f"Send: len={len} but the buffer holds {builtins.len(buf)} bytes"
+                    )
         elif tb is bytes:
             data = buf[:len]  # all of a bytes is itself
-            if len is not None and _len(data) != len:
-                raise ValueError(f"Send: len={len} but the buffer holds {_len(buf)} bytes")
+            if len is not None and builtins.len(data) != len:
+                raise ValueError(f"Send: len={len} but the buffer holds {builtins.len(buf)} bytes")
         else:
             mv = memoryview(buf)
             if mv.ndim != 1 or mv.itemsize != 1:
@@ -793,9 +796,9 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
                 except OSError as e:
                     if not self._direct_rest(data, cut, lent, 0, e):
                         return
-                else:
-                    if n != (_len(data) if cut < 0 else cut):
-                        self._direct_rest(data, cut, lent, n, None)
+                    n = -1
+                if n >= 0 and n != (builtins.len(data) if cut < 0 else cut):
+                    self._direct_rest(data, cut, lent, n, None)
             elif lent:
                 tr.write(_owned(data, 0, cut))
             else:
