@@ -25,8 +25,11 @@ Sending. `Send` writes at once (cached until connected). The transport's high-wa
 is 0, so it calls `pause_writing` as soon as anything stays in its buffer and
 `resume_writing` once the buffer is empty again: a `Send` whose bytes all reached the
 kernel is complete on return; the others complete at `resume_writing`. This makes
-`SocketSendResult` exact and in order without per-send bookkeeping. (A TLS socket's
-transport is a writer that keeps the same promise for the records, see `_tls.py`.)
+`SocketSendResult` exact and in order without per-send bookkeeping. While the transport
+holds nothing, a TCP or local socket writes to the OS socket itself and hands only what
+the kernel does not take to the transport (the direct path, `_direct.py`); the promise
+is the same. (A TLS socket's transport is a writer that keeps the same promise for the
+records, see `_tls.py`.)
 
 Callbacks. Every transport event enters through `SocketBase._event` (the per-read one,
 `buffer_updated`, sets `_in_event` itself and calls the user directly, for the figure
@@ -140,14 +143,12 @@ def _write_fd_ok() -> bool:
     return h is signal.SIG_IGN or callable(h)
 
 
-"""`len` for the pure fast path of `Send`, whose parameter of that name hides it (one
-lookup; mypyc compiles `builtins.len` itself into its own fast op, not this)."""
-
-
 def _owned(data: Any, start: int, end: int) -> Any:
     """A copy the socket may keep of `data[start:end]` (`end` -1: to the end), `data`
     being the app's buffer or a view of it: a slice of a bytearray is a new one already,
     a slice of a view is made bytes."""
+    if start == 0 and end < 0:  # all of it: one copy, no slice
+        return data.tobytes() if type(data) is memoryview else bytes(data)
     part = data[start:] if end < 0 else data[start:end]
     if type(part) is memoryview:
         return part.tobytes()
@@ -252,6 +253,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         "_cache",
         "_dfd",
         "_direct",
+        "_direct_bytes",
         "_drain_left",
         "_drain_mark",
         "_draining",
@@ -317,6 +319,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         # send side
         self._direct: Any = None  # the direct path's sender (`_direct.py`), while allowed
         self._dfd = -1  # its descriptor, for `os.write` (`_write_fd_ok`), or -1
+        self._direct_bytes = False  # a `bytes` goes direct too (`_direct.takes_bytes`)
         self._cache: list[bytes | bytearray] = []
         self._shutdown_wanted = False
         self._draining = False
@@ -437,6 +440,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         # (none for a socket whose Shutdown came while connecting: `Send`'s fast path
         # takes an open direct path to mean connected with no Shutdown asked)
         d = self._direct = None if self._shutdown_wanted else _direct.sender(tr)
+        self._direct_bytes = _direct.takes_bytes(tr)
         if d is not None and not _FAST and _write_fd_ok():
             self._dfd = d.fileno()
         accepted = self._state is S.ACCEPTING
@@ -787,7 +791,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
             if tr is None:  # lost while bytes wait for the app: nothing goes any more
                 return
             d = self._direct
-            if d is not None and not self._blocked:
+            if d is not None and not self._blocked and (tb is not bytes or self._direct_bytes):
                 # the direct path (`_direct.py`): while the transport holds nothing, the
                 # kernel takes the bytes from here; what it does not take goes to the
                 # transport as a copy (which pauses it: the result waits, as below)
@@ -799,8 +803,10 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
                     n = -1
                 if n >= 0 and n != (builtins.len(data) if cut < 0 else cut):
                     self._direct_rest(data, cut, lent, n, None)
-            elif lent:
+            elif cut >= 0:
                 tr.write(_owned(data, 0, cut))
+            elif lent:  # all of the app's buffer or view: one copy
+                tr.write(data.tobytes() if type(data) is memoryview else bytes(data))
             else:
                 tr.write(data)
             # `_count_send()`, written out: the call costs 265 Ir per 1 KiB request
