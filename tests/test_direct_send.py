@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import signal
 import socket
 import struct
 import time
@@ -176,6 +177,7 @@ def spy_on(sock: ISocket) -> Spy:
     assert d is not None, "a connected TCP/local socket sends directly"
     spy = Spy(d)
     inside(sock)._direct = spy
+    inside(sock)._dfd = -1  # the pure build's `os.write` of a bytearray: through the spy too
     return spy
 
 
@@ -565,4 +567,85 @@ def test_udp_a_refused_datagram_is_logged_and_the_socket_carries_on(mux: Mux) ->
     mux.run_until(lambda: any("refused" in ln.lower() for ln in lines.lines), what="the log line")
     mux.run_for(0.05)
     assert rec.shutdown is None and rec.names() == ["connect", "send", "send"]
+    sock.Delete()
+
+
+# ----------------------------------------------------------- the pure build's os.write
+
+
+def test_the_pure_builds_bytearray_path_writes_the_descriptor(
+    mux: Mux, log: IInstanceLog, kind: str, peer: Peer
+) -> None:
+    """A bytearray Send in the pure build goes to the descriptor with `os.write` (SIGPIPE
+    ignored, Python's setting): whole, partly (the rest a copy in the transport, the
+    result once the kernel has every byte, later Sends behind it), and direct again."""
+    sock, rec = connected(mux, log, kind, peer)
+    if _direct.FAST:
+        assert inside(sock)._dfd == -1, "the compiled helper sends with MSG_NOSIGNAL"
+        sock.Delete()
+        return
+    assert inside(sock)._dfd == os_socket(sock).fileno()
+    small = bytearray(os.urandom(1024))
+    call(rec, sock.Send, small, 1000)
+    assert buffered(sock) == 0, "the kernel took it all"
+    assert peer.read(mux, 1000) == bytes(small[:1000])
+    mux.run_until(lambda: rec.sends_done == 1, what="the send result")
+    shrink_sndbuf(sock)
+    a = bytearray(os.urandom(BIG))
+    a_copy = bytes(a)
+    call(rec, sock.Send, a)
+    assert 0 < buffered(sock) < BIG, "the kernel took part; the rest is in the transport"
+    a[:] = bytes(BIG)  # reused at once: the transport holds a copy
+    b = bytearray(os.urandom(5000))
+    b_copy = bytes(b)
+    call(rec, sock.Send, b)
+    b[:] = bytes(len(b))
+    assert rec.sends_done == 1
+    assert sha(peer.read(mux, BIG)) == sha(a_copy)
+    assert peer.read(mux, len(b_copy)) == b_copy
+    mux.run_until(lambda: rec.sends_done == 3, what="the two send results")
+    c = bytearray(b"direct again")
+    call(rec, sock.Send, c)
+    assert buffered(sock) == 0
+    assert peer.read(mux, len(c)) == bytes(c)
+    mux.run_until(lambda: rec.sends_done == 4, what="the last send result")
+    assert rec.names() == ["connect", "send", "send", "send", "send"]
+    sock.Delete()
+
+
+def test_the_pure_builds_write_meets_a_peer_reset(mux: Mux, kind: str, peer: Peer) -> None:
+    """The peer resets before the loop noticed: the `os.write` fails (EPIPE/ECONNRESET,
+    no signal), the bytes go to the transport, which ends the socket with SOCKET_LOST,
+    once, with no SocketSendResult."""
+    clog, lines = captured_log(int(LogFlags.LOG_TCP | LogFlags.LOG_LDS))
+    sock, rec = connected(mux, clog, kind, peer)
+    peer.reset()
+    time.sleep(0.05)  # the reset has arrived; the loop has not run
+    call(rec, sock.Send, bytearray(b"into the void" * 100), 1000)
+    assert direct_of(sock) is None and inside(sock)._dfd == -1, "no direct send after it"
+    mux.run_until(lambda: rec.shutdown is not None, what="SocketShutdown")
+    mux.run_for(0.05)
+    ended_once(rec, R.SOCKET_LOST)
+    assert rec.names() == ["connect", "shutdown"], "no SocketSendResult: the bytes never left"
+    assert any(("ECONNRESET" in ln or "EPIPE" in ln) for ln in lines.lines), lines.lines
+    sock.Delete()
+
+
+def test_sigpipes_default_keeps_the_senders_msg_nosignal(
+    mux: Mux, log: IInstanceLog, kind: str, peer: Peer
+) -> None:
+    """An app that restored SIGPIPE's default before connecting: `os.write` (no
+    MSG_NOSIGNAL) is not used; Sends go through the sender's `send`, and arrive."""
+    old = signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    try:
+        sock, rec = connected(mux, log, kind, peer)
+    finally:
+        signal.signal(signal.SIGPIPE, old)
+    assert inside(sock)._dfd == -1
+    spy = Spy(direct_of(sock))
+    inside(sock)._direct = spy
+    x = bytearray(os.urandom(2000))
+    call(rec, sock.Send, x, 1500)
+    assert spy.calls == 1 and spy.took == [1500]
+    assert peer.read(mux, 1500) == bytes(x[:1500])
     sock.Delete()
