@@ -180,9 +180,17 @@ _PACKS: Final[list[Any]] = [None] * (_PACK_MAX + 1)
 """`struct.Struct(f"{n}s").pack_into` for each read size n up to `_PACK_MAX`, made at
 its first use: `pack(buf, pos, area)` puts the first n bytes of the read area at `pos`
 in the app's buffer with one copy and no allocation (see `_AREA`)."""
+_PACK_BUDGET: Final[list[int]] = [64]
+"""How many more packs may be made: a process keeps at most 64 (about 10 KB), for the
+read sizes it meets first; other sizes copy by a slice. (A peer that sends every size
+from 1 to 4096 bytes would otherwise make the process keep 4096 packs, about 600 KB.)"""
 
 
 def _pack_for(n: int) -> Any:
+    """The pack of read size `n`, made now if the budget allows, else None."""
+    if _PACK_BUDGET[0] <= 0:
+        return None
+    _PACK_BUDGET[0] -= 1
     pack = _PACKS[n] = struct.Struct(f"{n}s").pack_into
     return pack
 
@@ -508,8 +516,12 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
                 self._area_to_hold(nbytes)
                 return
             try:  # the copy into the app's buffer (figures beside `_AREA`)
-                _PACKS[nbytes](self._rmv, rpos, self._area)
-            except (IndexError, TypeError, struct.error):  # see `_copy_in`
+                pack = _PACKS[nbytes]
+                if pack is None:
+                    self._copy_in(rpos, nbytes)
+                else:
+                    pack(self._rmv, rpos, self._area)
+            except (IndexError, struct.error):  # see `_copy_in`
                 self._copy_in(rpos, nbytes)
         elif into:  # _USER: the transport read into the buffer itself
             pos = self._rpos + nbytes
@@ -566,15 +578,18 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
             self._tr.pause_reading()
 
     def _copy_in(self, rpos: int, nbytes: int) -> None:
-        """The copy of `buffer_updated` for a read size with no pack yet (made now), one
-        larger than `_PACK_MAX`, or a buffer the app shrank while its Recv was pending
+        """The copy of `buffer_updated` for a read size with no pack yet (made now while
+        `_PACK_BUDGET` lasts), one larger than `_PACK_MAX`, or a buffer the app shrank
+        while its Recv was pending
         (a slice assignment, as before the packs: its temporary costs little beside the
         bytes)."""
         rmv = self._rmv
         if nbytes <= _PACK_MAX and rpos + nbytes <= memoryview(rmv).nbytes:
-            _pack_for(nbytes)(rmv, rpos, self._area)
-        else:
-            rmv[rpos : rpos + nbytes] = self._area[:nbytes]
+            pack = _pack_for(nbytes)
+            if pack is not None:
+                pack(rmv, rpos, self._area)
+                return
+        rmv[rpos : rpos + nbytes] = self._area[:nbytes]
 
     def _area_to_hold(self, nbytes: int) -> None:
         """What the loop's read area got goes to the (empty) hold, and from there to the
