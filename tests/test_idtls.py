@@ -18,6 +18,7 @@ import tracemalloc
 from typing import Any
 
 import pytest
+from kit.browser import in_loopback_namespace, namespace_unavailable
 from kit.dtls import OWN_FP, SRTP, Endpoint, SimNet, is_client_hello
 from kit.loop import Mux, R, free_port, wake
 from kit.peers import (
@@ -470,25 +471,6 @@ def hello_then_close(mux: Mux, ep: Endpoint, proc: Any, who: str) -> None:
     wait_for_output(mux, proc, "hello from the engine")
     ep.dtls.DtlsClose()
     wait_for_exit(mux, proc, f"{who} to see close_notify", 10)
-
-
-def in_loopback_namespace(args: list[str]) -> list[str]:
-    """`args` run in a fresh network namespace that has only loopback, brought up first
-    (for peers such as gnutls-serv that cannot be told to listen on loopback only)."""
-    return ["unshare", "--net", "--", "sh", "-c", 'ip link set lo up && exec "$0" "$@"', *args]
-
-
-def namespace_unavailable() -> str | None:
-    """Why `in_loopback_namespace` cannot run here, or None when it can."""
-    if shutil.which("unshare") is None or shutil.which("ip") is None:
-        return "needs unshare and ip (util-linux, iproute2) for a loopback-only namespace"
-    probe = subprocess.run(
-        in_loopback_namespace(["true"]), capture_output=True, timeout=10, check=False
-    )
-    if probe.returncode != 0:
-        why = probe.stderr.decode("latin-1", "replace").strip()
-        return f"cannot make a private network namespace (unshare --net): {why}"
-    return None
 
 
 @pytest.mark.interop
