@@ -148,7 +148,7 @@ def measure(
     """Run one server under callgrind and drive it; returns its figures
     ({"kind", "loop", "impl", "requests", "conns", "size", "ir_per_request", ...}).
     `late`: start uninstrumented and turn the instrumentation on when the server is up."""
-    from .run import ROOT, Child, ChildError, make_cert
+    from .proc import ROOT, Child, ChildError, make_cert
 
     if not available():
         raise RuntimeError("valgrind is not installed (apt-get install valgrind)")

@@ -53,7 +53,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .run import Child, ChildError, cpus
+from .proc import Child, ChildError, cpus
 from .servers import comma_list
 from .stats import spread
 
