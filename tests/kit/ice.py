@@ -54,7 +54,27 @@ class Endpoint(Protocol):
     def next_event(self) -> IceEvent | None: ...
 
 
-class LitePeer:
+class _AnsweringPeer:
+    """A peer that only answers: what it sends waits in `_out` for `SimNet`; it has no
+    timer and no events."""
+
+    _out: list[tuple[bytes, Addr]]
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
+        out, self._out = self._out, []
+        return out
+
+    def get_timer(self) -> float | None:
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        pass
+
+    def next_event(self) -> IceEvent | None:
+        return None
+
+
+class LitePeer(_AnsweringPeer):
     """An ice-lite peer (RFC 8445 §2.5): it answers the checks that carry its credentials
     and sends none; a USE-CANDIDATE check selects the pair. Records what it saw."""
 
@@ -83,21 +103,8 @@ class LitePeer:
         self._out.append((encode(answer, self.pwd.encode()), addr))
         return True
 
-    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
-        out, self._out = self._out, []
-        return out
 
-    def get_timer(self) -> float | None:
-        return None
-
-    def handle_timer(self, now: float) -> None:
-        pass
-
-    def next_event(self) -> IceEvent | None:
-        return None
-
-
-class StunServerPeer:
+class StunServerPeer(_AnsweringPeer):
     """A STUN server: answers each Binding request with the source address it saw, or
     with `error` (code, reason), or not at all (`silent`)."""
 
@@ -118,19 +125,6 @@ class StunServerPeer:
             answer = StunMessage(BINDING, SUCCESS, msg.transaction_id, xor_mapped_address=addr)
         self._out.append((encode(answer), addr))
         return True
-
-    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
-        out, self._out = self._out, []
-        return out
-
-    def get_timer(self) -> float | None:
-        return None
-
-    def handle_timer(self, now: float) -> None:
-        pass
-
-    def next_event(self) -> IceEvent | None:
-        return None
 
 
 @dataclass
