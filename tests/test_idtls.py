@@ -416,6 +416,29 @@ needs_gnutls = pytest.mark.skipif(
 )
 
 
+def s_server_args(port: int, files: dict[str, str], *extra: str) -> list[str]:
+    """`openssl s_server` for one DTLS 1.2 client with DTLS-SRTP on 127.0.0.1:`port`."""
+    args = ["openssl", "s_server", "-dtls1_2", "-accept", f"127.0.0.1:{port}"]
+    return [
+        *args,
+        "-cert",
+        files["server"],
+        "-use_srtp",
+        "SRTP_AES128_CM_SHA1_80",
+        *extra,
+        "-naccept",
+        "1",
+    ]
+
+
+def s_client_args(port: int, files: dict[str, str], *extra: str) -> list[str]:
+    """`openssl s_client` over DTLS 1.2 with DTLS-SRTP to 127.0.0.1:`port`, reading on
+    after its stdin ends."""
+    args = ["openssl", "s_client", "-dtls1_2", "-connect", f"127.0.0.1:{port}"]
+    args += ["-use_srtp", "SRTP_AES128_CM_SHA1_80", *extra, "-mtu", "1200", "-ign_eof"]
+    return [*args, "-cert", files["client"]]
+
+
 @pytest.mark.interop
 @pytest.mark.timeout(40)
 @needs_openssl
@@ -423,9 +446,7 @@ def test_engine_client_against_openssl_s_server(
     mux: Mux, log: IInstanceLog, files: dict[str, str]
 ) -> None:
     port = free_port(socket.AF_INET, socket.SOCK_DGRAM)
-    args = ["openssl", "s_server", "-dtls1_2", "-accept", f"127.0.0.1:{port}"]
-    args += ["-cert", files["server"], "-use_srtp", "SRTP_AES128_CM_SHA1_80", *EXPORT]
-    args += ["-naccept", "1"]
+    args = s_server_args(port, files, *EXPORT)
     with ready_peer(args, "ACCEPT") as proc:
         cli = client_against(mux, log, port, fingerprint_of(files["server"]))
         wait_for_output(mux, proc, "Keying material:")
@@ -452,9 +473,7 @@ def test_openssl_s_client_against_engine_server(
 ) -> None:
     srv = Endpoint(mux, log, True, fingerprint=None)
     mux.run_until(lambda: srv.port != 0)
-    args = ["openssl", "s_client", "-dtls1_2", "-connect", f"127.0.0.1:{srv.port}"]
-    args += ["-use_srtp", "SRTP_AES128_CM_SHA1_80", *EXPORT, "-mtu", "1200", "-ign_eof"]
-    args += ["-cert", files["client"]]
+    args = s_client_args(srv.port, files, *EXPORT)
     with peer(args, b"hello from s_client\n") as proc:
         mux.run_until(lambda: bool(srv.received), 20, "s_client's line")
         assert srv.received == [b"hello from s_client\n"]
@@ -674,9 +693,7 @@ def test_openssl_client_hello_before_connect(
     timed)."""
     srv = NominatedLate(mux, log, fingerprint=None)
     mux.run_until(lambda: srv.port != 0)
-    args = ["openssl", "s_client", "-dtls1_2", "-connect", f"127.0.0.1:{srv.port}"]
-    args += ["-use_srtp", "SRTP_AES128_CM_SHA1_80", "-mtu", "1200", "-ign_eof"]
-    args += ["-cert", files["client"]]
+    args = s_client_args(srv.port, files)
     with peer(args, b"hello from s_client\n") as proc:
         mux.run_until(lambda: bool(srv.received), 20, "s_client's line")
         assert srv.connected and srv.received == [b"hello from s_client\n"]
@@ -742,8 +759,7 @@ def test_close_inside_a_callback_against_openssl_s_server(
     mux: Mux, log: IInstanceLog, files: dict[str, str]
 ) -> None:
     port = free_port(socket.AF_INET, socket.SOCK_DGRAM)
-    args = ["openssl", "s_server", "-dtls1_2", "-accept", f"127.0.0.1:{port}"]
-    args += ["-cert", files["server"], "-use_srtp", "SRTP_AES128_CM_SHA1_80", "-naccept", "1"]
+    args = s_server_args(port, files)
     with ready_peer(args, "ACCEPT") as proc:
         cli = ClosesOnFirstRecord(
             mux, log, False, fingerprint=fingerprint_of(files["server"]), peer_port=port
@@ -770,9 +786,7 @@ def test_close_inside_a_callback_against_openssl_s_client(
 ) -> None:
     srv = ClosesOnFirstRecord(mux, log, True, fingerprint=None)
     mux.run_until(lambda: srv.port != 0)
-    args = ["openssl", "s_client", "-dtls1_2", "-connect", f"127.0.0.1:{srv.port}"]
-    args += ["-use_srtp", "SRTP_AES128_CM_SHA1_80", "-mtu", "1200", "-ign_eof"]
-    args += ["-cert", files["client"]]
+    args = s_client_args(srv.port, files)
     with peer(args, b"hello from s_client\n") as proc:
         mux.run_until(lambda: srv.closed is not None, 20, "s_client's line, then the close")
         assert srv.received == [b"hello from s_client\n"] and srv.closed == 0
