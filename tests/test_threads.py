@@ -15,8 +15,9 @@ that starts a thread in a callback and calls at once), and however the loop runs
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -44,6 +45,31 @@ class Ticker(UTimer):
     def TimerOnTimeout(self, timer: ITimer) -> None:
         self.fired += 1
         self.inside(timer)
+
+
+@contextlib.contextmanager
+def loop_on_another_thread(mux: IIoMux, first: Callable[[], None] | None = None) -> Iterator[None]:
+    """Run the loop on a new thread for the body of the `with` (`first` called inside
+    the running loop before the body starts); the loop stops, and the thread ends, when
+    the body does."""
+    inside = threading.Event()
+    leave = threading.Event()
+
+    async def hold() -> None:
+        if first is not None:
+            first()
+        inside.set()
+        while not leave.is_set():
+            await asyncio.sleep(0.005)
+
+    runner = threading.Thread(target=lambda: mux.loop.run_until_complete(hold()))
+    runner.start()
+    try:
+        assert inside.wait(10)
+        yield
+    finally:
+        leave.set()
+        runner.join(10)
 
 
 def test_timer_and_provider_calls_from_a_thread_inside_a_callback(
@@ -164,23 +190,11 @@ def test_while_no_thread_runs_the_loop_any_thread_may_call(loop: str, log: IInst
         assert rec.names() == ["bind"]
         # now another thread runs the loop; this (the first) thread's calls must raise
         errors: list[str] = []
-        inside = threading.Event()
-        leave = threading.Event()
-
-        async def hold() -> None:
-            inside.set()
-            while not leave.is_set():
-                await asyncio.sleep(0.005)
-
-        runner = threading.Thread(target=lambda: mux.loop.run_until_complete(hold()))
-        runner.start()
-        assert inside.wait(10)
-        try:
-            sock.Recv(bytearray(4))
-        except SocketModeError as e:
-            errors.append(str(e))
-        leave.set()
-        runner.join(10)
+        with loop_on_another_thread(mux):
+            try:
+                sock.Recv(bytearray(4))
+            except SocketModeError as e:
+                errors.append(str(e))
         assert len(errors) == 1 and "call_soon_threadsafe" in errors[0], errors
         sock.Delete()
     finally:
@@ -213,21 +227,8 @@ def test_a_loop_run_again_in_another_thread_is_that_threads(loop: str, log: IIns
 
         mux.loop.run_until_complete(first())
         assert rec.names() == ["bind"]
-        inside = threading.Event()
-        leave = threading.Event()
-
-        async def second() -> None:
-            call("the thread running the loop now")
-            inside.set()
-            while not leave.is_set():
-                await asyncio.sleep(0.005)
-
-        runner = threading.Thread(target=lambda: mux.loop.run_until_complete(second()))
-        runner.start()
-        assert inside.wait(10)
-        call("the thread that ran it before")
-        leave.set()
-        runner.join(10)
+        with loop_on_another_thread(mux, lambda: call("the thread running the loop now")):
+            call("the thread that ran it before")
         assert said["the thread running the loop now"] == "accepted", said
         assert "call_soon_threadsafe" in said["the thread that ran it before"], said
         sock.Delete()  # no thread runs the loop now: fine from here
@@ -256,24 +257,12 @@ def test_run_lets_go_of_the_loop_when_it_returns(loop: str, log: IInstanceLog) -
         mux.Run()
         guard.cancel()
         assert rec.names() == ["bind"]
-        inside = threading.Event()
-        leave = threading.Event()
-
-        async def hold() -> None:
-            inside.set()
-            while not leave.is_set():
-                await asyncio.sleep(0.005)
-
-        runner = threading.Thread(target=lambda: mux.loop.run_until_complete(hold()))
-        runner.start()
-        assert inside.wait(10)
-        try:
-            sock.GetLocalAddress()
-            said.append("accepted")
-        except SocketModeError as e:
-            said.append(str(e))
-        leave.set()
-        runner.join(10)
+        with loop_on_another_thread(mux):
+            try:
+                sock.GetLocalAddress()
+                said.append("accepted")
+            except SocketModeError as e:
+                said.append(str(e))
         assert len(said) == 1 and "call_soon_threadsafe" in said[0], said
         sock.Delete()
     finally:
