@@ -354,3 +354,65 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+TARGETS = {
+    "compiled": {"throughput": 0.98, "cpu": 1.03},
+    "pure": {"throughput": 0.95, "cpu": 1.06},
+}
+"""The speed targets of the 1 KiB ping-pong cells (tcp and local, x1 and x10, plain and
+flow styles, both loops), paired against raw `Protocol`: requests/s at least, server CPU
+per request at most."""
+IR_TARGETS = {("compiled", "uvloop"): 1.3, ("compiled", "asyncio"): 1.0, ("pure", "uvloop"): 2.1}
+"""Instructions per 1 KiB request against raw `Protocol` (callgrind), at most."""
+TARGET_STYLES = ("plain", "flow")
+
+
+def _met(value: float, bound: float, at_least: bool) -> str:
+    ok = value >= bound if at_least else value <= bound
+    return f"{'met' if ok else 'MISSED'} ({'>=' if at_least else '<='} {bound:g})"
+
+
+def targets(summary: list[dict[str, Any]], callgrind: list[dict[str, Any]]) -> list[str]:
+    """The run's figures against the speed targets, one line a cell: the 1 KiB ping-pong
+    cells' paired ratios (median ± half the IQR; "~" marks a spread too wide to trust)
+    and the instructions per request. Cells the run did not measure are left out."""
+    lines = []
+    for row in summary:
+        if row["kind"] not in ("tcp", "local") or row["workload"] not in ("pp1k-1", "pp1k-10"):
+            continue
+        for lib in lib_impls([row]):
+            build, _, style = lib.partition("-")
+            if style not in TARGET_STYLES:
+                continue
+            goal = TARGETS["compiled" if build == "compiled" else "pure"]
+            parts = []
+            for what, word, at_least in (("throughput", "req/s", True), ("cpu", "CPU", False)):
+                s = ratio(row, lib, what=what)
+                if s is not None:
+                    parts.append(f"{word} {fmt(s)} {_met(s['median'], goal[what], at_least)}")
+            if parts:
+                name = f"{row['kind']} {WORKLOAD_NAMES[row['workload']]} {row['loop']} {lib}"
+                lines.append(f"  {name:<42} " + "; ".join(parts))
+    ref = {
+        (r["kind"], r["loop"]): r["ir_per_request"]
+        for r in callgrind
+        if r["impl"] == REFERENCE and r.get("size", 1024) == 1024
+    }
+    for r in callgrind:
+        build = "compiled" if r["impl"].startswith("compiled") else "pure"
+        bound = IR_TARGETS.get((build, r["loop"]))
+        base = ref.get((r["kind"], r["loop"]))
+        if r["impl"] == REFERENCE or bound is None or base is None or r.get("size", 1024) != 1024:
+            continue
+        x = r["ir_per_request"] / base
+        name = f"{r['kind']} 1 KiB {r['loop']} {r['impl']}"
+        lines.append(
+            f"  {name:<42} instructions {r['ir_per_request']:,.0f} = {x:.2f}x raw "
+            + _met(x, bound, False)
+        )
+    if lines:
+        lines.insert(
+            0, "Against the speed targets (paired ratios ÷ raw asyncio Protocol, same loop):"
+        )
+    return lines

@@ -601,6 +601,8 @@ def main(argv: list[str] | None = None) -> int:
         console.print(line, highlight=False)
     if cg:
         console.print(callgrind_line(cg), highlight=False)
+    for text in report.targets(summary, cg):
+        console.print(text, highlight=False)
     console.print(report.verdict(summary), highlight=False)
     return 0
 

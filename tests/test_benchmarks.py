@@ -311,3 +311,36 @@ def test_media_benchmark_help_is_argparse() -> None:
     assert proc.returncode == 0 and proc.stderr == ""
     assert proc.stdout.startswith("usage: python -m benchmarks.media")
     assert "--quick" in proc.stdout and "--callgrind" in proc.stdout
+
+
+def test_the_targets_lines_say_met_or_missed_per_cell() -> None:
+    def s(median: float) -> dict[str, object]:
+        return {"median": median, "iqr": 0.02, "n": 30, "noisy": False}
+
+    row = {
+        "kind": "tcp",
+        "loop": "uvloop",
+        "workload": "pp1k-10",
+        "ratios": {
+            "usocket-plain": {"protocol": {"throughput": s(0.96), "cpu": s(1.07)}},
+            "compiled-flow": {"protocol": {"throughput": s(0.97), "cpu": s(1.01)}},
+            "usocket-window": {"protocol": {"throughput": s(0.5), "cpu": s(2.0)}},
+        },
+    }
+    cg = [
+        {"kind": "tcp", "loop": "uvloop", "impl": "protocol", "ir_per_request": 4000.0},
+        {"kind": "tcp", "loop": "uvloop", "impl": "compiled-plain", "ir_per_request": 5000.0},
+        {"kind": "tcp", "loop": "uvloop", "impl": "usocket-plain", "ir_per_request": 9000.0},
+        {"kind": "udp", "loop": "uvloop", "impl": "usocket-plain", "ir_per_request": 9000.0},
+    ]
+    lines = report.targets([row], cg)
+    text = "\n".join(lines)
+    assert lines[0].startswith("Against the speed targets")
+    assert len(lines) == 5  # window style and udp (no reference counted) left out
+    pure, compiled = lines[1], lines[2]
+    assert "usocket-plain" in pure and "req/s 0.96 ±0.01 met (>= 0.95)" in pure
+    assert "CPU 1.07 ±0.01 MISSED (<= 1.06)" in pure
+    assert "req/s 0.97 ±0.01 MISSED (>= 0.98)" in compiled and "CPU 1.01 ±0.01 met" in compiled
+    assert "5,000 = 1.25x raw met (<= 1.3)" in text
+    assert "9,000 = 2.25x raw MISSED (<= 2.1)" in text
+    assert report.targets([], []) == []
