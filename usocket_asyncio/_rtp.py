@@ -582,8 +582,8 @@ class RtpReceiveStats:
         "_received",
         "_received_prior",
         "_started",
+        "_steady",
         "_transit",
-        "_transit_valid",
     )
 
     def __init__(self, clock_rate: int, probation: int = 0) -> None:
@@ -592,6 +592,7 @@ class RtpReceiveStats:
         self._clock_rate = clock_rate
         self._min_sequential = probation
         self._started = False
+        self._steady = False  # started and not on probation: `update`'s common case
         self._probation = probation
         self._base_seq = 0
         self._max_seq = 0
@@ -600,8 +601,7 @@ class RtpReceiveStats:
         self._received = 0
         self._expected_prior = 0
         self._received_prior = 0
-        self._transit = 0
-        self._transit_valid = False
+        self._transit = -1  # the last packet's transit time; < 0: none to compare with
         self._jitter16 = 0  # jitter in timestamp units, times 16 (A.8's integer form)
         self._lsr = 0
         self._lsr_arrival = 0.0
@@ -616,7 +616,12 @@ class RtpReceiveStats:
         self._expected_prior = 0
 
     def _update_seq(self, seq: int) -> bool:
-        """A.1 `update_seq`: whether the packet counts."""
+        """A.1 `update_seq`: whether the packet counts (and `_steady` kept)."""
+        counts = self._a1_update_seq(seq)
+        self._steady = self._probation == 0  # (started now)
+        return counts
+
+    def _a1_update_seq(self, seq: int) -> bool:
         if not self._started:
             self._started = True
             self._init_seq(seq)
@@ -646,7 +651,7 @@ class RtpReceiveStats:
             if seq == self._bad_seq:
                 # two packets in sequence after a big jump: the source restarted
                 self._init_seq(seq)
-                self._transit_valid = False
+                self._transit = -1
             else:
                 self._bad_seq = (seq + 1) & 0xFFFF
                 return False
@@ -667,8 +672,7 @@ class RtpReceiveStats:
             number is out of range; the caller may drop it).
         """
         max_seq = self._max_seq
-        udelta = (seq - max_seq) & 0xFFFF
-        if udelta < _MAX_DROPOUT and self._started and not self._probation:
+        if (seq - max_seq) & 0xFFFF < _MAX_DROPOUT and self._steady:
             # the common case of `_update_seq`, inline: in order, or a gap ahead
             if seq < max_seq:
                 self._cycles += _RTP_SEQ_MOD
@@ -677,15 +681,15 @@ class RtpReceiveStats:
         elif not self._update_seq(seq):
             return False
         # A.8: transit time in timestamp units; differences modulo 2**32 (timestamps wrap)
-        arrival_ts = round(arrival * self._clock_rate)
-        transit = (arrival_ts - timestamp) & 0xFFFFFFFF
-        if self._transit_valid:
-            d = (transit - self._transit) & 0xFFFFFFFF
-            if d >= 1 << 31:
-                d = (1 << 32) - d
-            self._jitter16 += d - ((self._jitter16 + 8) >> 4)
+        transit = (round(arrival * self._clock_rate) - timestamp) & 0xFFFFFFFF
+        last = self._transit
+        if last >= 0:
+            d = (transit - last) & 0xFFFFFFFF
+            if d >= 0x80000000:
+                d = 0x100000000 - d
+            j = self._jitter16
+            self._jitter16 = j + d - ((j + 8) >> 4)
         self._transit = transit
-        self._transit_valid = True
         return True
 
     def sender_report(self, ntp: int, arrival: float) -> None:

@@ -15,7 +15,7 @@ key it receives with.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pylibsrtp
@@ -131,6 +131,46 @@ def _check_rtp_header(header: bytes) -> None:
             f"the RTP header's CSRC count and extension need {end} bytes, "
             f"the header has {len(header)}"
         )
+
+
+def direct(session: ISrtpSession, outbound: bool) -> tuple[Any, Any, Any, Any, Any] | None:
+    """libsrtp's `srtp_protect` (`outbound`) or `srtp_unprotect` of `session`, for a
+    per-packet path that writes the call out: (call, context, buffer, view, length), so
+
+        view[0:n] = packet; length[0] = n
+        rc = call(context, buffer, length)  # 0: done, else libsrtp's error (`srtp_error`)
+        out = view[0 : length[0]]
+
+    does what `pylibsrtp.Session.protect`/`unprotect` do, without their two Python calls
+    and the cell they allocate per packet. The buffer is `_BUFFER` bytes, as pylibsrtp's:
+    a packet to protect leaves room for the trailer (`_MAX_RTP`), one to unprotect is at
+    most `_BUFFER`. The libsrtp context is the one `session` keeps (the same replay
+    window and keystream as its methods); the caller keeps `session` while it uses it.
+
+    None when pylibsrtp's internals are not as this version knows them (its CFFI binding,
+    the context in `Session._srtp`, libsrtp 2's three-argument calls): the caller uses
+    the session's public methods then."""
+    try:
+        from pylibsrtp import _binding
+
+        ffi, lib = _binding.ffi, _binding.lib
+        s = session._outbound() if outbound else session._inbound()
+        ctx = s._srtp[0]
+        call = lib.srtp_protect if outbound else lib.srtp_unprotect
+        if ffi.typeof(ctx) is not ffi.typeof("srtp_t") or len(ffi.typeof(call).args) != 3:
+            return None
+        buffer = ffi.new("char[]", _BUFFER)
+        return call, ctx, buffer, ffi.buffer(buffer), ffi.new("int *")
+    except Exception:  # ImportError, AttributeError, a changed CFFI declaration
+        return None
+
+
+def srtp_error(rc: int) -> str:
+    """libsrtp's words for its error code `rc` (as pylibsrtp raises them)."""
+    import pylibsrtp
+
+    errors = getattr(pylibsrtp, "ERRORS", ())
+    return errors[rc] if 0 <= rc < len(errors) else f"libsrtp error {rc}"
 
 
 class ISrtpSession:
