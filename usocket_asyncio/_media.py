@@ -72,6 +72,7 @@ is reported (`MediaConnectResult` with the reason, or `MediaEventReceived` with
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import enum
 import ipaddress
@@ -117,6 +118,7 @@ from ._rtp import (
     SenderReport,
     dtmf_packets,
     ntp_time,
+    pack_report,
     pack_rtcp,
     parse_rtcp,
     round_trip,
@@ -263,6 +265,15 @@ def _overrides(user: Any, name: str) -> bool:
         return False
     default = getattr(UMedia, name)
     return fn is not None and fn is not default and getattr(fn, "__func__", None) is not default
+
+
+def _clock_of(loop: Any) -> Any:
+    """`loop.time`, for the per-packet paths: `time.monotonic` itself where the loop's
+    `time` is asyncio's (which returns it: one Python call less), else the loop's own
+    (uvloop's, or a loop that keeps a clock of its own, as a test's simulated one)."""
+    if getattr(type(loop), "time", None) is asyncio.BaseEventLoop.time:
+        return time.monotonic
+    return loop.time
 
 
 def CreateMediaProvider() -> IMediaProvider:
@@ -456,6 +467,7 @@ class IMedia:
 
     __slots__ = (
         "_agent",
+        "_clock",
         "_closing_socket",
         "_connect_reported",
         "_counters",
@@ -491,7 +503,6 @@ class IMedia:
         "_logged",
         "_loop",
         "_no_host",
-        "_now",
         "_out",
         "_port",
         "_ports",
@@ -527,6 +538,7 @@ class IMedia:
     def __init__(self, iomux: IIoMux, user: UMedia, log: IInstanceLog) -> None:
         self._iomux = iomux
         self._loop = iomux.loop
+        self._clock = _clock_of(self._loop)
         self._user = user
         self._log = log
         # an app that keeps UMedia's no-op MediaRtpSendResult is not called for each packet,
@@ -588,7 +600,6 @@ class IMedia:
         self._lane_send: Any = None
         self._tx_addr: Any = None
         self._sending = False
-        self._now = -1.0  # the lane's time during its callback to the app; else < 0
         self._connect_reported = False
         self._send_kinds: collections.deque[bool] = collections.deque()
         self._src_ip: Any = None  # the last datagram's source, and its str()
@@ -1263,7 +1274,7 @@ class IMedia:
             if b0 == 0x80 and ssrc == self._fast_ssrc and b1 & 0x7F == self._fast_pt:
                 rx = self._rx_direct
                 if rx is not None:  # libsrtp's unprotect, written out (`_srtp.direct`)
-                    call, ctx, cbuf, pkt, cell = rx
+                    call, ctx, cbuf, pkt, cell, _, _ = rx
                     pkt[0:n] = data
                     cell[0] = n
                     if call(ctx, cbuf, cell):
@@ -1281,7 +1292,7 @@ class IMedia:
                     pkt = data
                     k = n - 12
                 self._counters.rtp_received += 1
-                now = self._loop.time()
+                now = self._clock()
                 self._fast_stats.update(seq, ts, now)
                 rtp = self._rtp
                 last = rtp.last_seq
@@ -1293,11 +1304,10 @@ class IMedia:
                     k = want
                 mv[:k] = pkt[12 : 12 + k]
                 self._flushing = True
-                self._now = now  # an `RtpSend` inside the callback takes the same time
-                fn = self._user.MediaRtpRecvResult
                 try:
-                    fn(self, rbuf, k, ts, diff, b1 > 127)
+                    self._user.MediaRtpRecvResult(self, rbuf, k, ts, diff, b1 > 127)
                 except Exception as e:  # as `call_user`: the loop's exception handler
+                    fn = getattr(self._user, "MediaRtpRecvResult", None)
                     self._loop.call_exception_handler(
                         {
                             "message": f"exception in callback {getattr(fn, '__qualname__', fn)}",
@@ -1306,7 +1316,6 @@ class IMedia:
                     )
                 finally:
                     self._flushing = False
-                    self._now = -1.0
                 if self._out:
                     self._flush()
                 return True
@@ -1541,9 +1550,7 @@ class IMedia:
                     seq = rtp.seq
                     rtp.seq = (seq + 1) & 0xFFFF
                     ts = timestamp & 0xFFFFFFFF
-                    now = self._now  # inside the lane's callback: its time
-                    if now < 0.0:
-                        now = self._loop.time()
+                    now = self._clock()
                     send = rtp.send
                     send.packets = packets = send.packets + 1  # `RtpSendStats.sent`, inline
                     send.octets += n
@@ -1552,9 +1559,9 @@ class IMedia:
                     b1 = rtp.pt | 0x80 if packets == 1 else rtp.pt  # M: the first packet
                     tx = self._tx_direct
                     if tx is not None:  # libsrtp's protect, written out (`_srtp.direct`)
-                        call, ctx, cbuf, view, cell = tx
+                        call, ctx, cbuf, view, cell, payload, memmove = tx
                         _pack_header(view, 0, 0x80, b1, seq, ts, rtp.ssrc)
-                        view[12 : 12 + n] = buf if n == size else buf[:n]
+                        memmove(payload, buf, n)  # n <= len(buf), 12 + n <= len(view)
                         cell[0] = n + 12
                         rc = call(ctx, cbuf, cell)
                         if rc:
@@ -1899,6 +1906,7 @@ class _RtpState:
         "pt",
         "rate",
         "rtt",
+        "sdes",
         "send",
         "seq",
         "sources",
@@ -1917,6 +1925,7 @@ class _RtpState:
         self.last_time: float | None = None
         self.sources: dict[int, _Source] = {}
         self.send = RtpSendStats(rate)
+        self.sdes: bytes | None = None  # this source's SDES (CNAME), packed at the first report
         self.peer_block: Any = None  # the peer's last report block about this stream
         self.peer_lost = 0
         self.rtt: float | None = None  # seconds
@@ -2001,12 +2010,13 @@ class _RtpState:
         source, then SDES with the CNAME."""
 
         blocks = [s.stats.report_block(ssrc, now) for ssrc, s in self.sources.items()]
-        first: Any = self.send.sender_report(self.ssrc, now, unix_now, blocks)
-        if first is not None:
-            first.rtp_timestamp = self.now_ts(now)
-        else:
-            first = ReceiverReport(self.ssrc, blocks)
-        return pack_rtcp([first, Sdes([(self.ssrc, [(1, CNAME)])])])
+        send = self.send
+        sender = None
+        if send.last_ts is not None:  # an SR once it sent (`RtpSendStats.sender_report`)
+            sender = (ntp_time(unix_now), self.now_ts(now), send.packets, send.octets)
+        if self.sdes is None:
+            self.sdes = pack_rtcp([Sdes([(self.ssrc, [(1, CNAME)])])])
+        return pack_report(self.ssrc, sender, blocks, self.sdes)
 
     def statistics(self) -> list[Any]:
         """`EventMediaStatistics` for the peer's view (xmit True, from its last report)

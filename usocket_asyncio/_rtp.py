@@ -401,6 +401,61 @@ def pack_rtcp(packets: list[RtcpPacket]) -> bytes:
     return b"".join(_pack_one(p) for p in packets)
 
 
+_SR_HEAD = struct.Struct("!BBHIIIIII")
+_RR_HEAD = struct.Struct("!BBHI")
+
+
+def pack_report(
+    ssrc: int,
+    sender: tuple[int, int, int, int] | None,
+    blocks: list[ReportBlock],
+    sdes: bytes,
+) -> bytes:
+    """A stream's own compound report, packed at once: an SR (`sender` = (NTP timestamp,
+    RTP timestamp, packets, octets)) or, with `sender` None, an RR, carrying `blocks`,
+    followed by `sdes` (an SDES packet `pack_rtcp` made once). The same bytes as
+    `pack_rtcp([SenderReport(...) or ReceiverReport(...), sdes])`, for values that are
+    in range as `RtpReceiveStats.report_block` and `RtpSendStats` make them (packets
+    and octets are taken modulo 2**32); `pack_rtcp` checks each field, this does not.
+
+    Raises:
+        ValueError: more than 31 blocks.
+    """
+    count = len(blocks)
+    if count > 31:
+        raise ValueError(f"an RTCP report carries at most 31 blocks, not {count}")
+    pack = _REPORT_BLOCK.pack
+    body = b"".join(
+        [
+            pack(
+                b.ssrc,
+                (b.fraction_lost << 24) | (b.lost & 0xFFFFFF),
+                b.highest_seq,
+                b.jitter,
+                b.lsr,
+                b.dlsr,
+            )
+            for b in blocks
+        ]
+    )
+    if sender is None:
+        head = _RR_HEAD.pack(0x80 | count, RTCP_RR, 1 + 6 * count, ssrc)
+    else:
+        ntp, rtp_ts, packets, octets = sender
+        head = _SR_HEAD.pack(
+            0x80 | count,
+            RTCP_SR,
+            6 + 6 * count,
+            ssrc,
+            ntp >> 32,
+            ntp & 0xFFFFFFFF,
+            rtp_ts,
+            packets & 0xFFFFFFFF,
+            octets & 0xFFFFFFFF,
+        )
+    return head + body + sdes
+
+
 def _parse_blocks(body: bytes, offset: int, count: int) -> list[ReportBlock]:
     if offset + 24 * count > len(body):
         raise ValueError(f"the RTCP report announces {count} report blocks that do not fit")

@@ -133,13 +133,20 @@ def _check_rtp_header(header: bytes) -> None:
         )
 
 
-def direct(session: ISrtpSession, outbound: bool) -> tuple[Any, Any, Any, Any, Any] | None:
+def direct(
+    session: ISrtpSession, outbound: bool
+) -> tuple[Any, Any, Any, Any, Any, Any, Any] | None:
     """libsrtp's `srtp_protect` (`outbound`) or `srtp_unprotect` of `session`, for a
-    per-packet path that writes the call out: (call, context, buffer, view, length), so
+    per-packet path that writes the call out: (call, context, buffer, view, length,
+    payload, memmove), so
 
         view[0:n] = packet; length[0] = n
         rc = call(context, buffer, length)  # 0: done, else libsrtp's error (`srtp_error`)
         out = view[0 : length[0]]
+
+    (`payload` points at the buffer's byte 12, where an RTP payload after a plain header
+    goes: `memmove(payload, data, k)` copies k bytes of `data` there, unchecked: the
+    caller keeps k within both)
 
     does what `pylibsrtp.Session.protect`/`unprotect` do, without their two Python calls
     and the cell they allocate per packet. The buffer is `_BUFFER` bytes, as pylibsrtp's:
@@ -160,7 +167,7 @@ def direct(session: ISrtpSession, outbound: bool) -> tuple[Any, Any, Any, Any, A
         if ffi.typeof(ctx) is not ffi.typeof("srtp_t") or len(ffi.typeof(call).args) != 3:
             return None
         buffer = ffi.new("char[]", _BUFFER)
-        return call, ctx, buffer, ffi.buffer(buffer), ffi.new("int *")
+        return call, ctx, buffer, ffi.buffer(buffer), ffi.new("int *"), buffer + 12, ffi.memmove
     except Exception:  # ImportError, AttributeError, a changed CFFI declaration
         return None
 
