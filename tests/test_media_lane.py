@@ -329,6 +329,36 @@ def test_srtp_failures_on_the_lane_are_dropped_and_the_lane_goes_on(
     close(mux, a, b)
 
 
+def test_a_recv_buffer_the_app_shrank_gets_what_fits(mux: Mux, mlog: IInstanceLog) -> None:
+    """The lane writes a payload from libsrtp's buffer straight into the app's: a
+    bytearray the app shrank after its `Recv` gets what fits (the truncation logged),
+    never more; the stream goes on."""
+    a = make(mux, mlog, "a")
+    b = make(mux, mlog, "b")
+    (ma, ua), (mb, _) = a, b
+    lane = spy_lane(ma)
+    connect(mux, a, b)
+    exchange(mux, a, b)
+    mux.run_until(lambda: len(ua.payloads) == PACKETS, what="the exchange")
+    assert armed(ma) and ma._rx_direct is not None
+    buf = ma._recvs[0][0]  # the recorder's buffer, posted again in its last result
+    del buf[10:]
+    ua.auto_recv = False
+    more = Sender(mux, mb, 1, lambda i: payload_for(b"s", i))
+    more.start()
+    mux.run_until(lambda: len(ua.payloads) == PACKETS + 1, what="the payload")
+    assert ua.payloads[-1] == payload_for(b"s", 0)[:10] and ua.events[-1] == ("recv", 10)
+    assert len(buf) == 10 and lane[-1] is True
+    ua.auto_recv = True
+    ma.Recv(bytearray(2048))
+    more = Sender(mux, mb, 3, lambda i: payload_for(b"t", i), ts0=9000)
+    more.start()
+    mux.run_until(lambda: len(ua.payloads) == PACKETS + 4, what="the call goes on")
+    assert ua.payloads[-3:] == [payload_for(b"t", i) for i in range(3)]
+    assert ua.violations == []
+    close(mux, a, b)
+
+
 def test_a_failure_disarms_the_lane(
     mux: Mux,
     mlog: IInstanceLog,
@@ -493,7 +523,7 @@ def test_direct_libsrtp_calls_match_the_sessions_methods(profile: str) -> None:
     assert out is not None and inp is not None
     for seq in range(20):
         payload = payload_for(b"d", seq)
-        call, ctx, buf, view, cell, at12, memmove = out
+        call, ctx, buf, view, cell, at12, memmove, _ = out
         struct.pack_into("!BBHII", view, 0, 0x80, 0, seq, seq * 160, 0xABCD)
         memmove(at12, payload, len(payload))
         cell[0] = 12 + len(payload)
@@ -504,7 +534,7 @@ def test_direct_libsrtp_calls_match_the_sessions_methods(profile: str) -> None:
         )
         assert rx.Unprotect(srtp) is None  # a replay
     twin = ISrtpSession.Create(key, salt, profile)
-    call, ctx, buf, view, cell, _, _ = inp
+    call, ctx, buf, view, cell, _, _, _ = inp
     rx2 = direct(ISrtpSession.Create(key, salt, profile), False)
     assert rx2 is not None
     for seq in range(5):
@@ -518,7 +548,7 @@ def test_direct_libsrtp_calls_match_the_sessions_methods(profile: str) -> None:
         assert call(ctx, buf, cell) != 0  # a replay
         bad = bytearray(srtp)
         bad[-1] ^= 1
-        c2, x2, b2, v2, l2, _, _ = rx2
+        c2, x2, b2, v2, l2, _, _, _ = rx2
         v2[0 : len(bad)] = bytes(bad)
         l2[0] = len(bad)
         assert c2(x2, b2, l2) != 0  # a bad tag

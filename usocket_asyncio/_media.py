@@ -5,8 +5,11 @@ Theory of operation
 One `IMedia` is one media stream on one UDP port. It owns:
 
 - one library UDP socket (`CreateUDPSocketProvider`), bound in `minPort..maxPort`, with a
-  few `Recv` buffers always posted. It is the only way in and out: every datagram of the
-  stream (STUN, DTLS, SRTP, SRTCP) goes through it;
+  few `Recv` buffers always posted. It is the stream's only port: every datagram of the
+  stream (STUN, DTLS, SRTP, SRTCP) comes in and goes out on it, and its end, its reasons
+  and `Close` are the stream's. Most datagrams take its `Recv`/`SendTo` path; the audio
+  of the selected remote takes the socket's lane (below), which skips its per-datagram
+  buffer work but nothing else of the socket;
 - an ICE agent (`_ice.IceAgent`, sans-IO): it takes the STUN datagrams and the time, and
   gives the datagrams to send, the time it wants to be called again, and events (the pair
   selected, consent lost, ICE failed, a candidate gathered);
@@ -18,9 +21,10 @@ One `IMedia` is one media stream on one UDP port. It owns:
 - its timers, every one an `ITimer` kept in a field and cancelled on every way out: the
   ICE agent's, the DTLS engine's, the RTCP report's, the statistics', the DTMF pacer's.
 
-Who owns each datagram. The UDP socket hands each datagram to `_datagram`, which tells
-them apart by the first byte (RFC 7983): 0..3 STUN goes to the ICE agent (which checks
-USERNAME, MESSAGE-INTEGRITY and FINGERPRINT and keeps no state for a request that fails);
+Who owns each datagram. The UDP socket hands each datagram the lane (below) does not
+take to `_datagram` (the slow path), which tells them apart by the first byte (RFC 7983):
+0..3 STUN goes to the ICE agent (which checks USERNAME, MESSAGE-INTEGRITY and
+FINGERPRINT and keeps no state for a request that fails);
 20..63 DTLS goes to the engine, but only from the selected pair's remote address (a few
 that arrive before the pair is selected wait, bounded, for the selection: an ICE peer
 may start its handshake as soon as its own checks succeed); 128..191 RTP/RTCP is taken
@@ -33,21 +37,45 @@ soon as the datagram was handled: nothing of the peer's is kept but bounded queu
 
 Payloads go to the app in arrival order, one per `Recv`; `MediaRtpRecv` comes first
 for each new SSRC. What this side sends goes to the selected remote address only; each
-`SendTo` of the socket is noted (RTP or not) so that its `SocketSendResult` becomes
-`MediaRtpSendResult` for the app's packets only; an app that keeps `UMedia`'s no-op
+send of the socket is noted (RTP or not) so that its `SocketSendResult` becomes
+`MediaRtpSendResult` for the app's packets only. An app that keeps `UMedia`'s no-op
 `MediaRtpSendResult` gets a socket user without `SocketSendResult` (`_Glue`), so its
-socket reports no sends at all.
+socket reports no sends at all; that is decided at `CreateMedia` and looked at again
+before and after each callback but the per-packet ones (`_recheck_send_results`): a
+`MediaRtpSendResult` the app sets later (on its instance or its class), or a mock's,
+gets the result of each RTP packet sent from then on.
 
-The per-packet paths. An RTP packet of the audio already being received (the selected
-remote's address and port, the known SSRC and payload type, a plain 12-byte header)
-with a `Recv` posted and nothing queued for the app takes a fast path written out in
-`_datagram`: unprotect, statistics, copy, the app's `MediaRtpRecvResult`, in one frame.
-Every other datagram takes the slow path above (`_demux`, `_media_in`), which arms the
-fast one again for the next packet of that source; a new remote, new keys, a failure,
-`Close` or the socket's end disarm it. `RtpSend` and `Recv` have fast paths of their own
-for the common case (a bytearray or bytes on a connected stream, from the loop's
-thread); anything else takes the checked path with its errors. Both call libsrtp
-straight (`_tx_protect`, `_rx_unprotect`), with `ISrtpSession`'s limits and errors.
+The per-packet paths: the lane. When the slow path (`_media_in`) has taken an RTP packet
+of a connected stream from the selected remote (a plain 12-byte header, a payload type
+that cannot read as RTCP, no `dropMediaRx`), it arms the lane for that source: it gives
+the UDP socket `_lane` (`UDPSocket._set_media_lane`, internal to the library) and keeps
+the source as the transport gave it, the SSRC, the payload type and that SSRC's
+statistics. From then on the socket's `datagram_received` offers each datagram, the
+transport's `bytes` and source as they came, to `_lane` first (not while datagrams wait
+in the socket's hold: they come first). `_lane` takes (returns True) only a packet from
+that source with a plain 12-byte header, that SSRC and payload type, at most `_BUFFER`
+bytes, while the app has a `Recv` posted and nothing is queued for it; it does in one
+frame what the slow path does for such a packet: unprotect (libsrtp called through its
+binding straight, `_srtp.direct`; a failure is dropped and counted as on the slow path,
+and the lane stays armed), the RFC 3550 statistics, the payload copied from libsrtp's
+buffer into the oldest `Recv` (never more than the buffer holds now), the app's
+`MediaRtpRecvResult` (run as the slow path runs it: not inside an app call, its
+exception to the loop's handler). Whatever it does not take (another source, SSRC or
+payload type, DTMF, RTCP, STUN, DTLS, a short or long datagram, a held payload, a
+callback still queued) goes the socket's usual way to the slow path, with its checks and
+counters. The lane is disarmed (`_disarm`, on both sides) by a new remote (`_select`),
+new keys (`_srtp_keys`), a failure (`_fail`: ICE, DTLS, consent lost, the socket's
+end), `Close` (before the socket's `Shutdown`, so nothing reaches the app after it) and
+by each packet of the slow path (which arms it again when it may); once disarmed, every
+datagram goes the slow path, and after `Close` or the socket's end nowhere.
+
+`RtpSend` and `Recv` have fast paths of their own for the common case (a bytearray or
+bytes on a connected stream, from the loop's thread); anything else takes the checked
+path with its errors. `RtpSend`'s packs the header into libsrtp's buffer, protects it
+there and sends it through the socket's lane send (`UDPSocket._media_lane_send`: the
+socket's `SendTo` for a `bytes` datagram to the sockaddr `_select` made once, with the
+socket's end, queueing and send results as `SendTo` has them; a remote the socket's
+family cannot reach keeps `SendTo`, which says why).
 
 The life of a stream. `Initialize` binds the port (the next port of the range after an
 address in use), adds the host candidates and asks each STUN server (a name is looked
@@ -1274,13 +1302,14 @@ class IMedia:
             if b0 == 0x80 and ssrc == self._fast_ssrc and b1 & 0x7F == self._fast_pt:
                 rx = self._rx_direct
                 if rx is not None:  # libsrtp's unprotect, written out (`_srtp.direct`)
-                    call, ctx, cbuf, pkt, cell, _, _ = rx
-                    pkt[0:n] = data
+                    call, ctx, cbuf, view, cell, at12, memmove, _ = rx
+                    view[0:n] = data
                     cell[0] = n
                     if call(ctx, cbuf, cell):
                         self._lane_failed()
                         return True
                     k = cell[0] - 12
+                    pkt = None  # the packet stays in libsrtp's buffer
                 elif self._rx_unprotect is not None:
                     try:
                         pkt = self._rx_unprotect(data)
@@ -1302,7 +1331,13 @@ class IMedia:
                 if k > want:
                     self._once("trunc", "payload of %d bytes truncated to %d", k, want)
                     k = want
-                mv[:k] = pkt[12 : 12 + k]
+                if pkt is None:  # from libsrtp's buffer straight into the app's
+                    if k > len(mv):  # a bytearray the app shrank since its Recv
+                        self._once("trunc", "payload of %d bytes truncated to %d", k, len(mv))
+                        k = len(mv)
+                    memmove(mv, at12, k)  # checked: k <= len(mv), 12 + k <= the buffer
+                else:
+                    mv[:k] = pkt[12 : 12 + k]
                 self._flushing = True
                 try:
                     self._user.MediaRtpRecvResult(self, rbuf, k, ts, diff, b1 > 127)
@@ -1559,7 +1594,7 @@ class IMedia:
                     b1 = rtp.pt | 0x80 if packets == 1 else rtp.pt  # M: the first packet
                     tx = self._tx_direct
                     if tx is not None:  # libsrtp's protect, written out (`_srtp.direct`)
-                        call, ctx, cbuf, view, cell, payload, memmove = tx
+                        call, ctx, cbuf, view, cell, payload, memmove, _ = tx
                         _pack_header(view, 0, 0x80, b1, seq, ts, rtp.ssrc)
                         memmove(payload, buf, n)  # n <= len(buf), 12 + n <= len(view)
                         cell[0] = n + 12

@@ -135,10 +135,10 @@ def _check_rtp_header(header: bytes) -> None:
 
 def direct(
     session: ISrtpSession, outbound: bool
-) -> tuple[Any, Any, Any, Any, Any, Any, Any] | None:
+) -> tuple[Any, Any, Any, Any, Any, Any, Any, Any] | None:
     """libsrtp's `srtp_protect` (`outbound`) or `srtp_unprotect` of `session`, for a
     per-packet path that writes the call out: (call, context, buffer, view, length,
-    payload, memmove), so
+    payload, memmove, owner), so
 
         view[0:n] = packet; length[0] = n
         rc = call(context, buffer, length)  # 0: done, else libsrtp's error (`srtp_error`)
@@ -152,7 +152,8 @@ def direct(
     and the cell they allocate per packet. The buffer is `_BUFFER` bytes, as pylibsrtp's:
     a packet to protect leaves room for the trailer (`_MAX_RTP`), one to unprotect is at
     most `_BUFFER`. The libsrtp context is the one `session` keeps (the same replay
-    window and keystream as its methods); the caller keeps `session` while it uses it.
+    window and keystream as its methods); `owner`, the pylibsrtp session, keeps it alive
+    as long as the tuple is kept.
 
     None when pylibsrtp's internals are not as this version knows them (its CFFI binding,
     the context in `Session._srtp`, libsrtp 2's three-argument calls): the caller uses
@@ -167,7 +168,8 @@ def direct(
         if ffi.typeof(ctx) is not ffi.typeof("srtp_t") or len(ffi.typeof(call).args) != 3:
             return None
         buffer = ffi.new("char[]", _BUFFER)
-        return call, ctx, buffer, ffi.buffer(buffer), ffi.new("int *"), buffer + 12, ffi.memmove
+        view, length = ffi.buffer(buffer), ffi.new("int *")
+        return call, ctx, buffer, view, length, buffer + 12, ffi.memmove, s
     except Exception:  # ImportError, AttributeError, a changed CFFI declaration
         return None
 
