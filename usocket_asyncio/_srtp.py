@@ -149,11 +149,12 @@ def direct(
     caller keeps k within both)
 
     does what `pylibsrtp.Session.protect`/`unprotect` do, without their two Python calls
-    and the cell they allocate per packet. The buffer is `_BUFFER` bytes, as pylibsrtp's:
-    a packet to protect leaves room for the trailer (`_MAX_RTP`), one to unprotect is at
-    most `_BUFFER`. The libsrtp context is the one `session` keeps (the same replay
-    window and keystream as its methods); `owner`, the pylibsrtp session, keeps it alive
-    as long as the tuple is kept.
+    and the cell they allocate per packet. The buffer is pylibsrtp's own of that session
+    (`_BUFFER` bytes: its methods and these calls take turns in it, on the session's one
+    thread; a new one where it has none): a packet to protect leaves room for the
+    trailer (`_MAX_RTP`), one to unprotect is at most `_BUFFER`. The libsrtp context is
+    the one `session` keeps (the same replay window and keystream as its methods);
+    `owner`, the pylibsrtp session, keeps it alive as long as the tuple is kept.
 
     None when pylibsrtp's internals are not as this version knows them (its CFFI binding,
     the context in `Session._srtp`, libsrtp 2's three-argument calls): the caller uses
@@ -167,8 +168,18 @@ def direct(
         call = lib.srtp_protect if outbound else lib.srtp_unprotect
         if ffi.typeof(ctx) is not ffi.typeof("srtp_t") or len(ffi.typeof(call).args) != 3:
             return None
-        buffer = ffi.new("char[]", _BUFFER)
-        view, length = ffi.buffer(buffer), ffi.new("int *")
+        buffer: Any = getattr(s, "_cdata", None)
+        view: Any = getattr(s, "_buffer", None)
+        if (
+            buffer is None
+            or view is None
+            or ffi.typeof(buffer) is not ffi.typeof("char[]")
+            or ffi.sizeof(buffer) < _BUFFER
+            or len(view) != ffi.sizeof(buffer)
+        ):
+            buffer = ffi.new("char[]", _BUFFER)
+            view = ffi.buffer(buffer)
+        length = ffi.new("int *")
         return call, ctx, buffer, view, length, buffer + 12, ffi.memmove, s
     except Exception:  # ImportError, AttributeError, a changed CFFI declaration
         return None
