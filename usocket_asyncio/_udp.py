@@ -492,8 +492,9 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
         the lane took it (nothing more happens here), False: it goes the usual way. Not
         while datagrams wait in the hold (they come first). `lane` None disarms it; the
         owner disarms it before `Shutdown` and when it stops taking packets. Returns the
-        source of the datagram being delivered, as the transport gave it (None outside
-        a delivery, or on a socket that is not bound)."""
+        source of the datagram last given to `SocketRecvFromResult` (the one being
+        delivered, when called from there as IMedia does), as the transport gave it;
+        None when disarmed, or on a socket that is not bound (which it leaves disarmed)."""
         if lane is not None and self._state is not S.BOUND:
             lane = None
         self._media_lane = lane
