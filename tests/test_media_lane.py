@@ -27,7 +27,7 @@ from typing import Any
 from unittest.mock import Mock
 
 import pytest
-from kit.loop import Mux
+from kit.loop import Mux, have_ipv6
 from kit.media import (
     PACKETS,
     MediaRecorder,
@@ -210,6 +210,51 @@ def test_the_lane_takes_the_audio_and_the_slow_path_the_rest(
     assert ua.violations == []
     close(mux, (ma, ua))
     assert not armed(ma)
+
+
+@pytest.mark.skipif(not have_ipv6(), reason="no IPv6 loopback here")
+@pytest.mark.parametrize(
+    ("local", "peer_host"),
+    [(["::1"], "::1"), (["127.0.0.1", "::1"], "127.0.0.1")],
+    ids=["v6", "v4-on-dual-stack"],
+)
+def test_the_lane_on_an_ipv6_socket(
+    mux: Mux,
+    mlog: IInstanceLog,
+    monkeypatch: pytest.MonkeyPatch,
+    local: list[str],
+    peer_host: str,
+) -> None:
+    """On an IPv6 socket (the transport gives 4-tuple sources; an IPv4 peer on a
+    dual-stack one comes as ::ffff:a.b.c.d) the lane takes the audio too, and `RtpSend`
+    reaches the peer through the lane's send."""
+    slow = count_slow(monkeypatch)
+    family = socket.AF_INET6 if ":" in peer_host else socket.AF_INET
+    peer = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        peer.bind((peer_host, 0))
+        peer.setblocking(False)
+        ua = MediaRecorder("a")
+        ma = CreateMediaProvider().CreateMedia(mux, ua, mlog)
+        lane = spy_lane(ma)
+        ma.Initialize(None, None, None, 0, 0, localAddresses=local)
+        mux.run_until(lambda: ua.initialized, what="initialized")
+        codecs = [Codec(AudioCoder.G711_U, 0, 0, 8000)]
+        cfg = MediaConfig(MediaType.AUDIO, peer_host, peer.getsockname()[1], None, codecs)
+        ma.Connect(cfg, False, SETUP_ROLE_NONE)
+        mux.run_until(lambda: ua.connect_error is None, what="connected")
+        here = (peer_host, ma.localPort)
+        feed(mux, ua, peer, here, range(6), b"6")
+        assert ua.payloads == [payload_for(b"6", i) for i in range(6)]
+        assert slow[0] == 1 and lane == [True] * 5 and armed(ma)
+        assert ma._tx_addr is not None
+        ma.RtpSend(bytearray(b"back over v6"), None, 0)
+        mux.run_until(lambda: _readable(peer), what="the peer gets RtpSend")
+        assert peer.recv(2048)[12:] == b"back over v6"
+        assert ua.violations == []
+        close(mux, (ma, ua))
+    finally:
+        peer.close()
 
 
 def test_a_new_remote_disarms_the_lane(
