@@ -5,8 +5,11 @@ Theory of operation
 One `IMedia` is one media stream on one UDP port. It owns:
 
 - one library UDP socket (`CreateUDPSocketProvider`), bound in `minPort..maxPort`, with a
-  few `Recv` buffers always posted. It is the only way in and out: every datagram of the
-  stream (STUN, DTLS, SRTP, SRTCP) goes through it;
+  few `Recv` buffers always posted. It is the stream's only port: every datagram of the
+  stream (STUN, DTLS, SRTP, SRTCP) comes in and goes out on it, and its end, its reasons
+  and `Close` are the stream's. Most datagrams take its `Recv`/`SendTo` path; the audio
+  of the selected remote takes the socket's lane (below), which skips its per-datagram
+  buffer work but nothing else of the socket;
 - an ICE agent (`_ice.IceAgent`, sans-IO): it takes the STUN datagrams and the time, and
   gives the datagrams to send, the time it wants to be called again, and events (the pair
   selected, consent lost, ICE failed, a candidate gathered);
@@ -18,9 +21,10 @@ One `IMedia` is one media stream on one UDP port. It owns:
 - its timers, every one an `ITimer` kept in a field and cancelled on every way out: the
   ICE agent's, the DTLS engine's, the RTCP report's, the statistics', the DTMF pacer's.
 
-Who owns each datagram. The UDP socket hands each datagram to `_datagram`, which tells
-them apart by the first byte (RFC 7983): 0..3 STUN goes to the ICE agent (which checks
-USERNAME, MESSAGE-INTEGRITY and FINGERPRINT and keeps no state for a request that fails);
+Who owns each datagram. The UDP socket hands each datagram the lane (below) does not
+take to `_datagram` (the slow path), which tells them apart by the first byte (RFC 7983):
+0..3 STUN goes to the ICE agent (which checks USERNAME, MESSAGE-INTEGRITY and
+FINGERPRINT and keeps no state for a request that fails);
 20..63 DTLS goes to the engine, but only from the selected pair's remote address (a few
 that arrive before the pair is selected wait, bounded, for the selection: an ICE peer
 may start its handshake as soon as its own checks succeed); 128..191 RTP/RTCP is taken
@@ -33,21 +37,45 @@ soon as the datagram was handled: nothing of the peer's is kept but bounded queu
 
 Payloads go to the app in arrival order, one per `Recv`; `MediaRtpRecv` comes first
 for each new SSRC. What this side sends goes to the selected remote address only; each
-`SendTo` of the socket is noted (RTP or not) so that its `SocketSendResult` becomes
-`MediaRtpSendResult` for the app's packets only; an app that keeps `UMedia`'s no-op
+send of the socket is noted (RTP or not) so that its `SocketSendResult` becomes
+`MediaRtpSendResult` for the app's packets only. An app that keeps `UMedia`'s no-op
 `MediaRtpSendResult` gets a socket user without `SocketSendResult` (`_Glue`), so its
-socket reports no sends at all.
+socket reports no sends at all; that is decided at `CreateMedia` and looked at again
+before and after each callback but the per-packet ones (`_recheck_send_results`): a
+`MediaRtpSendResult` the app sets later (on its instance or its class), or a mock's,
+gets the result of each RTP packet sent from then on.
 
-The per-packet paths. An RTP packet of the audio already being received (the selected
-remote's address and port, the known SSRC and payload type, a plain 12-byte header)
-with a `Recv` posted and nothing queued for the app takes a fast path written out in
-`_datagram`: unprotect, statistics, copy, the app's `MediaRtpRecvResult`, in one frame.
-Every other datagram takes the slow path above (`_demux`, `_media_in`), which arms the
-fast one again for the next packet of that source; a new remote, new keys, a failure,
-`Close` or the socket's end disarm it. `RtpSend` and `Recv` have fast paths of their own
-for the common case (a bytearray or bytes on a connected stream, from the loop's
-thread); anything else takes the checked path with its errors. Both call libsrtp
-straight (`_tx_protect`, `_rx_unprotect`), with `ISrtpSession`'s limits and errors.
+The per-packet paths: the lane. When the slow path (`_media_in`) has taken an RTP packet
+of a connected stream from the selected remote (a plain 12-byte header, a payload type
+that cannot read as RTCP, no `dropMediaRx`), it arms the lane for that source: it gives
+the UDP socket `_lane` (`UDPSocket._set_media_lane`, internal to the library) and keeps
+the source as the transport gave it, the SSRC, the payload type and that SSRC's
+statistics. From then on the socket's `datagram_received` offers each datagram, the
+transport's `bytes` and source as they came, to `_lane` first (not while datagrams wait
+in the socket's hold: they come first). `_lane` takes (returns True) only a packet from
+that source with a plain 12-byte header, that SSRC and payload type, at most `_BUFFER`
+bytes, while the app has a `Recv` posted and nothing is queued for it; it does in one
+frame what the slow path does for such a packet: unprotect (libsrtp called through its
+binding straight, `_srtp.direct`; a failure is dropped and counted as on the slow path,
+and the lane stays armed), the RFC 3550 statistics, the payload copied from libsrtp's
+buffer into the oldest `Recv` (never more than the buffer holds now), the app's
+`MediaRtpRecvResult` (run as the slow path runs it: not inside an app call, its
+exception to the loop's handler). Whatever it does not take (another source, SSRC or
+payload type, DTMF, RTCP, STUN, DTLS, a short or long datagram, a held payload, a
+callback still queued) goes the socket's usual way to the slow path, with its checks and
+counters. The lane is disarmed (`_disarm`, on both sides) by a new remote (`_select`),
+new keys (`_srtp_keys`), a failure (`_fail`: ICE, DTLS, consent lost, the socket's
+end), `Close` (before the socket's `Shutdown`, so nothing reaches the app after it) and
+by each packet of the slow path (which arms it again when it may); once disarmed, every
+datagram goes the slow path, and after `Close` or the socket's end nowhere.
+
+`RtpSend` and `Recv` have fast paths of their own for the common case (a bytearray or
+bytes on a connected stream, from the loop's thread); anything else takes the checked
+path with its errors. `RtpSend`'s packs the header into libsrtp's buffer, protects it
+there and sends it through the socket's lane send (`UDPSocket._media_lane_send`: the
+socket's `SendTo` for a `bytes` datagram to the sockaddr `_select` made once, with the
+socket's end, queueing and send results as `SendTo` has them; a remote the socket's
+family cannot reach keeps `SendTo`, which says why).
 
 The life of a stream. `Initialize` binds the port (the next port of the range after an
 address in use), adds the host candidates and asks each STUN server (a name is looked
@@ -72,6 +100,7 @@ is reported (`MediaConnectResult` with the reason, or `MediaEventReceived` with
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import enum
 import ipaddress
@@ -82,7 +111,7 @@ import socket
 import struct
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from . import _ice
 from . import _media_types as mt
@@ -117,11 +146,12 @@ from ._rtp import (
     SenderReport,
     dtmf_packets,
     ntp_time,
+    pack_report,
     pack_rtcp,
     parse_rtcp,
     round_trip,
 )
-from ._srtp import _MAX_RTP, ISrtpSession, SrtpKeys
+from ._srtp import _BUFFER, _MAX_RTP, ISrtpSession, SrtpKeys, direct, srtp_error
 from ._types import IPaddr, LogFlags, ShutdownReason, SocketModeError
 
 if TYPE_CHECKING:
@@ -173,6 +203,21 @@ _MOVES: dict[_State, frozenset[_State]] = {
     _State.CLOSED: frozenset(),
 }
 """The legal moves of a stream; `IMedia._set_state` checks every move against it."""
+
+
+class _S:
+    """The states as plain class attributes, for the paths that run often: looking one up
+    here is a dict hit, while an Enum class attribute costs a descriptor call (on Python
+    3.11, `EnumType.__getattr__`), about ten times as long."""
+
+    IDLE: Final = _State.IDLE
+    INITIALIZING: Final = _State.INITIALIZING
+    READY: Final = _State.READY
+    CONNECTING: Final = _State.CONNECTING
+    CONNECTED: Final = _State.CONNECTED
+    FAILED: Final = _State.FAILED
+    CLOSING: Final = _State.CLOSING
+    CLOSED: Final = _State.CLOSED
 
 
 class UMedia:
@@ -238,11 +283,25 @@ class IMediaProvider:
 
 
 def _overrides(user: Any, name: str) -> bool:
-    """Does `user` have callback `name` of its own (not `UMedia`'s, which does nothing)?"""
-    own = getattr(user, "__dict__", None)
-    if own is not None and name in own:
-        return True
-    return getattr(type(user), name, None) is not getattr(UMedia, name)
+    """Does `user` have callback `name` of its own (not `UMedia`'s, which does nothing),
+    however it has it: a method of its class (also one added later), a function set on
+    the instance, a mock's attribute, a name `__getattr__` forwards? Looked up on the
+    user itself, as the call would be."""
+    try:
+        fn = getattr(user, name)
+    except Exception:  # AttributeError, or whatever a forwarding __getattr__ raises
+        return False
+    default = getattr(UMedia, name)
+    return fn is not None and fn is not default and getattr(fn, "__func__", None) is not default
+
+
+def _clock_of(loop: Any) -> Any:
+    """`loop.time`, for the per-packet paths: `time.monotonic` itself where the loop's
+    `time` is asyncio's (which returns it: one Python call less), else the loop's own
+    (uvloop's, or a loop that keeps a clock of its own, as a test's simulated one)."""
+    if getattr(type(loop), "time", None) is asyncio.BaseEventLoop.time:
+        return time.monotonic
+    return loop.time
 
 
 def CreateMediaProvider() -> IMediaProvider:
@@ -306,13 +365,13 @@ class _Glue(USocket, UDtls, UTimer):
     """The stream's private user of its socket, engine and timers (so that their
     callbacks are not public methods of `IMedia`).
 
-    It has no `SocketSendResult`: a stream whose app keeps `UMedia`'s no-op
-    `MediaRtpSendResult` uses it, and its socket then reports no sends at all (the
-    UDP socket skips the results of a user without the callback). `_SendGlue` adds it.
     `SocketRecvFromResult`, the per-datagram callback, is the stream's own `_datagram`
-    (a slot, set per instance: one call less for each datagram)."""
+    (a slot, set per instance: one call less for each datagram). `SocketSendResult` is
+    a slot too, set (to `IMedia._sent`) only while the app has a `MediaRtpSendResult` of
+    its own (`IMedia._recheck_send_results`): without it the socket reports no sends at
+    all (the UDP socket skips the results of a user without the callback)."""
 
-    __slots__ = ("SocketRecvFromResult", "m")
+    __slots__ = ("SocketRecvFromResult", "SocketSendResult", "m")
 
     def __init__(self, m: IMedia) -> None:
         self.m = m
@@ -347,16 +406,6 @@ class _Glue(USocket, UDtls, UTimer):
     # the timers
     def TimerOnTimeout(self, timer: ITimer) -> None:
         self.m._timeout(timer)
-
-
-class _SendGlue(_Glue):
-    """`_Glue` with the socket's `SocketSendResult`: for an app with its own
-    `MediaRtpSendResult`."""
-
-    __slots__ = ()
-
-    def SocketSendResult(self, socket: ISocket) -> None:
-        self.m._sent(socket)
 
 
 class _StunLookup(UDns):
@@ -431,6 +480,10 @@ def host_addresses() -> list[str]:
 
 
 _RTP_HEADER = struct.Struct("!BBHII")
+_pack_header = _RTP_HEADER.pack_into
+_len = len
+"""`len`, for the calls whose parameter `len` hides it (the interpreter's fast `len`
+call, where `x.__len__()` goes through a slot wrapper)."""
 _FAST_PAYLOAD = _MAX_RTP - 12
 """The largest payload `RtpSend`'s fast path sends: what `ISrtpSession.Protect` takes
 (a longer one takes the slow path, which raises its ValueError)."""
@@ -442,6 +495,7 @@ class IMedia:
 
     __slots__ = (
         "_agent",
+        "_clock",
         "_closing_socket",
         "_connect_reported",
         "_counters",
@@ -455,8 +509,6 @@ class IMedia:
         "_dtmf_rx_timer",
         "_dtmf_timer",
         "_early_dtls",
-        "_fast_ip",
-        "_fast_port",
         "_fast_pt",
         "_fast_ssrc",
         "_fast_stats",
@@ -469,6 +521,10 @@ class IMedia:
         "_ice_timer",
         "_in_event",
         "_iomux",
+        "_lane_fn",
+        "_lane_send",
+        "_lane_sock",
+        "_lane_src",
         "_local_addrs",
         "_local_config",
         "_log",
@@ -486,6 +542,7 @@ class IMedia:
         "_rtcp_timer",
         "_rtp",
         "_rx",
+        "_rx_direct",
         "_rx_unprotect",
         "_send_kinds",
         "_send_results",
@@ -498,6 +555,8 @@ class IMedia:
         "_stats_timer",
         "_stun_servers",
         "_tx",
+        "_tx_addr",
+        "_tx_direct",
         "_tx_protect",
         "_udp_provider",
         "_user",
@@ -507,13 +566,15 @@ class IMedia:
     def __init__(self, iomux: IIoMux, user: UMedia, log: IInstanceLog) -> None:
         self._iomux = iomux
         self._loop = iomux.loop
+        self._clock = _clock_of(self._loop)
         self._user = user
         self._log = log
         # an app that keeps UMedia's no-op MediaRtpSendResult is not called for each packet,
-        # and its socket is asked for no send results (a glue without SocketSendResult)
-        self._send_results = _overrides(user, "MediaRtpSendResult")
-        self._glue: _Glue = _SendGlue(self) if self._send_results else _Glue(self)
-        self._state = _State.IDLE
+        # and its socket is asked for no send results (a glue without SocketSendResult);
+        # decided here, looked at again before each callback (`_recheck_send_results`)
+        self._glue = _Glue(self)
+        self._send_results = False  # (set at the end of __init__)
+        self._state = _S.IDLE
         self._rng = random.Random(secrets.randbits(64))
         self._counters = MediaCounters()
         self._logged: set[str] = set()
@@ -548,20 +609,33 @@ class IMedia:
         self._tx_protect: Any = None
         self._rx_unprotect: Any = None
         self._srtp_errors: tuple[type[Exception], ...] = (ValueError,)
-        # the receive fast path (in `_datagram`), armed by `_media_in`: the selected
-        # remote (its address object, as the socket gives it, and port), the SSRC and
-        # payload type of its audio, and that SSRC's statistics; `_fast_ip` None: not armed
-        self._fast_ip: Any = None
-        self._fast_port = 0
+        # ... or, where pylibsrtp allows, written out (`_srtp.direct`): (call, context,
+        # buffer, view, length) of each direction
+        self._tx_direct: Any = None
+        self._rx_direct: Any = None
+        # the lane (`_lane`), armed by `_media_in` on the socket (`_lane_sock`): the
+        # selected remote as the transport gives its datagrams' source (`_lane_src`;
+        # None: not armed), the SSRC and payload type of its audio, that SSRC's
+        # statistics. `_lane_fn` is the bound `_lane`, made once
+        self._lane_fn = self._lane
+        self._lane_sock: Any = None
+        self._lane_src: Any = None
         self._fast_ssrc = -1
         self._fast_pt = -1
         self._fast_stats: Any = None
+        # the way out of `RtpSend`: the socket's lane send (`_media_lane_send`) and the
+        # selected remote as the socket's sockaddr (None: through `ISocket.SendTo`)
+        self._lane_send: Any = None
+        self._tx_addr: Any = None
         self._sending = False
         self._connect_reported = False
         self._send_kinds: collections.deque[bool] = collections.deque()
         self._src_ip: Any = None  # the last datagram's source, and its str()
         self._src_host = ""
-        self._recvs: collections.deque[tuple[Any, memoryview, int]] = collections.deque()
+        # the app's pending `Recv`s: (buffer, what a payload is written into, its `len`);
+        # a bytearray is written into itself (a slice of the same length: no resize, and
+        # no view that would keep the app from resizing it in its callback)
+        self._recvs: collections.deque[tuple[Any, Any, int]] = collections.deque()
         self._held: collections.deque[tuple[bytes, int, int, bool]] = collections.deque(
             maxlen=HOLD_PAYLOADS
         )
@@ -574,6 +648,7 @@ class IMedia:
         self._stats_timer = ITimer(iomux, self._glue)
         self._dtmf_timer = ITimer(iomux, self._glue)
         self._dtmf_rx_timer = ITimer(iomux, self._glue)
+        self._recheck_send_results()
 
     def __repr__(self) -> str:
         return f"<IMedia {id(self):x} {self._state.value} port {self._port}>"
@@ -595,7 +670,7 @@ class IMedia:
 
     def _check(self, call: str) -> None:
         self._iomux.on_loop(f"IMedia.{call}")
-        if self._state is _State.CLOSING or self._state is _State.CLOSED:
+        if self._state is _S.CLOSING or self._state is _S.CLOSED:
             raise SocketModeError(f"IMedia.{call} after Close: make a new IMedia")
 
     def _emit(self, name: str, *args: Any) -> None:
@@ -617,17 +692,37 @@ class IMedia:
             while out:
                 name, args = out.popleft()
                 st = self._state
-                if st is _State.CLOSED and name != "MediaCloseComplete":
+                if st is _S.CLOSED and name != "MediaCloseComplete":
                     continue
-                if st is _State.CLOSING:
+                if st is _S.CLOSING:
                     continue
+                per_packet = name == "MediaRtpRecvResult" or name == "MediaRtpSendResult"
+                if not self._send_results and not per_packet:
+                    self._recheck_send_results()
                 fn = getattr(self._user, name)
                 if name.startswith("MediaRtpDtmf"):
                     call_user(self._loop, fn, *args)
                 else:
                     call_user(self._loop, fn, self, *args)
+                if not self._send_results and not per_packet:
+                    self._recheck_send_results()
         finally:
             self._flushing = False
+
+    def _recheck_send_results(self) -> None:
+        """Look (again) whether the app has a `MediaRtpSendResult` of its own
+        (`_overrides`): at `CreateMedia`, and before and after each callback but the
+        per-packet ones (`_flush`), so that one the app sets later, on the instance or
+        the class, counts from then on. Once it has one, the glue gets the socket's
+        `SocketSendResult` and the socket is told (`_recheck_send`): each RTP packet
+        sent from then on gets its `MediaRtpSendResult`."""
+        if self._send_results or not _overrides(self._user, "MediaRtpSendResult"):
+            return
+        self._send_results = True
+        self._glue.SocketSendResult = self._sent  # type: ignore[method-assign,assignment]
+        recheck = getattr(self._sock, "_recheck_send", None)
+        if recheck is not None:
+            recheck()
 
     def _event_end(self) -> None:
         self._in_event = False
@@ -697,7 +792,7 @@ class IMedia:
                 "TURN is not in this version of IMedia: pass turnServers=None and turnOnly=False "
                 "(host and STUN server-reflexive candidates work)"
             )
-        if self._state is not _State.IDLE:
+        if self._state is not _S.IDLE:
             raise SocketModeError("IMedia.Initialize twice: make a new IMedia per stream")
         if media != MediaType.AUDIO:
             raise ValueError("this version of IMedia does audio only: media=MediaType.AUDIO")
@@ -730,7 +825,7 @@ class IMedia:
             span = list(range(max(1, minPort), hi + 1))
             start = self._rng.randrange(len(span))
             self._ports = span[start:] + span[:start]
-        self._set_state(_State.INITIALIZING)
+        self._set_state(_S.INITIALIZING)
         self._open_next()
 
     def _bind_host(self) -> tuple[str, bool]:
@@ -745,7 +840,7 @@ class IMedia:
         """Bind a new socket to the next port of the range (or fail Initialize)."""
         if not self._ports:
             self._log.Log(LOG, "media %x: no port of the range could be bound", id(self))
-            self._set_state(_State.FAILED)
+            self._set_state(_S.FAILED)
             self._emit("MediaInitializeComplete", None)
             return
         port = self._ports.pop(0)
@@ -756,12 +851,13 @@ class IMedia:
         sock.Bind(host, port)
 
     def _bound(self, sock: ISocket, port: int) -> None:
-        if sock is not self._sock or self._state is not _State.INITIALIZING:
+        if sock is not self._sock or self._state is not _S.INITIALIZING:
             return
         self._in_event = True
         try:
             self._port = port
             self._log.Log(LOG, "media %x: port %d open", id(self), port)
+            self._lane_send = getattr(sock, "_media_lane_send", None)  # the library's UDP
             for _ in range(RECV_BUFFERS):
                 sock.Recv(bytearray(MAX_DATAGRAM))
             self._start_ice()
@@ -777,7 +873,7 @@ class IMedia:
                 return
             if sock is not self._sock:
                 return
-            if self._state is _State.INITIALIZING and self._port == 0:
+            if self._state is _S.INITIALIZING and self._port == 0:
                 self._log.Log(
                     LOG, "media %x: binding failed: %s", id(self), ShutdownReason(reason).name
                 )
@@ -787,8 +883,10 @@ class IMedia:
                 return
             # the port is gone under a live stream (the transport was lost)
             self._log.Log(LOG, "media %x: the UDP socket ended: %s", id(self), reason.name)
+            self._disarm()
             self._sock = None
-            self._fast_ip = None
+            self._lane_send = None
+            self._tx_addr = None
             self._send_kinds.clear()
             self._stop_media("the UDP socket ended: " + reason.name)
         finally:
@@ -846,7 +944,7 @@ class IMedia:
 
     def _stun_resolved(self, name: str, ip: str | None, port: int) -> None:
         """A STUN server's name was looked up (`ip` None: not found in time)."""
-        if self._state is not _State.INITIALIZING or self._agent is None:
+        if self._state is not _S.INITIALIZING or self._agent is None:
             return
         self._in_event = True
         try:
@@ -864,10 +962,10 @@ class IMedia:
 
     def _gathered(self) -> None:
         """Initialize is complete once every STUN server answered or gave up."""
-        if self._state is not _State.INITIALIZING or self._gathering > 0:
+        if self._state is not _S.INITIALIZING or self._gathering > 0:
             return
         self._local_config = self._make_local_config()
-        self._set_state(_State.READY)
+        self._set_state(_S.READY)
         self._emit("MediaInitializeComplete", self._local_config)
 
     def _make_local_config(self) -> Any:
@@ -963,7 +1061,7 @@ class IMedia:
                 write.
         """
         self._check("Connect")
-        if self._state is not _State.READY:
+        if self._state is not _S.READY:
             raise SocketModeError(
                 f"IMedia.Connect on a stream that is {self._state.value}: connect once, "
                 "after MediaInitializeComplete gave a config"
@@ -995,7 +1093,7 @@ class IMedia:
         if fp is not None:
             self._want_dtls = fp
             self._dtls_server = SetupRole(remoteDtlsRole) == SetupRole.SETUP_ROLE_ACTIVE
-        self._set_state(_State.CONNECTING)
+        self._set_state(_S.CONNECTING)
         agent = self._agent
         if use_ice:
             assert ice is not None
@@ -1029,11 +1127,18 @@ class IMedia:
 
     def _select(self, remote: tuple[str, int]) -> None:
         """The pair to send on is chosen (or changed)."""
-        if self._state is not _State.CONNECTING and self._state is not _State.CONNECTED:
+        if self._state is not _S.CONNECTING and self._state is not _S.CONNECTED:
             return
         first = self._remote is None
         self._remote = remote
-        self._fast_ip = None  # the fast path re-arms on the new remote's first packet
+        self._disarm()  # the lane is armed again by the new remote's first packet
+        self._tx_addr = None
+        sock = self._sock
+        if self._lane_send is not None and sock is not None:
+            try:
+                self._tx_addr = sock._dest(remote[0], remote[1])  # type: ignore[attr-defined]
+            except ValueError:  # an address of the wrong family: `_send_to` says why
+                pass
         self._log.Log(LOG, "media %x: sending to %s:%d", id(self), remote[0], remote[1])
         if not first:
             return
@@ -1065,12 +1170,15 @@ class IMedia:
         lk, ls, rk, rs = SrtpKeys(keys, profile, self._dtls_server)
         self._tx = ISrtpSession.Create(lk, ls, profile)
         self._rx = ISrtpSession.Create(rk, rs, profile)
-        self._fast_ip = None
-        # the per-packet paths call libsrtp straight; what it raises is libsrtp's error
-        # (or ValueError for a packet longer than its buffer), as `ISrtpSession` catches
+        self._disarm()
+        # the per-packet paths call libsrtp straight, written out where pylibsrtp allows
+        # (`direct`), else through its methods: what they raise is libsrtp's error (or
+        # ValueError for a packet longer than its buffer), as `ISrtpSession` catches
         self._tx_protect = self._tx._outbound().protect
         self._rx_unprotect = self._rx._inbound().unprotect
         self._srtp_errors = (self._rx._error, ValueError)
+        self._tx_direct = direct(self._tx, True)
+        self._rx_direct = direct(self._rx, False)
         self._log.Log(LOG, "media %x: DTLS-SRTP %s", id(self), profile)
 
     def _dtls_connected(self) -> None:
@@ -1080,7 +1188,7 @@ class IMedia:
         self._connected()
 
     def _dtls_closed(self, error: int) -> None:
-        if self._state is _State.CLOSING or self._state is _State.CLOSED:
+        if self._state is _S.CLOSING or self._state is _S.CLOSED:
             return
         self._dtls_timer.Cancel()
         if error:
@@ -1094,9 +1202,9 @@ class IMedia:
             self._sending = False
 
     def _connected(self) -> None:
-        if self._state is not _State.CONNECTING:
+        if self._state is not _S.CONNECTING:
             return
-        self._set_state(_State.CONNECTED)
+        self._set_state(_S.CONNECTED)
         self._sending = True
         self._connect_reported = True
         self._emit("MediaConnectResult", None)
@@ -1107,19 +1215,19 @@ class IMedia:
         """ICE or DTLS failed, or consent was lost: stop the media and say why."""
 
         st = self._state
-        if st is _State.CLOSING or st is _State.CLOSED or st is _State.FAILED:
+        if st is _S.CLOSING or st is _S.CLOSED or st is _S.FAILED:
             return
         self._log.Log(LOG, "media %x: %s", id(self), text)
         self._sending = False
-        self._fast_ip = None
-        if st is _State.CONNECTING:
-            self._set_state(_State.FAILED)
+        self._disarm()
+        if st is _S.CONNECTING:
+            self._set_state(_S.FAILED)
             self._emit("MediaConnectResult", text)
-        elif st is _State.INITIALIZING:
-            self._set_state(_State.FAILED)
+        elif st is _S.INITIALIZING:
+            self._set_state(_S.FAILED)
             self._emit("MediaInitializeComplete", None)
         else:
-            self._set_state(_State.FAILED)
+            self._set_state(_S.FAILED)
         self._emit(
             "MediaEventReceived",
             mt.CHANNEL_MEDIA_ERROR,
@@ -1166,64 +1274,75 @@ class IMedia:
             if not self._in_event and not self._flushing:
                 self._flush()
 
-    def _datagram(self, sock: ISocket, buf: Any, n: int, src: IPaddr, port: int) -> None:
-        """The socket's `SocketRecvFromResult` (the glue's slot: called straight).
-
-        The fast path first: an RTP packet of the audio the stream already takes (from
-        the selected remote: the address object the socket gave and the port that armed
-        it; a 12-byte header: version 2, no padding, extension or CSRC; the known SSRC
-        and payload type), with a `Recv` posted and nothing queued for the app. It does
-        what `_demux` and `_media_in` do for such a packet, in this one frame:
-        unprotect (a failure is dropped and counted as there), count it in its source's
-        statistics, copy the payload into the oldest `Recv`, post the socket's buffer
-        again, and call the app. Everything else (another address, SSRC or payload
-        type, DTMF, RTCP, STUN, DTLS, a held payload, a callback still queued) takes
-        the slow path, which arms the fast one again (`_media_in`); so do a `_select`,
-        new keys, a failure, `Close` and the socket's end, which disarm it."""
+    def _lane(self, data: bytes, addr: Any) -> bool:
+        """The socket's lane (`UDPSocket._set_media_lane`), armed by `_media_in`: it sees
+        each datagram first, the transport's `bytes` and source, and takes (True) an RTP
+        packet of the audio the stream already takes: from the selected remote (the
+        source that armed it, compared as the transport gives it), a 12-byte header
+        (version 2, no padding, extension or CSRC), the known SSRC and payload type, at
+        most `_BUFFER` bytes, with a `Recv` posted and nothing queued for the app. It
+        does what `_datagram`, `_demux` and `_media_in` do for such a packet, in this one
+        frame, with no `Recv` buffer of the socket's: unprotect (a failure is dropped and
+        counted as there), count it in its source's statistics, copy the payload into
+        the oldest `Recv`, call the app. Everything else (another address, SSRC or
+        payload type, DTMF, RTCP, STUN, DTLS, a held payload, a callback still queued)
+        goes the socket's usual way (False) to the slow path."""
         if (
-            src is self._fast_ip
-            and port == self._fast_port
-            and 12 <= n < MAX_DATAGRAM
-            and sock is self._sock
+            addr == self._lane_src
             and self._recvs
             and not self._held
             and not self._out
             and not self._flushing
         ):
-            b0, b1, seq, ts, ssrc = _RTP_HEADER.unpack_from(buf)
+            n = len(data)
+            if 12 <= n <= _BUFFER:
+                b0, b1, seq, ts, ssrc = _RTP_HEADER.unpack_from(data)
+            else:
+                b0 = b1 = seq = ts = ssrc = -1
             if b0 == 0x80 and ssrc == self._fast_ssrc and b1 & 0x7F == self._fast_pt:
-                unprotect = self._rx_unprotect
-                if unprotect is None:
-                    pkt = bytes(buf[:n])
-                else:
+                rx = self._rx_direct
+                if rx is not None:  # libsrtp's unprotect, written out (`_srtp.direct`)
+                    call, ctx, cbuf, view, cell, at12, memmove, _ = rx
+                    view[0:n] = data
+                    cell[0] = n
+                    if call(ctx, cbuf, cell):
+                        self._lane_failed()
+                        return True
+                    k = cell[0] - 12
+                    pkt = None  # the packet stays in libsrtp's buffer
+                elif self._rx_unprotect is not None:
                     try:
-                        pkt = unprotect(bytes(buf[:n]))
+                        pkt = self._rx_unprotect(data)
                     except self._srtp_errors:
-                        self._in_event = True
-                        try:
-                            self._srtp_failed(str(src), port)
-                        finally:
-                            sock.Recv(buf)
-                            self._event_end()
-                        return
+                        self._lane_failed()
+                        return True
+                    k = len(pkt) - 12
+                else:  # plain RTP
+                    pkt = data
+                    k = n - 12
                 self._counters.rtp_received += 1
-                self._fast_stats.update(seq, ts, self._loop.time())
+                now = self._clock()
+                self._fast_stats.update(seq, ts, now)
                 rtp = self._rtp
                 last = rtp.last_seq
                 rtp.last_seq = seq
                 diff = 1 if last is None else ((seq - last + 0x8000) & 0xFFFF) - 0x8000
                 rbuf, mv, want = self._recvs.popleft()
-                k = pkt.__len__() - 12
                 if k > want:
                     self._once("trunc", "payload of %d bytes truncated to %d", k, want)
                     k = want
-                mv[:k] = pkt[12 : 12 + k]
-                sock.Recv(buf)  # the buffer is the stream's again: post it for the next
+                if pkt is None:  # from libsrtp's buffer straight into the app's
+                    if k > len(mv):  # a bytearray the app shrank since its Recv
+                        self._once("trunc", "payload of %d bytes truncated to %d", k, len(mv))
+                        k = len(mv)
+                    memmove(mv, at12, k)  # checked: k <= len(mv), 12 + k <= the buffer
+                else:
+                    mv[:k] = pkt[12 : 12 + k]
                 self._flushing = True
-                fn = self._user.MediaRtpRecvResult
                 try:
-                    fn(self, rbuf, k, ts, diff, b1 > 127)
+                    self._user.MediaRtpRecvResult(self, rbuf, k, ts, diff, b1 > 127)
                 except Exception as e:  # as `call_user`: the loop's exception handler
+                    fn = getattr(self._user, "MediaRtpRecvResult", None)
                     self._loop.call_exception_handler(
                         {
                             "message": f"exception in callback {getattr(fn, '__qualname__', fn)}",
@@ -1234,7 +1353,22 @@ class IMedia:
                     self._flushing = False
                 if self._out:
                     self._flush()
-                return
+                return True
+        return False
+
+    def _lane_failed(self) -> None:
+        """The lane's packet failed SRTP: dropped and counted, as `_media_in` does."""
+        self._in_event = True
+        try:
+            remote = self._remote
+            assert remote is not None
+            self._srtp_failed(remote[0], remote[1])
+        finally:
+            self._event_end()
+
+    def _datagram(self, sock: ISocket, buf: Any, n: int, src: IPaddr, port: int) -> None:
+        """The socket's `SocketRecvFromResult` (the glue's slot: called straight) for
+        what the lane (`_lane`) did not take: the slow path (`_demux`)."""
         if sock is not self._sock:
             return
         self._in_event = True
@@ -1249,7 +1383,7 @@ class IMedia:
                 self._once("size", "datagram of %d bytes from %s:%d dropped", n, src, port)
         finally:
             st = self._state
-            if sock is self._sock and st is not _State.CLOSING and st is not _State.CLOSED:
+            if sock is self._sock and st is not _S.CLOSING and st is not _S.CLOSED:
                 sock.Recv(buf)  # the buffer is the stream's again: post it for the next
             self._event_end()
 
@@ -1295,7 +1429,7 @@ class IMedia:
             if remote is None:
                 if (
                     self._want_dtls is not None
-                    and self._state is _State.CONNECTING
+                    and self._state is _S.CONNECTING
                     and len(self._early_dtls) < EARLY_DTLS
                 ):
                     self._early_dtls.append((bytes(buf[:n]), src))
@@ -1327,7 +1461,7 @@ class IMedia:
         c = self._counters
         rtp = self._rtp
         st = self._state
-        if rtp is None or (st is not _State.CONNECTED and st is not _State.FAILED):
+        if rtp is None or (st is not _S.CONNECTED and st is not _S.FAILED):
             c.early += 1
             return
         want_srtp = self._want_dtls is not None
@@ -1373,7 +1507,8 @@ class IMedia:
         pt = b1 & 0x7F
         if rtp.rtp_in(ssrc, seq, ts, self._loop.time()):
             self._emit("MediaRtpRecv", host, port, ssrc, pt)
-        self._fast_ip = None
+        if self._lane_src is not None:
+            self._disarm()
         if pt in self._dtmf_pt_rx:
             for start, digit in rtp.dtmf_in(payload, ts, self._loop.time()):
                 self._emit("MediaRtpDtmfNearStart" if start else "MediaRtpDtmfNear", digit)
@@ -1388,14 +1523,28 @@ class IMedia:
             self._once("held", "the app's Recv is behind: oldest payload dropped")
         held.append((payload, seq, ts, bool(b1 & 0x80)))
         self._deliver()
-        if st is _State.CONNECTED and not drop and pkt[0] == 0x80 and not 64 <= pt <= 95:
-            # the fast path (`_datagram`) takes this source's next packets; a payload
-            # type in 64..95 with the marker set would read as RTCP (RFC 5761)
-            self._fast_ip = self._src_ip
-            self._fast_port = port
-            self._fast_ssrc = ssrc
-            self._fast_pt = pt
-            self._fast_stats = rtp.sources[ssrc].stats
+        if st is _S.CONNECTED and not drop and pkt[0] == 0x80 and not 64 <= pt <= 95:
+            # the lane (`_lane`) takes this source's next packets; a payload type in
+            # 64..95 with the marker set would read as RTCP (RFC 5761)
+            sock = self._sock
+            arm = getattr(sock, "_set_media_lane", None)  # the library's UDP socket
+            if arm is not None:
+                src = arm(self._lane_fn)  # this datagram's source, as the transport gave it
+                if src is not None:
+                    self._lane_sock = sock
+                    self._lane_src = src
+                    self._fast_ssrc = ssrc
+                    self._fast_pt = pt
+                    self._fast_stats = rtp.sources[ssrc].stats
+
+    def _disarm(self) -> None:
+        """The lane takes nothing more (`_media_in` arms it again): a new remote, new
+        keys, a failure, `Close`, the socket's end, a packet of the slow path."""
+        self._lane_src = None
+        sock = self._lane_sock
+        if sock is not None:
+            self._lane_sock = None
+            sock._set_media_lane(None)
 
     def _deliver(self) -> None:
         held, recvs = self._held, self._recvs
@@ -1429,34 +1578,53 @@ class IMedia:
             # one frame (anything else: the checks and errors below)
             t = type(buf)
             if t is bytearray or t is bytes:
-                size = buf.__len__()
+                size = _len(buf)
                 n = size if len is None else len
                 if 0 <= n <= size and n <= _FAST_PAYLOAD and not self._drop_tx:
                     rtp = self._rtp
                     seq = rtp.seq
                     rtp.seq = (seq + 1) & 0xFFFF
                     ts = timestamp & 0xFFFFFFFF
-                    now = self._loop.time()
-                    rtp.last_ts = ts
-                    rtp.last_time = now
+                    now = self._clock()
                     send = rtp.send
                     send.packets = packets = send.packets + 1  # `RtpSendStats.sent`, inline
                     send.octets += n
                     send.last_ts = ts
                     send.last_time = now
                     b1 = rtp.pt | 0x80 if packets == 1 else rtp.pt  # M: the first packet
-                    head = _RTP_HEADER.pack(0x80, b1, seq, ts, rtp.ssrc)
-                    pkt = head + (buf if n == size else buf[:n])
-                    protect = self._tx_protect
-                    if protect is not None:
-                        try:
-                            pkt = protect(pkt)
-                        except self._srtp_errors as e:
+                    tx = self._tx_direct
+                    if tx is not None:  # libsrtp's protect, written out (`_srtp.direct`)
+                        call, ctx, cbuf, view, cell, payload, memmove, _ = tx
+                        _pack_header(view, 0, 0x80, b1, seq, ts, rtp.ssrc)
+                        memmove(payload, buf, n)  # n <= len(buf), 12 + n <= len(view)
+                        cell[0] = n + 12
+                        rc = call(ctx, cbuf, cell)
+                        if rc:
                             raise ValueError(
-                                f"libsrtp refused to protect sequence number {seq} ({e}): "
-                                "give every packet a new sequence number"
-                            ) from None
+                                f"libsrtp refused to protect sequence number {seq} "
+                                f"({srtp_error(rc)}): give every packet a new sequence number"
+                            )
+                        pkt = view[0 : cell[0]]
+                    else:
+                        pkt = _RTP_HEADER.pack(0x80, b1, seq, ts, rtp.ssrc) + (
+                            buf if n == size else buf[:n]
+                        )
+                        protect = self._tx_protect
+                        if protect is not None:
+                            try:
+                                pkt = protect(pkt)
+                            except self._srtp_errors as e:
+                                raise ValueError(
+                                    f"libsrtp refused to protect sequence number {seq} ({e}): "
+                                    "give every packet a new sequence number"
+                                ) from None
                     self._counters.rtp_sent += 1
+                    addr = self._tx_addr
+                    if addr is not None:  # the socket's lane send (`_select` made `addr`)
+                        self._lane_send(pkt, addr)
+                        if self._send_results:
+                            self._send_kinds.append(True)
+                        return
                     remote = self._remote
                     sock = self._sock
                     if remote is not None and sock is not None:  # `_send_to`, inline
@@ -1471,7 +1639,7 @@ class IMedia:
         self._check("RtpSend")
         payload = _payload(buf, len, "RtpSend")
         if not self._sending:
-            if self._state is _State.CONNECTED or self._state is _State.FAILED:
+            if self._state is _S.CONNECTED or self._state is _S.FAILED:
                 self._once("send-stopped", "RtpSend ignored: the media stopped")
                 return
             raise SocketModeError(
@@ -1506,7 +1674,7 @@ class IMedia:
                 "RtcpSend: an RTCP packet is 8 bytes or more, version 2, type 192..223"
             )
         if not self._sending:
-            if self._state is _State.CONNECTED or self._state is _State.FAILED:
+            if self._state is _S.CONNECTED or self._state is _S.FAILED:
                 return
             raise SocketModeError(
                 "IMedia.RtcpSend before MediaConnectResult(media, None): send once connected"
@@ -1529,13 +1697,13 @@ class IMedia:
         """
         if (
             type(buf) is bytearray
-            and self._state is _State.CONNECTED
+            and self._state is _S.CONNECTED
             and self._iomux._owner._is_owned()
         ):  # the fast path: a bytearray on a connected stream, from the loop's thread
-            size = buf.__len__()
+            size = _len(buf)
             want = size if len is None else len
             if 0 <= want <= size:
-                self._recvs.append((buf, memoryview(buf), want))
+                self._recvs.append((buf, buf, want))  # a bytearray: written into itself
                 if self._held:
                     self._deliver()
                 return
@@ -1574,7 +1742,7 @@ class IMedia:
         if not 0 <= pt <= 127:
             raise ValueError(f"RtpDtmf: payload type {pt} is not 0..127")
         if not self._sending:
-            if self._state is _State.CONNECTED or self._state is _State.FAILED:
+            if self._state is _S.CONNECTED or self._state is _S.FAILED:
                 return
             raise SocketModeError(
                 "IMedia.RtpDtmf before MediaConnectResult(media, None): send once connected"
@@ -1588,11 +1756,12 @@ class IMedia:
         callback. A second `Close` does nothing.
         """
         self._iomux.on_loop("IMedia.Close")
-        if self._state is _State.CLOSING or self._state is _State.CLOSED:
+        if self._state is _S.CLOSING or self._state is _S.CLOSED:
             return
-        self._set_state(_State.CLOSING)
+        self._set_state(_S.CLOSING)
         self._sending = False
-        self._fast_ip = None
+        self._disarm()  # before the socket's Shutdown: nothing reaches the app from now on
+        self._tx_addr = None
         self._out.clear()
         self._held.clear()
         self._recvs.clear()
@@ -1621,13 +1790,13 @@ class IMedia:
             self._loop.call_soon(self._finish_close)
 
     def _finish_close(self) -> None:
-        if self._state is not _State.CLOSING:
+        if self._state is not _S.CLOSING:
             return
         sock = self._closing_socket
         if sock is not None:
             self._closing_socket = None
             sock.Delete()
-        self._set_state(_State.CLOSED)
+        self._set_state(_S.CLOSED)
         self._log.Log(LOG, "media %x: closed (%s)", id(self), self._counters.as_dict())
         self._emit("MediaCloseComplete")
 
@@ -1682,7 +1851,7 @@ class IMedia:
         return int(RTCP_INTERVAL * (0.5 + self._rng.random()) * 1000)
 
     def _statistics(self) -> None:
-        if self._rtp is None or self._state is not _State.CONNECTED:
+        if self._rtp is None or self._state is not _S.CONNECTED:
             return
         for stats in self._rtp.statistics():
             self._emit("MediaEventReceived", mt.CHANNEL_MEDIA_STATISTICS, stats)
@@ -1772,6 +1941,7 @@ class _RtpState:
         "pt",
         "rate",
         "rtt",
+        "sdes",
         "send",
         "seq",
         "sources",
@@ -1784,10 +1954,13 @@ class _RtpState:
         self.pt = pt
         self.rate = rate
         self.last_seq: int | None = None
+        # the RTP clock until audio is sent (a random start, running from its first use,
+        # for DTMF and reports); from then on `send.last_ts` and `send.last_time` are it
         self.last_ts = rng.getrandbits(32)
         self.last_time: float | None = None
         self.sources: dict[int, _Source] = {}
         self.send = RtpSendStats(rate)
+        self.sdes: bytes | None = None  # this source's SDES (CNAME), packed at the first report
         self.peer_block: Any = None  # the peer's last report block about this stream
         self.peer_lost = 0
         self.rtt: float | None = None  # seconds
@@ -1805,8 +1978,6 @@ class _RtpState:
         self.seq = (seq + 1) & 0xFFFF
         ts = timestamp & 0xFFFFFFFF
         if pt is None:
-            self.last_ts = ts
-            self.last_time = now
             self.send.sent(len(payload), ts, now)
             b1 = self.pt | (0x80 if self.send.packets == 1 else 0)  # M: the first packet
         else:
@@ -1814,7 +1985,11 @@ class _RtpState:
         return _RTP_HEADER.pack(0x80, b1, seq, ts, self.ssrc)
 
     def now_ts(self, now: float) -> int:
-        """The RTP timestamp of `now`: the last audio timestamp advanced by the time since."""
+        """The RTP timestamp of `now`: the last audio timestamp (`send`'s) advanced by the
+        time since."""
+        send = self.send
+        if send.last_ts is not None:
+            return (send.last_ts + int((now - send.last_time) * self.rate)) & 0xFFFFFFFF
         if self.last_time is None:  # no audio yet: the clock starts at the first use
             self.last_time = now
         return (self.last_ts + int((now - self.last_time) * self.rate)) & 0xFFFFFFFF
@@ -1870,12 +2045,13 @@ class _RtpState:
         source, then SDES with the CNAME."""
 
         blocks = [s.stats.report_block(ssrc, now) for ssrc, s in self.sources.items()]
-        first: Any = self.send.sender_report(self.ssrc, now, unix_now, blocks)
-        if first is not None:
-            first.rtp_timestamp = self.now_ts(now)
-        else:
-            first = ReceiverReport(self.ssrc, blocks)
-        return pack_rtcp([first, Sdes([(self.ssrc, [(1, CNAME)])])])
+        send = self.send
+        sender = None
+        if send.last_ts is not None:  # an SR once it sent (`RtpSendStats.sender_report`)
+            sender = (ntp_time(unix_now), self.now_ts(now), send.packets, send.octets)
+        if self.sdes is None:
+            self.sdes = pack_rtcp([Sdes([(self.ssrc, [(1, CNAME)])])])
+        return pack_report(self.ssrc, sender, blocks, self.sdes)
 
     def statistics(self) -> list[Any]:
         """`EventMediaStatistics` for the peer's view (xmit True, from its last report)

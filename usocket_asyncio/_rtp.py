@@ -401,6 +401,61 @@ def pack_rtcp(packets: list[RtcpPacket]) -> bytes:
     return b"".join(_pack_one(p) for p in packets)
 
 
+_SR_HEAD = struct.Struct("!BBHIIIIII")
+_RR_HEAD = struct.Struct("!BBHI")
+
+
+def pack_report(
+    ssrc: int,
+    sender: tuple[int, int, int, int] | None,
+    blocks: list[ReportBlock],
+    sdes: bytes,
+) -> bytes:
+    """A stream's own compound report, packed at once: an SR (`sender` = (NTP timestamp,
+    RTP timestamp, packets, octets)) or, with `sender` None, an RR, carrying `blocks`,
+    followed by `sdes` (an SDES packet `pack_rtcp` made once). The same bytes as
+    `pack_rtcp([SenderReport(...) or ReceiverReport(...), sdes])`, for values that are
+    in range as `RtpReceiveStats.report_block` and `RtpSendStats` make them (packets
+    and octets are taken modulo 2**32); `pack_rtcp` checks each field, this does not.
+
+    Raises:
+        ValueError: more than 31 blocks.
+    """
+    count = len(blocks)
+    if count > 31:
+        raise ValueError(f"an RTCP report carries at most 31 blocks, not {count}")
+    pack = _REPORT_BLOCK.pack
+    body = b"".join(
+        [
+            pack(
+                b.ssrc,
+                (b.fraction_lost << 24) | (b.lost & 0xFFFFFF),
+                b.highest_seq,
+                b.jitter,
+                b.lsr,
+                b.dlsr,
+            )
+            for b in blocks
+        ]
+    )
+    if sender is None:
+        head = _RR_HEAD.pack(0x80 | count, RTCP_RR, 1 + 6 * count, ssrc)
+    else:
+        ntp, rtp_ts, packets, octets = sender
+        head = _SR_HEAD.pack(
+            0x80 | count,
+            RTCP_SR,
+            6 + 6 * count,
+            ssrc,
+            ntp >> 32,
+            ntp & 0xFFFFFFFF,
+            rtp_ts,
+            packets & 0xFFFFFFFF,
+            octets & 0xFFFFFFFF,
+        )
+    return head + body + sdes
+
+
 def _parse_blocks(body: bytes, offset: int, count: int) -> list[ReportBlock]:
     if offset + 24 * count > len(body):
         raise ValueError(f"the RTCP report announces {count} report blocks that do not fit")
@@ -582,8 +637,8 @@ class RtpReceiveStats:
         "_received",
         "_received_prior",
         "_started",
+        "_steady",
         "_transit",
-        "_transit_valid",
     )
 
     def __init__(self, clock_rate: int, probation: int = 0) -> None:
@@ -592,6 +647,7 @@ class RtpReceiveStats:
         self._clock_rate = clock_rate
         self._min_sequential = probation
         self._started = False
+        self._steady = False  # started and not on probation: `update`'s common case
         self._probation = probation
         self._base_seq = 0
         self._max_seq = 0
@@ -600,8 +656,7 @@ class RtpReceiveStats:
         self._received = 0
         self._expected_prior = 0
         self._received_prior = 0
-        self._transit = 0
-        self._transit_valid = False
+        self._transit = -1  # the last packet's transit time; < 0: none to compare with
         self._jitter16 = 0  # jitter in timestamp units, times 16 (A.8's integer form)
         self._lsr = 0
         self._lsr_arrival = 0.0
@@ -616,7 +671,12 @@ class RtpReceiveStats:
         self._expected_prior = 0
 
     def _update_seq(self, seq: int) -> bool:
-        """A.1 `update_seq`: whether the packet counts."""
+        """A.1 `update_seq`: whether the packet counts (and `_steady` kept)."""
+        counts = self._a1_update_seq(seq)
+        self._steady = self._probation == 0  # (started now)
+        return counts
+
+    def _a1_update_seq(self, seq: int) -> bool:
         if not self._started:
             self._started = True
             self._init_seq(seq)
@@ -646,7 +706,7 @@ class RtpReceiveStats:
             if seq == self._bad_seq:
                 # two packets in sequence after a big jump: the source restarted
                 self._init_seq(seq)
-                self._transit_valid = False
+                self._transit = -1
             else:
                 self._bad_seq = (seq + 1) & 0xFFFF
                 return False
@@ -667,8 +727,7 @@ class RtpReceiveStats:
             number is out of range; the caller may drop it).
         """
         max_seq = self._max_seq
-        udelta = (seq - max_seq) & 0xFFFF
-        if udelta < _MAX_DROPOUT and self._started and not self._probation:
+        if (seq - max_seq) & 0xFFFF < _MAX_DROPOUT and self._steady:
             # the common case of `_update_seq`, inline: in order, or a gap ahead
             if seq < max_seq:
                 self._cycles += _RTP_SEQ_MOD
@@ -677,15 +736,15 @@ class RtpReceiveStats:
         elif not self._update_seq(seq):
             return False
         # A.8: transit time in timestamp units; differences modulo 2**32 (timestamps wrap)
-        arrival_ts = round(arrival * self._clock_rate)
-        transit = (arrival_ts - timestamp) & 0xFFFFFFFF
-        if self._transit_valid:
-            d = (transit - self._transit) & 0xFFFFFFFF
-            if d >= 1 << 31:
-                d = (1 << 32) - d
-            self._jitter16 += d - ((self._jitter16 + 8) >> 4)
+        transit = (round(arrival * self._clock_rate) - timestamp) & 0xFFFFFFFF
+        last = self._transit
+        if last >= 0:
+            d = (transit - last) & 0xFFFFFFFF
+            if d >= 0x80000000:
+                d = 0x100000000 - d
+            j = self._jitter16
+            self._jitter16 = j + d - ((j + 8) >> 4)
         self._transit = transit
-        self._transit_valid = True
         return True
 
     def sender_report(self, ntp: int, arrival: float) -> None:

@@ -15,7 +15,7 @@ key it receives with.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pylibsrtp
@@ -131,6 +131,66 @@ def _check_rtp_header(header: bytes) -> None:
             f"the RTP header's CSRC count and extension need {end} bytes, "
             f"the header has {len(header)}"
         )
+
+
+def direct(
+    session: ISrtpSession, outbound: bool
+) -> tuple[Any, Any, Any, Any, Any, Any, Any, Any] | None:
+    """libsrtp's `srtp_protect` (`outbound`) or `srtp_unprotect` of `session`, for a
+    per-packet path that writes the call out: (call, context, buffer, view, length,
+    payload, memmove, owner), so
+
+        view[0:n] = packet; length[0] = n
+        rc = call(context, buffer, length)  # 0: done, else libsrtp's error (`srtp_error`)
+        out = view[0 : length[0]]
+
+    (`payload` points at the buffer's byte 12, where an RTP payload after a plain header
+    goes: `memmove(payload, data, k)` copies k bytes of `data` there, unchecked: the
+    caller keeps k within both)
+
+    does what `pylibsrtp.Session.protect`/`unprotect` do, without their two Python calls
+    and the cell they allocate per packet. The buffer is pylibsrtp's own of that session
+    (`_BUFFER` bytes: its methods and these calls take turns in it, on the session's one
+    thread; a new one where it has none): a packet to protect leaves room for the
+    trailer (`_MAX_RTP`), one to unprotect is at most `_BUFFER`. The libsrtp context is
+    the one `session` keeps (the same replay window and keystream as its methods);
+    `owner`, the pylibsrtp session, keeps it alive as long as the tuple is kept.
+
+    None when pylibsrtp's internals are not as this version knows them (its CFFI binding,
+    the context in `Session._srtp`, libsrtp 2's three-argument calls): the caller uses
+    the session's public methods then."""
+    try:
+        from pylibsrtp import _binding
+
+        ffi, lib = _binding.ffi, _binding.lib
+        s = session._outbound() if outbound else session._inbound()
+        ctx = s._srtp[0]
+        call = lib.srtp_protect if outbound else lib.srtp_unprotect
+        if ffi.typeof(ctx) is not ffi.typeof("srtp_t") or len(ffi.typeof(call).args) != 3:
+            return None
+        buffer: Any = getattr(s, "_cdata", None)
+        view: Any = getattr(s, "_buffer", None)
+        if (
+            buffer is None
+            or view is None
+            or ffi.typeof(buffer) is not ffi.typeof("char[]")
+            or ffi.sizeof(buffer) < _BUFFER
+            or len(view) != ffi.sizeof(buffer)
+        ):
+            buffer = ffi.new("char[]", _BUFFER)
+            view = ffi.buffer(buffer)
+        length = ffi.new("int *")
+        return call, ctx, buffer, view, length, buffer + 12, ffi.memmove, s
+    except Exception:  # ImportError, AttributeError, a changed CFFI declaration
+        return None
+
+
+def srtp_error(rc: int) -> str:
+    """libsrtp's words for its error code `rc` (as pylibsrtp raises them)."""
+    import pylibsrtp
+
+    errors = getattr(pylibsrtp, "ERRORS", ())
+    return errors[rc] if 0 <= rc < len(errors) else f"libsrtp error {rc}"
 
 
 class ISrtpSession:

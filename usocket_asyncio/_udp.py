@@ -150,6 +150,7 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
         "_last_dst",
         "_last_ip",
         "_last_port",
+        "_media_lane",
         "_peer_end",
         "_q",
         "_reuse",
@@ -192,6 +193,7 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
         self._src: Any = None
         self._src_ip: Any = None
         self._src_port = -1
+        self._media_lane: Any = None  # IMedia's lane (`_set_media_lane`); None: none
 
     @property
     def dropped(self) -> int:
@@ -391,6 +393,9 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
         self._put(data, addr)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
+        lane = self._media_lane  # IMedia's lane first (`_set_media_lane`), unless some wait
+        if lane is not None and not self._q.held and lane(data, addr):
+            return
         st = self._state
         if st is not S.BOUND and st is not S.CONNECTED:
             if self._tr is not None and (st is S.BINDING or st is S.CONNECTING):
@@ -477,6 +482,37 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
             if held and self._q.rq:
                 self._deliver_held()
             self._check_end()
+
+    # ------------------------------------------------------------------ IMedia's lane
+
+    def _set_media_lane(self, lane: Any) -> Any:
+        """Internal, for `IMedia` only (its socket's per-packet shortcut): while `lane` is
+        set, each datagram of this bound socket goes first to `lane(data, addr)`, the
+        transport's `bytes` and source as they came, before any `Recv` buffer; True:
+        the lane took it (nothing more happens here), False: it goes the usual way. Not
+        while datagrams wait in the hold (they come first). `lane` None disarms it; the
+        owner disarms it before `Shutdown` and when it stops taking packets. Returns the
+        source of the datagram last given to `SocketRecvFromResult` (the one being
+        delivered, when called from there as IMedia does), as the transport gave it;
+        None when disarmed, or on a socket that is not bound (which it leaves disarmed)."""
+        if lane is not None and self._state is not S.BOUND:
+            lane = None
+        self._media_lane = lane
+        return self._src if lane is not None else None
+
+    def _media_lane_send(self, data: bytes, addr: Any) -> None:
+        """Internal, for `IMedia` only: `SendTo(data, None, ...)` of a `bytes` datagram to
+        `addr`, a sockaddr `_dest` made; the caller checked the thread. Ignored, as
+        `SendTo` is, once the socket is shutting down or its transport is gone."""
+        if self._state is S.BOUND and not self._shutdown_wanted:
+            sock = self._sock
+            if sock is not None and not self._blocked and not self._w_send:
+                try:  # `_put`'s common case, written out: the kernel takes it, no result due
+                    sock.sendto(data, addr)
+                    return
+                except OSError:  # not sent: `_put` tries again and does what it does then
+                    pass
+            self._put(data, addr)
 
     # ------------------------------------------------------------------ ISocket: data
 
