@@ -45,6 +45,7 @@ from usocket_asyncio import (
     MediaConfig,
     MediaType,
     SocketModeError,
+    _iomux,
     _media,
 )
 
@@ -365,6 +366,34 @@ def test_drop_media_rx_drops_received_rtp(mux: Mux, mlog: IInstanceLog) -> None:
     mux.run_until(lambda: mb.counters.rtcp_received >= 1, timeout=5, what="RTCP")
     mux.run_for(0.1)
     assert ub.payloads == [] and ub.ssrcs == []
+    close(mux, a, b)
+
+
+def test_rtcp_reports_every_five_seconds_randomized(
+    mux: Mux, mlog: IInstanceLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RFC 3550 6.2/6.3.1: the report timer is RTCP's 5 s minimum interval times a random
+    0.5..1.5, the first after half of it; nothing is sent before the first is due."""
+    starts: list[tuple[Any, int]] = []
+    real_start = _iomux.ITimer.Start
+
+    def start(timer: _iomux.ITimer, ms: int) -> None:
+        starts.append((timer, ms))
+        real_start(timer, ms)
+
+    monkeypatch.setattr(_iomux.ITimer, "Start", start)
+    a = make(mux, mlog, "a")
+    b = make(mux, mlog, "b")
+    connect(mux, a, b)
+    for m, _ in (a, b):
+        first = [ms for t, ms in starts if t is m._rtcp_timer]
+        assert len(first) == 1 and 1250 <= first[0] < 3750, first
+    # the next ones: RTCP_INTERVAL (5 s) randomized, spread over the whole 2.5..7.5 s
+    later = [a[0]._rtcp_delay() for _ in range(400)]
+    assert 2500 <= min(later) < 3000 and 7000 < max(later) < 7500, (min(later), max(later))
+    assert 4700 < sum(later) / len(later) < 5300
+    mux.run_for(0.3)
+    assert a[0].counters.rtcp_received == b[0].counters.rtcp_received == 0  # none due yet
     close(mux, a, b)
 
 

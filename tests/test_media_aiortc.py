@@ -113,8 +113,10 @@ def check_rtcp(mux: Mux, peer: AiortcPeer, user: MediaRecorder) -> None:
 
 @pytest.fixture
 def fast_stats(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Statistics every 0.5 s instead of 5 s, so a short call sees them."""
+    """Statistics every 0.5 s instead of 5 s and RTCP reports every 0.25-0.75 s instead of
+    2.5-7.5 s, so a short call sees them."""
     monkeypatch.setattr(_media, "STATISTICS_INTERVAL", 0.5)
+    monkeypatch.setattr(_media, "RTCP_INTERVAL", 0.5)
 
 
 @pytest.mark.parametrize(

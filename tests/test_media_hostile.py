@@ -144,12 +144,13 @@ def test_strangers_dtls_rtp_rtcp_and_noise(
 
 
 def test_srtp_bad_tags_and_replays_from_the_peer_address(
-    mux: Mux, mlog: IInstanceLog, caplog: pytest.LogCaptureFixture
+    mux: Mux, mlog: IInstanceLog, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Packets from the selected remote's address (the relay's, here) that fail SRTP
     authentication or repeat an index: dropped, counted, one
     FAULT_CODE_RTP_SRTP_AUTH_FAILED and one log line."""
     caplog.set_level(logging.INFO)
+    monkeypatch.setattr(_media, "RTCP_INTERVAL", 0.5)  # B's reports come within the test
     seen: list[bytes] = []
 
     seen_rtcp: list[bytes] = []

@@ -168,8 +168,10 @@ RECV_BUFFERS = 4
 """`Recv` buffers kept posted on the UDP socket."""
 MAX_DATAGRAM = 2048
 """The size of each of them: a longer datagram is no media of ours (truncated, dropped)."""
-RTCP_INTERVAL = 1.0
-"""Seconds between two RTCP reports (each randomized to 0.5..1.5 times, RFC 3550 6.2)."""
+RTCP_INTERVAL = 5.0
+"""Seconds between two RTCP reports: RFC 3550's minimum (6.2), which a two-party audio call
+never exceeds by its bandwidth share, each randomized to 0.5..1.5 times (6.3.1); the first
+report waits half as long (6.2: "the initial RTCP packet ... half the minimum")."""
 STATISTICS_INTERVAL = 5.0
 """Seconds between two rounds of `EventMediaStatistics` (one for each direction)."""
 DTMF_GAP_MS = 50
@@ -1208,7 +1210,7 @@ class IMedia:
         self._sending = True
         self._connect_reported = True
         self._emit("MediaConnectResult", None)
-        self._rtcp_timer.Start(self._rtcp_delay())
+        self._rtcp_timer.Start(self._rtcp_delay(first=True))
         self._stats_timer.Start(int(STATISTICS_INTERVAL * 1000))
 
     def _fail(self, text: str, code: str, src: str) -> None:
@@ -1847,8 +1849,11 @@ class IMedia:
         finally:
             self._event_end()
 
-    def _rtcp_delay(self) -> int:
-        return int(RTCP_INTERVAL * (0.5 + self._rng.random()) * 1000)
+    def _rtcp_delay(self, first: bool = False) -> int:
+        """Milliseconds to the next report: `RTCP_INTERVAL` (half of it for the `first`)
+        times a random 0.5..1.5 (RFC 3550 6.2, 6.3.1)."""
+        interval = RTCP_INTERVAL / 2 if first else RTCP_INTERVAL
+        return int(interval * (0.5 + self._rng.random()) * 1000)
 
     def _statistics(self) -> None:
         if self._rtp is None or self._state is not _S.CONNECTED:
