@@ -397,6 +397,50 @@ def test_rtcp_reports_every_five_seconds_randomized(
     close(mux, a, b)
 
 
+def test_streams_of_one_provider_share_one_certificate_and_openssl_context(
+    mux: Mux, mlog: IInstanceLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A provider's streams given no socketContext present one self-signed certificate
+    (one key made, one fingerprint) and their DTLS associations share one OpenSSL
+    context: nothing of that is made per stream. Another provider has its own."""
+    made: list[bytes] = []
+    real = _media._make_self_signed  # type: ignore[attr-defined]
+
+    def counted() -> Any:
+        ck = real()
+        made.append(ck.pem)
+        return ck
+
+    monkeypatch.setattr(_media, "_make_self_signed", counted)
+    mine, theirs = CreateMediaProvider(), CreateMediaProvider()
+    streams = []
+    for provider, name in ((mine, "a1"), (mine, "a2"), (theirs, "b1"), (theirs, "b2")):
+        user = MediaRecorder(name)
+        media = provider.CreateMedia(mux, user, mlog)
+        media.Initialize(None, None, None, 0, 0, localAddresses=["127.0.0.1"])
+        streams.append((media, user))
+    mux.run_until(lambda: all(u.initialized for _, u in streams), what="initialized")
+    (a1, a2, b1, b2) = streams
+    assert len(made) == 2  # one key and certificate per provider, not per stream
+    fps = [u.config.ice.fingerprint for _, u in streams]
+    assert fps[0] == fps[1] and fps[2] == fps[3] and fps[0] != fps[2]
+    connect(mux, a1, b1)
+    connect(mux, a2, b2)
+    # a1 and a2 serve DTLS (b answers active), b1 and b2 are clients
+    assert a1[0]._dtls_server and a2[0]._dtls_server and not b1[0]._dtls_server
+    for x, y in ((a1, a2), (b1, b2)):
+        dx, dy = x[0]._dtls, y[0]._dtls
+        assert dx is not None and dy is not None
+        cx, cy = dx._conn, dy._conn
+        assert cx is not None and cy is not None
+        assert cx.config.ssl_ctx is cy.config.ssl_ctx
+    exchange(mux, a1, b1, 5)
+    exchange(mux, a2, b2, 5)
+    mux.run_until(lambda: all(len(u.payloads) == 5 for _, u in streams), what="payloads")
+    close(mux, a1, b1)
+    close(mux, a2, b2)
+
+
 def test_statistics_both_ways(mux: Mux, mlog: IInstanceLog, fast_stats: None) -> None:
     a = make(mux, mlog, "a")
     b = make(mux, mlog, "b")

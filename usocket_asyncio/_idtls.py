@@ -55,7 +55,7 @@ fired timer may race with the end; none is the caller's mistake).
 from __future__ import annotations
 
 import math
-from collections import deque
+from collections import OrderedDict, deque
 from typing import TYPE_CHECKING, Any
 
 from OpenSSL import SSL
@@ -94,6 +94,19 @@ EARLY_MAX_BYTES = 8192
 """Bytes held when DTLS datagrams come before `DtlsConnect`."""
 
 _DEFAULT_CONFIGS: dict[tuple[bool, bool, bool], DtlsConfig] = {}
+CONTEXT_CONFIGS = 32
+"""OpenSSL contexts kept for the socket contexts given to `DtlsConnect`, by what they hold
+(the least recently used one goes beyond): associations of equal contexts share one."""
+_CONTEXT_CONFIGS: OrderedDict[tuple[Any, ...], DtlsConfig] = OrderedDict()
+
+
+def _shared(cfg: DtlsConfig) -> DtlsConfig:
+    """`cfg` made fit to serve many associations: no session cache (no association is
+    resumed; a shared cache would only grow), and each connection's buffers released
+    while idle (a connected stream keeps its DTLS association for close_notify)."""
+    cfg.ssl_ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+    cfg.ssl_ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)
+    return cfg
 
 
 class UDtls:
@@ -365,13 +378,40 @@ class IDtls:
                     verify=True,
                     mutual=mutual,
                 )
-                _DEFAULT_CONFIGS[key] = cfg
+                _DEFAULT_CONFIGS[key] = _shared(cfg)
             return cfg
         if not isinstance(context, SocketContext):
             raise TypeError("DtlsConnect: context must come from a provider's CreateSocketContext")
-        return DtlsConfig.from_context(
-            context, server, use_srtp=use_srtp, mutual=mutual, own_cert_both_sides=True
+        # one OpenSSL context per distinct content, not per association: each costs
+        # hundreds of KB (a client's that verifies loads the system's CA store)
+        sni = (
+            tuple((n, context.cert_pem_for(True, n)) for n in context.server_names)
+            if server
+            else ()
         )
+        ckey = (
+            server,
+            use_srtp,
+            mutual,
+            context.cert_pem_for(True),
+            tuple(context.alpn),
+            context.verify,
+            context.trusted_pem,
+            sni,
+        )
+        cfg = _CONTEXT_CONFIGS.get(ckey)
+        if cfg is not None:
+            _CONTEXT_CONFIGS.move_to_end(ckey)
+            return cfg
+        cfg = _shared(
+            DtlsConfig.from_context(
+                context, server, use_srtp=use_srtp, mutual=mutual, own_cert_both_sides=True
+            )
+        )
+        _CONTEXT_CONFIGS[ckey] = cfg
+        if len(_CONTEXT_CONFIGS) > CONTEXT_CONFIGS:
+            _CONTEXT_CONFIGS.popitem(last=False)
+        return cfg
 
     def DtlsUnpause(self) -> None:
         """Send what a paused `DtlsConnect` held back; from now on nothing waits.

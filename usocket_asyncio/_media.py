@@ -174,6 +174,9 @@ never exceeds by its bandwidth share, each randomized to 0.5..1.5 times (6.3.1);
 report waits half as long (6.2: "the initial RTCP packet ... half the minimum")."""
 STATISTICS_INTERVAL = 5.0
 """Seconds between two rounds of `EventMediaStatistics` (one for each direction)."""
+CERT_RENEW_DAYS = 30
+"""A provider's shared self-signed certificate (valid for a year) is renewed for the
+streams that initialize after it is this many days old."""
 DTMF_GAP_MS = 50
 """Milliseconds between the last packet of a digit and the first of the next."""
 DTMF_END_MS = 300
@@ -265,9 +268,29 @@ class UMedia:
 
 
 class IMediaProvider:
-    """Makes media streams (the SDK's `IMediaProvider`)."""
+    """Makes media streams (the SDK's `IMediaProvider`).
 
-    __slots__ = ()
+    Its streams that are given no `socketContext` share one self-signed DTLS certificate,
+    made at the first stream's `Initialize` and renewed after `CERT_RENEW_DAYS`: making
+    an EC key and a certificate per stream cost each stream's set-up CPU, and an OpenSSL
+    context per certificate kept hundreds of KB per connected stream (one for each
+    distinct certificate; equal ones share it). An app that wants a certificate per call
+    makes a provider per call, or passes a `socketContext` of its own.
+    """
+
+    __slots__ = ("_cert", "_cert_at")
+
+    def __init__(self) -> None:
+        self._cert: bytes | None = None
+        self._cert_at = 0.0
+
+    def _certificate(self) -> bytes:
+        """The key and certificate PEM this provider's streams present by default."""
+        now = time.time()
+        if self._cert is None or now - self._cert_at > CERT_RENEW_DAYS * 86400:
+            self._cert = _make_self_signed().pem
+            self._cert_at = now
+        return self._cert
 
     def CreateMedia(self, iomux: IIoMux, user: UMedia, log: IInstanceLog) -> IMedia:
         """A new stream on `iomux` calling back `user`; call `Initialize` next.
@@ -278,7 +301,7 @@ class IMediaProvider:
         if user is None or not callable(getattr(user, "MediaCloseComplete", None)):
             raise TypeError("CreateMedia needs a UMedia (the object that gets the callbacks)")
         iomux.on_loop("CreateMedia")
-        return IMedia(iomux, user, log)
+        return IMedia(iomux, user, log, self)
 
     def Delete(self) -> None:
         """The streams it made live on."""
@@ -537,6 +560,7 @@ class IMedia:
         "_port",
         "_ports",
         "_profile",
+        "_provider",
         "_recvs",
         "_remote",
         "_remote_config",
@@ -565,8 +589,15 @@ class IMedia:
         "_want_dtls",
     )
 
-    def __init__(self, iomux: IIoMux, user: UMedia, log: IInstanceLog) -> None:
+    def __init__(
+        self,
+        iomux: IIoMux,
+        user: UMedia,
+        log: IInstanceLog,
+        provider: IMediaProvider | None = None,
+    ) -> None:
         self._iomux = iomux
+        self._provider = provider
         self._loop = iomux.loop
         self._clock = _clock_of(self._loop)
         self._user = user
@@ -764,8 +795,8 @@ class IMedia:
         Args:
             udpSocketProvider: the UDP provider for the port (None: a new one).
             tcpSocketProvider: for TURN over TCP: unused in this version.
-            socketContext: holds this side's DTLS certificate; None: a fresh
-                self-signed one for this stream.
+            socketContext: holds this side's DTLS certificate; None: the self-signed
+                one of this stream's `IMediaProvider`, shared by its streams.
             minPort: the lowest port to bind (with `maxPort` 0: any port).
             maxPort: the highest port to bind.
             stunServers: "host:port" of STUN servers for server-reflexive candidates.
@@ -818,7 +849,10 @@ class IMedia:
         self._drop_rx = max(0, min(100, int(dropMediaRx)))
         if socketContext is None:
             socketContext = CreateTLSSocketProvider(None).CreateSocketContext(self._log)
-            socketContext.SetServerCertificate(_make_self_signed().pem)
+            provider = self._provider
+            socketContext.SetServerCertificate(
+                provider._certificate() if provider is not None else _make_self_signed().pem
+            )
         self._ctx = socketContext
         if minPort == 0 and maxPort == 0:
             self._ports = [0]
