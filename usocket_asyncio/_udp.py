@@ -403,17 +403,29 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
             if rq:
                 self._event(self._deliver_held)
             return
-        buf, n = q.fill(data)  # the buffer is the app's again: it may resize it in the callback
+        # `RecvQueue.fill`, written out: the view is released before the callback, so
+        # the buffer is the app's again (it may resize it there)
+        buf, mv = rq.popleft()
+        n = len(data)
+        if n <= mv.nbytes:
+            mv[:n] = data
+        else:
+            n = q.truncate(mv, data)
+        mv.release()
         # the per-datagram event, written out: see `SocketBase._event`
         self._in_event = True
         try:
             if st is S.CONNECTED:
                 self._user.SocketRecvResult(self, buf, n)
             else:
-                ip = ip_of(addr[0])
-                self._src = addr
-                self._src_ip = ip
-                self._src_port = port = addr[1]
+                if addr == self._src:  # the same peer again (the loop makes a new tuple)
+                    ip = self._src_ip
+                    port = self._src_port
+                else:
+                    ip = ip_of(addr[0])
+                    self._src = addr
+                    self._src_ip = ip
+                    self._src_port = port = addr[1]
                 self._user.SocketRecvFromResult(self, buf, n, ip, port)
         except Exception as e:
             self._raised("SocketRecvResult" if st is S.CONNECTED else "SocketRecvFromResult", e)
@@ -527,6 +539,43 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
             self._send_empty(addr)
         self._count_send()
 
+    def _out(self, buf: Buffer, len: int | None, addr: Any, call: str) -> None:
+        """`SendTo`/`Send` of an open socket: one datagram of the first `len` bytes of
+        `buf` to `addr` (None: the connected peer). The common case (a non-empty bytes or
+        bytearray while the transport queues nothing) is `_data`, `_put` and
+        `_count_send` written out, in one call: the kernel copies the datagram before
+        `send(2)` returns, so a whole buffer goes as it is; the rest takes `_put`."""
+        sock = self._sock
+        t = type(buf)
+        if sock is None or self._blocked or (t is not bytearray and t is not bytes):
+            self._put(self._data(buf, len, call, False), addr)
+            return
+        size = buf.__len__()
+        if len is None or len == size:
+            data: Any = buf
+        elif 0 <= len < size:
+            data = buf[:len]  # a copy is as cheap as a view here
+        else:
+            raise ValueError(f"{call}: len={len} but the buffer holds {size} bytes")
+        if not data:
+            self._put(data, addr)
+            return
+        try:
+            if addr is None:
+                sock.send(data)
+            else:
+                sock.sendto(data, addr)
+        except (BlockingIOError, InterruptedError):
+            # the transport queues it (and pauses): it keeps bytes of its own
+            self._tr.sendto(bytes(data) if data is buf and t is bytearray else data, addr)
+        except OSError as e:
+            self.error_received(e)
+        # `_count_send`, written out
+        if self._blocked:
+            self._unreported += 1
+        elif self._w_send:
+            self._push_sent(1)
+
     def _send_empty(self, addr: Any) -> None:
         # Both loops' transports drop empty datagrams silently; send it ourselves.
         sock = self._sock
@@ -574,7 +623,7 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
                 self._last_ip = dstAddr
                 self._last_port = dstPort
                 self._last_dst = addr
-            self._put(self._data(buf, len, "SendTo", False), addr)
+            self._out(buf, len, addr, "SendTo")
             return
         self._later("SendTo", buf, len, dstAddr, dstPort, S.BOUND, _SENDTO_REFUSED)
 
@@ -659,7 +708,7 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
             self._mux.on_loop("Send")  # the thread check, exact (see `_iomux`)
         st = self._state
         if st is S.CONNECTED and not self._shutdown_wanted:
-            self._put(self._data(buf, len, "Send", False), None)
+            self._out(buf, len, None, "Send")
             return
         self._later("Send", buf, len, None, None, S.CONNECTED, _SEND_REFUSED)
 
