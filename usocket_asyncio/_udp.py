@@ -31,8 +31,11 @@ dropped, counted (`dropped`) and logged. `UpgradeToTLSSocket` takes the transpor
 the held datagrams over through `hand_over()` (a `_datagram.Handover`).
 
 Sending. Each `SendTo`/`Send` sends one datagram at once (cached while `Bind`/`Connect`
-is in progress): while the transport queues nothing, straight to the OS socket, else
-(and when the kernel cannot take it now) through the transport. The
+is in progress): while the transport queues nothing, straight to the OS socket from the
+app's buffer (the compiled build's helper, `_fastsend.DgramSender`, sends the first `len`
+bytes with no copy and keeps the last destination's sockaddr; it is dropped wherever the
+OS socket is), else (and when the kernel cannot take it now) through the transport, as
+bytes of its own. The
 transport's high-water mark is 0, so it calls `pause_writing` as soon as anything stays
 queued and `resume_writing` once the queue is empty: a datagram the kernel took is
 complete on return, the others complete at `resume_writing`. A send error (also an ICMP
@@ -75,6 +78,12 @@ from ._datagram import (
     open_connected,
 )
 from ._types import IPaddr, LogFlags, ShutdownReason, SocketModeError
+
+DgramSender: Any
+try:
+    from ._fastsend import DgramSender
+except ImportError:  # the pure build: `socket.sendto`
+    DgramSender = None
 
 if TYPE_CHECKING:
     from ._iomux import IIoMux
@@ -160,6 +169,7 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
         "_src_ip",
         "_src_port",
         "_tr",
+        "_tx",
     )
 
     TRANSITIONS = UDP_TRANSITIONS
@@ -171,6 +181,7 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
     ) -> None:
         super().__init__(iomux, user, log, useIPv6)
         self._sock: socket.socket | None = None
+        self._tx: Any = None  # the compiled build's sender on `_sock` (`_fastsend.DgramSender`)
         self._tr: Any = None
         self._family = 0
         self._copy = True
@@ -235,6 +246,7 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
         self._cache.clear()
         tr, self._tr = self._tr, None
         sock, self._sock = self._sock, None
+        self._tx = None
         if tr is not None:
             tr.abort()
         elif sock is not None and task is None:
@@ -350,6 +362,8 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
                 pass
             if self._qos is not None:
                 self._apply_qos()
+            if DgramSender is not None:
+                self._tx = DgramSender(sock)
         self._opened(bound)
 
     def _opened(self, bound: bool) -> None:
@@ -469,6 +483,7 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._tr = None
         self._sock = None
+        self._tx = None
         self._event(self._lost, exc)
 
     def _lost(self, exc: Exception | None) -> None:
@@ -544,7 +559,10 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
         `buf` to `addr` (None: the connected peer). The common case (a non-empty bytes or
         bytearray while the transport queues nothing) is `_data`, `_put` and
         `_count_send` written out, in one call: the kernel copies the datagram before
-        `send(2)` returns, so a whole buffer goes as it is; the rest takes `_put`."""
+        `send(2)` returns, so it goes from the caller's buffer (the compiled helper,
+        `_tx`, sends the first `len` bytes of it with no copy and keeps the last
+        destination's sockaddr; without it a whole buffer goes as it is, a part as a
+        slice). Other buffers, an empty datagram and a transport that queues take `_put`."""
         sock = self._sock
         t = type(buf)
         if sock is None or self._blocked or (t is not bytearray and t is not bytes):
@@ -552,22 +570,25 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
             return
         size = buf.__len__()
         if len is None or len == size:
-            data: Any = buf
+            n = size
         elif 0 <= len < size:
-            data = buf[:len]  # a copy is as cheap as a view here
+            n = len
         else:
             raise ValueError(f"{call}: len={len} but the buffer holds {size} bytes")
-        if not data:
-            self._put(data, addr)
+        if not n:
+            self._put(b"", addr)
             return
         try:
-            if addr is None:
-                sock.send(data)
+            tx = self._tx
+            if tx is not None:
+                tx.send(buf, n, addr)
+            elif addr is None:
+                sock.send(buf if n == size else buf[:n])
             else:
-                sock.sendto(data, addr)
+                sock.sendto(buf if n == size else buf[:n], addr)
         except (BlockingIOError, InterruptedError):
             # the transport queues it (and pauses): it keeps bytes of its own
-            self._tr.sendto(bytes(data) if data is buf and t is bytearray else data, addr)
+            self._tr.sendto(buf[:n] if n < size or t is bytearray else buf, addr)
         except OSError as e:
             self.error_received(e)
         # `_count_send`, written out
@@ -812,6 +833,7 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
         peer = tr.get_extra_info("peername") if tr is not None else None
         self._tr = None
         self._sock = None
+        self._tx = None
         # inside SocketConnectComplete the opening task runs (it is not cancelled, and
         # nothing of it may close the transport the new owner takes over)
         self._task = None
