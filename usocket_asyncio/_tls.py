@@ -23,9 +23,12 @@ us: alone, it would buffer a 64 MiB `Send` twice and report it sent at once. So 
 engine's transport is a `_TLSWriter`: it hands the SSL transport `FEED_CHUNK` bytes at a
 time, only while the TCP transport below is empty, and it learns when that transport
 empties from `_RawWatch`, which stands between the TCP transport and the SSL protocol
-(passing every event on). A `Send` is complete once its last record left the TCP
-transport for the kernel: the writer keeps the engine's `_blocked` set until then,
-exactly as a TCP transport with high-water 0 does.
+(passing every event on) while the TCP transport holds bytes: the writer puts it there
+whenever it sees bytes left in the TCP transport, and it steps aside once that transport
+is empty again (the loops read faster into their own SSL protocol: uvloop calls its own
+directly). A `Send` is complete once its last record left the TCP transport for the
+kernel: the writer keeps the engine's `_blocked` set until then, exactly as a TCP
+transport with high-water 0 does.
 
 Upgrading (`UpgradeToTLSSocket`). The TCP socket hands over its transport (reading
 paused) and the bytes it had read but not delivered (`StreamSocket._hand_over`); it is
@@ -100,6 +103,7 @@ class TLSSocket(StreamSocket):
         "_tcp",
         "_tcp_up",
         "_upgrade",
+        "_views",
     )
     LOG_FLAG = LogFlags.LOG_TLS
     KIND = "tls"
@@ -123,6 +127,8 @@ class TLSSocket(StreamSocket):
         self._early = bytearray()
         self._early_ends: list[tuple[str, Exception | None]] = []
         self._scratch: bytearray | None = None
+        # the SSL layer slices the buffer it reads into (asyncio's): hand it a view
+        self._views = True
 
     def _new_accepted(self) -> StreamSocket:
         return TLSSocket(self._mux, None, self._log, self._use_ipv6, self._ctx)
@@ -172,6 +178,7 @@ class TLSSocket(StreamSocket):
         assert ssl_tr is not None
         self._task = None
         self._raw_tr = None
+        self._views = _slices(ssl_tr)
         writer: Any = _TLSWriter(self, ssl_tr, tr)  # the transport, as the engine sees it
         self.connection_made(writer)
 
@@ -243,6 +250,7 @@ class TLSSocket(StreamSocket):
         self._task = None
         self._raw_tr = None
         assert ssl_tr is not None
+        self._views = _slices(ssl_tr)
         writer: Any = _TLSWriter(self, ssl_tr, tr)  # the transport, as the engine sees it
         self.connection_made(writer)
 
@@ -330,8 +338,9 @@ class TLSSocket(StreamSocket):
                 self._scratch = bytearray(HOLD_LIMIT)
             return memoryview(self._scratch)
         buf = super().get_buffer(sizehint)
-        # asyncio's SSL layer slices what it gets to fill it in pieces: a view, not a copy
-        return buf if type(buf) is memoryview else memoryview(buf)
+        if self._views and type(buf) is not memoryview:
+            return memoryview(buf)  # (see `_slices`)
+        return buf
 
     def pause_writing(self) -> None:
         """The SSL transport's own buffer filled: the writer already knows."""
@@ -504,7 +513,9 @@ class _RawWatch(asyncio.BufferedProtocol):
 
     def resume_writing(self) -> None:
         self._proto.resume_writing()
-        self._writer.pump()
+        w = self._writer
+        w.pump()
+        w.unwatch()
 
 
 class _TLSWriter:
@@ -516,7 +527,7 @@ class _TLSWriter:
     the engine's `_all_sent`) once everything has.
     """
 
-    __slots__ = ("_pumping", "_q", "_qbytes", "_raw", "_sock", "_ssl")
+    __slots__ = ("_proto", "_pumping", "_q", "_qbytes", "_raw", "_sock", "_ssl", "_watch")
 
     def __init__(self, sock: TLSSocket, ssl_tr: Any, raw: Any) -> None:
         self._sock = sock
@@ -527,14 +538,40 @@ class _TLSWriter:
         self._pumping = False
         # 1: the SSL transport pauses as soon as it holds a byte, resumes when empty
         ssl_tr.set_write_buffer_limits(high=1, low=0)
-        # 0: the TCP transport tells (through _RawWatch) when it is empty
-        raw.set_protocol(_RawWatch(raw.get_protocol(), self))
+        # 0: the TCP transport tells (through _RawWatch, while it holds bytes) when it
+        # is empty
+        self._proto = raw.get_protocol()  # the SSL protocol
+        self._watch: _RawWatch | None = None
         raw.set_write_buffer_limits(high=0)
+        if raw.get_write_buffer_size():
+            self.watch()
+
+    def watch(self) -> None:
+        """The TCP transport holds bytes: put `_RawWatch` between it and the SSL protocol
+        (if it is not there), so that its emptying reaches `pump`."""
+        if self._watch is None:
+            w = self._watch = _RawWatch(self._proto, self)
+            self._raw.set_protocol(w)
+
+    def unwatch(self) -> None:
+        """(From `_RawWatch.resume_writing`.) The TCP transport is empty: the SSL
+        protocol is its protocol again."""
+        raw = self._raw
+        if self._watch is not None and not raw.get_write_buffer_size() and not raw.is_closing():
+            self._watch = None
+            raw.set_protocol(self._proto)
 
     def write(self, data: bytes | bytearray) -> None:
-        if not self._q and data.__len__() <= FEED_CHUNK and not self._raw.get_write_buffer_size():
+        # `_blocked` clear: what was written before has left (`pump`); bytes the SSL
+        # layer sent of its own accord (a session ticket) may still be in the TCP
+        # transport: then this one chunk goes behind them, and the check below holds
+        # the next ones back
+        if not self._q and data.__len__() <= FEED_CHUNK and not self._sock._blocked:
             self._ssl.write(data)
-            if self._raw.get_write_buffer_size() or self._ssl.get_write_buffer_size():
+            if self._raw.get_write_buffer_size():
+                self._sock._blocked = True
+                self.watch()
+            elif self._ssl.get_write_buffer_size():
                 self._sock._blocked = True
             return
         self._q.append(memoryview(data))
@@ -551,7 +588,10 @@ class _TLSWriter:
         self._pumping = True
         try:
             while True:
-                if raw.get_write_buffer_size() or ssl_tr.get_write_buffer_size():
+                if raw.get_write_buffer_size():
+                    self.watch()
+                    return
+                if ssl_tr.get_write_buffer_size():
                     return
                 if not q:
                     break
@@ -611,6 +651,15 @@ class _TLSWriter:
         self._q.clear()
         self._qbytes = 0
         self._ssl.abort()
+
+
+def _slices(ssl_tr: Any) -> bool:
+    """Does the SSL layer of `ssl_tr` fill the buffer `get_buffer` gives in pieces by
+    slicing it? asyncio's does (`buf[offset:]`: a bytearray's slice would be a copy, so
+    it needs a view); uvloop's takes the buffer's memory itself and makes its own views
+    of the rest, so a bytearray goes as it is (a view per read costs about 1,500 Ir per
+    1 KiB TLS request, compiled uvloop)."""
+    return not type(ssl_tr).__module__.startswith("uvloop")
 
 
 def _peer_ip(tr: Any) -> str | None:

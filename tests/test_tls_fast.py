@@ -1,0 +1,120 @@
+"""The TLS socket's short paths: what its SSL layer reads into, and the watch on the TCP
+transport below it that stands there only while that transport holds bytes.
+
+What a user checks, on both loops: the bytes arrive intact (hashed) whatever the read
+sizes; a `Send` the peer does not read yet gets its `SocketSendResult` only once the
+peer took the bytes, and then promptly; a connection whose TCP transport filled and
+drained carries on in both directions and ends normally.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+from kit.certs import Server, connect, delete, ended_once, make_ctx, pem_of
+from kit.conformance import call, sha
+from kit.loop import Mux, R, Recorder
+
+from usocket_asyncio import IInstanceLog, ISocket, ISocketProvider
+
+
+def inside(sock: ISocket) -> Any:
+    """The library socket, for a look at its private fields."""
+    return sock
+
+
+def pair(
+    mux: Mux, log: IInstanceLog, ca: Any, prov: ISocketProvider
+) -> tuple[Server, ISocket, Recorder, ISocket, Recorder]:
+    sctx = make_ctx(prov, log, cert=pem_of(ca, "localhost", "127.0.0.1"))
+    cctx = make_ctx(prov, log, trust=ca.cert_pem.bytes())
+    srv = Server(mux, log, prov, sctx)
+    client, crec = connect(mux, log, prov, cctx, srv.port)
+    mux.run_until(lambda: "connect" in crec.names() and bool(srv.socks), what="handshake")
+    return srv, client, crec, srv.socks[0], srv.recs[0]
+
+
+def receive(mux: Mux, sock: ISocket, rec: Recorder, total: int, *sizes: int) -> None:
+    """Recv partial pieces (of each of `sizes` in turn) until `total` bytes came (into
+    `rec.received`)."""
+    bufs = [bytearray(n) for n in sizes]
+    turn = [0]
+
+    def more(s: ISocket, b: Any, n: int) -> None:
+        if len(rec.received) < total:
+            turn[0] += 1
+            s.Recv(bufs[turn[0] % len(bufs)], None, True)
+
+    rec.hooks["recv"] = more
+    call(rec, sock.Recv, bufs[0], None, True)
+    mux.run_until(lambda: len(rec.received) >= total, timeout=30, what=f"{total} bytes")
+
+
+def test_the_ssl_layer_reads_into_what_fits_its_loop(
+    mux: Mux, log: IInstanceLog, ca: Any, prov: ISocketProvider
+) -> None:
+    """uvloop's SSL layer takes the read area as it is (it makes its own views of it),
+    asyncio's gets a view (it slices what it fills); records of many sizes, read in
+    pieces of many sizes, arrive intact either way."""
+    srv, client, crec, server, srec = pair(mux, log, ca, prov)
+    try:
+        s = inside(server)
+        assert s._views is (mux.kind != "uvloop"), (mux.kind, s._views)
+        data = os.urandom(300_000)
+        off = 0
+        for n in (1, 5, 700, 1024, 4096, 16384, 16385, 40000):
+            call(crec, client.Send, bytearray(data[off : off + n]))
+            off += n
+        call(crec, client.Send, data[off:])
+        receive(mux, server, srec, len(data), 3, 1024, 70000, 16384, 1)
+        assert sha(bytes(srec.received)) == sha(data)
+    finally:
+        delete(client)
+        srv.close()
+
+
+def test_a_send_the_peer_reads_late_completes_once_it_has_left(
+    mux: Mux, log: IInstanceLog, ca: Any, prov: ISocketProvider
+) -> None:
+    """A Send larger than the socket buffers while the peer reads nothing: the TCP
+    transport below fills, the watch stands between it and the SSL protocol, and the
+    SocketSendResult waits; once the peer reads, the result comes, the watch steps aside,
+    and the connection goes on both ways, bytes intact, to a normal end."""
+    srv, client, crec, server, srec = pair(mux, log, ca, prov)
+    try:
+        c = inside(client)
+        assert c._tr._watch is None, "nothing held yet: no watch"
+        raw = c._tr._raw.get_extra_info("socket")
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        big = os.urandom(4 << 20)
+        call(crec, client.Send, bytearray(big))
+        mux.run_for(0.3)
+        assert crec.sends_done == 0, "the peer has not read: the bytes are not all gone"
+        assert c._tr._watch is not None, "the TCP transport holds bytes: the watch is there"
+        receive(mux, server, srec, len(big), 65536)
+        assert sha(bytes(srec.received)) == sha(big)
+        mux.run_until(lambda: crec.sends_done == 1, what="the send result")
+        assert c._tr._watch is None, "the TCP transport is empty: the watch stepped aside"
+        # and again, the other way and back, after the switch
+        for rnd in range(3):
+            msg = os.urandom(5000 + rnd)
+            srec.received.clear()
+            call(crec, client.Send, bytearray(msg))
+            receive(mux, server, srec, len(msg), 8192)
+            assert bytes(srec.received) == msg
+            crec.received.clear()
+            call(srec, server.Send, msg[::-1])
+            receive(mux, client, crec, len(msg), 8192)
+            assert bytes(crec.received) == msg[::-1]
+        mux.run_until(lambda: crec.sends_done == 4 and srec.sends_done == 3)
+        crec.hooks["recv"] = lambda *_: None
+        call(crec, client.Shutdown)
+        call(srec, server.Recv, bytearray(1))
+        mux.run_until(lambda: crec.shutdown is not None and srec.shutdown is not None)
+        ended_once(crec, R.SOCKET_SHUTDOWN_NORMAL)
+        ended_once(srec, R.SOCKET_SHUTDOWN_BY_PEER)
+    finally:
+        delete(client)
+        srv.close()
