@@ -118,3 +118,97 @@ def test_a_send_the_peer_reads_late_completes_once_it_has_left(
     finally:
         delete(client)
         srv.close()
+
+
+class FakeSSL:
+    """An SSL transport that keeps what it is given (as when the TCP transport below
+    cannot take it) and pauses its protocol as the real ones do (high-water mark 1)."""
+
+    def __init__(self, proto: Any) -> None:
+        self.proto = proto
+        self.held = 0
+        self.keep = True  # False: what it is given goes on to the TCP transport
+
+    def write(self, data: Any) -> None:
+        if self.keep:
+            self.held += len(data)
+            self.proto.pause_writing()
+
+    def get_write_buffer_size(self) -> int:
+        return self.held
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return False
+
+    def abort(self) -> None:
+        pass
+
+
+class FakeSSLProtocol:
+    """The SSL protocol below the SSL transport: counts the events it is passed."""
+
+    def __init__(self) -> None:
+        self.resumed = 0
+
+    def resume_writing(self) -> None:
+        self.resumed += 1
+
+
+class FakeRaw:
+    """A TCP transport whose buffer the test fills and empties."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self.ssl_proto = FakeSSLProtocol()
+        self.protocol: Any = self.ssl_proto
+
+    def get_write_buffer_size(self) -> int:
+        return self.size
+
+    def get_protocol(self) -> Any:
+        return self.protocol
+
+    def set_protocol(self, p: Any) -> None:
+        self.protocol = p
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return False
+
+
+def test_the_writer_holds_the_result_while_either_layer_holds_bytes(
+    mux: Mux, log: IInstanceLog, prov: ISocketProvider
+) -> None:
+    """The writer alone, over stand-ins: bytes the SSL layer keeps (it paused the socket)
+    or the TCP transport keeps (the watch goes in) hold the socket's send results back
+    (`_blocked`) until that layer is empty again; the watch then steps aside."""
+    from usocket_asyncio._tls import _RawWatch, _TLSWriter
+
+    sock = prov.CreateSocket(mux, Recorder("tls"), log, False, prov.CreateSocketContext(log))
+    s = inside(sock)
+    raw = FakeRaw()
+    ssl_tr = FakeSSL(s)
+    w = _TLSWriter(s, ssl_tr, raw)
+    s._tr = w
+    try:
+        w.write(b"x" * 100)  # the SSL layer keeps it
+        assert s._blocked and s._ssl_held and raw.protocol is raw.ssl_proto
+        ssl_tr.held = 0
+        s.resume_writing()  # the SSL layer emptied
+        assert not s._blocked and not s._ssl_held
+        raw.size = 5000
+        ssl_tr.keep = False
+        w.write(b"y" * 100)  # the TCP transport keeps it
+        assert s._blocked and isinstance(raw.protocol, _RawWatch)
+        raw.size = 0
+        raw.protocol.resume_writing()  # the TCP transport emptied
+        assert not s._blocked and raw.protocol is raw.ssl_proto
+        assert raw.ssl_proto.resumed == 1, "the watch passed the event on"
+    finally:
+        s._tr = None
+        sock.Delete()

@@ -100,6 +100,7 @@ class TLSSocket(StreamSocket):
         "_pre",
         "_raw_tr",
         "_scratch",
+        "_ssl_held",
         "_tcp",
         "_tcp_up",
         "_upgrade",
@@ -129,6 +130,8 @@ class TLSSocket(StreamSocket):
         self._scratch: bytearray | None = None
         # the SSL layer slices the buffer it reads into (asyncio's): hand it a view
         self._views = True
+        # the SSL transport holds bytes: between its pause_writing and resume_writing
+        self._ssl_held = False
 
     def _new_accepted(self) -> StreamSocket:
         return TLSSocket(self._mux, None, self._log, self._use_ipv6, self._ctx)
@@ -343,10 +346,13 @@ class TLSSocket(StreamSocket):
         return buf
 
     def pause_writing(self) -> None:
-        """The SSL transport's own buffer filled: the writer already knows."""
+        """The SSL transport holds bytes (its high-water mark is 1): the writer reads
+        `_ssl_held` instead of asking it after each write."""
+        self._ssl_held = True
 
     def resume_writing(self) -> None:
         """The SSL transport's own buffer emptied: let the writer go on."""
+        self._ssl_held = False
         w = self._tr
         if w is not None:
             w.pump()
@@ -571,7 +577,7 @@ class _TLSWriter:
             if self._raw.get_write_buffer_size():
                 self._sock._blocked = True
                 self.watch()
-            elif self._ssl.get_write_buffer_size():
+            elif self._sock._ssl_held:  # (both loops' SSL layers pause it within write)
                 self._sock._blocked = True
             return
         self._q.append(memoryview(data))
