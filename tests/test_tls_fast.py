@@ -56,12 +56,24 @@ def test_the_ssl_layer_reads_into_what_fits_its_loop(
     mux: Mux, log: IInstanceLog, ca: Any, prov: ISocketProvider
 ) -> None:
     """uvloop's SSL layer takes the read area as it is (it makes its own views of it),
-    asyncio's gets a view (it slices what it fills); records of many sizes, read in
-    pieces of many sizes, arrive intact either way."""
+    and the app's buffer itself for a Recv of all of it; asyncio's gets a view of the
+    read area (it slices what it fills); records of many sizes, read in pieces of many
+    sizes, arrive intact either way."""
     srv, client, crec, server, srec = pair(mux, log, ca, prov)
     try:
         s = inside(server)
         assert s._views is (mux.kind != "uvloop"), (mux.kind, s._views)
+        # ... and uvloop's into the app's own buffer, when a Recv takes all of it
+        assert s._zero_copy is (mux.kind == "uvloop"), (mux.kind, s._zero_copy)
+        seen: list[Any] = []
+        app = bytearray(4096)
+        srec.hooks["recv"] = lambda sock, b, n: seen.append(s._into)
+        call(srec, server.Recv, app, None, True)
+        call(crec, client.Send, b"whole")
+        mux.run_until(lambda: bool(seen), what="the first bytes")
+        assert bytes(srec.received) == b"whole" and app[:5] == b"whole"
+        assert seen == [1 if mux.kind == "uvloop" else 2], seen  # _USER / _AREA
+        srec.received.clear()
         data = os.urandom(300_000)
         off = 0
         for n in (1, 5, 700, 1024, 4096, 16384, 16385, 40000):

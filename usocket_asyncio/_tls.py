@@ -3,10 +3,12 @@
 Theory of operation
 -------------------
 A `TLSSocket` is a `StreamSocket` whose transport is the loop's SSL transport: the SSL
-protocol decrypts into the buffer that `get_buffer` hands out, the loop's read area (or
-the hold area), never the app's `Recv` buffer: both loops' SSL layers keep a view of it
-while `buffer_updated` runs, and the app may resize its buffer inside the callback. The
-engine copies the bytes into the app's buffer before the callback.
+protocol decrypts into the buffer that `get_buffer` hands out. asyncio's SSL layer keeps
+a view of that buffer while `buffer_updated` runs (and the app may resize its buffer
+inside the callback), so there it is the loop's read area (or the hold area), never the
+app's `Recv` buffer, and the engine copies the bytes into the app's buffer before the
+callback. uvloop's lets go of it first: there a whole-buffer `Recv` is decrypted into
+directly, as on a plain asyncio TCP transport (the engine's `_zero_copy`).
 
 Opening. A client connects a plain socket first (`sock_connect`), a server socket
 accepts with the engine's accept loop; either way the TCP transport is opened with
@@ -297,6 +299,9 @@ class TLSSocket(StreamSocket):
         super().connection_made(transport)
         if self._state is not S.CONNECTED:
             return
+        # uvloop's SSL layer lets go of the buffer before `buffer_updated` (see
+        # `_slices`): it may decrypt straight into the app's Recv buffer
+        self._zero_copy = not self._views
         if self._hstart != self._hend:
             if self._rhead:
                 self._push(HELD)
@@ -662,9 +667,10 @@ class _TLSWriter:
 def _slices(ssl_tr: Any) -> bool:
     """Does the SSL layer of `ssl_tr` fill the buffer `get_buffer` gives in pieces by
     slicing it? asyncio's does (`buf[offset:]`: a bytearray's slice would be a copy, so
-    it needs a view); uvloop's takes the buffer's memory itself and makes its own views
-    of the rest, so a bytearray goes as it is (a view per read costs about 1,500 Ir per
-    1 KiB TLS request, compiled uvloop)."""
+    it needs a view, and that view lives on while `buffer_updated` runs); uvloop's takes
+    the buffer's memory itself, makes its own views of the rest and lets go of it all
+    before `buffer_updated`, so a bytearray goes as it is (a view per read costs about
+    1,500 Ir per 1 KiB TLS request, compiled uvloop), the app's own included."""
     return not type(ssl_tr).__module__.startswith("uvloop")
 
 
