@@ -224,3 +224,25 @@ def test_the_writer_holds_the_result_while_either_layer_holds_bytes(
     finally:
         s._tr = None
         sock.Delete()
+
+
+def test_large_reads_fill_an_exact_recv_in_pieces(
+    mux: Mux, log: IInstanceLog, ca: Any, prov: ISocketProvider
+) -> None:
+    """Exact Recvs filled by several reads larger than a record (copied out of the read
+    area view to view on asyncio), at offsets inside the buffer: every byte arrives, in
+    order, and nothing lands beyond the `len` asked for."""
+    srv, client, crec, server, srec = pair(mux, log, ca, prov)
+    try:
+        data = os.urandom(500_001)
+        want = [150_000, 250_001, 100_000]
+        bufs = [bytearray(n + 7) for n in want]
+        for b, n in zip(bufs, want, strict=True):
+            call(srec, server.Recv, b, n)
+        call(crec, client.Send, data[:500_001])
+        mux.run_until(lambda: srec.names().count("recv") == 3, what="three exact Recvs")
+        assert bytes(srec.received) == data[:500_001]
+        assert all(b[n:] == bytes(7) for b, n in zip(bufs, want, strict=True))
+    finally:
+        delete(client)
+        srv.close()

@@ -88,6 +88,9 @@ FEED_CHUNK = 256 * 1024
 """Plaintext bytes handed to the SSL layer at a time, once the TCP transport below is
 empty: the most a TLS socket holds encrypted beyond the app's own `Send` data."""
 
+LARGE_READ = 4096
+"""Reads larger than this are copied out of the read area view to view (`_copy_in`)."""
+
 _HANDSHAKING = (S.CONNECTING, S.ACCEPTING)
 _TRUNCATED = "the peer closed TCP without close_notify (truncated)"
 
@@ -349,6 +352,20 @@ class TLSSocket(StreamSocket):
         if self._views and type(buf) is not memoryview:
             return memoryview(buf)  # (see `_slices`)
         return buf
+
+    def _copy_in(self, rpos: int, nbytes: int) -> None:
+        """The copy out of the read area of a read larger than the engine's packs (the
+        SSL layer decrypts up to a record, 16 KiB, and more at a time), view to view:
+        one copy, where the engine's slice assignment makes a temporary of the bytes
+        first (tls 64 KiB echo on asyncio: two copies of each byte). The view of the
+        app's buffer is released before the callback; a buffer the app shrank goes to
+        the engine's own copy."""
+        if nbytes > LARGE_READ:
+            with memoryview(self._rmv) as mv:
+                if rpos + nbytes <= mv.nbytes:
+                    mv[rpos : rpos + nbytes] = memoryview(self._area)[:nbytes]
+                    return
+        StreamSocket._copy_in(self, rpos, nbytes)
 
     def pause_writing(self) -> None:
         """The SSL transport holds bytes (its high-water mark is 1): the writer reads
