@@ -3,10 +3,12 @@
 Theory of operation
 -------------------
 A `TLSSocket` is a `StreamSocket` whose transport is the loop's SSL transport: the SSL
-protocol decrypts into the buffer that `get_buffer` hands out, the loop's read area (or
-the hold area), never the app's `Recv` buffer: both loops' SSL layers keep a view of it
-while `buffer_updated` runs, and the app may resize its buffer inside the callback. The
-engine copies the bytes into the app's buffer before the callback.
+protocol decrypts into the buffer that `get_buffer` hands out. asyncio's SSL layer keeps
+a view of that buffer while `buffer_updated` runs (and the app may resize its buffer
+inside the callback), so there it is the loop's read area (or the hold area), never the
+app's `Recv` buffer, and the engine copies the bytes into the app's buffer before the
+callback. uvloop's lets go of it first: there a whole-buffer `Recv` is decrypted into
+directly, as on a plain asyncio TCP transport (the engine's `_zero_copy`).
 
 Opening. A client connects a plain socket first (`sock_connect`), a server socket
 accepts with the engine's accept loop; either way the TCP transport is opened with
@@ -23,9 +25,12 @@ us: alone, it would buffer a 64 MiB `Send` twice and report it sent at once. So 
 engine's transport is a `_TLSWriter`: it hands the SSL transport `FEED_CHUNK` bytes at a
 time, only while the TCP transport below is empty, and it learns when that transport
 empties from `_RawWatch`, which stands between the TCP transport and the SSL protocol
-(passing every event on). A `Send` is complete once its last record left the TCP
-transport for the kernel: the writer keeps the engine's `_blocked` set until then,
-exactly as a TCP transport with high-water 0 does.
+(passing every event on) while the TCP transport holds bytes: the writer puts it there
+whenever it sees bytes left in the TCP transport, and it steps aside once that transport
+is empty again (the loops read faster into their own SSL protocol: uvloop calls its own
+directly). A `Send` is complete once its last record left the TCP transport for the
+kernel: the writer keeps the engine's `_blocked` set until then, exactly as a TCP
+transport with high-water 0 does.
 
 Upgrading (`UpgradeToTLSSocket`). The TCP socket hands over its transport (reading
 paused) and the bytes it had read but not delivered (`StreamSocket._hand_over`); it is
@@ -83,6 +88,9 @@ FEED_CHUNK = 256 * 1024
 """Plaintext bytes handed to the SSL layer at a time, once the TCP transport below is
 empty: the most a TLS socket holds encrypted beyond the app's own `Send` data."""
 
+LARGE_READ = 4096
+"""Reads larger than this are copied out of the read area view to view (`_copy_in`)."""
+
 _HANDSHAKING = (S.CONNECTING, S.ACCEPTING)
 _TRUNCATED = "the peer closed TCP without close_notify (truncated)"
 
@@ -97,9 +105,11 @@ class TLSSocket(StreamSocket):
         "_pre",
         "_raw_tr",
         "_scratch",
+        "_ssl_held",
         "_tcp",
         "_tcp_up",
         "_upgrade",
+        "_views",
     )
     LOG_FLAG = LogFlags.LOG_TLS
     KIND = "tls"
@@ -123,6 +133,10 @@ class TLSSocket(StreamSocket):
         self._early = bytearray()
         self._early_ends: list[tuple[str, Exception | None]] = []
         self._scratch: bytearray | None = None
+        # the SSL layer slices the buffer it reads into (asyncio's): hand it a view
+        self._views = True
+        # the SSL transport holds bytes: between its pause_writing and resume_writing
+        self._ssl_held = False
 
     def _new_accepted(self) -> StreamSocket:
         return TLSSocket(self._mux, None, self._log, self._use_ipv6, self._ctx)
@@ -172,6 +186,7 @@ class TLSSocket(StreamSocket):
         assert ssl_tr is not None
         self._task = None
         self._raw_tr = None
+        self._views = _slices(ssl_tr)
         writer: Any = _TLSWriter(self, ssl_tr, tr)  # the transport, as the engine sees it
         self.connection_made(writer)
 
@@ -243,6 +258,7 @@ class TLSSocket(StreamSocket):
         self._task = None
         self._raw_tr = None
         assert ssl_tr is not None
+        self._views = _slices(ssl_tr)
         writer: Any = _TLSWriter(self, ssl_tr, tr)  # the transport, as the engine sees it
         self.connection_made(writer)
 
@@ -286,6 +302,9 @@ class TLSSocket(StreamSocket):
         super().connection_made(transport)
         if self._state is not S.CONNECTED:
             return
+        # uvloop's SSL layer lets go of the buffer before `buffer_updated` (see
+        # `_slices`): it may decrypt straight into the app's Recv buffer
+        self._zero_copy = not self._views
         if self._hstart != self._hend:
             if self._rhead:
                 self._push(HELD)
@@ -330,14 +349,32 @@ class TLSSocket(StreamSocket):
                 self._scratch = bytearray(HOLD_LIMIT)
             return memoryview(self._scratch)
         buf = super().get_buffer(sizehint)
-        # asyncio's SSL layer slices what it gets to fill it in pieces: a view, not a copy
-        return buf if type(buf) is memoryview else memoryview(buf)
+        if self._views and type(buf) is not memoryview:
+            return memoryview(buf)  # (see `_slices`)
+        return buf
+
+    def _copy_in(self, rpos: int, nbytes: int) -> None:
+        """The copy out of the read area of a read larger than the engine's packs (the
+        SSL layer decrypts up to a record, 16 KiB, and more at a time), view to view:
+        one copy, where the engine's slice assignment makes a temporary of the bytes
+        first (tls 64 KiB echo on asyncio: two copies of each byte). The view of the
+        app's buffer is released before the callback; a buffer the app shrank goes to
+        the engine's own copy."""
+        if nbytes > LARGE_READ:
+            with memoryview(self._rmv) as mv:
+                if rpos + nbytes <= mv.nbytes:
+                    mv[rpos : rpos + nbytes] = memoryview(self._area)[:nbytes]
+                    return
+        StreamSocket._copy_in(self, rpos, nbytes)
 
     def pause_writing(self) -> None:
-        """The SSL transport's own buffer filled: the writer already knows."""
+        """The SSL transport holds bytes (its high-water mark is 1): the writer reads
+        `_ssl_held` instead of asking it after each write."""
+        self._ssl_held = True
 
     def resume_writing(self) -> None:
         """The SSL transport's own buffer emptied: let the writer go on."""
+        self._ssl_held = False
         w = self._tr
         if w is not None:
             w.pump()
@@ -504,7 +541,9 @@ class _RawWatch(asyncio.BufferedProtocol):
 
     def resume_writing(self) -> None:
         self._proto.resume_writing()
-        self._writer.pump()
+        w = self._writer
+        w.pump()
+        w.unwatch()
 
 
 class _TLSWriter:
@@ -516,7 +555,7 @@ class _TLSWriter:
     the engine's `_all_sent`) once everything has.
     """
 
-    __slots__ = ("_pumping", "_q", "_qbytes", "_raw", "_sock", "_ssl")
+    __slots__ = ("_proto", "_pumping", "_q", "_qbytes", "_raw", "_sock", "_ssl", "_watch")
 
     def __init__(self, sock: TLSSocket, ssl_tr: Any, raw: Any) -> None:
         self._sock = sock
@@ -527,14 +566,40 @@ class _TLSWriter:
         self._pumping = False
         # 1: the SSL transport pauses as soon as it holds a byte, resumes when empty
         ssl_tr.set_write_buffer_limits(high=1, low=0)
-        # 0: the TCP transport tells (through _RawWatch) when it is empty
-        raw.set_protocol(_RawWatch(raw.get_protocol(), self))
+        # 0: the TCP transport tells (through _RawWatch, while it holds bytes) when it
+        # is empty
+        self._proto = raw.get_protocol()  # the SSL protocol
+        self._watch: _RawWatch | None = None
         raw.set_write_buffer_limits(high=0)
+        if raw.get_write_buffer_size():
+            self.watch()
+
+    def watch(self) -> None:
+        """The TCP transport holds bytes: put `_RawWatch` between it and the SSL protocol
+        (if it is not there), so that its emptying reaches `pump`."""
+        if self._watch is None:
+            w = self._watch = _RawWatch(self._proto, self)
+            self._raw.set_protocol(w)
+
+    def unwatch(self) -> None:
+        """(From `_RawWatch.resume_writing`.) The TCP transport is empty: the SSL
+        protocol is its protocol again."""
+        raw = self._raw
+        if self._watch is not None and not raw.get_write_buffer_size() and not raw.is_closing():
+            self._watch = None
+            raw.set_protocol(self._proto)
 
     def write(self, data: bytes | bytearray) -> None:
-        if not self._q and data.__len__() <= FEED_CHUNK and not self._raw.get_write_buffer_size():
+        # `_blocked` clear: what was written before has left (`pump`); bytes the SSL
+        # layer sent of its own accord (a session ticket) may still be in the TCP
+        # transport: then this one chunk goes behind them, and the check below holds
+        # the next ones back
+        if not self._q and data.__len__() <= FEED_CHUNK and not self._sock._blocked:
             self._ssl.write(data)
-            if self._raw.get_write_buffer_size() or self._ssl.get_write_buffer_size():
+            if self._raw.get_write_buffer_size():
+                self._sock._blocked = True
+                self.watch()
+            elif self._sock._ssl_held:  # (both loops' SSL layers pause it within write)
                 self._sock._blocked = True
             return
         self._q.append(memoryview(data))
@@ -551,7 +616,10 @@ class _TLSWriter:
         self._pumping = True
         try:
             while True:
-                if raw.get_write_buffer_size() or ssl_tr.get_write_buffer_size():
+                if raw.get_write_buffer_size():
+                    self.watch()
+                    return
+                if ssl_tr.get_write_buffer_size():
                     return
                 if not q:
                     break
@@ -611,6 +679,16 @@ class _TLSWriter:
         self._q.clear()
         self._qbytes = 0
         self._ssl.abort()
+
+
+def _slices(ssl_tr: Any) -> bool:
+    """Does the SSL layer of `ssl_tr` fill the buffer `get_buffer` gives in pieces by
+    slicing it? asyncio's does (`buf[offset:]`: a bytearray's slice would be a copy, so
+    it needs a view, and that view lives on while `buffer_updated` runs); uvloop's takes
+    the buffer's memory itself, makes its own views of the rest and lets go of it all
+    before `buffer_updated`, so a bytearray goes as it is (a view per read costs about
+    1,500 Ir per 1 KiB TLS request, compiled uvloop), the app's own included."""
+    return not type(ssl_tr).__module__.startswith("uvloop")
 
 
 def _peer_ip(tr: Any) -> str | None:

@@ -31,8 +31,11 @@ dropped, counted (`dropped`) and logged. `UpgradeToTLSSocket` takes the transpor
 the held datagrams over through `hand_over()` (a `_datagram.Handover`).
 
 Sending. Each `SendTo`/`Send` sends one datagram at once (cached while `Bind`/`Connect`
-is in progress): while the transport queues nothing, straight to the OS socket, else
-(and when the kernel cannot take it now) through the transport. The
+is in progress): while the transport queues nothing, straight to the OS socket from the
+app's buffer (the compiled build's helper, `_fastsend.DgramSender`, sends the first `len`
+bytes with no copy and keeps the last destination's sockaddr; it is dropped wherever the
+OS socket is), else (and when the kernel cannot take it now) through the transport, as
+bytes of its own. The
 transport's high-water mark is 0, so it calls `pause_writing` as soon as anything stays
 queued and `resume_writing` once the queue is empty: a datagram the kernel took is
 complete on return, the others complete at `resume_writing`. A send error (also an ICMP
@@ -75,6 +78,12 @@ from ._datagram import (
     open_connected,
 )
 from ._types import IPaddr, LogFlags, ShutdownReason, SocketModeError
+
+DgramSender: Any
+try:
+    from ._fastsend import DgramSender
+except ImportError:  # the pure build: `socket.sendto`
+    DgramSender = None
 
 if TYPE_CHECKING:
     from ._iomux import IIoMux
@@ -161,6 +170,7 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
         "_src_ip",
         "_src_port",
         "_tr",
+        "_tx",
     )
 
     TRANSITIONS = UDP_TRANSITIONS
@@ -172,6 +182,7 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
     ) -> None:
         super().__init__(iomux, user, log, useIPv6)
         self._sock: socket.socket | None = None
+        self._tx: Any = None  # the compiled build's sender on `_sock` (`_fastsend.DgramSender`)
         self._tr: Any = None
         self._family = 0
         self._copy = True
@@ -237,6 +248,7 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
         self._cache.clear()
         tr, self._tr = self._tr, None
         sock, self._sock = self._sock, None
+        self._tx = None
         if tr is not None:
             tr.abort()
         elif sock is not None and task is None:
@@ -352,6 +364,8 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
                 pass
             if self._qos is not None:
                 self._apply_qos()
+            if DgramSender is not None:
+                self._tx = DgramSender(sock)
         self._opened(bound)
 
     def _opened(self, bound: bool) -> None:
@@ -408,17 +422,29 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
             if rq:
                 self._event(self._deliver_held)
             return
-        buf, n = q.fill(data)  # the buffer is the app's again: it may resize it in the callback
+        # `RecvQueue.fill`, written out: the view is released before the callback, so
+        # the buffer is the app's again (it may resize it there)
+        buf, mv = rq.popleft()
+        n = len(data)
+        if n <= mv.nbytes:
+            mv[:n] = data
+        else:
+            n = q.truncate(mv, data)
+        mv.release()
         # the per-datagram event, written out: see `SocketBase._event`
         self._in_event = True
         try:
             if st is S.CONNECTED:
                 self._user.SocketRecvResult(self, buf, n)
             else:
-                ip = ip_of(addr[0])
-                self._src = addr
-                self._src_ip = ip
-                self._src_port = port = addr[1]
+                if addr == self._src:  # the same peer again (the loop makes a new tuple)
+                    ip = self._src_ip
+                    port = self._src_port
+                else:
+                    ip = ip_of(addr[0])
+                    self._src = addr
+                    self._src_ip = ip
+                    self._src_port = port = addr[1]
                 self._user.SocketRecvFromResult(self, buf, n, ip, port)
         except Exception as e:
             self._raised("SocketRecvResult" if st is S.CONNECTED else "SocketRecvFromResult", e)
@@ -462,6 +488,7 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._tr = None
         self._sock = None
+        self._tx = None
         self._event(self._lost, exc)
 
     def _lost(self, exc: Exception | None) -> None:
@@ -563,6 +590,49 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
             self._send_empty(addr)
         self._count_send()
 
+    def _out(self, buf: Buffer, len: int | None, addr: Any, call: str) -> None:
+        """`SendTo`/`Send` of an open socket: one datagram of the first `len` bytes of
+        `buf` to `addr` (None: the connected peer). The common case (a non-empty bytes or
+        bytearray while the transport queues nothing) is `_data`, `_put` and
+        `_count_send` written out, in one call: the kernel copies the datagram before
+        `send(2)` returns, so it goes from the caller's buffer (the compiled helper,
+        `_tx`, sends the first `len` bytes of it with no copy and keeps the last
+        destination's sockaddr; without it a whole buffer goes as it is, a part as a
+        slice). Other buffers, an empty datagram and a transport that queues take `_put`."""
+        sock = self._sock
+        t = type(buf)
+        if sock is None or self._blocked or (t is not bytearray and t is not bytes):
+            self._put(self._data(buf, len, call, False), addr)
+            return
+        size = buf.__len__()
+        if len is None or len == size:
+            n = size
+        elif 0 <= len < size:
+            n = len
+        else:
+            raise ValueError(f"{call}: len={len} but the buffer holds {size} bytes")
+        if not n:
+            self._put(b"", addr)
+            return
+        try:
+            tx = self._tx
+            if tx is not None:
+                tx.send(buf, n, addr)
+            elif addr is None:
+                sock.send(buf if n == size else buf[:n])
+            else:
+                sock.sendto(buf if n == size else buf[:n], addr)
+        except (BlockingIOError, InterruptedError):
+            # the transport queues it (and pauses): it keeps bytes of its own
+            self._tr.sendto(buf[:n] if n < size or t is bytearray else buf, addr)
+        except OSError as e:
+            self.error_received(e)
+        # `_count_send`, written out
+        if self._blocked:
+            self._unreported += 1
+        elif self._w_send:
+            self._push_sent(1)
+
     def _send_empty(self, addr: Any) -> None:
         # Both loops' transports drop empty datagrams silently; send it ourselves.
         sock = self._sock
@@ -610,7 +680,7 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
                 self._last_ip = dstAddr
                 self._last_port = dstPort
                 self._last_dst = addr
-            self._put(self._data(buf, len, "SendTo", False), addr)
+            self._out(buf, len, addr, "SendTo")
             return
         self._later("SendTo", buf, len, dstAddr, dstPort, S.BOUND, _SENDTO_REFUSED)
 
@@ -695,7 +765,7 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
             self._mux.on_loop("Send")  # the thread check, exact (see `_iomux`)
         st = self._state
         if st is S.CONNECTED and not self._shutdown_wanted:
-            self._put(self._data(buf, len, "Send", False), None)
+            self._out(buf, len, None, "Send")
             return
         self._later("Send", buf, len, None, None, S.CONNECTED, _SEND_REFUSED)
 
@@ -799,6 +869,7 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
         peer = tr.get_extra_info("peername") if tr is not None else None
         self._tr = None
         self._sock = None
+        self._tx = None
         # inside SocketConnectComplete the opening task runs (it is not cancelled, and
         # nothing of it may close the transport the new owner takes over)
         self._task = None
