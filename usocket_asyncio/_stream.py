@@ -265,6 +265,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         "_drain_left",
         "_drain_mark",
         "_draining",
+        "_dsend",
         "_hend",
         "_hold",
         "_hstart",
@@ -327,6 +328,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         # send side
         self._direct: Any = None  # the direct path's sender (`_direct.py`), while allowed
         self._dfd = -1  # its descriptor, for `os.write` (`_write_fd_ok`), or -1
+        self._dsend: Any = None  # the compiled helper's bound `write`, while allowed
         self._direct_bytes = False  # a `bytes` goes direct too (`_direct.takes_bytes`)
         self._cache: list[bytes | bytearray] = []
         self._shutdown_wanted = False
@@ -385,6 +387,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         """No more direct sends: the descriptor may close, or go to another owner."""
         d, self._direct = self._direct, None
         self._dfd = -1
+        self._dsend = None
         if d is not None:
             _direct.release(d)
 
@@ -449,8 +452,11 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         # takes an open direct path to mean connected with no Shutdown asked)
         d = self._direct = None if self._shutdown_wanted else _direct.sender(tr)
         self._direct_bytes = _direct.takes_bytes(tr)
-        if d is not None and not _FAST and _write_fd_ok():
-            self._dfd = d.fileno()
+        if d is not None:
+            if _FAST:
+                self._dsend = d.write
+            elif _write_fd_ok():
+                self._dfd = d.fileno()
         accepted = self._state is S.ACCEPTING
         self._set_state(S.CONNECTED)
         self._remember_local(tr)
@@ -761,6 +767,32 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
             else:
                 self._unreported += 1
             return
+        ds = self._dsend  # (the compiled helper's; None in the pure build)
+        if ds is not None and not self._blocked:
+            # the compiled build's direct path, in one call: connected, no Shutdown asked,
+            # nothing in the transport; the helper sends from the app's bytearray, bytes
+            # or byte view, `MSG_NOSIGNAL` given once (-1: anything else, or a `len` the
+            # general path below words; nothing was sent)
+            try:
+                left: int = ds(buf, len)
+            except OSError as e:
+                left = 0
+                if not self._direct_rest(buf, -1 if len is None else len, True, 0, e):
+                    return
+            if left > 0:  # the kernel took part: the rest goes to the transport
+                want = builtins.len(buf) if len is None else len
+                self._direct_rest(buf, -1 if len is None else len, True, want - left, None)
+            if left >= 0:
+                if not self._blocked:  # `_count_send()`, written out as below
+                    if self._w_send:
+                        self._send_due += 1
+                        if not self._due:
+                            self._due = True
+                            if not self._in_event:
+                                self._mux._deferred.add(self)
+                else:
+                    self._unreported += 1
+                return
         st = self._state
         # `data`: what to send, read from the buffer with at most one copy. `lent`: it is
         # the app's own memory (its buffer or a view of it), which the socket copies
