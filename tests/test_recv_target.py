@@ -73,13 +73,28 @@ def test_the_target_points_into_the_bytearray_without_exporting_it() -> None:
     with memoryview(t) as v:
         v[:] = b"XYZ"
     assert ba == b"XYZef\0\0zz"
+    assert t.prepare(ba, 1, -1) is t and len(t) == len(ba) - 1  # -1: to its end
     del ba[2:]  # shrunk below the prepared end: no export (never a write beyond it)
     with pytest.raises(BufferError):
         memoryview(t)
-    for args in [(ba, 0, 3), (ba, 1, 1), (ba, -1, 1), (b"xy", 0, 1), (memoryview(ba), 0, 1)]:
+    for args in [
+        (ba, 0, 3),
+        (ba, 1, 1),
+        (ba, -1, 1),
+        (ba, 0, -2),
+        (ba, 2, -1),
+        (b"xy", 0, 1),
+        (memoryview(ba), 0, 1),
+    ]:
         assert t.prepare(*args) is None, args
         with pytest.raises(BufferError):
             memoryview(t)
+    for other in [b"xy", memoryview(ba), bytearray()]:
+        assert t.aim(other) is None
+    assert t.aim(ba) is t and len(t) == len(ba)  # `aim`: all of it
+    with memoryview(t) as v:
+        v[:] = b"AB"
+    assert ba == b"AB"
     assert t.prepare(ba, 0, 2) is t
     t.clear()
     assert len(t) == 0
@@ -111,7 +126,7 @@ def reader_of(p: Pair, buf: bytearray, got: Any) -> str:
 def test_every_shape_of_recv_reads_where_it_should_and_arrives_whole(mux: Mux, pair: Pair) -> None:
     p = pair
     if _direct.FAST:
-        assert target_of(p) is not None and inside(p.server)._tprep is not None
+        assert target_of(p) is not None and inside(p.server)._taim is not None
     else:
         assert target_of(p) is None
     data = os.urandom(4000)
@@ -225,6 +240,38 @@ def test_the_socket_lets_go_of_the_buffer(mux: Mux, pair: Pair) -> None:
     handed(p)
     t = target_of(p)
     p.server.Delete()
-    assert inside(p.server)._target is None and inside(p.server)._tprep is None
+    assert inside(p.server)._target is None and inside(p.server)._taim is None
     if t is not None:
         assert len(t) == 0
+
+
+def test_a_read_size_with_no_pack_left(mux: Mux, pair: Pair) -> None:
+    """Where the loop's read area is copied into the app's buffer (the pure build on
+    uvloop), a read size met after the process made its last pack is copied by a
+    slice: the bytes arrive whole all the same."""
+    from usocket_asyncio import _stream
+
+    p = pair
+    sizes = (777, 778)
+    saved = [_stream._PACKS[n] for n in sizes], _stream._PACK_BUDGET[0]
+    for n in sizes:
+        _stream._PACKS[n] = None
+    _stream._PACK_BUDGET[0] = 1  # a pack for the first size, none for the second
+    try:
+        data = os.urandom(sum(sizes))
+        off = 0
+        for n in sizes:
+            buf = bytearray(n)
+            call(p.srec, p.server.Recv, buf)
+            call(p.crec, p.client.Send, data[off : off + n])
+            off += n
+            want = off
+            mux.run_until(lambda: len(p.srec.received) == want, what=f"{n} bytes")  # noqa: B023
+            assert bytes(buf) == data[off - n : off]
+        assert bytes(p.srec.received) == data
+        if not _direct.FAST and mux.kind == "uvloop":
+            assert _stream._PACKS[777] is not None and _stream._PACKS[778] is None
+    finally:
+        for n, pack in zip(sizes, saved[0], strict=True):
+            _stream._PACKS[n] = pack
+        _stream._PACK_BUDGET[0] = saved[1]

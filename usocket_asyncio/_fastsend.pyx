@@ -145,14 +145,30 @@ cdef class RecvTarget:
     cdef Py_ssize_t end
 
     def prepare(self, ba, Py_ssize_t pos, Py_ssize_t end):
-        """Point at `ba[pos:end]` for the next read: self, or None (and nothing to read
-        into) when `ba` is not a bytearray, or the part is empty or beyond its length."""
-        if type(ba) is not bytearray or pos < 0 or end <= pos or end > PyByteArray_GET_SIZE(ba):
+        """Point at `ba[pos:end]` (`end` -1: to its end) for the next read: self, or None
+        (and nothing to read into) when `ba` is not a bytearray, or the part is empty or
+        beyond its length."""
+        if type(ba) is not bytearray:
+            self.ba = None
+            return None
+        if end == -1:
+            end = PyByteArray_GET_SIZE(ba)
+        if pos < 0 or end <= pos or end > PyByteArray_GET_SIZE(ba):
             self.ba = None
             return None
         self.ba = ba
         self.pos = pos
         self.end = end
+        return self
+
+    def aim(self, ba):
+        """`prepare(ba, 0, -1)`: all of `ba` (one argument: the cheapest call)."""
+        if type(ba) is not bytearray or PyByteArray_GET_SIZE(ba) == 0:
+            self.ba = None
+            return None
+        self.ba = ba
+        self.pos = 0
+        self.end = PyByteArray_GET_SIZE(ba)
         return self
 
     def clear(self):

@@ -293,9 +293,9 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         "_server_name",
         "_shutdown_wanted",
         "_stall_limit",
+        "_taim",
         "_target",
         "_timer",
-        "_tprep",
         "_tr",
         "_zero_copy",
     )
@@ -325,9 +325,9 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         self._rpartial = False
         self._into = _HOLD
         self._zero_copy = False
-        # the compiled helper's `RecvTarget` (`_direct.recv_target`) and its bound `prepare`
+        # the compiled helper's `RecvTarget` (`_direct.recv_target`) and its bound `aim`
         self._target: Any = None
-        self._tprep: Any = None
+        self._taim: Any = None
         area = iomux._read_area
         if area is None:
             area = iomux._read_area = bytearray(HOLD_LIMIT)
@@ -386,7 +386,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         self._rhead = False
         self._rbuf = self._rmv = None
         t, self._target = self._target, None
-        self._tprep = None
+        self._taim = None
         if t is not None:
             t.clear()
         self._draining = False
@@ -473,7 +473,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
                 self._dsend = d.write
                 t = self._target = _direct.recv_target(tr)
                 if t is not None:
-                    self._tprep = t.prepare
+                    self._taim = t.aim
             elif _write_fd_ok():
                 self._dfd = d.fileno()
         accepted = self._state is S.ACCEPTING
@@ -517,15 +517,8 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
             if self._zero_copy and self._rmv is self._rbuf:
                 self._into = _USER
                 return self._rbuf
-            prep = self._tprep
-            if prep is not None:
-                # the compiled helper's target: the part of the app's bytearray still to
-                # fill, with no export of the bytearray (see `_fastsend.RecvTarget`);
-                # None for a buffer that is no bytearray or shrank since its Recv
-                t = prep(self._rbuf, self._rpos, self._rwant)
-                if t is not None:
-                    self._into = _USER
-                    return t
+            if self._taim is not None:  # (kept out of the pure build's way: its frame)
+                return self._aim()
             self._into = _AREA
             return self._area
         self._into = _HOLD
@@ -541,6 +534,23 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
                 hold.extend(bytes(4096))
         return memoryview(hold)[self._hend :]
 
+    def _aim(self) -> Any:
+        """`get_buffer` with the compiled helper's target: the part of the app's bytearray
+        the head Recv still wants, with no export of the bytearray (see
+        `_fastsend.RecvTarget`); the read area for a buffer that is no bytearray or
+        shrank since its Recv."""
+        rbuf = self._rbuf
+        rpos = self._rpos
+        if not rpos and self._rwant == builtins.len(rbuf):
+            t = self._taim(rbuf)  # all of it, the common case: one argument
+        else:
+            t = self._target.prepare(rbuf, rpos, self._rwant)
+        if t is not None:
+            self._into = _USER
+            return t
+        self._into = _AREA
+        return self._area
+
     def buffer_updated(self, nbytes: int) -> None:
         into = self._into
         if into == _AREA:
@@ -550,12 +560,8 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
                 self._area_to_hold(nbytes)
                 return
             try:  # the copy into the app's buffer (figures beside `_AREA`)
-                pack = _PACKS[nbytes]
-                if pack is None:
-                    self._copy_in(rpos, nbytes)
-                else:
-                    pack(self._rmv, rpos, self._area)
-            except (IndexError, struct.error):  # see `_copy_in`
+                _PACKS[nbytes](self._rmv, rpos, self._area)
+            except (IndexError, TypeError, struct.error):  # no pack (None) yet: `_copy_in`
                 self._copy_in(rpos, nbytes)
         elif into:  # _USER: the transport read into the buffer itself
             pos = self._rpos + nbytes
