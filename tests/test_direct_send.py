@@ -716,3 +716,41 @@ def test_sigpipes_default_keeps_the_senders_msg_nosignal(
     assert spy.calls == 1 and spy.took == [1500]
     assert peer.read(mux, 1500) == bytes(x[:1500])
     sock.Delete()
+
+
+def test_the_pure_builds_view_path_writes_the_descriptor(
+    mux: Mux, log: IInstanceLog, kind: str, peer: Peer
+) -> None:
+    """A view (an app sending slices of its buffer) and, on asyncio, a `bytes` go to the
+    descriptor with `os.write` in the pure build too: whole, partly (the rest a copy in
+    the transport, the result once the kernel has every byte), and direct again; the
+    sender's `send` is not used."""
+    sock, rec = connected(mux, log, kind, peer)
+    if _direct.FAST:
+        sock.Delete()
+        return
+    spy = Spy(direct_of(sock))
+    inside(sock)._direct = spy  # `_dfd` stays: a view must not reach `send`
+    big = bytearray(os.urandom(BIG))
+    view = memoryview(big)
+    call(rec, sock.Send, view[:1000])
+    call(rec, sock.Send, bytes(view[1000:1024]))  # a bytes: os.write on asyncio
+    assert buffered(sock) == 0, "the kernel took it all"
+    assert peer.read(mux, 1024) == bytes(big[:1024])
+    mux.run_until(lambda: rec.sends_done == 2, what="the send results")
+    shrink_sndbuf(sock)
+    copy = bytes(big)
+    call(rec, sock.Send, view)
+    assert 0 < buffered(sock) < BIG, "the kernel took part; the rest is in the transport"
+    big[:] = bytes(BIG)  # reused at once: the transport holds a copy
+    assert rec.sends_done == 2
+    assert sha(peer.read(mux, BIG)) == sha(copy)
+    mux.run_until(lambda: rec.sends_done == 3, what="the result once the kernel has it all")
+    tail = memoryview(bytearray(b"direct again"))
+    call(rec, sock.Send, tail)
+    assert buffered(sock) == 0
+    assert peer.read(mux, len(tail)) == bytes(tail)
+    mux.run_until(lambda: rec.sends_done == 4, what="the last send result")
+    assert spy.calls == 0, "every view went to the descriptor with os.write"
+    assert rec.names() == ["connect", "send", "send", "send", "send"]
+    sock.Delete()

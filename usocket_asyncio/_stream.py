@@ -883,7 +883,10 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
                 # kernel takes the bytes from here; what it does not take goes to the
                 # transport as a copy (which pauses it: the result waits, as below)
                 try:
-                    n = d.send(data, _NOSIGNAL) if cut < 0 else d.send(data, _NOSIGNAL, cut)
+                    if fd >= 0:  # the pure build: `os.write` where it may (`_write_fd_ok`)
+                        n = _os_write(fd, data)
+                    else:
+                        n = d.send(data, _NOSIGNAL) if cut < 0 else d.send(data, _NOSIGNAL, cut)
                 except OSError as e:
                     if not self._direct_rest(data, cut, lent, 0, e):
                         return
