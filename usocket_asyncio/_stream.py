@@ -775,54 +775,29 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
             self._mux.on_loop("Send")  # the thread check, exact (see `_iomux`)
         data: Any
         fd = self._dfd  # (-1 in the compiled build with its helper: see `_write_fd_ok`)
-        if fd >= 0 and type(buf) is bytearray and not self._blocked:
-            # the common case of the pure build, written out: a bytearray while the
-            # direct path is open (connected, no Shutdown asked, nothing in the
-            # transport). 65 opcodes in place of 102 per 1 KiB request, pure uvloop
-            # plain echo (python -m benchmarks.callgrind): 14,191 -> 13,429 Ir; flow
-            # 15,668 -> 14,899; with `os.write` (`_write_fd_ok`) 12,821 / 14,291
-            if len is None:
-                data = buf
-                lent = True
-            else:
-                data = buf[:len]  # a copy of its own
-                lent = False
-                if _len(data) != len:
-                    raise ValueError(f"Send: len={len} but the buffer holds {_len(buf)} bytes")
-            try:
-                n = _os_write(fd, data)  # see `_write_fd_ok`
-            except OSError as e:
-                if not self._direct_rest(data, -1, lent, 0, e):
-                    return
-            else:
-                if n != _len(data):
-                    self._direct_rest(data, -1, lent, n, None)
-            if not self._blocked:  # `_count_send()`, written out as below
-                if self._w_send:
-                    self._send_due += 1
-                    if not self._due:
-                        self._due = True
-                        if not self._in_event:
-                            self._mux._deferred.add(self)
-            else:
-                self._unreported += 1
-            return
-        ds = self._dsend  # (the compiled helper's; None in the pure build)
-        if ds is not None and not self._blocked:
-            # the compiled build's direct path, in one call: connected, no Shutdown asked,
-            # nothing in the transport; the helper sends from the app's bytearray, bytes
-            # or byte view, `MSG_NOSIGNAL` given once (-1: anything else, or a `len` the
-            # general path below words; nothing was sent)
-            try:
-                left: int = ds(buf, len)
-            except OSError as e:
-                left = 0
-                if not self._direct_rest(buf, -1 if len is None else len, True, 0, e):
-                    return
-            if left > 0:  # the kernel took part: the rest goes to the transport
-                want = builtins.len(buf) if len is None else len
-                self._direct_rest(buf, -1 if len is None else len, True, want - left, None)
-            if left >= 0:
+        if fd >= 0:  # the pure build's direct path is open: no check of the helper's
+            if type(buf) is bytearray and not self._blocked:
+                # the common case of the pure build, written out: a bytearray while the
+                # direct path is open (connected, no Shutdown asked, nothing in the
+                # transport). 65 opcodes in place of 102 per 1 KiB request, pure uvloop
+                # plain echo (python -m benchmarks.callgrind): 14,191 -> 13,429 Ir; flow
+                # 15,668 -> 14,899; with `os.write` (`_write_fd_ok`) 12,821 / 14,291
+                if len is None:
+                    data = buf
+                    lent = True
+                else:
+                    data = buf[:len]  # a copy of its own
+                    lent = False
+                    if _len(data) != len:
+                        raise ValueError(f"Send: len={len} but the buffer holds {_len(buf)} bytes")
+                try:
+                    n = _os_write(fd, data)  # see `_write_fd_ok`
+                except OSError as e:
+                    if not self._direct_rest(data, -1, lent, 0, e):
+                        return
+                else:
+                    if n != _len(data):
+                        self._direct_rest(data, -1, lent, n, None)
                 if not self._blocked:  # `_count_send()`, written out as below
                     if self._w_send:
                         self._send_due += 1
@@ -833,6 +808,33 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
                 else:
                     self._unreported += 1
                 return
+        else:
+            ds = self._dsend  # (the compiled helper's; None in the pure build)
+            if ds is not None and not self._blocked:
+                # the compiled build's direct path, in one call: connected, no Shutdown asked,
+                # nothing in the transport; the helper sends from the app's bytearray, bytes
+                # or byte view, `MSG_NOSIGNAL` given once (-1: anything else, or a `len` the
+                # general path below words; nothing was sent)
+                try:
+                    left: int = ds(buf, len)
+                except OSError as e:
+                    left = 0
+                    if not self._direct_rest(buf, -1 if len is None else len, True, 0, e):
+                        return
+                if left > 0:  # the kernel took part: the rest goes to the transport
+                    want = builtins.len(buf) if len is None else len
+                    self._direct_rest(buf, -1 if len is None else len, True, want - left, None)
+                if left >= 0:
+                    if not self._blocked:  # `_count_send()`, written out as below
+                        if self._w_send:
+                            self._send_due += 1
+                            if not self._due:
+                                self._due = True
+                                if not self._in_event:
+                                    self._mux._deferred.add(self)
+                    else:
+                        self._unreported += 1
+                    return
         st = self._state
         # `data`: what to send, read from the buffer with at most one copy. `lent`: it is
         # the app's own memory (its buffer or a view of it), which the socket copies
