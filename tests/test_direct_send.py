@@ -49,6 +49,7 @@ class Spy:
         self.calls = 0
         self.took: list[int] = []
         self.raise_next: list[OSError] = []
+        self.writes = 0
 
     def send(self, *args: Any) -> int:
         self.calls += 1
@@ -57,6 +58,20 @@ class Spy:
         n = int(self.inner.send(*args))
         self.took.append(n)
         return n
+
+    def write(self, data: Any, size: int | None = None) -> int:
+        """The compiled helper's `write` (what `Send` calls there while the path is
+        open): the bytes left over, or -1 for a buffer it leaves to `send`."""
+        self.calls += 1
+        if self.raise_next:
+            raise self.raise_next.pop(0)
+        left = int(self.inner.write(data, size))
+        if left < 0:
+            self.calls -= 1  # nothing sent: `Send` goes on to `send`
+        else:
+            self.writes += 1
+            self.took.append((len(data) if size is None else size) - left)
+        return left
 
 
 class Peer:
@@ -178,6 +193,8 @@ def spy_on(sock: ISocket) -> Spy:
     spy = Spy(d)
     inside(sock)._direct = spy
     inside(sock)._dfd = -1  # the pure build's `os.write` of a bytearray: through the spy too
+    if inside(sock)._dsend is not None:  # the compiled helper's `write`: through the spy too
+        inside(sock)._dsend = spy.write
     return spy
 
 
@@ -221,6 +238,9 @@ def test_each_kind_of_buffer_goes_direct_and_arrives_intact(
     ]
     assert inside(sock)._direct_bytes == (_direct.FAST or mux.kind == "asyncio")
     assert spy.calls == len(direct) and spy.took == direct
+    # the compiled build: one `write` of the helper per Send, but for the view of 2-byte
+    # items (its general path casts it, then `send`)
+    assert spy.writes == (len(sends) - 1 if _direct.FAST else 0)
     assert buffered(sock) == 0
     assert not rec.violations
     sock.Delete()
@@ -284,6 +304,53 @@ def test_the_senders_never_close_the_descriptor(mux: Mux) -> None:
             fast.send(b"x", _direct.NOSIGNAL)
         assert e.value.errno in (errno.EPIPE, errno.ECONNRESET)
         del fast
+        os.fstat(a.fileno())
+    finally:
+        a.close()
+        b.close()
+
+
+def test_the_helpers_write(mux: Mux) -> None:
+    """The compiled helper's `write(buf, len)`, `Send`'s one call: what the kernel did
+    not take (0: all), -1 with nothing sent for what the general path must check or
+    word, `OSError` as `send`."""
+    if _direct.FdSender is None:
+        pytest.skip("the pure build has no compiled helper")
+    a, b = socket.socketpair()
+    try:
+        a.setblocking(False)
+        w = _direct.FdSender(a.fileno(), _direct.NOSIGNAL)
+        assert w.flags == _direct.NOSIGNAL
+        assert w.write(bytearray(b"abcdef"), 2) == 0
+        assert w.write(b"cd") == 0
+        assert w.write(memoryview(bytearray(b"xxef"))[2:]) == 0
+        assert w.write(b"gh", 0) == 0
+        released = memoryview(b"zz")
+        released.release()
+        for buf, n in [
+            (memoryview(bytearray(8)).cast("H"), None),  # not bytes: the general path casts
+            (memoryview(b"zzzz")[::2], None),  # strided
+            (released, None),
+            ([1, 2], None),
+            (b"zz", 3),  # beyond the buffer
+            (b"zz", -1),
+            (b"zz", True),  # not an int: the general path decides
+            (b"zz", 1 << 70),
+        ]:
+            assert w.write(buf, n) == -1, (buf, n)
+        assert b.recv(100) == b"abcdef"
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, TINY)
+        left = 0
+        with pytest.raises(BlockingIOError):
+            while True:
+                left = w.write(bytes(65536))
+                assert 0 <= left < 65536
+        assert left > 0, "the kernel took part of one before it took nothing"
+        b.close()
+        with pytest.raises(OSError) as e:
+            w.write(bytearray(b"x"))
+        assert e.value.errno in (errno.EPIPE, errno.ECONNRESET)
+        del w
         os.fstat(a.fileno())
     finally:
         a.close()
@@ -623,6 +690,7 @@ def test_the_pure_builds_write_meets_a_peer_reset(mux: Mux, kind: str, peer: Pee
     time.sleep(0.05)  # the reset has arrived; the loop has not run
     call(rec, sock.Send, bytearray(b"into the void" * 100), 1000)
     assert direct_of(sock) is None and inside(sock)._dfd == -1, "no direct send after it"
+    assert inside(sock)._dsend is None
     mux.run_until(lambda: rec.shutdown is not None, what="SocketShutdown")
     mux.run_for(0.05)
     ended_once(rec, R.SOCKET_LOST)
@@ -642,10 +710,47 @@ def test_sigpipes_default_keeps_the_senders_msg_nosignal(
     finally:
         signal.signal(signal.SIGPIPE, old)
     assert inside(sock)._dfd == -1
-    spy = Spy(direct_of(sock))
-    inside(sock)._direct = spy
+    spy = spy_on(sock)
     x = bytearray(os.urandom(2000))
     call(rec, sock.Send, x, 1500)
     assert spy.calls == 1 and spy.took == [1500]
     assert peer.read(mux, 1500) == bytes(x[:1500])
+    sock.Delete()
+
+
+def test_the_pure_builds_view_path_writes_the_descriptor(
+    mux: Mux, log: IInstanceLog, kind: str, peer: Peer
+) -> None:
+    """A view (an app sending slices of its buffer) and, on asyncio, a `bytes` go to the
+    descriptor with `os.write` in the pure build too: whole, partly (the rest a copy in
+    the transport, the result once the kernel has every byte), and direct again; the
+    sender's `send` is not used."""
+    sock, rec = connected(mux, log, kind, peer)
+    if _direct.FAST:
+        sock.Delete()
+        return
+    spy = Spy(direct_of(sock))
+    inside(sock)._direct = spy  # `_dfd` stays: a view must not reach `send`
+    big = bytearray(os.urandom(BIG))
+    view = memoryview(big)
+    call(rec, sock.Send, view[:1000])
+    call(rec, sock.Send, bytes(view[1000:1024]))  # a bytes: os.write on asyncio
+    assert buffered(sock) == 0, "the kernel took it all"
+    assert peer.read(mux, 1024) == bytes(big[:1024])
+    mux.run_until(lambda: rec.sends_done == 2, what="the send results")
+    shrink_sndbuf(sock)
+    copy = bytes(big)
+    call(rec, sock.Send, view)
+    assert 0 < buffered(sock) < BIG, "the kernel took part; the rest is in the transport"
+    big[:] = bytes(BIG)  # reused at once: the transport holds a copy
+    assert rec.sends_done == 2
+    assert sha(peer.read(mux, BIG)) == sha(copy)
+    mux.run_until(lambda: rec.sends_done == 3, what="the result once the kernel has it all")
+    tail = memoryview(bytearray(b"direct again"))
+    call(rec, sock.Send, tail)
+    assert buffered(sock) == 0
+    assert peer.read(mux, len(tail)) == bytes(tail)
+    mux.run_until(lambda: rec.sends_done == 4, what="the last send result")
+    assert spy.calls == 0, "every view went to the descriptor with os.write"
+    assert rec.names() == ["connect", "send", "send", "send", "send"]
     sock.Delete()

@@ -24,7 +24,14 @@ has no sender: its bytes must pass the SSL layer.
 The sender is `_fastsend.FdSender` (an optional compiled helper: `send(2)` from the
 buffer, with no copy and no release of the GIL) when it was built, else a
 `BorrowedSocket` (`socket.send`). Both take `send(data, flags)` and raise `OSError` as
-`socket.send` does (`BlockingIOError` for EAGAIN).
+`socket.send` does (`BlockingIOError` for EAGAIN); the helper's also has `write(buf,
+len)`, `Send`'s own call with `MSG_NOSIGNAL` given once, which the socket binds once
+(`StreamSocket._dsend`).
+
+The receive side's counterpart (the helper only): `recv_target` gives a socket whose
+transport reads with a plain socket read a `_fastsend.RecvTarget`, a part of the app's
+bytearray the transport reads into without an export of the bytearray (see
+`StreamSocket.get_buffer`).
 """
 
 from __future__ import annotations
@@ -38,10 +45,11 @@ NOSIGNAL: int = getattr(socket, "MSG_NOSIGNAL", 0)
 _STREAM_FAMILIES = (socket.AF_INET, socket.AF_INET6, getattr(socket, "AF_UNIX", -1))
 
 FdSender: Any
+RecvTarget: Any
 try:
-    from ._fastsend import FdSender
+    from ._fastsend import FdSender, RecvTarget
 except ImportError:  # the pure build: socket.send on a borrowed socket object
-    FdSender = None
+    FdSender = RecvTarget = None
 
 FAST: bool = FdSender is not None
 """True when the compiled helper does the direct sends."""
@@ -81,7 +89,7 @@ def sender(tr: Any) -> Any:
     if fd < 0 or kind != socket.SOCK_STREAM or family not in _STREAM_FAMILIES:
         return None
     if FdSender is not None:
-        return FdSender(fd)
+        return FdSender(fd, NOSIGNAL)
     try:
         borrowed = BorrowedSocket(family, kind, 0, fd)
     except OSError:
@@ -102,6 +110,32 @@ def takes_bytes(tr: Any) -> bool:
     `socket.send`). The app's own bytearray or view goes direct everywhere: that saves
     the copy the transport needs."""
     return FAST or type(tr).__module__ == "asyncio.selector_events"
+
+
+_IN_PLACE_READERS = frozenset(
+    {
+        ("asyncio.selector_events", "_SelectorSocketTransport"),
+        ("uvloop.loop", "TCPTransport"),
+        ("uvloop.loop", "UnixTransport"),
+    }
+)
+"""The transports known to take what `get_buffer` returned, read into it and be done
+with it before any other Python code runs but their own `buffer_updated` call: asyncio's
+selector transport (`recv_into`, released before `buffer_updated`) and uvloop's stream
+transports (libuv's alloc callback, `read(2)`, the read callback, with nothing in
+between; the export is released right after `buffer_updated`). Not the SSL layers (they
+keep the buffer and slice it), nor a loop that reads while other code runs (a proactor's
+overlapped read)."""
+
+
+def recv_target(tr: Any) -> Any:
+    """A `_fastsend.RecvTarget` for the socket of transport `tr` to hand it in
+    `get_buffer`, or None: without the compiled helper, or where the transport is not
+    one of `_IN_PLACE_READERS` (the exact types: the SSL transports are others)."""
+    t = type(tr)
+    if RecvTarget is None or (t.__module__, t.__name__) not in _IN_PLACE_READERS:
+        return None
+    return RecvTarget()
 
 
 def release(d: Any) -> None:

@@ -1,13 +1,31 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
-"""The direct send path's optional compiled helper: `send(2)` straight from the caller's
-buffer, with no copy and without releasing the GIL (a send to a non-blocking socket
-never waits). Built with the compiled build (setup.py); `_direct.py` uses it when it is
-there and `socket.send` on a borrowed socket object when it is not. It never owns the
-descriptor: the transport does (see `_direct.py`). `DgramSender` is UDP's: `send(2)`
-or `sendto(2)` from the caller's buffer, the last destination's sockaddr kept (`_udp.py`)."""
+"""The stream engine's optional compiled helper, built with the compiled build (setup.py).
 
-from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+`FdSender` is the direct send path's `send(2)` straight from the caller's buffer, with no
+copy and without releasing the GIL (a send to a non-blocking socket never waits).
+`_direct.py` uses it when it is there and `socket.send` on a borrowed socket object when
+it is not. It never owns the descriptor: the transport does (see `_direct.py`).
+
+`RecvTarget` is what `StreamSocket.get_buffer` hands a plain socket transport to read
+into: the part of the app's bytearray the pending `Recv` still wants, exported without
+an export of the bytearray itself (see `RecvTarget`).
+
+`DgramSender` is UDP's: `send(2)` or `sendto(2)` from the caller's buffer, the last
+destination's sockaddr kept (`_udp.py`).
+"""
+
+from cpython.buffer cimport (
+    PyBUF_FORMAT,
+    PyBUF_ND,
+    PyBUF_SIMPLE,
+    PyBUF_STRIDES,
+    PyBuffer_Release,
+    PyObject_GetBuffer,
+)
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.exc cimport PyErr_SetFromErrno
+from cpython.memoryview cimport PyMemoryView_GET_BUFFER
 from libc.errno cimport EINTR, errno
 
 
@@ -15,13 +33,19 @@ cdef extern from "sys/socket.h" nogil:
     ssize_t c_send "send"(int fd, const void *buf, size_t n, int flags)
 
 
+cdef char *_B = b"B"
+"""The format of a byte buffer (a C string that lives as long as the module)."""
+
+
 cdef class FdSender:
-    """Sends on descriptor `fd` (which it never closes)."""
+    """Sends on descriptor `fd` (which it never closes); `flags` are those of `write`."""
 
     cdef readonly int fd
+    cdef readonly int flags
 
-    def __cinit__(self, int fd):
+    def __cinit__(self, int fd, int flags=0):
         self.fd = fd
+        self.flags = flags
 
     def send(self, data, int flags=0, Py_ssize_t size=-1):
         """`send(2)` of the bytes of `data` (any contiguous buffer; its first `size`
@@ -36,14 +60,145 @@ cdef class FdSender:
                 size = view.len
             elif size > view.len:
                 raise ValueError(f"size={size} but the buffer holds {view.len} bytes")
-            while True:
-                n = c_send(self.fd, view.buf, <size_t>size, flags)
-                if n >= 0:
-                    return n
-                if errno != EINTR:
-                    PyErr_SetFromErrno(OSError)
+            return self._send(<const char *>view.buf, size, flags)
         finally:
             PyBuffer_Release(&view)
+
+    def write(self, data, size=None):
+        """`Send(data, size)`'s direct send, with the flags given at construction: the
+        count of bytes the kernel did NOT take (0: all of them), or -1, having sent
+        nothing, when `data` is not a bytearray, a bytes or a one-dimensional byte
+        memoryview, or `size` (None: all) is not an int from 0 to its length (the
+        caller's general path then checks and words the mistake). Raises `OSError` as
+        `send`. A bytearray or bytes is read in place, without a buffer export: nothing
+        runs between the look at its storage and the `send(2)`."""
+        cdef Py_buffer view
+        cdef Py_buffer *mvb
+        cdef const char *p
+        cdef Py_ssize_t n, want
+        cdef bint viewed = False
+        t = type(data)
+        if t is bytearray:
+            p = PyByteArray_AS_STRING(data)
+            n = PyByteArray_GET_SIZE(data)
+        elif t is bytes:
+            p = PyBytes_AS_STRING(data)
+            n = PyBytes_GET_SIZE(data)
+        elif t is memoryview:
+            mvb = PyMemoryView_GET_BUFFER(data)
+            if mvb.ndim != 1 or mvb.itemsize != 1:
+                return -1
+            try:  # refuses a released or strided view: the general path says why
+                PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+            except Exception:
+                return -1
+            viewed = True
+            p = <const char *>view.buf
+            n = view.len
+        else:
+            return -1
+        try:
+            if size is None:
+                want = n
+            elif type(size) is int:
+                try:
+                    want = size
+                except OverflowError:
+                    return -1
+                if want < 0 or want > n:
+                    return -1
+            else:
+                return -1
+            return want - self._send(p, want, self.flags)
+        finally:
+            if viewed:
+                PyBuffer_Release(&view)
+
+    cdef Py_ssize_t _send(self, const char *p, Py_ssize_t size, int flags) except -1:
+        cdef ssize_t n
+        while True:
+            n = c_send(self.fd, p, <size_t>size, flags)
+            if n >= 0:
+                return n
+            if errno != EINTR:
+                PyErr_SetFromErrno(OSError)
+                return -1
+
+
+cdef class RecvTarget:
+    """A part of a bytearray to read into, exported without exporting the bytearray.
+
+    `prepare(ba, pos, end)` points it at `ba[pos:end]`; its buffer is then that part of
+    `ba`'s storage, writable, while `ba` itself has no export: the app may resize `ba`
+    in the `SocketRecvResult` the read leads to (uvloop keeps what `get_buffer` returned
+    exported until `buffer_updated` returns, so a view of `ba` itself would make that
+    resize raise `BufferError`). It keeps a reference to `ba`, never frees it.
+
+    Safe only where the reader takes the buffer, reads into it and is done writing
+    before any Python code that could resize `ba` runs: uvloop's stream transports
+    (libuv's alloc callback takes it, `read(2)` fills it, the read callback calls
+    `buffer_updated` with nothing in between; the export is released after it, and
+    nothing writes through it after the read) and asyncio's selector transport
+    (`recv_into`, released before `buffer_updated`). Each export looks at `ba`'s
+    storage anew, and refuses (`BufferError`) when `ba` is shorter than `end` now.
+    """
+
+    cdef object ba
+    cdef Py_ssize_t pos
+    cdef Py_ssize_t end
+
+    def prepare(self, ba, Py_ssize_t pos, Py_ssize_t end):
+        """Point at `ba[pos:end]` (`end` -1: to its end) for the next read: self, or None
+        (and nothing to read into) when `ba` is not a bytearray, or the part is empty or
+        beyond its length."""
+        if type(ba) is not bytearray:
+            self.ba = None
+            return None
+        if end == -1:
+            end = PyByteArray_GET_SIZE(ba)
+        if pos < 0 or end <= pos or end > PyByteArray_GET_SIZE(ba):
+            self.ba = None
+            return None
+        self.ba = ba
+        self.pos = pos
+        self.end = end
+        return self
+
+    def aim(self, ba):
+        """`prepare(ba, 0, -1)`: all of `ba` (one argument: the cheapest call)."""
+        if type(ba) is not bytearray or PyByteArray_GET_SIZE(ba) == 0:
+            self.ba = None
+            return None
+        self.ba = ba
+        self.pos = 0
+        self.end = PyByteArray_GET_SIZE(ba)
+        return self
+
+    def clear(self):
+        """Point at nothing (the reference to the bytearray is dropped)."""
+        self.ba = None
+
+    def __len__(self):
+        return self.end - self.pos if self.ba is not None else 0
+
+    def __getbuffer__(self, Py_buffer *view, int flags):
+        ba = self.ba
+        if ba is None or self.end > PyByteArray_GET_SIZE(ba):
+            raise BufferError("RecvTarget: nothing prepared, or the bytearray shrank")
+        # what PyBuffer_FillInfo does, for this one shape
+        view.buf = PyByteArray_AS_STRING(ba) + self.pos
+        view.obj = self
+        view.len = self.end - self.pos
+        view.readonly = 0
+        view.itemsize = 1
+        view.format = NULL
+        if (flags & PyBUF_FORMAT) == PyBUF_FORMAT:
+            view.format = _B
+        view.ndim = 1
+        view.shape = &view.len if (flags & PyBUF_ND) == PyBUF_ND else NULL
+        view.strides = &view.itemsize if (flags & PyBUF_STRIDES) == PyBUF_STRIDES else NULL
+        view.suboffsets = NULL
+        view.internal = NULL
 
 
 cdef extern from "sys/socket.h" nogil:

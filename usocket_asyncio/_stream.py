@@ -16,7 +16,11 @@ returned until `buffer_updated` returns; the SSL layers, which keep a view; a pa
 the buffer) the transport reads into the loop's read area (`IIoMux._read_area`, one per
 loop: a loop reads one socket at a time and the bytes are copied out at once) and
 `buffer_updated` copies them into the buffer before the callback. (Figure beside
-`_AREA`.) When no
+`_AREA`.) With the compiled helper, a transport that reads in place (asyncio's selector
+transport, uvloop's TCP and Unix ones: `_direct.recv_target`) is handed a
+`_fastsend.RecvTarget` instead: the part of the app's bytearray the head Recv still
+wants, exported without an export of the bytearray, so the kernel writes into the app's
+buffer on uvloop too and a resize inside the callback still works. When no
 `Recv` is pending, bytes go to a fixed hold area; once `HOLD_LIMIT` bytes are held the
 transport is paused, and it resumes when the app's `Recv` calls drain the hold. A peer
 flooding a socket that never reads therefore costs at most `HOLD_LIMIT` bytes here.
@@ -174,6 +178,9 @@ the head Recv's buffer itself, or the loop's read area, copied into that buffer.
 # methods, the bytes packed into the buffer) measured worse: 14,690 against 14,081 pure
 # (with the direct send), the 1 KiB `bytes` uvloop makes for each read (malloc, copy,
 # free) costing more than the `get_buffer` call it saves.
+# The compiled build's `RecvTarget` (see the theory of operation) skips the copy where
+# the transport reads in place: compiled uvloop plain 6,640 -> 6,206, flow 7,422 ->
+# 6,981 (tcp).
 
 _PACK_MAX: Final = 4096
 _PACKS: Final[list[Any]] = [None] * (_PACK_MAX + 1)
@@ -265,6 +272,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         "_drain_left",
         "_drain_mark",
         "_draining",
+        "_dsend",
         "_hend",
         "_hold",
         "_hstart",
@@ -285,6 +293,8 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         "_server_name",
         "_shutdown_wanted",
         "_stall_limit",
+        "_taim",
+        "_target",
         "_timer",
         "_tr",
         "_zero_copy",
@@ -315,6 +325,9 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         self._rpartial = False
         self._into = _HOLD
         self._zero_copy = False
+        # the compiled helper's `RecvTarget` (`_direct.recv_target`) and its bound `aim`
+        self._target: Any = None
+        self._taim: Any = None
         area = iomux._read_area
         if area is None:
             area = iomux._read_area = bytearray(HOLD_LIMIT)
@@ -327,6 +340,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         # send side
         self._direct: Any = None  # the direct path's sender (`_direct.py`), while allowed
         self._dfd = -1  # its descriptor, for `os.write` (`_write_fd_ok`), or -1
+        self._dsend: Any = None  # the compiled helper's bound `write`, while allowed
         self._direct_bytes = False  # a `bytes` goes direct too (`_direct.takes_bytes`)
         self._cache: list[bytes | bytearray] = []
         self._shutdown_wanted = False
@@ -371,6 +385,10 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         self._rq.clear()
         self._rhead = False
         self._rbuf = self._rmv = None
+        t, self._target = self._target, None
+        self._taim = None
+        if t is not None:
+            t.clear()
         self._draining = False
         self._hold = None
         self._hstart = self._hend = 0
@@ -385,6 +403,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         """No more direct sends: the descriptor may close, or go to another owner."""
         d, self._direct = self._direct, None
         self._dfd = -1
+        self._dsend = None
         if d is not None:
             _direct.release(d)
 
@@ -449,8 +468,14 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         # takes an open direct path to mean connected with no Shutdown asked)
         d = self._direct = None if self._shutdown_wanted else _direct.sender(tr)
         self._direct_bytes = _direct.takes_bytes(tr)
-        if d is not None and not _FAST and _write_fd_ok():
-            self._dfd = d.fileno()
+        if d is not None:
+            if _FAST:
+                self._dsend = d.write
+                t = self._target = _direct.recv_target(tr)
+                if t is not None:
+                    self._taim = t.aim
+            elif _write_fd_ok():
+                self._dfd = d.fileno()
         accepted = self._state is S.ACCEPTING
         self._set_state(S.CONNECTED)
         self._remember_local(tr)
@@ -492,6 +517,8 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
             if self._zero_copy and self._rmv is self._rbuf:
                 self._into = _USER
                 return self._rbuf
+            if self._taim is not None:  # (kept out of the pure build's way: its frame)
+                return self._aim()
             self._into = _AREA
             return self._area
         self._into = _HOLD
@@ -507,32 +534,51 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
                 hold.extend(bytes(4096))
         return memoryview(hold)[self._hend :]
 
-    def buffer_updated(self, nbytes: int) -> None:
+    def _aim(self) -> Any:
+        """`get_buffer` with the compiled helper's target: the part of the app's bytearray
+        the head Recv still wants, with no export of the bytearray (see
+        `_fastsend.RecvTarget`); the read area for a buffer that is no bytearray or
+        shrank since its Recv."""
+        rbuf = self._rbuf
+        rpos = self._rpos
+        if not rpos and self._rwant == builtins.len(rbuf):
+            t = self._taim(rbuf)  # all of it, the common case: one argument
+        else:
+            t = self._target.prepare(rbuf, rpos, self._rwant)
+        if t is not None:
+            self._into = _USER
+            return t
+        self._into = _AREA
+        return self._area
+
+    def buffer_updated(self, nbytes: Any) -> None:
+        # `nbytes` stays the transport's int object for the common result (read from the
+        # start: `pos` is `nbytes`): the compiled build passes it on without making
+        # another. Ir per 1 KiB request, tcp plain echo (python -m benchmarks.callgrind):
+        # compiled uvloop 6,031 -> 5,909, asyncio 22,677 -> 22,555; pure Python pays
+        # about 80 (12,806 -> 12,888 uvloop, passing `pos` / this).
+        n: int = nbytes
         into = self._into
         if into == _AREA:
             rpos = self._rpos
-            pos = rpos + nbytes
+            pos = rpos + n
             if pos > self._rwant:  # more than the head Recv takes: the hold sorts it out
-                self._area_to_hold(nbytes)
+                self._area_to_hold(n)
                 return
             try:  # the copy into the app's buffer (figures beside `_AREA`)
-                pack = _PACKS[nbytes]
-                if pack is None:
-                    self._copy_in(rpos, nbytes)
-                else:
-                    pack(self._rmv, rpos, self._area)
-            except (IndexError, struct.error):  # see `_copy_in`
-                self._copy_in(rpos, nbytes)
+                _PACKS[n](self._rmv, rpos, self._area)
+            except (IndexError, TypeError, struct.error):  # no pack (None) yet: `_copy_in`
+                self._copy_in(rpos, n)
         elif into:  # _USER: the transport read into the buffer itself
-            pos = self._rpos + nbytes
+            rpos = self._rpos
+            pos = rpos + n
         else:
-            self._held(nbytes)
+            self._held(n)
             return
         if self._rpartial or pos == self._rwant:
             buf = self._rbuf
-            q = self._rq
-            if q:
-                self._rbuf, self._rmv, self._rwant, self._rpartial = q.popleft()
+            if self._rq:
+                self._rbuf, self._rmv, self._rwant, self._rpartial = self._rq.popleft()
             else:
                 self._rhead = False
                 self._rbuf = self._rmv = None
@@ -540,7 +586,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
             # the per-read event, written out: see `SocketBase._event`
             self._in_event = True
             try:
-                self._user.SocketRecvResult(self, buf, pos)
+                self._user.SocketRecvResult(self, buf, pos if rpos else nbytes)
             except Exception as e:
                 self._raised("SocketRecvResult", e)
             if self._due:
@@ -729,38 +775,66 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
             self._mux.on_loop("Send")  # the thread check, exact (see `_iomux`)
         data: Any
         fd = self._dfd  # (-1 in the compiled build with its helper: see `_write_fd_ok`)
-        if fd >= 0 and type(buf) is bytearray and not self._blocked:
-            # the common case of the pure build, written out: a bytearray while the
-            # direct path is open (connected, no Shutdown asked, nothing in the
-            # transport). 65 opcodes in place of 102 per 1 KiB request, pure uvloop
-            # plain echo (python -m benchmarks.callgrind): 14,191 -> 13,429 Ir; flow
-            # 15,668 -> 14,899; with `os.write` (`_write_fd_ok`) 12,821 / 14,291
-            if len is None:
-                data = buf
-                lent = True
-            else:
-                data = buf[:len]  # a copy of its own
-                lent = False
-                if _len(data) != len:
-                    raise ValueError(f"Send: len={len} but the buffer holds {_len(buf)} bytes")
-            try:
-                n = _os_write(fd, data)  # see `_write_fd_ok`
-            except OSError as e:
-                if not self._direct_rest(data, -1, lent, 0, e):
+        if fd >= 0:  # the pure build's direct path is open: no check of the helper's
+            if type(buf) is bytearray and not self._blocked:
+                # the common case of the pure build, written out: a bytearray while the
+                # direct path is open (connected, no Shutdown asked, nothing in the
+                # transport). 65 opcodes in place of 102 per 1 KiB request, pure uvloop
+                # plain echo (python -m benchmarks.callgrind): 14,191 -> 13,429 Ir; flow
+                # 15,668 -> 14,899; with `os.write` (`_write_fd_ok`) 12,821 / 14,291
+                if len is None:
+                    data = buf
+                    lent = True
+                else:
+                    data = buf[:len]  # a copy of its own
+                    lent = False
+                    if _len(data) != len:
+                        raise ValueError(f"Send: len={len} but the buffer holds {_len(buf)} bytes")
+                try:
+                    n = _os_write(fd, data)  # see `_write_fd_ok`
+                except OSError as e:
+                    if not self._direct_rest(data, -1, lent, 0, e):
+                        return
+                else:
+                    if n != _len(data):
+                        self._direct_rest(data, -1, lent, n, None)
+                if not self._blocked:  # `_count_send()`, written out as below
+                    if self._w_send:
+                        self._send_due += 1
+                        if not self._due:
+                            self._due = True
+                            if not self._in_event:
+                                self._mux._deferred.add(self)
+                else:
+                    self._unreported += 1
+                return
+        else:
+            ds = self._dsend  # (the compiled helper's; None in the pure build)
+            if ds is not None and not self._blocked:
+                # the compiled build's direct path, in one call: connected, no Shutdown asked,
+                # nothing in the transport; the helper sends from the app's bytearray, bytes
+                # or byte view, `MSG_NOSIGNAL` given once (-1: anything else, or a `len` the
+                # general path below words; nothing was sent)
+                try:
+                    left: int = ds(buf, len)
+                except OSError as e:
+                    left = 0
+                    if not self._direct_rest(buf, -1 if len is None else len, True, 0, e):
+                        return
+                if left > 0:  # the kernel took part: the rest goes to the transport
+                    want = builtins.len(buf) if len is None else len
+                    self._direct_rest(buf, -1 if len is None else len, True, want - left, None)
+                if left >= 0:
+                    if not self._blocked:  # `_count_send()`, written out as below
+                        if self._w_send:
+                            self._send_due += 1
+                            if not self._due:
+                                self._due = True
+                                if not self._in_event:
+                                    self._mux._deferred.add(self)
+                    else:
+                        self._unreported += 1
                     return
-            else:
-                if n != _len(data):
-                    self._direct_rest(data, -1, lent, n, None)
-            if not self._blocked:  # `_count_send()`, written out as below
-                if self._w_send:
-                    self._send_due += 1
-                    if not self._due:
-                        self._due = True
-                        if not self._in_event:
-                            self._mux._deferred.add(self)
-            else:
-                self._unreported += 1
-            return
         st = self._state
         # `data`: what to send, read from the buffer with at most one copy. `lent`: it is
         # the app's own memory (its buffer or a view of it), which the socket copies
@@ -811,7 +885,10 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
                 # kernel takes the bytes from here; what it does not take goes to the
                 # transport as a copy (which pauses it: the result waits, as below)
                 try:
-                    n = d.send(data, _NOSIGNAL) if cut < 0 else d.send(data, _NOSIGNAL, cut)
+                    if fd >= 0:  # the pure build: `os.write` where it may (`_write_fd_ok`)
+                        n = _os_write(fd, data)
+                    else:
+                        n = d.send(data, _NOSIGNAL) if cut < 0 else d.send(data, _NOSIGNAL, cut)
                 except OSError as e:
                     if not self._direct_rest(data, cut, lent, 0, e):
                         return
@@ -892,23 +969,25 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
             # the common case, kept short: the only Recv, into a bytearray, which the
             # transport reads into directly (no view of it is kept after the result)
             size = builtins.len(buf)
-            if len is None or len == size:
-                mv = buf
-                n = size
-            elif 0 < len < size:
-                mv = memoryview(buf)[:len]
-                n = len
-            else:
+            if len is None or len == size:  # all of it (written out: no `mv`, `n`)
+                if not size:
+                    raise ValueError("Recv: the buffer is empty; pass one of at least one byte")
+                self._rhead = True
+                self._rbuf = self._rmv = buf
+                self._rwant = size
+                self._rpartial = recvPartial  # (`_rpos` is 0 while connected with no Recv)
+                if self._hstart != self._hend or self._peer_end is not None:
+                    self._push(HELD)
+                return
+            if not 0 < len < size:
                 raise ValueError(
                     f"Recv: len={len} must be between 1 and the buffer's size ({size})"
                 )
-            if not n:
-                raise ValueError("Recv: the buffer is empty; pass one of at least one byte")
             self._rhead = True
             self._rbuf = buf
-            self._rmv = mv
-            self._rwant = n
-            self._rpartial = recvPartial  # (`_rpos` is 0 while a connected socket has no Recv)
+            self._rmv = memoryview(buf)[:len]
+            self._rwant = len
+            self._rpartial = recvPartial
             if self._hstart != self._hend or self._peer_end is not None:
                 self._push(HELD)
             return
