@@ -213,23 +213,31 @@ class Pair:
             last = {"server": conn["times"], "client": keys["times"]}
         return last
 
-    def resize(self, n: int) -> None:
-        """Exactly `n` streams open."""
+    def resize(self, n: int) -> float:
+        """Exactly `n` streams open; the seconds it took."""
+        t = time.monotonic()
         if n > len(self.ids):
             self.open(n - len(self.ids))
         elif n < len(self.ids):
             gone, self.ids = self.ids[n:], self.ids[:n]
             ask(self.server, {"cmd": "close", "ids": gone}, 60)
             ask(self.client, {"cmd": "drop", "ids": gone}, 30)
+        return time.monotonic() - t
 
     # ------------------------------------------------------------------ traffic
 
     def window(
-        self, n: int, seconds: float, warmup: float, late: float, grace: float
+        self,
+        n: int,
+        seconds: float,
+        warmup: float,
+        late: float,
+        grace: float,
+        check_every: int = 1,
     ) -> dict[str, Any]:
         """One measured run of the first `n` streams: the generator's figures and the
         server's CPU over the measured part."""
-        self.resize(n)
+        resize_s = self.resize(n)
         cmd = {
             "cmd": "run",
             "count": n,
@@ -237,9 +245,11 @@ class Pair:
             "warmup": warmup,
             "late": late,
             "grace": grace,
+            "check_every": check_every,
         }
         self.client.send(json.dumps(cmd))
-        timeout = warmup + seconds + grace + 30
+        # the generator makes every packet of the run first (about 5 us each)
+        timeout = warmup + seconds + grace + 30 + n * (warmup + seconds) * 50 * 20e-6
         first = json.loads(self.client.recv(timeout))
         if "error" in first:
             raise ChildError(f"{self.client.name}: {first['error']}")
@@ -258,8 +268,15 @@ class Pair:
         result["server_cpu_share"] = usage["cpu"] / max(usage["wall"], 1e-9)
         sent = max(result["sent"], 1)
         result["bad_share"] = (result["late"] + result["lost"]) / sent
+        result["resize_s"] = resize_s
+        # the generator fell behind its schedule, ran out of CPU, or lost echoes in its
+        # own receive buffer or sends to its send buffer: what was measured was the
+        # generator
         result["client_limited"] = (
-            result["client_cpu"] >= CLIENT_BUSY or result["behind"] > 0.001 * sent
+            result["client_cpu"] >= CLIENT_BUSY
+            or result["behind"] > 0.001 * sent
+            or result["client_drops"] > 0.001 * sent
+            or result["send_failed"] > 0.001 * sent
         )
         return result
 
@@ -305,6 +322,29 @@ def setups(pair: Pair, count: int) -> list[dict[str, float]]:
     return out
 
 
+def idle(pair: Pair, n: int, seconds: float) -> dict[str, Any]:
+    """The server's CPU with `n` connected streams and no media for `seconds`: what the
+    streams cost by themselves (IMedia: consent checks, RTCP reports, statistics and
+    the timers behind them)."""
+    resize_s = pair.resize(n)
+    time.sleep(1.0)  # the last streams' set-up over
+    c0 = ask(pair.client, {"cmd": "counters"}, 10)
+    ask(pair.server, {"cmd": "start"}, 10)
+    time.sleep(seconds)
+    usage = ask(pair.server, {"cmd": "stop"}, 10)
+    c1 = ask(pair.client, {"cmd": "counters"}, 10)
+    wall = max(usage["wall"], 1e-9)
+    return {
+        "streams": n,
+        "open_s": resize_s,
+        "server": usage,
+        "server_cpu_share": usage["cpu"] / wall,
+        "us_per_stream_s": usage["cpu"] / wall / max(n, 1) * 1e6,
+        "consent_per_s": (c1["stun_answered"] - c0["stun_answered"]) / wall,
+        "rtcp_per_s": (c1["rtcp"] - c0["rtcp"]) / wall,
+    }
+
+
 def paired_windows(
     pairs: dict[str, Pair], args: argparse.Namespace, rng: random.Random, say: Callable[[str], None]
 ) -> list[dict[str, Any]]:
@@ -335,7 +375,9 @@ def capacity(pair: Pair, args: argparse.Namespace, say: Callable[[str], None]) -
     t_stop = time.monotonic() + args.search_budget
 
     def step(n: int) -> bool:
-        rec = pair.window(n, args.step_seconds, args.warmup, args.late, args.grace)
+        rec = pair.window(
+            n, args.step_seconds, args.warmup, args.late, args.grace, args.check_every
+        )
         rec["n"] = n
         rec["passed"] = rec["bad_share"] < LOSS_LIMIT and rec["counters"]["bad"] == 0
         steps.append(rec)
@@ -343,8 +385,10 @@ def capacity(pair: Pair, args: argparse.Namespace, say: Callable[[str], None]) -
             f"  N={n:5}: late {rec['late']} lost {rec['lost']} of {rec['sent']} "
             f"({rec['bad_share']:.2%}), rtt p99 {rec['rtt_ms']['p99']:.1f} ms, server CPU "
             f"{rec['server_cpu_share']:.0%}, generator CPU {rec['client_cpu']:.0%}"
-            f"{' (generator behind)' if rec['behind'] else ''} -> "
-            f"{'pass' if rec['passed'] else 'FAIL'}"
+            f"{' (generator behind)' if rec['behind'] else ''}"
+            f"{' (generator dropped echoes)' if rec['client_drops'] > 0 else ''}"
+            f" -> {'pass' if rec['passed'] else 'FAIL'}{' ~' if rec['client_limited'] else ''}"
+            f" (streams opened or closed in {rec['resize_s']:.1f} s)"
         )
         return bool(rec["passed"])
 
@@ -682,6 +726,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--setups", type=int, help="IMedia set-ups timed per loop (10; quick 3)")
     p.add_argument("--no-search", action="store_true", help="skip the capacity search")
     p.add_argument(
+        "--idle",
+        type=comma_ints,
+        default=[],
+        help="comma-separated stream counts: the IMedia server's CPU with that many "
+        "connected streams and no media (consent, RTCP, statistics), per stream",
+    )
+    p.add_argument("--idle-seconds", type=float, default=10.0, help="seconds per --idle count")
+    p.add_argument(
+        "--impls",
+        default=",".join(IMPLS),
+        help="comma-separated servers whose capacity is searched: imedia,raw",
+    )
+    p.add_argument(
+        "--check-every",
+        type=int,
+        default=8,
+        help="in the capacity search, decrypt and check in full one echo in this many of "
+        "each stream (1: all); every echo is still matched to its packet by its RTP "
+        "timestamp, so none late or lost goes uncounted (8)",
+    )
+    p.add_argument(
         "--callgrind",
         action="store_true",
         help="also count each server's instructions per packet under callgrind (valgrind): "
@@ -724,12 +789,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if getattr(args, k) is None:
             setattr(args, k, v)
     args.loops = comma_list(p, args.loops, LOOPS, "loop")
+    args.impls = comma_list(p, args.impls, IMPLS, "server")
+    if not 1 <= args.check_every <= 64:
+        p.error("--check-every must be 1 to 64")
     if args.streams < 1 or args.windows < 0 or args.start < 1 or args.cap < args.start:
         p.error(
             "--streams and --start must be at least 1, --windows 0 or more, --cap at least --start"
         )
     args.late = args.late_ms / 1000
     return args
+
+
+def comma_ints(text: str) -> list[int]:
+    """ "10,100" as [10, 100] (argparse's type for --idle)."""
+    try:
+        out = [int(x) for x in text.split(",") if x]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: stream counts, comma-separated") from None
+    if any(x < 1 for x in out):
+        raise argparse.ArgumentTypeError("each stream count must be at least 1")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -757,6 +836,7 @@ def main(argv: list[str] | None = None) -> int:
         "capacity": {},
         "setup": {},
         "callgrind": [],
+        "idle": [],
     }
     for loop in args.loops:
         say(f"{loop}: starting the servers (CPU {scpu}) and load generators (CPU {ccpu})")
@@ -767,6 +847,17 @@ def main(argv: list[str] | None = None) -> int:
             if args.setups:
                 say(f"{loop}: {args.setups} IMedia set-ups, one at a time")
                 doc["setup"][loop] = setups(pairs["imedia"], args.setups)
+            for n in args.idle:
+                rec = idle(pairs["imedia"], n, args.idle_seconds)
+                rec["loop"] = loop
+                doc["idle"].append(rec)
+                say(
+                    f"{loop}: {n} idle IMedia streams (opened in {rec['open_s']:.1f} s): "
+                    f"server CPU {rec['server_cpu_share']:.1%}, "
+                    f"{rec['us_per_stream_s']:.1f} us per stream per second; "
+                    f"{rec['consent_per_s']:.0f} consent checks/s, "
+                    f"{rec['rtcp_per_s']:.0f} RTCP packets/s"
+                )
             if args.windows:
                 say(f"{loop}: paired windows at {args.streams} streams")
                 for rec in paired_windows(pairs, args, rng, say):
@@ -774,7 +865,7 @@ def main(argv: list[str] | None = None) -> int:
                     doc["windows"].append(rec)
             if not args.no_search:
                 doc["capacity"][loop] = {}
-                for impl in IMPLS:
+                for impl in args.impls:
                     share, gshare = core_share(scpu), core_share(ccpu)
                     say(
                         f"{loop}: capacity of {impl} (a busy loop gets {share:.0%} of the "
