@@ -34,6 +34,7 @@ from usocket_asyncio._ice import (
     PairSelected,
     RoleChanged,
     candidate_priority,
+    normalize_ip,
     pair_priority,
 )
 from usocket_asyncio._ice import (
@@ -635,6 +636,32 @@ def test_ipv4_mapped_source_is_normalized() -> None:
     (answer,) = [(d, to) for d, to in b.datagrams_to_send(0.0) if parse(d).cls == SUCCESS]
     assert answer[1] == A and parse(answer[0]).xor_mapped_address == A
     assert [c.address for c in b.remote_candidates] == [A]  # the signalled one, no prflx
+
+
+def test_consent_parses_each_source_address_once() -> None:
+    """A consent answer's source is one the agent has seen: its normalized form is kept,
+    not parsed again every 5 s (a third of the answer's handling); the forms stay exact,
+    an IPv4-mapped source included."""
+    normalize_ip.cache_clear()
+    net, a, b = make_pair()
+    introduce(net, a, b)
+    assert net.run_until(lambda: both_selected(a, b), 5.0)
+    parsed = normalize_ip.cache_info().misses
+    net.run_for(60.0)
+    answers = [s for s in net.log if s.src == B and parse(s.data).cls == SUCCESS]
+    assert len(answers) >= 10  # consent answers went to a all along
+    assert normalize_ip.cache_info().misses == parsed  # none of them parsed again
+    assert not of_type(net.events_of(a), ConsentLost) and a.selected == B
+    assert [
+        normalize_ip(x) for x in ("::ffff:10.0.0.1", "[::1]", "10.0.0.1", "::ffff:10.0.0.1")
+    ] == [
+        "10.0.0.1",
+        "::1",
+        "10.0.0.1",
+        "10.0.0.1",
+    ]
+    with pytest.raises(ValueError):
+        normalize_ip("not an address")
 
 
 def test_role_conflict_answer_alone_switches_the_role() -> None:
