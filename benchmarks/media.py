@@ -500,6 +500,63 @@ def run_callgrind(
     return result
 
 
+def idle_callgrind(
+    loop: str,
+    n: int,
+    args: argparse.Namespace,
+    scpu: int | None,
+    ccpu: int | None,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    """Instructions per stream-second of `n` connected IMedia streams with no media,
+    counted by callgrind over `args.idle_seconds`."""
+    from . import callgrind
+
+    with tempfile.TemporaryDirectory(prefix="ub-media-cg-") as tmp:
+        out = Path(tmp) / "cg.out"
+        wrap = [
+            "valgrind",
+            "--tool=callgrind",
+            "-q",
+            "--instr-atstart=no",
+            "--dump-before=getppid",
+            f"--callgrind-out-file={out}",
+        ]
+        pair = Pair("imedia", loop, scpu, ccpu, args.profile, wrap=wrap)
+        try:
+            pair.resize(n)
+            time.sleep(2.0)  # the last set-ups' retransmission timers over
+            if not callgrind._instrument(pair.server.proc.pid):
+                raise ChildError("callgrind_control could not turn the instrumentation on")
+            c0 = ask(pair.client, {"cmd": "counters"}, 10)
+            ask(pair.server, {"cmd": "start"}, 30)
+            time.sleep(args.idle_seconds)
+            usage = ask(pair.server, {"cmd": "stop"}, 30)
+            c1 = ask(pair.client, {"cmd": "counters"}, 10)
+        finally:
+            pair.close()
+        ir = callgrind.dump_total(Path(f"{out}.2"))
+        if args.cg_keep is not None:
+            args.cg_keep.mkdir(parents=True, exist_ok=True)
+            shutil.copy(f"{out}.2", args.cg_keep / f"callgrind.out.idle{n}-{loop}")
+    wall = max(usage["wall"], 1e-9)
+    result = {
+        "loop": loop,
+        "streams": n,
+        "seconds": wall,
+        "ir_window": ir,
+        "ir_per_stream_s": ir / wall / n,
+        "consent_per_s": (c1["stun_answered"] - c0["stun_answered"]) / wall,
+        "rtcp_per_s": (c1["rtcp"] - c0["rtcp"]) / wall,
+    }
+    say(
+        f"  {loop}: {n} idle IMedia streams: {result['ir_per_stream_s']:,.0f} instructions "
+        f"per stream per second ({result['consent_per_s']:.1f} consent checks/s, "
+        f"{result['rtcp_per_s']:.1f} RTCP packets/s)"
+    )
+    return result
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -757,7 +814,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=2,
         help="streams under callgrind (2: a server slowed by valgrind must keep up, or it "
-        "handles its packets in batches and each costs less)",
+        "handles its packets in batches and each costs less; 0: no packet count, only "
+        "the --idle ones)",
     )
     p.add_argument("--cg-seconds", type=float, default=6.0, help="measured seconds (6)")
     p.add_argument(
@@ -837,6 +895,7 @@ def main(argv: list[str] | None = None) -> int:
         "setup": {},
         "callgrind": [],
         "idle": [],
+        "idle_callgrind": [],
     }
     for loop in args.loops:
         say(f"{loop}: starting the servers (CPU {scpu}) and load generators (CPU {ccpu})")
@@ -876,7 +935,12 @@ def main(argv: list[str] | None = None) -> int:
                     cap["generator_core_share"] = gshare
                     doc["capacity"][loop][impl] = cap
                     pairs[impl].resize(0)
-            if args.callgrind:
+            if args.callgrind and args.idle:
+                say(f"{loop}: instructions of idle IMedia streams (callgrind)")
+                doc["idle_callgrind"] += [
+                    idle_callgrind(loop, n, args, scpu, ccpu, say) for n in args.idle
+                ]
+            if args.callgrind and args.cg_streams:
                 say(f"{loop}: instructions per packet (callgrind, {args.cg_streams} streams)")
                 doc["callgrind"] += [
                     run_callgrind(loop, impl, args, scpu, ccpu, say) for impl in IMPLS
