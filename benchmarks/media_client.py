@@ -241,18 +241,19 @@ class Generator:
             if r or j >= run.slots or len(data) != self.echo_size:
                 self.counters["bad"] += 1
                 continue
+            mfirst = st.mfirst
+            measured = 0 <= mfirst <= j
+            seen = st.seen
+            if measured and seen[j]:
+                run.duplicate += 1  # (SRTP would refuse it as a replay)
+                continue
             every = run.check_every
             if (st.first_echo == 0.0 or j % every == st.phase % every) and not self.check(
                 st, data, now, j
             ):
                 continue
-            mfirst = st.mfirst
-            if mfirst < 0 or j < mfirst:
+            if not measured:
                 continue  # a warm-up packet's echo
-            seen = st.seen
-            if seen[j]:
-                run.duplicate += 1
-                continue
             seen[j] = 1
             rtt = now - st.sent_at[j]
             run.received += 1
