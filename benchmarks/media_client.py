@@ -49,6 +49,7 @@ import random
 import resource
 import secrets
 import socket
+import struct
 import sys
 import time
 from array import array
@@ -82,6 +83,10 @@ TICK = 0.001
 timers count whole milliseconds): packets due meanwhile go out together."""
 BEHIND = 0.010
 """A send more than this late against its schedule counts as the generator falling behind."""
+SO_TIMESTAMPNS = 35
+"""Linux's socket option that stamps each datagram with its arrival (struct timespec)."""
+TIMESPEC = struct.Struct("@qq")
+ANC_SPACE = socket.CMSG_SPACE(TIMESPEC.size) if hasattr(socket, "CMSG_SPACE") else 0
 RECV_BATCH = 256
 """Datagrams read at most per readiness of the socket (then the sends get their turn)."""
 CHECK_EVERY_MAX = 64
@@ -183,6 +188,13 @@ class Generator:
         self.counters = {"stun_answered": 0, "rtcp": 0, "bad": 0, "foreign": 0, "other": 0}
         self.run: Run | None = None
         self.echo_size = RTP.size + PAYLOAD + AUTH_TAG[profile]
+        self.kernel_stamps = False
+        if sys.platform.startswith("linux"):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+                self.kernel_stamps = True
+            except OSError:
+                pass
         loop.add_reader(sock.fileno(), self.readable)
 
     def close(self) -> None:
@@ -203,15 +215,21 @@ class Generator:
         during a run is told by its RTP timestamp, sent in the clear (the servers echo
         it unchanged): its stream by its source address, its packet by the timestamp;
         every `check_every`-th packet of a stream, and each stream's first echo, is also
-        decrypted and checked in full (`check`)."""
-        recv = self.sock.recvfrom
+        decrypted and checked in full (`check`). Its arrival time is the kernel's
+        (SO_TIMESTAMPNS, where there is one): when the generator reads it late, the
+        server is not blamed for that."""
+        recvmsg = self.sock.recvmsg
+        stamped = self.kernel_stamps
         by_addr = self.by_addr
         ts_of = TS.unpack_from
+        stamp_of = TIMESPEC.unpack
         mono = time.monotonic
+        # the kernel stamps arrivals on the real-time clock; the run's clock is monotonic
+        offset = time.time() - mono()
         run = self.run
         for _ in range(RECV_BATCH):
             try:
-                data, addr = recv(2048)
+                data, anc, _flags, addr = recvmsg(2048, ANC_SPACE)
             except BlockingIOError:
                 return
             except OSError:
@@ -233,7 +251,11 @@ class Generator:
             if 192 <= data[1] <= 223:
                 self.counters["rtcp"] += 1  # the server's reports: not echoes
                 continue
-            now = mono()
+            if stamped and anc:
+                sec, nsec = stamp_of(anc[0][2])
+                now = sec + nsec * 1e-9 - offset
+            else:
+                now = mono()
             if run is None:
                 self.check(st, data, now, -1)
                 continue
