@@ -65,6 +65,8 @@ OPEN_CHUNK = 200
 """Streams opened at once (IMedia: that many ICE and DTLS handshakes under way)."""
 LOSS_LIMIT = 0.01
 """A step passes with fewer late or lost packets than this share."""
+QUIET = 0.3
+"""Seconds without an echo before a run starts."""
 CLIENT_BUSY = 0.9
 """A load generator using this share of its CPU or more may be what limits a step."""
 TARGET_RATIO = 0.8
@@ -238,6 +240,9 @@ class Pair:
         """One measured run of the first `n` streams: the generator's figures and the
         server's CPU over the measured part."""
         resize_s = self.resize(n)
+        # the server has worked off what a run before left it (after one it could not
+        # carry, seconds of packets wait in its sockets)
+        settle = ask(self.client, {"cmd": "quiet", "for": QUIET, "timeout": 60}, 70)
         cmd = {
             "cmd": "run",
             "count": n,
@@ -269,6 +274,7 @@ class Pair:
         sent = max(result["sent"], 1)
         result["bad_share"] = (result["late"] + result["lost"]) / sent
         result["resize_s"] = resize_s
+        result["settle_s"] = settle["waited"]
         # the generator fell behind its schedule, ran out of CPU, or lost echoes in its
         # own receive buffer or sends to its send buffer: what was measured was the
         # generator
@@ -388,7 +394,8 @@ def capacity(pair: Pair, args: argparse.Namespace, say: Callable[[str], None]) -
             f"{' (generator behind)' if rec['behind'] else ''}"
             f"{' (generator dropped echoes)' if rec['client_drops'] > 0 else ''}"
             f" -> {'pass' if rec['passed'] else 'FAIL'}{' ~' if rec['client_limited'] else ''}"
-            f" (streams opened or closed in {rec['resize_s']:.1f} s)"
+            f" (streams opened or closed in {rec['resize_s']:.1f} s, the server quiet after "
+            f"{rec['settle_s']:.1f} s; its peak RSS {rec['server']['maxrss_mb']:.0f} MB)"
         )
         return bool(rec["passed"])
 

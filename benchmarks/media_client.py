@@ -31,7 +31,9 @@ Commands (one JSON line each on stdin; each answered with JSON lines on stdout):
   packet as soon as it has its keys and the answer waits for its echo (the set-up time).
 - ``{"cmd": "drop", "ids": [...]}``: forget those streams.
 - ``{"cmd": "counters"}``: answers the counters (STUN requests answered, RTCP packets
-  and bad, foreign or other datagrams received).
+  and bad, stale (echoes of a run that is over), foreign or other datagrams received).
+- ``{"cmd": "quiet", "for": s, "timeout": s}``: answers once no echo has come for
+  ``for`` seconds (or the timeout is up).
 - ``{"cmd": "run", "count", "seconds", "warmup", "late", "grace"}``: answers
   ``{"phase": "measure"}`` when the measured part begins, ``{"phase": "end"}`` when the
   last packet is sent, then the result.
@@ -185,7 +187,16 @@ class Generator:
         self.profile = profile
         self.dtls_config = DtlsConfig(True, cert.pem, use_srtp=True, srtp_profiles=profile.encode())
         self.dtls_timer: asyncio.TimerHandle | None = None
-        self.counters = {"stun_answered": 0, "rtcp": 0, "bad": 0, "foreign": 0, "other": 0}
+        self.counters = {
+            "stun_answered": 0,
+            "rtcp": 0,
+            "bad": 0,
+            "stale": 0,
+            "foreign": 0,
+            "other": 0,
+        }
+        self.last_echo = 0.0
+        """When the last RTP echo came (monotonic): `quiet` waits for the echoes to stop."""
         self.run: Run | None = None
         self.echo_size = RTP.size + PAYLOAD + AUTH_TAG[profile]
         self.kernel_stamps = False
@@ -256,10 +267,18 @@ class Generator:
                 now = sec + nsec * 1e-9 - offset
             else:
                 now = mono()
+            self.last_echo = now
             if run is None:
-                self.check(st, data, now, -1)
+                if st.first_echo == 0.0:
+                    self.check(st, data, now, -1)
+                else:  # an echo of a run that is over (counted lost there)
+                    self.counters["stale"] += 1
                 continue
-            j, r = divmod((ts_of(data, 4)[0] - st.tsbase) & 0xFFFFFFFF, FRAME)
+            d = (ts_of(data, 4)[0] - st.tsbase) & 0xFFFFFFFF
+            if d >= 1 << 31:  # before this run's first packet: an echo of a run before
+                self.counters["stale"] += 1
+                continue
+            j, r = divmod(d, FRAME)
             if r or j >= run.slots or len(data) != self.echo_size:
                 self.counters["bad"] += 1
                 continue
@@ -431,6 +450,7 @@ class Generator:
             st.mfirst = -1
         make_s = time.monotonic() - t_make
         drops0 = socket_drops(self.sock)
+        counters0 = dict(self.counters)
         run = Run(count, slots, cmd["late"], check_every)
         self.run = run
         t0 = time.monotonic() + 0.005
@@ -507,7 +527,7 @@ class Generator:
             "client_cpu": cpu / wall,
             "client_drops": socket_drops(self.sock) - drops0,
             "make_s": make_s,
-            "counters": dict(self.counters),
+            "counters": {k: v - counters0[k] for k, v in self.counters.items()},
         }
 
     # ------------------------------------------------------------------ commands
@@ -534,6 +554,17 @@ class Generator:
             st.probe = bool(cmd.get("probe"))
             out.append({"id": st.sid, "ufrag": st.ufrag, "pwd": st.pwd})
         return {"fingerprint": self.fingerprint, "streams": out}
+
+    async def quiet(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        """Wait until no echo has come for `for` seconds (a server still working off the
+        backlog of a run it could not carry would weigh on the next), at most `timeout`."""
+        t0 = time.monotonic()
+        deadline = t0 + cmd.get("timeout", 30.0)
+        while time.monotonic() < deadline:
+            if time.monotonic() - self.last_echo >= cmd["for"]:
+                break
+            await asyncio.sleep(0.05)
+        return {"waited": time.monotonic() - t0, "stale": self.counters["stale"]}
 
     async def keys(self, cmd: dict[str, Any]) -> dict[str, Any]:
         ids = cmd["ids"]
@@ -624,6 +655,8 @@ def main(argv: list[str] | None = None) -> int:
             reply(await gen.run_streams(cmd))
         elif op == "keys":
             reply(await gen.keys(cmd))
+        elif op == "quiet":
+            reply(await gen.quiet(cmd))
 
     def handle(cmd: dict[str, Any]) -> None:
         op = cmd["cmd"]
@@ -634,7 +667,7 @@ def main(argv: list[str] | None = None) -> int:
             reply({"dropped": len(cmd["ids"])})
         elif op == "counters":
             reply(dict(gen.counters))
-        elif op in ("run", "keys"):
+        elif op in ("run", "keys", "quiet"):
             task = loop.create_task(serve(cmd))
             tasks.add(task)
             task.add_done_callback(tasks.discard)

@@ -101,6 +101,7 @@ class Window:
             "stime": ru1.ru_stime - ru0.ru_stime,
             "cpu": (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime),
             "echoed": self.echoed - self.e0,
+            "maxrss_mb": ru1.ru_maxrss / 1024,
         }
 
 
