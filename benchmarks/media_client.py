@@ -4,8 +4,9 @@ checked.
     python -m benchmarks.media_client [--cpu N] [--loop uvloop]
 
 One process, one UDP socket on 127.0.0.1 for every stream (the server gives each stream
-a port of its own; the generator tells its streams apart by the server's address). It
-keeps no library state on its hot path: pylibsrtp sessions and a few struct calls.
+a port of its own; the generator tells its streams apart by the server's address), read
+with the loop's `add_reader` and written with `sendto`. It keeps no library state on its
+hot path: bytes made beforehand, a few struct calls, pylibsrtp for the sampled checks.
 
 Toward an IMedia server each stream is an ice-lite peer (it answers the server's
 connectivity and consent checks, sends none) and the DTLS server (the library's sans-IO
@@ -14,12 +15,18 @@ server's certificate fingerprint); its SRTP keys come from that handshake. Towar
 server the keys come from the shared seed (`media_wire.raw_keys`).
 
 A run sends the first `count` streams' packets, 50 a second each, the streams' phases
-spread evenly over the 20 ms period, for a warm-up then the measured seconds; each packet
-carries its send time. Each echo is decrypted with the server's key and checked (payload
-intact, the stream's own tag); a measured packet whose echo comes more than `late`
-seconds after it was sent is late, one whose echo has not come `grace` seconds after the
-last send is lost. The generator also reports its own CPU use and how far behind its
-schedule it fell (when it cannot keep up, the run measured the generator, not the server).
+spread evenly over the 20 ms period, for a warm-up then the measured seconds. Every
+packet of the run is made (numbered, tagged, SRTP-protected) before the first goes, so
+during the run a send is one `sendto`, and the generator notes each packet's send time.
+An echo is matched to its packet by its RTP timestamp (the servers echo it; SRTP leaves
+the header in the clear), and timed by the kernel's arrival stamp (SO_TIMESTAMPNS), so
+the generator's own delays in reading do not make it late; one echo in `check_every` of
+each stream (every one with 1), and each stream's first, is also decrypted and checked
+(payload intact, the stream's own tag, the packet its timestamp names). A measured packet
+whose echo comes more than `late` seconds after it was sent is late, one whose echo has
+not come `grace` seconds after the last send is lost, one echoed twice a duplicate. The
+generator also reports its own CPU use, how far behind its schedule it fell, and the
+echoes its socket dropped (the run then measured the generator, not the server).
 
 Commands (one JSON line each on stdin; each answered with JSON lines on stdout):
 
