@@ -72,6 +72,9 @@ OPEN_CHUNK = 200
 """Streams opened at once (IMedia: that many ICE and DTLS handshakes under way)."""
 LOSS_LIMIT = 0.01
 """A step passes with fewer late or lost packets than this share."""
+RUNQ_BUSY = 0.05
+"""A server or generator that waited this share of a step for its CPU (other work had
+it) shared its core: the step measured the machine's load too."""
 QUIET = 0.3
 """Seconds without an echo before a run starts."""
 CLIENT_BUSY = 0.9
@@ -278,6 +281,11 @@ class Pair:
         result["pkt_per_cpu_s"] = usage["echoed"] / cpu
         result["us_per_pkt"] = cpu / max(usage["echoed"], 1) * 1e6
         result["server_cpu_share"] = usage["cpu"] / max(usage["wall"], 1e-9)
+        # the share of the window the server was runnable but another task had its CPU
+        result["server_runq_wait"] = usage["runq_wait"] / max(usage["wall"], 1e-9)
+        result["machine_busy"] = max(result["server_runq_wait"], result["client_runq_wait"]) > (
+            RUNQ_BUSY
+        )
         sent = max(result["sent"], 1)
         result["bad_share"] = (result["late"] + result["lost"]) / sent
         result["resize_s"] = resize_s
@@ -404,10 +412,12 @@ def capacity(pair: Pair, args: argparse.Namespace, say: Callable[[str], None]) -
         say(
             f"  N={n:5}: late {rec['late']} lost {rec['lost']} of {rec['sent']} "
             f"({rec['bad_share']:.2%}), rtt p99 {rec['rtt_ms']['p99']:.1f} ms, server CPU "
-            f"{rec['server_cpu_share']:.0%}, generator CPU {rec['client_cpu']:.0%}"
+            f"{rec['server_cpu_share']:.0%} (waited for it {rec['server_runq_wait']:.0%}), "
+            f"generator CPU {rec['client_cpu']:.0%} (waited {rec['client_runq_wait']:.0%})"
             f"{' (generator behind)' if rec['behind'] else ''}"
             f"{' (generator dropped echoes)' if rec['client_drops'] > 0 else ''}"
             f" -> {'pass' if rec['passed'] else 'FAIL'}{' ~' if rec['client_limited'] else ''}"
+            f"{' ‡' if rec['machine_busy'] else ''}"
             f" (streams opened or closed in {rec['resize_s']:.1f} s, the server quiet after "
             f"{rec['settle_s']:.1f} s; its peak RSS {rec['server']['maxrss_mb']:.0f} MB)"
         )
@@ -445,6 +455,7 @@ def capacity(pair: Pair, args: argparse.Namespace, say: Callable[[str], None]) -
         "client_limited": bool(
             (limiting and limiting[0]["client_limited"]) or (best and best[-1]["client_limited"])
         ),
+        "machine_busy": bool(limiting and limiting[0]["machine_busy"]),
         "cpu_estimate": estimate,
         "steps": steps,
     }
@@ -623,6 +634,7 @@ def summarize(doc: dict[str, Any]) -> dict[str, Any]:
                         "first_failed",
                         "capped",
                         "client_limited",
+                        "machine_busy",
                         "cpu_estimate",
                         "core_share",
                         "generator_core_share",
@@ -684,7 +696,9 @@ def rest_markdown(summ: dict[str, Any], a: dict[str, Any]) -> list[str]:
         lines += [
             "",
             f"Capacity: the largest N with under {LOSS_LIMIT:.0%} late (> {a['late_ms']:g} ms) "
-            f"or lost, N up to {a['cap']} (~: the load generator was what failed first; "
+            f"or lost, N up to {a['cap']} (~: the load generator may have decided it; "
+            "‡: at the step that failed, the server or the generator waited more than "
+            f"{RUNQ_BUSY:.0%} of the time for its CPU (other work had it); "
             "≥: the cap or the time budget stopped the search).",
             "",
             "| loop | IMedia streams | raw streams | share of the server's / generator's "
@@ -759,6 +773,8 @@ def cap_text(c: dict[str, Any] | None) -> str:
         text = "≥ " + text
     if c["client_limited"]:
         text += "~"
+    if c.get("machine_busy"):
+        text += "‡"
     return text
 
 

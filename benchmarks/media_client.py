@@ -77,6 +77,7 @@ from .media_wire import (
     pin,
     raw_keys,
     reply,
+    runq_wait,
     srtp_session,
 )
 
@@ -471,6 +472,7 @@ class Generator:
         due = t0
         measuring = False
         ru0: Any = None
+        q0 = 0.0
         w0 = 0.0
         while due < t_end:
             now = mono()
@@ -478,6 +480,7 @@ class Generator:
                 measuring = True
                 reply({"phase": "measure"})
                 ru0 = resource.getrusage(resource.RUSAGE_SELF)
+                q0 = runq_wait()
                 w0 = now
             while due <= now and due < t_end:
                 st = active[k]
@@ -507,13 +510,14 @@ class Generator:
         reply({"phase": "end"})
         t1 = time.monotonic()
         ru1 = resource.getrusage(resource.RUSAGE_SELF)
+        q1 = runq_wait()
         await asyncio.sleep(cmd["grace"])
         self.run = None
         for st in active:
             st.mfirst = -1
             st.pkts = []
         if ru0 is None:  # no measured part (seconds 0)
-            ru0 = ru1
+            ru0, q0 = ru1, q1
             w0 = t1
         cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
         wall = max(t1 - w0, 1e-9)
@@ -532,6 +536,7 @@ class Generator:
             "lag_max_ms": run.lag_max * 1000,
             "send_failed": run.send_failed,
             "client_cpu": cpu / wall,
+            "client_runq_wait": (q1 - q0) / wall,
             "client_drops": socket_drops(self.sock) - drops0,
             "make_s": make_s,
             "counters": {k: v - counters0[k] for k, v in self.counters.items()},

@@ -70,6 +70,17 @@ def reply(obj: Any) -> None:
     sys.stdout.flush()
 
 
+def runq_wait() -> float:
+    """Seconds this process has spent runnable but waiting for a CPU (the scheduler's
+    run_delay, /proc/self/schedstat; 0.0 where there is none): on a machine shared
+    with other work, the time another task had the process's CPU."""
+    try:
+        with open("/proc/self/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def pin(cpu: int | None) -> None:
     """Run this process on `cpu` only, where the OS allows it."""
     if cpu is None or not hasattr(os, "sched_setaffinity"):
