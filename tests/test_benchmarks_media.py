@@ -124,3 +124,48 @@ def test_generator_counts_a_faulty_servers_echoes(loop_kind: str, check_every: i
     assert res["received"] + res["lost"] == sent
     assert res["counters"]["foreign"] == 0 and res["client_drops"] == 0
     assert res["send_failed"] == 0
+
+
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+def test_echoes_after_their_run_are_stale_not_bad(loop_kind: str) -> None:
+    """A run whose delayed echoes come only after it ended counts them lost; when they
+    come (between runs or in the next run) they are stale, not bad echoes of the next."""
+    loop = new_loop(loop_kind)
+    log: dict[str, set[Any]] = {k: set() for k in ("drop", "delay", "corrupt", "twice", "echo")}
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    gen = Generator(loop, sock, PROFILE)
+    transports = []
+    try:
+        streams = []
+        for sid in range(STREAMS):
+            t, _ = loop.run_until_complete(
+                loop.create_datagram_endpoint(
+                    lambda sid=sid: FaultyEcho(sid, loop, log),  # type: ignore[misc]
+                    local_addr=("127.0.0.1", 0),
+                )
+            )
+            transports.append(t)
+            streams.append({"id": sid, "port": t.get_extra_info("sockname")[1]})
+        gen.expect({"impl": "raw", "streams": streams, "seed": SEED, "profile": PROFILE})
+        cmd = {"count": STREAMS, "seconds": 0.5, "warmup": 0.0, "late": LATE, "grace": 0.1}
+        first = loop.run_until_complete(gen.run_streams(cmd))
+        second = loop.run_until_complete(gen.run_streams({**cmd, "grace": DELAY + 0.4}))
+        loop.run_until_complete(asyncio.sleep(DELAY + 0.2))
+    finally:
+        for t in transports:
+            t.close()
+        gen.close()
+        loop.run_until_complete(asyncio.sleep(0))
+        loop.close()
+    delayed_first = first["sent"] / 10
+    # the first run's delayed echoes were not there within its grace: lost, not late
+    assert (
+        first["late"] == 0
+        and abs(first["lost"] - first["counters"]["bad"] - 2 * delayed_first) <= 2 * STREAMS
+    )
+    # they came during the second run: stale there, no bad echo but the corrupted ones
+    assert second["counters"]["stale"] >= delayed_first - STREAMS, second
+    assert abs(second["counters"]["bad"] - second["sent"] / 10) <= STREAMS, second
+    assert gen.counters["stale"] >= second["counters"]["stale"]
