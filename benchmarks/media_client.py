@@ -536,6 +536,7 @@ class Generator:
             "lag_max_ms": run.lag_max * 1000,
             "send_failed": run.send_failed,
             "client_cpu": cpu / wall,
+            "client_user": (ru1.ru_utime - ru0.ru_utime) / wall,
             "client_runq_wait": (q1 - q0) / wall,
             "client_drops": socket_drops(self.sock) - drops0,
             "make_s": make_s,
