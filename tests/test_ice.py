@@ -664,6 +664,41 @@ def test_consent_parses_each_source_address_once() -> None:
         normalize_ip("not an address")
 
 
+@pytest.mark.parametrize("answers_lost", [False, True])
+def test_connected_agent_wakes_only_for_its_consent_checks(answers_lost: bool) -> None:
+    """Once a pair is selected the agent asks to be woken for its next consent check and
+    for nothing else, whether the answers come or not (an unanswered check waits for
+    expiry, 30 s, not for a retransmission): every wake-up sends one check."""
+    lose = [False]
+    net = SimNet(drop=lambda s, d, data: lose[0] and s == B)
+    net, a, b = make_pair(net=net)
+    introduce(net, a, b)
+    assert net.run_until(lambda: both_selected(a, b), 5.0)
+    net.run_for(1.0)  # the nomination's last answers
+    lose[0] = answers_lost
+    wakes: list[float] = []
+
+    class Counted:
+        """`a`, its wake-ups noted."""
+
+        def handle_timer(self, now: float) -> None:
+            wakes.append(now)
+            a.handle_timer(now)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(a, name)
+
+    counted = Counted()
+    net.attach(counted, A)  # type: ignore[arg-type]
+    start = net.now
+    net.run_for(25.0)  # under the 30 s expiry even with every answer lost
+    checks = [s.at for s in stun_requests(net.log, A) if s.at > start]
+    assert len(checks) >= 4 and wakes == checks
+    assert a.selected == B and not of_type(net.events_of(counted), ConsentLost)  # type: ignore[arg-type]
+    pending = a.get_timer()
+    assert pending is not None and pending > net.now
+
+
 def test_role_conflict_answer_alone_switches_the_role() -> None:
     """Both controlling; the winner's checks are lost for a while, so the loser learns of
     the conflict only from the 487 answers to its own checks: it switches at once."""

@@ -684,10 +684,16 @@ class IceAgent:
         """When the agent next wants `handle_timer` (absolute, the caller's clock), or None."""
         if self._state == _DONE:
             return None
+        sel = self._selected
+        if sel is not None and not self._triggered:  # connected: consent and its answers
+            at = min(self._consent_next, self._consent_ok + self.consent_timeout)
+            for tx in self._transactions.values():
+                if tx.next_at < at:
+                    at = tx.next_at
+            return at
         times: list[float] = [tx.next_at for tx in self._transactions.values()]
         if self._remote_pwd is not None and self._check_work():
             times.append(self._last_check + self.ta)
-        sel = self._selected
         if sel is not None:
             times.append(self._consent_next)
             times.append(self._consent_ok + self.consent_timeout)
