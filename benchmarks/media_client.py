@@ -203,6 +203,7 @@ class Generator:
             "foreign": 0,
             "other": 0,
         }
+        self.bad_why: dict[str, int] = {}
         self.last_echo = 0.0
         """When the last RTP echo came (monotonic): `quiet` waits for the echoes to stop."""
         self.run: Run | None = None
@@ -288,7 +289,7 @@ class Generator:
                 continue
             j, r = divmod(d, FRAME)
             if r or j >= run.slots or len(data) != self.echo_size:
-                self.counters["bad"] += 1
+                self.bad("timestamp or size")
                 continue
             mfirst = st.mfirst
             measured = 0 <= mfirst <= j
@@ -318,29 +319,31 @@ class Generator:
         run = self.run
         try:
             pkt = st.rx.unprotect(data)
-        except (self.srtp_error, AttributeError):
-            self.counters["bad"] += 1
-            return False
+        except (self.srtp_error, AttributeError) as e:
+            return self.bad(f"SRTP: {e}")
         b0 = pkt[0]
         start = 12 + 4 * (b0 & 0x0F)
         if b0 & 0x10:
             start += 4 + 4 * int.from_bytes(pkt[start + 2 : start + 4], "big")
         if len(pkt) - start != PAYLOAD or pkt[start + TAG.size :] != FILLER:
-            self.counters["bad"] += 1
-            return False
+            return self.bad("payload")
         sid, n = TAG.unpack_from(pkt, start)
         ts = TS.unpack_from(pkt, 4)[0]
         if sid != st.sid or ts != (st.ts0 + n * FRAME) & 0xFFFFFFFF:
-            self.counters["bad"] += 1
-            return False
+            return self.bad("tag")
         if st.first_echo == 0.0:
             st.first_echo = now
         if run is not None:
             run.decrypted += 1
             if j >= 0 and n != st.n - len(st.pkts) + j:
-                self.counters["bad"] += 1
-                return False
+                return self.bad("packet number")
         return True
+
+    def bad(self, why: str) -> bool:
+        """Count a bad echo (and why: `bad_why`); False."""
+        self.counters["bad"] += 1
+        self.bad_why[why] = self.bad_why.get(why, 0) + 1
+        return False
 
     # ------------------------------------------------------------------ ice-lite
 
@@ -541,6 +544,7 @@ class Generator:
             "client_drops": socket_drops(self.sock) - drops0,
             "make_s": make_s,
             "counters": {k: v - counters0[k] for k, v in self.counters.items()},
+            "bad_why": dict(self.bad_why),
         }
 
     # ------------------------------------------------------------------ commands
