@@ -18,14 +18,16 @@ from benchmarks.servers import new_loop
 PROFILE = "SRTP_AES128_CM_SHA1_80"
 SEED = 7
 STREAMS = 4
-DELAY = 1.0
+DELAY = 1.2
 """How late the delayed echoes come (the run counts more than `LATE` as late)."""
-LATE = 0.4
+LATE = 0.5
 
 
 def fate(n: int) -> str:
-    """What the faulty server does with packet number `n` of a stream."""
-    return {3: "drop", 5: "delay", 7: "corrupt", 9: "twice"}.get(n % 10, "echo")
+    """What the faulty server does with packet number `n` of a stream (two in ten are
+    corrupted, one odd and one even, so that one in 8 decrypted finds some whatever
+    the stream's first number)."""
+    return {3: "drop", 5: "delay", 7: "corrupt", 8: "corrupt", 9: "twice"}.get(n % 10, "echo")
 
 
 class FaultyEcho(asyncio.DatagramProtocol):
@@ -114,11 +116,12 @@ def test_generator_counts_a_faulty_servers_echoes(loop_kind: str, check_every: i
     assert about(res["late"]), res  # the delayed ones, and only those
     assert about(res["duplicate"]), res  # the repeated ones
     if check_every == 1:  # every corrupted echo decrypted, found bad, not received
-        assert about(res["counters"]["bad"]), res
+        assert abs(res["counters"]["bad"] - 2 * tenth) <= 2 * STREAMS, res
         assert about(res["lost"] - res["counters"]["bad"]), res  # the dropped ones
         assert res["decrypted"] >= res["received"]  # (warm-up echoes decrypted too)
-    else:  # one in 8 decrypted: some corrupted ones found, the dropped ones all lost
-        assert 1 <= res["counters"]["bad"] < tenth, res
+    else:  # one in 8 decrypted: some corrupted ones found (at least one a stream), the
+        # dropped ones all lost
+        assert STREAMS <= res["counters"]["bad"] < tenth, res
         assert about(res["lost"] - res["counters"]["bad"]), res
         assert res["decrypted"] < res["received"] / 4
     assert res["received"] + res["lost"] == sent
@@ -167,5 +170,5 @@ def test_echoes_after_their_run_are_stale_not_bad(loop_kind: str) -> None:
     )
     # they came during the second run: stale there, no bad echo but the corrupted ones
     assert second["counters"]["stale"] >= delayed_first - STREAMS, second
-    assert abs(second["counters"]["bad"] - second["sent"] / 10) <= STREAMS, second
+    assert abs(second["counters"]["bad"] - 2 * second["sent"] / 10) <= 2 * STREAMS, second
     assert gen.counters["stale"] >= second["counters"]["stale"]
