@@ -21,8 +21,9 @@ during the run a send is one `sendto`, and the generator notes each packet's sen
 An echo is matched to its packet by its RTP timestamp (the servers echo it; SRTP leaves
 the header in the clear), and timed by the kernel's arrival stamp (SO_TIMESTAMPNS), so
 the generator's own delays in reading do not make it late; one echo in `check_every` of
-each stream (every one with 1), and each stream's first, is also decrypted and checked
-(payload intact, the stream's own tag, the packet its timestamp names). A measured packet
+each stream (at a phase drawn for each run; every one with 1), and each stream's first,
+is also decrypted and checked (payload intact, the stream's own tag, the packet its
+timestamp names). A measured packet
 whose echo comes more than `late` seconds after it was sent is late, one whose echo has
 not come `grace` seconds after the last send is lost, one echoed twice a duplicate. The
 generator also reports its own CPU use, how far behind its schedule it fell, and the
@@ -146,7 +147,7 @@ class Stream:
         self.keyed_at = 0.0
         self.first_echo = 0.0
         self.probe = False
-        self.phase = sid % CHECK_EVERY_MAX  # which of its echoes are decrypted
+        self.phase = 0  # which of its echoes are decrypted (drawn for each run)
         # a run's packets, made before it: protected datagrams, their send times, which
         # came back, the run's first packet number and its RTP timestamp, the first
         # measured packet's index
@@ -298,9 +299,7 @@ class Generator:
                 run.duplicate += 1  # (SRTP would refuse it as a replay)
                 continue
             every = run.check_every
-            if (st.first_echo == 0.0 or j % every == st.phase % every) and not self.check(
-                st, data, now, j
-            ):
+            if (st.first_echo == 0.0 or j % every == st.phase) and not self.check(st, data, now, j):
                 continue
             if not measured:
                 continue  # a warm-up packet's echo
@@ -459,6 +458,7 @@ class Generator:
             st.sent_at = array("d", bytes(8 * slots))
             st.seen = bytearray(slots)
             st.mfirst = -1
+            st.phase = random.randrange(check_every)  # which of its echoes are decrypted
         make_s = time.monotonic() - t_make
         drops0 = socket_drops(self.sock)
         counters0 = dict(self.counters)
