@@ -100,6 +100,8 @@ TIMESPEC = struct.Struct("@qq")
 ANC_SPACE = socket.CMSG_SPACE(TIMESPEC.size) if hasattr(socket, "CMSG_SPACE") else 0
 RECV_BATCH = 256
 """Datagrams read at most per readiness of the socket (then the sends get their turn)."""
+DRAIN_ROUNDS = 16
+"""`drain` reads at most this many batches at a tick (4,096 datagrams)."""
 CHECK_EVERY_MAX = 64
 """The sparsest full check: at least one echo in this many of each stream is decrypted."""
 
@@ -231,7 +233,16 @@ class Generator:
             return False
         return True
 
-    def readable(self) -> None:
+    def drain(self) -> None:
+        """Read every datagram waiting (a run polls its socket at each tick instead of
+        being woken for each echo: the kernel stamped each echo's arrival, so reading it
+        up to a tick later changes no figure, and the wake-ups, one per echo, cost more
+        than the reading)."""
+        for _ in range(DRAIN_ROUNDS):
+            if self.readable():
+                return
+
+    def readable(self) -> bool:
         """Every datagram waiting (up to a bound, so the sends get their turn). An echo
         during a run is told by its RTP timestamp, sent in the clear (the servers echo
         it unchanged): its stream by its source address, its packet by the timestamp;
@@ -252,10 +263,10 @@ class Generator:
             try:
                 data, anc, _flags, addr = recvmsg(2048, ANC_SPACE)
             except BlockingIOError:
-                return
+                return True
             except OSError:
                 self.counters["other"] += 1
-                return
+                return True
             st = by_addr.get(addr)
             if st is None:
                 self.counters["foreign"] += 1
@@ -310,6 +321,7 @@ class Generator:
                 run.late += 1
             k = int(rtt / HIST_STEP)
             run.hist[k if k < HIST_SIZE else HIST_SIZE - 1] += 1
+        return False
 
     def check(self, st: Stream, data: bytes, now: float, j: int) -> bool:
         """Decrypt one echo and check it in full: it authenticates under the server's
@@ -464,6 +476,7 @@ class Generator:
         counters0 = dict(self.counters)
         run = Run(count, slots, cmd["late"], check_every)
         self.run = run
+        self.loop.remove_reader(self.sock.fileno())  # polled at each tick (`drain`)
         t0 = time.monotonic() + 0.005
         t_measure = t0 + warmup
         t_end = t_measure + seconds
@@ -509,12 +522,18 @@ class Generator:
                     due = t0 + cycle * PERIOD
                 else:
                     due = t0 + cycle * PERIOD + k * step
+            self.drain()
             await asyncio.sleep(max(TICK, due - mono()))
         reply({"phase": "end"})
         t1 = time.monotonic()
         ru1 = resource.getrusage(resource.RUSAGE_SELF)
         q1 = runq_wait()
-        await asyncio.sleep(cmd["grace"])
+        t_grace = mono() + cmd["grace"]
+        while mono() < t_grace:
+            self.drain()
+            await asyncio.sleep(TICK)
+        self.drain()
+        self.loop.add_reader(self.sock.fileno(), self.readable)
         self.run = None
         for st in active:
             st.mfirst = -1
@@ -669,7 +688,10 @@ def main(argv: list[str] | None = None) -> int:
     async def serve(cmd: dict[str, Any]) -> None:
         op = cmd["cmd"]
         if op == "run":
-            reply(await gen.run_streams(cmd))
+            try:
+                reply(await gen.run_streams(cmd))
+            finally:  # woken by each datagram again (the set-ups' handshakes want it)
+                loop.add_reader(sock.fileno(), gen.readable)
         elif op == "keys":
             reply(await gen.keys(cmd))
         elif op == "quiet":
