@@ -10,8 +10,10 @@ raw reference (one `DatagramProtocol` per stream and port, keyed directly from a
 seed: unprotect, parse the header, a new header on the payload, protect, send back).
 Each has its own load generator process, pinned to the other CPU
 (benchmarks/media_client.py): N streams of 50 packets/s, SRTP both ways, 160-byte
-payloads, every echo decrypted and checked; echoes more than `--late-ms` after their
-packet count as late, missing ones as lost.
+payloads; every echo is matched to its packet by its RTP timestamp (in the clear) and
+timed by the kernel's arrival stamp, and every echo in the paired windows (one in
+`--check-every` of each stream in the capacity search) is also decrypted and checked in
+full; echoes more than `--late-ms` after their packet count as late, missing ones as lost.
 
 Three measurements, per loop:
 
@@ -24,9 +26,17 @@ Three measurements, per loop:
    server: N doubles from `--start` up to `--cap`, then bisects between the last N that
    passed and the first that failed (to within `--resolution`), each step `--step-seconds`
    of traffic after a warm-up. The streams are opened (IMedia: ICE and DTLS-SRTP each) or
-   closed between steps so that exactly N exist. A step where the load generator fell
-   behind its schedule or used nearly all of its CPU measured the generator: it is
-   marked, and so is a capacity it capped.
+   closed between steps so that exactly N exist, and each step waits until the server
+   has worked off the step before. A failed step that the generator may have failed
+   (the echoes its own socket dropped would make it pass, or it used nearly all of its
+   CPU) and a passed step that carried less than N (the generator fell behind its
+   schedule or its sends failed) are marked, and so is a capacity they decided. The
+   generator makes every packet of a step before it, so sending costs it a `sendto`;
+   during a run it reads its socket at each tick (the kernel stamps each echo's
+   arrival), not woken for each echo. On the 2-core machine of the figures a packet out
+   and back costs it about three quarters of what an echo costs the raw server. Each
+   step also reports how long the server and the generator waited for their CPUs
+   (other work had them); more than `RUNQ_BUSY` of the step is marked too.
 3. Set-up: `--setups` IMedia calls made one at a time: Initialize to the config (the
    offer), then Connect (with the generator's answer) to the first echo decrypted by the
    generator (ICE, the DTLS-SRTP handshake, one packet each way). The signalling hop
@@ -65,6 +75,11 @@ OPEN_CHUNK = 200
 """Streams opened at once (IMedia: that many ICE and DTLS handshakes under way)."""
 LOSS_LIMIT = 0.01
 """A step passes with fewer late or lost packets than this share."""
+RUNQ_BUSY = 0.05
+"""A server or generator that waited this share of a step for its CPU (other work had
+it) shared its core: the step measured the machine's load too."""
+QUIET = 0.3
+"""Seconds without an echo before a run starts."""
 CLIENT_BUSY = 0.9
 """A load generator using this share of its CPU or more may be what limits a step."""
 TARGET_RATIO = 0.8
@@ -213,23 +228,34 @@ class Pair:
             last = {"server": conn["times"], "client": keys["times"]}
         return last
 
-    def resize(self, n: int) -> None:
-        """Exactly `n` streams open."""
+    def resize(self, n: int) -> float:
+        """Exactly `n` streams open; the seconds it took."""
+        t = time.monotonic()
         if n > len(self.ids):
             self.open(n - len(self.ids))
         elif n < len(self.ids):
             gone, self.ids = self.ids[n:], self.ids[:n]
             ask(self.server, {"cmd": "close", "ids": gone}, 60)
             ask(self.client, {"cmd": "drop", "ids": gone}, 30)
+        return time.monotonic() - t
 
     # ------------------------------------------------------------------ traffic
 
     def window(
-        self, n: int, seconds: float, warmup: float, late: float, grace: float
+        self,
+        n: int,
+        seconds: float,
+        warmup: float,
+        late: float,
+        grace: float,
+        check_every: int = 1,
     ) -> dict[str, Any]:
         """One measured run of the first `n` streams: the generator's figures and the
         server's CPU over the measured part."""
-        self.resize(n)
+        resize_s = self.resize(n)
+        # the server has worked off what a run before left it (after one it could not
+        # carry, seconds of packets wait in its sockets)
+        settle = ask(self.client, {"cmd": "quiet", "for": QUIET, "timeout": 60}, 70)
         cmd = {
             "cmd": "run",
             "count": n,
@@ -237,9 +263,11 @@ class Pair:
             "warmup": warmup,
             "late": late,
             "grace": grace,
+            "check_every": check_every,
         }
         self.client.send(json.dumps(cmd))
-        timeout = warmup + seconds + grace + 30
+        # the generator makes every packet of the run first (about 5 us each)
+        timeout = warmup + seconds + grace + 30 + n * (warmup + seconds) * 50 * 20e-6
         first = json.loads(self.client.recv(timeout))
         if "error" in first:
             raise ChildError(f"{self.client.name}: {first['error']}")
@@ -256,10 +284,30 @@ class Pair:
         result["pkt_per_cpu_s"] = usage["echoed"] / cpu
         result["us_per_pkt"] = cpu / max(usage["echoed"], 1) * 1e6
         result["server_cpu_share"] = usage["cpu"] / max(usage["wall"], 1e-9)
+        # the share of the window the server was runnable but another task had its CPU
+        result["server_runq_wait"] = usage["runq_wait"] / max(usage["wall"], 1e-9)
+        result["machine_busy"] = max(result["server_runq_wait"], result["client_runq_wait"]) > (
+            RUNQ_BUSY
+        )
         sent = max(result["sent"], 1)
         result["bad_share"] = (result["late"] + result["lost"]) / sent
+        result["resize_s"] = resize_s
+        result["settle_s"] = settle["waited"]
+        # What the generator may have done to the step. An echo's lateness is the
+        # kernel's arrival against the packet's actual send: neither a send the
+        # generator made late nor an echo it read late makes an echo late. What it can
+        # do: offer less than the load (it fell behind its schedule, a send failed, it
+        # ran out of CPU): a pass is then at less than N; or lose echoes in its own
+        # receive buffer: a failure may then be its own. `client_limited`: whichever
+        # of these applies to the step's outcome.
+        faults = result["client_drops"] + result["send_failed"]
+        busy = result["client_cpu"] >= CLIENT_BUSY
+        result["underloaded"] = busy or result["behind"] > 0.001 * sent or faults > 0.001 * sent
+        result["own_failure"] = (
+            busy or (result["late"] + result["lost"] - faults) / sent < LOSS_LIMIT
+        )
         result["client_limited"] = (
-            result["client_cpu"] >= CLIENT_BUSY or result["behind"] > 0.001 * sent
+            result["own_failure"] if result["bad_share"] >= LOSS_LIMIT else result["underloaded"]
         )
         return result
 
@@ -305,6 +353,29 @@ def setups(pair: Pair, count: int) -> list[dict[str, float]]:
     return out
 
 
+def idle(pair: Pair, n: int, seconds: float) -> dict[str, Any]:
+    """The server's CPU with `n` connected streams and no media for `seconds`: what the
+    streams cost by themselves (IMedia: consent checks, RTCP reports, statistics and
+    the timers behind them)."""
+    resize_s = pair.resize(n)
+    time.sleep(1.0)  # the last streams' set-up over
+    c0 = ask(pair.client, {"cmd": "counters"}, 10)
+    ask(pair.server, {"cmd": "start"}, 10)
+    time.sleep(seconds)
+    usage = ask(pair.server, {"cmd": "stop"}, 10)
+    c1 = ask(pair.client, {"cmd": "counters"}, 10)
+    wall = max(usage["wall"], 1e-9)
+    return {
+        "streams": n,
+        "open_s": resize_s,
+        "server": usage,
+        "server_cpu_share": usage["cpu"] / wall,
+        "us_per_stream_s": usage["cpu"] / wall / max(n, 1) * 1e6,
+        "consent_per_s": (c1["stun_answered"] - c0["stun_answered"]) / wall,
+        "rtcp_per_s": (c1["rtcp"] - c0["rtcp"]) / wall,
+    }
+
+
 def paired_windows(
     pairs: dict[str, Pair], args: argparse.Namespace, rng: random.Random, say: Callable[[str], None]
 ) -> list[dict[str, Any]]:
@@ -335,16 +406,23 @@ def capacity(pair: Pair, args: argparse.Namespace, say: Callable[[str], None]) -
     t_stop = time.monotonic() + args.search_budget
 
     def step(n: int) -> bool:
-        rec = pair.window(n, args.step_seconds, args.warmup, args.late, args.grace)
+        rec = pair.window(
+            n, args.step_seconds, args.warmup, args.late, args.grace, args.check_every
+        )
         rec["n"] = n
         rec["passed"] = rec["bad_share"] < LOSS_LIMIT and rec["counters"]["bad"] == 0
         steps.append(rec)
         say(
             f"  N={n:5}: late {rec['late']} lost {rec['lost']} of {rec['sent']} "
             f"({rec['bad_share']:.2%}), rtt p99 {rec['rtt_ms']['p99']:.1f} ms, server CPU "
-            f"{rec['server_cpu_share']:.0%}, generator CPU {rec['client_cpu']:.0%}"
-            f"{' (generator behind)' if rec['behind'] else ''} -> "
-            f"{'pass' if rec['passed'] else 'FAIL'}"
+            f"{rec['server_cpu_share']:.0%} (waited for it {rec['server_runq_wait']:.0%}), "
+            f"generator CPU {rec['client_cpu']:.0%} (waited {rec['client_runq_wait']:.0%})"
+            f"{' (generator behind)' if rec['behind'] else ''}"
+            f"{' (generator dropped echoes)' if rec['client_drops'] > 0 else ''}"
+            f" -> {'pass' if rec['passed'] else 'FAIL'}{' ~' if rec['client_limited'] else ''}"
+            f"{' ‡' if rec['machine_busy'] else ''}"
+            f" (streams opened or closed in {rec['resize_s']:.1f} s, the server quiet after "
+            f"{rec['settle_s']:.1f} s; its peak RSS {rec['server']['maxrss_mb']:.0f} MB)"
         )
         return bool(rec["passed"])
 
@@ -367,6 +445,8 @@ def capacity(pair: Pair, args: argparse.Namespace, say: Callable[[str], None]) -
             bad = mid
     limiting = [s for s in steps if s["n"] == bad]
     best = [s for s in steps if s["n"] == good and s["passed"]]
+    # the answer is the generator's if the step that failed may have failed by it, or
+    # the step that passed carried less than its N
     # the N at which the server's CPU per packet at its largest passing step would fill
     # one core: what the core could carry were it the server's alone
     estimate = int(1e6 / (best[-1]["us_per_pkt"] * 50)) if best else None
@@ -375,7 +455,10 @@ def capacity(pair: Pair, args: argparse.Namespace, say: Callable[[str], None]) -
         "first_failed": bad or None,
         "capped": bad == 0 and good >= args.cap,
         "budget_out": time.monotonic() > t_stop,
-        "client_limited": bool(limiting and limiting[0]["client_limited"]),
+        "client_limited": bool(
+            (limiting and limiting[0]["client_limited"]) or (best and best[-1]["client_limited"])
+        ),
+        "machine_busy": bool(limiting and limiting[0]["machine_busy"]),
         "cpu_estimate": estimate,
         "steps": steps,
     }
@@ -456,6 +539,63 @@ def run_callgrind(
     return result
 
 
+def idle_callgrind(
+    loop: str,
+    n: int,
+    args: argparse.Namespace,
+    scpu: int | None,
+    ccpu: int | None,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    """Instructions per stream-second of `n` connected IMedia streams with no media,
+    counted by callgrind over `args.idle_seconds`."""
+    from . import callgrind
+
+    with tempfile.TemporaryDirectory(prefix="ub-media-cg-") as tmp:
+        out = Path(tmp) / "cg.out"
+        wrap = [
+            "valgrind",
+            "--tool=callgrind",
+            "-q",
+            "--instr-atstart=no",
+            "--dump-before=getppid",
+            f"--callgrind-out-file={out}",
+        ]
+        pair = Pair("imedia", loop, scpu, ccpu, args.profile, wrap=wrap)
+        try:
+            pair.resize(n)
+            time.sleep(2.0)  # the last set-ups' retransmission timers over
+            if not callgrind._instrument(pair.server.proc.pid):
+                raise ChildError("callgrind_control could not turn the instrumentation on")
+            c0 = ask(pair.client, {"cmd": "counters"}, 10)
+            ask(pair.server, {"cmd": "start"}, 30)
+            time.sleep(args.idle_seconds)
+            usage = ask(pair.server, {"cmd": "stop"}, 30)
+            c1 = ask(pair.client, {"cmd": "counters"}, 10)
+        finally:
+            pair.close()
+        ir = callgrind.dump_total(Path(f"{out}.2"))
+        if args.cg_keep is not None:
+            args.cg_keep.mkdir(parents=True, exist_ok=True)
+            shutil.copy(f"{out}.2", args.cg_keep / f"callgrind.out.idle{n}-{loop}")
+    wall = max(usage["wall"], 1e-9)
+    result = {
+        "loop": loop,
+        "streams": n,
+        "seconds": wall,
+        "ir_window": ir,
+        "ir_per_stream_s": ir / wall / n,
+        "consent_per_s": (c1["stun_answered"] - c0["stun_answered"]) / wall,
+        "rtcp_per_s": (c1["rtcp"] - c0["rtcp"]) / wall,
+    }
+    say(
+        f"  {loop}: {n} idle IMedia streams: {result['ir_per_stream_s']:,.0f} instructions "
+        f"per stream per second ({result['consent_per_s']:.1f} consent checks/s, "
+        f"{result['rtcp_per_s']:.1f} RTCP packets/s)"
+    )
+    return result
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -497,6 +637,7 @@ def summarize(doc: dict[str, Any]) -> dict[str, Any]:
                         "first_failed",
                         "capped",
                         "client_limited",
+                        "machine_busy",
                         "cpu_estimate",
                         "core_share",
                         "generator_core_share",
@@ -558,7 +699,9 @@ def rest_markdown(summ: dict[str, Any], a: dict[str, Any]) -> list[str]:
         lines += [
             "",
             f"Capacity: the largest N with under {LOSS_LIMIT:.0%} late (> {a['late_ms']:g} ms) "
-            f"or lost, N up to {a['cap']} (~: the load generator was what failed first; "
+            f"or lost, N up to {a['cap']} (~: the load generator may have decided it; "
+            "‡: at the step that failed, the server or the generator waited more than "
+            f"{RUNQ_BUSY:.0%} of the time for its CPU (other work had it); "
             "≥: the cap or the time budget stopped the search).",
             "",
             "| loop | IMedia streams | raw streams | share of the server's / generator's "
@@ -633,6 +776,8 @@ def cap_text(c: dict[str, Any] | None) -> str:
         text = "≥ " + text
     if c["client_limited"]:
         text += "~"
+    if c.get("machine_busy"):
+        text += "‡"
     return text
 
 
@@ -682,6 +827,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--setups", type=int, help="IMedia set-ups timed per loop (10; quick 3)")
     p.add_argument("--no-search", action="store_true", help="skip the capacity search")
     p.add_argument(
+        "--idle",
+        type=comma_ints,
+        default=[],
+        help="comma-separated stream counts: the IMedia server's CPU with that many "
+        "connected streams and no media (consent, RTCP, statistics), per stream",
+    )
+    p.add_argument("--idle-seconds", type=float, default=10.0, help="seconds per --idle count")
+    p.add_argument(
+        "--impls",
+        default=",".join(IMPLS),
+        help="comma-separated servers whose capacity is searched: imedia,raw",
+    )
+    p.add_argument(
+        "--check-every",
+        type=int,
+        default=8,
+        help="in the capacity search, decrypt and check in full one echo in this many of "
+        "each stream (1: all); every echo is still matched to its packet by its RTP "
+        "timestamp, so none late or lost goes uncounted (8)",
+    )
+    p.add_argument(
         "--callgrind",
         action="store_true",
         help="also count each server's instructions per packet under callgrind (valgrind): "
@@ -692,7 +858,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=2,
         help="streams under callgrind (2: a server slowed by valgrind must keep up, or it "
-        "handles its packets in batches and each costs less)",
+        "handles its packets in batches and each costs less; 0: no packet count, only "
+        "the --idle ones)",
     )
     p.add_argument("--cg-seconds", type=float, default=6.0, help="measured seconds (6)")
     p.add_argument(
@@ -724,12 +891,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if getattr(args, k) is None:
             setattr(args, k, v)
     args.loops = comma_list(p, args.loops, LOOPS, "loop")
+    args.impls = comma_list(p, args.impls, IMPLS, "server")
+    if not 1 <= args.check_every <= 64:
+        p.error("--check-every must be 1 to 64")
     if args.streams < 1 or args.windows < 0 or args.start < 1 or args.cap < args.start:
         p.error(
             "--streams and --start must be at least 1, --windows 0 or more, --cap at least --start"
         )
     args.late = args.late_ms / 1000
     return args
+
+
+def comma_ints(text: str) -> list[int]:
+    """ "10,100" as [10, 100] (argparse's type for --idle)."""
+    try:
+        out = [int(x) for x in text.split(",") if x]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: stream counts, comma-separated") from None
+    if any(x < 1 for x in out):
+        raise argparse.ArgumentTypeError("each stream count must be at least 1")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -757,6 +938,8 @@ def main(argv: list[str] | None = None) -> int:
         "capacity": {},
         "setup": {},
         "callgrind": [],
+        "idle": [],
+        "idle_callgrind": [],
     }
     for loop in args.loops:
         say(f"{loop}: starting the servers (CPU {scpu}) and load generators (CPU {ccpu})")
@@ -767,6 +950,17 @@ def main(argv: list[str] | None = None) -> int:
             if args.setups:
                 say(f"{loop}: {args.setups} IMedia set-ups, one at a time")
                 doc["setup"][loop] = setups(pairs["imedia"], args.setups)
+            for n in args.idle:
+                rec = idle(pairs["imedia"], n, args.idle_seconds)
+                rec["loop"] = loop
+                doc["idle"].append(rec)
+                say(
+                    f"{loop}: {n} idle IMedia streams (opened in {rec['open_s']:.1f} s): "
+                    f"server CPU {rec['server_cpu_share']:.1%}, "
+                    f"{rec['us_per_stream_s']:.1f} us per stream per second; "
+                    f"{rec['consent_per_s']:.0f} consent checks/s, "
+                    f"{rec['rtcp_per_s']:.0f} RTCP packets/s"
+                )
             if args.windows:
                 say(f"{loop}: paired windows at {args.streams} streams")
                 for rec in paired_windows(pairs, args, rng, say):
@@ -774,7 +968,7 @@ def main(argv: list[str] | None = None) -> int:
                     doc["windows"].append(rec)
             if not args.no_search:
                 doc["capacity"][loop] = {}
-                for impl in IMPLS:
+                for impl in args.impls:
                     share, gshare = core_share(scpu), core_share(ccpu)
                     say(
                         f"{loop}: capacity of {impl} (a busy loop gets {share:.0%} of the "
@@ -785,7 +979,12 @@ def main(argv: list[str] | None = None) -> int:
                     cap["generator_core_share"] = gshare
                     doc["capacity"][loop][impl] = cap
                     pairs[impl].resize(0)
-            if args.callgrind:
+            if args.callgrind and args.idle:
+                say(f"{loop}: instructions of idle IMedia streams (callgrind)")
+                doc["idle_callgrind"] += [
+                    idle_callgrind(loop, n, args, scpu, ccpu, say) for n in args.idle
+                ]
+            if args.callgrind and args.cg_streams:
                 say(f"{loop}: instructions per packet (callgrind, {args.cg_streams} streams)")
                 doc["callgrind"] += [
                     run_callgrind(loop, impl, args, scpu, ccpu, say) for impl in IMPLS

@@ -4,8 +4,9 @@ checked.
     python -m benchmarks.media_client [--cpu N] [--loop uvloop]
 
 One process, one UDP socket on 127.0.0.1 for every stream (the server gives each stream
-a port of its own; the generator tells its streams apart by the server's address). It
-keeps no library state on its hot path: pylibsrtp sessions and a few struct calls.
+a port of its own; the generator tells its streams apart by the server's address), read
+with the loop's `add_reader` and written with `sendto`. It keeps no library state on its
+hot path: bytes made beforehand, a few struct calls, pylibsrtp for the sampled checks.
 
 Toward an IMedia server each stream is an ice-lite peer (it answers the server's
 connectivity and consent checks, sends none) and the DTLS server (the library's sans-IO
@@ -14,12 +15,19 @@ server's certificate fingerprint); its SRTP keys come from that handshake. Towar
 server the keys come from the shared seed (`media_wire.raw_keys`).
 
 A run sends the first `count` streams' packets, 50 a second each, the streams' phases
-spread evenly over the 20 ms period, for a warm-up then the measured seconds; each packet
-carries its send time. Each echo is decrypted with the server's key and checked (payload
-intact, the stream's own tag); a measured packet whose echo comes more than `late`
-seconds after it was sent is late, one whose echo has not come `grace` seconds after the
-last send is lost. The generator also reports its own CPU use and how far behind its
-schedule it fell (when it cannot keep up, the run measured the generator, not the server).
+spread evenly over the 20 ms period, for a warm-up then the measured seconds. Every
+packet of the run is made (numbered, tagged, SRTP-protected) before the first goes, so
+during the run a send is one `sendto`, and the generator notes each packet's send time.
+An echo is matched to its packet by its RTP timestamp (the servers echo it; SRTP leaves
+the header in the clear), and timed by the kernel's arrival stamp (SO_TIMESTAMPNS), so
+the generator's own delays in reading do not make it late; one echo in `check_every` of
+each stream (at a phase drawn for each run; every one with 1), and each stream's first,
+is also decrypted and checked (payload intact, the stream's own tag, the packet its
+timestamp names). A measured packet
+whose echo comes more than `late` seconds after it was sent is late, one whose echo has
+not come `grace` seconds after the last send is lost, one echoed twice a duplicate. The
+generator also reports its own CPU use, how far behind its schedule it fell, and the
+echoes its socket dropped (the run then measured the generator, not the server).
 
 Commands (one JSON line each on stdin; each answered with JSON lines on stdout):
 
@@ -30,6 +38,10 @@ Commands (one JSON line each on stdin; each answered with JSON lines on stdout):
   SRTP keys (or failed, or the time is up); with ``"probe": true`` each stream sends one
   packet as soon as it has its keys and the answer waits for its echo (the set-up time).
 - ``{"cmd": "drop", "ids": [...]}``: forget those streams.
+- ``{"cmd": "counters"}``: answers the counters (STUN requests answered, RTCP packets
+  and bad, stale (echoes of a run that is over), foreign or other datagrams received).
+- ``{"cmd": "quiet", "for": s, "timeout": s}``: answers once no echo has come for
+  ``for`` seconds (or the timeout is up).
 - ``{"cmd": "run", "count", "seconds", "warmup", "late", "grace"}``: answers
   ``{"phase": "measure"}`` when the measured part begins, ``{"phase": "end"}`` when the
   last packet is sent, then the result.
@@ -42,25 +54,31 @@ import argparse
 import asyncio
 import hashlib
 import math
+import os
 import random
 import resource
 import secrets
 import socket
+import struct
 import sys
 import time
+from array import array
 from typing import Any
 
 from .media_wire import (
+    AUTH_TAG,
     FILLER,
     FRAME,
     PAYLOAD,
     PERIOD,
     RTP,
     TAG,
+    TS,
     Commands,
     pin,
     raw_keys,
     reply,
+    runq_wait,
     srtp_session,
 )
 
@@ -76,6 +94,16 @@ TICK = 0.001
 timers count whole milliseconds): packets due meanwhile go out together."""
 BEHIND = 0.010
 """A send more than this late against its schedule counts as the generator falling behind."""
+SO_TIMESTAMPNS = 35
+"""Linux's socket option that stamps each datagram with its arrival (struct timespec)."""
+TIMESPEC = struct.Struct("@qq")
+ANC_SPACE = socket.CMSG_SPACE(TIMESPEC.size) if hasattr(socket, "CMSG_SPACE") else 0
+RECV_BATCH = 256
+"""Datagrams read at most per readiness of the socket (then the sends get their turn)."""
+DRAIN_ROUNDS = 16
+"""`drain` reads at most this many batches at a tick (4,096 datagrams)."""
+CHECK_EVERY_MAX = 64
+"""The sparsest full check: at least one echo in this many of each stream is decrypted."""
 
 
 class Stream:
@@ -87,16 +115,20 @@ class Stream:
         "error",
         "first_echo",
         "keyed_at",
-        "mbase",
+        "mfirst",
         "n",
+        "phase",
+        "pkts",
         "probe",
         "pwd",
         "remote_fp",
         "rx",
         "seen",
+        "sent_at",
         "sid",
         "ssrc",
         "ts0",
+        "tsbase",
         "tx",
         "ufrag",
     )
@@ -117,36 +149,48 @@ class Stream:
         self.keyed_at = 0.0
         self.first_echo = 0.0
         self.probe = False
-        self.mbase = -1
+        self.phase = 0  # which of its echoes are decrypted (drawn for each run)
+        # a run's packets, made before it: protected datagrams, their send times, which
+        # came back, the run's first packet number and its RTP timestamp, the first
+        # measured packet's index
+        self.pkts: list[bytes] = []
+        self.sent_at = array("d")
         self.seen = bytearray()
+        self.tsbase = 0
+        self.mfirst = -1
 
 
 class Run:
     """The counters of one run."""
 
-    def __init__(self, count: int, seconds: float, late: float) -> None:
+    def __init__(self, count: int, slots: int, late: float, check_every: int) -> None:
         self.count = count
+        self.slots = slots
         self.late_after = late
+        self.check_every = check_every
         self.sent = 0
         self.received = 0
         self.late = 0
         self.duplicate = 0
+        self.decrypted = 0
         self.hist = [0] * HIST_SIZE
         self.lag_max = 0.0
         self.behind = 0
-        self.slots = math.ceil(seconds / PERIOD) + 2
+        self.send_failed = 0
 
 
-class Generator(asyncio.DatagramProtocol):
-    def __init__(self, loop: asyncio.AbstractEventLoop, profile: str) -> None:
+class Generator:
+    """The streams, their one socket (read with `add_reader`, written with `sendto`)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, profile: str) -> None:
         import pylibsrtp
 
         from usocket_asyncio._context import default_server_cert
         from usocket_asyncio._dtls_core import DtlsConfig
 
         self.loop = loop
+        self.sock = sock
         self.srtp_error = pylibsrtp.Error
-        self.transport: Any = None
         self.by_addr: dict[tuple[str, int], Stream] = {}
         self.by_id: dict[int, Stream] = {}
         cert = default_server_cert()
@@ -154,72 +198,163 @@ class Generator(asyncio.DatagramProtocol):
         self.profile = profile
         self.dtls_config = DtlsConfig(True, cert.pem, use_srtp=True, srtp_profiles=profile.encode())
         self.dtls_timer: asyncio.TimerHandle | None = None
-        self.counters = {"stun_answered": 0, "rtcp": 0, "bad": 0, "foreign": 0, "other": 0}
+        self.counters = {
+            "stun_answered": 0,
+            "rtcp": 0,
+            "bad": 0,
+            "stale": 0,
+            "foreign": 0,
+            "other": 0,
+        }
+        self.bad_why: dict[str, int] = {}
+        self.last_echo = 0.0
+        """When the last RTP echo came (monotonic): `quiet` waits for the echoes to stop."""
         self.run: Run | None = None
-        self.active: list[Stream] = []
+        self.echo_size = RTP.size + PAYLOAD + AUTH_TAG[profile]
+        self.kernel_stamps = False
+        if sys.platform.startswith("linux"):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+                self.kernel_stamps = True
+            except OSError:
+                pass
+        loop.add_reader(sock.fileno(), self.readable)
+
+    def close(self) -> None:
+        self.loop.remove_reader(self.sock.fileno())
+        self.sock.close()
 
     # ------------------------------------------------------------------ datagrams
 
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
+    def sendto(self, data: bytes, addr: tuple[str, int]) -> bool:
+        try:
+            self.sock.sendto(data, addr)
+        except OSError:  # the send buffer is full (or the kernel refused): the generator's
+            return False
+        return True
 
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        st = self.by_addr.get(addr)
-        if st is None:
-            self.counters["foreign"] += 1
-            return
-        b = data[0]
-        if 128 <= b <= 191:
+    def drain(self) -> None:
+        """Read every datagram waiting (a run polls its socket at each tick instead of
+        being woken for each echo: the kernel stamped each echo's arrival, so reading it
+        up to a tick later changes no figure, and the wake-ups, one per echo, cost more
+        than the reading)."""
+        for _ in range(DRAIN_ROUNDS):
+            if self.readable():
+                return
+
+    def readable(self) -> bool:
+        """Every datagram waiting (up to a bound, so the sends get their turn). An echo
+        during a run is told by its RTP timestamp, sent in the clear (the servers echo
+        it unchanged): its stream by its source address, its packet by the timestamp;
+        every `check_every`-th packet of a stream, and each stream's first echo, is also
+        decrypted and checked in full (`check`). Its arrival time is the kernel's
+        (SO_TIMESTAMPNS, where there is one): when the generator reads it late, the
+        server is not blamed for that."""
+        recvmsg = self.sock.recvmsg
+        stamped = self.kernel_stamps
+        by_addr = self.by_addr
+        ts_of = TS.unpack_from
+        stamp_of = TIMESPEC.unpack
+        mono = time.monotonic
+        # the kernel stamps arrivals on the real-time clock; the run's clock is monotonic
+        offset = time.time() - mono()
+        run = self.run
+        for _ in range(RECV_BATCH):
+            try:
+                data, anc, _flags, addr = recvmsg(2048, ANC_SPACE)
+            except BlockingIOError:
+                return True
+            except OSError:
+                self.counters["other"] += 1
+                return True
+            st = by_addr.get(addr)
+            if st is None:
+                self.counters["foreign"] += 1
+                continue
+            b = data[0]
+            if not 128 <= b <= 191:
+                if b < 4:
+                    self.stun(st, data, addr)
+                elif 20 <= b <= 63:
+                    self.dtls_in(st, data, addr)
+                else:
+                    self.counters["other"] += 1
+                continue
             if 192 <= data[1] <= 223:
                 self.counters["rtcp"] += 1  # the server's reports: not echoes
-                return
-            rx = st.rx
-            try:
-                pkt = rx.unprotect(data)
-            except (self.srtp_error, AttributeError):
-                self.counters["bad"] += 1
-                return
-            b0 = pkt[0]
-            start = 12 + 4 * (b0 & 0x0F)
-            if b0 & 0x10:
-                start += 4 + 4 * int.from_bytes(pkt[start + 2 : start + 4], "big")
-            if len(pkt) - start != PAYLOAD or pkt[start + TAG.size :] != FILLER:
-                self.counters["bad"] += 1
-                return
-            sid, n, sent_at = TAG.unpack_from(pkt, start)
-            if sid != st.sid:
-                self.counters["bad"] += 1
-                return
-            now = time.monotonic()
-            if st.first_echo == 0.0:
-                st.first_echo = now
-            run = self.run
-            base = st.mbase
-            if run is None or base < 0 or n < base:
-                return
-            i = n - base
+                continue
+            if stamped and anc:
+                sec, nsec = stamp_of(anc[0][2])
+                now = sec + nsec * 1e-9 - offset
+            else:
+                now = mono()
+            self.last_echo = now
+            if run is None:
+                if st.first_echo == 0.0:
+                    self.check(st, data, now, -1)
+                else:  # an echo of a run that is over (counted lost there)
+                    self.counters["stale"] += 1
+                continue
+            d = (ts_of(data, 4)[0] - st.tsbase) & 0xFFFFFFFF
+            if d >= 1 << 31:  # before this run's first packet: an echo of a run before
+                self.counters["stale"] += 1
+                continue
+            j, r = divmod(d, FRAME)
+            if r or j >= run.slots or len(data) != self.echo_size:
+                self.bad("timestamp or size")
+                continue
+            mfirst = st.mfirst
+            measured = 0 <= mfirst <= j
             seen = st.seen
-            if i >= len(seen):
-                return
-            if seen[i]:
-                run.duplicate += 1
-                return
-            seen[i] = 1
-            rtt = now - sent_at
+            if measured and seen[j]:
+                run.duplicate += 1  # (SRTP would refuse it as a replay)
+                continue
+            every = run.check_every
+            if (st.first_echo == 0.0 or j % every == st.phase) and not self.check(st, data, now, j):
+                continue
+            if not measured:
+                continue  # a warm-up packet's echo
+            seen[j] = 1
+            rtt = now - st.sent_at[j]
             run.received += 1
             if rtt > run.late_after:
                 run.late += 1
             k = int(rtt / HIST_STEP)
             run.hist[k if k < HIST_SIZE else HIST_SIZE - 1] += 1
-        elif b < 4:
-            self.stun(st, data, addr)
-        elif 20 <= b <= 63:
-            self.dtls_in(st, data, addr)
-        else:
-            self.counters["other"] += 1
+        return False
 
-    def error_received(self, exc: Exception) -> None:
-        self.counters["other"] += 1
+    def check(self, st: Stream, data: bytes, now: float, j: int) -> bool:
+        """Decrypt one echo and check it in full: it authenticates under the server's
+        key, its payload is the test payload, its tag names this stream, and (in a run,
+        `j` >= 0) the packet its timestamp says it is. False (counted bad) if not."""
+        run = self.run
+        try:
+            pkt = st.rx.unprotect(data)
+        except (self.srtp_error, AttributeError) as e:
+            return self.bad(f"SRTP: {e}")
+        b0 = pkt[0]
+        start = 12 + 4 * (b0 & 0x0F)
+        if b0 & 0x10:
+            start += 4 + 4 * int.from_bytes(pkt[start + 2 : start + 4], "big")
+        if len(pkt) - start != PAYLOAD or pkt[start + TAG.size :] != FILLER:
+            return self.bad("payload")
+        sid, n = TAG.unpack_from(pkt, start)
+        ts = TS.unpack_from(pkt, 4)[0]
+        if sid != st.sid or ts != (st.ts0 + n * FRAME) & 0xFFFFFFFF:
+            return self.bad("tag")
+        if st.first_echo == 0.0:
+            st.first_echo = now
+        if run is not None:
+            run.decrypted += 1
+            if j >= 0 and n != st.n - len(st.pkts) + j:
+                return self.bad("packet number")
+        return True
+
+    def bad(self, why: str) -> bool:
+        """Count a bad echo (and why: `bad_why`); False."""
+        self.counters["bad"] += 1
+        self.bad_why[why] = self.bad_why.get(why, 0) + 1
+        return False
 
     # ------------------------------------------------------------------ ice-lite
 
@@ -246,7 +381,7 @@ class Generator(asyncio.DatagramProtocol):
         if not check_integrity(msg, key):
             return
         answer = StunMessage(BINDING, SUCCESS, msg.transaction_id, xor_mapped_address=addr)
-        self.transport.sendto(encode(answer, key), addr)
+        self.sendto(encode(answer, key), addr)
         self.counters["stun_answered"] += 1
 
     # ------------------------------------------------------------------ DTLS server
@@ -272,7 +407,7 @@ class Generator(asyncio.DatagramProtocol):
 
         conn = st.dtls
         for d in conn.datagrams_to_send():
-            self.transport.sendto(d, st.addr)
+            self.sendto(d, st.addr)
         while (ev := conn.next_event()) is not None:
             if isinstance(ev, HandshakeCompleted):
                 if ev.srtp_keys is None or ev.srtp_profile != self.profile:
@@ -283,7 +418,7 @@ class Generator(asyncio.DatagramProtocol):
                 st.rx = srtp_session(rk + rs, self.profile, False)
                 st.keyed_at = time.monotonic()
                 if st.probe:
-                    self.send_one(st, st.keyed_at)
+                    self.send_one(st)
             elif isinstance(ev, ConnectionFailed):
                 st.error = f"DTLS failed: {ev}"
         if conn.get_timer() is not None and self.dtls_timer is None:
@@ -305,52 +440,77 @@ class Generator(asyncio.DatagramProtocol):
 
     # ------------------------------------------------------------------ sending
 
-    def send_one(self, st: Stream, now: float) -> None:
+    def packet(self, st: Stream, m: int) -> bytes:
+        """Packet number `m` of stream `st`, protected."""
+        header = RTP.pack(0x80, 0, m & 0xFFFF, (st.ts0 + m * FRAME) & 0xFFFFFFFF, st.ssrc)
+        return bytes(st.tx.protect(header + TAG.pack(st.sid, m) + FILLER))
+
+    def send_one(self, st: Stream) -> None:
         m = st.n
         st.n = m + 1
-        header = RTP.pack(0x80, 0, m & 0xFFFF, (st.ts0 + m * FRAME) & 0xFFFFFFFF, st.ssrc)
-        self.transport.sendto(st.tx.protect(header + TAG.pack(st.sid, m, now) + FILLER), st.addr)
+        self.sendto(self.packet(st, m), st.addr)
 
     async def run_streams(self, cmd: dict[str, Any]) -> dict[str, Any]:
-        count, seconds = cmd["count"], cmd["seconds"]
+        """One run (see the module docstring). Every packet of the run is made (numbered,
+        tagged, SRTP-protected) before its first one goes: during the run, sending one
+        is a `sendto` of bytes ready, so the generator's cost per packet is the least it
+        can be and the server is what is measured."""
+        count, seconds, warmup = cmd["count"], cmd["seconds"], cmd["warmup"]
+        check_every = max(1, min(int(cmd.get("check_every", 1)), CHECK_EVERY_MAX))
         active = [self.by_id[i] for i in sorted(self.by_id)][:count]
         if len(active) < count or any(st.tx is None for st in active):
             return {"error": f"{count} keyed streams wanted, {len(active)} known"}
-        run = Run(count, seconds, cmd["late"])
+        slots = math.ceil((warmup + seconds) / PERIOD) + 2
+        t_make = time.monotonic()
         for st in active:
-            st.mbase = -1
-            st.seen = bytearray(run.slots)
+            base = st.n
+            st.pkts = [self.packet(st, m) for m in range(base, base + slots)]
+            st.n = base + slots
+            st.tsbase = (st.ts0 + base * FRAME) & 0xFFFFFFFF
+            st.sent_at = array("d", bytes(8 * slots))
+            st.seen = bytearray(slots)
+            st.mfirst = -1
+            st.phase = random.randrange(check_every)  # which of its echoes are decrypted
+        make_s = time.monotonic() - t_make
+        drops0 = socket_drops(self.sock)
+        counters0 = dict(self.counters)
+        run = Run(count, slots, cmd["late"], check_every)
         self.run = run
-        loop = self.loop
+        self.loop.remove_reader(self.sock.fileno())  # polled at each tick (`drain`)
         t0 = time.monotonic() + 0.005
-        t_measure = t0 + cmd["warmup"]
+        t_measure = t0 + warmup
         t_end = t_measure + seconds
         step = PERIOD / count
-        transport = self.transport
+        send = self.sock.sendto
+        mono = time.monotonic
         k = 0
         cycle = 0
         due = t0
         measuring = False
         ru0: Any = None
+        q0 = 0.0
         w0 = 0.0
         while due < t_end:
-            now = time.monotonic()
+            now = mono()
             if not measuring and now >= t_measure:
                 measuring = True
                 reply({"phase": "measure"})
                 ru0 = resource.getrusage(resource.RUSAGE_SELF)
+                q0 = runq_wait()
                 w0 = now
             while due <= now and due < t_end:
                 st = active[k]
-                m = st.n
-                st.n = m + 1
-                header = RTP.pack(0x80, 0, m & 0xFFFF, (st.ts0 + m * FRAME) & 0xFFFFFFFF, st.ssrc)
-                transport.sendto(st.tx.protect(header + TAG.pack(st.sid, m, now) + FILLER), st.addr)
+                t = mono()
+                try:
+                    send(st.pkts[cycle], st.addr)
+                except OSError:
+                    run.send_failed += 1
+                st.sent_at[cycle] = t
                 if due >= t_measure:
-                    if st.mbase < 0:
-                        st.mbase = m
+                    if st.mfirst < 0:
+                        st.mfirst = cycle
                     run.sent += 1
-                    lag = now - due
+                    lag = t - due
                     if lag > BEHIND:
                         run.behind += 1
                         if lag > run.lag_max:
@@ -362,20 +522,27 @@ class Generator(asyncio.DatagramProtocol):
                     due = t0 + cycle * PERIOD
                 else:
                     due = t0 + cycle * PERIOD + k * step
-            await asyncio.sleep(max(TICK, due - time.monotonic()))
+            self.drain()
+            await asyncio.sleep(max(TICK, due - mono()))
         reply({"phase": "end"})
         t1 = time.monotonic()
         ru1 = resource.getrusage(resource.RUSAGE_SELF)
-        await asyncio.sleep(cmd["grace"])
+        q1 = runq_wait()
+        t_grace = mono() + cmd["grace"]
+        while mono() < t_grace:
+            self.drain()
+            await asyncio.sleep(TICK)
+        self.drain()
+        self.loop.add_reader(self.sock.fileno(), self.readable)
         self.run = None
         for st in active:
-            st.mbase = -1
+            st.mfirst = -1
+            st.pkts = []
         if ru0 is None:  # no measured part (seconds 0)
-            ru0 = ru1
+            ru0, q0 = ru1, q1
             w0 = t1
         cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
         wall = max(t1 - w0, 1e-9)
-        del loop
         return {
             "count": count,
             "seconds": wall,
@@ -384,11 +551,19 @@ class Generator(asyncio.DatagramProtocol):
             "late": run.late,
             "lost": run.sent - run.received,
             "duplicate": run.duplicate,
+            "decrypted": run.decrypted,
+            "check_every": check_every,
             "rtt_ms": percentiles(run.hist),
             "behind": run.behind,
             "lag_max_ms": run.lag_max * 1000,
+            "send_failed": run.send_failed,
             "client_cpu": cpu / wall,
-            "counters": dict(self.counters),
+            "client_user": (ru1.ru_utime - ru0.ru_utime) / wall,
+            "client_runq_wait": (q1 - q0) / wall,
+            "client_drops": socket_drops(self.sock) - drops0,
+            "make_s": make_s,
+            "counters": {k: v - counters0[k] for k, v in self.counters.items()},
+            "bad_why": dict(self.bad_why),
         }
 
     # ------------------------------------------------------------------ commands
@@ -416,6 +591,17 @@ class Generator(asyncio.DatagramProtocol):
             out.append({"id": st.sid, "ufrag": st.ufrag, "pwd": st.pwd})
         return {"fingerprint": self.fingerprint, "streams": out}
 
+    async def quiet(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        """Wait until no echo has come for `for` seconds (a server still working off the
+        backlog of a run it could not carry would weigh on the next), at most `timeout`."""
+        t0 = time.monotonic()
+        deadline = t0 + cmd.get("timeout", 30.0)
+        while time.monotonic() < deadline:
+            if time.monotonic() - self.last_echo >= cmd["for"]:
+                break
+            await asyncio.sleep(0.05)
+        return {"waited": time.monotonic() - t0, "stale": self.counters["stale"]}
+
     async def keys(self, cmd: dict[str, Any]) -> dict[str, Any]:
         ids = cmd["ids"]
         probe = bool(cmd.get("probe"))
@@ -442,6 +628,22 @@ class Generator(asyncio.DatagramProtocol):
             st = self.by_id.pop(i, None)
             if st is not None:
                 self.by_addr.pop(st.addr, None)
+
+
+def socket_drops(sock: socket.socket) -> int:
+    """Datagrams the kernel dropped because this UDP socket's receive buffer was full
+    (the last column of its line in /proc/net/udp; -1 where that cannot be read)."""
+    port = sock.getsockname()[1]
+    inode = os.fstat(sock.fileno()).st_ino
+    try:
+        with open("/proc/net/udp") as f:
+            for line in f:
+                cols = line.split()
+                if len(cols) >= 13 and cols[1].endswith(f":{port:04X}") and cols[9] == str(inode):
+                    return int(cols[12])
+    except OSError:
+        pass
+    return -1
 
 
 def percentiles(hist: list[int]) -> dict[str, float]:
@@ -473,23 +675,27 @@ def main(argv: list[str] | None = None) -> int:
 
     loop = new_loop(args.loop)
     asyncio.set_event_loop(loop)
-    gen = Generator(loop, args.profile)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
         sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
     sock.bind((HOST, 0))
     sock.setblocking(False)
     addr = sock.getsockname()
-    loop.run_until_complete(loop.create_datagram_endpoint(lambda: gen, sock=sock))
+    gen = Generator(loop, sock, args.profile)
 
     tasks: set[asyncio.Task[None]] = set()
 
     async def serve(cmd: dict[str, Any]) -> None:
         op = cmd["cmd"]
         if op == "run":
-            reply(await gen.run_streams(cmd))
+            try:
+                reply(await gen.run_streams(cmd))
+            finally:  # woken by each datagram again (the set-ups' handshakes want it)
+                loop.add_reader(sock.fileno(), gen.readable)
         elif op == "keys":
             reply(await gen.keys(cmd))
+        elif op == "quiet":
+            reply(await gen.quiet(cmd))
 
     def handle(cmd: dict[str, Any]) -> None:
         op = cmd["cmd"]
@@ -498,7 +704,9 @@ def main(argv: list[str] | None = None) -> int:
         elif op == "drop":
             gen.drop(cmd["ids"])
             reply({"dropped": len(cmd["ids"])})
-        elif op in ("run", "keys"):
+        elif op == "counters":
+            reply(dict(gen.counters))
+        elif op in ("run", "keys", "quiet"):
             task = loop.create_task(serve(cmd))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
@@ -509,7 +717,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = Commands(loop, handle, loop.stop)
     reply({"ready": True, "addr": list(addr)})
     loop.run_forever()
-    gen.transport.close()
+    gen.close()
     loop.run_until_complete(asyncio.sleep(0))
     loop.close()
     return 0

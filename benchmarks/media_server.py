@@ -54,7 +54,7 @@ import sys
 import time
 from typing import Any
 
-from .media_wire import RTP, Commands, pin, raw_keys, reply, srtp_session
+from .media_wire import RTP, Commands, pin, raw_keys, reply, runq_wait, srtp_session
 
 HOST = "127.0.0.1"
 
@@ -70,6 +70,7 @@ class Window:
         self.echoed = 0
         self.t0 = time.perf_counter()
         self.ru0 = resource.getrusage(resource.RUSAGE_SELF)
+        self.q0 = runq_wait()
         self.e0 = 0
 
     def start(self) -> dict[str, Any]:
@@ -77,6 +78,7 @@ class Window:
             os.getppid()  # callgrind dumps what came before the window
         self.t0 = time.perf_counter()
         self.ru0 = resource.getrusage(resource.RUSAGE_SELF)
+        self.q0 = runq_wait()
         self.e0 = self.echoed
         if self.profile_to is not None:
             import cProfile
@@ -101,6 +103,8 @@ class Window:
             "stime": ru1.ru_stime - ru0.ru_stime,
             "cpu": (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime),
             "echoed": self.echoed - self.e0,
+            "maxrss_mb": ru1.ru_maxrss / 1024,
+            "runq_wait": runq_wait() - self.q0,
         }
 
 

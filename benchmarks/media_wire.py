@@ -2,8 +2,9 @@
 reference, and the line protocol on stdin/stdout.
 
 A test packet's payload is `PAYLOAD` bytes (20 ms of G.711 at 8 kHz): a tag (`TAG`: the
-stream's id, the packet's number in its stream and the load generator's clock when it
-sent it) and a fixed `FILLER`. An echo checks out when it decrypts under the server's
+stream's id and the packet's number in its stream) and a fixed `FILLER`; its RTP
+timestamp is the stream's first plus `FRAME` per packet number, and the servers echo it
+unchanged. An echo checks out when it decrypts under the server's
 key, its payload is the same `PAYLOAD` bytes, the tag names the stream it came back on,
 and the filler is intact.
 
@@ -27,13 +28,17 @@ FRAME = 160
 """RTP timestamp units per packet (8 kHz, 20 ms)."""
 PERIOD = 0.020
 """Seconds between two packets of one stream: 50 packets/s each way."""
-TAG = struct.Struct("!IId")
-"""stream id, packet number, send time (the load generator's monotonic clock)."""
+TAG = struct.Struct("!II")
+"""stream id, packet number (the load generator keeps each packet's send time)."""
 FILLER = bytes((i * 37 + 11) & 0xFF for i in range(PAYLOAD - TAG.size))
 RTP = struct.Struct("!BBHII")
 """The fixed RTP header: V/P/X/CC, M/PT, sequence number, timestamp, SSRC."""
+TS = struct.Struct("!I")
+"""The RTP timestamp (at offset 4: in the clear in SRTP, and authenticated)."""
 PROFILES = ("SRTP_AES128_CM_SHA1_80", "SRTP_AEAD_AES_128_GCM")
 """The SRTP profiles the DTLS engine negotiates (the benchmark offers one of them)."""
+AUTH_TAG = {"SRTP_AES128_CM_SHA1_80": 10, "SRTP_AEAD_AES_128_GCM": 16}
+"""Bytes SRTP adds to an RTP packet (the authentication tag) under each profile."""
 KEY_SALT = {"SRTP_AES128_CM_SHA1_80": (16, 14), "SRTP_AEAD_AES_128_GCM": (16, 12)}
 
 
@@ -63,6 +68,17 @@ def reply(obj: Any) -> None:
     """One JSON line on stdout (to the orchestrator)."""
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
+
+
+def runq_wait() -> float:
+    """Seconds this process has spent runnable but waiting for a CPU (the scheduler's
+    run_delay, /proc/self/schedstat; 0.0 where there is none): on a machine shared
+    with other work, the time another task had the process's CPU."""
+    try:
+        with open("/proc/self/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def pin(cpu: int | None) -> None:

@@ -34,6 +34,7 @@ from usocket_asyncio._ice import (
     PairSelected,
     RoleChanged,
     candidate_priority,
+    normalize_ip,
     pair_priority,
 )
 from usocket_asyncio._ice import (
@@ -635,6 +636,67 @@ def test_ipv4_mapped_source_is_normalized() -> None:
     (answer,) = [(d, to) for d, to in b.datagrams_to_send(0.0) if parse(d).cls == SUCCESS]
     assert answer[1] == A and parse(answer[0]).xor_mapped_address == A
     assert [c.address for c in b.remote_candidates] == [A]  # the signalled one, no prflx
+
+
+def test_consent_parses_each_source_address_once() -> None:
+    """A consent answer's source is one the agent has seen: its normalized form is kept,
+    not parsed again every 5 s (a third of the answer's handling); the forms stay exact,
+    an IPv4-mapped source included."""
+    normalize_ip.cache_clear()
+    net, a, b = make_pair()
+    introduce(net, a, b)
+    assert net.run_until(lambda: both_selected(a, b), 5.0)
+    parsed = normalize_ip.cache_info().misses
+    net.run_for(60.0)
+    answers = [s for s in net.log if s.src == B and parse(s.data).cls == SUCCESS]
+    assert len(answers) >= 10  # consent answers went to a all along
+    assert normalize_ip.cache_info().misses == parsed  # none of them parsed again
+    assert not of_type(net.events_of(a), ConsentLost) and a.selected == B
+    assert [
+        normalize_ip(x) for x in ("::ffff:10.0.0.1", "[::1]", "10.0.0.1", "::ffff:10.0.0.1")
+    ] == [
+        "10.0.0.1",
+        "::1",
+        "10.0.0.1",
+        "10.0.0.1",
+    ]
+    with pytest.raises(ValueError):
+        normalize_ip("not an address")
+
+
+@pytest.mark.parametrize("answers_lost", [False, True])
+def test_connected_agent_wakes_only_for_its_consent_checks(answers_lost: bool) -> None:
+    """Once a pair is selected the agent asks to be woken for its next consent check and
+    for nothing else, whether the answers come or not (an unanswered check waits for
+    expiry, 30 s, not for a retransmission): every wake-up sends one check."""
+    lose = [False]
+    net = SimNet(drop=lambda s, d, data: lose[0] and s == B)
+    net, a, b = make_pair(net=net)
+    introduce(net, a, b)
+    assert net.run_until(lambda: both_selected(a, b), 5.0)
+    net.run_for(1.0)  # the nomination's last answers
+    lose[0] = answers_lost
+    wakes: list[float] = []
+
+    class Counted:
+        """`a`, its wake-ups noted."""
+
+        def handle_timer(self, now: float) -> None:
+            wakes.append(now)
+            a.handle_timer(now)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(a, name)
+
+    counted = Counted()
+    net.attach(counted, A)  # type: ignore[arg-type]
+    start = net.now
+    net.run_for(25.0)  # under the 30 s expiry even with every answer lost
+    checks = [s.at for s in stun_requests(net.log, A) if s.at > start]
+    assert len(checks) >= 4 and wakes == checks
+    assert a.selected == B and not of_type(net.events_of(counted), ConsentLost)  # type: ignore[arg-type]
+    pending = a.get_timer()
+    assert pending is not None and pending > net.now
 
 
 def test_role_conflict_answer_alone_switches_the_role() -> None:
