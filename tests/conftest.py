@@ -25,6 +25,7 @@ from usocket_asyncio import (
     CreateTLSSocketProvider,
     IInstanceLog,
     ISocketProvider,
+    LogFlags,
 )
 from usocket_asyncio._base import LIVE
 
@@ -79,6 +80,12 @@ def mux(request: pytest.FixtureRequest) -> Iterator[Mux]:
 def log() -> IInstanceLog:
     """A log with every flag set (tests see the library's log lines in failures)."""
     return IInstanceLog(ALL_LOG_FLAGS)
+
+
+@pytest.fixture
+def mlog() -> IInstanceLog:
+    """A log with the media flag set (the media tests' log)."""
+    return IInstanceLog(int(LogFlags.LOG_MEDIA))
 
 
 @pytest.fixture

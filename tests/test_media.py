@@ -24,6 +24,7 @@ from kit.media import (
     exchange,
     make,
     payload_for,
+    plain_config,
     relayed_call,
 )
 from kit.relays import DatagramFaults, drop_first, dtls_content_type
@@ -41,18 +42,11 @@ from usocket_asyncio import (
     IceCandidate,
     IceCandidates,
     IInstanceLog,
-    LogFlags,
     MediaConfig,
-    MediaType,
     SocketModeError,
     _iomux,
     _media,
 )
-
-
-@pytest.fixture
-def mlog() -> IInstanceLog:
-    return IInstanceLog(int(LogFlags.LOG_MEDIA))
 
 
 @pytest.fixture
@@ -271,16 +265,6 @@ def test_ice_lite_peer_without_dtls(mux: Mux, mlog: IInstanceLog) -> None:
         close(mux, a)
     finally:
         lite.close()
-
-
-def plain_config(port: int) -> MediaConfig:
-    return MediaConfig(
-        MediaType.AUDIO,
-        "127.0.0.1",
-        port,
-        None,
-        [Codec(AudioCoder.G711_U, 0, 0, 8000), Codec(AudioCoder.DTMF, 1, 101, 8000)],
-    )
 
 
 def test_plain_rtp_peer(mux: Mux, mlog: IInstanceLog) -> None:

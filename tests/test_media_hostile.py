@@ -28,17 +28,11 @@ from usocket_asyncio import (
     FAULT_CODE_RTP_SRTCP_AUTH_FAILED,
     FAULT_CODE_RTP_SRTP_AUTH_FAILED,
     IInstanceLog,
-    LogFlags,
     _media,
 )
 from usocket_asyncio._stun import BINDING, REQUEST, StunMessage, encode
 
 FLOOD = 1000
-
-
-@pytest.fixture
-def mlog() -> IInstanceLog:
-    return IInstanceLog(int(LogFlags.LOG_MEDIA))
 
 
 @pytest.fixture

@@ -23,9 +23,11 @@ from kit.media import (
     check_intact,
     close,
     connect,
+    count_slow,
     exchange,
     make,
     payload_for,
+    plain_config,
     relayed_call,
 )
 from kit.relays import DatagramFaults
@@ -33,24 +35,14 @@ from kit.relays import DatagramFaults
 from usocket_asyncio import (
     FAULT_CODE_RTP_SRTP_AUTH_FAILED,
     SETUP_ROLE_NONE,
-    AudioCoder,
-    Codec,
     CreateMediaProvider,
     IInstanceLog,
     IMedia,
-    LogFlags,
-    MediaConfig,
-    MediaType,
     UMedia,
     _media,
 )
 from usocket_asyncio._iomux import call_user
 from usocket_asyncio._rtp import dtmf_packets
-
-
-@pytest.fixture
-def mlog() -> IInstanceLog:
-    return IInstanceLog(int(LogFlags.LOG_MEDIA))
 
 
 class NoSendResult(MediaRecorder):
@@ -154,16 +146,6 @@ def test_the_source_address_is_made_a_string_once_per_address(
 # shows too.
 
 
-def plain_config(port: int) -> MediaConfig:
-    return MediaConfig(
-        MediaType.AUDIO,
-        "127.0.0.1",
-        port,
-        None,
-        [Codec(AudioCoder.G711_U, 0, 0, 8000), Codec(AudioCoder.DTMF, 1, 101, 8000)],
-    )
-
-
 def rtp(
     seq: int,
     ssrc: int,
@@ -199,21 +181,6 @@ def peers() -> Iterator[tuple[socket.socket, socket.socket]]:
     finally:
         for s in out:
             s.close()
-
-
-def count_slow(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Count the RTP packets that take the slow path (RTCP, which always does and comes
-    at random times, is not counted)."""
-    slow = [0]
-    real = IMedia._media_in
-
-    def spy(self: IMedia, data: bytes, host: str, port: int) -> None:
-        if not 192 <= data[1] <= 223:
-            slow[0] += 1
-        real(self, data, host, port)
-
-    monkeypatch.setattr(IMedia, "_media_in", spy)
-    return slow
 
 
 def test_fast_path_delivers_what_the_slow_path_would(

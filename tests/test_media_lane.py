@@ -35,9 +35,11 @@ from kit.media import (
     check_intact,
     close,
     connect,
+    count_slow,
     exchange,
     make,
     payload_for,
+    plain_config,
 )
 
 from usocket_asyncio import (
@@ -51,7 +53,6 @@ from usocket_asyncio import (
     CreateMediaProvider,
     IInstanceLog,
     IMedia,
-    LogFlags,
     MediaConfig,
     MediaType,
     UMedia,
@@ -70,11 +71,6 @@ from usocket_asyncio._srtp import ISrtpSession, direct
 
 
 @pytest.fixture
-def mlog() -> IInstanceLog:
-    return IInstanceLog(int(LogFlags.LOG_MEDIA))
-
-
-@pytest.fixture
 def peers() -> Iterator[tuple[socket.socket, socket.socket]]:
     """Two plain RTP peers: UDP sockets on loopback."""
     out = []
@@ -88,12 +84,6 @@ def peers() -> Iterator[tuple[socket.socket, socket.socket]]:
     finally:
         for s in out:
             s.close()
-
-
-def plain_config(port: int) -> MediaConfig:
-    return MediaConfig(
-        MediaType.AUDIO, "127.0.0.1", port, None, [Codec(AudioCoder.G711_U, 0, 0, 8000)]
-    )
 
 
 def rtp(seq: int, payload: bytes, ssrc: int = 0x5151, pt: int = 0) -> bytes:
@@ -113,21 +103,6 @@ def spy_lane(m: IMedia) -> list[bool]:
 
     m._lane_fn = lane
     return calls
-
-
-def count_slow(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Count the RTP packets that take the slow path (`_media_in`; RTCP, which always
-    does, is not counted)."""
-    slow = [0]
-    real = IMedia._media_in
-
-    def spy(self: IMedia, data: bytes, host: str, port: int) -> None:
-        if not 192 <= data[1] <= 223:
-            slow[0] += 1
-        real(self, data, host, port)
-
-    monkeypatch.setattr(IMedia, "_media_in", spy)
-    return slow
 
 
 def armed(m: IMedia) -> bool:
@@ -150,7 +125,7 @@ def plain_call(
     ua.in_call = False
     mux.run_until(lambda: ua.initialized, what="initialized")
     ua.in_call = True
-    ma.Connect(plain_config(peer.getsockname()[1]), False, SETUP_ROLE_NONE)
+    ma.Connect(plain_config(peer.getsockname()[1], dtmf=False), False, SETUP_ROLE_NONE)
     ua.in_call = False
     mux.run_until(lambda: ua.connect_error is None, what="connected")
     return ma, ua, lane, ("127.0.0.1", ma.localPort)
@@ -516,7 +491,7 @@ def test_a_send_result_set_on_the_instance_later_is_called(
         ua.MediaRtpSendResult = sent  # type: ignore[method-assign]
         ma.Initialize(None, None, None, 0, 0, localAddresses=["127.0.0.1"])
         mux.run_until(lambda: ua.initialized, what="initialized")
-        ma.Connect(plain_config(peer.getsockname()[1]), False, SETUP_ROLE_NONE)
+        ma.Connect(plain_config(peer.getsockname()[1], dtmf=False), False, SETUP_ROLE_NONE)
         mux.run_until(lambda: ua.connect_error is None, what="connected")
     else:
         ua.hooks["connect"] = lambda error: setattr(ua, "MediaRtpSendResult", sent)
@@ -539,7 +514,7 @@ def test_a_mock_user_gets_its_send_results(
     ma = CreateMediaProvider().CreateMedia(mux, user, mlog)
     ma.Initialize(None, None, None, 0, 0, localAddresses=["127.0.0.1"])
     mux.run_until(lambda: user.MediaInitializeComplete.called, what="initialized")
-    ma.Connect(plain_config(peer.getsockname()[1]), False, SETUP_ROLE_NONE)
+    ma.Connect(plain_config(peer.getsockname()[1], dtmf=False), False, SETUP_ROLE_NONE)
     mux.run_until(lambda: user.MediaConnectResult.called, what="connected")
     user.MediaConnectResult.assert_called_once_with(ma, None)
     for i in range(10):

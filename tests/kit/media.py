@@ -18,16 +18,21 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import pytest
 
 from usocket_asyncio import (
     SETUP_ROLE_ACTIVE,
     SETUP_ROLE_ACTPASS,
+    AudioCoder,
+    Codec,
     CreateMediaProvider,
     IceCandidate,
     IInstanceLog,
     IIoMux,
     IMedia,
     ITimer,
+    MediaConfig,
+    MediaType,
     UMedia,
     UTimer,
 )
@@ -347,3 +352,27 @@ def relayed_call(
     no_candidates.ice.candidateList = []
     connect(mux, a, b, cfg_for_a=via_relay, cfg_for_b=no_candidates)
     return a, b, relay
+
+
+def plain_config(port: int, dtmf: bool = True) -> MediaConfig:
+    """The config of a plain RTP peer on 127.0.0.1:`port` (no ICE, no DTLS): G.711 µ-law,
+    and telephone-event 101 unless `dtmf` is False."""
+    codecs = [Codec(AudioCoder.G711_U, 0, 0, 8000)]
+    if dtmf:
+        codecs.append(Codec(AudioCoder.DTMF, 1, 101, 8000))
+    return MediaConfig(MediaType.AUDIO, "127.0.0.1", port, None, codecs)
+
+
+def count_slow(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the RTP packets that take the slow path (`IMedia._media_in`; RTCP, which
+    always does and comes at random times, is not counted)."""
+    slow = [0]
+    real = IMedia._media_in
+
+    def spy(self: IMedia, data: bytes, host: str, port: int) -> None:
+        if not 192 <= data[1] <= 223:
+            slow[0] += 1
+        real(self, data, host, port)
+
+    monkeypatch.setattr(IMedia, "_media_in", spy)
+    return slow
