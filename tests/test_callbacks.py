@@ -76,6 +76,66 @@ def test_what_a_user_writes_is_looked_up_on_the_user() -> None:
     assert writes(user, "SocketSendResult") and not writes(Minimal(), "SocketSendResult")
 
 
+class SlottedEcho(USocket):
+    """An app class that declares its slots, as a lean server's would."""
+
+    __slots__ = ("buf", "ended", "got")
+
+    def __init__(self) -> None:
+        self.buf = bytearray(4096)
+        self.got = hashlib.sha256()
+        self.ended: list[ShutdownReason] = []
+
+    def SocketAcceptComplete(self, socket: ISocket) -> None:
+        socket.Recv(self.buf, None, True)
+
+    def SocketRecvResult(self, socket: ISocket, buf: Any, len: int) -> None:
+        self.got.update(memoryview(buf)[:len])
+        socket.Send(buf, len)
+        socket.Recv(buf, None, True)
+
+    def SocketShutdown(self, socket: ISocket, reason: ShutdownReason) -> None:
+        self.ended.append(reason)
+
+
+def test_an_app_class_with_slots_has_no_instance_dict(mux: Mux, log: IInstanceLog) -> None:
+    """`USocket` declares no instance dict of its own (`__slots__ = ()`), as
+    `asyncio.Protocol` does: an app class that declares its slots gets none, so each
+    callback's look-up on it (made when the callback is due) finds no instance dict to
+    search. An app class without slots keeps its dict, and a callback set on its
+    instance is still called (the conformance checks). The slotted echo moves every
+    byte and ends once."""
+    user = SlottedEcho()
+    assert not hasattr(user, "__dict__")
+    assert hasattr(Minimal(), "__dict__")
+    lsock, _, port = _server(mux, log, user)
+    data = random.Random(5).randbytes(100_000)
+    c = socket.create_connection(("127.0.0.1", port))
+    c.setblocking(False)
+    back = bytearray()
+    sent = 0
+
+    def step() -> bool:
+        nonlocal sent
+        if sent < len(data):
+            try:
+                sent += c.send(data[sent : sent + 65536])
+            except BlockingIOError:
+                pass
+        try:
+            back.extend(c.recv(65536))
+        except BlockingIOError:
+            pass
+        return len(back) == len(data)
+
+    mux.run_until(step, timeout=30, what="echo")
+    assert hashlib.sha256(back).digest() == user.got.digest() == hashlib.sha256(data).digest()
+    c.close()
+    mux.run_until(lambda: bool(user.ended), what="shutdown")
+    assert user.ended == [R.SOCKET_SHUTDOWN_BY_PEER]
+    lsock.Delete()
+
+
 def _server(mux: Mux, log: IInstanceLog, user: USocket) -> tuple[ISocket, list[ISocket], int]:
     accepted: list[ISocket] = []
     lrec = Recorder("listener")

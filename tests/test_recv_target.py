@@ -231,6 +231,37 @@ def test_resizing_inside_the_callback_while_reads_go_on(mux: Mux, pair: Pair) ->
     assert bytes(seen) == data
 
 
+def test_the_same_buffer_again_after_its_storage_moved(mux: Mux, pair: Pair) -> None:
+    """The usual echo: every Recv into the one bytearray. Where the helper's target reads
+    (uvloop), a Recv into the buffer of the last read, of the same length, reads through
+    the target as it was aimed (no call); the app's callback replaces the buffer's
+    storage each time (the same length, the bytes elsewhere in memory): every byte
+    still lands where the bytearray is now, whole and in order."""
+    p = pair
+    data = os.urandom(20_000)
+    buf = bytearray(256)
+    seen = bytearray()
+
+    def on_recv(s: Any, b: Any, n: int) -> None:
+        seen.extend(b[:n])
+        b[:] = bytes(4096)  # a new, larger storage ...
+        del b[256:]  # ... cut back to the length the target was aimed at
+        if len(seen) < len(data):
+            call(p.srec, s.Recv, b, None, True)
+
+    p.srec.hooks["recv"] = on_recv
+    call(p.srec, p.server.Recv, buf, None, True)
+    call(p.crec, p.client.Send, data)
+    mux.run_until(lambda: len(seen) == len(data), what="every byte")
+    assert bytes(seen) == data
+    # one more Recv into it: handed the target (or, on asyncio, the bytearray) twice
+    call(p.srec, p.server.Recv, buf, None, True)
+    first, again = handed(p), handed(p)
+    assert again is first and reader_of(p, buf, again) == reader_of(p, buf, first)
+    if reader_of(p, buf, again) == "target":
+        assert inside(p.server)._taimed is buf and len(again) == len(buf)
+
+
 def test_the_socket_lets_go_of_the_buffer(mux: Mux, pair: Pair) -> None:
     """The target keeps a reference to the bytearray it points at until the next read
     or the socket's end: Delete drops it."""

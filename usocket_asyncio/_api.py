@@ -77,6 +77,8 @@ class USocket(abc.ABC):
     `USocketCallbackWarning` when the class is created, naming the closest callback.
     """
 
+    __slots__ = ()  # an app class that declares its own slots gets no instance dict
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         _check_callback_names(cls, USOCKET_CALLBACKS)

@@ -284,6 +284,7 @@ class SocketBase(ISocket):
         "_owner",
         "_qos",
         "_queue",
+        "_queued",
         "_send_due",
         "_state",
         "_task",
@@ -314,6 +315,9 @@ class SocketBase(ISocket):
         self._qos: QosTrafficType | None = None
         self._local: tuple[str, int] = ("", 0)
         self._queue: deque[tuple[str, tuple[Any, ...]]] = deque()
+        # False only while `_queue` is empty (a native test for the per-read path; True
+        # with an empty queue only sends that path to `_run_due`)
+        self._queued = False
         self._send_due = self._unreported = 0
         self._blocked = self._due = self._in_event = self._listen_wanted = False
         LIVE.add(self)
@@ -461,6 +465,7 @@ class SocketBase(ISocket):
             for _ in range(n):
                 q.append(_SENT)
         q.append(entry)
+        self._queued = True
         if not self._due:
             self._due = True
             if not self._in_event:
@@ -522,6 +527,7 @@ class SocketBase(ISocket):
         try:
             while True:
                 if not q:
+                    self._queued = False
                     if not self._send_due:
                         break
                     self._send_due -= 1
@@ -532,6 +538,7 @@ class SocketBase(ISocket):
                     self._run_due_held()
                 elif name == _END:
                     q.clear()
+                    self._queued = False
                     self._send_due = 0
                     self._callback(name, *args)
                     break
@@ -564,6 +571,7 @@ class SocketBase(ISocket):
         self._unreported = 0
         if silent:
             self._queue.clear()
+            self._queued = False
             self._send_due = 0
             self._release()
             self._user = None
@@ -632,6 +640,7 @@ class SocketBase(ISocket):
     def _forget(self) -> None:
         """A deleted socket: nothing queued, no user, not held by the library any more."""
         self._queue.clear()
+        self._queued = False
         self._send_due = self._unreported = 0
         self._due = False
         self._user = None

@@ -1,4 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
+# cython: binding=False, always_allow_keywords=False
 """The stream engine's optional compiled helper, built with the compiled build (setup.py).
 
 `FdSender` is the direct send path's `send(2)` straight from the caller's buffer, with no
@@ -37,6 +38,39 @@ cdef char *_B = b"B"
 """The format of a byte buffer (a C string that lives as long as the module)."""
 
 
+cdef extern from "Python.h":
+    Py_ssize_t _as_ssize "PyLong_AsSsize_t"(object) noexcept
+    bint _err_occurred "PyErr_Occurred"() noexcept
+    void _err_clear "PyErr_Clear"() noexcept
+
+
+cdef inline Py_ssize_t _want(object size, Py_ssize_t n) noexcept:
+    """How many bytes of `n` a `write(data, size)` sends: all for None, `size` for an int
+    from 0 to `n`; -1 (nothing raised) for anything else."""
+    cdef Py_ssize_t w
+    if size is None:
+        return n
+    if type(size) is not int:
+        return -1
+    w = _as_ssize(size)
+    if w == -1 and _err_occurred():  # too large for a Py_ssize_t
+        _err_clear()
+        return -1
+    if w < 0 or w > n:
+        return -1
+    return w
+
+
+cdef inline Py_ssize_t _span(Py_buffer *view, Py_ssize_t size) except -1:
+    """How many bytes of `view` a send takes: all of them for a `size` below 0, else
+    `size`, which must not be beyond the buffer (`ValueError`)."""
+    if size < 0:
+        return view.len
+    if size > view.len:
+        raise ValueError(f"size={size} but the buffer holds {view.len} bytes")
+    return size
+
+
 cdef class FdSender:
     """Sends on descriptor `fd` (which it never closes); `flags` are those of `write`."""
 
@@ -53,14 +87,9 @@ cdef class FdSender:
         `socket.send` does (`BlockingIOError` when the kernel takes nothing now), and
         `ValueError` for a `size` beyond the buffer."""
         cdef Py_buffer view
-        cdef ssize_t n
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
         try:
-            if size < 0:
-                size = view.len
-            elif size > view.len:
-                raise ValueError(f"size={size} but the buffer holds {view.len} bytes")
-            return self._send(<const char *>view.buf, size, flags)
+            return self._send(<const char *>view.buf, _span(&view, size), flags)
         finally:
             PyBuffer_Release(&view)
 
@@ -74,16 +103,18 @@ cdef class FdSender:
         runs between the look at its storage and the `send(2)`."""
         cdef Py_buffer view
         cdef Py_buffer *mvb
-        cdef const char *p
-        cdef Py_ssize_t n, want
-        cdef bint viewed = False
+        cdef Py_ssize_t want, left
         t = type(data)
         if t is bytearray:
-            p = PyByteArray_AS_STRING(data)
-            n = PyByteArray_GET_SIZE(data)
+            want = _want(size, PyByteArray_GET_SIZE(data))
+            if want < 0:
+                return -1
+            left = want - self._send(PyByteArray_AS_STRING(data), want, self.flags)
         elif t is bytes:
-            p = PyBytes_AS_STRING(data)
-            n = PyBytes_GET_SIZE(data)
+            want = _want(size, PyBytes_GET_SIZE(data))
+            if want < 0:
+                return -1
+            left = want - self._send(PyBytes_AS_STRING(data), want, self.flags)
         elif t is memoryview:
             mvb = PyMemoryView_GET_BUFFER(data)
             if mvb.ndim != 1 or mvb.itemsize != 1:
@@ -92,27 +123,18 @@ cdef class FdSender:
                 PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
             except Exception:
                 return -1
-            viewed = True
-            p = <const char *>view.buf
-            n = view.len
+            try:
+                want = _want(size, view.len)
+                if want < 0:
+                    return -1
+                left = want - self._send(<const char *>view.buf, want, self.flags)
+            finally:
+                PyBuffer_Release(&view)
         else:
             return -1
-        try:
-            if size is None:
-                want = n
-            elif type(size) is int:
-                try:
-                    want = size
-                except OverflowError:
-                    return -1
-                if want < 0 or want > n:
-                    return -1
-            else:
-                return -1
-            return want - self._send(p, want, self.flags)
-        finally:
-            if viewed:
-                PyBuffer_Release(&view)
+        if left == 0:  # (the constant: no int made)
+            return 0
+        return left
 
     cdef Py_ssize_t _send(self, const char *p, Py_ssize_t size, int flags) except -1:
         cdef ssize_t n
@@ -309,10 +331,7 @@ cdef class DgramSender:
                 return self.sock.sendto(memoryview(data)[:size], addr)
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
         try:
-            if size < 0:
-                size = view.len
-            elif size > view.len:
-                raise ValueError(f"size={size} but the buffer holds {view.len} bytes")
+            size = _span(&view, size)
             while True:
                 if addr is None:
                     n = c_send(self.fd, view.buf, <size_t>size, 0)

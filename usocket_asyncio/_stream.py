@@ -294,8 +294,10 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         "_shutdown_wanted",
         "_stall_limit",
         "_taim",
+        "_taimed",
         "_target",
         "_timer",
+        "_tlen",
         "_tr",
         "_zero_copy",
     )
@@ -314,7 +316,9 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         self._retry_handle: asyncio.TimerHandle | None = None
         self._server_name: str | None = None
         # receive side
-        self._rq: deque[tuple[Any, memoryview, int, bool]] = deque()
+        # the Recvs queued behind the head; None while there are none (a native test on
+        # the per-read path, where a deque's truth would be a call)
+        self._rq: deque[tuple[Any, memoryview, int, bool]] | None = None
         self._rhead = False
         self._rbuf: Any = None
         # the head Recv's buffer as it is filled: the bytearray itself when it takes the
@@ -328,6 +332,10 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         # the compiled helper's `RecvTarget` (`_direct.recv_target`) and its bound `aim`
         self._target: Any = None
         self._taim: Any = None
+        # the bytearray the target points at all of (`aim`), and its length then: a
+        # Recv into the same buffer, of the same length, reads there with no call
+        self._taimed: Any = None
+        self._tlen = 0
         area = iomux._read_area
         if area is None:
             area = iomux._read_area = bytearray(HOLD_LIMIT)
@@ -382,11 +390,11 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
             if h is not None:
                 h.cancel()
         self._timer = self._retry_handle = None
-        self._rq.clear()
+        self._rq = None
         self._rhead = False
         self._rbuf = self._rmv = None
         t, self._target = self._target, None
-        self._taim = None
+        self._taim = self._taimed = None
         if t is not None:
             t.clear()
         self._draining = False
@@ -517,7 +525,17 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
             if self._zero_copy and self._rmv is self._rbuf:
                 self._into = _USER
                 return self._rbuf
-            if self._taim is not None:  # (kept out of the pure build's way: its frame)
+            if self._taim is not None:  # the compiled helper's target (never in the pure build)
+                if (
+                    self._rbuf is self._taimed
+                    and not self._rpos
+                    and self._rwant == self._tlen == builtins.len(self._rbuf)
+                ):
+                    # all of the app's buffer of the last read again, its length
+                    # unchanged: the target as it was aimed (it exports the bytearray's
+                    # storage anew at each read)
+                    self._into = _USER
+                    return self._target
                 return self._aim()
             self._into = _AREA
             return self._area
@@ -535,16 +553,21 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         return memoryview(hold)[self._hend :]
 
     def _aim(self) -> Any:
-        """`get_buffer` with the compiled helper's target: the part of the app's bytearray
-        the head Recv still wants, with no export of the bytearray (see
+        """`get_buffer` with the compiled helper's target, aimed anew: the part of the
+        app's bytearray the head Recv still wants, with no export of the bytearray (see
         `_fastsend.RecvTarget`); the read area for a buffer that is no bytearray or
-        shrank since its Recv."""
+        shrank since its Recv. (Out of `get_buffer`: its locals would cost the pure
+        build's frame of every read.)"""
         rbuf = self._rbuf
         rpos = self._rpos
-        if not rpos and self._rwant == builtins.len(rbuf):
-            t = self._taim(rbuf)  # all of it, the common case: one argument
+        want = self._rwant
+        if not rpos and want == builtins.len(rbuf):  # all of it, the common case
+            t = self._taim(rbuf)
+            self._taimed = None if t is None else rbuf
+            self._tlen = want
         else:
-            t = self._target.prepare(rbuf, rpos, self._rwant)
+            self._taimed = None
+            t = self._target.prepare(rbuf, rpos, want)
         if t is not None:
             self._into = _USER
             return t
@@ -577,8 +600,10 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
             return
         if self._rpartial or pos == self._rwant:
             buf = self._rbuf
-            if self._rq:
+            if self._rq is not None:  # (no local for it: each one costs the pure build)
                 self._rbuf, self._rmv, self._rwant, self._rpartial = self._rq.popleft()
+                if not self._rq:
+                    self._rq = None
             else:
                 self._rhead = False
                 self._rbuf = self._rmv = None
@@ -590,7 +615,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
             except Exception as e:
                 self._raised("SocketRecvResult", e)
             if self._due:
-                if self._send_due == 1 and self._state is _CONNECTED and not self._queue:
+                if self._send_due == 1 and self._state is _CONNECTED and not self._queued:
                     # the flow-control echo: the result of the one Send the app made,
                     # from this event (what `_run_due` would do, one frame less)
                     self._send_due = 0
@@ -678,8 +703,11 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         """The head Recv is done: its buffer (no view of it kept); the next queued Recv,
         if any, becomes the head. (The per-read event does the same, written out.)"""
         buf = self._rbuf
-        if self._rq:
-            self._rbuf, self._rmv, self._rwant, self._rpartial = self._rq.popleft()
+        rq = self._rq
+        if rq is not None:
+            self._rbuf, self._rmv, self._rwant, self._rpartial = rq.popleft()
+            if not rq:
+                self._rq = None
         else:
             self._rhead = False
             self._rbuf = self._rmv = None
@@ -1007,6 +1035,8 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         if n != size:
             mv = memoryview(mv)[:n]
         if self._rhead:
+            if self._rq is None:
+                self._rq = deque()
             self._rq.append((buf, mv, n, recvPartial))
             return
         self._rhead = True
@@ -1032,8 +1062,9 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
             self._hold = bytearray(max(HOLD_LIMIT, data.__len__()))
             self._hold[: data.__len__()] = data
             self._hstart, self._hend = 0, data.__len__()
-        bufs.extend(item[0] for item in self._rq)
-        self._rq.clear()
+        if self._rq is not None:
+            bufs.extend(item[0] for item in self._rq)
+        self._rq = None
         self._rhead = False
         self._rbuf = self._rmv = None
         self._rpos = 0
@@ -1083,7 +1114,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         # from here every byte goes through the transport, behind what it holds, and our
         # close follows the last one (no Send is taken any more)
         self._drop_direct()
-        self._rq.clear()
+        self._rq = None
         self._rhead = False
         self._rbuf = self._rmv = None
         self._hstart = self._hend = 0
