@@ -182,3 +182,54 @@ def test_udp_reply_goes_to_each_sender(mux: Mux, log: IInstanceLog) -> None:
             p.close()
     assert not rec.violations
     sock.Delete()
+
+
+def test_the_concrete_stream_kinds_own_their_per_request_methods_when_compiled(
+    mux: Mux, log: IInstanceLog, peer_listener: socket.socket
+) -> None:
+    """Compiled, TCP and local sockets define the per-request methods themselves (the
+    engine's, called directly), so no call on them walks the class's bases for its type
+    check; in the pure build they do not (that would be a frame more per call), and the
+    engine's are what runs. Either way a round trip through them keeps every byte."""
+    from types import FunctionType
+
+    from usocket_asyncio._local import LocalSocket
+    from usocket_asyncio._stream import HOT_PATH, StreamSocket
+    from usocket_asyncio._tcp import TCPSocket
+
+    compiled = type(vars(StreamSocket)["Send"]) is not FunctionType
+    for cls in (TCPSocket, LocalSocket):
+        for name in HOT_PATH:
+            assert (name in vars(cls)) == compiled, (cls.__name__, name, compiled)
+            if not compiled:
+                assert getattr(cls, name) is getattr(StreamSocket, name)
+    sock, rec, peer = connected(mux, log, peer_listener)
+    assert type(sock) is TCPSocket
+    data = random.Random(3).randbytes(5000)
+    got = bytearray()
+    buf = bytearray(1000)
+
+    def on_recv(s: Any, b: Any, n: int) -> None:
+        got.extend(b[:n])
+        s.Recv(buf, None, True)
+
+    rec.hooks["recv"] = on_recv
+    call(rec, sock.Recv, buf, None, True)
+    peer.sendall(data)
+    mux.run_until(lambda: len(got) == len(data), what="every byte")
+    call(rec, sock.Send, got, 4000)
+    back = bytearray()
+    peer.setblocking(False)
+
+    def take() -> bool:
+        try:
+            back.extend(peer.recv(65536))
+        except BlockingIOError:
+            pass
+        return len(back) >= 4000
+
+    mux.run_until(take, what="the echo")
+    assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+    assert bytes(back) == data[:4000]
+    peer.close()
+    sock.Delete()

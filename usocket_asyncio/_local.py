@@ -14,8 +14,8 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 from ._address import AddressError
-from ._api import USocket
-from ._stream import StreamSocket, remove_stale_unix_socket
+from ._api import Buffer, USocket
+from ._stream import StreamSocket, own_hot_path, remove_stale_unix_socket
 from ._types import LogFlags
 
 if TYPE_CHECKING:
@@ -103,3 +103,22 @@ class LocalSocket(StreamSocket):
         except OSError:
             pass
         self._inode = None
+
+    # The per-request methods, the engine's under this class's own name (`own_hot_path`).
+
+    def get_buffer(self, sizehint: int) -> Any:
+        return StreamSocket.get_buffer(self, sizehint)
+
+    def buffer_updated(self, nbytes: Any) -> None:
+        StreamSocket.buffer_updated(self, nbytes)
+
+    def Send(self, buf: Buffer, len: int | None = None) -> None:
+        StreamSocket.Send(self, buf, len)
+
+    def Recv(
+        self, buf: bytearray | memoryview, len: int | None = None, recvPartial: bool = False
+    ) -> None:
+        StreamSocket.Recv(self, buf, len, recvPartial)
+
+
+own_hot_path(LocalSocket)
