@@ -306,3 +306,42 @@ def test_a_read_size_with_no_pack_left(mux: Mux, pair: Pair) -> None:
         for n, pack in zip(sizes, saved[0], strict=True):
             _stream._PACKS[n] = pack
         _stream._PACK_BUDGET[0] = saved[1]
+
+
+def test_held_bytes_and_exact_recvs_through_the_read_area(mux: Mux, pair: Pair) -> None:
+    """The pure build on uvloop hands the transport `_AreaReader`, whose `get_buffer` is
+    C (the loop's read area for every read, no Python frame); the socket sorts each read
+    out itself: into the pending Recv, or to the hold when none is pending or bytes are
+    held ahead. Elsewhere the socket is its transport's protocol. Either way: bytes sent
+    before any Recv, then exact Recvs across reads, then a partial one, then bytes
+    that come while a Recv waits all arrive whole and in order."""
+    import types
+
+    p = pair
+    proto = inside(p.server)._tr.get_protocol()
+    if not _direct.FAST and mux.kind == "uvloop":
+        assert type(proto).__name__ == "_AreaReader"
+        assert not isinstance(proto.get_buffer, types.FunctionType | types.MethodType)
+        assert proto.get_buffer(65536) is inside(p.server)._area
+    else:
+        assert proto is inside(p.server)
+    data = os.urandom(200_000)
+    call(p.crec, p.client.Send, data[:150_000])  # nothing pending: held (and paused)
+    mux.run_until(lambda: inside(p.server)._hend - inside(p.server)._hstart > 0, what="held")
+    got = bytearray()
+    sizes = iter([7, 1000, 65536, 3, 40_000])
+
+    def on_recv(s: Any, b: Any, n: int) -> None:
+        got.extend(b[:n])
+        size = next(sizes, None)
+        if size is not None:
+            call(p.srec, s.Recv, bytearray(size))  # exact
+        elif len(got) < len(data):
+            call(p.srec, s.Recv, bytearray(5000), None, True)
+
+    p.srec.hooks["recv"] = on_recv
+    call(p.srec, p.server.Recv, bytearray(11))
+    mux.run_until(lambda: len(got) >= 106_557, what="the exact Recvs")
+    call(p.crec, p.client.Send, data[150_000:])
+    mux.run_until(lambda: len(got) == len(data), what="every byte")
+    assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()

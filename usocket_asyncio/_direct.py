@@ -138,6 +138,15 @@ def recv_target(tr: Any) -> Any:
     return RecvTarget()
 
 
+def area_reader_ok(tr: Any) -> bool:
+    """May transport `tr` be handed the pure build's `_stream._AreaReader` (a protocol
+    whose `get_buffer` is a C callable)? uvloop's TCP and Unix stream transports: they
+    take `get_buffer` and `buffer_updated` from the protocol once (`set_protocol`) and
+    call them for each read."""
+    t = type(tr)
+    return t.__module__ == "uvloop.loop" and t.__name__ in ("TCPTransport", "UnixTransport")
+
+
 def release(d: Any) -> None:
     """Drop a sender made by `sender` (the descriptor stays open: it is the transport's)."""
     if isinstance(d, BorrowedSocket):
