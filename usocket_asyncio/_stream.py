@@ -635,7 +635,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
                 self._area_held(n)
                 return
             rpos = self._rpos
-            pos = rpos + n
+            pos = rpos + n if rpos else n  # (the pure build: no new int when rpos is 0)
             if pos > self._rwant:  # more than the head Recv takes: the hold sorts it out
                 self._area_to_hold(n)
                 return
@@ -645,7 +645,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
                 self._copy_in(rpos, n)
         elif into:  # _USER: the transport read into the buffer itself
             rpos = self._rpos
-            pos = rpos + n
+            pos = rpos + n if rpos else n
         else:
             self._held(n)
             return
@@ -882,6 +882,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
                 if len is None:
                     data = buf
                     lent = True
+                    len = _len(buf)  # from here the count to send (no local more)
                 else:
                     data = buf[:len]  # a copy of its own
                     lent = False
@@ -893,7 +894,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
                     if not self._direct_rest(data, -1, lent, 0, e):
                         return
                 else:
-                    if n != _len(data):
+                    if n != len:  # (`len` is the count checked above: no int made again)
                         self._direct_rest(data, -1, lent, n, None)
                 if not self._blocked:  # `_count_send()`, written out as below
                     if self._w_send:
