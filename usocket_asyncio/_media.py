@@ -225,6 +225,11 @@ class _S:
     CLOSED: Final = _State.CLOSED
 
 
+_CONNECTED: Final = _State.CONNECTED
+"""For the per-packet paths: a module global is a specialized dict hit on Python 3.11,
+where an attribute of a class (`_S.CONNECTED`) takes the generic attribute lookup."""
+
+
 class UMedia:
     """The app's side of an `IMedia`: override what it needs; every callback defaults to
     doing nothing. Each arrives on the loop, never inside the app's call that caused it."""
@@ -1357,7 +1362,8 @@ class IMedia:
                     pkt = data
                     k = n - 12
                 self._counters.rtp_received += 1
-                now = self._clock()
+                clock = self._clock  # (a callable in a slot: called from a local, as a
+                now = clock()  # method call of a slot takes the generic lookup on 3.11)
                 self._fast_stats.update(seq, ts, now)
                 rtp = self._rtp
                 last = rtp.last_seq
@@ -1621,7 +1627,8 @@ class IMedia:
                     seq = rtp.seq
                     rtp.seq = (seq + 1) & 0xFFFF
                     ts = timestamp & 0xFFFFFFFF
-                    now = self._clock()
+                    clock = self._clock  # (called from a local: see `_lane`)
+                    now = clock()
                     send = rtp.send
                     send.packets = packets = send.packets + 1  # `RtpSendStats.sent`, inline
                     send.octets += n
@@ -1657,7 +1664,8 @@ class IMedia:
                     self._counters.rtp_sent += 1
                     addr = self._tx_addr
                     if addr is not None:  # the socket's lane send (`_select` made `addr`)
-                        self._lane_send(pkt, addr)
+                        send_to = self._lane_send
+                        send_to(pkt, addr)
                         if self._send_results:
                             self._send_kinds.append(True)
                         return
@@ -1732,9 +1740,7 @@ class IMedia:
             ValueError: `len` larger than the buffer, or a read-only buffer.
         """
         if (
-            type(buf) is bytearray
-            and self._state is _S.CONNECTED
-            and self._iomux._owner._is_owned()
+            type(buf) is bytearray and self._state is _CONNECTED and self._iomux._owner._is_owned()
         ):  # the fast path: a bytearray on a connected stream, from the loop's thread
             size = _len(buf)
             want = size if len is None else len

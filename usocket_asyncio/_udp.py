@@ -108,6 +108,7 @@ UDP_TRANSITIONS = transitions(
 """The legal moves of a UDP socket (LISTENING and ACCEPTING are never used)."""
 
 _OPEN = (S.BOUND, S.CONNECTED)
+_BOUND = S.BOUND  # IMedia's lane send: a module global is a specialized lookup
 
 _SENDTO_REFUSED = (
     "SendTo before Bind: call Bind first (Bind(None, 0) picks any port), then SendTo; or "
@@ -531,7 +532,7 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
         """Internal, for `IMedia` only: `SendTo(data, None, ...)` of a `bytes` datagram to
         `addr`, a sockaddr `_dest` made; the caller checked the thread. Ignored, as
         `SendTo` is, once the socket is shutting down or its transport is gone."""
-        if self._state is S.BOUND and not self._shutdown_wanted:
+        if self._state is _BOUND and not self._shutdown_wanted:
             sock = self._sock
             if sock is not None and not self._blocked and not self._w_send:
                 try:  # `_put`'s common case, written out: the kernel takes it, no result due
