@@ -67,7 +67,7 @@ from usocket_asyncio._rtp import (
     pack_rtcp,
     parse_rtcp,
 )
-from usocket_asyncio._srtp import ISrtpSession, direct
+from usocket_asyncio._srtp import ISrtpSession, area, direct
 
 
 @pytest.fixture
@@ -540,7 +540,14 @@ def test_direct_libsrtp_calls_match_the_sessions_methods(profile: str) -> None:
     salt_len = 14 if profile.endswith("SHA1_80") else 12
     key, salt = bytes(range(key_len)), bytes(range(100, 100 + salt_len))
     tx, rx = ISrtpSession.Create(key, salt, profile), ISrtpSession.Create(key, salt, profile)
-    out, inp = direct(tx, True), direct(rx, False)
+
+    class Loop:
+        """Stands for a loop (`area` keys its buffer by a weak reference)."""
+
+    loop = Loop()
+    shared = area(loop)
+    assert shared is not None and area(loop) is shared and area(Loop()) is not shared
+    out, inp = direct(tx, True, shared), direct(rx, False, shared)
     assert out is not None and inp is not None
     for seq in range(20):
         payload = payload_for(b"d", seq)
@@ -556,7 +563,7 @@ def test_direct_libsrtp_calls_match_the_sessions_methods(profile: str) -> None:
         assert rx.Unprotect(srtp) is None  # a replay
     twin = ISrtpSession.Create(key, salt, profile)
     call, ctx, buf, view, cell, _, _, _ = inp
-    rx2 = direct(ISrtpSession.Create(key, salt, profile), False)
+    rx2 = direct(ISrtpSession.Create(key, salt, profile), False, shared)
     assert rx2 is not None
     for seq in range(5):
         packet = struct.pack("!BBHII", 0x80, 8, seq, 0, 0x1234) + payload_for(b"e", seq)
@@ -575,12 +582,55 @@ def test_direct_libsrtp_calls_match_the_sessions_methods(profile: str) -> None:
         assert c2(x2, b2, l2) != 0  # a bad tag
 
 
+class EchoBack(MediaRecorder):
+    """Sends each payload back from inside its `MediaRtpRecvResult` (as an echo app
+    does), with the received timestamp, then posts the buffer again."""
+
+    def MediaRtpRecvResult(
+        self,
+        media: IMedia,
+        buf: Any,
+        len: int,
+        timestamp: int,
+        sequenceNumberDiff: int,
+        marker: bool,
+    ) -> None:
+        self.payloads.append(bytes(buf[:len]))
+        media.RtpSend(buf, len, timestamp)
+        media.Recv(buf)
+
+
+def test_the_streams_of_a_loop_share_one_libsrtp_buffer(mux: Mux, mlog: IInstanceLog) -> None:
+    """The written-out libsrtp calls of every stream on a loop work in one buffer
+    (`_srtp.area`): an echo stream unprotects into it, and its app's `RtpSend` protects
+    in it again from inside the callback, while the peer's sends and receives use it
+    between: every echo comes back intact, in order, on its own timestamp."""
+    echo = EchoBack("echo")
+    media = CreateMediaProvider().CreateMedia(mux, echo, mlog)
+    media.Initialize(None, None, None, 0, 0, localAddresses=["127.0.0.1"])
+    mux.run_until(lambda: echo.initialized, what="echo: initialized")
+    a = (media, echo)
+    b = make(mux, mlog, "b")
+    connect(mux, a, b)
+    txa, rxa, txb, rxb = a[0]._tx_direct, a[0]._rx_direct, b[0]._tx_direct, b[0]._rx_direct
+    assert txa is not None and rxa is not None and txb is not None and rxb is not None
+    assert txa[2] is rxa[2] is txb[2] is rxb[2] is area(mux.loop)[0]  # type: ignore[index]
+    assert txa[1] is not rxa[1]  # each its own libsrtp context
+    send = Sender(mux, b[0], PACKETS, lambda i: payload_for(b"b", i))
+    send.start()
+    mux.run_until(lambda: send.done and len(b[1].payloads) == PACKETS, timeout=10)
+    assert echo.payloads == [payload_for(b"b", i) for i in range(PACKETS)]
+    check_intact(b[1], b"b")  # the echoes: payloads, timestamps, order
+    close(mux, a, b)
+    assert echo.violations == [] and b[1].violations == []
+
+
 def test_the_stream_still_works_without_the_written_out_calls(
     mux: Mux, mlog: IInstanceLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Where pylibsrtp's internals are not as `direct` knows them, the stream uses the
     sessions' public calls: a DTLS-SRTP call carries its payloads intact both ways."""
-    monkeypatch.setattr(_media, "direct", lambda session, outbound: None)
+    monkeypatch.setattr(_media, "direct", lambda session, outbound, shared: None)
     a = make(mux, mlog, "a")
     b = make(mux, mlog, "b")
     connect(mux, a, b)

@@ -151,7 +151,7 @@ from ._rtp import (
     parse_rtcp,
     round_trip,
 )
-from ._srtp import _BUFFER, _MAX_RTP, ISrtpSession, SrtpKeys, direct, srtp_error
+from ._srtp import _BUFFER, _MAX_RTP, ISrtpSession, SrtpKeys, area, direct, srtp_error
 from ._types import IPaddr, LogFlags, ShutdownReason, SocketModeError
 
 if TYPE_CHECKING:
@@ -648,7 +648,8 @@ class IMedia:
         self._rx_unprotect: Any = None
         self._srtp_errors: tuple[type[Exception], ...] = (ValueError,)
         # ... or, where pylibsrtp allows, written out (`_srtp.direct`): (call, context,
-        # buffer, view, length) of each direction
+        # buffer, view, length, payload, memmove, owner) of each direction, in the
+        # buffer all streams of the loop share (`_srtp.area`)
         self._tx_direct: Any = None
         self._rx_direct: Any = None
         # the lane (`_lane`), armed by `_media_in` on the socket (`_lane_sock`): the
@@ -1218,8 +1219,9 @@ class IMedia:
         self._tx_protect = self._tx._outbound().protect
         self._rx_unprotect = self._rx._inbound().unprotect
         self._srtp_errors = (self._rx._error, ValueError)
-        self._tx_direct = direct(self._tx, True)
-        self._rx_direct = direct(self._rx, False)
+        shared = area(self._loop)  # one buffer for the loop's streams (`_srtp.area`)
+        self._tx_direct = direct(self._tx, True, shared) if shared is not None else None
+        self._rx_direct = direct(self._rx, False, shared) if shared is not None else None
         self._log.Log(LOG, "media %x: DTLS-SRTP %s", id(self), profile)
 
     def _dtls_connected(self) -> None:
