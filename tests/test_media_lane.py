@@ -319,9 +319,9 @@ def test_srtp_failures_on_the_lane_are_dropped_and_the_lane_goes_on(
     seen: list[bytes] = []
     real = mb._lane_send  # the peer's way out for RtpSend: keep what it sends
 
-    def keep(data: bytes, addr: Any) -> None:
+    def keep(sock: Any, data: bytes, addr: Any) -> None:
         seen.append(data)
-        real(data, addr)
+        real(sock, data, addr)
 
     mb._lane_send = keep
     exchange(mux, a, b)

@@ -110,6 +110,7 @@ import secrets
 import socket
 import struct
 import time
+import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -325,13 +326,24 @@ def _overrides(user: Any, name: str) -> bool:
     return fn is not None and fn is not default and getattr(fn, "__func__", None) is not default
 
 
+_CLOCKS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
 def _clock_of(loop: Any) -> Any:
     """`loop.time`, for the per-packet paths: `time.monotonic` itself where the loop's
     `time` is asyncio's (which returns it: one Python call less), else the loop's own
-    (uvloop's, or a loop that keeps a clock of its own, as a test's simulated one)."""
+    (uvloop's, or a loop that keeps a clock of its own, as a test's simulated one), one
+    bound method for all the loop's streams (one object the CPU keeps at hand, not one
+    per stream)."""
     if getattr(type(loop), "time", None) is asyncio.BaseEventLoop.time:
         return time.monotonic
-    return loop.time
+    try:
+        clock = _CLOCKS.get(loop)
+        if clock is None:
+            clock = _CLOCKS[loop] = loop.time
+    except TypeError:  # a loop without weak references
+        return loop.time
+    return clock
 
 
 def CreateMediaProvider() -> IMediaProvider:
@@ -899,7 +911,9 @@ class IMedia:
         try:
             self._port = port
             self._log.Log(LOG, "media %x: port %d open", id(self), port)
-            self._lane_send = getattr(sock, "_media_lane_send", None)  # the library's UDP
+            # the library's UDP socket's lane send, as its class's function (one object
+            # for all streams; `RtpSend` passes the socket)
+            self._lane_send = getattr(type(sock), "_media_lane_send", None)
             for _ in range(RECV_BUFFERS):
                 sock.Recv(bytearray(MAX_DATAGRAM))
             self._start_ice()
@@ -1577,6 +1591,8 @@ class IMedia:
                 if src is not None:
                     self._lane_sock = sock
                     self._lane_src = src
+                    if src == self._tx_addr:  # `RtpSend` sends to the tuple the lane
+                        self._tx_addr = src  # compares with: one object, not two
                     self._fast_ssrc = ssrc
                     self._fast_pt = pt
                     self._fast_stats = rtp.sources[ssrc].stats
@@ -1667,7 +1683,7 @@ class IMedia:
                     addr = self._tx_addr
                     if addr is not None:  # the socket's lane send (`_select` made `addr`)
                         send_to = self._lane_send
-                        send_to(pkt, addr)
+                        send_to(self._sock, pkt, addr)
                         if self._send_results:
                             self._send_kinds.append(True)
                         return
