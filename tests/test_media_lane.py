@@ -56,6 +56,7 @@ from usocket_asyncio import (
     MediaConfig,
     MediaType,
     UMedia,
+    _iomux,
     _media,
 )
 from usocket_asyncio._rtp import (
@@ -584,7 +585,8 @@ def test_direct_libsrtp_calls_match_the_sessions_methods(profile: str) -> None:
 
 class EchoBack(MediaRecorder):
     """Sends each payload back from inside its `MediaRtpRecvResult` (as an echo app
-    does), with the received timestamp, then posts the buffer again."""
+    does), with the received timestamp, then posts the buffer again; a callback that
+    came inside those calls is a violation."""
 
     def MediaRtpRecvResult(
         self,
@@ -596,8 +598,80 @@ class EchoBack(MediaRecorder):
         marker: bool,
     ) -> None:
         self.payloads.append(bytes(buf[:len]))
-        media.RtpSend(buf, len, timestamp)
-        media.Recv(buf)
+        self._rec("recv", len)
+        self.in_call = True
+        try:
+            media.RtpSend(buf, len, timestamp)
+            media.Recv(buf)
+        finally:
+            self.in_call = False
+
+
+class EchoQuiet(EchoBack):
+    """An echo that keeps `UMedia`'s no-op `MediaRtpSendResult` (as the media
+    benchmark's does)."""
+
+    MediaRtpSendResult = UMedia.MediaRtpSendResult
+
+
+@pytest.mark.parametrize("send_results", [False, True], ids=["no-send-results", "send-results"])
+def test_an_echoed_packet_arms_no_timer_and_schedules_no_callback(
+    mux: Mux,
+    mlog: IInstanceLog,
+    monkeypatch: pytest.MonkeyPatch,
+    peers: tuple[socket.socket, socket.socket],
+    send_results: bool,
+) -> None:
+    """An echo app's packets (the lane in, `RtpSend` out from inside the callback,
+    `Recv` again) make the loop do nothing more than read and write them: no timer is
+    started or cancelled, and no callback is scheduled on the loop, neither the
+    stream's (`_emit`'s) nor the socket's (the loop's deferred batch), so a packet
+    costs the loop no extra iteration. An app with a `MediaRtpSendResult` of its own
+    gets one for each echo, right after the `MediaRtpRecvResult` that sent it (the
+    lane's datagram is the socket's event: the send's result is delivered at its end).
+    Every echo comes back intact."""
+    peer, _ = peers
+    echo = EchoBack("a") if send_results else EchoQuiet("a")
+    ma, ua, lane, here = plain_call(mux, mlog, peer, echo)
+    feed(mux, ua, peer, here, range(1), b"p")  # the slow path arms the lane
+    mux.run_ready()
+    assert armed(ma)
+    counts = {"timer": 0, "emit": 0, "deferred": 0}
+
+    def counting(name: str, real: Any) -> Any:
+        def spy(*args: Any, **kw: Any) -> Any:
+            counts[name] += 1
+            return real(*args, **kw)
+
+        return spy
+
+    monkeypatch.setattr(_iomux.ITimer, "Start", counting("timer", _iomux.ITimer.Start))
+    monkeypatch.setattr(_iomux.ITimer, "Cancel", counting("timer", _iomux.ITimer.Cancel))
+    monkeypatch.setattr(_media.IMedia, "_emit", counting("emit", _media.IMedia._emit))
+    monkeypatch.setattr(_iomux._Deferred, "add", counting("deferred", _iomux._Deferred.add))
+    sent = ua.sent
+    feed(mux, ua, peer, here, range(1, 21), b"p")
+    assert lane[-20:] == [True] * 20
+    assert counts == {"timer": 0, "emit": 0, "deferred": 0}
+    if send_results:  # each echo's result right after the payload that made it
+        assert ua.sent == sent + 20
+        names = [n for n in ua.names() if n in ("recv", "sent")]
+        assert names[-40:] == ["recv", "sent"] * 20
+    got: list[bytes] = []
+    mux.run_until(lambda: _drain(peer, got) >= 21, what="the echoes")
+    assert [p[12:] for p in got] == [payload_for(b"p", i) for i in range(21)]
+    assert [struct.unpack_from("!I", p, 4)[0] for p in got] == [1000 + 160 * i for i in range(21)]
+    assert ua.violations == []
+    close(mux, (ma, ua))
+
+
+def _drain(sock: socket.socket, into: list[bytes]) -> int:
+    """Read what `sock` has now into `into`; how many are there."""
+    while True:
+        try:
+            into.append(sock.recv(2048))
+        except BlockingIOError:
+            return len(into)
 
 
 def test_the_streams_of_a_loop_share_one_libsrtp_buffer(mux: Mux, mlog: IInstanceLog) -> None:

@@ -409,8 +409,19 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         lane = self._media_lane  # IMedia's lane first (`_set_media_lane`), unless some wait
-        if lane is not None and not self._q.held and lane(data, addr):
-            return
+        if lane is not None and not self._q.held:
+            # the lane's datagram is an event of this socket's: the results of the sends
+            # made in it (the app's echo) are delivered at its end, not from the loop's
+            # next batch (one more loop iteration for each packet)
+            self._in_event = True
+            try:
+                taken = lane(data, addr)
+            finally:
+                self._in_event = False
+            if taken:
+                if self._due:
+                    self._run_due()
+                return
         st = self._state
         if st is not S.BOUND and st is not S.CONNECTED:
             if self._tr is not None and (st is S.BINDING or st is S.CONNECTING):
