@@ -52,11 +52,14 @@ the UDP socket `_lane` (`UDPSocket._set_media_lane`, internal to the library) an
 the source as the transport gave it, the SSRC, the payload type and that SSRC's
 statistics. From then on the socket's `datagram_received` offers each datagram, the
 transport's `bytes` and source as they came, to `_lane` first (not while datagrams wait
-in the socket's hold: they come first). `_lane` takes (returns True) only a packet from
+in the socket's hold: they come first), as an event of the socket's (the results of the
+sends the app makes in it, its echo, come at its end, with no loop callback per packet).
+`_lane` takes (returns True) only a packet from
 that source with a plain 12-byte header, that SSRC and payload type, at most `_BUFFER`
 bytes, while the app has a `Recv` posted and nothing is queued for it; it does in one
 frame what the slow path does for such a packet: unprotect (libsrtp called through its
-binding straight, `_srtp.direct`; a failure is dropped and counted as on the slow path,
+binding straight, `_srtp.direct`, in the one buffer all streams of the loop share,
+`_srtp.area`; a failure is dropped and counted as on the slow path,
 and the lane stays armed), the RFC 3550 statistics, the payload copied from libsrtp's
 buffer into the oldest `Recv` (never more than the buffer holds now), the app's
 `MediaRtpRecvResult` (run as the slow path runs it: not inside an app call, its
@@ -71,7 +74,7 @@ datagram goes the slow path, and after `Close` or the socket's end nowhere.
 
 `RtpSend` and `Recv` have fast paths of their own for the common case (a bytearray or
 bytes on a connected stream, from the loop's thread); anything else takes the checked
-path with its errors. `RtpSend`'s packs the header into libsrtp's buffer, protects it
+path with its errors. `RtpSend`'s packs the header into that buffer, protects it
 there and sends it through the socket's lane send (`UDPSocket._media_lane_send`: the
 socket's `SendTo` for a `bytes` datagram to the sockaddr `_select` made once, with the
 socket's end, queueing and send results as `SendTo` has them; a remote the socket's

@@ -527,8 +527,10 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
     def _set_media_lane(self, lane: Any) -> Any:
         """Internal, for `IMedia` only (its socket's per-packet shortcut): while `lane` is
         set, each datagram of this bound socket goes first to `lane(data, addr)`, the
-        transport's `bytes` and source as they came, before any `Recv` buffer; True:
-        the lane took it (nothing more happens here), False: it goes the usual way. Not
+        transport's `bytes` and source as they came, before any `Recv` buffer, as an
+        event of this socket's (the results of the sends made in it are delivered at
+        its end); True: the lane took it (nothing more happens here), False: it goes
+        the usual way. Not
         while datagrams wait in the hold (they come first). `lane` None disarms it; the
         owner disarms it before `Shutdown` and when it stops taking packets. Returns the
         source of the datagram last given to `SocketRecvFromResult` (the one being
