@@ -636,16 +636,23 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
     def _copy_in(self, rpos: int, nbytes: int) -> None:
         """The copy of `buffer_updated` for a read size with no pack yet (made now while
         `_PACK_BUDGET` lasts), one larger than `_PACK_MAX`, or a buffer the app shrank
-        while its Recv was pending
-        (a slice assignment, as before the packs: its temporary costs little beside the
-        bytes)."""
+        while its Recv was pending. A read larger than `_PACK_MAX` is copied view to
+        view, once: tcp plain echo 64 KiB, pure uvloop (python -m benchmarks.callgrind
+        --size 65536) 149,325 -> 90,568 Ir/request, against 69,722 raw; a shrunk buffer
+        takes a slice assignment (a temporary, a second copy)."""
         rmv = self._rmv
-        if nbytes <= _PACK_MAX and rpos + nbytes <= memoryview(rmv).nbytes:
-            pack = _pack_for(nbytes)
-            if pack is not None:
-                pack(rmv, rpos, self._area)
+        end = rpos + nbytes
+        if end <= memoryview(rmv).nbytes:
+            if nbytes <= _PACK_MAX:
+                pack = _pack_for(nbytes)
+                if pack is not None:
+                    pack(rmv, rpos, self._area)
+                    return
+            else:  # one copy, view to view (a slice of the area would be a second)
+                with memoryview(rmv) as dst, memoryview(self._area) as src:
+                    dst[rpos:end] = src[:nbytes]
                 return
-        rmv[rpos : rpos + nbytes] = self._area[:nbytes]
+        rmv[rpos:end] = self._area[:nbytes]
 
     def _area_to_hold(self, nbytes: int) -> None:
         """What the loop's read area got goes to the (empty) hold, and from there to the
