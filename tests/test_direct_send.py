@@ -18,6 +18,7 @@ import signal
 import socket
 import struct
 import time
+import tracemalloc
 from collections.abc import Iterator
 from typing import Any
 
@@ -753,4 +754,40 @@ def test_the_pure_builds_view_path_writes_the_descriptor(
     mux.run_until(lambda: rec.sends_done == 4, what="the last send result")
     assert spy.calls == 0, "every view went to the descriptor with os.write"
     assert rec.names() == ["connect", "send", "send", "send", "send"]
+    sock.Delete()
+
+
+def test_the_pure_builds_large_part_of_a_bytearray_is_not_copied(
+    mux: Mux, log: IInstanceLog, kind: str, peer: Peer
+) -> None:
+    """A large part of a bytearray (`Send(buf, len)`, from `_stream._VIEW_FROM` bytes)
+    goes to the descriptor from the app's buffer in the pure build: `Send` allocates no
+    copy of the part, only of what the kernel did not take (tracemalloc's peak); no view
+    of the buffer outlives the call (the app resizes it at once); the bytes arrive
+    intact and the result comes once the kernel has them all. A `len` beyond the buffer
+    raises and sends nothing."""
+    sock, rec = connected(mux, log, kind, peer)
+    if _direct.FAST:
+        sock.Delete()
+        return
+    assert inside(sock)._dfd == os_socket(sock).fileno()
+    with pytest.raises(ValueError, match="len=20000 but the buffer holds 10000 bytes"):
+        sock.Send(bytearray(10_000), 20_000)
+    buf = bytearray(os.urandom(300_000))
+    part = 200_000
+    want = bytes(buf[:part])
+    tracemalloc.start()
+    try:
+        call(rec, sock.Send, buf, part)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    rest = buffered(sock)
+    assert part - rest > 8192, f"the kernel took {part - rest} bytes"
+    assert peak < rest + 8192, f"Send allocated {peak} bytes; {rest} were left to copy"
+    buf.extend(b"resized at once")  # no view of the buffer is left
+    del buf[:1000]
+    assert sha(peer.read(mux, part)) == sha(want), "bytes intact (and nothing before them)"
+    mux.run_until(lambda: rec.sends_done == 1, what="the send result")
+    assert rec.names() == ["connect", "send"]
     sock.Delete()

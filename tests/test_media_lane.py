@@ -56,6 +56,7 @@ from usocket_asyncio import (
     MediaConfig,
     MediaType,
     UMedia,
+    _iomux,
     _media,
 )
 from usocket_asyncio._rtp import (
@@ -67,7 +68,7 @@ from usocket_asyncio._rtp import (
     pack_rtcp,
     parse_rtcp,
 )
-from usocket_asyncio._srtp import ISrtpSession, direct
+from usocket_asyncio._srtp import ISrtpSession, area, direct
 
 
 @pytest.fixture
@@ -319,9 +320,9 @@ def test_srtp_failures_on_the_lane_are_dropped_and_the_lane_goes_on(
     seen: list[bytes] = []
     real = mb._lane_send  # the peer's way out for RtpSend: keep what it sends
 
-    def keep(data: bytes, addr: Any) -> None:
+    def keep(sock: Any, data: bytes, addr: Any) -> None:
         seen.append(data)
-        real(data, addr)
+        real(sock, data, addr)
 
     mb._lane_send = keep
     exchange(mux, a, b)
@@ -540,7 +541,14 @@ def test_direct_libsrtp_calls_match_the_sessions_methods(profile: str) -> None:
     salt_len = 14 if profile.endswith("SHA1_80") else 12
     key, salt = bytes(range(key_len)), bytes(range(100, 100 + salt_len))
     tx, rx = ISrtpSession.Create(key, salt, profile), ISrtpSession.Create(key, salt, profile)
-    out, inp = direct(tx, True), direct(rx, False)
+
+    class Loop:
+        """Stands for a loop (`area` keys its buffer by a weak reference)."""
+
+    loop = Loop()
+    shared = area(loop)
+    assert shared is not None and area(loop) is shared and area(Loop()) is not shared
+    out, inp = direct(tx, True, shared), direct(rx, False, shared)
     assert out is not None and inp is not None
     for seq in range(20):
         payload = payload_for(b"d", seq)
@@ -556,7 +564,7 @@ def test_direct_libsrtp_calls_match_the_sessions_methods(profile: str) -> None:
         assert rx.Unprotect(srtp) is None  # a replay
     twin = ISrtpSession.Create(key, salt, profile)
     call, ctx, buf, view, cell, _, _, _ = inp
-    rx2 = direct(ISrtpSession.Create(key, salt, profile), False)
+    rx2 = direct(ISrtpSession.Create(key, salt, profile), False, shared)
     assert rx2 is not None
     for seq in range(5):
         packet = struct.pack("!BBHII", 0x80, 8, seq, 0, 0x1234) + payload_for(b"e", seq)
@@ -575,12 +583,128 @@ def test_direct_libsrtp_calls_match_the_sessions_methods(profile: str) -> None:
         assert c2(x2, b2, l2) != 0  # a bad tag
 
 
+class EchoBack(MediaRecorder):
+    """Sends each payload back from inside its `MediaRtpRecvResult` (as an echo app
+    does), with the received timestamp, then posts the buffer again; a callback that
+    came inside those calls is a violation."""
+
+    def MediaRtpRecvResult(
+        self,
+        media: IMedia,
+        buf: Any,
+        len: int,
+        timestamp: int,
+        sequenceNumberDiff: int,
+        marker: bool,
+    ) -> None:
+        self.payloads.append(bytes(buf[:len]))
+        self._rec("recv", len)
+        self.in_call = True
+        try:
+            media.RtpSend(buf, len, timestamp)
+            media.Recv(buf)
+        finally:
+            self.in_call = False
+
+
+class EchoQuiet(EchoBack):
+    """An echo that keeps `UMedia`'s no-op `MediaRtpSendResult` (as the media
+    benchmark's does)."""
+
+    MediaRtpSendResult = UMedia.MediaRtpSendResult
+
+
+@pytest.mark.parametrize("send_results", [False, True], ids=["no-send-results", "send-results"])
+def test_an_echoed_packet_arms_no_timer_and_schedules_no_callback(
+    mux: Mux,
+    mlog: IInstanceLog,
+    monkeypatch: pytest.MonkeyPatch,
+    peers: tuple[socket.socket, socket.socket],
+    send_results: bool,
+) -> None:
+    """An echo app's packets (the lane in, `RtpSend` out from inside the callback,
+    `Recv` again) make the loop do nothing more than read and write them: no timer is
+    started or cancelled, and no callback is scheduled on the loop, neither the
+    stream's (`_emit`'s) nor the socket's (the loop's deferred batch), so a packet
+    costs the loop no extra iteration. An app with a `MediaRtpSendResult` of its own
+    gets one for each echo, right after the `MediaRtpRecvResult` that sent it (the
+    lane's datagram is the socket's event: the send's result is delivered at its end).
+    Every echo comes back intact."""
+    peer, _ = peers
+    echo = EchoBack("a") if send_results else EchoQuiet("a")
+    ma, ua, lane, here = plain_call(mux, mlog, peer, echo)
+    feed(mux, ua, peer, here, range(1), b"p")  # the slow path arms the lane
+    mux.run_ready()
+    assert armed(ma)
+    counts = {"timer": 0, "emit": 0, "deferred": 0}
+
+    def counting(name: str, real: Any) -> Any:
+        def spy(*args: Any, **kw: Any) -> Any:
+            counts[name] += 1
+            return real(*args, **kw)
+
+        return spy
+
+    monkeypatch.setattr(_iomux.ITimer, "Start", counting("timer", _iomux.ITimer.Start))
+    monkeypatch.setattr(_iomux.ITimer, "Cancel", counting("timer", _iomux.ITimer.Cancel))
+    monkeypatch.setattr(_media.IMedia, "_emit", counting("emit", _media.IMedia._emit))
+    monkeypatch.setattr(_iomux._Deferred, "add", counting("deferred", _iomux._Deferred.add))
+    sent = ua.sent
+    feed(mux, ua, peer, here, range(1, 21), b"p")
+    assert lane[-20:] == [True] * 20
+    assert counts == {"timer": 0, "emit": 0, "deferred": 0}
+    if send_results:  # each echo's result right after the payload that made it
+        assert ua.sent == sent + 20
+        names = [n for n in ua.names() if n in ("recv", "sent")]
+        assert names[-40:] == ["recv", "sent"] * 20
+    got: list[bytes] = []
+    mux.run_until(lambda: _drain(peer, got) >= 21, what="the echoes")
+    assert [p[12:] for p in got] == [payload_for(b"p", i) for i in range(21)]
+    assert [struct.unpack_from("!I", p, 4)[0] for p in got] == [1000 + 160 * i for i in range(21)]
+    assert ua.violations == []
+    close(mux, (ma, ua))
+
+
+def _drain(sock: socket.socket, into: list[bytes]) -> int:
+    """Read what `sock` has now into `into`; how many are there."""
+    while True:
+        try:
+            into.append(sock.recv(2048))
+        except BlockingIOError:
+            return len(into)
+
+
+def test_the_streams_of_a_loop_share_one_libsrtp_buffer(mux: Mux, mlog: IInstanceLog) -> None:
+    """The written-out libsrtp calls of every stream on a loop work in one buffer
+    (`_srtp.area`): an echo stream unprotects into it, and its app's `RtpSend` protects
+    in it again from inside the callback, while the peer's sends and receives use it
+    between: every echo comes back intact, in order, on its own timestamp."""
+    echo = EchoBack("echo")
+    media = CreateMediaProvider().CreateMedia(mux, echo, mlog)
+    media.Initialize(None, None, None, 0, 0, localAddresses=["127.0.0.1"])
+    mux.run_until(lambda: echo.initialized, what="echo: initialized")
+    a = (media, echo)
+    b = make(mux, mlog, "b")
+    connect(mux, a, b)
+    txa, rxa, txb, rxb = a[0]._tx_direct, a[0]._rx_direct, b[0]._tx_direct, b[0]._rx_direct
+    assert txa is not None and rxa is not None and txb is not None and rxb is not None
+    assert txa[2] is rxa[2] is txb[2] is rxb[2] is area(mux.loop)[0]  # type: ignore[index]
+    assert txa[1] is not rxa[1]  # each its own libsrtp context
+    send = Sender(mux, b[0], PACKETS, lambda i: payload_for(b"b", i))
+    send.start()
+    mux.run_until(lambda: send.done and len(b[1].payloads) == PACKETS, timeout=10)
+    assert echo.payloads == [payload_for(b"b", i) for i in range(PACKETS)]
+    check_intact(b[1], b"b")  # the echoes: payloads, timestamps, order
+    close(mux, a, b)
+    assert echo.violations == [] and b[1].violations == []
+
+
 def test_the_stream_still_works_without_the_written_out_calls(
     mux: Mux, mlog: IInstanceLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Where pylibsrtp's internals are not as `direct` knows them, the stream uses the
     sessions' public calls: a DTLS-SRTP call carries its payloads intact both ways."""
-    monkeypatch.setattr(_media, "direct", lambda session, outbound: None)
+    monkeypatch.setattr(_media, "direct", lambda session, outbound, shared: None)
     a = make(mux, mlog, "a")
     b = make(mux, mlog, "b")
     connect(mux, a, b)

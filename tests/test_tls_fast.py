@@ -246,3 +246,48 @@ def test_large_reads_fill_an_exact_recv_in_pieces(
     finally:
         delete(client)
         srv.close()
+
+
+def test_a_large_recv_is_decrypted_into_directly_and_let_go(
+    mux: Mux, log: IInstanceLog, ca: Any, prov: ISocketProvider
+) -> None:
+    """A Recv that wants more than `_tls.LARGE_READ` bytes is decrypted straight into the
+    app's bytearray on both loops (asyncio's SSL layer through a view the socket releases
+    before the callback): the app resizes its buffer inside `SocketRecvResult`, and after
+    `RecvCancel` of a Recv whose read decrypted nothing yet; the bytes arrive intact."""
+    srv, client, crec, server, srec = pair(mux, log, ca, prov)
+    try:
+        s = inside(server)
+        seen: list[Any] = []
+        data = os.urandom(400_000)
+        bufs = [bytearray(200_000), bytearray(200_000)]
+
+        def more(sock: ISocket, b: Any, n: int) -> None:
+            seen.append(s._into)
+            b.extend(b"resized")  # no view of the buffer is left
+            del b[-7:]
+            if len(srec.received) < len(data):
+                sock.Recv(bufs[len(seen) % 2], None, True)
+
+        srec.hooks["recv"] = more
+        call(srec, server.Recv, bufs[0], None, True)
+        call(crec, client.Send, data)
+        mux.run_until(lambda: len(srec.received) >= len(data), timeout=30, what="400 kB")
+        assert sha(bytes(srec.received)) == sha(data)
+        assert seen and set(seen) == {1}, seen  # _USER: into the app's buffer
+        # a read that decrypted nothing (part of a record) leaves the view with the
+        # socket until the next read; RecvCancel lets go of it
+        big = bytearray(100_000)
+        call(srec, server.Recv, big, None, True)
+        target = s.get_buffer(-1)  # what the SSL layer asks for before such a read
+        assert len(target) == 100_000
+        call(srec, server.RecvCancel)
+        mux.run_until(lambda: "canceled" in srec.names(), what="SocketRecvCanceled")
+        del target
+        big.extend(b"resized")  # no BufferError: the socket keeps no view of it
+        call(crec, client.Send, b"after")
+        call(srec, server.Recv, bytearray(8), None, True)
+        mux.run_until(lambda: bytes(srec.received).endswith(b"after"), what="the last bytes")
+    finally:
+        delete(client)
+        srv.close()

@@ -52,11 +52,14 @@ the UDP socket `_lane` (`UDPSocket._set_media_lane`, internal to the library) an
 the source as the transport gave it, the SSRC, the payload type and that SSRC's
 statistics. From then on the socket's `datagram_received` offers each datagram, the
 transport's `bytes` and source as they came, to `_lane` first (not while datagrams wait
-in the socket's hold: they come first). `_lane` takes (returns True) only a packet from
+in the socket's hold: they come first), as an event of the socket's (the results of the
+sends the app makes in it, its echo, come at its end, with no loop callback per packet).
+`_lane` takes (returns True) only a packet from
 that source with a plain 12-byte header, that SSRC and payload type, at most `_BUFFER`
 bytes, while the app has a `Recv` posted and nothing is queued for it; it does in one
 frame what the slow path does for such a packet: unprotect (libsrtp called through its
-binding straight, `_srtp.direct`; a failure is dropped and counted as on the slow path,
+binding straight, `_srtp.direct`, in the one buffer all streams of the loop share,
+`_srtp.area`; a failure is dropped and counted as on the slow path,
 and the lane stays armed), the RFC 3550 statistics, the payload copied from libsrtp's
 buffer into the oldest `Recv` (never more than the buffer holds now), the app's
 `MediaRtpRecvResult` (run as the slow path runs it: not inside an app call, its
@@ -71,7 +74,7 @@ datagram goes the slow path, and after `Close` or the socket's end nowhere.
 
 `RtpSend` and `Recv` have fast paths of their own for the common case (a bytearray or
 bytes on a connected stream, from the loop's thread); anything else takes the checked
-path with its errors. `RtpSend`'s packs the header into libsrtp's buffer, protects it
+path with its errors. `RtpSend`'s packs the header into that buffer, protects it
 there and sends it through the socket's lane send (`UDPSocket._media_lane_send`: the
 socket's `SendTo` for a `bytes` datagram to the sockaddr `_select` made once, with the
 socket's end, queueing and send results as `SendTo` has them; a remote the socket's
@@ -110,6 +113,7 @@ import secrets
 import socket
 import struct
 import time
+import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -151,7 +155,7 @@ from ._rtp import (
     parse_rtcp,
     round_trip,
 )
-from ._srtp import _BUFFER, _MAX_RTP, ISrtpSession, SrtpKeys, direct, srtp_error
+from ._srtp import _BUFFER, _MAX_RTP, ISrtpSession, SrtpKeys, area, direct, srtp_error
 from ._types import IPaddr, LogFlags, ShutdownReason, SocketModeError
 
 if TYPE_CHECKING:
@@ -223,6 +227,11 @@ class _S:
     FAILED: Final = _State.FAILED
     CLOSING: Final = _State.CLOSING
     CLOSED: Final = _State.CLOSED
+
+
+_CONNECTED: Final = _State.CONNECTED
+"""For the per-packet paths: a module global is a specialized dict hit on Python 3.11,
+where an attribute of a class (`_S.CONNECTED`) takes the generic attribute lookup."""
 
 
 class UMedia:
@@ -320,13 +329,24 @@ def _overrides(user: Any, name: str) -> bool:
     return fn is not None and fn is not default and getattr(fn, "__func__", None) is not default
 
 
+_CLOCKS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
 def _clock_of(loop: Any) -> Any:
     """`loop.time`, for the per-packet paths: `time.monotonic` itself where the loop's
     `time` is asyncio's (which returns it: one Python call less), else the loop's own
-    (uvloop's, or a loop that keeps a clock of its own, as a test's simulated one)."""
+    (uvloop's, or a loop that keeps a clock of its own, as a test's simulated one), one
+    bound method for all the loop's streams (one object the CPU keeps at hand, not one
+    per stream)."""
     if getattr(type(loop), "time", None) is asyncio.BaseEventLoop.time:
         return time.monotonic
-    return loop.time
+    try:
+        clock = _CLOCKS.get(loop)
+        if clock is None:
+            clock = _CLOCKS[loop] = loop.time
+    except TypeError:  # a loop without weak references
+        return loop.time
+    return clock
 
 
 def CreateMediaProvider() -> IMediaProvider:
@@ -643,7 +663,8 @@ class IMedia:
         self._rx_unprotect: Any = None
         self._srtp_errors: tuple[type[Exception], ...] = (ValueError,)
         # ... or, where pylibsrtp allows, written out (`_srtp.direct`): (call, context,
-        # buffer, view, length) of each direction
+        # buffer, view, length, payload, memmove, owner) of each direction, in the
+        # buffer all streams of the loop share (`_srtp.area`)
         self._tx_direct: Any = None
         self._rx_direct: Any = None
         # the lane (`_lane`), armed by `_media_in` on the socket (`_lane_sock`): the
@@ -893,7 +914,9 @@ class IMedia:
         try:
             self._port = port
             self._log.Log(LOG, "media %x: port %d open", id(self), port)
-            self._lane_send = getattr(sock, "_media_lane_send", None)  # the library's UDP
+            # the library's UDP socket's lane send, as its class's function (one object
+            # for all streams; `RtpSend` passes the socket)
+            self._lane_send = getattr(type(sock), "_media_lane_send", None)
             for _ in range(RECV_BUFFERS):
                 sock.Recv(bytearray(MAX_DATAGRAM))
             self._start_ice()
@@ -1213,8 +1236,9 @@ class IMedia:
         self._tx_protect = self._tx._outbound().protect
         self._rx_unprotect = self._rx._inbound().unprotect
         self._srtp_errors = (self._rx._error, ValueError)
-        self._tx_direct = direct(self._tx, True)
-        self._rx_direct = direct(self._rx, False)
+        shared = area(self._loop)  # one buffer for the loop's streams (`_srtp.area`)
+        self._tx_direct = direct(self._tx, True, shared) if shared is not None else None
+        self._rx_direct = direct(self._rx, False, shared) if shared is not None else None
         self._log.Log(LOG, "media %x: DTLS-SRTP %s", id(self), profile)
 
     def _dtls_connected(self) -> None:
@@ -1357,7 +1381,8 @@ class IMedia:
                     pkt = data
                     k = n - 12
                 self._counters.rtp_received += 1
-                now = self._clock()
+                clock = self._clock  # (a callable in a slot: called from a local, as a
+                now = clock()  # method call of a slot takes the generic lookup on 3.11)
                 self._fast_stats.update(seq, ts, now)
                 rtp = self._rtp
                 last = rtp.last_seq
@@ -1569,6 +1594,8 @@ class IMedia:
                 if src is not None:
                     self._lane_sock = sock
                     self._lane_src = src
+                    if src == self._tx_addr:  # `RtpSend` sends to the tuple the lane
+                        self._tx_addr = src  # compares with: one object, not two
                     self._fast_ssrc = ssrc
                     self._fast_pt = pt
                     self._fast_stats = rtp.sources[ssrc].stats
@@ -1621,7 +1648,8 @@ class IMedia:
                     seq = rtp.seq
                     rtp.seq = (seq + 1) & 0xFFFF
                     ts = timestamp & 0xFFFFFFFF
-                    now = self._clock()
+                    clock = self._clock  # (called from a local: see `_lane`)
+                    now = clock()
                     send = rtp.send
                     send.packets = packets = send.packets + 1  # `RtpSendStats.sent`, inline
                     send.octets += n
@@ -1657,7 +1685,8 @@ class IMedia:
                     self._counters.rtp_sent += 1
                     addr = self._tx_addr
                     if addr is not None:  # the socket's lane send (`_select` made `addr`)
-                        self._lane_send(pkt, addr)
+                        send_to = self._lane_send
+                        send_to(self._sock, pkt, addr)
                         if self._send_results:
                             self._send_kinds.append(True)
                         return
@@ -1732,9 +1761,7 @@ class IMedia:
             ValueError: `len` larger than the buffer, or a read-only buffer.
         """
         if (
-            type(buf) is bytearray
-            and self._state is _S.CONNECTED
-            and self._iomux._owner._is_owned()
+            type(buf) is bytearray and self._state is _CONNECTED and self._iomux._owner._is_owned()
         ):  # the fast path: a bytearray on a connected stream, from the loop's thread
             size = _len(buf)
             want = size if len is None else len

@@ -318,26 +318,34 @@ def _rtcp_header(count: int, pt: int, body: bytes) -> bytes:
     return struct.pack("!BBH", 0x80 | count, pt, len(body) // 4) + body
 
 
-def _pack_blocks(blocks: list[ReportBlock]) -> bytes:
-    out = bytearray()
-    for b in blocks:
-        _check_u("a report block's SSRC", b.ssrc, 32)
-        _check_u("fraction lost", b.fraction_lost, 8)
-        if not -(1 << 23) <= b.lost < 1 << 23:
-            raise ValueError(f"cumulative lost {b.lost} does not fit 24 signed bits")
-        _check_u("the extended highest sequence number", b.highest_seq, 32)
-        _check_u("the jitter", b.jitter, 32)
-        _check_u("LSR", b.lsr, 32)
-        _check_u("DLSR", b.dlsr, 32)
-        out += _REPORT_BLOCK.pack(
-            b.ssrc,
-            (b.fraction_lost << 24) | (b.lost & 0xFFFFFF),
-            b.highest_seq,
-            b.jitter,
-            b.lsr,
-            b.dlsr,
-        )
-    return bytes(out)
+def _pack_blocks(blocks: list[ReportBlock], checked: bool = True) -> bytes:
+    """The report blocks, packed: each field checked first (`checked`), or, for the
+    stream's own reports (`pack_report`), taken as `RtpReceiveStats.report_block` makes
+    them (in range)."""
+    if checked:
+        for b in blocks:
+            _check_u("a report block's SSRC", b.ssrc, 32)
+            _check_u("fraction lost", b.fraction_lost, 8)
+            if not -(1 << 23) <= b.lost < 1 << 23:
+                raise ValueError(f"cumulative lost {b.lost} does not fit 24 signed bits")
+            _check_u("the extended highest sequence number", b.highest_seq, 32)
+            _check_u("the jitter", b.jitter, 32)
+            _check_u("LSR", b.lsr, 32)
+            _check_u("DLSR", b.dlsr, 32)
+    pack = _REPORT_BLOCK.pack
+    return b"".join(
+        [
+            pack(
+                b.ssrc,
+                (b.fraction_lost << 24) | (b.lost & 0xFFFFFF),
+                b.highest_seq,
+                b.jitter,
+                b.lsr,
+                b.dlsr,
+            )
+            for b in blocks
+        ]
+    )
 
 
 def _pack_one(packet: RtcpPacket) -> bytes:
@@ -424,20 +432,7 @@ def pack_report(
     count = len(blocks)
     if count > 31:
         raise ValueError(f"an RTCP report carries at most 31 blocks, not {count}")
-    pack = _REPORT_BLOCK.pack
-    body = b"".join(
-        [
-            pack(
-                b.ssrc,
-                (b.fraction_lost << 24) | (b.lost & 0xFFFFFF),
-                b.highest_seq,
-                b.jitter,
-                b.lsr,
-                b.dlsr,
-            )
-            for b in blocks
-        ]
-    )
+    body = _pack_blocks(blocks, False)
     if sender is None:
         head = _RR_HEAD.pack(0x80 | count, RTCP_RR, 1 + 6 * count, ssrc)
     else:

@@ -15,6 +15,7 @@ key it receives with.
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -133,28 +134,57 @@ def _check_rtp_header(header: bytes) -> None:
         )
 
 
+_AREAS: weakref.WeakKeyDictionary[Any, tuple[Any, Any, Any, Any, Any]] = weakref.WeakKeyDictionary()
+
+
+def area(loop: Any) -> tuple[Any, Any, Any, Any, Any] | None:
+    """The libsrtp buffer the written-out calls (`direct`) of every stream on `loop`
+    share: (buffer, view, length, payload, memmove), made at the first call for that
+    loop and kept while the loop lives; None where pylibsrtp's CFFI binding is not as
+    this version knows it.
+
+    `buffer` is `_BUFFER` bytes (a packet to protect leaves room for the trailer,
+    `_MAX_RTP`; one to unprotect is at most `_BUFFER`), `view` its `ffi.buffer`,
+    `length` an `int *` cell, `payload` the address of the buffer's byte 12 (where an
+    RTP payload after a plain header goes: `memmove(payload, data, k)` copies k bytes of
+    `data` there, unchecked: the caller keeps k within both).
+
+    Why one for the loop: a packet's call touches the buffer, its view and its cell;
+    one of each per session was, on a server of many streams, memory the CPU had to
+    fetch again for each packet (the streams take turns, each every 20 ms), while the
+    loop's one is in its caches. Sharing is safe because a loop runs in one thread at a
+    time and each use is over before the next begins: the caller copies what it needs
+    out of the buffer before it runs anything else (the app's callback, a send)."""
+    got = _AREAS.get(loop)
+    if got is None:
+        try:
+            from pylibsrtp import _binding
+
+            ffi = _binding.ffi
+            buffer = ffi.new("char[]", _BUFFER)
+            got = (buffer, ffi.buffer(buffer), ffi.new("int *"), buffer + 12, ffi.memmove)
+        except Exception:  # ImportError, AttributeError, a changed CFFI declaration
+            return None
+        _AREAS[loop] = got
+    return got
+
+
 def direct(
-    session: ISrtpSession, outbound: bool
+    session: ISrtpSession, outbound: bool, shared: tuple[Any, Any, Any, Any, Any]
 ) -> tuple[Any, Any, Any, Any, Any, Any, Any, Any] | None:
     """libsrtp's `srtp_protect` (`outbound`) or `srtp_unprotect` of `session`, for a
-    per-packet path that writes the call out: (call, context, buffer, view, length,
-    payload, memmove, owner), so
+    per-packet path that writes the call out, in the loop's buffer `shared` (`area`):
+    (call, context, buffer, view, length, payload, memmove, owner), so
 
         view[0:n] = packet; length[0] = n
         rc = call(context, buffer, length)  # 0: done, else libsrtp's error (`srtp_error`)
         out = view[0 : length[0]]
 
-    (`payload` points at the buffer's byte 12, where an RTP payload after a plain header
-    goes: `memmove(payload, data, k)` copies k bytes of `data` there, unchecked: the
-    caller keeps k within both)
-
     does what `pylibsrtp.Session.protect`/`unprotect` do, without their two Python calls
-    and the cell they allocate per packet. The buffer is pylibsrtp's own of that session
-    (`_BUFFER` bytes: its methods and these calls take turns in it, on the session's one
-    thread; a new one where it has none): a packet to protect leaves room for the
-    trailer (`_MAX_RTP`), one to unprotect is at most `_BUFFER`. The libsrtp context is
-    the one `session` keeps (the same replay window and keystream as its methods);
-    `owner`, the pylibsrtp session, keeps it alive as long as the tuple is kept.
+    and the cell they allocate per packet. The libsrtp context is the one `session`
+    keeps (the same replay window and keystream as its methods); `owner`, the pylibsrtp
+    session, keeps it alive as long as the tuple is kept. Only `context` and `owner` are
+    the session's; the rest is shared (`area`).
 
     None when pylibsrtp's internals are not as this version knows them (its CFFI binding,
     the context in `Session._srtp`, libsrtp 2's three-argument calls): the caller uses
@@ -168,19 +198,8 @@ def direct(
         call = lib.srtp_protect if outbound else lib.srtp_unprotect
         if ffi.typeof(ctx) is not ffi.typeof("srtp_t") or len(ffi.typeof(call).args) != 3:
             return None
-        buffer: Any = getattr(s, "_cdata", None)
-        view: Any = getattr(s, "_buffer", None)
-        if (
-            buffer is None
-            or view is None
-            or ffi.typeof(buffer) is not ffi.typeof("char[]")
-            or ffi.sizeof(buffer) < _BUFFER
-            or len(view) != ffi.sizeof(buffer)
-        ):
-            buffer = ffi.new("char[]", _BUFFER)
-            view = ffi.buffer(buffer)
-        length = ffi.new("int *")
-        return call, ctx, buffer, view, length, buffer + 12, ffi.memmove, s
+        buffer, view, length, payload, memmove = shared
+        return call, ctx, buffer, view, length, payload, memmove, s
     except Exception:  # ImportError, AttributeError, a changed CFFI declaration
         return None
 

@@ -4,10 +4,13 @@ Theory of operation
 -------------------
 A `TLSSocket` is a `StreamSocket` whose transport is the loop's SSL transport: the SSL
 protocol decrypts into the buffer that `get_buffer` hands out. asyncio's SSL layer keeps
-a view of that buffer while `buffer_updated` runs (and the app may resize its buffer
-inside the callback), so there it is the loop's read area (or the hold area), never the
-app's `Recv` buffer, and the engine copies the bytes into the app's buffer before the
-callback. uvloop's lets go of it first: there a whole-buffer `Recv` is decrypted into
+what it was given while `buffer_updated` runs (and the app may resize its buffer inside
+the callback), and it slices it: for a large `Recv` (more than `LARGE_READ` bytes to
+go) it gets a view of the part of the app's bytearray still wanted, which the socket
+releases in `buffer_updated` before the callback (or at the next `get_buffer`,
+`RecvCancel` or the end, after a read that decrypted nothing); otherwise the loop's
+read area (or the hold area), from which the engine copies the bytes into the app's
+buffer. uvloop's lets go of it first: there a whole-buffer `Recv` is decrypted into
 directly, as on a plain asyncio TCP transport (the engine's `_zero_copy`).
 
 Opening. A client connects a plain socket first (`sock_connect`), a server socket
@@ -72,7 +75,7 @@ from ._api import ISocket, USocket
 from ._base import HELD, S
 from ._context import SocketContext
 from ._errors import CONNECT, HANDSHAKE, reason_of, translate
-from ._stream import HOLD_LIMIT, StreamSocket, connect_any
+from ._stream import _USER, HOLD_LIMIT, StreamSocket, connect_any
 from ._types import LogFlags, ShutdownReason, SocketModeError
 
 if TYPE_CHECKING:
@@ -89,7 +92,9 @@ FEED_CHUNK = 256 * 1024
 empty: the most a TLS socket holds encrypted beyond the app's own `Send` data."""
 
 LARGE_READ = 4096
-"""Reads larger than this are copied out of the read area view to view (`_copy_in`)."""
+"""On asyncio, a head `Recv` that still wants more than this is decrypted into directly
+(`TLSSocket.get_buffer`); a smaller one is copied out of the read area, which costs less
+than the view."""
 
 _HANDSHAKING = (S.CONNECTING, S.ACCEPTING)
 _TRUNCATED = "the peer closed TCP without close_notify (truncated)"
@@ -104,6 +109,7 @@ class TLSSocket(StreamSocket):
         "_early_ends",
         "_pre",
         "_raw_tr",
+        "_rview",
         "_scratch",
         "_ssl_held",
         "_tcp",
@@ -135,6 +141,9 @@ class TLSSocket(StreamSocket):
         self._scratch: bytearray | None = None
         # the SSL layer slices the buffer it reads into (asyncio's): hand it a view
         self._views = True
+        # the view of the app's buffer handed to such a layer for a large read (see
+        # `get_buffer`), until `buffer_updated` (or the next `get_buffer`) releases it
+        self._rview: memoryview | None = None
         # the SSL transport holds bytes: between its pause_writing and resume_writing
         self._ssl_held = False
 
@@ -348,24 +357,43 @@ class TLSSocket(StreamSocket):
             if self._scratch is None:
                 self._scratch = bytearray(HOLD_LIMIT)
             return memoryview(self._scratch)
+        if self._views:
+            v = self._rview
+            if v is not None:  # the last read decrypted nothing (part of a record)
+                self._rview = None
+                v.release()
+            if self._rhead and self._hstart == self._hend:
+                rbuf = self._rbuf
+                rpos = self._rpos
+                want = self._rwant
+                if want - rpos > LARGE_READ and type(rbuf) is bytearray and want <= len(rbuf):
+                    # asyncio's SSL layer keeps what it is given in a local while
+                    # `buffer_updated` runs: a view, released there before the callback,
+                    # so the app may resize its buffer in it. Decrypted into directly,
+                    # up to the whole Recv at a time (the read area holds 64 KiB).
+                    v = self._rview = memoryview(rbuf)[rpos:want]
+                    self._into = _USER
+                    return v
         buf = super().get_buffer(sizehint)
         if self._views and type(buf) is not memoryview:
             return memoryview(buf)  # (see `_slices`)
         return buf
 
-    def _copy_in(self, rpos: int, nbytes: int) -> None:
-        """The copy out of the read area of a read larger than the engine's packs (the
-        SSL layer decrypts up to a record, 16 KiB, and more at a time), view to view:
-        one copy, where the engine's slice assignment makes a temporary of the bytes
-        first (tls 64 KiB echo on asyncio: two copies of each byte). The view of the
-        app's buffer is released before the callback; a buffer the app shrank goes to
-        the engine's own copy."""
-        if nbytes > LARGE_READ:
-            with memoryview(self._rmv) as mv:
-                if rpos + nbytes <= mv.nbytes:
-                    mv[rpos : rpos + nbytes] = memoryview(self._area)[:nbytes]
-                    return
-        StreamSocket._copy_in(self, rpos, nbytes)
+    def _let_go(self) -> None:
+        """Release the view of the app's buffer a read left unused (see `get_buffer`)."""
+        v = self._rview
+        if v is not None:
+            self._rview = None
+            v.release()
+
+    def RecvCancel(self) -> None:
+        """As `StreamSocket.RecvCancel`; no view of a cancelled buffer is kept."""
+        self._let_go()
+        super().RecvCancel()
+
+    def _begin_close(self) -> None:
+        self._let_go()
+        super()._begin_close()
 
     def pause_writing(self) -> None:
         """The SSL transport holds bytes (its high-water mark is 1): the writer reads
@@ -384,6 +412,10 @@ class TLSSocket(StreamSocket):
             assert self._scratch is not None
             self._early += memoryview(self._scratch)[:nbytes]
             return
+        v = self._rview
+        if v is not None:  # the bytes are in the app's buffer: no view of it is kept
+            self._rview = None
+            v.release()
         super().buffer_updated(nbytes)
 
     def eof_received(self) -> bool | None:
@@ -444,6 +476,7 @@ class TLSSocket(StreamSocket):
     # ------------------------------------------------------------------ the end
 
     def _release(self) -> None:
+        self._let_go()
         super()._release()
         raw, self._raw_tr = self._raw_tr, None
         if raw is not None:

@@ -108,6 +108,7 @@ UDP_TRANSITIONS = transitions(
 """The legal moves of a UDP socket (LISTENING and ACCEPTING are never used)."""
 
 _OPEN = (S.BOUND, S.CONNECTED)
+_BOUND = S.BOUND  # IMedia's lane send: a module global is a specialized lookup
 
 _SENDTO_REFUSED = (
     "SendTo before Bind: call Bind first (Bind(None, 0) picks any port), then SendTo; or "
@@ -408,8 +409,19 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         lane = self._media_lane  # IMedia's lane first (`_set_media_lane`), unless some wait
-        if lane is not None and not self._q.held and lane(data, addr):
-            return
+        if lane is not None and not self._q.held:
+            # the lane's datagram is an event of this socket's: the results of the sends
+            # made in it (the app's echo) are delivered at its end, not from the loop's
+            # next batch (one more loop iteration for each packet)
+            self._in_event = True
+            try:
+                taken = lane(data, addr)
+            finally:
+                self._in_event = False
+            if taken:
+                if self._due:
+                    self._run_due()
+                return
         st = self._state
         if st is not S.BOUND and st is not S.CONNECTED:
             if self._tr is not None and (st is S.BINDING or st is S.CONNECTING):
@@ -515,8 +527,10 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
     def _set_media_lane(self, lane: Any) -> Any:
         """Internal, for `IMedia` only (its socket's per-packet shortcut): while `lane` is
         set, each datagram of this bound socket goes first to `lane(data, addr)`, the
-        transport's `bytes` and source as they came, before any `Recv` buffer; True:
-        the lane took it (nothing more happens here), False: it goes the usual way. Not
+        transport's `bytes` and source as they came, before any `Recv` buffer, as an
+        event of this socket's (the results of the sends made in it are delivered at
+        its end); True: the lane took it (nothing more happens here), False: it goes
+        the usual way. Not
         while datagrams wait in the hold (they come first). `lane` None disarms it; the
         owner disarms it before `Shutdown` and when it stops taking packets. Returns the
         source of the datagram last given to `SocketRecvFromResult` (the one being
@@ -531,7 +545,7 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
         """Internal, for `IMedia` only: `SendTo(data, None, ...)` of a `bytes` datagram to
         `addr`, a sockaddr `_dest` made; the caller checked the thread. Ignored, as
         `SendTo` is, once the socket is shutting down or its transport is gone."""
-        if self._state is S.BOUND and not self._shutdown_wanted:
+        if self._state is _BOUND and not self._shutdown_wanted:
             sock = self._sock
             if sock is not None and not self._blocked and not self._w_send:
                 try:  # `_put`'s common case, written out: the kernel takes it, no result due
