@@ -191,3 +191,30 @@ def test_utimer_default_does_nothing(mux: Mux) -> None:
     t.Start(0)
     mux.run_for(0.01)
     assert not t.IsRunning()
+
+
+@pytest.mark.parametrize("use_uvloop", [False, True], ids=["asyncio", "uvloop"])
+def test_no_timeout_after_close(use_uvloop: bool) -> None:
+    """`Close()` runs the loop it made a little longer (the transports' closes, the
+    cancelled tasks): a timer due then calls no `TimerOnTimeout` (no app callback runs
+    inside `Close()` or after it), on both loops."""
+    m = IIoMux.Create(uvloop=use_uvloop)
+
+    async def slow_to_cancel() -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.02)  # Close waits for it: the 1 ms timer is due meanwhile
+            raise
+
+    task = m.loop.create_task(slow_to_cancel())
+    m.loop.run_until_complete(asyncio.sleep(0))  # the task is waiting
+    user = Fired()
+    t = ITimer(m, user)
+    t.Start(0)
+    later = ITimer(m, user)
+    later.Start(1)
+    m.Close()
+    assert task.cancelled()
+    assert user.calls == []
+    assert m.loop.is_closed()

@@ -393,6 +393,8 @@ class ITimer:
 
     def _fire(self) -> None:
         self._handle = None
+        if self._iomux._closed:  # `Close()` runs the loop on a little: no callback then
+            return
         self._user.TimerOnTimeout(self)
 
 
