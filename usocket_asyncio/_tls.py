@@ -358,10 +358,8 @@ class TLSSocket(StreamSocket):
                 self._scratch = bytearray(HOLD_LIMIT)
             return memoryview(self._scratch)
         if self._views:
-            v = self._rview
-            if v is not None:  # the last read decrypted nothing (part of a record)
-                self._rview = None
-                v.release()
+            if self._rview is not None:  # the last read decrypted nothing (a part record)
+                self._let_go()
             if self._rhead and self._hstart == self._hend:
                 rbuf = self._rbuf
                 rpos = self._rpos
@@ -412,10 +410,8 @@ class TLSSocket(StreamSocket):
             assert self._scratch is not None
             self._early += memoryview(self._scratch)[:nbytes]
             return
-        v = self._rview
-        if v is not None:  # the bytes are in the app's buffer: no view of it is kept
-            self._rview = None
-            v.release()
+        if self._rview is not None:  # the bytes are in the app's buffer: no view is kept
+            self._let_go()
         super().buffer_updated(nbytes)
 
     def eof_received(self) -> bool | None:
