@@ -49,6 +49,20 @@ USER_SPACE_NOTE = (
 )
 
 
+def valgrind_argv(out: Path, late: bool = True) -> list[str]:
+    """The command line that runs a server under callgrind, its dumps to `out` (one more
+    at each `getppid()`, the window marks); `late`: the instrumentation starts off
+    (turned on once the server is up)."""
+    return [
+        "valgrind",
+        "--tool=callgrind",
+        "-q",
+        f"--instr-atstart={'no' if late else 'yes'}",
+        "--dump-before=getppid",
+        f"--callgrind-out-file={out}",
+    ]
+
+
 def available() -> bool:
     """Is valgrind on the PATH?"""
     return shutil.which("valgrind") is not None
@@ -155,12 +169,7 @@ def measure(
     with tempfile.TemporaryDirectory(prefix="ub-cg-") as tmp:
         out = Path(tmp) / "cg.out"
         argv = [
-            "valgrind",
-            "--tool=callgrind",
-            "-q",
-            f"--instr-atstart={'no' if late else 'yes'}",
-            "--dump-before=getppid",
-            f"--callgrind-out-file={out}",
+            *valgrind_argv(out, late),
             sys.executable,
             "-m",
             "benchmarks.servers",

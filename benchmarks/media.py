@@ -499,14 +499,7 @@ def run_callgrind(
 
     with tempfile.TemporaryDirectory(prefix="ub-media-cg-") as tmp:
         out = Path(tmp) / "cg.out"
-        wrap = [
-            "valgrind",
-            "--tool=callgrind",
-            "-q",
-            "--instr-atstart=no",
-            "--dump-before=getppid",
-            f"--callgrind-out-file={out}",
-        ]
+        wrap = callgrind.valgrind_argv(out)
         pair = Pair(impl, loop, scpu, ccpu, args.profile, wrap=wrap)
         try:
             pair.resize(args.cg_streams)
@@ -553,14 +546,7 @@ def idle_callgrind(
 
     with tempfile.TemporaryDirectory(prefix="ub-media-cg-") as tmp:
         out = Path(tmp) / "cg.out"
-        wrap = [
-            "valgrind",
-            "--tool=callgrind",
-            "-q",
-            "--instr-atstart=no",
-            "--dump-before=getppid",
-            f"--callgrind-out-file={out}",
-        ]
+        wrap = callgrind.valgrind_argv(out)
         pair = Pair("imedia", loop, scpu, ccpu, args.profile, wrap=wrap)
         try:
             pair.resize(n)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -67,9 +69,10 @@ class FaultyEcho(asyncio.DatagramProtocol):
             self.transport.sendto(out, addr)
 
 
-@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
-@pytest.mark.parametrize("check_every", [1, 8])
-def test_generator_counts_a_faulty_servers_echoes(loop_kind: str, check_every: int) -> None:
+@contextmanager
+def faulty_servers(loop_kind: str) -> Iterator[tuple[asyncio.AbstractEventLoop, Generator]]:
+    """A new loop of `loop_kind`, `STREAMS` faulty echo servers on it and a generator
+    that expects them; all closed on the way out."""
     loop = new_loop(loop_kind)
     log: dict[str, set[Any]] = {k: set() for k in ("drop", "delay", "corrupt", "twice", "echo")}
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -89,6 +92,19 @@ def test_generator_counts_a_faulty_servers_echoes(loop_kind: str, check_every: i
             transports.append(t)
             streams.append({"id": sid, "port": t.get_extra_info("sockname")[1]})
         gen.expect({"impl": "raw", "streams": streams, "seed": SEED, "profile": PROFILE})
+        yield loop, gen
+    finally:
+        for t in transports:
+            t.close()
+        gen.close()
+        loop.run_until_complete(asyncio.sleep(0))
+        loop.close()
+
+
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+@pytest.mark.parametrize("check_every", [1, 8])
+def test_generator_counts_a_faulty_servers_echoes(loop_kind: str, check_every: int) -> None:
+    with faulty_servers(loop_kind) as (loop, gen):
         cmd = {
             "count": STREAMS,
             "seconds": 1.0,
@@ -98,12 +114,6 @@ def test_generator_counts_a_faulty_servers_echoes(loop_kind: str, check_every: i
             "check_every": check_every,
         }
         res = loop.run_until_complete(gen.run_streams(cmd))
-    finally:
-        for t in transports:
-            t.close()
-        gen.close()
-        loop.run_until_complete(asyncio.sleep(0))
-        loop.close()
     sent: int = res["sent"]
     assert sent >= STREAMS * 45 and res["check_every"] == check_every
     # each fate is every 10th packet of each stream: over the measured run, a tenth of
@@ -133,35 +143,11 @@ def test_generator_counts_a_faulty_servers_echoes(loop_kind: str, check_every: i
 def test_echoes_after_their_run_are_stale_not_bad(loop_kind: str) -> None:
     """A run whose delayed echoes come only after it ended counts them lost; when they
     come (between runs or in the next run) they are stale, not bad echoes of the next."""
-    loop = new_loop(loop_kind)
-    log: dict[str, set[Any]] = {k: set() for k in ("drop", "delay", "corrupt", "twice", "echo")}
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.setblocking(False)
-    gen = Generator(loop, sock, PROFILE)
-    transports = []
-    try:
-        streams = []
-        for sid in range(STREAMS):
-            t, _ = loop.run_until_complete(
-                loop.create_datagram_endpoint(
-                    lambda sid=sid: FaultyEcho(sid, loop, log),  # type: ignore[misc]
-                    local_addr=("127.0.0.1", 0),
-                )
-            )
-            transports.append(t)
-            streams.append({"id": sid, "port": t.get_extra_info("sockname")[1]})
-        gen.expect({"impl": "raw", "streams": streams, "seed": SEED, "profile": PROFILE})
+    with faulty_servers(loop_kind) as (loop, gen):
         cmd = {"count": STREAMS, "seconds": 0.5, "warmup": 0.0, "late": LATE, "grace": 0.1}
         first = loop.run_until_complete(gen.run_streams(cmd))
         second = loop.run_until_complete(gen.run_streams({**cmd, "grace": DELAY + 0.4}))
         loop.run_until_complete(asyncio.sleep(DELAY + 0.2))
-    finally:
-        for t in transports:
-            t.close()
-        gen.close()
-        loop.run_until_complete(asyncio.sleep(0))
-        loop.close()
     delayed_first = first["sent"] / 10
     # the first run's delayed echoes were not there within its grace: lost, not late
     assert (

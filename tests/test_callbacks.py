@@ -110,6 +110,17 @@ def test_an_app_class_with_slots_has_no_instance_dict(mux: Mux, log: IInstanceLo
     assert hasattr(Minimal(), "__dict__")
     lsock, _, port = _server(mux, log, user)
     data = random.Random(5).randbytes(100_000)
+    back = _echo_through(mux, port, data)
+    assert hashlib.sha256(back).digest() == user.got.digest() == hashlib.sha256(data).digest()
+    mux.run_until(lambda: bool(user.ended), what="shutdown")
+    assert user.ended == [R.SOCKET_SHUTDOWN_BY_PEER]
+    lsock.Delete()
+
+
+def _echo_through(mux: Mux, port: int, data: bytes) -> bytearray:
+    """Send `data` to the echo server at `port` from a plain client while reading what
+    comes back, until as much came back; then close the client (the server's peer
+    goes). What came back."""
     c = socket.create_connection(("127.0.0.1", port))
     c.setblocking(False)
     back = bytearray()
@@ -128,12 +139,11 @@ def test_an_app_class_with_slots_has_no_instance_dict(mux: Mux, log: IInstanceLo
             pass
         return len(back) == len(data)
 
-    mux.run_until(step, timeout=30, what="echo")
-    assert hashlib.sha256(back).digest() == user.got.digest() == hashlib.sha256(data).digest()
-    c.close()
-    mux.run_until(lambda: bool(user.ended), what="shutdown")
-    assert user.ended == [R.SOCKET_SHUTDOWN_BY_PEER]
-    lsock.Delete()
+    try:
+        mux.run_until(step, timeout=30, what="echo")
+    finally:
+        c.close()
+    return back
 
 
 def _server(mux: Mux, log: IInstanceLog, user: USocket) -> tuple[ISocket, list[ISocket], int]:
@@ -162,28 +172,9 @@ def test_echo_without_send_results_moves_every_byte(mux: Mux, log: IInstanceLog)
     lsock, _, port = _server(mux, log, user)
     rng = random.Random(13)
     data = rng.randbytes(300_000)
-    c = socket.create_connection(("127.0.0.1", port))
-    c.setblocking(False)
-    back = bytearray()
-    sent = 0
-
-    def step() -> bool:
-        nonlocal sent
-        if sent < len(data):
-            try:
-                sent += c.send(data[sent : sent + 65536])
-            except BlockingIOError:
-                pass
-        try:
-            back.extend(c.recv(65536))
-        except BlockingIOError:
-            pass
-        return len(back) == len(data)
-
-    mux.run_until(step, timeout=30, what="echo")
+    back = _echo_through(mux, port, data)
     assert hashlib.sha256(back).digest() == hashlib.sha256(data).digest()
     assert user.got.digest() == hashlib.sha256(data).digest()
-    c.close()
     mux.run_until(lambda: user.events[-1][0] == "shutdown", what="shutdown")
     ends = [e for e in user.events if e[0] == "shutdown"]
     assert ends == [("shutdown", R.SOCKET_SHUTDOWN_BY_PEER)]

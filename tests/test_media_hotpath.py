@@ -29,6 +29,7 @@ from kit.media import (
     payload_for,
     plain_config,
     relayed_call,
+    udp_peers,
 )
 from kit.relays import DatagramFaults
 
@@ -171,16 +172,7 @@ def dtmf(digit: int, end: bool, duration: int) -> bytes:
 @pytest.fixture
 def peers() -> Iterator[tuple[socket.socket, socket.socket]]:
     """A plain RTP peer and a stranger: two UDP sockets on loopback."""
-    out = []
-    for _ in range(2):
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind(("127.0.0.1", 0))
-        out.append(s)
-    try:
-        yield out[0], out[1]
-    finally:
-        for s in out:
-            s.close()
+    yield from udp_peers(blocking=True)
 
 
 def test_fast_path_delivers_what_the_slow_path_would(

@@ -40,6 +40,7 @@ from kit.media import (
     make,
     payload_for,
     plain_config,
+    udp_peers,
 )
 
 from usocket_asyncio import (
@@ -74,17 +75,7 @@ from usocket_asyncio._srtp import ISrtpSession, area, direct
 @pytest.fixture
 def peers() -> Iterator[tuple[socket.socket, socket.socket]]:
     """Two plain RTP peers: UDP sockets on loopback."""
-    out = []
-    for _ in range(2):
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind(("127.0.0.1", 0))
-        s.setblocking(False)
-        out.append(s)
-    try:
-        yield out[0], out[1]
-    finally:
-        for s in out:
-            s.close()
+    yield from udp_peers(blocking=False)
 
 
 def rtp(seq: int, payload: bytes, ssrc: int = 0x5151, pt: int = 0) -> bytes:

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -376,3 +377,19 @@ def count_slow(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(IMedia, "_media_in", spy)
     return slow
+
+
+def udp_peers(blocking: bool) -> Iterator[tuple[socket.socket, socket.socket]]:
+    """Two UDP sockets on loopback (plain RTP peers, or a peer and a stranger), closed
+    when the generator ends: a fixture yields from it."""
+    out = []
+    for _ in range(2):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("127.0.0.1", 0))
+        s.setblocking(blocking)
+        out.append(s)
+    try:
+        yield out[0], out[1]
+    finally:
+        for s in out:
+            s.close()
