@@ -178,11 +178,15 @@ def measure(
         if kind == "tls":
             argv += ["--cert", make_cert(tmp)]
         cwd = ROOT
-        if lib_build(impl) == "compiled":
+        if lib_build(impl) == "compiled" or impl.startswith("floorc-"):
             if compiled_dir is None:
                 from .compiled import build
 
                 compiled_dir = build()
+            if impl.startswith("floorc-"):
+                from .compiled import build_floor
+
+                build_floor(compiled_dir)
             cwd = compiled_dir
         t0 = time.monotonic()
         server = Child(argv, f"callgrind {kind}/{impl}/{loop}", cwd)
@@ -275,7 +279,7 @@ def run(
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from .servers import LIB_IMPLS
+    from .servers import FLOOR_IMPLS, LIB_IMPLS
 
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.callgrind", description=__doc__.split("\n\n")[0]
@@ -285,7 +289,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--impls",
         default=",".join(DEFAULT_IMPLS),
-        help="comma-separated, of: protocol, buffered, " + ", ".join(LIB_IMPLS),
+        help="comma-separated, of: protocol, buffered, " + ", ".join((*LIB_IMPLS, *FLOOR_IMPLS)),
     )
     p.add_argument("--requests", type=int, default=2000, help="requests in the measured window")
     p.add_argument("--conns", type=int, default=1, help="connections (1: strictly serial)")
@@ -302,7 +306,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.loops = comma_list(p, args.loops, LOOPS, "loop")
     args.impls = [i for i in args.impls.split(",") if i]
     for i in args.impls:
-        if i not in ("protocol", "buffered", *LIB_IMPLS):
+        if i not in ("protocol", "buffered", *LIB_IMPLS, *FLOOR_IMPLS):
             p.error(f"unknown server {i!r}")
     if args.requests < 1 or args.conns < 1:
         p.error("--requests and --conns must be at least 1")

@@ -94,6 +94,29 @@ def build() -> Path:
     return target
 
 
+def build_floor(target: Path) -> None:
+    """Build the floor (benchmarks/floor.py) with mypyc as the top-level module
+    `bench_floor` in the compiled build's directory `target` (once per build).
+
+    Raises:
+        BuildError: the mypyc build failed (the tail of its output says why).
+    """
+    if any(target.glob("bench_floor.*.so")):
+        return
+    shutil.copy2(HERE / "floor.py", target / "bench_floor.py")
+    code = (
+        "from mypyc.build import mypycify; from setuptools import setup; "
+        "setup(name='bench_floor', ext_modules=mypycify(['bench_floor.py'], opt_level='3'), "
+        "script_args=['-q', 'build_ext', '--inplace'])"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=target, capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0 or not any(target.glob("bench_floor.*.so")):
+        tail = (proc.stdout + proc.stderr).strip().splitlines()[-15:]
+        raise BuildError("the floor's mypyc build failed:\n" + "\n".join(tail))
+
+
 if __name__ == "__main__":
     try:
         print(build())

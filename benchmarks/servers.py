@@ -75,6 +75,8 @@ STYLES = ("plain", "flow", "window", *(f"{s}-{a}" for a in APPS for s in ("plain
 LIB_IMPLS = tuple(f"{b}-{s}" for b in BUILDS for s in STYLES)
 RAW_IMPLS = ("protocol", "buffered", "streams")
 STREAM_IMPLS = (*LIB_IMPLS, *RAW_IMPLS)
+FLOOR_IMPLS = ("floor-plain", "floor-flow", "floorc-plain", "floorc-flow")
+"""The floor's echo servers (benchmarks/floor.py), pure and compiled (``floorc``)."""
 UDP_IMPLS = ("usocket-plain", "compiled-plain", "protocol")
 SLOW_IMPLS = ("usocket-slow", "protocol-slow", "protocol-slow-pause")
 
@@ -555,6 +557,56 @@ class DgramEcho(asyncio.DatagramProtocol):
         self.tr.sendto(data, addr)
 
 
+class FloorPlainApp:
+    """`PlainEcho` of `lib_server`, word for word, for the floor (benchmarks/floor.py)."""
+
+    __slots__ = ("buf",)
+
+    def __init__(self) -> None:
+        self.buf = bytearray(RECV_SIZE)
+
+    def SocketAcceptComplete(self, socket: Any) -> None:
+        socket.Recv(self.buf, None, True)
+
+    def SocketRecvResult(self, socket: Any, buf: Any, len: int) -> None:
+        socket.Send(buf, len)  # Send copies: buf may be reused at once
+        socket.Recv(buf, None, True)
+
+
+class FloorFlowApp:
+    """`FlowEcho` of `lib_server`, word for word, for the floor."""
+
+    __slots__ = ("buf",)
+
+    def __init__(self) -> None:
+        self.buf = bytearray(RECV_SIZE)
+
+    def SocketAcceptComplete(self, socket: Any) -> None:
+        socket.Recv(self.buf, None, True)
+
+    def SocketRecvResult(self, socket: Any, buf: Any, len: int) -> None:
+        socket.Send(buf, len)
+
+    def SocketSendResult(self, socket: Any) -> None:
+        socket.Recv(self.buf, None, True)
+
+
+def floor_factory(impl: str, loop: asyncio.AbstractEventLoop) -> Any:
+    """The protocol factory of a floor echo server (`FLOOR_IMPLS`): the pure floor, or
+    the compiled one (``floorc``: `bench_floor`, built beside the compiled library, whose
+    directory is then the working directory)."""
+    if impl.startswith("floorc-"):
+        import bench_floor as floor  # type: ignore[import-not-found]
+
+        if not floor.COMPILED:
+            raise SystemExit(f"not the compiled floor: {floor.__file__}")
+    else:
+        from . import floor
+    floor.own()
+    app = FloorFlowApp if impl.endswith("-flow") else FloorPlainApp
+    return floor.factory(app, loop)
+
+
 async def stream_echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         while True:
@@ -608,6 +660,8 @@ async def raw_servers(args: argparse.Namespace, loop: asyncio.AbstractEventLoop)
         factories = {"echo": ProtoEcho, "sink": lambda: SlowProtoSink(loop, pause)}
     elif impl == "streams":
         factories = {}
+    elif impl in FLOOR_IMPLS:
+        factories = {"echo": floor_factory(impl, loop), "sink": ProtoSink}
     else:
         raise SystemExit(f"unknown impl {impl}")
     addrs: dict[str, Any] = {}

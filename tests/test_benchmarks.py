@@ -344,3 +344,46 @@ def test_the_targets_lines_say_met_or_missed_per_cell() -> None:
     assert "5,000 = 1.25x raw met (<= 1.3)" in text
     assert "9,000 = 2.25x raw MISSED (<= 2.1)" in text
     assert report.targets([], []) == []
+
+
+@pytest.mark.parametrize("kind", ["tcp", "local"])
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+@pytest.mark.parametrize("style", ["plain", "flow"])
+def test_the_floor_servers_echo_every_byte(
+    tmp_path: Path, kind: str, loop: str, style: str
+) -> None:
+    """The floor (benchmarks/floor.py) is a working echo in both styles on both loops,
+    reads through the loop's area on pure uvloop included: its instruction counts are
+    those of a server that does the work."""
+    import hashlib
+    import os
+    import socket
+
+    from benchmarks.proc import Child
+
+    argv = [sys.executable, "-m", "benchmarks.servers", "--kind", kind, "--loop", loop]
+    argv += ["--impl", f"floor-{style}", "--dir", str(tmp_path)]
+    server = Child(argv, f"floor {kind}/{style}/{loop}")
+    try:
+        addr = json.loads(server.expect("READY", 30))["echo"]
+        if kind == "local":
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(addr)
+        else:
+            s = socket.create_connection(tuple(addr))
+        s.settimeout(10)
+        sent, got = hashlib.sha256(), hashlib.sha256()
+        with s:
+            for size in (1024, 1024, 3000, 1, 1024, 4096):
+                msg = os.urandom(size)
+                sent.update(msg)
+                s.sendall(msg)
+                n = 0
+                while n < size:
+                    chunk = s.recv(size - n)
+                    assert chunk, "the floor closed the connection"
+                    got.update(chunk)
+                    n += len(chunk)
+        assert got.hexdigest() == sent.hexdigest()
+    finally:
+        server.close()
