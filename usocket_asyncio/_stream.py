@@ -77,6 +77,7 @@ import os
 import signal
 import socket
 import struct
+from asyncio.protocols import BufferedProtocol  # (from its module: mypyc makes `_Events` so)
 from collections import deque
 from functools import partial
 from itertools import repeat
@@ -86,7 +87,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 from . import _direct
 from ._address import Address, AddressError, format_ip, parse_address
 from ._api import Buffer, USocket
-from ._base import ENDED, HELD, S, SocketBase, State, is_owned, transitions
+from ._base import ENDED, HELD, S, SocketBase, State, is_owned, mypyc_attr, transitions
 from ._errors import (
     ACCEPT,
     BIND,
@@ -163,21 +164,27 @@ def _write_fd_ok() -> bool:
     return h is signal.SIG_IGN or callable(h)
 
 
-class _AreaReader:
-    """The protocol a uvloop stream transport gets in the pure build, in place of the
-    socket itself: its `get_buffer` is a C callable that returns the loop's read area
-    (the pure build copies every read out of it on uvloop anyway, see `_AREA`), so no
-    read pays a Python frame for it; every other event is the socket's own method
-    (uvloop takes them from here: bound methods, no frame in between). With it, the
-    socket's `_into` stays `_AREA`, and `buffer_updated` sends what no Recv takes to
-    the hold (`_area_held`). Ir per 1 KiB request, pure uvloop tcp plain echo (python
-    -m benchmarks.callgrind): 12,841 with `get_buffer`, 12,426 with a dict's
-    `__getitem__` (the size, a new int at each read, compared with the key), 12,336
-    with this."""
+@mypyc_attr(native_class=False)  # a plain class: its slots are the transport's look-ups
+class _Events(BufferedProtocol):
+    """The protocol a transport gets in place of a stream socket where it must be an
+    `asyncio.BufferedProtocol`: asyncio's socket transport reads with `get_buffer` only
+    for one (`isinstance`, else it calls `data_received`), and so does asyncio's SSL
+    layer for its app protocol. The socket itself is none (see `SocketBase`: a compiled
+    class with that base would get an instance `__dict__`), so it gets this: each event
+    is the socket's own bound method, kept in a slot, and the transport calls it with
+    no frame in between. uvloop's stream transports and SSL layer take any object with
+    a `get_buffer` that is no `asyncio.Protocol`: there the socket is the protocol
+    itself (`StreamSocket._as_protocol`), and the compiled build's events pay nothing.
+    A datagram transport tests nothing: a UDP socket is always its own protocol.
+
+    Per event this costs the look-up of a slot in place of a method's: Ir per 1 KiB
+    request, pure asyncio tcp plain echo (python -m benchmarks.callgrind): see the
+    commit that made it (within noise of the socket as the protocol)."""
 
     __slots__ = (
         "buffer_updated",
         "connection_lost",
+        "connection_made",
         "eof_received",
         "get_buffer",
         "pause_writing",
@@ -185,17 +192,47 @@ class _AreaReader:
         "sock",
     )
 
-    def __init__(self, sock: StreamSocket) -> None:
-        area = sock._area
+    # (the slots hold the socket's bound methods, in place of the base's methods)
+    buffer_updated: Any
+    connection_lost: Any
+    connection_made: Any
+    eof_received: Any
+    get_buffer: Any
+    pause_writing: Any
+    resume_writing: Any
+
+    def __init__(self, sock: StreamSocket, get_buffer: Any = None) -> None:
         self.sock = sock
+        self.get_buffer = sock.get_buffer if get_buffer is None else get_buffer
+        self.buffer_updated = sock.buffer_updated
+        self.connection_made = sock.connection_made
+        self.connection_lost = sock.connection_lost
+        self.eof_received = sock.eof_received
+        self.pause_writing = sock.pause_writing
+        self.resume_writing = sock.resume_writing
+
+    def __repr__(self) -> str:
+        return f"<events of {self.sock!r}>"
+
+
+@mypyc_attr(native_class=False)
+class _AreaReader(_Events):
+    """The protocol a uvloop stream transport gets in the pure build: its `get_buffer`
+    is a C callable that returns the loop's read area (the pure build copies every read
+    out of it on uvloop anyway, see `_AREA`), so no read pays a Python frame for it;
+    every other event is the socket's own method (uvloop takes them from here: bound
+    methods, no frame in between). With it, the socket's `_into` stays `_AREA`, and
+    `buffer_updated` sends what no Recv takes to the hold (`_area_held`). Ir per 1 KiB
+    request, pure uvloop tcp plain echo (python -m benchmarks.callgrind): 12,841 with
+    `get_buffer`, 12,426 with a dict's `__getitem__` (the size, a new int at each read,
+    compared with the key), 12,336 with this."""
+
+    __slots__ = ()
+
+    def __init__(self, sock: StreamSocket) -> None:
         # `get_buffer(size)` is `next(repeat(area), size)`: the area, whatever the size,
         # all in C (a dict keyed by the size compares a new int object at each read)
-        self.get_buffer: Any = partial(next, repeat(area))
-        self.buffer_updated: Any = sock.buffer_updated
-        self.connection_lost: Any = sock.connection_lost
-        self.eof_received: Any = sock.eof_received
-        self.pause_writing: Any = sock.pause_writing
-        self.resume_writing: Any = sock.resume_writing
+        super().__init__(sock, partial(next, repeat(sock._area)))
 
 
 def _owned(data: Any, start: int, end: int) -> Any:
@@ -309,7 +346,7 @@ async def connect_any(
     raise ConnectErrors(target.host, tried)
 
 
-class StreamSocket(SocketBase, asyncio.BufferedProtocol):
+class StreamSocket(SocketBase):
     """An `ISocket` over a stream transport; subclasses say how to open and bind."""
 
     __slots__ = (
@@ -507,10 +544,19 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         return reason_of(exc, CONNECT)
 
     async def _open(self, target: Any) -> None:
-        """Open the transport with `self` as its protocol (TCP here)."""
+        """Open the transport with the socket's protocol, `_as_protocol` (TCP here)."""
         sock = await connect_any(self._loop, target, self._use_ipv6)
         # from here on the loop owns `sock` and closes it on failure
-        await self._loop.create_connection(lambda: self, sock=sock)
+        await self._loop.create_connection(self._as_protocol, sock=sock)
+
+    def _as_protocol(self) -> Any:
+        """The protocol the loop's transport (or SSL layer) gets for this socket: the
+        socket itself on uvloop, which takes any object with a `get_buffer` that is no
+        `asyncio.Protocol`; elsewhere `_Events`, an `asyncio.BufferedProtocol` whose
+        events are the socket's methods."""
+        if type(self._loop).__module__.startswith("uvloop"):
+            return self
+        return _Events(self)
 
     # ------------------------------------------------------------------ transport events
 
@@ -1479,7 +1525,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         return reason_of(exc, ACCEPT)
 
     async def _open_accepted(self, conn: socket.socket) -> None:
-        await self._loop.connect_accepted_socket(lambda: self, conn)
+        await self._loop.connect_accepted_socket(self._as_protocol, conn)
 
     def Accept(self, remoteUser: USocket | None) -> None:
         """Only inside `SocketListenResult`: accept the connection with `remoteUser` (its

@@ -149,7 +149,7 @@ def ip_of(host: str) -> IPaddr:
     return ip
 
 
-class UDPSocket(SocketBase, asyncio.DatagramProtocol):
+class UDPSocket(SocketBase):
     """A UDP socket: bound (`SendTo`, `SocketRecvFromResult`) or connected (`Send`,
     `SocketRecvResult`). See the module docstring for the rules."""
 
@@ -317,7 +317,7 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
         self._sock = sock
         self._family = sock.family
         try:
-            await self._loop.create_datagram_endpoint(lambda: self, sock=sock)
+            await self._loop.create_datagram_endpoint(self._as_protocol, sock=sock)
         except asyncio.CancelledError:
             raise
         except Exception as e:
@@ -337,6 +337,11 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
             else:  # lost before it was ours (connection_lost came first)
                 why = "the transport closed as it was made"
                 self._event(self._open_failed, ShutdownReason.SOCKET_OPEN_FAILED, "open", why)
+
+    def _as_protocol(self) -> Any:
+        """The protocol of the socket's transport: the socket itself (neither loop's
+        datagram transport asks its protocol's class; see `_stream._Events`)."""
+        return self
 
     # ------------------------------------------------------------------ transport events
 
