@@ -161,9 +161,10 @@ def test_the_transport_gets_the_socket_or_its_events(
     mux: Mux, log: IInstanceLog, kind: str, ca: Any, short_tmp: str
 ) -> None:
     """Where the loop asks for an `asyncio.BufferedProtocol` (asyncio's socket transport,
-    asyncio's SSL layer) the transport's protocol is the socket's `_Events`, whose events
-    are the socket's own methods; uvloop takes the socket itself (or, in the pure build,
-    the `_AreaReader` of a plain stream)."""
+    asyncio's SSL layer) the transport's protocol is the compiled socket's `_Events`,
+    whose events are the socket's own methods, or the pure build's socket itself (an
+    `asyncio.BufferedProtocol` there); uvloop takes the socket itself (or, in the pure
+    build, the `_AreaReader` of a plain stream)."""
     from usocket_asyncio._stream import _AreaReader, _Events
 
     stream = (
@@ -182,6 +183,8 @@ def test_the_transport_gets_the_socket_or_its_events(
             proto = tr.get_protocol()
             if mux.kind == "uvloop":
                 assert proto is inner or (type(proto) is _AreaReader and proto.sock is inner)
+            elif not usocket_asyncio.COMPILED:
+                assert proto is inner and isinstance(inner, asyncio.BufferedProtocol)
             else:
                 assert isinstance(proto, asyncio.BufferedProtocol) and type(proto) is _Events
                 assert proto.sock is inner

@@ -4,11 +4,13 @@ wrapper and the event entry, the deferral queue and the end.
 Theory of operation
 -------------------
 `SocketBase` is the root of `StreamSocket` (TCP, local, TLS), `UDPSocket` and
-`DTLSSocket`. A kind says what differs with class attributes: `TRANSITIONS` (its table
-of legal moves, made by `transitions`), `LOG_FLAG` and `KIND` (the prefix of its log
-lines), and with hooks: `_illegal` words a wrong move for the kind, `_release` lets go
-of what the kind holds, `_run_due_held` hands held data to pending Recvs,
-`_start_listen`, `_parse_connect` and `_qos_socket` (the OS socket `SetQoS` marks).
+`DTLSSocket`, and their only base: an `ISocket` by registration, and the protocol of
+its transport by its methods alone (see the class). A kind says what differs with
+class attributes: `TRANSITIONS` (its table of legal moves, made by `transitions`),
+`LOG_FLAG` and `KIND` (the prefix of its log lines), and with hooks: `_illegal` words
+a wrong move for the kind, `_release` lets go of what the kind holds, `_run_due_held`
+hands held data to pending Recvs, `_start_listen`, `_parse_connect` and `_qos_socket`
+(the OS socket `SetQoS` marks).
 
 States. Every change of state goes through `_set_state`, which checks the kind's table
 (an illegal move raises `SocketModeError`) and logs the move.
@@ -276,8 +278,10 @@ class SocketBase:
     protocol classes) gets an instance `__dict__` from mypyc, and the interpreter does
     not specialize a method call on an object with one (CPython 3.11: `LOAD_METHOD`
     stays adaptive, each `socket.Send(...)` of the app looks the method up anew). So
-    every socket class has only compiled bases, no `__dict__` in either build, and is
-    handed to `isinstance(sock, ISocket)` as registered. The app's two calls per
+    every socket class has only compiled bases and no `__dict__`, and answers
+    `isinstance(sock, ISocket)` as registered. (The pure build, where a class with
+    `__slots__` has no `__dict__` whatever its bases, gives the stream sockets asyncio's
+    `BufferedProtocol` back: see the end of `_stream`.) The app's two calls per
     request cost about 240 Ir less (a minimal compiled echo socket, callgrind: 5,296
     Ir per local flow request with an asyncio protocol base, 5,058 without). What
     `ISocket` itself defines beyond its abstract methods is here too (`SendTo`,

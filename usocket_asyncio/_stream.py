@@ -1,9 +1,14 @@
-"""The stream engine: one `BufferedProtocol` bridge shared by TCP, local and TLS sockets.
+"""The stream engine: one buffered-protocol bridge shared by TCP, local and TLS sockets.
 
 Theory of operation
 -------------------
-A `StreamSocket` is both the app's `ISocket` and the asyncio protocol of its transport,
-so an event from the transport reaches the app's callback with no hop in between.
+A `StreamSocket` is both the app's `ISocket` and the buffered protocol of its transport,
+so an event from the transport reaches the app's callback with no hop in between. It
+derives from no asyncio class (see `SocketBase`: no instance `__dict__`): uvloop's
+transports and SSL layer take the socket itself (they look for a `get_buffer`); asyncio's,
+which ask for an `asyncio.BufferedProtocol`, get its `_Events`, whose slots hold the
+socket's bound methods (`_as_protocol` chooses; in the pure build the socket is an
+`asyncio.BufferedProtocol` itself, see the end of this module).
 
 Receiving. The app's pending `Recv` buffers form a queue; the head is kept in plain
 attributes. The buffer a `SocketRecvResult` gets is the app's from that moment: it may
@@ -174,12 +179,14 @@ class _Events(BufferedProtocol):
     is the socket's own bound method, kept in a slot, and the transport calls it with
     no frame in between. uvloop's stream transports and SSL layer take any object with
     a `get_buffer` that is no `asyncio.Protocol`: there the socket is the protocol
-    itself (`StreamSocket._as_protocol`), and the compiled build's events pay nothing.
-    A datagram transport tests nothing: a UDP socket is always its own protocol.
+    itself (`StreamSocket._as_protocol`), and the compiled build's events pay nothing;
+    so it is in the pure build, whose sockets are `asyncio.BufferedProtocol`s (the end
+    of this module). A datagram transport tests nothing: a UDP socket is always its own
+    protocol.
 
-    Per event this costs the look-up of a slot in place of a method's: Ir per 1 KiB
-    request, pure asyncio tcp plain echo (python -m benchmarks.callgrind): see the
-    commit that made it (within noise of the socket as the protocol)."""
+    Per event this costs the interpreter's generic look-up of a slot (about 160 Ir)
+    where a method of the socket's class would be a specialized call; for the compiled
+    build that look-up was generic anyway (its instance `__dict__`)."""
 
     __slots__ = (
         "buffer_updated",
@@ -552,9 +559,10 @@ class StreamSocket(SocketBase):
     def _as_protocol(self) -> Any:
         """The protocol the loop's transport (or SSL layer) gets for this socket: the
         socket itself on uvloop, which takes any object with a `get_buffer` that is no
-        `asyncio.Protocol`; elsewhere `_Events`, an `asyncio.BufferedProtocol` whose
-        events are the socket's methods."""
-        if type(self._loop).__module__.startswith("uvloop"):
+        `asyncio.Protocol`, and in the pure build, where the socket is an
+        `asyncio.BufferedProtocol` itself (see the end of this module); elsewhere
+        `_Events`, an `asyncio.BufferedProtocol` whose events are the socket's methods."""
+        if isinstance(self, BufferedProtocol) or type(self._loop).__module__.startswith("uvloop"):
             return self
         return _Events(self)
 
@@ -1541,6 +1549,19 @@ class StreamSocket(SocketBase):
         self._accept_decided = True
         if remoteUser is not None:
             self._accept_target._set_user(remoteUser)
+
+
+if type(vars(StreamSocket)["Send"]) is _FunctionType:  # the pure build
+    # There a class with `__slots__` has no instance `__dict__` whatever its bases, so
+    # the stream sockets take `asyncio.BufferedProtocol` back as a base (its `__slots__`
+    # are empty: nothing changes in their layout) and asyncio's transports call the
+    # socket itself, not its `_Events`: a method of the socket's class is a specialized
+    # call, a slot of `_Events` the interpreter's generic look-up. Ir per 1 KiB request,
+    # tcp plain echo on asyncio (python -m benchmarks.callgrind, pure): 28,031 through
+    # `_Events`, 27,701 with this. The compiled build has no such choice (see
+    # `SocketBase`). (`setattr`: mypyc compiles no assignment to a native class's
+    # `__bases__`, though this one never runs there.)
+    setattr(StreamSocket, "__bases__", (SocketBase, BufferedProtocol))  # noqa: B010
 
 
 HOT_PATH: Final = ("get_buffer", "buffer_updated", "Send", "Recv")

@@ -2,8 +2,9 @@
 
 Theory of operation
 -------------------
-A `UDPSocket` is both the app's `ISocket` and the `DatagramProtocol` of its transport, so
-a datagram from the transport reaches the app's callback with no hop in between. The
+A `UDPSocket` is both the app's `ISocket` and the datagram protocol of its transport
+(it derives from no asyncio class, see `SocketBase`; no datagram transport asks), so a
+datagram from the transport reaches the app's callback with no hop in between. The
 library makes the OS socket itself (so it can tell `SOCKET_OPEN_FAILED`,
 `SOCKET_ADDR_IN_USE`, `SOCKET_BIND_FAILED` and `SOCKET_CONNECT_FAILED` apart; the
 opening is `_datagram`'s, shared with DTLS sockets) and hands it to
