@@ -281,12 +281,14 @@ class SocketBase:
     every socket class has only compiled bases and no `__dict__`, and answers
     `isinstance(sock, ISocket)` as registered. (The pure build, where a class with
     `__slots__` has no `__dict__` whatever its bases, gives the stream sockets asyncio's
-    `BufferedProtocol` back: see the end of `_stream`.) The app's two calls per
-    request cost about 240 Ir less (a minimal compiled echo socket, callgrind: 5,296
-    Ir per local flow request with an asyncio protocol base, 5,058 without). What
-    `ISocket` itself defines beyond its abstract methods is here too (`SendTo`,
-    `GetSrtpProfile`, `GetSrtpKeys`); the protocol a transport needs an asyncio class
-    for is an adapter (`_stream._Events`)."""
+    `BufferedProtocol` back: see the end of `_stream`.) Ir per 1 KiB request, compiled
+    (python -m benchmarks.callgrind), with those bases / without: tcp uvloop plain
+    5,139 / 4,863, flow 5,810 / 5,534; local uvloop plain 5,143 / 4,866; tcp asyncio
+    plain 21,660 / 21,475 (its transport calls the socket's `_Events`); udp uvloop
+    13,957 / 13,827, asyncio 30,581 / 30,247 (asyncio's own look-ups of the socket's
+    events specialize too). What `ISocket` itself defines beyond its abstract methods
+    is here too (`SendTo`, `GetSrtpProfile`, `GetSrtpKeys`); where a transport needs an
+    asyncio class for its protocol, it gets an adapter (`_stream._Events`)."""
 
     __slots__ = (
         "__weakref__",

@@ -1558,7 +1558,7 @@ if type(vars(StreamSocket)["Send"]) is _FunctionType:  # the pure build
     # socket itself, not its `_Events`: a method of the socket's class is a specialized
     # call, a slot of `_Events` the interpreter's generic look-up. Ir per 1 KiB request,
     # tcp plain echo on asyncio (python -m benchmarks.callgrind, pure): 28,031 through
-    # `_Events`, 27,701 with this. The compiled build has no such choice (see
+    # `_Events`, 27,716 with this. The compiled build has no such choice (see
     # `SocketBase`). (`setattr`: mypyc compiles no assignment to a native class's
     # `__bases__`, though this one never runs there.)
     setattr(StreamSocket, "__bases__", (SocketBase, BufferedProtocol))  # noqa: B010
