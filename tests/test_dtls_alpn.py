@@ -269,7 +269,7 @@ def test_sni_selects_the_server_certificate(
     assert sctx.GetCertificateFingerprint() == fingerprint(default_pem)
     peer = dsock(srv.socks[0])
     assert dsock(cli).GetSrtpKeys() == peer.GetSrtpKeys() is not None
-    exchange(mux, cli, crec, peer, prec)
+    exchange(mux, cli, crec, srv.socks[0], prec)
     delete(cli)
     srv.close()
 

@@ -32,7 +32,7 @@ from functools import partial
 import pytest
 from kit.certs import Server, connect, delete, ended_once
 from kit.conformance import call
-from kit.dtls import SRTP, Endpoint, RawClient, dtls_ctx, peers_of, wait_connected
+from kit.dtls import SRTP, Endpoint, RawClient, dsock, dtls_ctx, peers_of, wait_connected
 from kit.loop import Mux, R, Recorder
 from kit.relays import DatagramRelay
 from OpenSSL import SSL
@@ -198,7 +198,7 @@ def test_zero_length_and_oversized_datagrams(
     mux.run_for(0.05)
     assert _records(prec) == [b"after the junk"]
     assert prec.shutdown is None and srv.lrec.names() == ["bind", "listen"]
-    assert list(peers_of(srv.listener).values()) == [peer]
+    assert list(peers_of(srv.listener).values()) == [dsock(peer)]
 
     # the library client, through a relay whose front socket is the client's peer
     relay = DatagramRelay(mux.loop, f"127.0.0.1:{srv.port}")
@@ -478,7 +478,7 @@ def test_listener_under_a_flood_still_completes_a_genuine_handshake(
             handle[0].cancel()
         for s in senders:
             s.close()
-    assert list(peers_of(srv.listener).values()) == [srv.socks[0]]
+    assert list(peers_of(srv.listener).values()) == [dsock(srv.socks[0])]
     assert srv.lrec.names() == ["bind", "listen"]
     print(f"\n[dtls flood] {mux.kind}: {at[0]} datagrams, the genuine client connected")
     delete(cli)

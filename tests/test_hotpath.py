@@ -204,7 +204,8 @@ def test_the_concrete_stream_kinds_own_their_per_request_methods_when_compiled(
             if not compiled:
                 assert getattr(cls, name) is getattr(StreamSocket, name)
     sock, rec, peer = connected(mux, log, peer_listener)
-    assert type(sock) is TCPSocket
+    kind: type = type(sock)
+    assert kind is TCPSocket
     data = random.Random(3).randbytes(5000)
     got = bytearray()
     buf = bytearray(1000)

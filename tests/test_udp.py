@@ -88,7 +88,7 @@ def recv_results(rec: Recorder) -> list[tuple[Any, ...]]:
     return [e for e in rec.events if e[0] in ("recv", "recvfrom")]
 
 
-def finish(sock: ISocket, *recs: Recorder) -> None:
+def finish(sock: ISocket | UDPSocket, *recs: Recorder) -> None:
     try:
         sock.Delete()
     except SocketModeError:

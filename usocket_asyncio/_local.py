@@ -65,7 +65,7 @@ class LocalSocket(StreamSocket):
         return check_path(address)
 
     async def _open(self, target: Any) -> None:
-        await self._loop.create_unix_connection(lambda: self, target)
+        await self._loop.create_unix_connection(self._as_protocol, target)
 
     def _remember_local(self, tr: Any) -> None:
         name = tr.get_extra_info("sockname")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar, TypeGuard, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeGuard, TypeVar, cast
 
 from ._api import ISocket, ISocketContext, ISocketProvider, USocket
 from ._base import HeldCallbacks, SocketBase, check_user
@@ -30,8 +30,10 @@ if TYPE_CHECKING:
     from ._iomux import IIoMux
     from ._log import IInstanceLog
 
-MakeSocket = Callable[["IIoMux", Any, "IInstanceLog", bool], ISocket]
-"""What makes a provider's socket from the checked `CreateSocket` arguments."""
+MakeSocket = Callable[["IIoMux", Any, "IInstanceLog", bool], SocketBase]
+"""What makes a provider's socket from the checked `CreateSocket` arguments. (The sockets
+are `ISocket`s by registration, not by inheritance, see `SocketBase`; a type checker
+does not follow a registration, so what the app gets is cast here.)"""
 
 
 class SocketProviderBase(ISocketProvider):
@@ -63,7 +65,7 @@ class SocketProviderBase(ISocketProvider):
             target = HeldCallbacks()
         else:
             check_user(user)
-        return self._maker(socketContext, log)(iomux, target, log, useIPv6)
+        return cast(ISocket, self._maker(socketContext, log)(iomux, target, log, useIPv6))
 
     def CreateSocketContext(self, log: IInstanceLog) -> ISocketContext:
         """A new context, on every provider as in the SDK; only TLS and DTLS sockets use
@@ -174,9 +176,9 @@ _T = TypeVar("_T")
 
 
 def _is_a(sock: object, cls: type[_T]) -> TypeGuard[_T]:
-    """`isinstance(sock, cls)` without ABCMeta's caches: in the compiled build the socket
-    classes share `ISocket`'s (mypyc gives a compiled subclass of an ABC no cache of its
-    own), so one answer for one class would stand for all of them."""
+    """`isinstance(sock, cls)` read off the type of `sock` itself (its MRO): a
+    `__class__` the object claims does not pass for one of the library's socket
+    classes, whose fields the upgrade then uses."""
     return cls in type(sock).__mro__
 
 
@@ -188,7 +190,7 @@ def _upgrading(sock: SocketBase, begin: Callable[[], None]) -> ISocket:
     except BaseException:
         sock._abandon()
         raise
-    return sock
+    return cast(ISocket, sock)
 
 
 def CreateTCPSocketProvider() -> ISocketProvider:

@@ -1,9 +1,14 @@
-"""The stream engine: one `BufferedProtocol` bridge shared by TCP, local and TLS sockets.
+"""The stream engine: one buffered-protocol bridge shared by TCP, local and TLS sockets.
 
 Theory of operation
 -------------------
-A `StreamSocket` is both the app's `ISocket` and the asyncio protocol of its transport,
-so an event from the transport reaches the app's callback with no hop in between.
+A `StreamSocket` is both the app's `ISocket` and the buffered protocol of its transport,
+so an event from the transport reaches the app's callback with no hop in between. It
+derives from no asyncio class (see `SocketBase`: no instance `__dict__`): uvloop's
+transports and SSL layer take the socket itself (they look for a `get_buffer`); asyncio's,
+which ask for an `asyncio.BufferedProtocol`, get its `_Events`, whose slots hold the
+socket's bound methods (`_as_protocol` chooses; in the pure build the socket is an
+`asyncio.BufferedProtocol` itself, see the end of this module).
 
 Receiving. The app's pending `Recv` buffers form a queue; the head is kept in plain
 attributes. The buffer a `SocketRecvResult` gets is the app's from that moment: it may
@@ -77,6 +82,7 @@ import os
 import signal
 import socket
 import struct
+from asyncio.protocols import BufferedProtocol  # (from its module: mypyc makes `_Events` so)
 from collections import deque
 from functools import partial
 from itertools import repeat
@@ -86,7 +92,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 from . import _direct
 from ._address import Address, AddressError, format_ip, parse_address
 from ._api import Buffer, USocket
-from ._base import ENDED, HELD, S, SocketBase, State, is_owned, transitions
+from ._base import ENDED, HELD, S, SocketBase, State, is_owned, mypyc_attr, transitions
 from ._errors import (
     ACCEPT,
     BIND,
@@ -163,21 +169,29 @@ def _write_fd_ok() -> bool:
     return h is signal.SIG_IGN or callable(h)
 
 
-class _AreaReader:
-    """The protocol a uvloop stream transport gets in the pure build, in place of the
-    socket itself: its `get_buffer` is a C callable that returns the loop's read area
-    (the pure build copies every read out of it on uvloop anyway, see `_AREA`), so no
-    read pays a Python frame for it; every other event is the socket's own method
-    (uvloop takes them from here: bound methods, no frame in between). With it, the
-    socket's `_into` stays `_AREA`, and `buffer_updated` sends what no Recv takes to
-    the hold (`_area_held`). Ir per 1 KiB request, pure uvloop tcp plain echo (python
-    -m benchmarks.callgrind): 12,841 with `get_buffer`, 12,426 with a dict's
-    `__getitem__` (the size, a new int at each read, compared with the key), 12,336
-    with this."""
+@mypyc_attr(native_class=False)  # a plain class: its slots are the transport's look-ups
+class _Events(BufferedProtocol):
+    """The protocol a transport gets in place of a stream socket where it must be an
+    `asyncio.BufferedProtocol`: asyncio's socket transport reads with `get_buffer` only
+    for one (`isinstance`, else it calls `data_received`), and so does asyncio's SSL
+    layer for its app protocol. The socket itself is none (see `SocketBase`: a compiled
+    class with that base would get an instance `__dict__`), so it gets this: each event
+    is the socket's own bound method, kept in a slot, and the transport calls it with
+    no frame in between. uvloop's stream transports and SSL layer take any object with
+    a `get_buffer` that is no `asyncio.Protocol`: there the socket is the protocol
+    itself (`StreamSocket._as_protocol`), and the compiled build's events pay nothing;
+    so it is in the pure build, whose sockets are `asyncio.BufferedProtocol`s (the end
+    of this module). A datagram transport tests nothing: a UDP socket is always its own
+    protocol.
+
+    Per event this costs the interpreter's generic look-up of a slot (about 160 Ir)
+    where a method of the socket's class would be a specialized call; for the compiled
+    build that look-up was generic anyway (its instance `__dict__`)."""
 
     __slots__ = (
         "buffer_updated",
         "connection_lost",
+        "connection_made",
         "eof_received",
         "get_buffer",
         "pause_writing",
@@ -185,17 +199,47 @@ class _AreaReader:
         "sock",
     )
 
-    def __init__(self, sock: StreamSocket) -> None:
-        area = sock._area
+    # (the slots hold the socket's bound methods, in place of the base's methods)
+    buffer_updated: Any
+    connection_lost: Any
+    connection_made: Any
+    eof_received: Any
+    get_buffer: Any
+    pause_writing: Any
+    resume_writing: Any
+
+    def __init__(self, sock: StreamSocket, get_buffer: Any = None) -> None:
         self.sock = sock
+        self.get_buffer = sock.get_buffer if get_buffer is None else get_buffer
+        self.buffer_updated = sock.buffer_updated
+        self.connection_made = sock.connection_made
+        self.connection_lost = sock.connection_lost
+        self.eof_received = sock.eof_received
+        self.pause_writing = sock.pause_writing
+        self.resume_writing = sock.resume_writing
+
+    def __repr__(self) -> str:
+        return f"<events of {self.sock!r}>"
+
+
+@mypyc_attr(native_class=False)
+class _AreaReader(_Events):
+    """The protocol a uvloop stream transport gets in the pure build: its `get_buffer`
+    is a C callable that returns the loop's read area (the pure build copies every read
+    out of it on uvloop anyway, see `_AREA`), so no read pays a Python frame for it;
+    every other event is the socket's own method (uvloop takes them from here: bound
+    methods, no frame in between). With it, the socket's `_into` stays `_AREA`, and
+    `buffer_updated` sends what no Recv takes to the hold (`_area_held`). Ir per 1 KiB
+    request, pure uvloop tcp plain echo (python -m benchmarks.callgrind): 12,841 with
+    `get_buffer`, 12,426 with a dict's `__getitem__` (the size, a new int at each read,
+    compared with the key), 12,336 with this."""
+
+    __slots__ = ()
+
+    def __init__(self, sock: StreamSocket) -> None:
         # `get_buffer(size)` is `next(repeat(area), size)`: the area, whatever the size,
         # all in C (a dict keyed by the size compares a new int object at each read)
-        self.get_buffer: Any = partial(next, repeat(area))
-        self.buffer_updated: Any = sock.buffer_updated
-        self.connection_lost: Any = sock.connection_lost
-        self.eof_received: Any = sock.eof_received
-        self.pause_writing: Any = sock.pause_writing
-        self.resume_writing: Any = sock.resume_writing
+        super().__init__(sock, partial(next, repeat(sock._area)))
 
 
 def _owned(data: Any, start: int, end: int) -> Any:
@@ -309,7 +353,7 @@ async def connect_any(
     raise ConnectErrors(target.host, tried)
 
 
-class StreamSocket(SocketBase, asyncio.BufferedProtocol):
+class StreamSocket(SocketBase):
     """An `ISocket` over a stream transport; subclasses say how to open and bind."""
 
     __slots__ = (
@@ -507,10 +551,20 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         return reason_of(exc, CONNECT)
 
     async def _open(self, target: Any) -> None:
-        """Open the transport with `self` as its protocol (TCP here)."""
+        """Open the transport with the socket's protocol, `_as_protocol` (TCP here)."""
         sock = await connect_any(self._loop, target, self._use_ipv6)
         # from here on the loop owns `sock` and closes it on failure
-        await self._loop.create_connection(lambda: self, sock=sock)
+        await self._loop.create_connection(self._as_protocol, sock=sock)
+
+    def _as_protocol(self) -> Any:
+        """The protocol the loop's transport (or SSL layer) gets for this socket: the
+        socket itself on uvloop, which takes any object with a `get_buffer` that is no
+        `asyncio.Protocol`, and in the pure build, where the socket is an
+        `asyncio.BufferedProtocol` itself (see the end of this module); elsewhere
+        `_Events`, an `asyncio.BufferedProtocol` whose events are the socket's methods."""
+        if isinstance(self, BufferedProtocol) or type(self._loop).__module__.startswith("uvloop"):
+            return self
+        return _Events(self)
 
     # ------------------------------------------------------------------ transport events
 
@@ -1479,7 +1533,7 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         return reason_of(exc, ACCEPT)
 
     async def _open_accepted(self, conn: socket.socket) -> None:
-        await self._loop.connect_accepted_socket(lambda: self, conn)
+        await self._loop.connect_accepted_socket(self._as_protocol, conn)
 
     def Accept(self, remoteUser: USocket | None) -> None:
         """Only inside `SocketListenResult`: accept the connection with `remoteUser` (its
@@ -1495,6 +1549,19 @@ class StreamSocket(SocketBase, asyncio.BufferedProtocol):
         self._accept_decided = True
         if remoteUser is not None:
             self._accept_target._set_user(remoteUser)
+
+
+if type(vars(StreamSocket)["Send"]) is _FunctionType:  # the pure build
+    # There a class with `__slots__` has no instance `__dict__` whatever its bases, so
+    # the stream sockets take `asyncio.BufferedProtocol` back as a base (its `__slots__`
+    # are empty: nothing changes in their layout) and asyncio's transports call the
+    # socket itself, not its `_Events`: a method of the socket's class is a specialized
+    # call, a slot of `_Events` the interpreter's generic look-up. Ir per 1 KiB request,
+    # tcp plain echo on asyncio (python -m benchmarks.callgrind, pure): 28,031 through
+    # `_Events`, 27,716 with this. The compiled build has no such choice (see
+    # `SocketBase`). (`setattr`: mypyc compiles no assignment to a native class's
+    # `__bases__`, though this one never runs there.)
+    setattr(StreamSocket, "__bases__", (SocketBase, BufferedProtocol))  # noqa: B010
 
 
 HOT_PATH: Final = ("get_buffer", "buffer_updated", "Send", "Recv")

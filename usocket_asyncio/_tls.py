@@ -71,11 +71,11 @@ import ssl
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from ._api import ISocket, USocket
+from ._api import USocket
 from ._base import HELD, S
 from ._context import SocketContext
 from ._errors import CONNECT, HANDSHAKE, reason_of, translate
-from ._stream import _USER, HOLD_LIMIT, StreamSocket, connect_any
+from ._stream import _USER, HOLD_LIMIT, StreamSocket, _Events, connect_any
 from ._types import LogFlags, ShutdownReason, SocketModeError
 
 if TYPE_CHECKING:
@@ -131,7 +131,7 @@ class TLSSocket(StreamSocket):
     ) -> None:
         super().__init__(iomux, user, log, useIPv6)
         self._ctx = ctx
-        self._tcp: ISocket | None = None
+        self._tcp: StreamSocket | None = None
         self._raw_tr: Any = None
         self._upgrade = False
         self._tcp_up = False
@@ -185,7 +185,7 @@ class TLSSocket(StreamSocket):
             self._loop.call_soon(self._inject, tr, bytes(opening.data))
         ssl_tr = await self._loop.start_tls(
             tr,
-            self,
+            self._as_protocol(),
             self._ctx.ssl_context(server_side),
             server_side=server_side,
             server_hostname=hostname,
@@ -249,7 +249,7 @@ class TLSSocket(StreamSocket):
                 self._loop.call_soon(self._inject, tr, pending)
             ssl_tr = await self._loop.start_tls(
                 tr,
-                self,
+                self._as_protocol(),
                 sslctx,
                 server_side=server_side,
                 server_hostname=hostname,
@@ -276,7 +276,12 @@ class TLSSocket(StreamSocket):
         if self._state not in _HANDSHAKING:
             return
         proto = tr.get_protocol()
-        if proto is self._tcp or proto is self or not hasattr(proto, "buffer_updated"):
+        if (
+            proto is self._tcp
+            or proto is self
+            or isinstance(proto, _Events)  # a socket's events (the TCP socket's, or ours)
+            or not hasattr(proto, "buffer_updated")
+        ):
             self._fail_log("TLS upgrade", f"cannot hand {len(data)} read bytes to {proto!r}")
             tr.abort()
             return

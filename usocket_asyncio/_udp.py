@@ -2,8 +2,9 @@
 
 Theory of operation
 -------------------
-A `UDPSocket` is both the app's `ISocket` and the `DatagramProtocol` of its transport, so
-a datagram from the transport reaches the app's callback with no hop in between. The
+A `UDPSocket` is both the app's `ISocket` and the datagram protocol of its transport
+(it derives from no asyncio class, see `SocketBase`; no datagram transport asks), so a
+datagram from the transport reaches the app's callback with no hop in between. The
 library makes the OS socket itself (so it can tell `SOCKET_OPEN_FAILED`,
 `SOCKET_ADDR_IN_USE`, `SOCKET_BIND_FAILED` and `SOCKET_CONNECT_FAILED` apart; the
 opening is `_datagram`'s, shared with DTLS sockets) and hands it to
@@ -149,7 +150,7 @@ def ip_of(host: str) -> IPaddr:
     return ip
 
 
-class UDPSocket(SocketBase, asyncio.DatagramProtocol):
+class UDPSocket(SocketBase):
     """A UDP socket: bound (`SendTo`, `SocketRecvFromResult`) or connected (`Send`,
     `SocketRecvResult`). See the module docstring for the rules."""
 
@@ -317,7 +318,7 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
         self._sock = sock
         self._family = sock.family
         try:
-            await self._loop.create_datagram_endpoint(lambda: self, sock=sock)
+            await self._loop.create_datagram_endpoint(self._as_protocol, sock=sock)
         except asyncio.CancelledError:
             raise
         except Exception as e:
@@ -337,6 +338,11 @@ class UDPSocket(SocketBase, asyncio.DatagramProtocol):
             else:  # lost before it was ours (connection_lost came first)
                 why = "the transport closed as it was made"
                 self._event(self._open_failed, ShutdownReason.SOCKET_OPEN_FAILED, "open", why)
+
+    def _as_protocol(self) -> Any:
+        """The protocol of the socket's transport: the socket itself (neither loop's
+        datagram transport asks its protocol's class; see `_stream._Events`)."""
+        return self
 
     # ------------------------------------------------------------------ transport events
 
