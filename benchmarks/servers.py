@@ -34,6 +34,9 @@ The raw asyncio ones:
   while the transport's write buffer is full. UDP: `asyncio.DatagramProtocol`.
 - ``buffered``: `asyncio.BufferedProtocol` into one buffer, the same flow control.
 - ``streams``: `asyncio.start_server` with ``read``/``write``/``drain``.
+- ``floor-plain``, ``floor-flow`` (and ``floorc-...``, built by mypyc): the floor, an
+  echo socket that keeps of the contract only the thread check (benchmarks/floor.py),
+  with the plain and flow apps; for ``python -m benchmarks.callgrind``.
 - ``usocket-slow``, ``protocol-slow``, ``protocol-slow-pause``: sinks whose app takes at
   most `SLOW_CHUNK` bytes per `SLOW_TICK` (the memory benchmark). ``protocol-slow`` queues
   whatever arrives; ``protocol-slow-pause`` pauses reading while `SLOW_CHUNK` is queued.
