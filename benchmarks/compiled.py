@@ -96,14 +96,19 @@ def build() -> Path:
 
 def build_floor(target: Path) -> None:
     """Build the floor (benchmarks/floor.py) with mypyc as the top-level module
-    `bench_floor` in the compiled build's directory `target` (once per build).
+    `bench_floor` in the compiled build's directory `target` (again when floor.py
+    changed).
 
     Raises:
         BuildError: the mypyc build failed (the tail of its output says why).
     """
-    if any(target.glob("bench_floor.*.so")):
-        return
-    shutil.copy2(HERE / "floor.py", target / "bench_floor.py")
+    src, copy = HERE / "floor.py", target / "bench_floor.py"
+    built = any(target.glob("bench_floor.*.so")) and copy.exists()
+    if built and copy.read_bytes() == src.read_bytes():
+        return  # built from this floor.py
+    for old in target.glob("bench_floor.*.so"):
+        old.unlink()
+    shutil.copy2(src, copy)
     code = (
         "from mypyc.build import mypycify; from setuptools import setup; "
         "setup(name='bench_floor', ext_modules=mypycify(['bench_floor.py'], opt_level='3'), "

@@ -160,7 +160,9 @@ class Floor:
 class _Events(asyncio.BufferedProtocol):
     """What the loop's transport gets as its protocol: the floor's events as bound
     methods (asyncio's transport asks `isinstance(protocol, BufferedProtocol)`; on uvloop,
-    in the pure build, `get_buffer` is a C callable that returns the read area)."""
+    in the pure build, `get_buffer` is a C callable that returns the read area). The
+    library's own `_stream._Events` does the same for a socket, and in the compiled build
+    takes nothing else."""
 
     __slots__ = (
         "buffer_updated",

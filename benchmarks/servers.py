@@ -166,31 +166,11 @@ class Sink:
 # ---------------------------------------------------------------------- the library
 
 
-def lib_server(
-    args: argparse.Namespace, loop_kind: str, ready: Callable[[dict[str, Any]], None]
-) -> Any:
-    """Start the library's servers on a new IIoMux; returns the mux."""
+def echo_apps() -> dict[str, Any]:
+    """The library's echo apps by style (``plain``, ``flow`` and the ways of writing them:
+    see the module), made anew: `USocket` subclasses, as an SDK app writes them. The
+    floor's servers (benchmarks/floor.py) run the same ones."""
     import usocket_asyncio as u
-
-    mux = u.IIoMux.Create(uvloop=loop_kind == "uvloop")
-    log = u.IInstanceLog(0)
-    kind = args.kind
-    if kind == "tcp":
-        provider = u.CreateTCPSocketProvider()
-        ctx = None
-    elif kind == "local":
-        provider = u.CreateLocalSocketProvider()
-        ctx = None
-    elif kind == "tls":
-        provider = u.CreateTLSSocketProvider(None)
-        ctx = provider.CreateSocketContext(log)
-        with open(args.cert, "rb") as f:
-            ctx.SetServerCertificate(f.read())
-    elif kind == "udp":
-        provider = u.CreateUDPSocketProvider()
-        ctx = None
-    else:
-        raise SystemExit(f"unknown kind {kind}")
 
     class PlainEcho(u.USocket):
         """Receive, send what came, receive again; no `SocketSendResult`."""
@@ -297,6 +277,44 @@ def lib_server(
         def __init__(self) -> None:
             self.buf = bytearray(SMALL_SIZE)
 
+    return {
+        "plain": PlainEcho,
+        "flow": FlowEcho,
+        "plain-mv": PlainMvEcho,
+        "flow-mv": FlowMvEcho,
+        "plain-bytes": PlainBytesEcho,
+        "flow-bytes": FlowBytesEcho,
+        "plain-small": PlainSmallEcho,
+        "flow-small": FlowSmallEcho,
+    }
+
+
+def lib_server(
+    args: argparse.Namespace, loop_kind: str, ready: Callable[[dict[str, Any]], None]
+) -> Any:
+    """Start the library's servers on a new IIoMux; returns the mux."""
+    import usocket_asyncio as u
+
+    mux = u.IIoMux.Create(uvloop=loop_kind == "uvloop")
+    log = u.IInstanceLog(0)
+    kind = args.kind
+    if kind == "tcp":
+        provider = u.CreateTCPSocketProvider()
+        ctx = None
+    elif kind == "local":
+        provider = u.CreateLocalSocketProvider()
+        ctx = None
+    elif kind == "tls":
+        provider = u.CreateTLSSocketProvider(None)
+        ctx = provider.CreateSocketContext(log)
+        with open(args.cert, "rb") as f:
+            ctx.SetServerCertificate(f.read())
+    elif kind == "udp":
+        provider = u.CreateUDPSocketProvider()
+        ctx = None
+    else:
+        raise SystemExit(f"unknown kind {kind}")
+
     class WindowEcho(u.USocket):
         """Receive, send what came, receive again; stop receiving while `MAX_IN_FLIGHT`
         sends wait for their `SocketSendResult` (a peer that does not read)."""
@@ -398,17 +416,7 @@ def lib_server(
             socket.Delete()
 
     addrs: dict[str, Any] = {}
-    echoes: dict[str, Any] = {
-        "plain": PlainEcho,
-        "flow": FlowEcho,
-        "plain-mv": PlainMvEcho,
-        "flow-mv": FlowMvEcho,
-        "plain-bytes": PlainBytesEcho,
-        "flow-bytes": FlowBytesEcho,
-        "plain-small": PlainSmallEcho,
-        "flow-small": FlowSmallEcho,
-    }
-    echo = echoes.get(lib_style(args.impl), WindowEcho)
+    echo = echo_apps().get(lib_style(args.impl), WindowEcho)
     services = {"echo": echo, "sink": SlowSink if args.impl == "usocket-slow" else SinkUser}
 
     class Listener(u.USocket):
@@ -560,40 +568,6 @@ class DgramEcho(asyncio.DatagramProtocol):
         self.tr.sendto(data, addr)
 
 
-class FloorPlainApp:
-    """`PlainEcho` of `lib_server`, word for word, for the floor (benchmarks/floor.py)."""
-
-    __slots__ = ("buf",)
-
-    def __init__(self) -> None:
-        self.buf = bytearray(RECV_SIZE)
-
-    def SocketAcceptComplete(self, socket: Any) -> None:
-        socket.Recv(self.buf, None, True)
-
-    def SocketRecvResult(self, socket: Any, buf: Any, len: int) -> None:
-        socket.Send(buf, len)  # Send copies: buf may be reused at once
-        socket.Recv(buf, None, True)
-
-
-class FloorFlowApp:
-    """`FlowEcho` of `lib_server`, word for word, for the floor."""
-
-    __slots__ = ("buf",)
-
-    def __init__(self) -> None:
-        self.buf = bytearray(RECV_SIZE)
-
-    def SocketAcceptComplete(self, socket: Any) -> None:
-        socket.Recv(self.buf, None, True)
-
-    def SocketRecvResult(self, socket: Any, buf: Any, len: int) -> None:
-        socket.Send(buf, len)
-
-    def SocketSendResult(self, socket: Any) -> None:
-        socket.Recv(self.buf, None, True)
-
-
 def floor_factory(impl: str, loop: asyncio.AbstractEventLoop) -> Any:
     """The protocol factory of a floor echo server (`FLOOR_IMPLS`): the pure floor, or
     the compiled one (``floorc``: `bench_floor`, built beside the compiled library, whose
@@ -606,8 +580,7 @@ def floor_factory(impl: str, loop: asyncio.AbstractEventLoop) -> Any:
     else:
         from . import floor
     floor.own()
-    app = FloorFlowApp if impl.endswith("-flow") else FloorPlainApp
-    return floor.factory(app, loop)
+    return floor.factory(echo_apps()[impl.rpartition("-")[2]], loop)
 
 
 async def stream_echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
