@@ -178,12 +178,13 @@ def measure(
         if kind == "tls":
             argv += ["--cert", make_cert(tmp)]
         cwd = ROOT
-        if lib_build(impl) == "compiled" or impl.startswith("floorc-"):
+        floorc = impl.startswith("floorc-")  # the floor built beside the compiled library
+        if lib_build(impl) == "compiled" or floorc:
             if compiled_dir is None:
                 from .compiled import build
 
                 compiled_dir = build()
-            if impl.startswith("floorc-"):
+            if floorc:
                 from .compiled import build_floor
 
                 build_floor(compiled_dir)

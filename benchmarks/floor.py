@@ -65,8 +65,6 @@ class Floor:
         "dsend",
         "fd",
         "owner",
-        "pack",
-        "pack_n",
         "rbuf",
         "sent",
         "target",

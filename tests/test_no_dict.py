@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from kit.conformance import STREAM_KINDS, close_pair, make_pair, tls_kind
+from kit.conformance import STREAM_KINDS, StreamKind, close_pair, make_pair, tls_kind
 from kit.loop import Mux, Recorder
 
 import usocket_asyncio
@@ -71,6 +71,13 @@ def test_every_socket_kind_has_no_instance_dict_and_is_an_isocket(
     sock.Delete()
 
 
+def _stream_kind(kind: str, ca: Any) -> StreamKind:
+    """The conformance kit's stream kind for "tcp", "local" or "tls" (TLS 1.3)."""
+    if kind == "tls":
+        return tls_kind(ca, "tls13")
+    return STREAM_KINDS["tcp4" if kind == "tcp" else "local"]
+
+
 def _echo(sock: Any, buf: Any, n: int) -> None:
     """The app's echo: what a `SocketRecvResult` of an SDK app does."""
     sock.Send(buf, n)
@@ -122,12 +129,7 @@ def test_the_apps_send_and_recv_calls_specialize(
         client.Connect(f"127.0.0.1:{raw.getsockname()[1]}")
         mux.run_until(lambda: "connect" in crec.names(), what="connect")
     else:
-        stream = (
-            tls_kind(ca, "tls13")
-            if kind == "tls"
-            else STREAM_KINDS["tcp4" if kind == "tcp" else "local"]
-        )
-        pair = make_pair(mux, log, stream, short_tmp)
+        pair = make_pair(mux, log, _stream_kind(kind, ca), short_tmp)
         client, crec = pair.client, pair.crec
         pair.srec.hooks["recv"] = echo
         pair.server.Recv(bytearray(len(msg)), None, True)
@@ -167,12 +169,7 @@ def test_the_transport_gets_the_socket_or_its_events(
     build, the `_AreaReader` of a plain stream)."""
     from usocket_asyncio._stream import _AreaReader, _Events
 
-    stream = (
-        tls_kind(ca, "tls13")
-        if kind == "tls"
-        else STREAM_KINDS["tcp4" if kind == "tcp" else "local"]
-    )
-    pair = make_pair(mux, log, stream, short_tmp)
+    pair = make_pair(mux, log, _stream_kind(kind, ca), short_tmp)
     try:
         for sock in (pair.client, pair.server):
             inner: Any = sock
